@@ -1,0 +1,592 @@
+//! The mapping between a record and its Automerge document.
+//!
+//! Layout (Architecture Invariant: every phone and the server build the same layout, because the
+//! CRDT only merges edits that land in the same object):
+//! - the root map holds `kind`, `commune` and every scalar field of the kind;
+//! - nested maps (`victim`, `perpetrator`) and lists (`services`, `support`) are created empty
+//!   together with the record, so later edits from different phones meet in one object instead
+//!   of racing to create it;
+//! - sets (`violence_types`) are maps `value -> true`, so two phones adding the same value do not
+//!   produce a duplicate;
+//! - an absent optional field is an absent key; setting `null` deletes the key.
+
+use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue};
+use serde_json::{Map, Number, Value};
+
+use crate::ids::RecordKind;
+use crate::schema::{
+    check_entry, check_scalar, check_value, field_at, fields, join, Field, FieldType, Problem,
+    SchemaError, IMMUTABLE,
+};
+
+/// Errors from reading or changing a document.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DocError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("the document is not a gesync record: {0}")]
+    Malformed(String),
+}
+
+fn malformed(msg: impl Into<String>) -> DocError {
+    DocError::Malformed(msg.into())
+}
+
+fn am(e: automerge::AutomergeError) -> DocError {
+    DocError::Malformed(e.to_string())
+}
+
+fn schema(path: &str, problem: Problem) -> DocError {
+    DocError::Schema(SchemaError { path: path.to_string(), problem })
+}
+
+/// Converts a validated JSON scalar into an Automerge scalar.
+fn to_scalar(v: &Value) -> ScalarValue {
+    match v {
+        Value::Bool(b) => ScalarValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => ScalarValue::Int(i),
+            None => ScalarValue::F64(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => ScalarValue::Str(s.as_str().into()),
+        _ => ScalarValue::Null,
+    }
+}
+
+/// Converts an Automerge scalar into JSON.
+pub fn scalar_to_json(s: &ScalarValue) -> Value {
+    match s {
+        ScalarValue::Str(s) => Value::String(s.to_string()),
+        ScalarValue::Int(i) => Value::Number((*i).into()),
+        ScalarValue::Uint(u) => Value::Number((*u).into()),
+        ScalarValue::F64(f) => Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+        ScalarValue::Boolean(b) => Value::Bool(*b),
+        ScalarValue::Counter(c) => Value::Number(i64::from(c).into()),
+        ScalarValue::Timestamp(t) => Value::Number((*t).into()),
+        ScalarValue::Bytes(_) | ScalarValue::Unknown { .. } | ScalarValue::Null => Value::Null,
+    }
+}
+
+/// Creates the document of a new record from validated JSON. The caller chooses the actor (one
+/// per device) so that the server can attribute every change to a device.
+pub fn new_record(kind: RecordKind, json: &Value, actor: ActorId) -> Result<AutoCommit, DocError> {
+    crate::schema::validate_new(kind, json)?;
+    let mut doc = AutoCommit::new().with_actor(actor);
+    doc.put(ObjId::Root, "kind", kind.as_str()).map_err(am)?;
+    let map = json.as_object().cloned().unwrap_or_default();
+    write_map_fields(&mut doc, &ObjId::Root, fields(kind), &map, true)?;
+    if !map.contains_key("deleted") {
+        doc.put(ObjId::Root, "deleted", false).map_err(am)?;
+    }
+    doc.commit();
+    Ok(doc)
+}
+
+/// Writes the given fields of `map` into the document object `obj`. With `create`, containers
+/// that `map` does not mention are created empty (see the module invariant).
+fn write_map_fields(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    schema: &[Field],
+    map: &Map<String, Value>,
+    create: bool,
+) -> Result<(), DocError> {
+    for field in schema {
+        let value = map.get(field.name);
+        match (&field.ty, value) {
+            (FieldType::Map(sub), v) => {
+                let child = match (create, existing_object(doc, obj, field.name)?) {
+                    (false, Some(child)) => child,
+                    _ if create || v.is_some() => {
+                        doc.put_object(obj, field.name, ObjType::Map).map_err(am)?
+                    }
+                    _ => continue,
+                };
+                let empty = Map::new();
+                let inner = v.and_then(Value::as_object).unwrap_or(&empty);
+                write_map_fields(doc, &child, sub, inner, create)?;
+            }
+            (FieldType::List(sub), v) => {
+                let list = match (create, existing_object(doc, obj, field.name)?) {
+                    (false, Some(list)) if v.is_some() => {
+                        // Replacing a whole list: remove the old entries first.
+                        for i in (0..doc.length(&list)).rev() {
+                            doc.delete(&list, i).map_err(am)?;
+                        }
+                        list
+                    }
+                    (false, Some(_)) => continue,
+                    _ if create || v.is_some() => {
+                        doc.put_object(obj, field.name, ObjType::List).map_err(am)?
+                    }
+                    _ => continue,
+                };
+                for item in v.and_then(Value::as_array).into_iter().flatten() {
+                    insert_entry(doc, &list, sub, item)?;
+                }
+            }
+            (FieldType::Set(_), v) => {
+                let set = match (create, existing_object(doc, obj, field.name)?) {
+                    (false, Some(set)) => set,
+                    _ if create || v.is_some() => {
+                        doc.put_object(obj, field.name, ObjType::Map).map_err(am)?
+                    }
+                    _ => continue,
+                };
+                if let Some(v) = v {
+                    let wanted: Vec<&str> =
+                        v.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    let present: Vec<String> = doc.keys(&set).collect();
+                    for key in present.iter().filter(|k| !wanted.contains(&k.as_str())) {
+                        doc.delete(&set, key.as_str()).map_err(am)?;
+                    }
+                    for w in wanted.iter().filter(|w| !present.iter().any(|p| p == *w)) {
+                        doc.put(&set, *w, true).map_err(am)?;
+                    }
+                }
+            }
+            (_, Some(Value::Null)) => {
+                if !create {
+                    doc.delete(obj, field.name).map_err(am)?;
+                }
+            }
+            (_, Some(v)) => doc.put(obj, field.name, to_scalar(v)).map_err(am)?,
+            (_, None) => {}
+        }
+    }
+    Ok(())
+}
+
+fn insert_entry(
+    doc: &mut AutoCommit,
+    list: &ObjId,
+    sub: &[Field],
+    item: &Value,
+) -> Result<(), DocError> {
+    let at = doc.length(list);
+    let entry = doc.insert_object(list, at, ObjType::Map).map_err(am)?;
+    let map = item.as_object().cloned().unwrap_or_default();
+    write_map_fields(doc, &entry, sub, &map, true)
+}
+
+fn existing_object(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option<ObjId>, DocError> {
+    match doc.get(obj, key).map_err(am)? {
+        Some((AmValue::Object(_), id)) => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}
+
+/// Reads the record kind of a document (the winning value).
+pub fn kind_of(doc: &AutoCommit) -> Result<RecordKind, DocError> {
+    match doc.get(ObjId::Root, "kind").map_err(am)? {
+        Some((AmValue::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Str(k) => k.parse().map_err(DocError::Schema),
+            _ => Err(malformed("`kind` is not a string")),
+        },
+        _ => Err(malformed("no `kind`")),
+    }
+}
+
+/// Every value (concurrent ones included) of a root scalar such as `commune` or `kind`.
+pub fn all_root_strings(doc: &AutoCommit, key: &str) -> Result<Vec<String>, DocError> {
+    Ok(doc
+        .get_all(ObjId::Root, key)
+        .map_err(am)?
+        .into_iter()
+        .map(|(v, _)| match v {
+            AmValue::Scalar(s) => match s.as_ref() {
+                ScalarValue::Str(s) => s.to_string(),
+                other => other.to_string(),
+            },
+            AmValue::Object(_) => "<object>".to_string(),
+        })
+        .collect())
+}
+
+/// Walks to the object at a dotted container path (`victim`, `services.2`).
+fn object_at(doc: &AutoCommit, path: &[&str]) -> Result<Option<ObjId>, DocError> {
+    let mut obj = ObjId::Root;
+    for part in path {
+        let next = match part.parse::<usize>() {
+            Ok(i) if doc.object_type(&obj).map_err(am)? == ObjType::List => doc.get(&obj, i),
+            _ => doc.get(&obj, *part),
+        }
+        .map_err(am)?;
+        match next {
+            Some((AmValue::Object(_), id)) => obj = id,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(obj))
+}
+
+/// Sets the field at `path` (`perpetrator.counselled`, `services.0.provider`, `victim`,
+/// `violence_types`) to `value`, validating it first. `null` clears an optional field.
+pub fn set_path(doc: &mut AutoCommit, path: &str, value: &Value) -> Result<(), DocError> {
+    let kind = kind_of(doc)?;
+    let top = path.split('.').next().unwrap_or_default();
+    if IMMUTABLE.contains(&top) {
+        return Err(schema(path, Problem::Immutable));
+    }
+    let field = field_at(kind, path)?;
+    check_value(path, field, value)?;
+    let parts: Vec<&str> = path.split('.').collect();
+    let (parent_path, name) = parts.split_at(parts.len() - 1);
+    let parent = object_at(doc, parent_path)?
+        .ok_or_else(|| schema(path, Problem::UnknownField))?;
+    let mut one = Map::new();
+    one.insert(name[0].to_string(), value.clone());
+    write_map_fields(doc, &parent, std::slice::from_ref(field), &one, false)?;
+    doc.commit();
+    Ok(())
+}
+
+/// Appends `value` to the list or set at `path` (`services`, `support`, `violence_types`).
+pub fn append(doc: &mut AutoCommit, path: &str, value: &Value) -> Result<(), DocError> {
+    let kind = kind_of(doc)?;
+    let field = field_at(kind, path)?;
+    let parts: Vec<&str> = path.split('.').collect();
+    match &field.ty {
+        FieldType::List(sub) => {
+            let at = join(path, &object_at(doc, &parts)?.map(|l| doc.length(&l)).unwrap_or(0).to_string());
+            check_entry(&at, sub, value)?;
+            let list = match object_at(doc, &parts)? {
+                Some(list) => list,
+                None => {
+                    let (parent_path, name) = parts.split_at(parts.len() - 1);
+                    let parent = object_at(doc, parent_path)?
+                        .ok_or_else(|| schema(path, Problem::UnknownField))?;
+                    doc.put_object(&parent, name[0], ObjType::List).map_err(am)?
+                }
+            };
+            insert_entry(doc, &list, sub, value)?;
+        }
+        FieldType::Set(allowed) => {
+            check_scalar(path, &FieldType::Enum(allowed), value)?;
+            let set = object_at(doc, &parts)?.ok_or_else(|| schema(path, Problem::UnknownField))?;
+            doc.put(&set, value.as_str().unwrap_or_default(), true).map_err(am)?;
+        }
+        _ => return Err(schema(path, Problem::WrongType { expected: "a list (services, support) or set (violence_types)" })),
+    }
+    doc.commit();
+    Ok(())
+}
+
+/// Marks a record deleted. Records are never physically removed.
+pub fn delete_record(doc: &mut AutoCommit, reason: &str) -> Result<(), DocError> {
+    check_scalar("deleted_reason", &FieldType::Text, &Value::String(reason.to_string()))?;
+    doc.put(ObjId::Root, "deleted", true).map_err(am)?;
+    doc.put(ObjId::Root, "deleted_reason", reason).map_err(am)?;
+    doc.commit();
+    Ok(())
+}
+
+/// The JSON view of a document: the winning value of every field, in the shape of `domain.md`
+/// (sets as sorted arrays). The caller adds `id` and, where wanted, `conflicts`.
+pub fn view(doc: &AutoCommit) -> Result<Value, DocError> {
+    let kind = kind_of(doc)?;
+    let mut out = view_map(doc, &ObjId::Root, fields(kind))?;
+    out.insert("kind".into(), Value::String(kind.as_str().into()));
+    Ok(Value::Object(out))
+}
+
+fn view_map(doc: &AutoCommit, obj: &ObjId, schema: &[Field]) -> Result<Map<String, Value>, DocError> {
+    let mut out = Map::new();
+    for field in schema {
+        let Some((value, id)) = doc.get(obj, field.name).map_err(am)? else { continue };
+        let json = match (&field.ty, value) {
+            (FieldType::Map(sub), AmValue::Object(ObjType::Map)) => {
+                Value::Object(view_map(doc, &id, sub)?)
+            }
+            (FieldType::List(sub), AmValue::Object(ObjType::List)) => {
+                let mut items = Vec::new();
+                for i in 0..doc.length(&id) {
+                    if let Some((AmValue::Object(ObjType::Map), entry)) = doc.get(&id, i).map_err(am)? {
+                        items.push(Value::Object(view_map(doc, &entry, sub)?));
+                    }
+                }
+                Value::Array(items)
+            }
+            (FieldType::Set(_), AmValue::Object(ObjType::Map)) => {
+                let mut keys: Vec<String> = doc.keys(&id).collect();
+                keys.sort();
+                Value::Array(keys.into_iter().map(Value::String).collect())
+            }
+            (_, AmValue::Scalar(s)) => scalar_to_json(s.as_ref()),
+            _ => continue,
+        };
+        out.insert(field.name.to_string(), json);
+    }
+    Ok(out)
+}
+
+/// One field that holds more than one concurrent value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Conflict {
+    /// Dotted path, with list indices as they stand in the current document.
+    pub path: String,
+    pub values: Vec<ConflictValue>,
+}
+
+/// One of the competing values, with the Automerge op that wrote it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConflictValue {
+    pub value: Value,
+    /// Hex actor id of the device that wrote the value.
+    pub actor: String,
+    /// Unix seconds of the change that wrote the value (advisory: the phone's clock).
+    pub at: i64,
+}
+
+/// Every field of the document that holds more than one *different* concurrent value,
+/// including fields inside list entries. Concurrent list appends and set additions are merges,
+/// not conflicts, and so are not reported.
+pub fn conflicts(doc: &mut AutoCommit) -> Result<Vec<Conflict>, DocError> {
+    let kind = kind_of(doc)?;
+    let mut found = Vec::new();
+    let mut raw = Vec::new();
+    collect_conflicts(doc, &ObjId::Root, "", fields(kind), &mut raw)?;
+    for (path, values) in raw {
+        let mut out: Vec<ConflictValue> = Vec::new();
+        for (value, id) in values {
+            let at = doc
+                .hash_for_opid(&id)
+                .and_then(|h| doc.get_change_meta_by_hash(&h).map(|m| m.timestamp))
+                .unwrap_or(0);
+            let actor = match &id {
+                ObjId::Id(_, actor, _) => actor.to_hex_string(),
+                ObjId::Root => String::new(),
+            };
+            out.push(ConflictValue { value, actor, at });
+        }
+        out.sort_by(|a, b| a.actor.cmp(&b.actor));
+        found.push(Conflict { path, values: out });
+    }
+    Ok(found)
+}
+
+type RawConflict = (String, Vec<(Value, ObjId)>);
+
+fn collect_conflicts(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    prefix: &str,
+    schema: &[Field],
+    out: &mut Vec<RawConflict>,
+) -> Result<(), DocError> {
+    for field in schema {
+        let path = join(prefix, field.name);
+        let all = doc.get_all(obj, field.name).map_err(am)?;
+        let mut distinct: Vec<(Value, ObjId)> = Vec::new();
+        for (value, id) in &all {
+            let json = match value {
+                AmValue::Scalar(s) => scalar_to_json(s.as_ref()),
+                AmValue::Object(_) => Value::String(format!("<object {}>", id_string(id))),
+            };
+            if !distinct.iter().any(|(v, _)| *v == json) {
+                distinct.push((json, id.clone()));
+            }
+        }
+        if distinct.len() > 1 {
+            out.push((path.clone(), distinct));
+        }
+        let Some((value, id)) = doc.get(obj, field.name).map_err(am)? else { continue };
+        match (&field.ty, value) {
+            (FieldType::Map(sub), AmValue::Object(ObjType::Map)) => {
+                collect_conflicts(doc, &id, &path, sub, out)?
+            }
+            (FieldType::List(sub), AmValue::Object(ObjType::List)) => {
+                for i in 0..doc.length(&id) {
+                    if let Some((AmValue::Object(ObjType::Map), entry)) = doc.get(&id, i).map_err(am)? {
+                        collect_conflicts(doc, &entry, &join(&path, &i.to_string()), sub, out)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn id_string(id: &ObjId) -> String {
+    match id {
+        ObjId::Root => "root".into(),
+        ObjId::Id(ctr, actor, _) => format!("{ctr}@{}", actor.to_hex_string()),
+    }
+}
+
+/// Checks a merged document against the schema, looking at every concurrent value of every
+/// field (not only the winner) and at the shape of every container, and refuses keys the
+/// schema does not know. The server calls this on every pushed document before storing it.
+pub fn check_doc(doc: &AutoCommit) -> Result<RecordKind, DocError> {
+    let kinds = all_root_strings(doc, "kind")?;
+    if kinds.len() != 1 {
+        return Err(schema("kind", Problem::Immutable));
+    }
+    let kind: RecordKind = kinds[0].parse()?;
+    check_obj(doc, &ObjId::Root, "", fields(kind), &["kind"])?;
+    Ok(kind)
+}
+
+fn check_obj(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    prefix: &str,
+    schema_fields: &[Field],
+    extra_keys: &[&str],
+) -> Result<(), DocError> {
+    if doc.object_type(obj).map_err(am)? != ObjType::Map {
+        return Err(schema(prefix, Problem::WrongType { expected: "an object" }));
+    }
+    for key in doc.keys(obj) {
+        if !schema_fields.iter().any(|f| f.name == key) && !extra_keys.contains(&key.as_str()) {
+            return Err(schema(&join(prefix, &key), Problem::UnknownField));
+        }
+    }
+    for field in schema_fields {
+        let path = join(prefix, field.name);
+        let all = doc.get_all(obj, field.name).map_err(am)?;
+        if all.is_empty() && field.required {
+            return Err(schema(&path, Problem::Missing));
+        }
+        for (value, id) in all {
+            match (&field.ty, value) {
+                (FieldType::Map(sub), AmValue::Object(ObjType::Map)) => {
+                    check_obj(doc, &id, &path, sub, &[])?
+                }
+                (FieldType::List(sub), AmValue::Object(ObjType::List)) => {
+                    for i in 0..doc.length(&id) {
+                        for (entry, entry_id) in doc.get_all(&id, i).map_err(am)? {
+                            let p = join(&path, &i.to_string());
+                            match entry {
+                                AmValue::Object(ObjType::Map) => check_obj(doc, &entry_id, &p, sub, &[])?,
+                                _ => return Err(schema(&p, Problem::WrongType { expected: "an object" })),
+                            }
+                        }
+                    }
+                }
+                (FieldType::Set(allowed), AmValue::Object(ObjType::Map)) => {
+                    for key in doc.keys(&id) {
+                        check_scalar(&path, &FieldType::Enum(allowed), &Value::String(key.clone()))?;
+                        for (v, _) in doc.get_all(&id, key.as_str()).map_err(am)? {
+                            if !matches!(v, AmValue::Scalar(ref s) if matches!(s.as_ref(), ScalarValue::Boolean(true))) {
+                                return Err(schema(&path, Problem::WrongType { expected: "a set of strings" }));
+                            }
+                        }
+                    }
+                }
+                (FieldType::Map(_) | FieldType::List(_) | FieldType::Set(_), _) => {
+                    return Err(schema(&path, Problem::WrongType { expected: "a container" }))
+                }
+                (ty, AmValue::Scalar(s)) => {
+                    let json = scalar_to_json(s.as_ref());
+                    if json.is_null() && !field.required {
+                        continue;
+                    }
+                    check_scalar(&path, ty, &json)?
+                }
+                (_, AmValue::Object(_)) => {
+                    return Err(schema(&path, Problem::WrongType { expected: "a scalar value" }))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn actor(n: u8) -> ActorId {
+        ActorId::from([n; 16])
+    }
+
+    fn case() -> Value {
+        json!({"commune": "04123", "detected_on": "2025-03-01", "victim": {"sex": "female"},
+               "violence_types": ["physical"]})
+    }
+
+    #[test]
+    fn new_record_round_trips_through_the_view() {
+        let mut doc = new_record(RecordKind::GbvCase, &case(), actor(1)).unwrap();
+        let v = view(&doc).unwrap();
+        assert_eq!(v["kind"], "gbv_case");
+        assert_eq!(v["victim"]["sex"], "female");
+        assert_eq!(v["services"], json!([]));
+        assert_eq!(v["perpetrator"], json!({}));
+        assert_eq!(v["violence_types"], json!(["physical"]));
+        assert_eq!(v["deleted"], false);
+        check_doc(&doc).unwrap();
+        let loaded = AutoCommit::load(&doc.save()).unwrap();
+        assert_eq!(view(&loaded).unwrap(), v);
+    }
+
+    #[test]
+    fn set_validates_and_refuses_immutable_fields() {
+        let mut doc = new_record(RecordKind::GbvCase, &case(), actor(1)).unwrap();
+        set_path(&mut doc, "perpetrator.counselled", &json!(true)).unwrap();
+        assert_eq!(view(&doc).unwrap()["perpetrator"]["counselled"], true);
+        let e = set_path(&mut doc, "commune", &json!("04124")).unwrap_err();
+        assert_eq!(e.to_string(), "field `commune` is fixed when the record is created");
+        let e = set_path(&mut doc, "victim.sex", &json!("f")).unwrap_err();
+        assert!(e.to_string().contains("is not one of"));
+        set_path(&mut doc, "victim.sex", &Value::Null).unwrap();
+        assert!(view(&doc).unwrap()["victim"].get("sex").is_none());
+        set_path(&mut doc, "violence_types", &json!(["sexual", "economic"])).unwrap();
+        assert_eq!(view(&doc).unwrap()["violence_types"], json!(["economic", "sexual"]));
+    }
+
+    #[test]
+    fn concurrent_appends_both_survive_and_are_not_conflicts() {
+        let mut a = new_record(RecordKind::GbvCase, &case(), actor(1)).unwrap();
+        let mut b = AutoCommit::load(&a.save()).unwrap().with_actor(actor(2));
+        append(&mut a, "services", &json!({"kind": "health"})).unwrap();
+        append(&mut b, "services", &json!({"kind": "legal_aid"})).unwrap();
+        append(&mut a, "violence_types", &json!("sexual")).unwrap();
+        append(&mut b, "violence_types", &json!("sexual")).unwrap();
+        a.merge(&mut b).unwrap();
+        let v = view(&a).unwrap();
+        assert_eq!(v["services"].as_array().unwrap().len(), 2);
+        assert_eq!(v["violence_types"], json!(["physical", "sexual"]));
+        assert!(conflicts(&mut a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn concurrent_sets_of_one_field_are_a_conflict_with_both_values() {
+        let mut a = new_record(RecordKind::GbvCase, &case(), actor(1)).unwrap();
+        append(&mut a, "services", &json!({"kind": "health"})).unwrap();
+        let mut b = AutoCommit::load(&a.save()).unwrap().with_actor(actor(2));
+        set_path(&mut a, "victim.sex", &json!("male")).unwrap();
+        set_path(&mut b, "victim.sex", &json!("other")).unwrap();
+        set_path(&mut a, "services.0.provider", &json!("TYT")).unwrap();
+        set_path(&mut b, "services.0.provider", &json!("Công an")).unwrap();
+        // The same value twice is not a conflict.
+        set_path(&mut a, "status", &json!("closed")).unwrap();
+        set_path(&mut b, "status", &json!("closed")).unwrap();
+        a.merge(&mut b).unwrap();
+        let c = conflicts(&mut a).unwrap();
+        let paths: Vec<&str> = c.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["victim.sex", "services.0.provider"]);
+        let values: Vec<&Value> = c[0].values.iter().map(|v| &v.value).collect();
+        assert_eq!(values, [&json!("male"), &json!("other")]);
+        assert_eq!(c[0].values[0].actor, actor(1).to_hex_string());
+    }
+
+    #[test]
+    fn check_doc_refuses_unknown_keys_and_bad_values_written_by_a_foreign_client() {
+        let mut doc = new_record(RecordKind::NewsItem, &json!({"commune": "04123", "published_on": "2025-01-02"}), actor(1)).unwrap();
+        check_doc(&doc).unwrap();
+        let mut bad = doc.fork();
+        bad.put(ObjId::Root, "secret", "x").unwrap();
+        assert_eq!(check_doc(&bad).unwrap_err().to_string(), "unknown field `secret`");
+        let mut bad = doc.fork();
+        bad.put(ObjId::Root, "published_on", 5).unwrap();
+        assert!(check_doc(&bad).unwrap_err().to_string().contains("published_on"));
+        let mut other = AutoCommit::load(&doc.save()).unwrap().with_actor(actor(2));
+        other.put(ObjId::Root, "kind", "gbv_case").unwrap();
+        doc.merge(&mut other).unwrap();
+        assert!(check_doc(&doc).is_err());
+    }
+}
