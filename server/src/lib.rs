@@ -1,1 +1,27 @@
-//!x
+//! # gesync-server
+//!
+//! The server of gesync: it merges the Automerge documents phones push, keeps them durably in
+//! sled, serves each phone the changes in its scope, and keeps the indicator figures of every
+//! org unit current.
+//!
+//! Code map: [`store`] (the `Kv` trait, sled and memory), [`db`] (tables on top of it: org
+//! units, users, devices, audit), `records` (push/pull of the sync protocol), `figures`
+//! (materialized indicator counters), [`auth`] (passwords, tokens, throttling), [`model`]
+//! (roles and the access policy), [`api`] (HTTP handlers), [`server`] (TLS, launch, shutdown),
+//! [`demo`] (demo data).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod backup;
+pub mod db;
+pub mod demo;
+pub mod error;
+mod figures;
+pub mod model;
+pub mod records;
+pub mod server;
+pub mod store;
+
+pub use db::Db;
+pub use server::{launch, open_db, Config, Tls};

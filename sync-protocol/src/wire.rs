@@ -73,6 +73,9 @@ pub enum PushOutcome {
     Accepted,
     /// Refused, with a reason meant for the officer (e.g. "field `victim.sex`: ...").
     Rejected { reason: String },
+    /// The pushed changes depend on history the server does not have (the phone's idea of the
+    /// server's heads was wrong): push the whole document (`save()`) next time. Nothing stored.
+    NeedFull,
 }
 
 /// One record's incoming changes.

@@ -1,0 +1,307 @@
+//! [`Client`]: the phone as a program sees it — typed record operations that work offline, and
+//! `login`/`sync` that talk to the server through a [`Transport`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use automerge::AutoCommit;
+use serde_json::{json, Value};
+use sync_protocol::{doc, heads_to_wire, RecordId, RecordKind};
+
+use crate::crypto::KeyProvider;
+use crate::error::{Error, Result};
+use crate::store::{sorted, RecordMeta, Store, SyncStatus};
+use crate::transport::{normalize_server_url, HttpConfig, HttpTransport, LoginRequest, Transport, TransportError};
+
+/// A phone: its local store plus the way to reach the server.
+///
+/// Every record operation works without a network. `login` and `sync` are `async`; the CLI runs
+/// them on a current-thread runtime, a simulator can drive many clients in one runtime (give them
+/// one shared [`HttpTransport`] with [`Client::with_transport`]).
+pub struct Client {
+    pub(crate) store: Store,
+    /// A transport given by the program; when `None` an [`HttpTransport`] is made from the
+    /// store's server URL and CA certificate, and cached in `http`.
+    injected: Option<Arc<dyn Transport>>,
+    http: Option<(String, Arc<dyn Transport>)>,
+    http_config: HttpConfig,
+    /// Set once the server has revoked this device and the store was wiped.
+    wiped: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client over an opened store.
+    pub fn new(store: Store) -> Client {
+        Client { store, injected: None, http: None, http_config: HttpConfig::default(), wiped: false }
+    }
+
+    /// Opens the store in `dir`, creating it when there is none.
+    pub fn open(dir: impl AsRef<Path>, keys: impl KeyProvider + 'static) -> Result<Client> {
+        Ok(Client::new(Store::open_or_create(dir, keys)?))
+    }
+
+    /// Uses `transport` for every server call instead of HTTP to the stored server URL.
+    pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Client {
+        self.injected = Some(transport);
+        self
+    }
+
+    /// Changes the HTTP timeouts (used when no transport was injected).
+    pub fn with_http_config(mut self, config: HttpConfig) -> Client {
+        self.http_config = config;
+        self.http = None;
+        self
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn live(&self) -> Result<()> {
+        if self.wiped {
+            Err(Error::DeviceRevoked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates a record from its JSON (validated against the schema). Works offline.
+    pub fn create(&mut self, kind: RecordKind, record: &Value) -> Result<RecordId> {
+        self.live()?;
+        let id = RecordId::random();
+        let mut doc = doc::new_record(kind, record, self.store.actor().clone()).map_err(Error::doc(id))?;
+        let meta = RecordMeta { kind, heads: vec![], server_heads: vec![], rejected: None, conflicts: 0 };
+        self.write_doc(id, meta, &mut doc)?;
+        Ok(id)
+    }
+
+    /// Sets the field at a dotted `path` (`perpetrator.counselled`, `services.0.provider`);
+    /// `null` clears an optional field.
+    pub fn set(&mut self, id: RecordId, path: &str, value: &Value) -> Result<()> {
+        self.set_many(id, &[(path.to_string(), value.clone())])
+    }
+
+    /// Applies several assignments at once: all of them, or none when one is refused.
+    pub fn set_many(&mut self, id: RecordId, assignments: &[(String, Value)]) -> Result<()> {
+        self.edit(id, |d| {
+            assignments.iter().try_for_each(|(path, value)| doc::set_path(d, path, value))
+        })
+    }
+
+    /// Appends an entry to a list (`services`, `support`) or a value to a set (`violence_types`).
+    pub fn append(&mut self, id: RecordId, list_path: &str, value: &Value) -> Result<()> {
+        self.edit(id, |d| doc::append(d, list_path, value))
+    }
+
+    /// Marks a record deleted, with a reason (records are never physically removed).
+    pub fn delete(&mut self, id: RecordId, reason: &str) -> Result<()> {
+        self.edit(id, |d| doc::delete_record(d, reason))
+    }
+
+    fn edit(
+        &mut self,
+        id: RecordId,
+        change: impl FnOnce(&mut AutoCommit) -> Result<(), doc::DocError>,
+    ) -> Result<()> {
+        self.live()?;
+        let (meta, mut d) = self.store.load_doc(id)?;
+        change(&mut d).map_err(Error::doc(id))?;
+        self.write_doc(id, meta, &mut d)
+    }
+
+    /// Writes a document with its metadata brought up to date (heads, conflict count).
+    pub(crate) fn write_doc(&mut self, id: RecordId, mut meta: RecordMeta, d: &mut AutoCommit) -> Result<()> {
+        meta.heads = sorted(heads_to_wire(&d.get_heads()));
+        meta.conflicts = doc::conflicts(d).map_err(Error::doc(id))?.len() as u32;
+        let bytes = d.save();
+        self.store.put_record(id, meta, &bytes)
+    }
+
+    /// The record as JSON: the view of `domain.md` plus `id`, `sync_status`
+    /// (`pending`/`synced`/`rejected`), `sync_error` when rejected, and
+    /// `conflicts: [{"path", "values": [...]}]` when a field holds concurrent values.
+    ///
+    /// The sync state is not called `status` because `gbv_case` has a `status` field.
+    pub fn show(&self, id: RecordId) -> Result<Value> {
+        self.live()?;
+        let (meta, mut d) = self.store.load_doc(id)?;
+        let mut view = doc::view(&d).map_err(Error::doc(id))?;
+        let conflicts = doc::conflicts(&mut d).map_err(Error::doc(id))?;
+        let obj = view.as_object_mut().expect("a record view is an object");
+        obj.insert("id".into(), Value::String(id.to_string()));
+        let status = meta.status();
+        obj.insert("sync_status".into(), Value::String(status.as_str().into()));
+        if let SyncStatus::Rejected { reason } = status {
+            obj.insert("sync_error".into(), Value::String(reason));
+        }
+        if !conflicts.is_empty() {
+            let list: Vec<Value> = conflicts
+                .into_iter()
+                .map(|c| {
+                    let values: Vec<Value> = c.values.into_iter().map(|v| v.value).collect();
+                    json!({ "path": c.path, "values": values })
+                })
+                .collect();
+            obj.insert("conflicts".into(), Value::Array(list));
+        }
+        Ok(view)
+    }
+
+    /// Every record (of one kind, if given), as [`Client::show`] gives them, in id order.
+    pub fn list(&self, kind: Option<RecordKind>) -> Result<Vec<Value>> {
+        self.live()?;
+        let ids: Vec<RecordId> = self
+            .store
+            .records()
+            .iter()
+            .filter(|(_, m)| kind.is_none_or(|k| m.kind == k))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter().map(|id| self.show(id)).collect()
+    }
+
+    /// Ids of every record (of one kind, if given).
+    pub fn ids(&self, kind: Option<RecordKind>) -> Vec<RecordId> {
+        let records = self.store.records().iter();
+        records.filter(|(_, m)| kind.is_none_or(|k| m.kind == k)).map(|(id, _)| *id).collect()
+    }
+
+    /// Where a record stands with the server.
+    pub fn status(&self, id: RecordId) -> Result<SyncStatus> {
+        self.live()?;
+        Ok(self.store.meta(id)?.status())
+    }
+
+    /// Number of records with changes the server does not have yet.
+    pub fn pending_count(&self) -> usize {
+        self.store.records().values().filter(|m| m.status() == SyncStatus::Pending).count()
+    }
+
+    /// Logs in to `server` and keeps the server URL, CA certificate path, user name and tokens in
+    /// the store (the password is not kept). Logging in to another server makes every record
+    /// pending again; another user starts the pull from the beginning.
+    pub async fn login(
+        &mut self,
+        server: &str,
+        username: &str,
+        password: &str,
+        ca_cert: Option<&Path>,
+    ) -> Result<()> {
+        self.live()?;
+        let server = normalize_server_url(server)?;
+        let ca_cert: Option<PathBuf> = match ca_cert {
+            Some(p) => Some(p.canonicalize().map_err(Error::io("find the CA certificate", p))?),
+            None => None,
+        };
+        let transport = match &self.injected {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<dyn Transport> =
+                    Arc::new(HttpTransport::new(&server, ca_cert.as_deref(), &self.http_config)?);
+                self.http = Some((server.clone(), t.clone()));
+                t
+            }
+        };
+        let request = LoginRequest {
+            username: username.to_string(),
+            password: password.to_string(),
+            device_id: self.store.device_id().to_string(),
+        };
+        let tokens = match transport.login(&request).await {
+            Ok(t) => t,
+            Err(e) if e.is_device_revoked() => return Err(self.revoked()),
+            Err(TransportError::Status { status: 401 | 403, message, .. }) => {
+                return Err(Error::LoginRefused(if message.is_empty() {
+                    "wrong username or password".into()
+                } else {
+                    message
+                }))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let new_server = self.store.server() != Some(server.as_str());
+        let new_user = self.store.username() != Some(username);
+        if new_server && self.store.server().is_some() {
+            // What the old server had says nothing about the new one.
+            let ids: Vec<RecordId> = self.store.records().keys().copied().collect();
+            for id in ids {
+                self.store.update_meta(id, |m| {
+                    m.server_heads.clear();
+                    m.rejected = None;
+                })?;
+            }
+        }
+        self.store.update_state(|s| {
+            if new_server || new_user {
+                s.cursor.clear();
+            }
+            s.server = Some(server);
+            s.ca_cert = ca_cert;
+            s.username = Some(username.to_string());
+            s.access_token = Some(tokens.access_token);
+            s.refresh_token = Some(tokens.refresh_token);
+        })
+    }
+
+    /// The transport for server calls.
+    pub(crate) fn transport(&mut self) -> Result<Arc<dyn Transport>> {
+        if let Some(t) = &self.injected {
+            return Ok(t.clone());
+        }
+        let server = self.store.state().server.clone().ok_or(Error::NotLoggedIn)?;
+        if let Some((s, t)) = &self.http {
+            if *s == server {
+                return Ok(t.clone());
+            }
+        }
+        let ca = self.store.state().ca_cert.clone();
+        let t: Arc<dyn Transport> = Arc::new(HttpTransport::new(&server, ca.as_deref(), &self.http_config)?);
+        self.http = Some((server, t.clone()));
+        Ok(t)
+    }
+
+    /// Wipes the store after the server revoked this device, and returns the error to show.
+    pub(crate) fn revoked(&mut self) -> Error {
+        self.wiped = true;
+        match self.store.wipe() {
+            Ok(()) => Error::DeviceRevoked,
+            Err(e) => Error::Config(format!(
+                "this device was revoked by an administrator, but wiping the local data failed: {e}"
+            )),
+        }
+    }
+
+    /// Gets fresh tokens with the refresh token (which rotates), or fails with
+    /// [`Error::SessionExpired`].
+    pub(crate) async fn refresh(&mut self, transport: &dyn Transport) -> Result<String> {
+        let Some(refresh_token) = self.store.state().refresh_token.clone() else {
+            return Err(Error::SessionExpired);
+        };
+        match transport.refresh(&refresh_token).await {
+            Ok(tokens) => {
+                let access = tokens.access_token.clone();
+                self.store.update_state(|s| {
+                    s.access_token = Some(tokens.access_token);
+                    s.refresh_token = Some(tokens.refresh_token);
+                })?;
+                Ok(access)
+            }
+            Err(e) if e.is_device_revoked() => Err(self.revoked()),
+            Err(TransportError::Status { status: 400 | 401 | 403, .. }) => {
+                self.store.update_state(|s| {
+                    s.access_token = None;
+                    s.refresh_token = None;
+                })?;
+                Err(Error::SessionExpired)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The one error type of the SDK. Every `Display` text is a single line meant for the officer:
+//! it names fields, paths and URLs, never record contents, tokens or passwords.
+
+use std::path::{Path, PathBuf};
+
+use sync_protocol::doc::DocError;
+use sync_protocol::{BadRecordId, RecordId, SchemaError};
+
+/// Everything that can go wrong in the SDK.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The record JSON or an edit does not fit the schema (names the field).
+    #[error("{0}")]
+    Schema(#[from] SchemaError),
+    /// A record document that does not read as a gesync record.
+    #[error("record {id}: {detail}")]
+    BadDocument { id: RecordId, detail: String },
+    #[error(transparent)]
+    BadId(#[from] BadRecordId),
+    #[error("no record {0} in this store")]
+    UnknownRecord(RecordId),
+    /// Input that is not JSON (or not the JSON expected), with where it came from.
+    #[error("bad JSON in {what}: {detail}")]
+    BadJson { what: String, detail: String },
+    #[error("not logged in: run `gesync-field login --server URL --username U --password-stdin` first")]
+    NotLoggedIn,
+    #[error("session expired: run `gesync-field login` again")]
+    SessionExpired,
+    #[error("login refused: {0}")]
+    LoginRefused(String),
+    #[error("too many attempts: the server asks to wait{}", retry_after.map(|s| format!(" {s} seconds")).unwrap_or_default())]
+    Throttled { retry_after: Option<u64> },
+    /// The server revoked this device; the SDK has wiped the local store.
+    #[error("this device was revoked by an administrator: the local data was wiped")]
+    DeviceRevoked,
+    #[error("cannot reach the server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the server refused the request (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    #[error("the server sent an unreadable answer: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot decrypt the store: wrong secret (GESYNC_STORE_SECRET) or damaged store")]
+    Decrypt,
+    #[error("the store at {path} is damaged: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for `Result<T, client_sdk::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Io { action, path, source }
+    }
+
+    pub(crate) fn doc(id: RecordId) -> impl FnOnce(DocError) -> Error {
+        move |e| match e {
+            DocError::Schema(s) => Error::Schema(s),
+            DocError::Malformed(detail) => Error::BadDocument { id, detail },
+        }
+    }
+}

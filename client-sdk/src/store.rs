@@ -1,0 +1,410 @@
+//! The phone's local store: a directory of encrypted files, each written atomically.
+//!
+//! ```text
+//! DIR/gesync-store      cleartext marker: format and kind of key (nothing sensitive)
+//! DIR/salt              cleartext argon2 salt (passphrase stores only)
+//! DIR/state             encrypted JSON: device id, actor, server, username, tokens, cursor
+//! DIR/records/<uuid>    encrypted: version byte + postcard(RecordFile) = sync metadata + doc
+//! ```
+//!
+//! Invariant: `records` in memory mirrors the metadata of the files on disk; every change is
+//! written to disk first and mirrored after, so a failed write leaves memory as it was.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use automerge::{ActorId, AutoCommit};
+use serde::{Deserialize, Serialize};
+use sync_protocol::wire::Hash;
+use sync_protocol::{RecordId, RecordKind};
+
+use crate::crypto::{self, KeyProvider, StoreKey};
+use crate::error::{Error, Result};
+
+const MARKER_FILE: &str = "gesync-store";
+const STATE_FILE: &str = "state";
+const RECORDS_DIR: &str = "records";
+const STORE_FORMAT: u32 = 1;
+const RECORD_FORMAT: u8 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    format: u32,
+    key: String,
+}
+
+/// The device-wide part of the store. `Debug` hides the tokens.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub device_id: String,
+    /// The Automerge actor of every change made on this device (16 random bytes).
+    pub actor: Vec<u8>,
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// The server's feed cursor (opaque).
+    #[serde(default)]
+    pub cursor: Vec<u8>,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("device_id", &self.device_id)
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("logged_in", &self.access_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server refused a record, and at which heads (a later edit makes it pending again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Rejection {
+    pub reason: String,
+    pub heads: Vec<Hash>,
+}
+
+/// Sync metadata of one record, kept beside its document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecordMeta {
+    pub kind: RecordKind,
+    /// The document's heads (sorted).
+    pub heads: Vec<Hash>,
+    /// Heads the server is known to have (sorted; empty when never pushed or when the server
+    /// asked for the whole document).
+    pub server_heads: Vec<Hash>,
+    pub rejected: Option<Rejection>,
+    /// Number of fields holding concurrent values, as of the last change of the document.
+    pub conflicts: u32,
+}
+
+/// Where a record stands with the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStatus {
+    /// Has changes the server does not have yet.
+    Pending,
+    /// The server has every change of this record.
+    Synced,
+    /// The server refused the record's latest changes; a new edit makes it pending again.
+    Rejected { reason: String },
+}
+
+impl SyncStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SyncStatus::Pending => "pending",
+            SyncStatus::Synced => "synced",
+            SyncStatus::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+impl RecordMeta {
+    pub fn status(&self) -> SyncStatus {
+        if self.heads == self.server_heads {
+            SyncStatus::Synced
+        } else {
+            match &self.rejected {
+                Some(r) if r.heads == self.heads => SyncStatus::Rejected { reason: r.reason.clone() },
+                _ => SyncStatus::Pending,
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordFile {
+    meta: RecordMeta,
+    doc: Vec<u8>,
+}
+
+/// Sorted heads, so that comparing two sets of heads is comparing two vectors.
+pub(crate) fn sorted(mut heads: Vec<Hash>) -> Vec<Hash> {
+    heads.sort_unstable();
+    heads.dedup();
+    heads
+}
+
+/// The encrypted local store of one phone.
+pub struct Store {
+    dir: PathBuf,
+    keys: Box<dyn KeyProvider>,
+    key: StoreKey,
+    state: State,
+    actor: ActorId,
+    records: BTreeMap<RecordId, RecordMeta>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("state", &self.state)
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Makes a new store in `dir` (created if missing; it must not hold a store already), with a
+    /// fresh device id, Automerge actor and key.
+    pub fn create(dir: impl AsRef<Path>, keys: impl KeyProvider + 'static) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        crypto::create_private_dir(&dir)?;
+        if dir.join(MARKER_FILE).exists() {
+            return Err(Error::Config(format!("{} already holds a gesync store", dir.display())));
+        }
+        let key = keys.create_key(&dir)?;
+        let marker = Marker { format: STORE_FORMAT, key: keys.mode().to_string() };
+        crypto::create_private_dir(&dir.join(RECORDS_DIR))?;
+        let actor = ActorId::random();
+        let state = State {
+            device_id: uuid::Uuid::new_v4().to_string(),
+            actor: actor.to_bytes().to_vec(),
+            server: None,
+            ca_cert: None,
+            username: None,
+            access_token: None,
+            refresh_token: None,
+            cursor: Vec::new(),
+        };
+        let store =
+            Store { dir, keys: Box::new(keys), key, state, actor, records: BTreeMap::new() };
+        store.save_state()?;
+        // The marker goes last: a store without it is an unfinished creation and is made again.
+        let marker = serde_json::to_vec(&marker).expect("the marker serialises");
+        crypto::write_atomic(&store.dir.join(MARKER_FILE), &marker)?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, keys: impl KeyProvider + 'static) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let marker_path = dir.join(MARKER_FILE);
+        let marker = match fs::read(&marker_path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Config(format!("no gesync store in {}", dir.display())))
+            }
+            Err(e) => return Err(Error::io("read", &marker_path)(e)),
+        };
+        let marker: Marker = serde_json::from_slice(&marker).map_err(|e| Error::Corrupt {
+            path: marker_path.clone(),
+            detail: e.to_string(),
+        })?;
+        if marker.format != STORE_FORMAT {
+            return Err(Error::Config(format!(
+                "the store in {} has format {}; this gesync-field reads format {STORE_FORMAT}",
+                dir.display(),
+                marker.format
+            )));
+        }
+        if marker.key != keys.mode() {
+            return Err(Error::Config(match marker.key.as_str() {
+                "passphrase" => format!(
+                    "the store in {} is protected by a passphrase: set {}",
+                    dir.display(),
+                    crypto::SECRET_ENV
+                ),
+                other => format!(
+                    "the store in {} is protected by a `{other}` key, not a `{}` one{}",
+                    dir.display(),
+                    keys.mode(),
+                    if keys.mode() == "passphrase" {
+                        format!(": unset {}", crypto::SECRET_ENV)
+                    } else {
+                        String::new()
+                    }
+                ),
+            }));
+        }
+        let key = keys.open_key(&dir)?;
+        let state_path = dir.join(STATE_FILE);
+        let sealed = fs::read(&state_path).map_err(Error::io("read", &state_path))?;
+        let plain = crypto::open(&key, STATE_FILE, &sealed)?;
+        let state: State = serde_json::from_slice(&plain)
+            .map_err(|e| Error::Corrupt { path: state_path.clone(), detail: e.to_string() })?;
+        let actor = ActorId::from(state.actor.as_slice());
+        let mut store = Store { dir, keys: Box::new(keys), key, state, actor, records: BTreeMap::new() };
+        store.load_index()?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir`, creating it first when there is none.
+    pub fn open_or_create(dir: impl AsRef<Path>, keys: impl KeyProvider + 'static) -> Result<Store> {
+        if dir.as_ref().join(MARKER_FILE).exists() {
+            Store::open(dir, keys)
+        } else {
+            Store::create(dir, keys)
+        }
+    }
+
+    fn load_index(&mut self) -> Result<()> {
+        let records_dir = self.dir.join(RECORDS_DIR);
+        crypto::create_private_dir(&records_dir)?;
+        let entries = fs::read_dir(&records_dir).map_err(Error::io("list", &records_dir))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io("list", &records_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                // Left by an interrupted write; the rename never happened, so it is garbage.
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            let Ok(id) = name.parse::<RecordId>() else { continue };
+            let (meta, _) = self.read_record_file(id)?;
+            self.records.insert(id, meta);
+        }
+        Ok(())
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This device's id (a random UUID, sent at login).
+    pub fn device_id(&self) -> &str {
+        &self.state.device_id
+    }
+
+    /// This device's Automerge actor.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The server this store last logged in to.
+    pub fn server(&self) -> Option<&str> {
+        self.state.server.as_deref()
+    }
+
+    /// The user this store last logged in as.
+    pub fn username(&self) -> Option<&str> {
+        self.state.username.as_deref()
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Changes the state and writes it; memory changes only if the write succeeds.
+    pub(crate) fn update_state(&mut self, change: impl FnOnce(&mut State)) -> Result<()> {
+        let mut next = self.state.clone();
+        change(&mut next);
+        let old = std::mem::replace(&mut self.state, next);
+        if let Err(e) = self.save_state() {
+            self.state = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn save_state(&self) -> Result<()> {
+        let plain = serde_json::to_vec(&self.state).expect("the state serialises");
+        let sealed = crypto::seal(&self.key, STATE_FILE, &plain);
+        crypto::write_atomic(&self.dir.join(STATE_FILE), &sealed)
+    }
+
+    pub(crate) fn records(&self) -> &BTreeMap<RecordId, RecordMeta> {
+        &self.records
+    }
+
+    pub(crate) fn meta(&self, id: RecordId) -> Result<&RecordMeta> {
+        self.records.get(&id).ok_or(Error::UnknownRecord(id))
+    }
+
+    fn record_name(id: RecordId) -> String {
+        format!("{RECORDS_DIR}/{id}")
+    }
+
+    fn read_record_file(&self, id: RecordId) -> Result<(RecordMeta, Vec<u8>)> {
+        let name = Store::record_name(id);
+        let path = self.dir.join(&name);
+        let sealed = fs::read(&path).map_err(Error::io("read", &path))?;
+        let plain = crypto::open(&self.key, &name, &sealed)?;
+        let corrupt = |detail: String| Error::Corrupt { path: path.clone(), detail };
+        match plain.split_first() {
+            Some((&RECORD_FORMAT, body)) => {
+                let file: RecordFile =
+                    postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+                Ok((file.meta, file.doc))
+            }
+            _ => Err(corrupt("unknown record file format".into())),
+        }
+    }
+
+    /// Loads a record's document, with this device's actor for new changes.
+    pub(crate) fn load_doc(&self, id: RecordId) -> Result<(RecordMeta, AutoCommit)> {
+        if !self.records.contains_key(&id) {
+            return Err(Error::UnknownRecord(id));
+        }
+        let (meta, bytes) = self.read_record_file(id)?;
+        let doc = AutoCommit::load(&bytes)
+            .map_err(|e| Error::BadDocument { id, detail: e.to_string() })?
+            .with_actor(self.actor.clone());
+        Ok((meta, doc))
+    }
+
+    /// Writes a record (metadata and the document saved whole).
+    pub(crate) fn put_record(&mut self, id: RecordId, meta: RecordMeta, doc: &[u8]) -> Result<()> {
+        let file = RecordFile { meta, doc: doc.to_vec() };
+        let mut plain = vec![RECORD_FORMAT];
+        plain.extend(postcard::to_stdvec(&file).expect("a record file serialises"));
+        let name = Store::record_name(id);
+        crypto::write_atomic(&self.dir.join(&name), &crypto::seal(&self.key, &name, &plain))?;
+        self.records.insert(id, file.meta);
+        Ok(())
+    }
+
+    /// Changes only the metadata of a record (rewrites its file with the same document).
+    pub(crate) fn update_meta(&mut self, id: RecordId, change: impl FnOnce(&mut RecordMeta)) -> Result<()> {
+        let (mut meta, doc) = self.read_record_file(id)?;
+        change(&mut meta);
+        self.put_record(id, meta, &doc)
+    }
+
+    /// Deletes the key (where the provider keeps one) and everything in the store directory.
+    /// The store is unusable afterwards.
+    pub(crate) fn wipe(&mut self) -> Result<()> {
+        let forgot = self.keys.forget_key(&self.dir);
+        self.records.clear();
+        self.state.access_token = None;
+        self.state.refresh_token = None;
+        let entries = fs::read_dir(&self.dir).map_err(Error::io("list", &self.dir))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(Error::io("remove", &path))?;
+        }
+        forgot
+    }
+}
+
+impl<K: KeyProvider + ?Sized> KeyProvider for Box<K> {
+    fn mode(&self) -> &'static str {
+        (**self).mode()
+    }
+    fn create_key(&self, dir: &Path) -> Result<StoreKey> {
+        (**self).create_key(dir)
+    }
+    fn open_key(&self, dir: &Path) -> Result<StoreKey> {
+        (**self).open_key(dir)
+    }
+    fn forget_key(&self, dir: &Path) -> Result<()> {
+        (**self).forget_key(dir)
+    }
+}

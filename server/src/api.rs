@@ -1,0 +1,774 @@
+//! The HTTP API of `contract.md`. Handlers are thin: extract, ask the policy in `model.rs`,
+//! call the data layer on the blocking pool, map the result.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use axum::Router;
+use indicators::{IndicatorId, Milestones, Period};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sync_protocol::wire::{SyncRequest, CONTENT_TYPE, MAX_MESSAGE_BYTES};
+use sync_protocol::{OrgUnitCode, RecordId, RecordKind};
+
+use crate::auth::{self, Keys, RefreshError, Throttle, TokenError};
+use crate::db::{now_secs, AuditEvent, Db};
+use crate::error::{AppError, AppResult};
+use crate::model::{Device, OrgUnit, Principal, Role, User};
+
+/// Shared state of the HTTP layer.
+pub struct AppState {
+    pub db: Db,
+    pub keys: Keys,
+    pub throttle: Throttle,
+    pub metrics: Metrics,
+    /// Limits concurrent argon2 hashing (48 MiB each).
+    pub hashing: tokio::sync::Semaphore,
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub sync_requests: AtomicU64,
+    pub sync_bytes_in: AtomicU64,
+    pub sync_bytes_out: AtomicU64,
+    pub records_accepted: AtomicU64,
+    pub records_rejected: AtomicU64,
+    pub login_failures: AtomicU64,
+    pub logins: AtomicU64,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn new(db: Db) -> Result<Shared, crate::db::DbError> {
+        let keys = Keys::load(&db)?;
+        Ok(Arc::new(AppState {
+            db,
+            keys,
+            throttle: Throttle::default(),
+            metrics: Metrics::default(),
+            hashing: tokio::sync::Semaphore::new(2),
+        }))
+    }
+}
+
+/// A JSON body whose parse errors come back in the API's error format.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(JsonBody(v))
+    }
+}
+
+/// A query string whose parse errors come back in the API's error format.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(v) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Q(v))
+    }
+}
+
+/// The authenticated caller. Checks the token, then the user and device as they are *now*.
+pub struct Authed(pub Principal);
+
+impl FromRequestParts<Shared> for Authed {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| AppError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+        let principal = principal_from_token(state, token)?;
+        Ok(Authed(principal))
+    }
+}
+
+/// Verifies an access token and the current state of its user and device.
+pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principal> {
+    let claims = state.keys.verify_access(token).map_err(|e| match e {
+        TokenError::Expired => AppError::new(StatusCode::UNAUTHORIZED, "token_expired", "access token expired: refresh it or log in again"),
+        TokenError::Invalid => AppError::unauthorized("invalid access token"),
+    })?;
+    let user = state.db.get_user(&claims.sub)?.ok_or_else(|| AppError::unauthorized("invalid access token"))?;
+    if user.disabled || user.session_epoch != claims.ep {
+        return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this session has ended: log in again"));
+    }
+    if let Some(d) = state.db.get_device(&user.username, &claims.dev)? {
+        if d.revoked {
+            return Err(device_revoked());
+        }
+    }
+    Ok(Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: claims.dev })
+}
+
+fn device_revoked() -> AppError {
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        "device_revoked",
+        "this device was revoked by an administrator: wipe its local data",
+    )
+}
+
+fn require_admin(p: &Principal) -> AppResult<()> {
+    if p.is_admin() {
+        Ok(())
+    } else {
+        Err(AppError::forbidden("only an admin may do this"))
+    }
+}
+
+fn audit(p: &Principal, action: &'static str, target: impl Into<String>) -> Option<AuditEvent> {
+    Some(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action, target: target.into() })
+}
+
+/// Runs blocking data-layer work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> AppResult<T> + Send + 'static) -> AppResult<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{username}", patch(update_user))
+        .route("/api/v1/users/{username}/devices", get(list_devices))
+        .route("/api/v1/users/{username}/devices/{device_id}/revoke", post(revoke_device))
+        .route("/api/v1/org-units", get(list_org_units).post(add_org_unit))
+        .route("/api/v1/targets/{org_unit}/{indicator}", put(set_target))
+        .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/records", get(list_records))
+        .route("/api/v1/records/{id}", get(get_record))
+        .route("/api/v1/indicators", get(get_indicators))
+        .route("/api/v1/reports/{org_unit}/{file}", get(report_csv))
+        .route("/api/v1/calendar", get(calendar))
+        .route("/api/v1/sync", post(sync))
+        .fallback(|| async { AppError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+// ---- auth ------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+    device_id: Option<String>,
+}
+
+fn valid_device_id(d: &str) -> bool {
+    (1..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The client's address (loopback when the server runs without connection info, as in
+/// in-process tests).
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]))))
+    }
+}
+
+async fn tokens_response(state: &Shared, p: &Principal, epoch: u64, family: Option<String>) -> AppResult<Value> {
+    let access = state.keys.issue_access(p, epoch);
+    let (db, u, d) = (state.db.clone(), p.username.clone(), p.device_id.clone());
+    let refresh = blocking(move || Ok(db.issue_refresh(&u, &d, family)?)).await?;
+    Ok(json!({
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": auth::ACCESS_TTL_SECS,
+    }))
+}
+
+/// Verifies credentials and registers the device. Shared by the API and the web login.
+pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: &str, device_id: &str) -> AppResult<(Principal, u64)> {
+    if let Some(wait) = state.throttle.check(username, ip) {
+        let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", "too many failed logins: wait before trying again");
+        e.retry_after = Some(wait.as_secs().max(1));
+        return Err(e);
+    }
+    let user = {
+        let db = state.db.clone();
+        let u = username.to_string();
+        blocking(move || Ok(db.get_user(&u)?)).await?
+    };
+    let ok = {
+        let _permit = state.hashing.acquire().await.map_err(|_| AppError::internal())?;
+        let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| auth::dummy_hash().to_string());
+        let pw = password.to_string();
+        tokio::task::spawn_blocking(move || auth::verify_password(&pw, &phc)).await?
+    };
+    let audit_ev = |action: &'static str| AuditEvent { user: username.to_string(), device_id: Some(device_id.to_string()), action, target: ip.to_string() };
+    let user = match user {
+        Some(u) if ok && !u.disabled => u,
+        _ => {
+            state.throttle.failed(username, ip);
+            state.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+            let db = state.db.clone();
+            let ev = audit_ev("login_failed");
+            blocking(move || Ok(db.audit(ev)?)).await?;
+            return Err(AppError::unauthorized("wrong username or password, or the account is disabled"));
+        }
+    };
+    state.throttle.succeeded(username, ip);
+    let db = state.db.clone();
+    let (un, dev) = (user.username.clone(), device_id.to_string());
+    let ev = audit_ev("login");
+    blocking(move || {
+        let now = now_secs();
+        let device = match db.get_device(&un, &dev)? {
+            Some(d) if d.revoked => return Err(device_revoked()),
+            Some(d) => Device { last_seen: now, ..d },
+            None => Device { username: un.clone(), device_id: dev.clone(), first_seen: now, last_seen: now, revoked: false },
+        };
+        db.put_device(&device, Some(ev))?;
+        Ok(())
+    })
+    .await?;
+    state.metrics.logins.fetch_add(1, Ordering::Relaxed);
+    let epoch = user.session_epoch;
+    Ok((Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: device_id.to_string() }, epoch))
+}
+
+async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<LoginBody>) -> AppResult<Response> {
+    let device_id = body.device_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !valid_device_id(&device_id) {
+        return Err(AppError::bad_request("device_id must be 1 to 64 letters, digits, '-' or '_'"));
+    }
+    let (p, epoch) = authenticate(&state, ip, &body.username, &body.password, &device_id).await?;
+    Ok(axum::Json(tokens_response(&state, &p, epoch, None).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(State(state): State<Shared>, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<Response> {
+    let db = state.db.clone();
+    let token = body.refresh_token;
+    let used = blocking(move || Ok(db.use_refresh(&token)?)).await?;
+    let (username, device_id, family) = match used {
+        Ok(t) => t,
+        Err(why) => {
+            let (action, msg) = match why {
+                RefreshError::Reused => ("refresh_reuse_revoked_family", "refresh token was already used: every session of this login is revoked; log in again"),
+                RefreshError::Expired => ("refresh_expired", "refresh token expired: log in again"),
+                RefreshError::Unknown => ("refresh_unknown", "unknown refresh token: log in again"),
+            };
+            let db = state.db.clone();
+            blocking(move || Ok(db.audit(AuditEvent { user: "-".into(), device_id: None, action, target: String::new() })?)).await?;
+            return Err(AppError::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token", msg));
+        }
+    };
+    let db = state.db.clone();
+    let (u, d) = (username.clone(), device_id.clone());
+    let (user, device) = blocking(move || Ok((db.get_user(&u)?, db.get_device(&u, &d)?))).await?;
+    let user = match user {
+        Some(u) if !u.disabled => u,
+        _ => return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this account is disabled")),
+    };
+    if device.map(|d| d.revoked).unwrap_or(true) {
+        return Err(device_revoked());
+    }
+    let p = Principal { username: user.username.clone(), role: user.role, org_unit: user.org_unit.clone(), device_id };
+    let db = state.db.clone();
+    let ev = audit(&p, "token_refresh", "");
+    blocking(move || Ok(db.audit(ev.expect("event"))?)).await?;
+    Ok(axum::Json(tokens_response(&state, &p, user.session_epoch, Some(family)).await?).into_response())
+}
+
+async fn logout(State(state): State<Shared>, Authed(p): Authed, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<StatusCode> {
+    let db = state.db.clone();
+    blocking(move || {
+        db.revoke_refresh_family_of(&body.refresh_token)?;
+        db.audit(audit(&p, "logout", "").expect("event"))?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(Authed(p): Authed) -> axum::Json<Value> {
+    axum::Json(json!({"username": p.username, "role": p.role, "org_unit": p.org_unit, "device_id": p.device_id}))
+}
+
+// ---- admin: users, devices, org units, targets, audit ----------------------------------------
+
+fn user_json(u: &User) -> Value {
+    json!({"username": u.username, "role": u.role, "org_unit": u.org_unit, "disabled": u.disabled})
+}
+
+fn valid_username(u: &str) -> bool {
+    (3..=64).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+async fn list_users(State(state): State<Shared>, Authed(p): Authed) -> AppResult<axum::Json<Value>> {
+    require_admin(&p)?;
+    let db = state.db.clone();
+    let users = blocking(move || Ok(db.list_users()?)).await?;
+    Ok(axum::Json(Value::Array(users.iter().map(user_json).collect())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    role: String,
+    org_unit: String,
+}
+
+/// Validates and creates a user (shared by the API, the web pages and the CLI).
+pub async fn create_user_checked(state: &Shared, by: &Principal, nu: NewUserInput) -> AppResult<User> {
+    if !valid_username(&nu.username) {
+        return Err(AppError::bad_request("username must be 3 to 64 letters, digits, '.', '_' or '-'"));
+    }
+    let role: Role = nu.role.parse().map_err(AppError::bad_request)?;
+    auth::check_password_policy(&nu.password).map_err(AppError::bad_request)?;
+    if state.db.tree().get(&nu.org_unit).is_none() {
+        return Err(AppError::bad_request(format!("unknown org unit `{}`", nu.org_unit.chars().take(20).collect::<String>())));
+    }
+    let hash = {
+        let _permit = state.hashing.acquire().await.map_err(|_| AppError::internal())?;
+        let pw = nu.password.clone();
+        tokio::task::spawn_blocking(move || auth::hash_password(&pw)).await?
+    };
+    let user = User { username: nu.username, role, org_unit: nu.org_unit, password_hash: hash, disabled: false, session_epoch: 0 };
+    let db = state.db.clone();
+    let u2 = user.clone();
+    let ev = audit(by, "user_create", user.username.clone());
+    blocking(move || Ok(db.put_user(&u2, true, ev)?)).await?;
+    Ok(user)
+}
+
+/// Input of [`create_user_checked`].
+pub struct NewUserInput {
+    pub username: String,
+    pub password: String,
+    pub role: String,
+    pub org_unit: String,
+}
+
+async fn create_user(State(state): State<Shared>, Authed(p): Authed, JsonBody(b): JsonBody<NewUser>) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    require_admin(&p)?;
+    let u = create_user_checked(&state, &p, NewUserInput { username: b.username, password: b.password, role: b.role, org_unit: b.org_unit }).await?;
+    Ok((StatusCode::CREATED, axum::Json(user_json(&u))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub role: Option<String>,
+    pub org_unit: Option<String>,
+    pub disabled: Option<bool>,
+    pub password: Option<String>,
+}
+
+/// Applies a user change (shared by the API and the web pages).
+pub async fn update_user_checked(state: &Shared, by: &Principal, username: &str, b: UserPatch) -> AppResult<User> {
+    let db = state.db.clone();
+    let un = username.to_string();
+    let mut user = blocking(move || Ok(db.get_user(&un)?)).await?.ok_or_else(|| AppError::not_found("no such user"))?;
+    let mut end_sessions = false;
+    if let Some(r) = b.role {
+        user.role = r.parse().map_err(AppError::bad_request)?;
+        end_sessions = true;
+    }
+    if let Some(ou) = b.org_unit {
+        if state.db.tree().get(&ou).is_none() {
+            return Err(AppError::bad_request("unknown org unit"));
+        }
+        user.org_unit = ou;
+        end_sessions = true;
+    }
+    if let Some(d) = b.disabled {
+        end_sessions |= d && !user.disabled;
+        user.disabled = d;
+    }
+    if let Some(pw) = b.password {
+        auth::check_password_policy(&pw).map_err(AppError::bad_request)?;
+        let _permit = state.hashing.acquire().await.map_err(|_| AppError::internal())?;
+        user.password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw)).await?;
+        end_sessions = true;
+    }
+    if end_sessions {
+        user.session_epoch += 1;
+    }
+    let db = state.db.clone();
+    let u2 = user.clone();
+    let ev = audit(by, "user_update", user.username.clone());
+    blocking(move || Ok(db.put_user(&u2, false, ev)?)).await?;
+    Ok(user)
+}
+
+async fn update_user(State(state): State<Shared>, Authed(p): Authed, Path(username): Path<String>, JsonBody(b): JsonBody<UserPatch>) -> AppResult<axum::Json<Value>> {
+    require_admin(&p)?;
+    let u = update_user_checked(&state, &p, &username, b).await?;
+    Ok(axum::Json(user_json(&u)))
+}
+
+async fn list_devices(State(state): State<Shared>, Authed(p): Authed, Path(username): Path<String>) -> AppResult<axum::Json<Value>> {
+    require_admin(&p)?;
+    let db = state.db.clone();
+    let devices = blocking(move || {
+        if db.get_user(&username)?.is_none() {
+            return Err(AppError::not_found("no such user"));
+        }
+        Ok(db.list_devices(&username)?)
+    })
+    .await?;
+    Ok(axum::Json(serde_json::to_value(devices).expect("devices serialise")))
+}
+
+/// Revokes a device (shared by the API and the web pages).
+pub async fn revoke_device_checked(state: &Shared, by: &Principal, username: String, device_id: String) -> AppResult<()> {
+    let db = state.db.clone();
+    let ev = audit(by, "device_revoke", format!("{username}/{device_id}"));
+    blocking(move || {
+        let mut d = db.get_device(&username, &device_id)?.ok_or_else(|| AppError::not_found("no such device"))?;
+        d.revoked = true;
+        db.put_device(&d, ev)?;
+        Ok(())
+    })
+    .await
+}
+
+async fn revoke_device(State(state): State<Shared>, Authed(p): Authed, Path((username, device_id)): Path<(String, String)>) -> AppResult<StatusCode> {
+    require_admin(&p)?;
+    revoke_device_checked(&state, &p, username, device_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_org_units(State(state): State<Shared>, Authed(_p): Authed) -> AppResult<axum::Json<Value>> {
+    let tree = state.db.tree();
+    Ok(axum::Json(serde_json::to_value(tree.all().collect::<Vec<_>>()).expect("units serialise")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrgUnit {
+    pub code: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub level: Option<String>,
+}
+
+/// The level a new unit gets when none is given: the conventional level below its parent.
+pub fn default_level(parent_level: Option<&str>) -> &'static str {
+    match parent_level {
+        None => "province",
+        Some("province") => "district",
+        Some(_) => "commune",
+    }
+}
+
+async fn add_org_unit(State(state): State<Shared>, Authed(p): Authed, JsonBody(b): JsonBody<NewOrgUnit>) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    require_admin(&p)?;
+    let code: OrgUnitCode = b.code.parse().map_err(|e: sync_protocol::BadOrgUnitCode| AppError::bad_request(e.to_string()))?;
+    let tree = state.db.tree();
+    let parent_level = b.parent.as_deref().and_then(|c| tree.get(c)).map(|u| u.level.clone());
+    let unit = OrgUnit {
+        code: code.to_string(),
+        name: b.name,
+        level: b.level.unwrap_or_else(|| default_level(parent_level.as_deref()).to_string()),
+        parent: b.parent,
+    };
+    let db = state.db.clone();
+    let u2 = unit.clone();
+    let ev = audit(&p, "org_unit_put", unit.code.clone());
+    blocking(move || Ok(db.put_org_unit(u2, ev)?)).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(unit).expect("unit serialises"))))
+}
+
+async fn set_target(
+    State(state): State<Shared>,
+    Authed(p): Authed,
+    Path((org_unit, indicator)): Path<(String, String)>,
+    JsonBody(body): JsonBody<std::collections::BTreeMap<String, f64>>,
+) -> AppResult<StatusCode> {
+    require_admin(&p)?;
+    let ind: IndicatorId = indicator.parse().map_err(|e: indicators::UnknownIndicator| AppError::bad_request(e.to_string()))?;
+    let mut pairs = Vec::new();
+    for (year, v) in body {
+        let y: i32 = year.parse().map_err(|_| AppError::bad_request(format!("target keys are milestone years such as \"2025\", not `{}`", year.chars().take(10).collect::<String>())))?;
+        pairs.push((y, v));
+    }
+    let m = Milestones::new(pairs).map_err(|e| AppError::bad_request(e.to_string()))?;
+    let db = state.db.clone();
+    let ev = audit(&p, "target_set", format!("{org_unit}/{ind}"));
+    blocking(move || Ok(db.set_target(&org_unit, ind, &m, ev)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<AuditQuery>) -> AppResult<axum::Json<Value>> {
+    require_admin(&p)?;
+    let db = state.db.clone();
+    let (entries, chain) = blocking(move || Ok((db.audit_since(q.since.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000))?, db.verify_audit_chain()?))).await?;
+    let chain = match chain {
+        Ok(n) => json!({"valid": true, "entries": n}),
+        Err(seq) => json!({"valid": false, "broken_at": seq}),
+    };
+    Ok(axum::Json(json!({"entries": entries, "chain": chain})))
+}
+
+// ---- records, figures ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    org_unit: Option<String>,
+    kind: Option<String>,
+    period: Option<String>,
+}
+
+fn parse_period(s: &str) -> AppResult<Period> {
+    s.parse::<Period>().map_err(|e| AppError::bad_request(e.to_string()))
+}
+
+async fn list_records(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<RecordsQuery>) -> AppResult<axum::Json<Value>> {
+    let tree = state.db.tree();
+    let unit = q.org_unit.clone().unwrap_or_else(|| p.org_unit.clone());
+    if tree.get(&unit).is_none() {
+        return Err(AppError::not_found("unknown org unit"));
+    }
+    if matches!(p.role, Role::ProvinceStaff | Role::Admin) {
+        return Err(AppError::forbidden("your role sees figures, not individual records"));
+    }
+    if !tree.is_within(&unit, &p.org_unit) {
+        return Err(AppError::forbidden("that org unit is outside your scope"));
+    }
+    let kind: Option<RecordKind> = q.kind.as_deref().map(str::parse).transpose().map_err(|e: sync_protocol::SchemaError| AppError::bad_request(e.to_string()))?;
+    let period = q.period.as_deref().map(parse_period).transpose()?;
+    let communes: Vec<String> = tree.communes_under(&unit).into_iter().filter(|c| p.may_access_records_of(&tree, c)).collect();
+    let db = state.db.clone();
+    let ev = (p.role != Role::CommuneOfficer).then(|| audit(&p, "records_list", unit.clone())).flatten();
+    let out = blocking(move || {
+        let mut out = Vec::new();
+        for c in communes {
+            for id in db.record_ids_of(&c)? {
+                let Some(meta) = db.get_meta(&id)? else { continue };
+                if kind.is_some_and(|k| k != meta.kind) {
+                    continue;
+                }
+                if let Some(per) = period {
+                    let inside = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| per.contains(d));
+                    if !inside {
+                        continue;
+                    }
+                }
+                if let Some(v) = db.record_view(&id)? {
+                    out.push(v);
+                }
+            }
+        }
+        if let Some(ev) = ev {
+            db.audit(ev)?;
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(axum::Json(Value::Array(out)))
+}
+
+async fn get_record(State(state): State<Shared>, Authed(p): Authed, Path(id): Path<String>) -> AppResult<axum::Json<Value>> {
+    let id: RecordId = id.parse().map_err(|e: sync_protocol::BadRecordId| AppError::bad_request(e.to_string()))?;
+    let db = state.db.clone();
+    let tree = db.tree();
+    let view = blocking(move || {
+        // Same answer for "absent" and "not yours": existence is not revealed outside scope.
+        let meta = db.get_meta(&id)?.filter(|m| p.may_access_records_of(&tree, &m.commune)).ok_or_else(|| AppError::not_found("no such record in your scope"))?;
+        if p.role != Role::CommuneOfficer {
+            db.audit(audit(&p, "record_read", format!("{id} ({})", meta.commune)).expect("event"))?;
+        }
+        db.record_view(&id)?.ok_or_else(|| AppError::not_found("no such record in your scope"))
+    })
+    .await?;
+    Ok(axum::Json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FiguresQuery {
+    org_unit: Option<String>,
+    period: String,
+}
+
+fn check_figures_scope(state: &AppState, p: &Principal, unit: &str) -> AppResult<()> {
+    let tree = state.db.tree();
+    if tree.get(unit).is_none() {
+        return Err(AppError::not_found("unknown org unit"));
+    }
+    if !p.may_read_figures_of(&tree, unit) {
+        return Err(AppError::forbidden("that org unit is outside your scope"));
+    }
+    Ok(())
+}
+
+async fn get_indicators(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<FiguresQuery>) -> AppResult<axum::Json<Value>> {
+    let period = parse_period(&q.period)?;
+    let unit = q.org_unit.unwrap_or_else(|| p.org_unit.clone());
+    check_figures_scope(&state, &p, &unit)?;
+    let db = state.db.clone();
+    let report = blocking(move || Ok(db.indicators(&unit, period)?)).await?;
+    Ok(axum::Json(serde_json::to_value(report).expect("report serialises")))
+}
+
+/// The CSV report rows: each commune under `unit`, then each level above it up to `unit`.
+pub fn report_rows(db: &Db, unit: &str, period: Period) -> Result<Vec<indicators::CsvRow>, crate::db::DbError> {
+    let tree = db.tree();
+    let mut rows = Vec::new();
+    let communes = tree.communes_under(unit);
+    // Non-commune units under `unit`, deepest first, then `unit` itself.
+    let mut above: Vec<String> = Vec::new();
+    for c in &communes {
+        for a in tree.chain(c).into_iter().skip(1) {
+            if !above.contains(&a) && tree.is_within(&a, unit) {
+                above.push(a);
+            }
+        }
+    }
+    above.sort_by_key(|a| std::cmp::Reverse(tree.chain(a).len()));
+    if !above.contains(&unit.to_string()) && !communes.contains(&unit.to_string()) {
+        above.push(unit.to_string());
+    }
+    for code in communes.iter().chain(above.iter()) {
+        let u = tree.get(code).expect("unit from the tree");
+        rows.push(indicators::CsvRow { code: u.code.clone(), name: u.name.clone(), level: u.level.clone(), report: db.indicators(code, period)? });
+    }
+    Ok(rows)
+}
+
+async fn report_csv(State(state): State<Shared>, Authed(p): Authed, Path((unit, file)): Path<(String, String)>) -> AppResult<Response> {
+    let period = file.strip_suffix(".csv").ok_or_else(|| AppError::not_found("reports are served as {period}.csv"))?;
+    let period = parse_period(period)?;
+    check_figures_scope(&state, &p, &unit)?;
+    let db = state.db.clone();
+    let ev = audit(&p, "report_export", format!("{unit}/{period}"));
+    let u2 = unit.clone();
+    let csv = blocking(move || {
+        let rows = report_rows(&db, &u2, period)?;
+        db.audit(ev.expect("event"))?;
+        Ok(indicators::csv_report(&rows))
+    })
+    .await?;
+    let disposition = format!("attachment; filename=\"gesync-{unit}-{period}.csv\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|_| AppError::internal())?),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalendarQuery {
+    org_unit: Option<String>,
+    period: Option<String>,
+}
+
+/// Which reports are due for an org unit, and which communes have sent nothing in the period.
+async fn calendar(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<CalendarQuery>) -> AppResult<axum::Json<Value>> {
+    let unit = q.org_unit.unwrap_or_else(|| p.org_unit.clone());
+    check_figures_scope(&state, &p, &unit)?;
+    let today = chrono::Utc::now().date_naive();
+    let period = match q.period {
+        Some(s) => parse_period(&s)?,
+        None => Period::whole_year(today.format("%Y").to_string().parse().unwrap_or(2025)).map_err(|e| AppError::bad_request(e.to_string()))?,
+    };
+    let db = state.db.clone();
+    let out = blocking(move || Ok(db.calendar_status(&unit, period, today)?)).await?;
+    Ok(axum::Json(out))
+}
+
+// ---- sync ------------------------------------------------------------------------------------
+
+async fn sync(State(state): State<Shared>, Authed(p): Authed, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct != CONTENT_TYPE {
+        return Err(AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_content_type", format!("sync bodies must be sent as {CONTENT_TYPE}")));
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
+    }
+    let req = SyncRequest::decode(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_sync_message", e.to_string()))?;
+    let m = &state.metrics;
+    m.sync_requests.fetch_add(1, Ordering::Relaxed);
+    m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let db = state.db.clone();
+    let resp = blocking(move || Ok(db.sync(&p, &req)?)).await?;
+    for r in &resp.results {
+        match r.outcome {
+            sync_protocol::wire::PushOutcome::Accepted => m.records_accepted.fetch_add(1, Ordering::Relaxed),
+            _ => m.records_rejected.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+    let bytes = resp.encode();
+    m.sync_bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    let m = &state.metrics;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let body = format!(
+        "# TYPE gesync_sync_requests_total counter\ngesync_sync_requests_total {}\n\
+         # TYPE gesync_sync_bytes_in_total counter\ngesync_sync_bytes_in_total {}\n\
+         # TYPE gesync_sync_bytes_out_total counter\ngesync_sync_bytes_out_total {}\n\
+         # TYPE gesync_records_accepted_total counter\ngesync_records_accepted_total {}\n\
+         # TYPE gesync_records_rejected_total counter\ngesync_records_rejected_total {}\n\
+         # TYPE gesync_logins_total counter\ngesync_logins_total {}\n\
+         # TYPE gesync_login_failures_total counter\ngesync_login_failures_total {}\n\
+         # TYPE gesync_feed_sequence gauge\ngesync_feed_sequence {}\n\
+         # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n",
+        g(&m.sync_requests),
+        g(&m.sync_bytes_in),
+        g(&m.sync_bytes_out),
+        g(&m.records_accepted),
+        g(&m.records_rejected),
+        g(&m.logins),
+        g(&m.login_failures),
+        state.db.durable_seq(),
+        state.db.kv().size_on_disk(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Request timeout for every route.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

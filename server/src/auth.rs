@@ -1,0 +1,385 @@
+//! Passwords, tokens and login throttling.
+//!
+//! - Passwords: argon2id, 48 MiB, 2 passes (above OWASP's 46 MiB minimum), PHC strings. Hashing
+//!   runs on the blocking pool behind a semaphore so a burst of logins cannot exhaust memory.
+//! - Access tokens: EdDSA JWTs, 15 minutes, `iss`/`aud`/`exp` checked, the algorithm fixed by
+//!   the server (never read from the token). The key pair is made on first start and kept in
+//!   the store. Each request also checks the user (not disabled, same session epoch) and the
+//!   device (not revoked), so disabling a user or revoking a device takes effect at once.
+//! - Refresh tokens: 32 random bytes, stored only as SHA-256, bound to one device, rotated on
+//!   every use; presenting a used one revokes its whole family (theft detection).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::db::{get_json, key, now_secs, to_json, Db, DbError};
+use crate::model::{Principal, Role};
+use crate::store::Batch;
+
+pub const ACCESS_TTL_SECS: i64 = 15 * 60;
+pub const REFRESH_TTL_SECS: i64 = 90 * 24 * 3600;
+pub const MIN_PASSWORD_LEN: usize = 10;
+const ISSUER: &str = "gesync";
+const AUDIENCE: &str = "gesync-api";
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(48 * 1024, 2, 1, None).expect("valid argon2 params");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Checks the password policy; the message never contains the password.
+pub fn check_password_policy(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(format!("password must be at least {MIN_PASSWORD_LEN} characters"));
+    }
+    if password.len() > 1024 {
+        return Err("password must be at most 1024 bytes".into());
+    }
+    Ok(())
+}
+
+/// Hashes a password (argon2id PHC string). CPU- and memory-heavy: call from a blocking thread.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2().hash_password(password.as_bytes(), &salt).expect("argon2 hashing").to_string()
+}
+
+/// Verifies a password against a PHC string. Parameters are read from the string, so hashes made
+/// with older parameters still verify.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A PHC string for a password nobody knows, verified against when the username does not exist
+/// so that timing does not reveal which usernames exist.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not-a-real-password-0000"))
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub org: String,
+    pub dev: String,
+    /// Session epoch of the user when the token was issued.
+    pub ep: u64,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// The server's signing keys.
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl Keys {
+    /// Loads the Ed25519 key pair from the store, making it on first start.
+    pub fn load(db: &Db) -> Result<Self, DbError> {
+        let der = db.secret("jwt-ed25519-pkcs8", || {
+            let mut seed = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut seed);
+            let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+            sk.to_pkcs8_der().expect("pkcs8 encoding").as_bytes().to_vec()
+        })?;
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let sk = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|e| crate::db::corrupt("jwt key", e))?;
+        Ok(Keys {
+            encoding: EncodingKey::from_ed_der(&der),
+            decoding: DecodingKey::from_ed_der(sk.verifying_key().as_bytes()),
+        })
+    }
+
+    pub fn issue_access(&self, p: &Principal, epoch: u64) -> String {
+        let now = now_secs();
+        let claims = Claims {
+            sub: p.username.clone(),
+            role: p.role,
+            org: p.org_unit.clone(),
+            dev: p.device_id.clone(),
+            ep: epoch,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            exp: now + ACCESS_TTL_SECS,
+        };
+        jsonwebtoken::encode(&Header::new(jsonwebtoken::Algorithm::EdDSA), &claims, &self.encoding).expect("EdDSA signing")
+    }
+
+    /// Verifies signature (EdDSA only), `exp`, `iss` and `aud`.
+    pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut v = Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(&[AUDIENCE]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.leeway = 30;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map(|d| d.claims).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Expired,
+    Invalid,
+}
+
+/// A stored refresh token (keyed by the SHA-256 of the token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefreshRecord {
+    username: String,
+    device_id: String,
+    family: String,
+    expires_at: i64,
+    used: bool,
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Why a refresh token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshError {
+    Unknown,
+    Expired,
+    /// A used token came back: its family is now revoked.
+    Reused,
+}
+
+impl Db {
+    /// Issues a new refresh token in `family` (a new family when `None`).
+    pub fn issue_refresh(&self, username: &str, device_id: &str, family: Option<String>) -> Result<String, DbError> {
+        let token = random_token();
+        let rec = RefreshRecord {
+            username: username.into(),
+            device_id: device_id.into(),
+            family: family.unwrap_or_else(random_token),
+            expires_at: now_secs() + REFRESH_TTL_SECS,
+            used: false,
+        };
+        let mut b = Batch::default();
+        b.put(key("rt/", &[token_hash(&token).as_bytes()]), to_json(&rec));
+        self.commit(b)?;
+        Ok(token)
+    }
+
+    /// Consumes a refresh token: returns (username, device_id, family) and marks it used.
+    pub fn use_refresh(&self, token: &str) -> Result<Result<(String, String, String), RefreshError>, DbError> {
+        let _g = self.inner.refresh_lock.lock().expect("refresh lock");
+        let k = key("rt/", &[token_hash(token).as_bytes()]);
+        let Some(mut rec) = get_json::<RefreshRecord>(self.kv(), &k)? else { return Ok(Err(RefreshError::Unknown)) };
+        let fam_key = key("rf/", &[rec.family.as_bytes()]);
+        if self.kv().get(&fam_key)?.is_some() {
+            return Ok(Err(RefreshError::Reused));
+        }
+        if rec.used {
+            let mut b = Batch::default();
+            b.put(fam_key, b"revoked".to_vec());
+            self.commit(b)?;
+            return Ok(Err(RefreshError::Reused));
+        }
+        if rec.expires_at < now_secs() {
+            return Ok(Err(RefreshError::Expired));
+        }
+        rec.used = true;
+        let mut b = Batch::default();
+        b.put(k, to_json(&rec));
+        self.commit(b)?;
+        Ok(Ok((rec.username, rec.device_id, rec.family)))
+    }
+
+    /// Revokes the family of a refresh token (logout).
+    pub fn revoke_refresh_family_of(&self, token: &str) -> Result<(), DbError> {
+        if let Some(rec) = get_json::<RefreshRecord>(self.kv(), &key("rt/", &[token_hash(token).as_bytes()]))? {
+            let mut b = Batch::default();
+            b.put(key("rf/", &[rec.family.as_bytes()]), b"revoked".to_vec());
+            self.commit(b)?;
+        }
+        Ok(())
+    }
+}
+
+/// Login throttling with growing delays, per (username, client address) and per client
+/// address. Keyed on the pair so that an attacker elsewhere cannot lock a real officer out: the
+/// officer's own address keeps its own counter, and every delay is capped at 5 minutes.
+#[derive(Default)]
+pub struct Throttle {
+    state: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+const FREE_FAILURES: u32 = 3;
+const MAX_DELAY: Duration = Duration::from_secs(300);
+
+impl Throttle {
+    fn keys(username: &str, ip: IpAddr) -> [String; 2] {
+        [format!("u:{}|{ip}", username.to_lowercase()), format!("ip:{ip}")]
+    }
+
+    fn delay(failures: u32, per_ip: bool) -> Duration {
+        // Per address, allow more failures before slowing down (offices share one address).
+        let free = if per_ip { FREE_FAILURES * 10 } else { FREE_FAILURES };
+        if failures < free {
+            return Duration::ZERO;
+        }
+        let exp = (failures - free).min(9);
+        Duration::from_secs(1u64 << exp).min(MAX_DELAY)
+    }
+
+    /// `Some(retry_after)` when a login from `ip` for `username` must wait.
+    pub fn check(&self, username: &str, ip: IpAddr) -> Option<Duration> {
+        let state = self.state.lock().expect("throttle lock");
+        let now = Instant::now();
+        let mut wait = Duration::ZERO;
+        for (i, k) in Self::keys(username, ip).iter().enumerate() {
+            if let Some((n, last)) = state.get(k) {
+                let until = *last + Self::delay(*n, i == 1);
+                if until > now {
+                    wait = wait.max(until - now);
+                }
+            }
+        }
+        (wait > Duration::ZERO).then(|| wait.max(Duration::from_secs(1)))
+    }
+
+    pub fn failed(&self, username: &str, ip: IpAddr) {
+        let mut state = self.state.lock().expect("throttle lock");
+        if state.len() > 100_000 {
+            // Bound memory under a spray of usernames: forget entries older than the max delay.
+            let now = Instant::now();
+            state.retain(|_, (_, last)| now.duration_since(*last) < MAX_DELAY);
+        }
+        for k in Self::keys(username, ip) {
+            let e = state.entry(k).or_insert((0, Instant::now()));
+            e.0 = e.0.saturating_add(1);
+            e.1 = Instant::now();
+        }
+    }
+
+    pub fn succeeded(&self, username: &str, ip: IpAddr) {
+        let mut state = self.state.lock().expect("throttle lock");
+        state.remove(&Self::keys(username, ip)[0]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemKv;
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let h = hash_password("correct horse battery");
+        assert!(h.starts_with("$argon2id$v=19$m=49152,t=2,p=1$"), "{h}");
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a phc string"));
+        assert!(check_password_policy("short").is_err());
+    }
+
+    fn principal() -> Principal {
+        Principal { username: "u".into(), role: Role::CommuneOfficer, org_unit: "01234".into(), device_id: "d1".into() }
+    }
+
+    #[test]
+    fn tokens_verify_and_forgeries_fail() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let keys = Keys::load(&db).unwrap();
+        let t = keys.issue_access(&principal(), 0);
+        assert_eq!(keys.verify_access(&t).unwrap().sub, "u");
+        // Same key after reload from the store.
+        assert!(Keys::load(&db).unwrap().verify_access(&t).is_ok());
+        // Another server's key: refused.
+        let other = Keys::load(&Db::open(Box::new(MemKv::default())).unwrap()).unwrap();
+        assert_eq!(other.verify_access(&t).unwrap_err(), TokenError::Invalid);
+        // Tampered payload.
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut claims: serde_json::Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+        claims["role"] = "admin".into();
+        parts[1] = b64.encode(claims.to_string());
+        assert_eq!(keys.verify_access(&parts.join(".")).unwrap_err(), TokenError::Invalid);
+        // alg: none
+        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+        assert_eq!(keys.verify_access(&none).unwrap_err(), TokenError::Invalid);
+        // HS256 signed with the public key bytes (algorithm confusion).
+        let hs = jsonwebtoken::encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"anything"),
+        )
+        .unwrap();
+        assert_eq!(keys.verify_access(&hs).unwrap_err(), TokenError::Invalid);
+    }
+
+    #[test]
+    fn expired_and_wrong_audience_tokens_fail() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let keys = Keys::load(&db).unwrap();
+        let now = now_secs();
+        let mk = |aud: &str, exp: i64| {
+            let c = Claims { sub: "u".into(), role: Role::Admin, org: "04".into(), dev: "d".into(), ep: 0, iss: ISSUER.into(), aud: aud.into(), iat: now, exp };
+            jsonwebtoken::encode(&Header::new(jsonwebtoken::Algorithm::EdDSA), &c, &keys.encoding).unwrap()
+        };
+        assert_eq!(keys.verify_access(&mk(AUDIENCE, now - 120)).unwrap_err(), TokenError::Expired);
+        assert_eq!(keys.verify_access(&mk("other-app", now + 600)).unwrap_err(), TokenError::Invalid);
+        assert!(keys.verify_access(&mk(AUDIENCE, now + 600)).is_ok());
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let t1 = db.issue_refresh("u", "d1", None).unwrap();
+        let (u, d, fam) = db.use_refresh(&t1).unwrap().unwrap();
+        assert_eq!((u.as_str(), d.as_str()), ("u", "d1"));
+        let t2 = db.issue_refresh("u", "d1", Some(fam)).unwrap();
+        // t1 again: theft detected, the family (t2 included) is revoked.
+        assert_eq!(db.use_refresh(&t1).unwrap(), Err(RefreshError::Reused));
+        assert_eq!(db.use_refresh(&t2).unwrap(), Err(RefreshError::Reused));
+        assert_eq!(db.use_refresh("garbage").unwrap(), Err(RefreshError::Unknown));
+    }
+
+    #[test]
+    fn throttle_grows_and_is_per_address() {
+        let th = Throttle::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..FREE_FAILURES {
+            assert!(th.check("officer", a).is_none());
+            th.failed("officer", a);
+        }
+        let wait = th.check("officer", a).expect("throttled after free failures");
+        assert!(wait <= Duration::from_secs(1));
+        th.failed("officer", a);
+        assert!(th.check("officer", a).unwrap() > Duration::from_secs(1));
+        // The real officer elsewhere is not locked out by the attacker at `a`.
+        assert!(th.check("officer", b).is_none());
+    }
+}

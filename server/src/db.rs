@@ -1,0 +1,376 @@
+//! The server's data, on top of a [`Kv`]: org units, users, devices, records and their change
+//! feed, the audit chain.
+//!
+//! Keyspace (one prefix per table; all multi-key changes go through one atomic [`Batch`]):
+//! - `o/{code}` org unit · `u/{username}` user · `d/{username}/{device_id}` device
+//! - `r/{id16}` record document (`save()`) · `m/{id16}` record meta
+//! - `f/{commune}/{seq:be64}` → id16: the change feed. Each record appears once, at the sequence
+//!   number of its latest change, so a phone asks "what moved after my cursor" per commune.
+//! - `x/{actor}` → the user and device that first pushed changes with that Automerge actor
+//! - `a/{seq:be64}` audit entry · `k/...` server keys · `n/seq` last feed sequence number
+//! - `c/...` materialized figures (see `figures.rs`)
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Device, OrgTree, OrgUnit, User};
+use crate::store::{prefix_end, Batch, Kv, StoreError};
+
+/// Errors of the data layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> DbError {
+    DbError::Store(StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(b'/');
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(kv: &dyn Kv, k: &[u8]) -> Result<Option<T>, DbError> {
+    match kv.get(k)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(&String::from_utf8_lossy(&k[..k.len().min(2)]), e)),
+    }
+}
+
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("stored types serialise")
+}
+
+/// One audit entry. Never holds record contents, tokens or passwords.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: i64,
+    pub user: String,
+    pub device_id: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditEntry {
+    fn compute_hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.seq.to_be_bytes());
+        h.update(self.at.to_be_bytes());
+        for part in [&self.user, self.device_id.as_deref().unwrap_or(""), &self.action, &self.target, &self.prev_hash] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// What to audit: who did what to which target.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub user: String,
+    pub device_id: Option<String>,
+    pub action: &'static str,
+    pub target: String,
+}
+
+/// The data layer. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) kv: Box<dyn Kv>,
+    pub(crate) tree: RwLock<Arc<OrgTree>>,
+    /// Writers hold it for apply + flush; feed readers hold it shared, so a reader sees every
+    /// record at one consistent sequence number and only data that is already durable.
+    pub(crate) feed_lock: RwLock<()>,
+    /// Highest feed sequence number that is durable (flushed).
+    pub(crate) durable_seq: AtomicU64,
+    audit_lock: Mutex<()>,
+    user_lock: Mutex<()>,
+    pub(crate) refresh_lock: Mutex<()>,
+}
+
+impl Db {
+    pub fn open(kv: Box<dyn Kv>) -> Result<Self, DbError> {
+        let units: Vec<OrgUnit> = kv
+            .range(b"o/", &prefix_end(b"o/"), usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("org unit", e)))
+            .collect::<Result<_, _>>()?;
+        let seq = match kv.get(b"n/seq")? {
+            Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| corrupt("n/seq", "bad length"))?),
+            None => 0,
+        };
+        let db = Db {
+            inner: Arc::new(Inner {
+                kv,
+                tree: RwLock::new(Arc::new(OrgTree::new(units))),
+                feed_lock: RwLock::new(()),
+                durable_seq: AtomicU64::new(seq),
+                audit_lock: Mutex::new(()),
+                user_lock: Mutex::new(()),
+                refresh_lock: Mutex::new(()),
+            }),
+        };
+        db.verify_audit_chain_tail()?;
+        Ok(db)
+    }
+
+    pub fn kv(&self) -> &dyn Kv {
+        self.inner.kv.as_ref()
+    }
+
+    pub fn tree(&self) -> Arc<OrgTree> {
+        self.inner.tree.read().expect("tree lock").clone()
+    }
+
+    fn reload_tree(&self) -> Result<(), DbError> {
+        let units: Vec<OrgUnit> = self
+            .kv()
+            .range(b"o/", &prefix_end(b"o/"), usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("org unit", e)))
+            .collect::<Result<_, _>>()?;
+        *self.inner.tree.write().expect("tree lock") = Arc::new(OrgTree::new(units));
+        Ok(())
+    }
+
+    /// Applies a batch and waits until it is durable.
+    pub fn commit(&self, batch: Batch) -> Result<(), DbError> {
+        self.kv().apply(batch)?;
+        self.kv().flush()?;
+        Ok(())
+    }
+
+    // ---- org units -------------------------------------------------------------------------
+
+    /// Adds an org unit, or updates its name/parent/level (moving it in the tree).
+    pub fn put_org_unit(&self, unit: OrgUnit, audit: Option<AuditEvent>) -> Result<(), DbError> {
+        if !sync_protocol::schema::is_org_unit_code(&unit.code) {
+            return Err(DbError::Invalid(format!("`{}` is not an org-unit code (2 to 12 digits)", unit.code)));
+        }
+        let name = unit.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(DbError::Invalid("org-unit name must be 1 to 200 characters".into()));
+        }
+        if unit.level.is_empty() || unit.level.len() > 40 {
+            return Err(DbError::Invalid("org-unit level must be 1 to 40 characters".into()));
+        }
+        let tree = self.tree();
+        if let Some(parent) = &unit.parent {
+            if tree.get(parent).is_none() {
+                return Err(DbError::Invalid(format!("unknown parent org unit `{parent}`")));
+            }
+            if tree.is_within(parent, &unit.code) {
+                return Err(DbError::Invalid(format!("moving `{}` under `{parent}` would make a cycle", unit.code)));
+            }
+        }
+        let mut batch = Batch::default();
+        batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&OrgUnit { name: name.to_string(), ..unit }));
+        self.commit_audited(batch, audit)?;
+        self.reload_tree()
+    }
+
+    // ---- users and devices -----------------------------------------------------------------
+
+    pub fn get_user(&self, username: &str) -> Result<Option<User>, DbError> {
+        get_json(self.kv(), &key("u/", &[username.as_bytes()]))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<User>, DbError> {
+        self.kv()
+            .range(b"u/", &prefix_end(b"u/"), usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("user", e)))
+            .collect()
+    }
+
+    /// Writes a user; `create` refuses an existing username.
+    pub fn put_user(&self, user: &User, create: bool, audit: Option<AuditEvent>) -> Result<(), DbError> {
+        // Serialised so that two admins creating the same username cannot both succeed.
+        let _g = self.inner.user_lock.lock().expect("user lock");
+        if create && self.get_user(&user.username)?.is_some() {
+            return Err(DbError::Conflict(format!("user `{}` already exists", user.username)));
+        }
+        let mut batch = Batch::default();
+        batch.put(key("u/", &[user.username.as_bytes()]), to_json(user));
+        self.commit_audited(batch, audit)
+    }
+
+    pub fn get_device(&self, username: &str, device_id: &str) -> Result<Option<Device>, DbError> {
+        get_json(self.kv(), &key("d/", &[username.as_bytes(), device_id.as_bytes()]))
+    }
+
+    pub fn list_devices(&self, username: &str) -> Result<Vec<Device>, DbError> {
+        let prefix = key("d/", &[username.as_bytes(), b""]);
+        self.kv()
+            .range(&prefix, &prefix_end(&prefix), usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("device", e)))
+            .collect()
+    }
+
+    pub fn put_device(&self, device: &Device, audit: Option<AuditEvent>) -> Result<(), DbError> {
+        let mut batch = Batch::default();
+        batch.put(key("d/", &[device.username.as_bytes(), device.device_id.as_bytes()]), to_json(device));
+        self.commit_audited(batch, audit)
+    }
+
+    // ---- audit -----------------------------------------------------------------------------
+
+    /// Appends an audit entry on its own (durable before returning).
+    pub fn audit(&self, ev: AuditEvent) -> Result<(), DbError> {
+        self.commit_audited(Batch::default(), Some(ev))
+    }
+
+    /// Commits `batch` together with an audit entry, atomically and durably. The audit lock is
+    /// held from reading the chain's tail until the entry is applied, so entries never fork.
+    pub fn commit_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
+        let Some(ev) = ev else { return self.commit(batch) };
+        let _g = self.inner.audit_lock.lock().expect("audit lock");
+        let (seq, prev_hash) = match self.kv().last_in(b"a/", &prefix_end(b"a/"))? {
+            Some((_, v)) => {
+                let last: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
+                (last.seq + 1, last.hash)
+            }
+            None => (1, "0".repeat(64)),
+        };
+        let mut entry = AuditEntry {
+            seq,
+            at: now_secs(),
+            user: ev.user,
+            device_id: ev.device_id,
+            action: ev.action.to_string(),
+            target: ev.target,
+            prev_hash,
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        batch.put(key("a/", &[&seq.to_be_bytes()]), to_json(&entry));
+        self.commit(batch)
+    }
+
+    /// Audit entries with `seq > since`, oldest first, at most `limit`.
+    pub fn audit_since(&self, since: u64, limit: usize) -> Result<Vec<AuditEntry>, DbError> {
+        let start = key("a/", &[&(since.saturating_add(1)).to_be_bytes()]);
+        self.kv()
+            .range(&start, &prefix_end(b"a/"), limit)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit", e)))
+            .collect()
+    }
+
+    /// Verifies the whole audit chain: each entry's hash, and that each links to the one before.
+    /// Returns the number of entries, or the first broken sequence number.
+    pub fn verify_audit_chain(&self) -> Result<Result<u64, u64>, DbError> {
+        let mut prev = "0".repeat(64);
+        let mut count = 0;
+        for (_, v) in self.kv().range(b"a/", &prefix_end(b"a/"), usize::MAX)? {
+            let e: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
+            if e.prev_hash != prev || e.compute_hash() != e.hash || e.seq != count + 1 {
+                return Ok(Err(e.seq));
+            }
+            prev = e.hash;
+            count += 1;
+        }
+        Ok(Ok(count))
+    }
+
+    fn verify_audit_chain_tail(&self) -> Result<(), DbError> {
+        if let Some((_, v)) = self.kv().last_in(b"a/", &prefix_end(b"a/"))? {
+            let e: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
+            if e.compute_hash() != e.hash {
+                return Err(corrupt("audit", format!("entry {} does not match its hash", e.seq)));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- server secrets --------------------------------------------------------------------
+
+    /// Returns the secret stored under `name`, creating it with `make` the first time.
+    pub fn secret(&self, name: &str, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, DbError> {
+        let k = key("k/", &[name.as_bytes()]);
+        if let Some(v) = self.kv().get(&k)? {
+            return Ok(v);
+        }
+        let v = make();
+        let mut b = Batch::default();
+        b.put(k, v.clone());
+        self.commit(b)?;
+        Ok(v)
+    }
+
+    /// Durable feed high-water mark.
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.durable_seq.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemKv;
+
+    fn ev(action: &'static str, target: &str) -> AuditEvent {
+        AuditEvent { user: "admin".into(), device_id: None, action, target: target.into() }
+    }
+
+    #[test]
+    fn audit_chain_verifies_and_detects_tampering() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        for i in 0..5 {
+            db.audit(ev("login", &format!("user{i}"))).unwrap();
+        }
+        assert_eq!(db.verify_audit_chain().unwrap(), Ok(5));
+        // Tamper with entry 3: change its target but keep its hash.
+        let k = key("a/", &[&3u64.to_be_bytes()]);
+        let mut e: AuditEntry = get_json(db.kv(), &k).unwrap().unwrap();
+        e.target = "someone-else".into();
+        let mut b = Batch::default();
+        b.put(k, to_json(&e));
+        db.commit(b).unwrap();
+        assert_eq!(db.verify_audit_chain().unwrap(), Err(3));
+    }
+
+    #[test]
+    fn org_units_validate_parent_and_cycles() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let u = |c: &str, p: Option<&str>, l: &str| OrgUnit { code: c.into(), name: c.into(), parent: p.map(Into::into), level: l.into() };
+        db.put_org_unit(u("04", None, "province"), None).unwrap();
+        db.put_org_unit(u("047", Some("04"), "district"), None).unwrap();
+        assert!(db.put_org_unit(u("048", Some("99"), "district"), None).unwrap_err().to_string().contains("unknown parent"));
+        assert!(db.put_org_unit(u("04", Some("047"), "province"), None).unwrap_err().to_string().contains("cycle"));
+        assert!(db.put_org_unit(u("x4", None, "province"), None).is_err());
+        assert_eq!(db.tree().chain("047"), ["047", "04"]);
+    }
+}

@@ -1,0 +1,156 @@
+//! Materialized figures: counters per (org unit, quarter), kept current in the same atomic batch
+//! that stores a record change, so reading a district's figures never rescans records.
+//!
+//! Keys: `c/{unit}/{quarter}` → [`Counters`] (JSON); `t/{unit}/{indicator}` → milestones.
+//! The arithmetic (contributions, deltas, reports) is the pure `indicators` crate's.
+
+use std::collections::{BTreeMap, HashMap};
+
+use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestones, Period, Quarter, Targets};
+
+use crate::db::{corrupt, get_json, key, to_json, Db, DbError, AuditEvent};
+use crate::store::{prefix_end, Batch};
+
+fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
+    key("c/", &[unit.as_bytes(), q.to_string().as_bytes()])
+}
+
+/// Figure changes gathered during one write, applied to the stored counters at the end.
+#[derive(Default)]
+pub struct Pending {
+    deltas: HashMap<(String, Quarter), Counters>,
+}
+
+impl Pending {
+    /// Adds one record's change: its old contribution out, the new one in.
+    pub fn record_change(
+        &mut self,
+        chain: &impl Fn(&str) -> Vec<String>,
+        old: Option<&Contribution>,
+        new: Option<&Contribution>,
+    ) {
+        for (unit, q, d) in indicators::deltas(old, new, |c| chain(c)) {
+            self.deltas.entry((unit, q)).or_default().add(&d);
+        }
+    }
+
+    /// Reads the current counters of every touched (unit, quarter), adds the deltas and puts
+    /// the sums into `batch`. Must run under the feed write lock (read-modify-write).
+    pub fn write_into(self, db: &Db, batch: &mut Batch) -> Result<(), DbError> {
+        for ((unit, q), delta) in self.deltas {
+            if delta.is_zero() {
+                continue;
+            }
+            let k = counter_key(&unit, q);
+            let mut sum: Counters = get_json(db.kv(), &k)?.unwrap_or_default();
+            sum.add(&delta);
+            if sum.is_zero() {
+                batch.delete(k);
+            } else {
+                batch.put(k, to_json(&sum));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Db {
+    /// The stored counters of `unit` for quarter `q`.
+    pub fn counters(&self, unit: &str, q: Quarter) -> Result<Counters, DbError> {
+        Ok(get_json(self.kv(), &counter_key(unit, q))?.unwrap_or_default())
+    }
+
+    /// All targets set on any unit.
+    pub fn targets(&self) -> Result<Targets, DbError> {
+        let mut t = Targets::default();
+        for (k, v) in self.kv().range(b"t/", &prefix_end(b"t/"), usize::MAX)? {
+            let text = String::from_utf8_lossy(&k[2..]).to_string();
+            let (unit, ind) = text.split_once('/').ok_or_else(|| corrupt("target", "bad key"))?;
+            let ind: IndicatorId = ind.parse().map_err(|e| corrupt("target", e))?;
+            let m: Milestones = serde_json::from_slice(&v).map_err(|e| corrupt("target", e))?;
+            t.set(unit, ind, m);
+        }
+        Ok(t)
+    }
+
+    /// Sets the milestones of one indicator on one unit (applies below it unless overridden).
+    pub fn set_target(&self, unit: &str, ind: IndicatorId, m: &Milestones, audit: Option<AuditEvent>) -> Result<(), DbError> {
+        if self.tree().get(unit).is_none() {
+            return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
+        }
+        let mut b = Batch::default();
+        b.put(key("t/", &[unit.as_bytes(), ind.as_str().as_bytes()]), to_json(m));
+        self.commit_audited(b, audit)
+    }
+
+    /// The figures of `unit` for `period`, from the materialized counters only.
+    pub fn indicators(&self, unit: &str, period: Period) -> Result<IndicatorReport, DbError> {
+        let tree = self.tree();
+        if tree.get(unit).is_none() {
+            return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
+        }
+        let chain = tree.chain(unit);
+        let targets = self.targets()?;
+        let quarters = period.quarters();
+        let mut sums = BTreeMap::new();
+        for &q in &quarters {
+            sums.insert(q, self.counters(unit, q)?);
+        }
+        let mut communes = Vec::new();
+        for c in tree.communes_under(unit) {
+            let mut news = Vec::with_capacity(quarters.len());
+            for &q in &quarters {
+                news.push(u32::try_from(self.counters(&c, q)?.news_items()).unwrap_or(0));
+            }
+            communes.push((c, news));
+        }
+        Ok(indicators::report(unit, period, &chain, &targets, |q| sums.get(&q).cloned().unwrap_or_default(), &communes))
+    }
+
+    /// Recomputes every counter from the records themselves (recovery), replacing the stored
+    /// ones, and returns how many records were read.
+    pub fn rebuild_figures(&self) -> Result<usize, DbError> {
+        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let tree = self.tree();
+        let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
+        let mut metas = Vec::new();
+        let mut n = 0;
+        for (k, _) in self.kv().range(b"m/", &prefix_end(b"m/"), usize::MAX)? {
+            let id = sync_protocol::RecordId(k[2..].try_into().map_err(|_| corrupt("meta", "bad key"))?);
+            let Some(doc) = self.load_doc(&id)? else { continue };
+            let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
+            let c = Contribution::from_record(&view);
+            if let Some(c) = &c {
+                for (unit, q, d) in indicators::deltas(None, Some(c), |x| tree.chain(x)) {
+                    sums.entry((unit, q)).or_default().add(&d);
+                }
+            }
+            metas.push((k, c));
+            n += 1;
+        }
+        let mut batch = Batch::default();
+        for (k, _) in self.kv().range(b"c/", &prefix_end(b"c/"), usize::MAX)? {
+            batch.delete(k);
+        }
+        for ((unit, q), c) in sums {
+            batch.put(counter_key(&unit, q), to_json(&c));
+        }
+        for (k, c) in metas {
+            if let Some(mut meta) = get_json::<crate::records::RecordMeta>(self.kv(), &k)? {
+                meta.contribution = c;
+                batch.put(k, to_json(&meta));
+            }
+        }
+        self.commit(batch)?;
+        Ok(n)
+    }
+
+    /// Every stored counter, for comparing a rebuild with the incremental state.
+    pub fn all_counters(&self) -> Result<BTreeMap<String, Counters>, DbError> {
+        self.kv()
+            .range(b"c/", &prefix_end(b"c/"), usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok((String::from_utf8_lossy(&k).to_string(), serde_json::from_slice(&v).map_err(|e| corrupt("counters", e))?)))
+            .collect()
+    }
+}

@@ -1,0 +1,258 @@
+//! The server's stored types: org units, users, devices, roles, and who may do what.
+//!
+//! Access control lives here, in [`Principal`]'s methods, and nowhere else: every handler and
+//! the sync path ask these methods, so one table decides what each role may see.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The four roles of `domain.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    ProvinceStaff,
+    DistrictStaff,
+    CommuneOfficer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::ProvinceStaff, Role::DistrictStaff, Role::CommuneOfficer];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ProvinceStaff => "province_staff",
+            Role::DistrictStaff => "district_staff",
+            Role::CommuneOfficer => "commune_officer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown role `{}`: use admin, province_staff, district_staff or commune_officer",
+                s.chars().take(40).collect::<String>()
+            )
+        })
+    }
+}
+
+/// One unit of the administrative tree. The level is data (`province`, `district`, `commune`),
+/// so the tree may have any depth; records attach only to units of level `commune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgUnit {
+    pub code: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub level: String,
+}
+
+pub const COMMUNE_LEVEL: &str = "commune";
+
+/// The whole tree, held in memory (a province has a few hundred units).
+#[derive(Debug, Clone, Default)]
+pub struct OrgTree {
+    units: BTreeMap<String, OrgUnit>,
+    children: BTreeMap<String, Vec<String>>,
+}
+
+impl OrgTree {
+    pub fn new(units: impl IntoIterator<Item = OrgUnit>) -> Self {
+        let mut tree = OrgTree::default();
+        for u in units {
+            tree.units.insert(u.code.clone(), u);
+        }
+        for u in tree.units.values() {
+            if let Some(p) = &u.parent {
+                tree.children.entry(p.clone()).or_default().push(u.code.clone());
+            }
+        }
+        tree
+    }
+
+    pub fn get(&self, code: &str) -> Option<&OrgUnit> {
+        self.units.get(code)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &OrgUnit> {
+        self.units.values()
+    }
+
+    pub fn children(&self, code: &str) -> &[String] {
+        self.children.get(code).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// `code`, its parent, ..., the root. Empty for an unknown code.
+    pub fn chain(&self, code: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = self.units.get(code);
+        while let Some(u) = cur {
+            if out.contains(&u.code) {
+                break; // a cycle can only come from a damaged store; never loop forever
+            }
+            out.push(u.code.clone());
+            cur = u.parent.as_deref().and_then(|p| self.units.get(p));
+        }
+        out
+    }
+
+    /// True when `code` is `ancestor` or lies under it.
+    pub fn is_within(&self, code: &str, ancestor: &str) -> bool {
+        self.chain(code).iter().any(|c| c == ancestor)
+    }
+
+    /// Every unit of level `commune` at or under `code`, in code order.
+    pub fn communes_under(&self, code: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![code.to_string()];
+        while let Some(c) = stack.pop() {
+            if let Some(u) = self.units.get(&c) {
+                if u.level == COMMUNE_LEVEL {
+                    out.push(c.clone());
+                }
+            }
+            stack.extend(self.children(&c).iter().cloned());
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// A user account. The password hash is an argon2id PHC string.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct User {
+    pub username: String,
+    pub role: Role,
+    pub org_unit: String,
+    pub password_hash: String,
+    #[serde(default)]
+    pub disabled: bool,
+    /// Bumped when the user is disabled or their password or role changes: access tokens carry
+    /// it, so every older session ends at once.
+    #[serde(default)]
+    pub session_epoch: u64,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("org_unit", &self.org_unit)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device (phone or browser) a user logged in from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    pub username: String,
+    pub device_id: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub username: String,
+    pub role: Role,
+    pub org_unit: String,
+    pub device_id: String,
+}
+
+impl Principal {
+    /// Communes whose individual records this principal may read and change, and which its
+    /// phone receives on sync. Province staff and admins see figures, not cases.
+    pub fn record_communes(&self, tree: &OrgTree) -> Vec<String> {
+        match self.role {
+            Role::CommuneOfficer | Role::DistrictStaff => tree.communes_under(&self.org_unit),
+            Role::ProvinceStaff | Role::Admin => Vec::new(),
+        }
+    }
+
+    /// May this principal read or change individual records of `commune`?
+    pub fn may_access_records_of(&self, tree: &OrgTree, commune: &str) -> bool {
+        match self.role {
+            Role::CommuneOfficer | Role::DistrictStaff => tree.is_within(commune, &self.org_unit),
+            Role::ProvinceStaff | Role::Admin => false,
+        }
+    }
+
+    /// May this principal read figures (indicators, reports) of `org_unit`?
+    pub fn may_read_figures_of(&self, tree: &OrgTree, org_unit: &str) -> bool {
+        match self.role {
+            Role::Admin => tree.get(org_unit).is_some(),
+            _ => tree.is_within(org_unit, &self.org_unit),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(code: &str, parent: Option<&str>, level: &str) -> OrgUnit {
+        OrgUnit { code: code.into(), name: code.into(), parent: parent.map(Into::into), level: level.into() }
+    }
+
+    pub(crate) fn tree() -> OrgTree {
+        OrgTree::new([
+            unit("04", None, "province"),
+            unit("047", Some("04"), "district"),
+            unit("01234", Some("047"), "commune"),
+            unit("01235", Some("047"), "commune"),
+            unit("048", Some("04"), "district"),
+            unit("01300", Some("048"), "commune"),
+            // After the 2025 reform a commune may hang directly under the province.
+            unit("01400", Some("04"), "commune"),
+        ])
+    }
+
+    #[test]
+    fn chains_and_communes_at_any_depth() {
+        let t = tree();
+        assert_eq!(t.chain("01234"), ["01234", "047", "04"]);
+        assert_eq!(t.communes_under("047"), ["01234", "01235"]);
+        assert_eq!(t.communes_under("04"), ["01234", "01235", "01300", "01400"]);
+        assert_eq!(t.communes_under("01400"), ["01400"]);
+        assert!(t.chain("99").is_empty());
+    }
+
+    #[test]
+    fn scopes_by_role() {
+        let t = tree();
+        let p = |role, ou: &str| Principal { username: "u".into(), role, org_unit: ou.into(), device_id: "d".into() };
+        let officer = p(Role::CommuneOfficer, "01234");
+        assert!(officer.may_access_records_of(&t, "01234"));
+        assert!(!officer.may_access_records_of(&t, "01235"));
+        let district = p(Role::DistrictStaff, "047");
+        assert!(district.may_access_records_of(&t, "01235"));
+        assert!(!district.may_access_records_of(&t, "01300"));
+        let province = p(Role::ProvinceStaff, "04");
+        assert!(!province.may_access_records_of(&t, "01234"));
+        assert!(province.may_read_figures_of(&t, "047"));
+        assert!(!district.may_read_figures_of(&t, "04"));
+        assert!(p(Role::Admin, "04").record_communes(&t).is_empty());
+    }
+}

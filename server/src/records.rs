@@ -1,0 +1,445 @@
+//! Records and the sync exchange: merge pushed changes (checked), serve the change feed.
+//!
+//! Write path (one sync request): every pushed record is merged and checked *outside* the feed
+//! lock (the CPU-heavy Automerge work), then, under the write lock, each prepared record is
+//! checked to still be based on the stored version (else it is prepared again), given a new feed
+//! sequence number, and the whole request is applied as one batch and flushed. Only then is the
+//! durable sequence number advanced and the phone answered: acknowledged means durable.
+//!
+//! Read path: under the shared lock, the feed of each commune in the caller's scope is read from
+//! the cursor up to the durable sequence number; each record that moved is sent as the changes
+//! the phone is not known to have.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sync_protocol::automerge::{AutoCommit, ChangeHash, ReadDoc};
+use sync_protocol::doc;
+use sync_protocol::wire::{Hash, PullDoc, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse};
+use sync_protocol::{heads_from_wire, heads_to_wire, RecordId, RecordKind};
+
+use crate::db::{corrupt, get_json, key, now_secs, to_json, Db, DbError};
+use crate::figures;
+use crate::model::{OrgTree, Principal, COMMUNE_LEVEL};
+use crate::store::Batch;
+
+/// How many `(seq, heads)` points of a record's history the server remembers, to send a phone
+/// only the changes after the point its cursor says it has.
+const HISTORY: usize = 8;
+/// Records per pull page, and the byte budget of one response.
+pub const PAGE_RECORDS: usize = 2000;
+pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// What the server keeps beside each record's document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordMeta {
+    pub kind: RecordKind,
+    pub commune: String,
+    /// Feed sequence number of the latest change.
+    pub seq: u64,
+    pub deleted: bool,
+    /// The record's date field (`detected_on`, ...), for listing by period.
+    pub date: Option<String>,
+    /// Recent `(seq, heads)` points, oldest first.
+    pub history: VecDeque<(u64, Vec<Hash>)>,
+    pub updated_at: i64,
+    /// The record's current contribution to the figures (old one out, new one in).
+    pub contribution: Option<indicators::Contribution>,
+}
+
+impl RecordMeta {
+    /// Heads as of feed sequence `seq` (the latest point at or before it).
+    fn heads_at(&self, seq: u64) -> Option<Vec<ChangeHash>> {
+        self.history.iter().rev().find(|(s, _)| *s <= seq).map(|(_, h)| heads_from_wire(h))
+    }
+}
+
+/// The opaque cursor handed to phones: the feed position and a fingerprint of the scope it was
+/// computed for, so that a user moved to another commune starts again from zero.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+struct Cursor {
+    seq: u64,
+    scope: u64,
+}
+
+impl Cursor {
+    fn decode(bytes: &[u8], scope: u64) -> u64 {
+        match postcard::from_bytes::<Cursor>(bytes) {
+            Ok(c) if c.scope == scope => c.seq,
+            _ => 0,
+        }
+    }
+    fn encode(self) -> Vec<u8> {
+        postcard::to_allocvec(&self).expect("cursor encodes")
+    }
+}
+
+/// FNV-1a over the sorted commune list: stable across restarts and builds.
+fn scope_fingerprint(communes: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for c in communes {
+        for b in c.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
+    key("f/", &[commune.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// A pushed record, merged and checked, ready to be written.
+struct Prepared {
+    id: RecordId,
+    /// The stored version it was merged onto (`None` for a new record).
+    base_seq: Option<u64>,
+    doc_bytes: Vec<u8>,
+    meta: RecordMeta,
+    old_contribution: Option<indicators::Contribution>,
+    new_actors: Vec<String>,
+}
+
+enum Verdict {
+    /// Nothing new (a retried push): acknowledge without writing.
+    Unchanged,
+    Write(Box<Prepared>),
+    Refuse(PushOutcome),
+}
+
+impl Db {
+    pub fn get_meta(&self, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
+        get_json(self.kv(), &key("m/", &[&id.0]))
+    }
+
+    /// Loads a record's document.
+    pub fn load_doc(&self, id: &RecordId) -> Result<Option<AutoCommit>, DbError> {
+        match self.kv().get(&key("r/", &[&id.0]))? {
+            None => Ok(None),
+            Some(bytes) => AutoCommit::load(&bytes).map(Some).map_err(|e| corrupt("record document", e)),
+        }
+    }
+
+    /// The JSON view of a record with its id and conflicts.
+    pub fn record_view(&self, id: &RecordId) -> Result<Option<Value>, DbError> {
+        let Some(mut doc) = self.load_doc(id)? else { return Ok(None) };
+        let mut view = doc::view(&doc).map_err(|e| corrupt("record document", e))?;
+        let conflicts = doc::conflicts(&mut doc).map_err(|e| corrupt("record document", e))?;
+        view["id"] = Value::String(id.to_string());
+        view["conflicts"] = serde_json::to_value(conflicts).expect("conflicts serialise");
+        Ok(Some(view))
+    }
+
+    /// Merges and checks one pushed record against what is stored now.
+    fn prepare(&self, who: &Principal, tree: &OrgTree, push: &PushDoc) -> Result<Verdict, DbError> {
+        let reject = |reason: String| Ok(Verdict::Refuse(PushOutcome::Rejected { reason }));
+        let meta = self.get_meta(&push.id)?;
+        if let Some(m) = &meta {
+            if !who.may_access_records_of(tree, &m.commune) {
+                return reject(format!("record {} belongs to a commune outside your scope", push.id));
+            }
+        }
+        let mut doc = match self.load_doc(&push.id)? {
+            Some(d) => d,
+            None => AutoCommit::new(),
+        };
+        let old_heads = doc.get_heads();
+        if doc.load_incremental(&push.changes).is_err() {
+            return reject("the pushed changes are not valid Automerge data".into());
+        }
+        if !doc.get_missing_deps(&[]).is_empty() {
+            return Ok(Verdict::Refuse(PushOutcome::NeedFull));
+        }
+        let heads = doc.get_heads();
+        if heads == old_heads {
+            return Ok(Verdict::Unchanged);
+        }
+        let kind = match doc::check_doc(&doc) {
+            Ok(k) => k,
+            Err(e) => return reject(e.to_string()),
+        };
+        let communes = doc::all_root_strings(&doc, "commune").map_err(|e| corrupt("doc", e))?;
+        let commune = match (&meta, communes.as_slice()) {
+            (Some(m), [c]) if *c == m.commune && kind == m.kind => c.clone(),
+            (Some(m), _) if kind != m.kind => return reject("field `kind` is fixed when the record is created".into()),
+            (Some(_), _) => return reject("field `commune` is fixed when the record is created".into()),
+            (None, [c]) => c.clone(),
+            (None, _) => return reject("field `commune` must have exactly one value".into()),
+        };
+        if meta.is_none() {
+            match tree.get(&commune) {
+                Some(u) if u.level == COMMUNE_LEVEL => {}
+                Some(_) => return reject(format!("`{commune}` is not a commune")),
+                None => return reject(format!("unknown commune `{commune}`")),
+            }
+            if !who.may_access_records_of(tree, &commune) {
+                return reject(format!("commune `{commune}` is outside your scope"));
+            }
+        }
+        // Every change's actor must belong to this device (or be new, and then it becomes this
+        // device's): a phone cannot write in another device's name.
+        let mut new_actors = Vec::new();
+        for change in doc.get_changes(&old_heads) {
+            let actor = change.actor_id().to_hex_string();
+            if new_actors.contains(&actor) {
+                continue;
+            }
+            match self.actor_owner(&actor)? {
+                Some(owner) if owner.username == who.username && owner.device_id == who.device_id => {}
+                Some(_) => return reject("the changes claim an Automerge actor that belongs to another device".into()),
+                None => new_actors.push(actor),
+            }
+        }
+        let view = doc::view(&doc).map_err(|e| corrupt("doc", e))?;
+        let contribution = indicators::Contribution::from_record(&view);
+        let mut history = meta.as_ref().map(|m| m.history.clone()).unwrap_or_default();
+        let heads_w = heads_to_wire(&heads);
+        history.push_back((0, heads_w)); // sequence number filled in at commit
+        while history.len() > HISTORY {
+            history.pop_front();
+        }
+        Ok(Verdict::Write(Box::new(Prepared {
+            id: push.id,
+            base_seq: meta.as_ref().map(|m| m.seq),
+            doc_bytes: doc.save(),
+            old_contribution: meta.as_ref().and_then(|m| m.contribution.clone()),
+            meta: RecordMeta {
+                kind,
+                commune,
+                seq: 0,
+                deleted: view.get("deleted").and_then(Value::as_bool).unwrap_or(false),
+                date: view.get(sync_protocol::schema::date_field(kind)).and_then(Value::as_str).map(str::to_string),
+                history,
+                updated_at: now_secs(),
+                contribution,
+            },
+            new_actors,
+        })))
+    }
+
+    /// The user and device an Automerge actor belongs to.
+    pub fn actor_owner(&self, actor: &str) -> Result<Option<ActorOwner>, DbError> {
+        get_json(self.kv(), &key("x/", &[actor.as_bytes()]))
+    }
+
+    /// Handles one sync request for `who`: pushes first (durably), then the pull.
+    pub fn sync(&self, who: &Principal, req: &SyncRequest) -> Result<SyncResponse, DbError> {
+        let tree = self.tree();
+        let communes = who.record_communes(&tree);
+        let results = self.push(who, &tree, &req.push)?;
+        let accepted: HashMap<RecordId, &Vec<Hash>> = req
+            .push
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.outcome == PushOutcome::Accepted)
+            .map(|(p, _)| (p.id, &p.heads))
+            .collect();
+        let scope = scope_fingerprint(&communes);
+        let cursor = Cursor::decode(&req.cursor, scope);
+        let (pull, next, more) = self.pull(&communes, cursor, &accepted, &req.want_full)?;
+        Ok(SyncResponse { results, pull, cursor: Cursor { seq: next, scope }.encode(), more })
+    }
+
+    fn push(&self, who: &Principal, tree: &OrgTree, pushes: &[PushDoc]) -> Result<Vec<PushResult>, DbError> {
+        if pushes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut verdicts = Vec::with_capacity(pushes.len());
+        for p in pushes {
+            verdicts.push(self.prepare(who, tree, p)?);
+        }
+        let mut outcomes = Vec::with_capacity(pushes.len());
+        if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
+            let _w = self.inner.feed_lock.write().expect("feed lock");
+            let mut seq = self.durable_seq();
+            let mut batch = Batch::default();
+            let mut written: HashMap<RecordId, u64> = HashMap::new();
+            let mut claimed: Vec<String> = Vec::new();
+            let mut figure_deltas = figures::Pending::default();
+            let chain = |c: &str| tree.chain(c);
+            for (push, verdict) in pushes.iter().zip(verdicts) {
+                let verdict = match verdict {
+                    // Someone else wrote this record since we prepared it (or this request
+                    // pushes it twice): merge again onto the current version.
+                    Verdict::Write(p) if self.get_meta(&p.id)?.map(|m| m.seq) != p.base_seq || written.contains_key(&p.id) => {
+                        self.prepare_after(who, tree, push, &batch, &written)?
+                    }
+                    v => v,
+                };
+                match verdict {
+                    Verdict::Unchanged => outcomes.push(PushOutcome::Accepted),
+                    Verdict::Refuse(o) => outcomes.push(o),
+                    Verdict::Write(mut p) => {
+                        seq += 1;
+                        if let Some(old) = p.base_seq {
+                            batch.delete(feed_key(&p.meta.commune, old));
+                        }
+                        if let Some(prev) = written.insert(p.id, seq) {
+                            batch.delete(feed_key(&p.meta.commune, prev));
+                        }
+                        batch.put(feed_key(&p.meta.commune, seq), p.id.0.to_vec());
+                        p.meta.seq = seq;
+                        if let Some(last) = p.meta.history.back_mut() {
+                            last.0 = seq;
+                        }
+                        figure_deltas.record_change(&chain, p.old_contribution.as_ref(), p.meta.contribution.as_ref());
+                        batch.put(key("r/", &[&p.id.0]), std::mem::take(&mut p.doc_bytes));
+                        batch.put(key("m/", &[&p.id.0]), to_json(&p.meta));
+                        for actor in &p.new_actors {
+                            if !claimed.contains(actor) {
+                                let owner = ActorOwner { username: who.username.clone(), device_id: who.device_id.clone() };
+                                batch.put(key("x/", &[actor.as_bytes()]), to_json(&owner));
+                                claimed.push(actor.clone());
+                            }
+                        }
+                        outcomes.push(PushOutcome::Accepted);
+                    }
+                }
+            }
+            figure_deltas.write_into(self, &mut batch)?;
+            batch.put(b"n/seq".to_vec(), seq.to_be_bytes().to_vec());
+            self.commit(batch)?;
+            self.inner.durable_seq.store(seq, Ordering::Release);
+        } else {
+            outcomes.extend(verdicts.into_iter().map(|v| match v {
+                Verdict::Refuse(o) => o,
+                _ => PushOutcome::Accepted,
+            }));
+        }
+        Ok(pushes.iter().zip(outcomes).map(|(p, outcome)| PushResult { id: p.id, outcome }).collect())
+    }
+
+    /// Prepares a push again under the write lock. Records already written earlier in the same
+    /// request are not yet in the store, so such a duplicate push is simply merged on its own:
+    /// Automerge merging is idempotent, and the second write carries both.
+    fn prepare_after(
+        &self,
+        who: &Principal,
+        tree: &OrgTree,
+        push: &PushDoc,
+        _batch: &Batch,
+        written: &HashMap<RecordId, u64>,
+    ) -> Result<Verdict, DbError> {
+        if written.contains_key(&push.id) {
+            // Same record twice in one request: the first write already holds its changes only
+            // if they are identical; to stay simple and safe, refuse the repeat politely.
+            return Ok(Verdict::Refuse(PushOutcome::Rejected {
+                reason: "the same record was pushed twice in one request".into(),
+            }));
+        }
+        self.prepare(who, tree, push)
+    }
+
+    /// Reads the feed of `communes` after `cursor`, up to the durable sequence number.
+    fn pull(
+        &self,
+        communes: &[String],
+        cursor: u64,
+        pushed: &HashMap<RecordId, &Vec<Hash>>,
+        want_full: &[RecordId],
+    ) -> Result<(Vec<PullDoc>, u64, bool), DbError> {
+        let _r = self.inner.feed_lock.read().expect("feed lock");
+        let high = self.durable_seq();
+        if cursor >= high {
+            return Ok((Vec::new(), high.max(cursor), false));
+        }
+        let mut entries: Vec<(u64, RecordId)> = Vec::new();
+        let mut bound = high;
+        for c in communes {
+            let got = self.kv().range(&feed_key(c, cursor + 1), &feed_key(c, high + 1), PAGE_RECORDS)?;
+            if got.len() == PAGE_RECORDS {
+                // This commune may have more: nothing past its last entry is complete.
+                let last = got.last().map(|(k, _)| seq_of_feed_key(k)).unwrap_or(high);
+                bound = bound.min(last);
+            }
+            for (k, v) in got {
+                let id = RecordId(v.as_slice().try_into().map_err(|_| corrupt("feed", "bad id"))?);
+                entries.push((seq_of_feed_key(&k), id));
+            }
+        }
+        entries.retain(|(s, _)| *s <= bound);
+        entries.sort_unstable();
+        let mut next = bound;
+        if entries.len() >= PAGE_RECORDS {
+            entries.truncate(PAGE_RECORDS);
+            next = entries.last().map(|e| e.0).unwrap_or(bound);
+        }
+        let mut truncated = next < high;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (i, (_, id)) in entries.iter().enumerate() {
+            let (Some(meta), Some(mut doc)) = (self.get_meta(id)?, self.load_doc(id)?) else { continue };
+            let mut known: Vec<ChangeHash> = Vec::new();
+            if !want_full.contains(id) {
+                known.extend(meta.heads_at(cursor).unwrap_or_default());
+                if let Some(h) = pushed.get(id) {
+                    known.extend(heads_from_wire(h));
+                }
+            }
+            let changes = doc.save_after(&known);
+            if changes.is_empty() {
+                continue;
+            }
+            if bytes + changes.len() > PAGE_BYTES && i > 0 {
+                // Cut here: the phone has everything before this entry.
+                next = entries[i - 1].0;
+                truncated = true;
+                break;
+            }
+            bytes += changes.len();
+            out.push(PullDoc { id: *id, changes, heads: heads_to_wire(&doc.get_heads()) });
+        }
+        Ok((out, next, truncated))
+    }
+}
+
+fn seq_of_feed_key(k: &[u8]) -> u64 {
+    let n = k.len();
+    u64::from_be_bytes(k[n - 8..].try_into().expect("feed keys end with 8 bytes"))
+}
+
+
+/// The owner of an Automerge actor id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorOwner {
+    pub username: String,
+    pub device_id: String,
+}
+
+impl Db {
+    /// Every record id of a commune (the feed holds each record once).
+    pub fn record_ids_of(&self, commune: &str) -> Result<Vec<RecordId>, DbError> {
+        let prefix = key("f/", &[commune.as_bytes(), b""]);
+        self.kv()
+            .range(&prefix, &crate::store::prefix_end(&prefix), usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| Ok(RecordId(v.as_slice().try_into().map_err(|_| corrupt("feed", "bad id"))?)))
+            .collect()
+    }
+
+    /// Reports due for `unit` and the communes under it with no record dated in `period`.
+    pub fn calendar_status(&self, unit: &str, period: indicators::Period, today: chrono::NaiveDate) -> Result<Value, DbError> {
+        let tree = self.tree();
+        let due = indicators::Calendar::default().due(&tree.chain(unit), today);
+        let mut silent = Vec::new();
+        for c in tree.communes_under(unit) {
+            let mut any = false;
+            for id in self.record_ids_of(&c)? {
+                let Some(meta) = self.get_meta(&id)? else { continue };
+                let in_period = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| period.contains(d));
+                if in_period && !meta.deleted {
+                    any = true;
+                    break;
+                }
+            }
+            if !any {
+                let name = tree.get(&c).map(|u| u.name.clone()).unwrap_or_default();
+                silent.push(serde_json::json!({"code": c, "name": name}));
+            }
+        }
+        Ok(serde_json::json!({"org_unit": unit, "period": period.to_string(), "due": due, "communes_without_records": silent}))
+    }
+}

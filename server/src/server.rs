@@ -1,0 +1,158 @@
+//! Configuration, TLS, and launching the HTTP server on a listener (so tests bind port 0 and
+//! drive the real server through the real client).
+
+use std::fmt;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::api::{self, AppState, Shared};
+use crate::db::Db;
+use crate::store::SledKv;
+
+/// The server's settings: defaults in code, `GESYNC_*` environment variables override them,
+/// command-line flags win (clap's `env` attribute implements exactly that order).
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<Tls>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Key paths are not secrets, but their contents are: never print PEM data.
+        f.debug_struct("Config").field("data_dir", &self.data_dir).field("listen", &self.listen).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+/// PEM certificate chain and private key files.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Opens the sled store in `dir` and the data layer on it. Fails closed on a damaged store.
+pub fn open_db(dir: &Path) -> Result<Db, String> {
+    let kv = SledKv::open(dir).map_err(|e| e.to_string())?;
+    Db::open(Box::new(kv)).map_err(|e| {
+        format!("the store in {} is damaged ({e}); restore it from a backup with `gesync-server restore --data-dir DIR --from FILE`", dir.display())
+    })
+}
+
+/// Installs the ring crypto provider for rustls (once per process).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Makes a self-signed certificate for `localhost` and the loopback addresses in `dir`, unless
+/// one is already there. Returns the paths and the SHA-256 fingerprint of the certificate.
+pub fn ensure_self_signed(dir: &Path, extra_names: &[String]) -> Result<(Tls, String), String> {
+    let cert = dir.join("tls-cert.pem");
+    let key = dir.join("tls-key.pem");
+    if !cert.exists() || !key.exists() {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        names.extend(extra_names.iter().cloned());
+        let ck = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot make a certificate: {e}"))?;
+        std::fs::write(&cert, ck.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+        write_private(&key, ck.signing_key.serialize_pem().as_bytes()).map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    }
+    let fp = fingerprint(&cert)?;
+    Ok((Tls { cert, key }, fp))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        f.write_all(data)?;
+        f.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, data)
+    }
+}
+
+/// SHA-256 fingerprint of the first certificate in a PEM file, as colon-separated hex.
+pub fn fingerprint(cert_pem: &Path) -> Result<String, String> {
+    let pem = std::fs::read_to_string(cert_pem).map_err(|e| format!("cannot read {}: {e}", cert_pem.display()))?;
+    let b64: String = pem.lines().skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| format!("{} is not a PEM certificate", cert_pem.display()))?;
+    let d = Sha256::digest(der);
+    Ok(d.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+}
+
+/// The full application: API (and, later, pages) with limits, timeouts and security headers.
+pub fn app(state: Shared) -> axum::Router {
+    api::router(state)
+        .layer(DefaultBodyLimit::max(sync_protocol::wire::MAX_MESSAGE_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, api::REQUEST_TIMEOUT))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        ))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests (syncs included) finish for up to 30 seconds.
+pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    install_crypto_provider();
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h2.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let make = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(tls) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
+            axum_server::from_tcp_rustls(listener, config).handle(handle).serve(make).await
+        }
+        None => axum_server::from_tcp(listener).handle(handle).serve(make).await,
+    }
+}
+
+/// Opens everything and serves until SIGINT/SIGTERM (used by `serve` and `demo`).
+pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    let state = AppState::new(db).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    on_listening(listener.local_addr().map_err(|e| e.to_string())?);
+    launch(state, listener, config.tls, shutdown_signal()).await.map_err(|e| format!("server failed: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
