@@ -100,13 +100,22 @@ pub fn app(state: Shared) -> axum::Router {
         .layer(DefaultBodyLimit::max(sync_protocol::wire::MAX_MESSAGE_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, api::REQUEST_TIMEOUT))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, html_only(HeaderValue::from_static("DENY"))))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+            html_only(HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")),
         ))
+}
+
+/// Page-only headers (framing, CSP) matter for documents a browser renders; binary sync answers
+/// go to phones on metered links, so they are not given these bytes.
+fn html_only(value: HeaderValue) -> impl Fn(&axum::response::Response) -> Option<HeaderValue> + Clone {
+    move |res: &axum::response::Response| {
+        let html = res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("text/html"));
+        html.then(|| value.clone())
+    }
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and lets

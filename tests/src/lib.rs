@@ -1,1 +1,288 @@
+//! Test harness: the real server on loopback over a real sled store, with a small org tree and
+//! one account per role, driven by the real client SDK.
+#![forbid(unsafe_code)]
 
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gesync_server::api::AppState;
+use gesync_server::model::{OrgUnit, Role, User};
+use gesync_server::Db;
+
+/// Password of every harness account.
+pub const PASSWORD: &str = "test-password-123";
+
+/// (code, name, parent, level): one province, two districts, communes under both, and one
+/// commune directly under the province (the post-2025 two-level shape).
+pub const TREE: &[(&str, &str, Option<&str>, &str)] = &[
+    ("04", "Tỉnh Cao Bằng", None, "province"),
+    ("047", "Huyện Trùng Khánh", Some("04"), "district"),
+    ("04701", "Thị trấn Trùng Khánh", Some("047"), "commune"),
+    ("04702", "Xã Đàm Thủy", Some("047"), "commune"),
+    ("048", "Huyện Hạ Lang", Some("04"), "district"),
+    ("04801", "Xã Thị Hoa", Some("048"), "commune"),
+    ("04901", "Xã Hai cấp", Some("04"), "commune"),
+];
+
+/// (username, role, org unit)
+pub const ACCOUNTS: &[(&str, Role, &str)] = &[
+    ("admin", Role::Admin, "04"),
+    ("province", Role::ProvinceStaff, "04"),
+    ("district", Role::DistrictStaff, "047"),
+    ("district2", Role::DistrictStaff, "048"),
+    ("officer1", Role::CommuneOfficer, "04701"),
+    ("officer1b", Role::CommuneOfficer, "04701"),
+    ("officer2", Role::CommuneOfficer, "04702"),
+    ("officer3", Role::CommuneOfficer, "04801"),
+];
+
+/// Extra commune officers `phoneN` of 04701, for simulations with many phones.
+pub fn seed(db: &Db, extra_officers: usize) {
+    for (code, name, parent, level) in TREE {
+        db.put_org_unit(OrgUnit { code: code.to_string(), name: name.to_string(), parent: parent.map(str::to_string), level: level.to_string() }, None).unwrap();
+    }
+    // One hash for all: argon2 at 48 MiB is deliberately slow.
+    let hash = gesync_server::auth::hash_password(PASSWORD);
+    let mut users: Vec<(String, Role, String)> = ACCOUNTS.iter().map(|(u, r, o)| (u.to_string(), *r, o.to_string())).collect();
+    users.extend((0..extra_officers).map(|i| (format!("phone{i}"), Role::CommuneOfficer, "04701".to_string())));
+    for (username, role, org_unit) in users {
+        db.put_user(&User { username, role, org_unit, password_hash: hash.clone(), disabled: false, session_epoch: 0 }, true, None).unwrap();
+    }
+}
+
+/// The real server, in this process, on a loopback port, plain HTTP.
+pub struct TestServer {
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts on a fresh store in `dir`, seeded with [`TREE`] and [`ACCOUNTS`].
+    pub async fn start_fresh(dir: &Path, extra_officers: usize) -> TestServer {
+        let db = gesync_server::open_db(dir).unwrap();
+        seed(&db, extra_officers);
+        Self::start_with(dir, db).await
+    }
+
+    /// Starts on an existing store.
+    pub async fn start(dir: &Path) -> TestServer {
+        let db = gesync_server::open_db(dir).unwrap();
+        Self::start_with(dir, db).await
+    }
+
+    /// Starts on an existing store, on a given address (a restart keeps the phones' URL).
+    pub async fn start_on(dir: &Path, addr: SocketAddr) -> TestServer {
+        let db = gesync_server::open_db(dir).unwrap();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot rebind {addr}: {e}"),
+            }
+        };
+        Self::serve(dir, db, listener)
+    }
+
+    async fn start_with(dir: &Path, db: Db) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(dir, db, listener)
+    }
+
+    fn serve(dir: &Path, db: Db, listener: TcpListener) -> TestServer {
+        let state = AppState::new(db).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gesync_server::launch(state, listener, None, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer { dir: dir.to_path_buf(), addr, stop: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops gracefully and waits until the store is closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        // sled releases its lock when the last handle drops; give the runtime a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `gesync-server` binary as a child process (for SIGKILL tests).
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    pub fn spawn(bin: &Path, dir: &Path) -> ServerProcess {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(bin)
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", &addr.to_string(), "--plain-http"])
+            .env("GESYNC_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        ServerProcess { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill(); // SIGKILL on Unix
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The seed of a randomised test: `GESYNC_SEED` if set, else from the clock. Always printed.
+pub fn seed_from_env(test: &str) -> u64 {
+    let seed = std::env::var("GESYNC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    eprintln!("{test}: seed {seed} (rerun with GESYNC_SEED={seed})");
+    seed
+}
+
+/// A TCP proxy on loopback that counts the bytes crossing it in each direction and, when told,
+/// cuts connections after a number of bytes (fault injection).
+pub mod proxy {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[derive(Default)]
+    pub struct Counters {
+        pub up: AtomicU64,
+        pub down: AtomicU64,
+        pub connections: AtomicU64,
+        /// When non-zero, each connection is cut after a pseudo-random number of bytes below
+        /// this bound (seeded per connection from `cut_seed`).
+        pub cut_below: AtomicU64,
+        pub cut_seed: AtomicU64,
+        pub cuts: AtomicU64,
+    }
+
+    impl Counters {
+        pub fn total(&self) -> u64 {
+            self.up.load(Ordering::Relaxed) + self.down.load(Ordering::Relaxed)
+        }
+        pub fn reset(&self) {
+            self.up.store(0, Ordering::Relaxed);
+            self.down.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the proxy in front of `target`; returns its address and counters.
+    pub async fn start(target: SocketAddr) -> (SocketAddr, Arc<Counters>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else { return };
+                    let n = c.connections.fetch_add(1, Ordering::Relaxed);
+                    let bound = c.cut_below.load(Ordering::Relaxed);
+                    let budget = if bound == 0 {
+                        u64::MAX
+                    } else {
+                        // splitmix64 of (seed, connection number)
+                        let mut z = c.cut_seed.load(Ordering::Relaxed).wrapping_add(n.wrapping_mul(0x9E3779B97F4A7C15));
+                        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+                        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+                        z ^= z >> 31;
+                        // Half of the connections pass untouched, so progress is always possible.
+                        if z % 2 == 0 { u64::MAX } else { 1 + (z >> 1) % bound }
+                    };
+                    pipe(client, server, c, budget).await;
+                });
+            }
+        });
+        (addr, counters)
+    }
+
+    async fn pipe(client: TcpStream, server: TcpStream, c: Arc<Counters>, budget: u64) {
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let moved = Arc::new(AtomicU64::new(0));
+        let (c1, m1) = (c.clone(), moved.clone());
+        let up = async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match cr.read(&mut buf).await { Ok(0) | Err(_) => break, Ok(n) => n };
+                let before = m1.fetch_add(n as u64, Ordering::Relaxed);
+                let allowed = budget.saturating_sub(before).min(n as u64) as usize;
+                c1.up.fetch_add(allowed as u64, Ordering::Relaxed);
+                if sw.write_all(&buf[..allowed]).await.is_err() || allowed < n {
+                    if allowed < n { c1.cuts.fetch_add(1, Ordering::Relaxed); }
+                    break;
+                }
+            }
+        };
+        let (c2, m2) = (c.clone(), moved.clone());
+        let down = async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match sr.read(&mut buf).await { Ok(0) | Err(_) => break, Ok(n) => n };
+                let before = m2.fetch_add(n as u64, Ordering::Relaxed);
+                let allowed = budget.saturating_sub(before).min(n as u64) as usize;
+                c2.down.fetch_add(allowed as u64, Ordering::Relaxed);
+                if cw.write_all(&buf[..allowed]).await.is_err() || allowed < n {
+                    if allowed < n { c2.cuts.fetch_add(1, Ordering::Relaxed); }
+                    break;
+                }
+            }
+        };
+        // When either direction ends (or is cut), drop both: the connection is closed.
+        tokio::select! { _ = up => {}, _ = down => {} }
+    }
+}
+
+/// Resident memory of a process, in MiB, from /proc (Linux).
+pub fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

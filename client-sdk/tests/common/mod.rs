@@ -33,6 +33,8 @@ pub struct Inner {
     /// Refresh calls fail with 401.
     pub refresh_broken: bool,
     pub revoked: bool,
+    /// Login answers 429 with `Retry-After: 30`.
+    pub throttle_login: bool,
     /// Records of this commune are refused.
     pub reject_commune: Option<String>,
     /// At most this many records pulled per response.
@@ -151,6 +153,14 @@ impl Transport for FakeServer {
             let mut s = self.0.lock().unwrap();
             if s.revoked {
                 return Err(TransportError::status(403, "device_revoked", "device revoked"));
+            }
+            if s.throttle_login {
+                return Err(TransportError::Status {
+                    status: 429,
+                    code: "throttled".into(),
+                    message: "too many attempts".into(),
+                    retry_after: Some(30),
+                });
             }
             if req.password != PASSWORD {
                 return Err(TransportError::status(401, "bad_credentials", "wrong username or password"));

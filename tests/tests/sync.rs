@@ -1,0 +1,266 @@
+//! End-to-end sync through the real server (sled on disk, HTTP on loopback) and the real SDK.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncStatus};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tests::{proxy, seed_from_env, TestServer, PASSWORD};
+
+fn phone(dir: &Path) -> Client {
+    Client::open(dir, FixedKey(StoreKey::random())).unwrap()
+}
+
+async fn login(c: &mut Client, url: &str, user: &str) {
+    c.login(url, user, PASSWORD, None).await.unwrap();
+}
+
+fn news(commune: &str, date: &str) -> Value {
+    json!({"commune": commune, "published_on": date, "channel": "loudspeaker", "title": "Tin bình đẳng giới"})
+}
+
+fn case(commune: &str) -> Value {
+    json!({"commune": commune, "detected_on": "2025-03-01", "victim": {"sex": "female", "birth_year": 1990},
+           "perpetrator": {"detected": true, "prosecuted": false}})
+}
+
+/// The phone's records without local-only fields, keyed by id.
+fn phone_views(c: &Client) -> BTreeMap<String, Value> {
+    c.list(None)
+        .unwrap()
+        .into_iter()
+        .map(|mut v| {
+            let o = v.as_object_mut().unwrap();
+            for k in ["sync_status", "sync_error", "conflicts"] {
+                o.remove(k);
+            }
+            (o["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+async fn api_token(url: &str, user: &str) -> String {
+    let r: Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&json!({"username": user, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"].as_str().unwrap().to_string()
+}
+
+/// The server's records of a commune, as district staff read them, without `conflicts`.
+async fn server_views(url: &str, commune: &str) -> BTreeMap<String, Value> {
+    let token = api_token(url, "district").await;
+    let list: Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/records?org_unit={commune}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.as_object_mut().unwrap().remove("conflicts");
+            (v["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phones_exchange_records_and_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let url = server.url();
+    let mut a = phone(&dir.path().join("a"));
+    let mut b = phone(&dir.path().join("b"));
+    login(&mut a, &url, "officer1").await;
+    login(&mut b, &url, "officer1b").await;
+
+    let id = a.create(RecordKind::GbvCase, &case("04701")).unwrap();
+    assert_eq!(a.status(id).unwrap(), SyncStatus::Pending);
+    let r = a.sync(|_| {}).await.unwrap();
+    assert_eq!((r.pushed, r.rejected), (1, 0));
+    assert_eq!(a.status(id).unwrap(), SyncStatus::Synced);
+
+    let r = b.sync(|_| {}).await.unwrap();
+    assert_eq!(r.pulled, 1);
+    assert_eq!(b.show(id).unwrap()["victim"]["sex"], "female");
+
+    b.append(id, "services", &json!({"kind": "health", "provided_on": "2025-03-02"})).unwrap();
+    b.set(id, "perpetrator.counselled", &json!(true)).unwrap();
+    b.sync(|_| {}).await.unwrap();
+    a.sync(|_| {}).await.unwrap();
+    assert_eq!(phone_views(&a), phone_views(&b));
+    assert_eq!(phone_views(&a), server_views(&url, "04701").await);
+    // A second sync with nothing new moves nothing.
+    let r = a.sync(|_| {}).await.unwrap();
+    assert_eq!((r.pushed, r.pulled), (0, 0));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_record_is_refused_with_its_reason_and_the_good_ones_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let mut a = phone(&dir.path().join("a"));
+    login(&mut a, &server.url(), "officer1").await;
+    let good = a.create(RecordKind::NewsItem, &news("04701", "2025-01-05")).unwrap();
+    // Valid for the schema, but another commune's record: outside the officer's scope.
+    let foreign = a.create(RecordKind::NewsItem, &news("04702", "2025-01-05")).unwrap();
+    let unknown = a.create(RecordKind::NewsItem, &news("09999", "2025-01-05")).unwrap();
+    let r = a.sync(|_| {}).await.unwrap();
+    assert_eq!((r.pushed, r.rejected), (1, 2));
+    assert_eq!(a.status(good).unwrap(), SyncStatus::Synced);
+    match a.status(foreign).unwrap() {
+        SyncStatus::Rejected { reason } => assert!(reason.contains("outside your scope"), "{reason}"),
+        s => panic!("expected a rejection, got {s:?}"),
+    }
+    match a.status(unknown).unwrap() {
+        SyncStatus::Rejected { reason } => assert!(reason.contains("unknown commune"), "{reason}"),
+        s => panic!("expected a rejection, got {s:?}"),
+    }
+    let on_server = server_views(&server.url(), "04702").await;
+    assert!(on_server.is_empty(), "nothing of the refused record was stored");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_only_receive_records_of_their_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let url = server.url();
+    let mut a = phone(&dir.path().join("a"));
+    let mut c = phone(&dir.path().join("c"));
+    let mut d = phone(&dir.path().join("d"));
+    login(&mut a, &url, "officer1").await;
+    login(&mut c, &url, "officer2").await;
+    login(&mut d, &url, "district").await;
+    a.create(RecordKind::NewsItem, &news("04701", "2025-01-05")).unwrap();
+    c.create(RecordKind::NewsItem, &news("04702", "2025-01-06")).unwrap();
+    a.sync(|_| {}).await.unwrap();
+    c.sync(|_| {}).await.unwrap();
+    a.sync(|_| {}).await.unwrap();
+    assert_eq!(a.list(None).unwrap().len(), 1, "officer1 sees only 04701");
+    d.sync(|_| {}).await.unwrap();
+    assert_eq!(d.list(None).unwrap().len(), 2, "district staff see the whole district");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noop_sync_does_not_grow_with_the_records_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let (paddr, counters) = proxy::start(server.addr).await;
+    let url = format!("http://{paddr}");
+    let mut a = phone(&dir.path().join("a"));
+    login(&mut a, &url, "officer1").await;
+    let mut noop_bytes = Vec::new();
+    for n in [10, 300] {
+        while a.list(None).unwrap().len() < n {
+            a.create(RecordKind::NewsItem, &news("04701", "2025-02-01")).unwrap();
+        }
+        a.sync(|_| {}).await.unwrap();
+        counters.reset();
+        let r = a.sync(|_| {}).await.unwrap();
+        assert_eq!((r.pushed, r.pulled), (0, 0));
+        noop_bytes.push(counters.total());
+    }
+    assert!(noop_bytes[0] > 0);
+    // Only the cursor's varint may grow (a byte or two per direction), never per record.
+    assert!(noop_bytes[1] <= noop_bytes[0] + 8, "no-op sync bytes for 10 and 300 records: {noop_bytes:?}");
+    assert!(noop_bytes[1] <= 1024, "a no-op sync costs {} bytes on the wire", noop_bytes[1]);
+    server.stop().await;
+}
+
+/// The seeded simulation of issue 2: phones of one commune make random offline edits (the same
+/// record and field concurrently too), sync in random orders through a proxy that cuts
+/// connections, the server restarts now and then; at the end every phone and the server hold
+/// identical JSON views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulation_phones_converge_through_faults_and_restarts() {
+    let seed = seed_from_env("simulation_phones_converge_through_faults_and_restarts");
+    let mut rng = StdRng::seed_from_u64(seed);
+    const PHONES: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let mut server = TestServer::start_fresh(&server_dir, PHONES).await;
+    let addr = server.addr;
+    let (paddr, counters) = proxy::start(addr).await;
+    let url = format!("http://{paddr}");
+    let mut phones = Vec::new();
+    for i in 0..PHONES {
+        let mut p = phone(&dir.path().join(format!("phone{i}")));
+        login(&mut p, &url, &format!("phone{i}")).await;
+        phones.push(p);
+    }
+    let sexes = ["female", "male", "other", "unknown"];
+    for step in 0..120 {
+        let i = rng.gen_range(0..PHONES);
+        let p = &mut phones[i];
+        let ids = p.ids(None);
+        match rng.gen_range(0..10) {
+            0 | 1 => {
+                p.create(RecordKind::GbvCase, &case("04701")).unwrap();
+            }
+            2 => {
+                p.create(RecordKind::NewsItem, &news("04701", &format!("2025-0{}-1{}", rng.gen_range(1..10), rng.gen_range(0..9)))).unwrap();
+            }
+            3 | 4 if !ids.is_empty() => {
+                let id = ids[rng.gen_range(0..ids.len())];
+                let kind = p.show(id).unwrap()["kind"].as_str().unwrap().to_string();
+                if kind == "gbv_case" {
+                    let _ = p.set(id, "victim.sex", &json!(sexes[rng.gen_range(0..4)]));
+                } else {
+                    let _ = p.set(id, "title", &json!(format!("Tin {step}")));
+                }
+            }
+            5 if !ids.is_empty() => {
+                let id = ids[rng.gen_range(0..ids.len())];
+                let _ = p.append(id, "services", &json!({"kind": "legal_aid", "provider": format!("P{step}")}));
+            }
+            6 if !ids.is_empty() => {
+                let id = ids[rng.gen_range(0..ids.len())];
+                let _ = p.delete(id, "nhập trùng");
+            }
+            7 => {
+                // Sync through a faulty link: connections are cut at random byte offsets.
+                counters.cut_seed.store(rng.gen(), std::sync::atomic::Ordering::Relaxed);
+                counters.cut_below.store(rng.gen_range(50..3000), std::sync::atomic::Ordering::Relaxed);
+                let _ = p.sync(|_| {}).await;
+                counters.cut_below.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            8 if rng.gen_bool(0.15) => {
+                server.stop().await;
+                server = TestServer::start_on(&server_dir, addr).await;
+            }
+            _ => {
+                p.sync(|_| {}).await.unwrap();
+            }
+        }
+    }
+    // Quiet network: two rounds so every phone sees everyone's last changes.
+    for _ in 0..2 {
+        for p in phones.iter_mut() {
+            p.sync(|_| {}).await.unwrap();
+        }
+    }
+    let reference = phone_views(&phones[0]);
+    assert!(!reference.is_empty());
+    for (i, p) in phones.iter().enumerate() {
+        assert_eq!(p.pending_count(), 0, "phone {i} still has pending changes (seed {seed})");
+        assert_eq!(phone_views(p), reference, "phone {i} differs from phone 0 (seed {seed})");
+    }
+    assert_eq!(server_views(&url, "04701").await, reference, "server differs (seed {seed})");
+    server.stop().await;
+}
