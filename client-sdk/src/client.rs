@@ -11,7 +11,9 @@ use sync_protocol::{doc, heads_to_wire, RecordId, RecordKind};
 use crate::crypto::KeyProvider;
 use crate::error::{Error, Result};
 use crate::store::{sorted, RecordMeta, Store, SyncStatus};
-use crate::transport::{normalize_server_url, HttpConfig, HttpTransport, LoginRequest, Transport, TransportError};
+use crate::transport::{
+    normalize_server_url, HttpConfig, HttpTransport, LoginRequest, Transport, TransportError,
+};
 
 /// A phone: its local store plus the way to reach the server.
 ///
@@ -31,14 +33,22 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
 impl Client {
     /// A client over an opened store.
     pub fn new(store: Store) -> Client {
-        Client { store, injected: None, http: None, http_config: HttpConfig::default(), wiped: false }
+        Client {
+            store,
+            injected: None,
+            http: None,
+            http_config: HttpConfig::default(),
+            wiped: false,
+        }
     }
 
     /// Opens the store in `dir`, creating it when there is none.
@@ -76,8 +86,15 @@ impl Client {
     pub fn create(&mut self, kind: RecordKind, record: &Value) -> Result<RecordId> {
         self.live()?;
         let id = RecordId::random();
-        let mut doc = doc::new_record(kind, record, self.store.actor().clone()).map_err(Error::doc(id))?;
-        let meta = RecordMeta { kind, heads: vec![], server_heads: vec![], rejected: None, conflicts: 0 };
+        let mut doc =
+            doc::new_record(kind, record, self.store.actor().clone()).map_err(Error::doc(id))?;
+        let meta = RecordMeta {
+            kind,
+            heads: vec![],
+            server_heads: vec![],
+            rejected: None,
+            conflicts: 0,
+        };
         self.write_doc(id, meta, &mut doc)?;
         Ok(id)
     }
@@ -91,7 +108,9 @@ impl Client {
     /// Applies several assignments at once: all of them, or none when one is refused.
     pub fn set_many(&mut self, id: RecordId, assignments: &[(String, Value)]) -> Result<()> {
         self.edit(id, |d| {
-            assignments.iter().try_for_each(|(path, value)| doc::set_path(d, path, value))
+            assignments
+                .iter()
+                .try_for_each(|(path, value)| doc::set_path(d, path, value))
         })
     }
 
@@ -117,7 +136,12 @@ impl Client {
     }
 
     /// Writes a document with its metadata brought up to date (heads, conflict count).
-    pub(crate) fn write_doc(&mut self, id: RecordId, mut meta: RecordMeta, d: &mut AutoCommit) -> Result<()> {
+    pub(crate) fn write_doc(
+        &mut self,
+        id: RecordId,
+        mut meta: RecordMeta,
+        d: &mut AutoCommit,
+    ) -> Result<()> {
         meta.heads = sorted(heads_to_wire(&d.get_heads()));
         meta.conflicts = doc::conflicts(d).map_err(Error::doc(id))?.len() as u32;
         let bytes = d.save();
@@ -170,7 +194,10 @@ impl Client {
     /// Ids of every record (of one kind, if given).
     pub fn ids(&self, kind: Option<RecordKind>) -> Vec<RecordId> {
         let records = self.store.records().iter();
-        records.filter(|(_, m)| kind.is_none_or(|k| m.kind == k)).map(|(id, _)| *id).collect()
+        records
+            .filter(|(_, m)| kind.is_none_or(|k| m.kind == k))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Where a record stands with the server.
@@ -181,7 +208,11 @@ impl Client {
 
     /// Number of records with changes the server does not have yet.
     pub fn pending_count(&self) -> usize {
-        self.store.records().values().filter(|m| m.status() == SyncStatus::Pending).count()
+        self.store
+            .records()
+            .values()
+            .filter(|m| m.status() == SyncStatus::Pending)
+            .count()
     }
 
     /// Logs in to `server` and keeps the server URL, CA certificate path, user name and tokens in
@@ -197,14 +228,20 @@ impl Client {
         self.live()?;
         let server = normalize_server_url(server)?;
         let ca_cert: Option<PathBuf> = match ca_cert {
-            Some(p) => Some(p.canonicalize().map_err(Error::io("find the CA certificate", p))?),
+            Some(p) => Some(
+                p.canonicalize()
+                    .map_err(Error::io("find the CA certificate", p))?,
+            ),
             None => None,
         };
         let transport = match &self.injected {
             Some(t) => t.clone(),
             None => {
-                let t: Arc<dyn Transport> =
-                    Arc::new(HttpTransport::new(&server, ca_cert.as_deref(), &self.http_config)?);
+                let t: Arc<dyn Transport> = Arc::new(HttpTransport::new(
+                    &server,
+                    ca_cert.as_deref(),
+                    &self.http_config,
+                )?);
                 self.http = Some((server.clone(), t.clone()));
                 t
             }
@@ -217,7 +254,11 @@ impl Client {
         let tokens = match transport.login(&request).await {
             Ok(t) => t,
             Err(e) if e.is_device_revoked() => return Err(self.revoked()),
-            Err(TransportError::Status { status: 401 | 403, message, .. }) => {
+            Err(TransportError::Status {
+                status: 401 | 403,
+                message,
+                ..
+            }) => {
                 return Err(Error::LoginRefused(if message.is_empty() {
                     "wrong username or password".into()
                 } else {
@@ -255,14 +296,23 @@ impl Client {
         if let Some(t) = &self.injected {
             return Ok(t.clone());
         }
-        let server = self.store.state().server.clone().ok_or(Error::NotLoggedIn)?;
+        let server = self
+            .store
+            .state()
+            .server
+            .clone()
+            .ok_or(Error::NotLoggedIn)?;
         if let Some((s, t)) = &self.http {
             if *s == server {
                 return Ok(t.clone());
             }
         }
         let ca = self.store.state().ca_cert.clone();
-        let t: Arc<dyn Transport> = Arc::new(HttpTransport::new(&server, ca.as_deref(), &self.http_config)?);
+        let t: Arc<dyn Transport> = Arc::new(HttpTransport::new(
+            &server,
+            ca.as_deref(),
+            &self.http_config,
+        )?);
         self.http = Some((server, t.clone()));
         Ok(t)
     }
@@ -294,7 +344,10 @@ impl Client {
                 Ok(access)
             }
             Err(e) if e.is_device_revoked() => Err(self.revoked()),
-            Err(TransportError::Status { status: 400 | 401 | 403, .. }) => {
+            Err(TransportError::Status {
+                status: 400 | 401 | 403,
+                ..
+            }) => {
                 self.store.update_state(|s| {
                     s.access_token = None;
                     s.refresh_token = None;

@@ -89,7 +89,8 @@ impl Passphrase {
     fn derive(&self, salt: &[u8]) -> Result<StoreKey> {
         let params = argon2::Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
             .map_err(|e| Error::Config(format!("argon2 parameters: {e}")))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut key = [0u8; 32];
         argon
             .hash_password_into(self.0.as_bytes(), salt, &mut key)
@@ -120,7 +121,10 @@ impl KeyProvider for Passphrase {
         let path = dir.join(SALT_FILE);
         let salt = fs::read(&path).map_err(Error::io("read", &path))?;
         if salt.len() < 8 {
-            return Err(Error::Corrupt { path, detail: "the salt file is too short".into() });
+            return Err(Error::Corrupt {
+                path,
+                detail: "the salt file is too short".into(),
+            });
         }
         self.derive(&salt)
     }
@@ -135,7 +139,9 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub fn new(key_dir: impl Into<PathBuf>) -> Self {
-        KeyFile { key_dir: key_dir.into() }
+        KeyFile {
+            key_dir: key_dir.into(),
+        }
     }
 
     /// `$GESYNC_KEY_DIR`, else `$HOME/.config/gesync-field/keys`.
@@ -144,7 +150,9 @@ impl KeyFile {
             return Ok(KeyFile::new(dir));
         }
         match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-            Some(home) => Ok(KeyFile::new(Path::new(&home).join(".config/gesync-field/keys"))),
+            Some(home) => Ok(KeyFile::new(
+                Path::new(&home).join(".config/gesync-field/keys"),
+            )),
             None => Err(Error::Config(format!(
                 "no place for the store key: set {KEY_DIR_ENV} or HOME, or set {SECRET_ENV}"
             ))),
@@ -152,7 +160,9 @@ impl KeyFile {
     }
 
     fn path_for(&self, store_dir: &Path) -> Result<PathBuf> {
-        let canonical = store_dir.canonicalize().map_err(Error::io("resolve", store_dir))?;
+        let canonical = store_dir
+            .canonicalize()
+            .map_err(Error::io("resolve", store_dir))?;
         let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
         Ok(self.key_dir.join(format!("{}.key", hex::encode(digest))))
     }
@@ -183,16 +193,19 @@ impl KeyProvider for KeyFile {
             }
             Err(e) => return Err(Error::io("read", &path)(e)),
         };
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| Error::Corrupt { path, detail: "the key file is not 32 bytes".into() })?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| Error::Corrupt {
+            path,
+            detail: "the key file is not 32 bytes".into(),
+        })?;
         Ok(StoreKey(key))
     }
 
     fn forget_key(&self, dir: &Path) -> Result<()> {
         let path = self.path_for(dir)?;
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", &path)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove", &path)(e))
+            }
             _ => Ok(()),
         }
     }
@@ -229,7 +242,13 @@ pub(crate) fn seal(key: &StoreKey, name: &str, plain: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let sealed = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: &aad(name) })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: &aad(name),
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
     let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
     out.extend_from_slice(MAGIC);
@@ -246,7 +265,13 @@ pub(crate) fn open(key: &StoreKey, name: &str, file: &[u8]) -> Result<Vec<u8>> {
     }
     let cipher = XChaCha20Poly1305::new((&key.0).into());
     cipher
-        .decrypt(XNonce::from_slice(&file[5..HEADER_LEN]), Payload { msg: &file[HEADER_LEN..], aad: &aad(name) })
+        .decrypt(
+            XNonce::from_slice(&file[5..HEADER_LEN]),
+            Payload {
+                msg: &file[HEADER_LEN..],
+                aad: &aad(name),
+            },
+        )
         .map_err(|_| Error::Decrypt)
 }
 
@@ -266,7 +291,10 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 /// the directory, so a crash leaves either the old or the new content, never a mix. Mode 0600.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".tmp-{}-{name}", uuid::Uuid::new_v4().simple()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -302,8 +330,14 @@ mod tests {
         let key = StoreKey::random();
         let sealed = seal(&key, "records/a", b"hello");
         assert_eq!(open(&key, "records/a", &sealed).unwrap(), b"hello");
-        assert!(matches!(open(&key, "records/b", &sealed), Err(Error::Decrypt)));
-        assert!(matches!(open(&StoreKey::random(), "records/a", &sealed), Err(Error::Decrypt)));
+        assert!(matches!(
+            open(&key, "records/b", &sealed),
+            Err(Error::Decrypt)
+        ));
+        assert!(matches!(
+            open(&StoreKey::random(), "records/a", &sealed),
+            Err(Error::Decrypt)
+        ));
         let mut bad = sealed.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(matches!(open(&key, "records/a", &bad), Err(Error::Decrypt)));
@@ -314,8 +348,12 @@ mod tests {
     #[test]
     fn passphrase_keys_depend_on_secret_and_salt() {
         let dir = tempfile::tempdir().unwrap();
-        let k1 = Passphrase::new("correct horse").create_key(dir.path()).unwrap();
-        let again = Passphrase::new("correct horse").open_key(dir.path()).unwrap();
+        let k1 = Passphrase::new("correct horse")
+            .create_key(dir.path())
+            .unwrap();
+        let again = Passphrase::new("correct horse")
+            .open_key(dir.path())
+            .unwrap();
         assert_eq!(k1.0, again.0);
         let wrong = Passphrase::new("wrong").open_key(dir.path()).unwrap();
         assert_ne!(k1.0, wrong.0);

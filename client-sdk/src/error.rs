@@ -22,7 +22,9 @@ pub enum Error {
     /// Input that is not JSON (or not the JSON expected), with where it came from.
     #[error("bad JSON in {what}: {detail}")]
     BadJson { what: String, detail: String },
-    #[error("not logged in: run `gesync-field login --server URL --username U --password-stdin` first")]
+    #[error(
+        "not logged in: run `gesync-field login --server URL --username U --password-stdin` first"
+    )]
     NotLoggedIn,
     #[error("session expired: run `gesync-field login` again")]
     SessionExpired,
@@ -60,7 +62,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.to_path_buf();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn doc(id: RecordId) -> impl FnOnce(DocError) -> Error {

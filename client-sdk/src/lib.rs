@@ -35,11 +35,15 @@ mod sync;
 mod transport;
 
 pub use client::Client;
-pub use crypto::{key_provider_from_env, FixedKey, KeyFile, KeyProvider, Passphrase, StoreKey, KEY_DIR_ENV, SECRET_ENV};
+pub use crypto::{
+    key_provider_from_env, FixedKey, KeyFile, KeyProvider, Passphrase, StoreKey, KEY_DIR_ENV,
+    SECRET_ENV,
+};
 pub use error::{Error, Result};
 pub use store::{Store, SyncStatus};
 pub use sync::{SyncProgress, SyncReport, MAX_ROUNDS, PUSH_BUDGET};
 pub use sync_protocol::{RecordId, RecordKind};
 pub use transport::{
-    normalize_server_url, BoxFuture, HttpConfig, HttpTransport, LoginRequest, Tokens, Transport, TransportError,
+    normalize_server_url, BoxFuture, HttpConfig, HttpTransport, LoginRequest, Tokens, Transport,
+    TransportError,
 };

@@ -117,7 +117,9 @@ fn usage_error(e: clap::Error) -> ExitCode {
             let message: Vec<&str> = text
                 .lines()
                 .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:") && !l.starts_with("For more"))
+                .take_while(|l| {
+                    !l.starts_with("Usage:") && !l.starts_with("tip:") && !l.starts_with("For more")
+                })
                 .filter(|l| !l.is_empty())
                 .collect();
             let message = message.join(" ");
@@ -176,7 +178,9 @@ fn print_line(line: &str) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{line}").and_then(|_| out.flush()) {
         // A closed pipe (`| head`) is the reader's choice, not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write the output: {e}")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the output: {e}"))
+        }
         _ => Ok(()),
     }
 }
@@ -189,10 +193,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let store_dir = cli.store.ok_or("no store given: pass --store DIR (or set GESYNC_STORE)")?;
+    let store_dir = cli
+        .store
+        .ok_or("no store given: pass --store DIR (or set GESYNC_STORE)")?;
     // Check every argument before touching the store, so a typo never creates or changes one.
     match cli.command {
-        Command::Login { server, username, password_stdin, ca_cert } => {
+        Command::Login {
+            server,
+            username,
+            password_stdin,
+            ca_cert,
+        } => {
             if !password_stdin {
                 return Err("give the password on standard input with --password-stdin".into());
             }
@@ -225,7 +236,8 @@ fn run(cli: Cli) -> Result<(), String> {
                     .map_err(|e| format!("cannot read standard input: {e}"))?;
                 (text, "standard input".to_string())
             } else {
-                let text = std::fs::read_to_string(&json).map_err(|e| format!("cannot read {json}: {e}"))?;
+                let text = std::fs::read_to_string(&json)
+                    .map_err(|e| format!("cannot read {json}: {e}"))?;
                 (text, json.clone())
             };
             let record: Value =
@@ -236,16 +248,27 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Set { id, assignments } => {
             let id = parse_id(&id)?;
-            let assignments = assignments.iter().map(|a| parse_assignment(a)).collect::<Result<Vec<_>, _>>()?;
+            let assignments = assignments
+                .iter()
+                .map(|a| parse_assignment(a))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut client = open(&store_dir)?;
-            client.set_many(id, &assignments).map_err(|e| e.to_string())?;
+            client
+                .set_many(id, &assignments)
+                .map_err(|e| e.to_string())?;
             print_line(&json!({ "id": id.to_string() }).to_string())
         }
-        Command::Append { id, list_path, value } => {
+        Command::Append {
+            id,
+            list_path,
+            value,
+        } => {
             let id = parse_id(&id)?;
             let value = parse_value(&value, &format!("`{list_path}`"))?;
             let mut client = open(&store_dir)?;
-            client.append(id, &list_path, &value).map_err(|e| e.to_string())?;
+            client
+                .append(id, &list_path, &value)
+                .map_err(|e| e.to_string())?;
             print_line(&json!({ "id": id.to_string() }).to_string())
         }
         Command::Delete { id, reason } => {
@@ -274,7 +297,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 bar.enable_steady_tick(Duration::from_millis(120));
-                bar.set_message(format!("syncing ({} records to push)", client.pending_count()));
+                bar.set_message(format!(
+                    "syncing ({} records to push)",
+                    client.pending_count()
+                ));
                 bar
             });
             let result = runtime()?.block_on(client.sync(|p: &SyncProgress| {

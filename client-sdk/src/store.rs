@@ -115,7 +115,9 @@ impl RecordMeta {
             SyncStatus::Synced
         } else {
             match &self.rejected {
-                Some(r) if r.heads == self.heads => SyncStatus::Rejected { reason: r.reason.clone() },
+                Some(r) if r.heads == self.heads => SyncStatus::Rejected {
+                    reason: r.reason.clone(),
+                },
                 _ => SyncStatus::Pending,
             }
         }
@@ -162,10 +164,28 @@ impl Store {
         let dir = dir.as_ref().to_path_buf();
         crypto::create_private_dir(&dir)?;
         if dir.join(MARKER_FILE).exists() {
-            return Err(Error::Config(format!("{} already holds a gesync store", dir.display())));
+            return Err(Error::Config(format!(
+                "{} already holds a gesync store",
+                dir.display()
+            )));
+        }
+        // Only an empty directory (or the leftovers of an unfinished creation) becomes a store:
+        // wiping a revoked store must never touch files that are not ours.
+        let entries = fs::read_dir(&dir).map_err(Error::io("list", &dir))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io("list", &dir))?;
+            if !is_store_entry(&entry.file_name().to_string_lossy()) {
+                return Err(Error::Config(format!(
+                    "{} is not empty and holds no gesync store: choose a new or empty directory",
+                    dir.display()
+                )));
+            }
         }
         let key = keys.create_key(&dir)?;
-        let marker = Marker { format: STORE_FORMAT, key: keys.mode().to_string() };
+        let marker = Marker {
+            format: STORE_FORMAT,
+            key: keys.mode().to_string(),
+        };
         crypto::create_private_dir(&dir.join(RECORDS_DIR))?;
         let actor = ActorId::random();
         let state = State {
@@ -178,8 +198,14 @@ impl Store {
             refresh_token: None,
             cursor: Vec::new(),
         };
-        let store =
-            Store { dir, keys: Box::new(keys), key, state, actor, records: BTreeMap::new() };
+        let store = Store {
+            dir,
+            keys: Box::new(keys),
+            key,
+            state,
+            actor,
+            records: BTreeMap::new(),
+        };
         store.save_state()?;
         // The marker goes last: a store without it is an unfinished creation and is made again.
         let marker = serde_json::to_vec(&marker).expect("the marker serialises");
@@ -194,7 +220,10 @@ impl Store {
         let marker = match fs::read(&marker_path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Config(format!("no gesync store in {}", dir.display())))
+                return Err(Error::Config(format!(
+                    "no gesync store in {}",
+                    dir.display()
+                )))
             }
             Err(e) => return Err(Error::io("read", &marker_path)(e)),
         };
@@ -232,16 +261,28 @@ impl Store {
         let state_path = dir.join(STATE_FILE);
         let sealed = fs::read(&state_path).map_err(Error::io("read", &state_path))?;
         let plain = crypto::open(&key, STATE_FILE, &sealed)?;
-        let state: State = serde_json::from_slice(&plain)
-            .map_err(|e| Error::Corrupt { path: state_path.clone(), detail: e.to_string() })?;
+        let state: State = serde_json::from_slice(&plain).map_err(|e| Error::Corrupt {
+            path: state_path.clone(),
+            detail: e.to_string(),
+        })?;
         let actor = ActorId::from(state.actor.as_slice());
-        let mut store = Store { dir, keys: Box::new(keys), key, state, actor, records: BTreeMap::new() };
+        let mut store = Store {
+            dir,
+            keys: Box::new(keys),
+            key,
+            state,
+            actor,
+            records: BTreeMap::new(),
+        };
         store.load_index()?;
         Ok(store)
     }
 
     /// Opens the store in `dir`, creating it first when there is none.
-    pub fn open_or_create(dir: impl AsRef<Path>, keys: impl KeyProvider + 'static) -> Result<Store> {
+    pub fn open_or_create(
+        dir: impl AsRef<Path>,
+        keys: impl KeyProvider + 'static,
+    ) -> Result<Store> {
         if dir.as_ref().join(MARKER_FILE).exists() {
             Store::open(dir, keys)
         } else {
@@ -250,18 +291,17 @@ impl Store {
     }
 
     fn load_index(&mut self) -> Result<()> {
+        remove_temporaries(&self.dir);
         let records_dir = self.dir.join(RECORDS_DIR);
         crypto::create_private_dir(&records_dir)?;
+        remove_temporaries(&records_dir);
         let entries = fs::read_dir(&records_dir).map_err(Error::io("list", &records_dir))?;
         for entry in entries {
             let entry = entry.map_err(Error::io("list", &records_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") {
-                // Left by an interrupted write; the rename never happened, so it is garbage.
-                let _ = fs::remove_file(entry.path());
+            let Ok(id) = name.parse::<RecordId>() else {
                 continue;
-            }
-            let Ok(id) = name.parse::<RecordId>() else { continue };
+            };
             let (meta, _) = self.read_record_file(id)?;
             self.records.insert(id, meta);
         }
@@ -332,7 +372,10 @@ impl Store {
         let path = self.dir.join(&name);
         let sealed = fs::read(&path).map_err(Error::io("read", &path))?;
         let plain = crypto::open(&self.key, &name, &sealed)?;
-        let corrupt = |detail: String| Error::Corrupt { path: path.clone(), detail };
+        let corrupt = |detail: String| Error::Corrupt {
+            path: path.clone(),
+            detail,
+        };
         match plain.split_first() {
             Some((&RECORD_FORMAT, body)) => {
                 let file: RecordFile =
@@ -350,38 +393,55 @@ impl Store {
         }
         let (meta, bytes) = self.read_record_file(id)?;
         let doc = AutoCommit::load(&bytes)
-            .map_err(|e| Error::BadDocument { id, detail: e.to_string() })?
+            .map_err(|e| Error::BadDocument {
+                id,
+                detail: e.to_string(),
+            })?
             .with_actor(self.actor.clone());
         Ok((meta, doc))
     }
 
     /// Writes a record (metadata and the document saved whole).
     pub(crate) fn put_record(&mut self, id: RecordId, meta: RecordMeta, doc: &[u8]) -> Result<()> {
-        let file = RecordFile { meta, doc: doc.to_vec() };
+        let file = RecordFile {
+            meta,
+            doc: doc.to_vec(),
+        };
         let mut plain = vec![RECORD_FORMAT];
         plain.extend(postcard::to_stdvec(&file).expect("a record file serialises"));
         let name = Store::record_name(id);
-        crypto::write_atomic(&self.dir.join(&name), &crypto::seal(&self.key, &name, &plain))?;
+        crypto::write_atomic(
+            &self.dir.join(&name),
+            &crypto::seal(&self.key, &name, &plain),
+        )?;
         self.records.insert(id, file.meta);
         Ok(())
     }
 
     /// Changes only the metadata of a record (rewrites its file with the same document).
-    pub(crate) fn update_meta(&mut self, id: RecordId, change: impl FnOnce(&mut RecordMeta)) -> Result<()> {
+    pub(crate) fn update_meta(
+        &mut self,
+        id: RecordId,
+        change: impl FnOnce(&mut RecordMeta),
+    ) -> Result<()> {
         let (mut meta, doc) = self.read_record_file(id)?;
         change(&mut meta);
         self.put_record(id, meta, &doc)
     }
 
-    /// Deletes the key (where the provider keeps one) and everything in the store directory.
+    /// Deletes the key (where the provider keeps one) and every store file in the directory.
     /// The store is unusable afterwards.
     pub(crate) fn wipe(&mut self) -> Result<()> {
+        // The key first: once it is gone, whatever a failed removal leaves is unreadable.
         let forgot = self.keys.forget_key(&self.dir);
         self.records.clear();
         self.state.access_token = None;
         self.state.refresh_token = None;
         let entries = fs::read_dir(&self.dir).map_err(Error::io("list", &self.dir))?;
         for entry in entries.flatten() {
+            if !is_store_entry(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
             let path = entry.path();
             let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 fs::remove_dir_all(&path)
@@ -391,6 +451,23 @@ impl Store {
             removed.map_err(Error::io("remove", &path))?;
         }
         forgot
+    }
+}
+
+/// True for the names the store writes in its directory.
+fn is_store_entry(name: &str) -> bool {
+    [MARKER_FILE, STATE_FILE, RECORDS_DIR, crypto::SALT_FILE].contains(&name)
+        || name.starts_with(".tmp-")
+}
+
+/// Removes the temporary files of writes that were interrupted before their rename.
+fn remove_temporaries(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 }
 

@@ -13,7 +13,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use automerge::AutoCommit;
-use sync_protocol::wire::{Hash, PushDoc, PushOutcome, SyncRequest, SyncResponse, MAX_MESSAGE_BYTES};
+use sync_protocol::wire::{
+    Hash, PushDoc, PushOutcome, SyncRequest, SyncResponse, MAX_MESSAGE_BYTES,
+};
 use sync_protocol::{doc, heads_from_wire, RecordId};
 
 use crate::client::Client;
@@ -89,7 +91,8 @@ impl Client {
         let mut more = false;
         for n in 0.. {
             let push = self.build_push(&mut round)?;
-            let want_full: Vec<RecordId> = std::mem::take(&mut round.want_full).into_iter().collect();
+            let want_full: Vec<RecordId> =
+                std::mem::take(&mut round.want_full).into_iter().collect();
             if n > 0 && push.is_empty() && want_full.is_empty() && !more {
                 break;
             }
@@ -101,7 +104,11 @@ impl Client {
             round.asked_full.extend(want_full.iter().copied());
             let pushed: HashMap<RecordId, Vec<Hash>> =
                 push.iter().map(|p| (p.id, p.heads.clone())).collect();
-            let request = SyncRequest { cursor: self.store.state().cursor.clone(), push, want_full };
+            let request = SyncRequest {
+                cursor: self.store.state().cursor.clone(),
+                push,
+                want_full,
+            };
             let response = self.call_sync(&*transport, request.encode()).await?;
             drop(request);
             more = response.more;
@@ -115,7 +122,12 @@ impl Client {
                 more,
             });
         }
-        report.conflicts = self.store.records().values().filter(|m| m.conflicts > 0).count();
+        report.conflicts = self
+            .store
+            .records()
+            .values()
+            .filter(|m| m.conflicts > 0)
+            .count();
         Ok(report)
     }
 
@@ -129,7 +141,9 @@ impl Client {
             .iter()
             .filter(|(id, m)| {
                 m.status() == SyncStatus::Pending
-                    && !round.tried.contains(&(**id, m.heads.clone(), m.server_heads.clone()))
+                    && !round
+                        .tried
+                        .contains(&(**id, m.heads.clone(), m.server_heads.clone()))
             })
             .map(|(id, m)| (*id, m.clone()))
             .collect();
@@ -153,15 +167,30 @@ impl Client {
                 break; // The next round takes it.
             }
             size += cost;
-            round.tried.insert((id, meta.heads.clone(), meta.server_heads.clone()));
-            push.push(PushDoc { id, changes, heads: meta.heads });
+            round
+                .tried
+                .insert((id, meta.heads.clone(), meta.server_heads.clone()));
+            push.push(PushDoc {
+                id,
+                changes,
+                heads: meta.heads,
+            });
         }
         Ok(push)
     }
 
     /// One sync request, refreshing the session once if the access token has expired.
-    async fn call_sync(&mut self, transport: &dyn Transport, body: Vec<u8>) -> Result<SyncResponse> {
-        let mut access = self.store.state().access_token.clone().ok_or(Error::NotLoggedIn)?;
+    async fn call_sync(
+        &mut self,
+        transport: &dyn Transport,
+        body: Vec<u8>,
+    ) -> Result<SyncResponse> {
+        let mut access = self
+            .store
+            .state()
+            .access_token
+            .clone()
+            .ok_or(Error::NotLoggedIn)?;
         let mut refreshed = false;
         loop {
             match transport.sync(&access, body.clone()).await {
@@ -188,7 +217,9 @@ impl Client {
         round: &mut Round,
     ) -> Result<()> {
         for result in response.results {
-            let Some(heads) = pushed.get(&result.id).cloned() else { continue };
+            let Some(heads) = pushed.get(&result.id).cloned() else {
+                continue;
+            };
             if self.store.meta(result.id).is_err() {
                 continue;
             }
@@ -202,12 +233,18 @@ impl Client {
                 }
                 PushOutcome::Rejected { reason } => {
                     report.rejected += 1;
-                    let reason: String =
-                        reason.replace(['\n', '\r'], " ").chars().take(MAX_REASON).collect();
-                    self.store.update_meta(result.id, |m| m.rejected = Some(Rejection { reason, heads }))?;
+                    let reason: String = reason
+                        .replace(['\n', '\r'], " ")
+                        .chars()
+                        .take(MAX_REASON)
+                        .collect();
+                    self.store.update_meta(result.id, |m| {
+                        m.rejected = Some(Rejection { reason, heads })
+                    })?;
                 }
                 PushOutcome::NeedFull => {
-                    self.store.update_meta(result.id, |m| m.server_heads.clear())?;
+                    self.store
+                        .update_meta(result.id, |m| m.server_heads.clear())?;
                 }
             }
         }
@@ -222,13 +259,22 @@ impl Client {
 
     /// Applies one pulled record; returns whether the local document changed. A record whose
     /// changes cannot be applied (missing history) is left as it was and asked for whole.
-    fn apply_pull(&mut self, id: RecordId, changes: &[u8], heads: &[Hash], round: &mut Round) -> Result<bool> {
+    fn apply_pull(
+        &mut self,
+        id: RecordId,
+        changes: &[u8],
+        heads: &[Hash],
+        round: &mut Round,
+    ) -> Result<bool> {
         let (meta, mut d) = match self.store.meta(id) {
             Ok(_) => {
                 let (m, d) = self.store.load_doc(id)?;
                 (Some(m), d)
             }
-            Err(_) => (None, AutoCommit::new().with_actor(self.store.actor().clone())),
+            Err(_) => (
+                None,
+                AutoCommit::new().with_actor(self.store.actor().clone()),
+            ),
         };
         let before = d.get_heads();
         if d.load_incremental(changes).is_err() {
@@ -243,7 +289,13 @@ impl Client {
         let meta = match meta {
             Some(m) => m,
             None => match doc::kind_of(&d) {
-                Ok(kind) => RecordMeta { kind, heads: vec![], server_heads: vec![], rejected: None, conflicts: 0 },
+                Ok(kind) => RecordMeta {
+                    kind,
+                    heads: vec![],
+                    server_heads: vec![],
+                    rejected: None,
+                    conflicts: 0,
+                },
                 // Not a record this SDK understands: keep nothing rather than a broken file.
                 Err(_) => return Ok(false),
             },
@@ -253,7 +305,10 @@ impl Client {
         if !changed && meta.server_heads == server_heads && !meta.heads.is_empty() {
             return Ok(false);
         }
-        let meta = RecordMeta { server_heads, ..meta };
+        let meta = RecordMeta {
+            server_heads,
+            ..meta
+        };
         self.write_doc(id, meta, &mut d)?;
         Ok(changed)
     }

@@ -45,7 +45,9 @@ pub struct Tokens {
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tokens").field("expires_in", &self.expires_in).finish_non_exhaustive()
+        f.debug_struct("Tokens")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,7 +59,12 @@ pub enum TransportError {
     Unreachable { url: String, reason: String },
     /// An HTTP error answer, with the server's `{"error": {"code", "message"}}` when it sent one.
     #[error("HTTP {status} {code}: {message}")]
-    Status { status: u16, code: String, message: String, retry_after: Option<u64> },
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<u64>,
+    },
     /// An answer that is not what the API promises.
     #[error("{0}")]
     BadResponse(String),
@@ -66,7 +73,12 @@ pub enum TransportError {
 impl TransportError {
     /// Convenience for implementations: an HTTP error with the API's error code.
     pub fn status(status: u16, code: &str, message: &str) -> Self {
-        TransportError::Status { status, code: code.into(), message: message.into(), retry_after: None }
+        TransportError::Status {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub(crate) fn is_device_revoked(&self) -> bool {
@@ -82,8 +94,14 @@ impl From<TransportError> for Error {
     fn from(e: TransportError) -> Error {
         match e {
             TransportError::Unreachable { url, reason } => Error::Unreachable { url, reason },
-            TransportError::Status { status: 429, retry_after, .. } => Error::Throttled { retry_after },
-            TransportError::Status { status, message, .. } => Error::Server { status, message },
+            TransportError::Status {
+                status: 429,
+                retry_after,
+                ..
+            } => Error::Throttled { retry_after },
+            TransportError::Status {
+                status, message, ..
+            } => Error::Server { status, message },
             TransportError::BadResponse(m) => Error::Protocol(m),
         }
     }
@@ -94,9 +112,16 @@ pub trait Transport: Send + Sync {
     /// `POST /api/v1/auth/login`.
     fn login<'a>(&'a self, req: &'a LoginRequest) -> BoxFuture<'a, Result<Tokens, TransportError>>;
     /// `POST /api/v1/auth/refresh` (the refresh token rotates).
-    fn refresh<'a>(&'a self, refresh_token: &'a str) -> BoxFuture<'a, Result<Tokens, TransportError>>;
+    fn refresh<'a>(
+        &'a self,
+        refresh_token: &'a str,
+    ) -> BoxFuture<'a, Result<Tokens, TransportError>>;
     /// `POST /api/v1/sync`: an encoded `SyncRequest` in, the encoded `SyncResponse` out.
-    fn sync<'a>(&'a self, access_token: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, TransportError>>;
+    fn sync<'a>(
+        &'a self,
+        access_token: &'a str,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, TransportError>>;
 }
 
 /// Settings of [`HttpTransport`].
@@ -109,7 +134,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { timeout: Duration::from_secs(60), connect_timeout: Duration::from_secs(15) }
+        HttpConfig {
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -123,7 +151,9 @@ pub struct HttpTransport {
 
 impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpTransport").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("HttpTransport")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,7 +193,10 @@ impl HttpTransport {
                 Error::Config(format!("{} is not a PEM certificate file", path.display()))
             })?;
             if certs.is_empty() {
-                return Err(Error::Config(format!("{} holds no PEM certificate", path.display())));
+                return Err(Error::Config(format!(
+                    "{} holds no PEM certificate",
+                    path.display()
+                )));
             }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -180,7 +213,11 @@ impl HttpTransport {
         &self.base
     }
 
-    async fn post(&self, path: &str, request: reqwest::RequestBuilder) -> Result<Vec<u8>, TransportError> {
+    async fn post(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, TransportError> {
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let retry_after = response
@@ -207,12 +244,20 @@ impl HttpTransport {
             Ok(e) => (e.error.code, e.error.message),
             Err(_) => (
                 String::new(),
-                format!("{} (POST {path})", status.canonical_reason().unwrap_or("error")),
+                format!(
+                    "{} (POST {path})",
+                    status.canonical_reason().unwrap_or("error")
+                ),
             ),
         };
         // One line only: the message is shown as is.
         let message = message.replace(['\n', '\r'], " ");
-        Err(TransportError::Status { status: status.as_u16(), code, message, retry_after })
+        Err(TransportError::Status {
+            status: status.as_u16(),
+            code,
+            message,
+            retry_after,
+        })
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> TransportError {
@@ -226,14 +271,18 @@ impl HttpTransport {
                 inner
             }
         };
-        TransportError::Unreachable { url: self.base.clone(), reason }
+        TransportError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        }
     }
 
     async fn json_call(&self, path: &str, body: &impl Serialize) -> Result<Tokens, TransportError> {
         let url = format!("{}{path}", self.base);
         let bytes = self.post(path, self.client.post(url).json(body)).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| TransportError::BadResponse(format!("POST {path}: not the expected JSON: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            TransportError::BadResponse(format!("POST {path}: not the expected JSON: {e}"))
+        })
     }
 }
 
@@ -251,21 +300,34 @@ impl Transport for HttpTransport {
         Box::pin(self.json_call("/api/v1/auth/login", req))
     }
 
-    fn refresh<'a>(&'a self, refresh_token: &'a str) -> BoxFuture<'a, Result<Tokens, TransportError>> {
+    fn refresh<'a>(
+        &'a self,
+        refresh_token: &'a str,
+    ) -> BoxFuture<'a, Result<Tokens, TransportError>> {
         Box::pin(async move {
-            self.json_call("/api/v1/auth/refresh", &serde_json::json!({ "refresh_token": refresh_token }))
-                .await
+            self.json_call(
+                "/api/v1/auth/refresh",
+                &serde_json::json!({ "refresh_token": refresh_token }),
+            )
+            .await
         })
     }
 
-    fn sync<'a>(&'a self, access_token: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
+    fn sync<'a>(
+        &'a self,
+        access_token: &'a str,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
         Box::pin(async move {
             let path = "/api/v1/sync";
             let request = self
                 .client
                 .post(format!("{}{path}", self.base))
                 .bearer_auth(access_token)
-                .header(reqwest::header::CONTENT_TYPE, sync_protocol::wire::CONTENT_TYPE)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    sync_protocol::wire::CONTENT_TYPE,
+                )
                 .body(body);
             self.post(path, request).await
         })
@@ -278,7 +340,10 @@ mod tests {
 
     #[test]
     fn server_urls_are_checked() {
-        assert_eq!(normalize_server_url("https://a.vn:8443/").unwrap(), "https://a.vn:8443");
+        assert_eq!(
+            normalize_server_url("https://a.vn:8443/").unwrap(),
+            "https://a.vn:8443"
+        );
         assert!(normalize_server_url("a.vn").is_err());
         assert!(normalize_server_url("ftp://a.vn").is_err());
         assert!(normalize_server_url("https://u:p@a.vn").is_err());
@@ -286,9 +351,21 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug() {
-        let t = Tokens { access_token: "AAA".into(), refresh_token: "RRR".into(), token_type: "Bearer".into(), expires_in: 5 };
-        let l = LoginRequest { username: "u".into(), password: "PPP".into(), device_id: "d".into() };
+        let t = Tokens {
+            access_token: "AAA".into(),
+            refresh_token: "RRR".into(),
+            token_type: "Bearer".into(),
+            expires_in: 5,
+        };
+        let l = LoginRequest {
+            username: "u".into(),
+            password: "PPP".into(),
+            device_id: "d".into(),
+        };
         let shown = format!("{t:?} {l:?}");
-        assert!(!shown.contains("AAA") && !shown.contains("RRR") && !shown.contains("PPP"), "{shown}");
+        assert!(
+            !shown.contains("AAA") && !shown.contains("RRR") && !shown.contains("PPP"),
+            "{shown}"
+        );
     }
 }

@@ -17,7 +17,11 @@ fn env() -> Env {
     let store = root.path().join("store");
     let home = root.path().join("home");
     std::fs::create_dir(&home).unwrap();
-    Env { store, home, _root: root }
+    Env {
+        store,
+        home,
+        _root: root,
+    }
 }
 
 struct Out {
@@ -30,14 +34,25 @@ impl Env {
     fn run_with(&self, args: &[&str], stdin: &str, secret: Option<&str>) -> Out {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gesync-field"));
         cmd.arg("--store").arg(&self.store).args(args);
-        cmd.env("HOME", &self.home).env_remove("GESYNC_KEY_DIR").env_remove("GESYNC_STORE");
+        cmd.env("HOME", &self.home)
+            .env_remove("GESYNC_KEY_DIR")
+            .env_remove("GESYNC_STORE");
         match secret {
             Some(s) => cmd.env("GESYNC_STORE_SECRET", s),
             None => cmd.env_remove("GESYNC_STORE_SECRET"),
         };
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         Out {
             code: out.status.code().unwrap_or(-1),
@@ -58,7 +73,10 @@ impl Env {
     }
 
     fn new_case(&self) -> String {
-        let out = self.ok(&["new", "gbv_case", "--json", "-"], r#"{"commune":"04712","detected_on":"2025-03-01","notes":"riêng tư"}"#);
+        let out = self.ok(
+            &["new", "gbv_case", "--json", "-"],
+            r#"{"commune":"04712","detected_on":"2025-03-01","notes":"riêng tư"}"#,
+        );
         let v: Value = serde_json::from_str(&out).unwrap();
         v["id"].as_str().unwrap().to_string()
     }
@@ -75,7 +93,11 @@ fn fails(out: Out, expected: &str) {
     assert_ne!(out.code, 0, "stdout: {}", out.stdout);
     assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
     assert!(out.stderr.starts_with("error: "), "{:?}", out.stderr);
-    assert!(out.stderr.contains(expected), "{:?} lacks {expected:?}", out.stderr);
+    assert!(
+        out.stderr.contains(expected),
+        "{:?} lacks {expected:?}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"));
     assert_eq!(out.stdout, "");
 }
@@ -84,8 +106,25 @@ fn fails(out: Out, expected: &str) {
 fn a_record_goes_through_every_command() {
     let e = env();
     let id = e.new_case();
-    e.ok(&["set", &id, "perpetrator.counselled=true", "status=closed", "victim.birth_year=1990"], "");
-    e.ok(&["append", &id, "services", r#"{"kind":"health","provided_on":"2025-03-02","provider":"TYT xã"}"#], "");
+    e.ok(
+        &[
+            "set",
+            &id,
+            "perpetrator.counselled=true",
+            "status=closed",
+            "victim.birth_year=1990",
+        ],
+        "",
+    );
+    e.ok(
+        &[
+            "append",
+            &id,
+            "services",
+            r#"{"kind":"health","provided_on":"2025-03-02","provider":"TYT xã"}"#,
+        ],
+        "",
+    );
     e.ok(&["append", &id, "violence_types", "physical"], "");
     let shown: Value = serde_json::from_str(&e.ok(&["show", &id], "")).unwrap();
     assert_eq!(shown["id"], id.as_str());
@@ -94,7 +133,10 @@ fn a_record_goes_through_every_command() {
     assert_eq!(shown["victim"]["birth_year"], 1990);
     assert_eq!(shown["services"][0]["provider"], "TYT xã");
     assert_eq!(shown["violence_types"], serde_json::json!(["physical"]));
-    let news = e.file("n.json", r#"{"commune":"04712","published_on":"2025-01-05","channel":"loudspeaker"}"#);
+    let news = e.file(
+        "n.json",
+        r#"{"commune":"04712","published_on":"2025-01-05","channel":"loudspeaker"}"#,
+    );
     e.ok(&["new", "news_item", "--json", &news], "");
     e.ok(&["delete", &id, "--reason", "duplicate"], "");
     let list = e.ok(&["list"], "");
@@ -108,27 +150,50 @@ fn a_record_goes_through_every_command() {
     // The notes never reach the disk in clear.
     for entry in std::fs::read_dir(e.store.join("records")).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        assert!(!bytes.windows("riêng tư".len()).any(|w| w == "riêng tư".as_bytes()));
+        assert!(!bytes
+            .windows("riêng tư".len())
+            .any(|w| w == "riêng tư".as_bytes()));
     }
 }
 
 #[test]
 fn unknown_field() {
     let e = env();
-    let f = e.file("c.json", r#"{"commune":"04712","detected_on":"2025-03-01","colour":"red"}"#);
-    fails(e.run(&["new", "gbv_case", "--json", &f]), "unknown field `colour`");
+    let f = e.file(
+        "c.json",
+        r#"{"commune":"04712","detected_on":"2025-03-01","colour":"red"}"#,
+    );
+    fails(
+        e.run(&["new", "gbv_case", "--json", &f]),
+        "unknown field `colour`",
+    );
     let id = e.new_case();
-    fails(e.run(&["set", &id, "victim.colour=1"]), "unknown field `victim.colour`");
+    fails(
+        e.run(&["set", &id, "victim.colour=1"]),
+        "unknown field `victim.colour`",
+    );
 }
 
 #[test]
 fn wrong_type() {
     let e = env();
-    let f = e.file("c.json", r#"{"commune":"04712","detected_on":"2025-03-01","victim":{"birth_year":"1990"}}"#);
-    fails(e.run(&["new", "gbv_case", "--json", &f]), "field `victim.birth_year` must be a whole number");
+    let f = e.file(
+        "c.json",
+        r#"{"commune":"04712","detected_on":"2025-03-01","victim":{"birth_year":"1990"}}"#,
+    );
+    fails(
+        e.run(&["new", "gbv_case", "--json", &f]),
+        "field `victim.birth_year` must be a whole number",
+    );
     let id = e.new_case();
-    fails(e.run(&["set", &id, "perpetrator.counselled=yes"]), "field `perpetrator.counselled` must be true or false");
-    fails(e.run(&["append", &id, "services", r#"{"kind":"spa"}"#]), "`spa` is not one of");
+    fails(
+        e.run(&["set", &id, "perpetrator.counselled=yes"]),
+        "field `perpetrator.counselled` must be true or false",
+    );
+    fails(
+        e.run(&["append", &id, "services", r#"{"kind":"spa"}"#]),
+        "`spa` is not one of",
+    );
 }
 
 #[test]
@@ -136,30 +201,57 @@ fn bad_json() {
     let e = env();
     let f = e.file("c.json", r#"{"commune":"04712","detected_on":"#);
     fails(e.run(&["new", "gbv_case", "--json", &f]), "bad JSON in");
-    fails(e.run_with(&["new", "gbv_case", "--json", "-"], "{nope", None), "bad JSON in standard input");
+    fails(
+        e.run_with(&["new", "gbv_case", "--json", "-"], "{nope", None),
+        "bad JSON in standard input",
+    );
     let id = e.new_case();
-    fails(e.run(&["set", &id, r#"victim={"sex":"#]), "bad JSON for `victim`");
-    fails(e.run(&["append", &id, "services", "[1,"]), "bad JSON for `services`");
+    fails(
+        e.run(&["set", &id, r#"victim={"sex":"#]),
+        "bad JSON for `victim`",
+    );
+    fails(
+        e.run(&["append", &id, "services", "[1,"]),
+        "bad JSON for `services`",
+    );
     fails(e.run(&["set", &id, "victim.sex"]), "is not an assignment");
-    fails(e.run(&["new", "gbv_case", "--json", "/nonexistent/c.json"]), "cannot read /nonexistent/c.json");
+    fails(
+        e.run(&["new", "gbv_case", "--json", "/nonexistent/c.json"]),
+        "cannot read /nonexistent/c.json",
+    );
 }
 
 #[test]
 fn unknown_record_id() {
     let e = env();
     e.new_case();
-    fails(e.run(&["show", "0b6c8f7e-3f1a-4c39-9d8e-1f2a3b4c5d6e"]), "no record 0b6c8f7e-3f1a-4c39-9d8e-1f2a3b4c5d6e");
-    fails(e.run(&["set", "0b6c8f7e-3f1a-4c39-9d8e-1f2a3b4c5d6e", "status=open"]), "no record");
+    fails(
+        e.run(&["show", "0b6c8f7e-3f1a-4c39-9d8e-1f2a3b4c5d6e"]),
+        "no record 0b6c8f7e-3f1a-4c39-9d8e-1f2a3b4c5d6e",
+    );
+    fails(
+        e.run(&["set", "0b6c8f7e-3f1a-4c39-9d8e-1f2a3b4c5d6e", "status=open"]),
+        "no record",
+    );
     fails(e.run(&["show", "../../etc/passwd"]), "is not a record id");
 }
 
 #[test]
 fn unknown_kind() {
     let e = env();
-    let f = e.file("c.json", r#"{"commune":"04712","detected_on":"2025-03-01"}"#);
-    fails(e.run(&["new", "gbv_cases", "--json", &f]), "unknown record kind `gbv_cases`");
+    let f = e.file(
+        "c.json",
+        r#"{"commune":"04712","detected_on":"2025-03-01"}"#,
+    );
+    fails(
+        e.run(&["new", "gbv_cases", "--json", &f]),
+        "unknown record kind `gbv_cases`",
+    );
     fails(e.run(&["list", "--kind", "cases"]), "unknown record kind");
-    assert!(!e.store.exists(), "a refused command does not create a store");
+    assert!(
+        !e.store.exists(),
+        "a refused command does not create a store"
+    );
 }
 
 #[test]
@@ -174,22 +266,66 @@ fn no_server() {
     let e = env();
     // Port 9 (discard) on loopback: nothing listens there in a test environment.
     fails(
-        e.run_with(&["login", "--server", "http://127.0.0.1:9", "--username", "u", "--password-stdin"], "pw\n", None),
+        e.run_with(
+            &[
+                "login",
+                "--server",
+                "http://127.0.0.1:9",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
+            "pw\n",
+            None,
+        ),
         "cannot reach the server at http://127.0.0.1:9",
     );
-    fails(e.run_with(&["login", "--server", "nowhere", "--username", "u", "--password-stdin"], "pw\n", None), "is not a server URL");
-    fails(e.run_with(&["login", "--server", "http://127.0.0.1:9", "--username", "u"], "", None), "--password-stdin");
+    fails(
+        e.run_with(
+            &[
+                "login",
+                "--server",
+                "nowhere",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
+            "pw\n",
+            None,
+        ),
+        "is not a server URL",
+    );
+    fails(
+        e.run_with(
+            &["login", "--server", "http://127.0.0.1:9", "--username", "u"],
+            "",
+            None,
+        ),
+        "--password-stdin",
+    );
 }
 
 #[test]
 fn wrong_secret() {
     let e = env();
-    let f = e.file("c.json", r#"{"commune":"04712","detected_on":"2025-03-01"}"#);
+    let f = e.file(
+        "c.json",
+        r#"{"commune":"04712","detected_on":"2025-03-01"}"#,
+    );
     let out = e.run_with(&["new", "gbv_case", "--json", &f], "", Some("đúng"));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    fails(e.run_with(&["list"], "", Some("sai")), "cannot decrypt the store: wrong secret (GESYNC_STORE_SECRET)");
+    fails(
+        e.run_with(&["list"], "", Some("sai")),
+        "cannot decrypt the store: wrong secret (GESYNC_STORE_SECRET)",
+    );
     fails(e.run(&["list"]), "set GESYNC_STORE_SECRET");
-    assert_eq!(e.run_with(&["list"], "", Some("đúng")).stdout.lines().count(), 1);
+    assert_eq!(
+        e.run_with(&["list"], "", Some("đúng"))
+            .stdout
+            .lines()
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -198,7 +334,11 @@ fn bad_usage() {
     fails(e.run(&["frobnicate"]), "unrecognized subcommand");
     fails(e.run(&["new", "gbv_case"]), "--json");
     fails(e.run(&[]), "no command");
-    let out = Command::new(env!("CARGO_BIN_EXE_gesync-field")).arg("list").env_remove("GESYNC_STORE").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gesync-field"))
+        .arg("list")
+        .env_remove("GESYNC_STORE")
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
     let _ = Path::new("unused");

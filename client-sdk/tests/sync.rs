@@ -12,11 +12,17 @@ use serde_json::{json, Value};
 const KEY: [u8; 32] = [7; 32];
 
 fn phone(dir: &Path, server: &Arc<FakeServer>) -> Client {
-    Client::open(dir, FixedKey(StoreKey::from_bytes(KEY))).unwrap().with_transport(server.clone())
+    Client::open(dir, FixedKey(StoreKey::from_bytes(KEY)))
+        .unwrap()
+        .with_transport(server.clone())
 }
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn login(c: &mut Client) {
@@ -43,8 +49,15 @@ fn records_go_up_from_one_phone_and_down_to_another() {
     let server = Arc::new(FakeServer::new());
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = phone(da.path(), &server);
-    let ids: Vec<RecordId> = (0..3).map(|_| a.create(RecordKind::GbvCase, &case("04712")).unwrap()).collect();
-    a.append(ids[0], "services", &json!({"kind": "health", "provider": "TYT"})).unwrap();
+    let ids: Vec<RecordId> = (0..3)
+        .map(|_| a.create(RecordKind::GbvCase, &case("04712")).unwrap())
+        .collect();
+    a.append(
+        ids[0],
+        "services",
+        &json!({"kind": "health", "provider": "TYT"}),
+    )
+    .unwrap();
     assert_eq!(a.pending_count(), 3);
     login(&mut a);
     let r = sync(&mut a);
@@ -67,7 +80,10 @@ fn records_go_up_from_one_phone_and_down_to_another() {
         assert_eq!(content(&a, *id), content(&b, *id));
         assert_eq!(b.status(*id).unwrap(), SyncStatus::Synced);
     }
-    assert_eq!(server.view(ids[0]).unwrap()["services"][0]["provider"], "TYT");
+    assert_eq!(
+        server.view(ids[0]).unwrap()["services"][0]["provider"],
+        "TYT"
+    );
 }
 
 #[test]
@@ -82,7 +98,8 @@ fn concurrent_edits_become_conflicts_on_both_phones() {
     sync(&mut b);
     a.set(id, "victim.sex", &json!("male")).unwrap();
     b.set(id, "victim.sex", &json!("other")).unwrap();
-    b.append(id, "services", &json!({"kind": "legal_aid"})).unwrap();
+    b.append(id, "services", &json!({"kind": "legal_aid"}))
+        .unwrap();
     assert_eq!(sync(&mut a).pushed, 1);
     let r = sync(&mut b);
     assert_eq!((r.pushed, r.pulled, r.conflicts), (1, 1, 1));
@@ -93,8 +110,12 @@ fn concurrent_edits_become_conflicts_on_both_phones() {
     let conflicts = shown["conflicts"].as_array().unwrap();
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0]["path"], "victim.sex");
-    let mut values: Vec<String> =
-        conflicts[0]["values"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut values: Vec<String> = conflicts[0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     values.sort();
     assert_eq!(values, ["male", "other"]);
     sync(&mut b);
@@ -114,19 +135,33 @@ fn a_rejected_record_stays_local_and_is_pushed_again_only_after_an_edit() {
     let mut a = phone(d.path(), &server);
     login(&mut a);
     let bad = a.create(RecordKind::GbvCase, &case("04999")).unwrap();
-    let good = a.create(RecordKind::NewsItem, &json!({"commune": "04712", "published_on": "2025-02-01"})).unwrap();
+    let good = a
+        .create(
+            RecordKind::NewsItem,
+            &json!({"commune": "04712", "published_on": "2025-02-01"}),
+        )
+        .unwrap();
     let r = sync(&mut a);
     assert_eq!((r.pushed, r.rejected), (1, 1));
     match a.status(bad).unwrap() {
-        SyncStatus::Rejected { reason } => assert!(reason.contains("outside your org unit"), "{reason}"),
+        SyncStatus::Rejected { reason } => {
+            assert!(reason.contains("outside your org unit"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
-    assert_eq!(a.show(bad).unwrap()["sync_error"], "commune 04999 is outside your org unit");
+    assert_eq!(
+        a.show(bad).unwrap()["sync_error"],
+        "commune 04999 is outside your org unit"
+    );
     assert_eq!(a.status(good).unwrap(), SyncStatus::Synced);
     assert_eq!(a.pending_count(), 0);
 
     let r = sync(&mut a);
-    assert_eq!((r.pushed, r.rejected), (0, 0), "a rejected record is not re-sent unchanged");
+    assert_eq!(
+        (r.pushed, r.rejected),
+        (0, 0),
+        "a rejected record is not re-sent unchanged"
+    );
     assert!(server.with(|s| s.requests.last().unwrap().push.is_empty()));
 
     a.set(bad, "status", &json!("closed")).unwrap();
@@ -154,7 +189,10 @@ fn need_full_makes_the_phone_push_the_whole_document() {
     let requests = server.with(|s| s.requests[before..].to_vec());
     assert!(requests.len() >= 2);
     let (first, second) = (&requests[0].push[0], &requests[1].push[0]);
-    assert!(second.changes.len() > first.changes.len(), "the second push is the whole document");
+    assert!(
+        second.changes.len() > first.changes.len(),
+        "the second push is the whole document"
+    );
     assert_eq!(server.view(id).unwrap(), {
         let mut v = content(&a, id);
         v.as_object_mut().unwrap().remove("id");
@@ -179,7 +217,10 @@ fn a_phone_missing_history_asks_for_the_whole_document() {
     let r = sync(&mut b);
     assert_eq!(r.pulled, 1);
     let requests = server.with(|s| s.requests.clone());
-    assert!(requests.iter().any(|r| r.want_full == vec![id]), "B asked for the whole record");
+    assert!(
+        requests.iter().any(|r| r.want_full == vec![id]),
+        "B asked for the whole record"
+    );
     assert_eq!(content(&a, id), content(&b, id));
     assert_eq!(b.status(id).unwrap(), SyncStatus::Synced);
 }
@@ -190,7 +231,9 @@ fn pulls_are_paged_and_an_interrupted_sync_resumes() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = phone(da.path(), &server);
     login(&mut a);
-    let ids: Vec<RecordId> = (0..7).map(|_| a.create(RecordKind::GbvCase, &case("04712")).unwrap()).collect();
+    let ids: Vec<RecordId> = (0..7)
+        .map(|_| a.create(RecordKind::GbvCase, &case("04712")).unwrap())
+        .collect();
     sync(&mut a);
     server.with(|s| {
         s.page = 2;
@@ -230,7 +273,11 @@ fn pushes_are_paged_to_fit_the_message_limit() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     // Incompressible 8 KiB notes: 520 records are more than one 4 MiB page.
     for _ in 0..520 {
-        let notes: String = (&mut rng).sample_iter(&Alphanumeric).take(8000).map(char::from).collect();
+        let notes: String = (&mut rng)
+            .sample_iter(&Alphanumeric)
+            .take(8000)
+            .map(char::from)
+            .collect();
         let mut rec = case("04712");
         rec["notes"] = json!(notes);
         a.create(RecordKind::GbvCase, &rec).unwrap();
@@ -264,7 +311,10 @@ fn an_expired_access_token_is_refreshed_once_and_the_new_refresh_token_kept() {
     });
     let err = block(a.sync(|_| {})).unwrap_err();
     assert!(matches!(err, Error::SessionExpired));
-    assert_eq!(err.to_string(), "session expired: run `gesync-field login` again");
+    assert_eq!(
+        err.to_string(),
+        "session expired: run `gesync-field login` again"
+    );
     let err = block(a.sync(|_| {})).unwrap_err();
     assert!(matches!(err, Error::SessionExpired), "{err}");
 }
@@ -285,15 +335,30 @@ fn a_revoked_device_wipes_its_store() {
     let server = Arc::new(FakeServer::new());
     let d = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let mut a = Client::open(d.path(), client_sdk::KeyFile::new(keys.path())).unwrap().with_transport(server.clone());
+    let mut a = Client::open(d.path(), client_sdk::KeyFile::new(keys.path()))
+        .unwrap()
+        .with_transport(server.clone());
     login(&mut a);
     let id = a.create(RecordKind::GbvCase, &case("04712")).unwrap();
+    // Something the officer put there later is not the store's to delete.
+    std::fs::write(d.path().join("mine.txt"), "x").unwrap();
     server.with(|s| s.revoked = true);
     let err = block(a.sync(|_| {})).unwrap_err();
     assert!(matches!(err, Error::DeviceRevoked));
-    assert_eq!(err.to_string(), "this device was revoked by an administrator: the local data was wiped");
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "the store directory is empty");
-    assert_eq!(std::fs::read_dir(keys.path()).unwrap().count(), 0, "the key is gone");
+    assert_eq!(
+        err.to_string(),
+        "this device was revoked by an administrator: the local data was wiped"
+    );
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["mine.txt"], "every store file is gone");
+    assert_eq!(
+        std::fs::read_dir(keys.path()).unwrap().count(),
+        0,
+        "the key is gone"
+    );
     assert!(matches!(a.show(id), Err(Error::DeviceRevoked)));
 }
 
@@ -301,15 +366,25 @@ fn a_revoked_device_wipes_its_store() {
 fn many_phones_sync_concurrently_in_one_runtime() {
     let server = Arc::new(FakeServer::new());
     let root = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let dir = root.path().join(format!("phone-{i}"));
             let server = server.clone();
             rt.spawn(async move {
                 let mut c = phone(&dir, &server);
-                c.login("https://fake.example", "officer", PASSWORD, None).await.unwrap();
-                c.create(RecordKind::NewsItem, &json!({"commune": "04712", "published_on": "2025-02-01"})).unwrap();
+                c.login("https://fake.example", "officer", PASSWORD, None)
+                    .await
+                    .unwrap();
+                c.create(
+                    RecordKind::NewsItem,
+                    &json!({"commune": "04712", "published_on": "2025-02-01"}),
+                )
+                .unwrap();
                 c.sync(|_| {}).await.unwrap()
             })
         })

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 pub mod backup;
+pub mod cli;
 pub mod db;
 pub mod demo;
 pub mod error;

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 
 use automerge::{AutoCommit, ChangeHash};
 use client_sdk::{BoxFuture, LoginRequest, RecordId, Tokens, Transport, TransportError};
-use sync_protocol::wire::{PullDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, MAX_MESSAGE_BYTES};
+use sync_protocol::wire::{
+    PullDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, MAX_MESSAGE_BYTES,
+};
 use sync_protocol::{doc, heads_from_wire, heads_to_wire};
 
 pub const PASSWORD: &str = "correct horse";
@@ -50,7 +52,10 @@ pub struct FakeServer(pub Mutex<Inner>);
 
 impl FakeServer {
     pub fn new() -> Self {
-        FakeServer(Mutex::new(Inner { page: 100, ..Default::default() }))
+        FakeServer(Mutex::new(Inner {
+            page: 100,
+            ..Default::default()
+        }))
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -98,25 +103,46 @@ impl FakeServer {
             [] => 0,
             c => u64::from_le_bytes(c.try_into().expect("an 8-byte cursor")),
         };
-        let mut moved: Vec<(u64, RecordId)> =
-            s.feed.iter().filter(|(_, seq)| **seq > cursor).map(|(id, seq)| (*seq, *id)).collect();
+        let mut moved: Vec<(u64, RecordId)> = s
+            .feed
+            .iter()
+            .filter(|(_, seq)| **seq > cursor)
+            .map(|(id, seq)| (*seq, *id))
+            .collect();
         moved.sort();
         let more = moved.len() > s.page;
         moved.truncate(s.page);
-        let new_cursor = if more { moved.last().map(|m| m.0).unwrap_or(cursor) } else { s.seq };
+        let new_cursor = if more {
+            moved.last().map(|m| m.0).unwrap_or(cursor)
+        } else {
+            s.seq
+        };
         let mut pull = Vec::new();
         for (_, id) in moved {
             let d = s.docs.get_mut(&id).unwrap();
             let changes = d.doc.save_after(&d.prev_heads);
-            pull.push(PullDoc { id, changes, heads: heads_to_wire(&d.doc.get_heads()) });
+            pull.push(PullDoc {
+                id,
+                changes,
+                heads: heads_to_wire(&d.doc.get_heads()),
+            });
         }
         for id in &req.want_full {
             if let Some(d) = s.docs.get_mut(id) {
-                pull.push(PullDoc { id: *id, changes: d.doc.save(), heads: heads_to_wire(&d.doc.get_heads()) });
+                pull.push(PullDoc {
+                    id: *id,
+                    changes: d.doc.save(),
+                    heads: heads_to_wire(&d.doc.get_heads()),
+                });
             }
         }
         s.requests.push(req);
-        SyncResponse { results, pull, cursor: new_cursor.to_le_bytes().to_vec(), more }
+        SyncResponse {
+            results,
+            pull,
+            cursor: new_cursor.to_le_bytes().to_vec(),
+            more,
+        }
     }
 
     fn push_one(s: &mut Inner, id: RecordId, changes: &[u8], heads: &[[u8; 32]]) -> PushOutcome {
@@ -125,23 +151,35 @@ impl FakeServer {
             None => (AutoCommit::new(), vec![]),
         };
         if d.load_incremental(changes).is_err() {
-            return PushOutcome::Rejected { reason: "unreadable changes".into() };
+            return PushOutcome::Rejected {
+                reason: "unreadable changes".into(),
+            };
         }
         if !d.get_missing_deps(&heads_from_wire(heads)).is_empty() {
             return PushOutcome::NeedFull;
         }
         if let Err(e) = doc::check_doc(&d) {
-            return PushOutcome::Rejected { reason: e.to_string() };
+            return PushOutcome::Rejected {
+                reason: e.to_string(),
+            };
         }
         if let Some(bad) = &s.reject_commune {
             if doc::all_root_strings(&d, "commune").unwrap().contains(bad) {
-                return PushOutcome::Rejected { reason: format!("commune {bad} is outside your org unit") };
+                return PushOutcome::Rejected {
+                    reason: format!("commune {bad} is outside your org unit"),
+                };
             }
         }
         if d.get_heads() != prev {
             s.seq += 1;
             s.feed.insert(id, s.seq);
-            s.docs.insert(id, ServerDoc { doc: d, prev_heads: prev });
+            s.docs.insert(
+                id,
+                ServerDoc {
+                    doc: d,
+                    prev_heads: prev,
+                },
+            );
         }
         PushOutcome::Accepted
     }
@@ -152,7 +190,11 @@ impl Transport for FakeServer {
         Box::pin(async move {
             let mut s = self.0.lock().unwrap();
             if s.revoked {
-                return Err(TransportError::status(403, "device_revoked", "device revoked"));
+                return Err(TransportError::status(
+                    403,
+                    "device_revoked",
+                    "device revoked",
+                ));
             }
             if s.throttle_login {
                 return Err(TransportError::Status {
@@ -163,13 +205,20 @@ impl Transport for FakeServer {
                 });
             }
             if req.password != PASSWORD {
-                return Err(TransportError::status(401, "bad_credentials", "wrong username or password"));
+                return Err(TransportError::status(
+                    401,
+                    "bad_credentials",
+                    "wrong username or password",
+                ));
             }
             Ok(Self::issue(&mut s))
         })
     }
 
-    fn refresh<'a>(&'a self, refresh_token: &'a str) -> BoxFuture<'a, Result<Tokens, TransportError>> {
+    fn refresh<'a>(
+        &'a self,
+        refresh_token: &'a str,
+    ) -> BoxFuture<'a, Result<Tokens, TransportError>> {
         Box::pin(async move {
             let mut s = self.0.lock().unwrap();
             let known = s.refresh.iter().position(|t| t == refresh_token);
@@ -178,26 +227,49 @@ impl Transport for FakeServer {
                     s.refresh.remove(i); // rotates: a refresh token works once
                     Ok(Self::issue(&mut s))
                 }
-                _ => Err(TransportError::status(401, "unauthorized", "refresh token expired")),
+                _ => Err(TransportError::status(
+                    401,
+                    "unauthorized",
+                    "refresh token expired",
+                )),
             }
         })
     }
 
-    fn sync<'a>(&'a self, access_token: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
+    fn sync<'a>(
+        &'a self,
+        access_token: &'a str,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
         Box::pin(async move {
             let mut s = self.0.lock().unwrap();
             s.sync_calls += 1;
             if s.fail_after.is_some_and(|n| s.sync_calls > n) {
-                return Err(TransportError::Unreachable { url: "fake".into(), reason: "network down".into() });
+                return Err(TransportError::Unreachable {
+                    url: "fake".into(),
+                    reason: "network down".into(),
+                });
             }
             if s.revoked {
-                return Err(TransportError::status(403, "device_revoked", "device revoked"));
+                return Err(TransportError::status(
+                    403,
+                    "device_revoked",
+                    "device revoked",
+                ));
             }
-            assert!(body.len() <= MAX_MESSAGE_BYTES, "a sync body of {} bytes", body.len());
+            assert!(
+                body.len() <= MAX_MESSAGE_BYTES,
+                "a sync body of {} bytes",
+                body.len()
+            );
             if s.expire_next {
                 s.expire_next = false;
                 s.access.retain(|t| t != access_token);
-                return Err(TransportError::status(401, "token_expired", "access token expired"));
+                return Err(TransportError::status(
+                    401,
+                    "token_expired",
+                    "access token expired",
+                ));
             }
             if !s.access.iter().any(|t| t == access_token) {
                 return Err(TransportError::status(401, "unauthorized", "unknown token"));

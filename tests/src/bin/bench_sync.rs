@@ -1,1 +1,206 @@
-fn main(){}
+//! `cargo run --release --bin bench-sync`: the sync protocol's costs against the real server
+//! (its own process, sled on disk, HTTP on loopback behind a byte-counting proxy), driven by
+//! the real client SDK. Prints progress, then one JSON object as the last line.
+//!
+//! Sizes can be reduced for a quick run: `--records 200 --hold 2000 --ingest 10000`.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
+use serde_json::{json, Value};
+use sync_protocol::automerge::ActorId;
+use sync_protocol::doc;
+use sync_protocol::wire::{PushDoc, SyncRequest, SyncResponse, CONTENT_TYPE};
+use sync_protocol::{heads_to_wire, RecordId};
+use tests::{proxy, rss_mb, PASSWORD};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn case(i: usize) -> Value {
+    json!({
+        "commune": "04701", "detected_on": format!("2025-{:02}-{:02}", 1 + i % 12, 1 + i % 28), "setting": "domestic",
+        "violence_types": ["physical", "psychological"],
+        "victim": {"sex": "female", "birth_year": 1970 + (i % 40) as i64, "ethnic_minority": true, "disability": false},
+        "services": [{"kind": "health", "provided_on": "2025-03-02", "provider": "Trạm y tế xã"},
+                     {"kind": "legal_aid", "provided_on": "2025-03-05", "provider": "Trung tâm TGPL tỉnh"}],
+        "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i % 2 == 0},
+        "status": "open", "notes": "Ghi chú của cán bộ xã về vụ việc."
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        // Child mode: the real server on the given store and address.
+        let dir = std::path::PathBuf::from(&args[2]);
+        let listen: SocketAddr = args[3].parse().expect("address");
+        let db = gesync_server::open_db(&dir).expect("store");
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None }, db, |_| {})).unwrap();
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(bench(arg("--records", 1000), arg("--hold", 10_000), arg("--ingest", 100_000)));
+}
+
+struct ServerChild(Child);
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+async fn bench(records: usize, hold: usize, ingest: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    {
+        let db = gesync_server::open_db(&data).unwrap();
+        tests::seed(&db, 4);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--serve", data.to_str().unwrap(), &addr.to_string()])
+        .env("GESYNC_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = ServerChild(child);
+    while std::net::TcpStream::connect(addr).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (paddr, counters) = proxy::start(addr).await;
+    let url = format!("http://{paddr}");
+
+    // 1. First sync of `records` new records.
+    let mut phone = Client::open(tmp.path().join("phone"), FixedKey(StoreKey::random())).unwrap();
+    phone.login(&url, "officer1", PASSWORD, None).await.unwrap();
+    let mut save_bytes = 0usize;
+    for i in 0..records {
+        phone.create(RecordKind::GbvCase, &case(i)).unwrap();
+        save_bytes += doc::new_record(sync_protocol::RecordKind::GbvCase, &case(i), ActorId::random()).unwrap().save().len();
+    }
+    counters.reset();
+    let req0 = metric(addr, "gesync_sync_requests_total").await;
+    let t = Instant::now();
+    let r = phone.sync(|_| {}).await.unwrap();
+    let first_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let first_requests = metric(addr, "gesync_sync_requests_total").await - req0;
+    let first_bytes = counters.total();
+    assert_eq!(r.pushed, records);
+    eprintln!("first sync: {records} records, {first_requests} requests, {first_bytes} bytes, {first_ms:.0} ms");
+
+    // 2. One-field edits.
+    let ids = phone.ids(None);
+    for (i, id) in ids.iter().enumerate() {
+        phone.set(*id, "status", &json!(if i % 2 == 0 { "closed" } else { "open" })).unwrap();
+    }
+    let _ = phone.set(ids[0], "status", &json!("closed"));
+    counters.reset();
+    let r = phone.sync(|_| {}).await.unwrap();
+    let edit_bytes = counters.total() as f64 / r.pushed.max(1) as f64;
+    eprintln!("edits: {} records, {:.0} bytes per record", r.pushed, edit_bytes);
+
+    // 3. A phone holding `hold` records reconnects with nothing new.
+    for i in records..hold {
+        phone.create(RecordKind::GbvCase, &case(i)).unwrap();
+    }
+    phone.sync(|_| {}).await.unwrap();
+    counters.reset();
+    let req0 = metric(addr, "gesync_sync_requests_total").await;
+    let r = phone.sync(|_| {}).await.unwrap();
+    assert_eq!((r.pushed, r.pulled), (0, 0));
+    let noop_bytes = counters.total();
+    let noop_requests = metric(addr, "gesync_sync_requests_total").await - req0;
+    eprintln!("no-op sync holding {hold} records: {noop_requests} request(s), {noop_bytes} bytes");
+
+    // 4. Durable ingest: 4 devices push `ingest` records in pages of 500, concurrently. The
+    //    documents are made before the clock starts, so the figure is the server's.
+    let per = ingest / 4;
+    eprintln!("making {} documents for the ingest run...", per * 4);
+    let bodies: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(move || {
+                    let actor = ActorId::random();
+                    (0..per)
+                        .step_by(500)
+                        .map(|start| {
+                            let push = (start..(start + 500).min(per))
+                                .map(|i| {
+                                    let mut d = doc::new_record(sync_protocol::RecordKind::GbvCase, &case(i), actor.clone()).unwrap();
+                                    PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
+                                })
+                                .collect();
+                            SyncRequest { push, ..Default::default() }.encode()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for dev in 0..4 {
+        let login: Value = http
+            .post(format!("http://{addr}/api/v1/auth/login"))
+            .json(&json!({"username": format!("phone{dev}"), "password": PASSWORD, "device_id": format!("bench-{dev}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(login["access_token"].as_str().unwrap().to_string());
+    }
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (token, pages) in tokens.into_iter().zip(bodies) {
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            for body in pages {
+                let resp = http
+                    .post(format!("http://{addr}/api/v1/sync"))
+                    .bearer_auth(&token)
+                    .header("content-type", CONTENT_TYPE)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success(), "{}", resp.status());
+                let r = SyncResponse::decode(&resp.bytes().await.unwrap()).unwrap();
+                assert!(r.results.iter().all(|x| x.outcome == sync_protocol::wire::PushOutcome::Accepted));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ingest_s = t.elapsed().as_secs_f64();
+    let ingest_rate = (per * 4) as f64 / ingest_s;
+    let rss = rss_mb(server.0.id());
+    eprintln!("ingest: {} records in {ingest_s:.1} s ({ingest_rate:.0}/s, durable); server RSS {rss:.0} MiB", per * 4);
+    drop(server);
+    println!(
+        "{}",
+        json!({
+            "noop_sync_bytes": noop_bytes, "noop_sync_requests": noop_requests, "noop_records_held": hold,
+            "first_sync_records": records, "first_sync_requests": first_requests, "first_sync_bytes": first_bytes,
+            "first_sync_ms": first_ms.round(), "automerge_save_bytes": save_bytes,
+            "edit_push_bytes_per_record": edit_bytes.round(), "ingest_records": per * 4,
+            "ingest_records_per_s": ingest_rate.round(), "server_rss_mb": rss.round(),
+        })
+    );
+}

@@ -1,0 +1,276 @@
+//! The `gesync-server` command line: serve, demo, admin, backup and restore (see
+//! `contract.md`). A library module so that the test package runs the very same program.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use crate::api::default_level;
+use crate::model::{OrgUnit, Role, User};
+use crate::server::{ensure_self_signed, open_db, run, Config, Tls};
+use crate::{auth, backup, demo};
+
+#[derive(Parser)]
+#[command(name = "gesync-server", version, about = "gesync sync server: merges field records, keeps them in sled, computes the indicators")]
+struct Cli {
+    /// Optional config file of GESYNC_*=value lines (environment variables and flags win).
+    #[arg(long, global = true, env = "GESYNC_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run with demo data and a self-signed certificate: nothing to set up.
+    Demo {
+        #[arg(long, env = "GESYNC_DATA_DIR", default_value = "./gesync-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "GESYNC_LISTEN", default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+    /// Serve the API over HTTPS (or plain HTTP on loopback only).
+    Serve(ServeArgs),
+    /// Accounts and org units, with the server stopped.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Write a checked backup of the store (see also `restore`).
+    Backup {
+        #[arg(long, env = "GESYNC_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data directory.
+    Restore {
+        #[arg(long, env = "GESYNC_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "GESYNC_DATA_DIR")]
+    data_dir: PathBuf,
+    #[arg(long, env = "GESYNC_LISTEN")]
+    listen: SocketAddr,
+    #[arg(long, env = "GESYNC_TLS_CERT", requires = "tls_key", conflicts_with = "plain_http")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "GESYNC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP (refused unless the address is loopback).
+    #[arg(long, env = "GESYNC_PLAIN_HTTP")]
+    plain_http: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Create a user; the password is read from standard input.
+    CreateUser {
+        #[arg(long, env = "GESYNC_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        org_unit: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Add an org unit, or move/rename an existing one (same code).
+    AddOrgUnit {
+        #[arg(long, env = "GESYNC_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        parent: Option<String>,
+        /// Level name (province, district, commune, ...); defaults to the level below the parent.
+        #[arg(long)]
+        level: Option<String>,
+    },
+    /// Recompute every indicator counter from the records (recovery); prints the record count.
+    RebuildFigures {
+        #[arg(long, env = "GESYNC_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Loads `GESYNC_*=value` lines from the config file into the environment, without overriding
+/// variables that are already set (so: flags > environment > file > defaults).
+fn load_config_file() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--config=").map(str::to_string)))
+        .or_else(|| std::env::var("GESYNC_CONFIG").ok());
+    let Some(path) = path else { return Ok(()) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read config file {path}: {e}"))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| format!("config file {path} line {}: expected GESYNC_NAME=value", n + 1))?;
+        let k = k.trim();
+        if !k.starts_with("GESYNC_") {
+            return Err(format!("config file {path} line {}: only GESYNC_* settings are allowed", n + 1));
+        }
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v.trim());
+        }
+    }
+    Ok(())
+}
+
+/// Runs the command line with the process arguments; exits the process on error.
+pub fn main() {
+    if let Err(e) = load_config_file() {
+        fail(&e);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            fail(text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: "));
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GESYNC_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main(cli) {
+        fail(&e);
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1);
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn real_main(cli: Cli) -> Result<(), String> {
+    let _ = cli.config;
+    match cli.cmd {
+        Cmd::Demo { data_dir, listen } => {
+            let db = open_db(&data_dir)?;
+            let seeded = demo::seed(&db).map_err(|e| format!("cannot seed demo data: {e}"))?;
+            let (tls, fp) = ensure_self_signed(&data_dir, &[listen.ip().to_string()])?;
+            let cert = std::fs::canonicalize(&tls.cert).unwrap_or(tls.cert.clone());
+            let config = Config { data_dir, listen, tls: Some(tls) };
+            runtime()?.block_on(run(config, db, |addr| {
+                let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
+                println!("gesync demo {}", if seeded { "(demo data created)" } else { "(existing data)" });
+                println!("  URL:          https://{host}:{}/", addr.port());
+                println!("  certificate:  {}", cert.display());
+                println!("  fingerprint:  SHA-256 {fp}");
+                println!("  accounts (username / password / role / org unit):");
+                for (u, p, r, ou) in demo::ACCOUNTS {
+                    println!("    {u:<18} {p:<17} {r:<16} {ou}");
+                }
+                println!("  try: curl --cacert {} https://{host}:{}/healthz", cert.display(), addr.port());
+                println!("  phone: gesync-field --store ./phone login --server https://{host}:{} --username xa.damthuy --password-stdin --ca-cert {}", addr.port(), cert.display());
+                println!("  stop with Ctrl-C");
+            }))
+        }
+        Cmd::Serve(a) => {
+            let tls = match (a.tls_cert, a.tls_key, a.plain_http) {
+                (Some(cert), Some(key), false) => Some(Tls { cert, key }),
+                (None, None, true) => {
+                    if !a.listen.ip().is_loopback() {
+                        return Err(format!("--plain-http is only allowed on a loopback address, not {}; give --tls-cert and --tls-key", a.listen));
+                    }
+                    None
+                }
+                _ => return Err("give either --tls-cert PEM --tls-key PEM, or --plain-http (loopback only)".into()),
+            };
+            if let Some(t) = &tls {
+                for p in [&t.cert, &t.key] {
+                    if !p.is_file() {
+                        return Err(format!("TLS file {} does not exist", p.display()));
+                    }
+                }
+            }
+            let db = open_db(&a.data_dir)?;
+            let config = Config { data_dir: a.data_dir, listen: a.listen, tls };
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
+            runtime()?.block_on(run(config, db, |addr| {
+                println!("gesync-server listening on {scheme}://{addr}/");
+            }))
+        }
+        Cmd::Admin(AdminCmd::CreateUser { data_dir, username, role, org_unit, password_stdin: _ }) => {
+            let role: Role = role.parse()?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            auth::check_password_policy(&password)?;
+            let db = open_existing(&data_dir)?;
+            if db.tree().get(&org_unit).is_none() {
+                return Err(format!("unknown org unit `{org_unit}`: add it first with `gesync-server admin add-org-unit`"));
+            }
+            let user = User { username: username.clone(), role, org_unit, password_hash: auth::hash_password(&password), disabled: false, session_epoch: 0 };
+            let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "user_create", target: username.clone() };
+            db.put_user(&user, true, Some(ev)).map_err(|e| e.to_string())?;
+            println!("created user {username} ({role})");
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::AddOrgUnit { data_dir, code, name, parent, level }) => {
+            // The first unit of a new deployment creates the store.
+            let db = open_db(&data_dir).map_err(|e| in_use(&data_dir, e))?;
+            let code: sync_protocol::OrgUnitCode = code.parse().map_err(|e: sync_protocol::BadOrgUnitCode| e.to_string())?;
+            let tree = db.tree();
+            let parent_level = parent.as_deref().and_then(|p| tree.get(p)).map(|u| u.level.clone());
+            let level = level.unwrap_or_else(|| default_level(parent_level.as_deref()).to_string());
+            let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "org_unit_put", target: code.to_string() };
+            db.put_org_unit(OrgUnit { code: code.to_string(), name, parent, level: level.clone() }, Some(ev)).map_err(|e| e.to_string())?;
+            println!("org unit {code} saved ({level})");
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::RebuildFigures { data_dir }) => {
+            let db = open_existing(&data_dir)?;
+            let n = db.rebuild_figures().map_err(|e| e.to_string())?;
+            println!("{{\"records\": {n}}}");
+            Ok(())
+        }
+        Cmd::Backup { data_dir, out } => {
+            let db = open_existing(&data_dir)?;
+            let n = backup::write_backup(&db, &out)?;
+            println!("{{\"entries\": {n}, \"file\": {:?}}}", out.display().to_string());
+            Ok(())
+        }
+        Cmd::Restore { data_dir, from } => {
+            let n = backup::restore(&from, &data_dir)?;
+            println!("{{\"entries\": {n}}}");
+            Ok(())
+        }
+    }
+}
+
+/// Opens a data dir that must already hold a store (admin commands never create one by typo).
+fn open_existing(dir: &Path) -> Result<crate::Db, String> {
+    if !dir.join("conf").exists() && !dir.join("db").exists() {
+        return Err(format!("{} holds no gesync store (start `gesync-server serve` or `demo` there first)", dir.display()));
+    }
+    open_db(dir).map_err(|e| in_use(dir, e))
+}
+
+fn in_use(dir: &Path, e: String) -> String {
+    if e.contains("WouldBlock") || e.contains("lock") || e.contains("Resource temporarily unavailable") {
+        format!("the store in {} is in use by a running server: stop it first", dir.display())
+    } else {
+        e
+    }
+}

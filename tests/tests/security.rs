@@ -1,0 +1,1099 @@
+//! Security of the HTTP API, through the real server (sled on disk, HTTP on loopback):
+//! - one authorization table covering every route × every role, in and out of scope, and with no
+//!   token — checked against the routes the server's source actually declares;
+//! - forged, tampered and foreign access tokens; refresh rotation and family revocation;
+//! - device revocation (the phone wipes itself), disabled users, login throttling;
+//! - the audit trail (hash chain intact, no secrets in it);
+//! - hostile input: malformed, mistyped, oversized bodies and paths, bad sync messages.
+//!
+//! Each test starts its own server, so tests never see each other's state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncStatus};
+use serde_json::{json, Value};
+use sync_protocol::wire::{PushDoc, PushOutcome, SyncRequest, SyncResponse, CONTENT_TYPE, MAX_MESSAGE_BYTES};
+use sync_protocol::RecordId;
+use tests::{TestServer, PASSWORD};
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+/// A plain HTTP client for one server.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A request body.
+enum Body<'a> {
+    Empty,
+    Json(&'a Value),
+    /// Raw bytes with an optional content type.
+    Raw(Option<&'a str>, Vec<u8>),
+}
+
+/// What came back, read in full.
+struct Reply {
+    status: u16,
+    retry_after: Option<String>,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| panic!("HTTP {}: body is not JSON ({e}): {}", self.status, self.text()))
+    }
+
+    /// The error code, when the body is the API's error format `{"error":{"code","message"}}`
+    /// with a non-empty code and message, served as JSON.
+    fn error_format(&self) -> Result<(String, String), String> {
+        if !self.content_type.starts_with("application/json") {
+            return Err(format!("error body served as `{}`, not JSON: {:?}", self.content_type, self.text()));
+        }
+        let v: Value = serde_json::from_slice(&self.bytes).map_err(|e| format!("error body is not JSON ({e}): {:?}", self.text()))?;
+        let code = v["error"]["code"].as_str().unwrap_or_default();
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        if code.is_empty() || message.is_empty() {
+            return Err(format!("error body lacks error.code / error.message: {v}"));
+        }
+        Ok((code.to_string(), message.to_string()))
+    }
+
+    /// Asserts the status and the error format; returns (code, message).
+    fn expect_error(&self, status: u16, what: &str) -> (String, String) {
+        assert_eq!(self.status, status, "{what}: expected HTTP {status}, got {}: {}", self.status, self.text());
+        self.error_format().unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+}
+
+/// An access token and a refresh token.
+struct Tokens {
+    access: String,
+    refresh: String,
+}
+
+impl Api {
+    fn new(server: &TestServer) -> Api {
+        // The server installs the rustls provider when it launches, in a task that may not have
+        // run yet; reqwest needs one even for plain HTTP.
+        gesync_server::server::install_crypto_provider();
+        Api { base: server.url(), http: reqwest::Client::new() }
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body<'_>) -> Reply {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut rb = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            rb = rb.header("authorization", format!("Bearer {t}"));
+        }
+        rb = match body {
+            Body::Empty => rb,
+            Body::Json(v) => rb.json(v),
+            Body::Raw(ct, bytes) => {
+                if let Some(ct) = ct {
+                    rb = rb.header("content-type", ct);
+                }
+                rb.body(bytes)
+            }
+        };
+        let r = rb.send().await.unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        let status = r.status().as_u16();
+        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let retry_after = header("retry-after");
+        let content_type = header("content-type").unwrap_or_default();
+        let bytes = r.bytes().await.unwrap_or_else(|e| panic!("{method} {path}: body: {e}")).to_vec();
+        Reply { status, retry_after, content_type, bytes }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), Body::Empty).await
+    }
+
+    /// `GET /api/v1/me` with a raw `Authorization` header value.
+    async fn me_with_header(&self, authorization: &str) -> Reply {
+        let r = self.http.get(format!("{}/api/v1/me", self.base)).header("authorization", authorization).send().await.expect("an answer");
+        let status = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        Reply { status, retry_after: None, content_type, bytes: r.bytes().await.expect("a body").to_vec() }
+    }
+
+    async fn try_login(&self, user: &str, password: &str, device: Option<&str>) -> Reply {
+        let mut body = json!({"username": user, "password": password});
+        if let Some(d) = device {
+            body["device_id"] = json!(d);
+        }
+        self.call("POST", "/api/v1/auth/login", None, Body::Json(&body)).await
+    }
+
+    async fn login(&self, user: &str, device: Option<&str>) -> Tokens {
+        let r = self.try_login(user, PASSWORD, device).await;
+        assert_eq!(r.status, 200, "login {user}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["token_type"], "Bearer");
+        Tokens { access: v["access_token"].as_str().unwrap().to_string(), refresh: v["refresh_token"].as_str().unwrap().to_string() }
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.call("POST", "/api/v1/auth/refresh", None, Body::Json(&json!({"refresh_token": refresh_token}))).await
+    }
+
+    async fn sync(&self, token: &str, body: Vec<u8>) -> Reply {
+        self.call("POST", "/api/v1/sync", Some(token), Body::Raw(Some(CONTENT_TYPE), body)).await
+    }
+
+    /// The ids of the records district staff of 047 see in `org_unit`.
+    async fn record_ids(&self, district_token: &str, org_unit: &str) -> BTreeSet<String> {
+        let r = self.get(&format!("/api/v1/records?org_unit={org_unit}"), district_token).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json().as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+fn phone(dir: &Path) -> Client {
+    Client::open(dir, FixedKey(StoreKey::random())).unwrap()
+}
+
+fn news(commune: &str) -> Value {
+    json!({"commune": commune, "published_on": "2025-01-02"})
+}
+
+/// Creates one news item on a phone logged in as `user` and syncs it; returns its id.
+async fn record_from_phone(url: &str, dir: &Path, user: &str, commune: &str) -> String {
+    let mut c = phone(dir);
+    c.login(url, user, PASSWORD, None).await.unwrap();
+    let id = c.create(RecordKind::NewsItem, &news(commune)).unwrap();
+    c.sync(|_| {}).await.unwrap();
+    assert_eq!(c.status(id).unwrap(), SyncStatus::Synced, "{user}'s record in {commune}");
+    id.to_string()
+}
+
+/// An encoded sync request pushing one valid new news item of `commune`.
+fn push_request(commune: &str) -> (RecordId, Vec<u8>) {
+    let mut d = sync_protocol::doc::new_record(RecordKind::NewsItem, &news(commune), automerge::ActorId::random()).unwrap();
+    let id = RecordId::random();
+    let push = PushDoc { id, changes: d.save(), heads: sync_protocol::heads_to_wire(&d.get_heads()) };
+    (id, SyncRequest { cursor: vec![], push: vec![push], want_full: vec![] }.encode())
+}
+
+// base64url without padding, for taking JWTs apart (the tests crate has no base64 dependency).
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn b64_decode(s: &str) -> Vec<u8> {
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0u32);
+    for c in s.bytes() {
+        let v = B64.iter().position(|&x| x == c).expect("base64url") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// (header, claims, signature) of a JWT.
+fn jwt_split(token: &str) -> (Value, Value, String) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT has three parts");
+    let header = serde_json::from_slice(&b64_decode(parts[0])).unwrap();
+    let claims = serde_json::from_slice(&b64_decode(parts[1])).unwrap();
+    (header, claims, parts[2].to_string())
+}
+
+fn jwt_join(header: &Value, claims: &Value, signature: &str) -> String {
+    format!("{}.{}.{signature}", b64_encode(header.to_string().as_bytes()), b64_encode(claims.to_string().as_bytes()))
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+// ---- 1. the authorization table --------------------------------------------------------------
+
+/// The request body of a row. JSON templates take the same placeholders as paths.
+#[derive(Clone, Copy)]
+enum Payload {
+    None,
+    Json(&'static str),
+    /// An empty, valid sync request.
+    Sync,
+}
+
+/// One route. `path` is a template: `{unit}` becomes the caller's in-scope org unit (or its
+/// out-of-scope one), `{record}` a record in (or out of) the caller's scope, `{n}` a number
+/// unique to each request, `{password}` the harness password.
+struct Row {
+    method: &'static str,
+    /// The route exactly as declared in the router.
+    route: &'static str,
+    path: &'static str,
+    body: Payload,
+    /// Expected status without any token.
+    anon: u16,
+    /// Expected (in scope, out of scope) status for admin, province_staff, district_staff,
+    /// commune_officer, in that order (see [`CALLERS`]).
+    expect: [(u16, u16); 4],
+}
+
+const ALL_200: [(u16, u16); 4] = [(200, 200); 4];
+const ADMIN_ONLY_200: [(u16, u16); 4] = [(200, 200), (403, 403), (403, 403), (403, 403)];
+const ADMIN_ONLY_201: [(u16, u16); 4] = [(201, 201), (403, 403), (403, 403), (403, 403)];
+const ADMIN_ONLY_204: [(u16, u16); 4] = [(204, 204), (403, 403), (403, 403), (403, 403)];
+/// Figures: admin anywhere, the others inside their own org unit.
+const FIGURES: [(u16, u16); 4] = [(200, 200), (200, 403), (200, 403), (200, 403)];
+
+/// Every route of the server. Admin-mutating rows are written so that repeating them is
+/// harmless: unique names, a throwaway device, values equal to the defaults.
+const MATRIX: &[Row] = &[
+    Row { method: "GET", route: "/healthz", path: "/healthz", body: Payload::None, anon: 200, expect: ALL_200 },
+    Row { method: "GET", route: "/metrics", path: "/metrics", body: Payload::None, anon: 200, expect: ALL_200 },
+    Row {
+        method: "POST",
+        route: "/api/v1/auth/login",
+        path: "/api/v1/auth/login",
+        body: Payload::Json(r#"{"username":"officer2","password":"{password}","device_id":"matrix-login"}"#),
+        anon: 200,
+        expect: ALL_200,
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/auth/refresh",
+        path: "/api/v1/auth/refresh",
+        body: Payload::Json(r#"{"refresh_token":"not-a-refresh-token-{n}"}"#),
+        anon: 401,
+        expect: [(401, 401); 4],
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/auth/logout",
+        path: "/api/v1/auth/logout",
+        body: Payload::Json(r#"{"refresh_token":"not-a-refresh-token-{n}"}"#),
+        anon: 401,
+        expect: [(204, 204); 4],
+    },
+    Row { method: "GET", route: "/api/v1/me", path: "/api/v1/me", body: Payload::None, anon: 401, expect: ALL_200 },
+    Row { method: "GET", route: "/api/v1/users", path: "/api/v1/users", body: Payload::None, anon: 401, expect: ADMIN_ONLY_200 },
+    Row {
+        method: "POST",
+        route: "/api/v1/users",
+        path: "/api/v1/users",
+        body: Payload::Json(r#"{"username":"matrix-{n}","password":"matrix-password-{n}","role":"commune_officer","org_unit":"{unit}"}"#),
+        anon: 401,
+        expect: ADMIN_ONLY_201,
+    },
+    Row {
+        method: "PATCH",
+        route: "/api/v1/users/{username}",
+        path: "/api/v1/users/officer1b",
+        body: Payload::Json(r#"{"disabled":false}"#),
+        anon: 401,
+        expect: ADMIN_ONLY_200,
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/users/{username}/devices",
+        path: "/api/v1/users/officer1/devices",
+        body: Payload::None,
+        anon: 401,
+        expect: ADMIN_ONLY_200,
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/users/{username}/devices/{device_id}/revoke",
+        path: "/api/v1/users/officer1b/devices/throwaway-phone/revoke",
+        body: Payload::None,
+        anon: 401,
+        expect: ADMIN_ONLY_204,
+    },
+    Row { method: "GET", route: "/api/v1/org-units", path: "/api/v1/org-units", body: Payload::None, anon: 401, expect: ALL_200 },
+    Row {
+        method: "POST",
+        route: "/api/v1/org-units",
+        path: "/api/v1/org-units",
+        body: Payload::Json(r#"{"code":"77{n}","name":"Matrix unit {n}","parent":"{unit}"}"#),
+        anon: 401,
+        expect: ADMIN_ONLY_201,
+    },
+    Row {
+        method: "PUT",
+        route: "/api/v1/targets/{org_unit}/{indicator}",
+        path: "/api/v1/targets/{unit}/gbv_victims_supported",
+        body: Payload::Json(r#"{"2025":0.8,"2030":0.9}"#),
+        anon: 401,
+        expect: ADMIN_ONLY_204,
+    },
+    Row { method: "GET", route: "/api/v1/audit", path: "/api/v1/audit?limit=5", body: Payload::None, anon: 401, expect: ADMIN_ONLY_200 },
+    Row {
+        method: "GET",
+        route: "/api/v1/records",
+        path: "/api/v1/records?org_unit={unit}",
+        body: Payload::None,
+        anon: 401,
+        // Province staff and admins see figures, not records.
+        expect: [(403, 403), (403, 403), (200, 403), (200, 403)],
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/records/{id}",
+        path: "/api/v1/records/{record}",
+        body: Payload::None,
+        anon: 401,
+        // 404, not 403, outside scope: the server does not reveal that a record exists.
+        expect: [(404, 404), (404, 404), (200, 404), (200, 404)],
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/indicators",
+        path: "/api/v1/indicators?org_unit={unit}&period=2025",
+        body: Payload::None,
+        anon: 401,
+        expect: FIGURES,
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/reports/{org_unit}/{file}",
+        path: "/api/v1/reports/{unit}/2025.csv",
+        body: Payload::None,
+        anon: 401,
+        expect: FIGURES,
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/calendar",
+        path: "/api/v1/calendar?org_unit={unit}&period=2025",
+        body: Payload::None,
+        anon: 401,
+        expect: FIGURES,
+    },
+    Row { method: "POST", route: "/api/v1/sync", path: "/api/v1/sync", body: Payload::Sync, anon: 401, expect: ALL_200 },
+];
+
+/// One caller per role, in the order of [`Row::expect`]: its (in scope, out of scope) org unit,
+/// and the communes of its (in scope, out of scope) record.
+struct Caller {
+    user: &'static str,
+    units: [&'static str; 2],
+    record_communes: [&'static str; 2],
+}
+
+const CALLERS: [Caller; 4] = [
+    // "24" is a second province the test adds: outside the province user's scope.
+    Caller { user: "admin", units: ["04", "24"], record_communes: ["04701", "04801"] },
+    Caller { user: "province", units: ["04", "24"], record_communes: ["04701", "04801"] },
+    // District staff of 047 see every commune under it, not only their own unit.
+    Caller { user: "district", units: ["047", "048"], record_communes: ["04702", "04801"] },
+    // A commune officer: the sibling commune of the same district is out of scope.
+    Caller { user: "officer1", units: ["04701", "04702"], record_communes: ["04701", "04702"] },
+];
+
+fn expand(template: &str, unit: &str, record: &str, n: u32) -> String {
+    template.replace("{unit}", unit).replace("{record}", record).replace("{n}", &format!("{n:04}")).replace("{password}", PASSWORD)
+}
+
+/// True when a concrete path (query string aside) is one the route pattern matches.
+fn path_matches_route(path: &str, route: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    let (p, r): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), route.split('/').collect());
+    p.len() == r.len() && p.iter().zip(&r).all(|(p, r)| (r.starts_with('{') && r.ends_with('}') && !p.is_empty()) || p == r)
+}
+
+/// Every (METHOD, route) declared with `.route("...", get(..).post(..))` in the server's
+/// sources (api.rs today; any other file that declares routes later).
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    /// The text up to the `)` that closes a call whose `(` was just before `s`.
+    fn call_args(s: &str) -> &str {
+        let (mut depth, mut in_str, mut escaped) = (0u32, false, false);
+        for (i, c) in s.char_indices() {
+            if in_str {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => in_str = true,
+                '(' => depth += 1,
+                ')' if depth == 0 => return &s[..i],
+                ')' => depth -= 1,
+                _ => {}
+            }
+        }
+        panic!("unbalanced `.route(` call");
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.iter().any(|f| f.ends_with("api.rs")), "server sources not found at {}", src.display());
+    let mut out = BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        for unsupported in [".nest(", ".nest_service(", ".route_service("] {
+            assert!(!code.contains(unsupported), "{} uses `{unsupported}`: teach routes_in_source() about it", f.display());
+        }
+        let mut rest = code.as_str();
+        while let Some(i) = rest.find(".route(") {
+            let args = call_args(&rest[i + ".route(".len()..]);
+            let path = args.split('"').nth(1).unwrap_or_else(|| panic!("{}: a .route( without a path literal", f.display()));
+            let mut methods = Vec::new();
+            for m in ["get", "post", "put", "patch", "delete", "head", "options"] {
+                let needle = format!("{m}(");
+                for (at, _) in args.match_indices(&needle) {
+                    let before = args[..at].chars().next_back();
+                    if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        methods.push(m.to_uppercase());
+                    }
+                }
+            }
+            assert!(!methods.is_empty(), "{}: cannot tell the methods of route {path}: teach routes_in_source()", f.display());
+            for m in methods {
+                out.insert((m, path.to_string()));
+            }
+            rest = &rest[i + ".route(".len() + args.len()..];
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_covers_every_route_and_role() {
+    // The table and the router agree, so a new route cannot go untested.
+    let table: BTreeSet<(String, String)> = MATRIX.iter().map(|r| (r.method.to_string(), r.route.to_string())).collect();
+    assert_eq!(table.len(), MATRIX.len(), "a route appears twice in MATRIX");
+    let declared = routes_in_source();
+    let missing: Vec<_> = declared.difference(&table).collect();
+    let stale: Vec<_> = table.difference(&declared).collect();
+    assert!(missing.is_empty() && stale.is_empty(), "MATRIX is out of date: routes without a row {missing:?}; rows without a route {stale:?}");
+    for r in MATRIX {
+        assert!(path_matches_route(r.path, r.route), "row {} {}: path {} does not exercise its route", r.method, r.route, r.path);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let api = Api::new(&server);
+    let url = server.url();
+
+    let mut tokens = Vec::new();
+    for c in &CALLERS {
+        tokens.push(api.login(c.user, None).await.access);
+    }
+    let admin = tokens[0].clone();
+    // A second province, outside the province user's scope.
+    let r = api.call("POST", "/api/v1/org-units", Some(&admin), Body::Json(&json!({"code": "24", "name": "Tỉnh Bắc Giang"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The throwaway device the revoke row revokes.
+    api.login("officer1b", Some("throwaway-phone")).await;
+    // One record per commune the callers need, pushed from phones.
+    let mut records: HashMap<&str, String> = HashMap::new();
+    for (user, commune) in [("officer1", "04701"), ("officer2", "04702"), ("officer3", "04801")] {
+        records.insert(commune, record_from_phone(&url, &dir.path().join(user), user, commune).await);
+    }
+
+    let mut n = 0u32;
+    let mut failures = Vec::new();
+    for row in MATRIX {
+        let mut cases: Vec<(String, Option<&str>, &str, &str, u16)> = Vec::new();
+        for (i, caller) in CALLERS.iter().enumerate() {
+            for (s, scope) in ["in scope", "out of scope"].into_iter().enumerate() {
+                let expected = if s == 0 { row.expect[i].0 } else { row.expect[i].1 };
+                cases.push((format!("{} ({scope})", caller.user), Some(tokens[i].as_str()), caller.units[s], caller.record_communes[s], expected));
+            }
+        }
+        cases.push(("no token".into(), None, "04701", "04701", row.anon));
+        for (who, token, unit, record_commune, expected) in cases {
+            n += 1;
+            let path = expand(row.path, unit, &records[record_commune], n);
+            let reply = match row.body {
+                Payload::None => api.call(row.method, &path, token, Body::Empty).await,
+                Payload::Json(t) => {
+                    let v: Value = serde_json::from_str(&expand(t, unit, &records[record_commune], n)).unwrap();
+                    api.call(row.method, &path, token, Body::Json(&v)).await
+                }
+                Payload::Sync => api.call(row.method, &path, token, Body::Raw(Some(CONTENT_TYPE), SyncRequest::default().encode())).await,
+            };
+            let what = format!("{} {path} as {who}", row.method);
+            if reply.status != expected {
+                failures.push(format!("{what}: expected {expected}, got {} {}", reply.status, reply.text()));
+            } else if reply.status >= 400 {
+                if let Err(e) = reply.error_format() {
+                    failures.push(format!("{what}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} authorization mismatches:\n{}", failures.len(), failures.join("\n"));
+
+    // Out of scope looks exactly like absent.
+    let officer1 = &tokens[3];
+    let out_of_scope = api.get(&format!("/api/v1/records/{}", records["04702"]), officer1).await;
+    let absent = api.get(&format!("/api/v1/records/{}", RecordId::random()), officer1).await;
+    assert_eq!((out_of_scope.status, out_of_scope.text()), (absent.status, absent.text()));
+
+    // What each role's phone is sent on sync: records of its scope only, none for figures roles.
+    let expected_pull: [&[&str]; 4] = [&[], &[], &["04701", "04702"], &["04701"]];
+    for ((caller, token), communes) in CALLERS.iter().zip(&tokens).zip(expected_pull) {
+        let r = api.sync(token, SyncRequest::default().encode()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let resp = SyncResponse::decode(&r.bytes).unwrap();
+        assert!(!resp.more);
+        let pulled: BTreeSet<String> = resp.pull.iter().map(|p| p.id.to_string()).collect();
+        let want: BTreeSet<String> = communes.iter().map(|c| records[c].clone()).collect();
+        assert_eq!(pulled, want, "records pulled by {}", caller.user);
+    }
+
+    // Unknown endpoints and methods answer in the API's error format too.
+    api.call("GET", "/api/v1/no-such-thing", Some(&admin), Body::Empty).await.expect_error(404, "unknown endpoint");
+    api.call("DELETE", "/api/v1/users", Some(&admin), Body::Empty).await.expect_error(405, "DELETE /api/v1/users");
+
+    server.stop().await;
+}
+
+// ---- 2. access tokens ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tampered_and_foreign_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("a"), 0).await;
+    let other = TestServer::start_fresh(&dir.path().join("b"), 0).await;
+    let api = Api::new(&server);
+    let real = api.login("officer1", None).await.access;
+    let foreign = Api::new(&other).login("admin", None).await.access;
+    other.stop().await;
+
+    // The genuine token works (so the refusals below are about the changes).
+    let r = api.me_with_header(&format!("Bearer {real}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["username"], "officer1");
+
+    let (header, claims, sig) = jwt_split(&real);
+    assert_eq!(header["alg"], "EdDSA");
+    let with_claim = |k: &str, v: Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        jwt_join(&header, &c, &sig)
+    };
+    let mut flipped_sig: Vec<char> = sig.chars().collect();
+    let mid = flipped_sig.len() / 2;
+    flipped_sig[mid] = if flipped_sig[mid] == 'A' { 'B' } else { 'A' };
+    let flipped_sig: String = flipped_sig.into_iter().collect();
+    let none_header = json!({"alg": "none", "typ": "JWT"});
+    let hs_header = json!({"alg": "HS256", "typ": "JWT"});
+
+    let cases: Vec<(&str, String)> = vec![
+        ("signature changed", jwt_join(&header, &claims, &flipped_sig)),
+        ("signature removed", jwt_join(&header, &claims, "")),
+        ("role raised to admin", with_claim("role", json!("admin"))),
+        ("subject changed to admin", with_claim("sub", json!("admin"))),
+        ("org unit widened", with_claim("org", json!("04"))),
+        ("expired (exp in the past)", with_claim("exp", json!(now_secs() - 3600))),
+        ("expiry extended", with_claim("exp", json!(now_secs() + 365 * 86400))),
+        ("wrong audience", with_claim("aud", json!("another-api"))),
+        ("wrong issuer", with_claim("iss", json!("evil"))),
+        ("alg none, no signature", jwt_join(&none_header, &with_claim_value(&claims, "role", json!("admin")), "")),
+        ("alg none, original signature", jwt_join(&none_header, &claims, &sig)),
+        ("alg HS256, original signature", jwt_join(&hs_header, &claims, &sig)),
+        ("another server's admin token", foreign),
+        ("garbage", "garbage".into()),
+        ("three empty parts", "..".into()),
+        ("not base64", "a*b.c*d.e*f".into()),
+        ("long garbage", "x".repeat(8 * 1024)),
+    ];
+    for (what, token) in &cases {
+        for path in ["/api/v1/me", "/api/v1/users", "/api/v1/records?org_unit=04701"] {
+            let r = api.get(path, token).await;
+            let (_, message) = r.expect_error(401, &format!("{what} on {path}"));
+            let text = r.text();
+            assert!(!text.contains(token.as_str()), "{what}: the error echoes the token");
+            let sig_part = token.rsplit('.').next().unwrap_or_default();
+            assert!(sig_part.len() < 16 || !text.contains(sig_part), "{what}: the error echoes the signature");
+            assert!(message.len() < 200, "{what}: overlong message {message}");
+        }
+    }
+
+    // Tokens only count in the Authorization header, and only as Bearer.
+    for header in [format!("Basic {real}"), format!("Token {real}"), real.clone(), "Bearer ".into(), "Bearer".into()] {
+        let r = api.me_with_header(&header).await;
+        r.expect_error(401, &format!("Authorization: {}", header.chars().take(12).collect::<String>()));
+        assert!(!r.text().contains(&real));
+    }
+    let r = api.call("GET", &format!("/api/v1/me?access_token={real}"), None, Body::Empty).await;
+    r.expect_error(401, "token in the query string");
+
+    server.stop().await;
+}
+
+fn with_claim_value(claims: &Value, k: &str, v: Value) -> Value {
+    let mut c = claims.clone();
+    c[k] = v;
+    c
+}
+
+// ---- 3. refresh tokens -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let first = api.login("officer2", Some("refresh-phone")).await;
+
+    let r = api.refresh(&first.refresh).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let second = Tokens { access: v["access_token"].as_str().unwrap().into(), refresh: v["refresh_token"].as_str().unwrap().into() };
+    assert_eq!(v["token_type"], "Bearer");
+    assert!(v["expires_in"].as_i64().unwrap() > 0);
+    assert_ne!(second.refresh, first.refresh, "refresh tokens rotate");
+    let me = api.get("/api/v1/me", &second.access).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!((me.json()["username"].clone(), me.json()["device_id"].clone()), (json!("officer2"), json!("refresh-phone")));
+
+    // The used token comes back (a thief or a replay): refused, and the whole family with it.
+    let (code, _) = api.refresh(&first.refresh).await.expect_error(401, "reused refresh token");
+    assert_eq!(code, "invalid_refresh_token");
+    api.refresh(&second.refresh).await.expect_error(401, "the newer refresh token of a revoked family");
+    // Other logins of the same user are separate families and keep working.
+    let other = api.login("officer2", Some("other-phone")).await;
+    let r = api.refresh(&other.refresh).await;
+    assert_eq!(r.status, 200, "another family: {}", r.text());
+
+    // Logout ends the family of the refresh token it is given.
+    let third = api.login("officer2", Some("refresh-phone")).await;
+    let r = api.call("POST", "/api/v1/auth/logout", Some(&third.access), Body::Json(&json!({"refresh_token": third.refresh}))).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    api.refresh(&third.refresh).await.expect_error(401, "refresh after logout");
+
+    // Nonsense refresh requests.
+    api.refresh("").await.expect_error(401, "empty refresh token");
+    api.refresh(&first.access).await.expect_error(401, "an access token used as a refresh token");
+    let r = api.call("POST", "/api/v1/auth/refresh", None, Body::Json(&json!({"refresh_token": 5}))).await;
+    r.expect_error(400, "refresh token of the wrong type");
+
+    server.stop().await;
+}
+
+// ---- 4. device revocation --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_wiped_and_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let api = Api::new(&server);
+    let url = server.url();
+    let store_dir = dir.path().join("phone");
+    let mut c = phone(&store_dir);
+    c.login(&url, "officer1", PASSWORD, None).await.unwrap();
+    let synced = c.create(RecordKind::NewsItem, &news("04701")).unwrap();
+    c.sync(|_| {}).await.unwrap();
+    let device = c.store().device_id().to_string();
+    // A second session on the same device (what a browser tab on the phone would hold).
+    let raw = api.login("officer1", Some(&device)).await;
+
+    let admin = api.login("admin", None).await.access;
+    let r = api.call("POST", &format!("/api/v1/users/officer1/devices/{device}/revoke"), Some(&admin), Body::Empty).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let devices = api.get("/api/v1/users/officer1/devices", &admin).await.json();
+    let listed = devices.as_array().unwrap().iter().find(|d| d["device_id"] == device.as_str()).expect("the device is listed");
+    assert_eq!(listed["revoked"], true);
+    let r = api.call("POST", "/api/v1/users/officer1/devices/no-such-device/revoke", Some(&admin), Body::Empty).await;
+    r.expect_error(404, "revoking an unknown device");
+
+    // A change made offline after the revocation: the phone is told at its next sync.
+    c.create(RecordKind::NewsItem, &news("04701")).unwrap();
+    let err = c.sync(|_| {}).await.expect_err("sync from a revoked device");
+    assert!(matches!(err, client_sdk::Error::DeviceRevoked), "expected DeviceRevoked, got {err:?}");
+    let left: Vec<String> = match std::fs::read_dir(&store_dir) {
+        Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(left.is_empty(), "the store directory still holds {left:?}");
+    assert!(matches!(c.list(None), Err(client_sdk::Error::DeviceRevoked)));
+    assert!(matches!(c.create(RecordKind::NewsItem, &news("04701")), Err(client_sdk::Error::DeviceRevoked)));
+
+    // Every way back in from that device is closed; the record it synced stays on the server.
+    let (code, _) = api.get("/api/v1/me", &raw.access).await.expect_error(403, "access token of the revoked device");
+    assert_eq!(code, "device_revoked");
+    let (code, _) = api.refresh(&raw.refresh).await.expect_error(403, "refresh token of the revoked device");
+    assert_eq!(code, "device_revoked");
+    api.sync(&raw.access, SyncRequest::default().encode()).await.expect_error(403, "sync from the revoked device");
+    let (code, _) = api.try_login("officer1", PASSWORD, Some(&device)).await.expect_error(403, "login again from the revoked device");
+    assert_eq!(code, "device_revoked");
+    let district = api.login("district", None).await.access;
+    assert!(api.record_ids(&district, "04701").await.contains(&synced.to_string()));
+    // The user is not disabled: a new device may log in.
+    api.login("officer1", Some("replacement-phone")).await;
+
+    server.stop().await;
+}
+
+// ---- 5. disabled users and ended sessions ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_ends_their_sessions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let admin = api.login("admin", None).await.access;
+    let victim = api.login("officer1b", Some("b-phone")).await;
+    assert_eq!(api.get("/api/v1/me", &victim.access).await.status, 200);
+
+    let r = api.call("PATCH", "/api/v1/users/officer1b", Some(&admin), Body::Json(&json!({"disabled": true}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["disabled"], true);
+
+    api.get("/api/v1/me", &victim.access).await.expect_error(401, "access token of a disabled user");
+    api.sync(&victim.access, SyncRequest::default().encode()).await.expect_error(401, "sync of a disabled user");
+    api.refresh(&victim.refresh).await.expect_error(401, "refresh of a disabled user");
+    let (_, disabled_msg) = api.try_login("officer1b", PASSWORD, Some("b-phone")).await.expect_error(401, "login of a disabled user");
+    let (_, wrong_msg) = api.try_login("officer2", "wrong-password-000", None).await.expect_error(401, "wrong password");
+    assert_eq!(disabled_msg, wrong_msg, "a disabled account is not told apart from a wrong password");
+
+    // Enabled again: a new login works, the old session stays ended.
+    let r = api.call("PATCH", "/api/v1/users/officer1b", Some(&admin), Body::Json(&json!({"disabled": false}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh = api.login("officer1b", Some("b-phone")).await;
+    assert_eq!(api.get("/api/v1/me", &fresh.access).await.status, 200);
+    api.get("/api/v1/me", &victim.access).await.expect_error(401, "a session ended by disabling stays ended");
+
+    // A role change ends sessions too: the old token must not keep the old rights.
+    let officer2 = api.login("officer2", None).await.access;
+    assert_eq!(api.get("/api/v1/records?org_unit=04702", &officer2).await.status, 200);
+    let r = api.call("PATCH", "/api/v1/users/officer2", Some(&admin), Body::Json(&json!({"role": "province_staff", "org_unit": "04"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    api.get("/api/v1/records?org_unit=04702", &officer2).await.expect_error(401, "token issued before a role change");
+
+    server.stop().await;
+}
+
+// ---- 6. login throttling ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_are_throttled_without_locking_out_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+
+    // No user enumeration: an unknown user and a wrong password look the same.
+    let unknown = api.try_login("nobody-here", "wrong-password-000", None).await;
+    let wrong = api.try_login("officer2", "wrong-password-000", None).await;
+    assert_eq!((unknown.status, unknown.text()), (wrong.status, wrong.text()));
+    wrong.expect_error(401, "wrong password");
+
+    let mut throttled = None;
+    for attempt in 2..=12 {
+        let r = api.try_login("officer2", &format!("wrong-password-{attempt:03}"), None).await;
+        if r.status == 429 {
+            throttled = Some((attempt, r));
+            break;
+        }
+        r.expect_error(401, &format!("wrong password, attempt {attempt}"));
+    }
+    let (attempt, r) = throttled.expect("no 429 after 12 wrong passwords");
+    assert!(attempt <= 10, "throttled only at attempt {attempt}");
+    let (code, _) = r.expect_error(429, "throttled login");
+    assert_eq!(code, "throttled");
+    let retry: u64 = r.retry_after.as_deref().expect("a Retry-After header").parse().expect("Retry-After in seconds");
+    assert!((1..=300).contains(&retry), "Retry-After {retry}");
+
+    // While throttled, even the right password waits (guessing right does not slip through).
+    api.try_login("officer2", PASSWORD, None).await.expect_error(429, "right password while throttled");
+    // Another user from the same address is not locked out.
+    api.login("officer3", None).await;
+
+    server.stop().await;
+}
+
+// ---- 7. the audit trail ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_trail_records_who_did_what_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let api = Api::new(&server);
+    let url = server.url();
+    let secret_title = "Secret title 7f3a";
+    let mut c = phone(&dir.path().join("phone"));
+    c.login(&url, "officer1", PASSWORD, None).await.unwrap();
+    let record = c.create(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-02", "title": secret_title})).unwrap();
+    c.sync(|_| {}).await.unwrap();
+
+    let wrong_password = "wrong-password-4e1d";
+    api.try_login("officer2", wrong_password, Some("audit-phone")).await.expect_error(401, "wrong password");
+    let officer1 = api.login("officer1", Some("audit-raw")).await;
+    let r = api.refresh(&officer1.refresh).await;
+    assert_eq!(r.status, 200);
+    let refreshed = r.json();
+    let district = api.login("district", None).await;
+    assert_eq!(api.get(&format!("/api/v1/records/{record}"), &district.access).await.status, 200);
+    assert_eq!(api.get("/api/v1/records?org_unit=04701", &district.access).await.status, 200);
+    let province = api.login("province", None).await;
+    assert_eq!(api.get("/api/v1/reports/04/2025.csv", &province.access).await.status, 200);
+    let admin = api.login("admin", None).await;
+    let new_password = "audited-password-9c2b";
+    let body = json!({"username": "audited-user", "password": new_password, "role": "district_staff", "org_unit": "048"});
+    assert_eq!(api.call("POST", "/api/v1/users", Some(&admin.access), Body::Json(&body)).await.status, 201);
+
+    let r = api.get("/api/v1/audit", &admin.access).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = r.json();
+    assert_eq!(log["chain"]["valid"], true, "{}", log["chain"]);
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(log["chain"]["entries"].as_u64(), Some(entries.len() as u64));
+    let has = |action: &str, user: &str, target_part: &str| {
+        entries.iter().any(|e| e["action"] == action && e["user"] == user && e["target"].as_str().unwrap_or_default().contains(target_part))
+    };
+    let record = record.to_string();
+    for (action, user, target) in [
+        ("login", "officer1", ""),
+        ("login_failed", "officer2", ""),
+        ("token_refresh", "officer1", ""),
+        ("record_read", "district", record.as_str()),
+        ("records_list", "district", "04701"),
+        ("report_export", "province", "04"),
+        ("user_create", "admin", "audited-user"),
+    ] {
+        assert!(has(action, user, target), "no audit entry {action} by {user} on {target:?} in {entries:#?}");
+    }
+    // The entries link into one chain, in order.
+    for pair in entries.windows(2) {
+        assert_eq!(pair[1]["seq"].as_u64(), pair[0]["seq"].as_u64().map(|s| s + 1));
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
+    // `since` pages forward.
+    let last = entries.last().unwrap()["seq"].as_u64().unwrap();
+    let tail = api.get(&format!("/api/v1/audit?since={}", last - 2), &admin.access).await.json();
+    let tail_seqs: Vec<u64> = tail["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(tail_seqs.starts_with(&[last - 1, last]), "audit since={}: {tail_seqs:?}", last - 2);
+
+    // Nothing secret in the trail: passwords, tokens, record contents.
+    let text = r.text();
+    let mut secrets = vec![PASSWORD, wrong_password, new_password, secret_title];
+    let token_strings = [&officer1.access, &officer1.refresh, &district.access, &district.refresh, &province.access, &admin.access, &admin.refresh];
+    secrets.extend(token_strings.iter().map(|s| s.as_str()));
+    secrets.extend([refreshed["access_token"].as_str().unwrap(), refreshed["refresh_token"].as_str().unwrap()]);
+    for s in secrets {
+        assert!(!text.contains(s), "the audit log contains a secret ({} chars)", s.len());
+    }
+
+    server.stop().await;
+}
+
+// ---- 8. hostile input ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_cleanly_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let admin = api.login("admin", None).await.access;
+    let district = api.login("district", None).await.access;
+    let users_before = api.get("/api/v1/users", &admin).await.text();
+    let units_before = api.get("/api/v1/org-units", &admin).await.text();
+    let figures_path = "/api/v1/indicators?org_unit=04&period=2025";
+    let figures_before = api.get(figures_path, &admin).await.text();
+    let huge = format!(r#"{{"username":"{}","password":"x"}}"#, "a".repeat(MAX_MESSAGE_BYTES + 1024));
+
+    let json_ct = Some("application/json");
+    let raw = |s: &str| Body::Raw(json_ct, s.as_bytes().to_vec());
+    // (method, path, body, expected status)
+    let cases: Vec<(&str, &str, Body, u16)> = vec![
+        // login
+        ("POST", "/api/v1/auth/login", raw(r#"{"username":"#), 400),
+        ("POST", "/api/v1/auth/login", raw(r#"{"username":1,"password":true}"#), 400),
+        ("POST", "/api/v1/auth/login", raw(&format!(r#"{{"username":"admin","password":"{PASSWORD}","role":"admin"}}"#)), 400),
+        ("POST", "/api/v1/auth/login", raw(r#"{"username":"admin"}"#), 400),
+        ("POST", "/api/v1/auth/login", raw(&format!(r#"{{"username":"admin","password":"{PASSWORD}","device_id":"../../etc"}}"#)), 400),
+        ("POST", "/api/v1/auth/login", raw("[]"), 400),
+        ("POST", "/api/v1/auth/login", Body::Raw(None, format!(r#"{{"username":"admin","password":"{PASSWORD}"}}"#).into_bytes()), 415),
+        ("POST", "/api/v1/auth/login", raw(&huge), 413),
+        // users
+        ("POST", "/api/v1/users", raw(r#"{"username":"x1","#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"bad-types","password":"long-enough-pw","role":5,"org_unit":"04"}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"extra","password":"long-enough-pw","role":"admin","org_unit":"04","is_superuser":true}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"no-password","role":"admin","org_unit":"04"}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"bad-role","password":"long-enough-pw","role":"root","org_unit":"04"}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"short-pw","password":"short","role":"admin","org_unit":"04"}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"no-unit","password":"long-enough-pw","role":"admin","org_unit":"99"}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"../admin","password":"long-enough-pw","role":"admin","org_unit":"04"}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"nul\u0000user","password":"long-enough-pw","role":"admin","org_unit":"04"}"#), 400),
+        ("POST", "/api/v1/users", raw(r#"{"username":"officer1","password":"long-enough-pw","role":"admin","org_unit":"04"}"#), 409),
+        ("POST", "/api/v1/users", raw(&huge), 413),
+        // user changes
+        ("PATCH", "/api/v1/users/officer1", raw(r#"{"is_admin":true}"#), 400),
+        ("PATCH", "/api/v1/users/officer1", raw(r#"{"disabled":"yes"}"#), 400),
+        ("PATCH", "/api/v1/users/officer1", raw(r#"{"role":"god"}"#), 400),
+        ("PATCH", "/api/v1/users/officer1", raw(r#"{"org_unit":"99999"}"#), 400),
+        ("PATCH", "/api/v1/users/officer1", raw(r#"{"password":"short"}"#), 400),
+        ("PATCH", "/api/v1/users/no-such-user", raw(r#"{"disabled":true}"#), 404),
+        ("PATCH", "/api/v1/users/officer1", raw(&huge), 413),
+        // org units
+        ("POST", "/api/v1/org-units", raw(r#"{"code":"#), 400),
+        ("POST", "/api/v1/org-units", raw(r#"{"code":4,"name":"x"}"#), 400),
+        ("POST", "/api/v1/org-units", raw(r#"{"code":"05","name":"x","evil":1}"#), 400),
+        ("POST", "/api/v1/org-units", raw(r#"{"code":"abc","name":"x"}"#), 400),
+        ("POST", "/api/v1/org-units", raw(r#"{"code":"../04","name":"x"}"#), 400),
+        ("POST", "/api/v1/org-units", raw(r#"{"code":"05","name":"   "}"#), 400),
+        ("POST", "/api/v1/org-units", raw(r#"{"code":"0599","name":"x","parent":"99999"}"#), 400),
+        ("POST", "/api/v1/org-units", raw(&huge), 413),
+        // targets
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw(r#"{"2025":"#), 400),
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw(r#"{"2025":"high"}"#), 400),
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw(r#"{"twenty":0.5}"#), 400),
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw(r#"{"2025":1.5}"#), 400),
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw(r#"{"2025":-0.1}"#), 400),
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw(r#"{"1999":0.5}"#), 400),
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw("{}"), 400),
+        ("PUT", "/api/v1/targets/04/no_such_indicator", raw(r#"{"2025":0.5}"#), 400),
+        ("PUT", "/api/v1/targets/99999/gbv_victims_supported", raw(r#"{"2025":0.5}"#), 404),
+        ("PUT", "/api/v1/targets/04/gbv_victims_supported", raw(&huge), 413),
+        // paths and queries
+        ("GET", "/api/v1/users/..%2F..%2Fadmin/devices", Body::Empty, 404),
+        ("GET", "/api/v1/reports/..%2F..%2Fetc/2025.csv", Body::Empty, 404),
+        ("GET", "/api/v1/reports/04/2025.txt", Body::Empty, 404),
+        ("GET", "/api/v1/reports/04/2025Q9.csv", Body::Empty, 400),
+        ("GET", "/api/v1/indicators?org_unit=04&period=2025Q9", Body::Empty, 400),
+        ("GET", "/api/v1/indicators?org_unit=04", Body::Empty, 400),
+        ("GET", "/api/v1/indicators?org_unit=..%2F04&period=2025", Body::Empty, 404),
+        ("GET", "/api/v1/audit?limit=-1", Body::Empty, 400),
+        ("GET", "/api/v1/audit?since=abc", Body::Empty, 400),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, expected) in cases {
+        let r = api.call(method, path, Some(&admin), body).await;
+        let what = format!("{method} {path}");
+        if r.status != expected {
+            failures.push(format!("{what}: expected {expected}, got {} {}", r.status, r.text().chars().take(300).collect::<String>()));
+        } else if let Err(e) = r.error_format() {
+            failures.push(format!("{what}: {e}"));
+        }
+    }
+    // Record ids and queries, as district staff (who may read records).
+    for (path, expected) in [
+        ("/api/v1/records/..%2F..%2Fetc", 400),
+        ("/api/v1/records/..%2F..%2Fetc%2Fpasswd", 400),
+        ("/api/v1/records/not-a-uuid", 400),
+        ("/api/v1/records/%00", 400),
+        ("/api/v1/records?org_unit=04701&evil=1", 400),
+        ("/api/v1/records?org_unit=04701&kind=password", 400),
+        ("/api/v1/records?org_unit=04701&period=yesterday", 400),
+        ("/api/v1/records?org_unit=..%2F04", 404),
+    ] {
+        let r = api.get(path, &district).await;
+        if r.status != expected {
+            failures.push(format!("GET {path}: expected {expected}, got {} {}", r.status, r.text()));
+        } else if let Err(e) = r.error_format() {
+            failures.push(format!("GET {path}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} bad-input mismatches:\n{}", failures.len(), failures.join("\n"));
+
+    // Nothing was written.
+    assert_eq!(api.get("/api/v1/users", &admin).await.text(), users_before, "users changed");
+    assert_eq!(api.get("/api/v1/org-units", &admin).await.text(), units_before, "org units changed");
+    assert_eq!(api.get(figures_path, &admin).await.text(), figures_before, "targets changed");
+    let log = api.get("/api/v1/audit", &admin).await.json();
+    let written: Vec<&Value> = log["entries"].as_array().unwrap().iter().filter(|e| e["user"] == "admin" && e["action"] != "login").collect();
+    assert!(written.is_empty(), "bad input was audited as done: {written:?}");
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sync_messages_are_refused_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let officer1 = api.login("officer1", None).await.access;
+    let district = api.login("district", None).await.access;
+    let (id, valid) = push_request("04701");
+
+    let mut wrong_version = valid.clone();
+    wrong_version[4] = 99;
+    let mut trailing = valid.clone();
+    trailing.extend_from_slice(&[0, 0, 0]);
+    let mut oversized = valid[..5].to_vec();
+    oversized.resize(MAX_MESSAGE_BYTES + 1, 0);
+    // (what, content type, body, expected status, a word the message must contain)
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        ("garbage", Some(CONTENT_TYPE), b"hello, this is not a sync message".to_vec(), 400, "magic"),
+        ("empty", Some(CONTENT_TYPE), Vec::new(), 400, "empty"),
+        ("truncated", Some(CONTENT_TYPE), valid[..valid.len() / 2].to_vec(), 400, ""),
+        ("header only", Some(CONTENT_TYPE), valid[..5].to_vec(), 400, ""),
+        ("wrong version", Some(CONTENT_TYPE), wrong_version, 400, "version"),
+        ("trailing bytes", Some(CONTENT_TYPE), trailing, 400, "trailing"),
+        ("oversized", Some(CONTENT_TYPE), oversized, 413, ""),
+        ("JSON content type", Some("application/json"), valid.clone(), 415, CONTENT_TYPE),
+        ("no content type", None, valid.clone(), 415, CONTENT_TYPE),
+    ];
+    let mut failures = Vec::new();
+    for (what, ct, body, expected, word) in cases {
+        let r = api.call("POST", "/api/v1/sync", Some(&officer1), Body::Raw(ct, body)).await;
+        if r.status != expected {
+            failures.push(format!("{what}: expected {expected}, got {} {}", r.status, r.text().chars().take(300).collect::<String>()));
+            continue;
+        }
+        match r.error_format() {
+            Err(e) => failures.push(format!("{what}: {e}")),
+            Ok((_, message)) if !message.contains(word) || message.len() > 300 => failures.push(format!("{what}: unclear message {message:?}")),
+            Ok(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{} bad sync mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(api.record_ids(&district, "047").await.is_empty(), "a refused sync message stored a record");
+
+    // The same valid message, from callers who may not write records of 04701: rejected.
+    let province = api.login("province", None).await.access;
+    let officer3 = api.login("officer3", None).await.access;
+    let officer2 = api.login("officer2", None).await.access;
+    for (who, token) in [("province", &province), ("officer3", &officer3), ("officer2 (sibling commune)", &officer2)] {
+        let r = api.sync(token, valid.clone()).await;
+        assert_eq!(r.status, 200, "{who}: {}", r.text());
+        let resp = SyncResponse::decode(&r.bytes).unwrap();
+        assert_eq!(resp.results.len(), 1);
+        assert!(matches!(resp.results[0].outcome, PushOutcome::Rejected { .. }), "{who}: push outside scope: {:?}", resp.results[0].outcome);
+        assert!(resp.pull.is_empty(), "{who} was sent records");
+    }
+    assert!(api.record_ids(&district, "047").await.is_empty(), "a push outside scope stored a record");
+
+    // And from its own officer it is accepted: the refusals above were about scope and framing.
+    let r = api.sync(&officer1, valid).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp = SyncResponse::decode(&r.bytes).unwrap();
+    assert_eq!(resp.results[0].outcome, PushOutcome::Accepted);
+    assert_eq!(api.record_ids(&district, "047").await, BTreeSet::from([id.to_string()]));
+
+    server.stop().await;
+}
