@@ -273,7 +273,7 @@ impl Client {
             // What the old server had says nothing about the new one.
             let ids: Vec<RecordId> = self.store.records().keys().copied().collect();
             for id in ids {
-                self.store.update_meta(id, |m| {
+                self.store.update_meta_durable(id, |m| {
                     m.server_heads.clear();
                     m.rejected = None;
                 })?;

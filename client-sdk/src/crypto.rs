@@ -290,6 +290,11 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 /// Writes a file atomically: a temporary file in the same directory, fsync, rename, then fsync of
 /// the directory, so a crash leaves either the old or the new content, never a mix. Mode 0600.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, true)
+}
+
+/// [`write_atomic`], with the fsyncs only when `durable`: the rename keeps it atomic either way.
+pub(crate) fn write_atomic_with(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -306,7 +311,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| {
         let mut f = options.open(&tmp).map_err(Error::io("create", &tmp))?;
         f.write_all(bytes).map_err(Error::io("write", &tmp))?;
-        f.sync_all().map_err(Error::io("sync", &tmp))?;
+        if durable {
+            f.sync_all().map_err(Error::io("sync", &tmp))?;
+        }
         fs::rename(&tmp, path).map_err(Error::io("replace", path))
     })();
     if result.is_err() {
@@ -315,8 +322,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result?;
     // Persist the rename itself. Directories cannot be opened for syncing everywhere; where they
     // cannot, the rename is still atomic.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
+    if durable {
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(())
 }

@@ -165,6 +165,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/calendar", get(calendar))
         .route("/api/v1/sync", post(sync))
         .fallback(|| async { AppError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method") })
         .with_state(state)
 }
 
@@ -719,7 +720,13 @@ async fn calendar(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<Calend
 
 // ---- sync ------------------------------------------------------------------------------------
 
-async fn sync(State(state): State<Shared>, Authed(p): Authed, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+async fn sync(
+    State(state): State<Shared>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<Response> {
+    let body = body?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ct != CONTENT_TYPE {
         return Err(AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_content_type", format!("sync bodies must be sent as {CONTENT_TYPE}")));

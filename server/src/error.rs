@@ -1,7 +1,7 @@
 //! One error type for every handler: a status, a stable code and a message for the caller.
 //! Internal details are logged (without record contents) and never sent.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -74,6 +74,16 @@ impl From<JsonRejection> for AppError {
         // serde's messages name the field and the expected type, never the submitted value
         // beyond a short token; they are what the caller needs to fix the body.
         AppError::new(status, "bad_json", r.body_text())
+    }
+}
+
+impl From<BytesRejection> for AppError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request bodies are at most {} bytes", sync_protocol::wire::MAX_MESSAGE_BYTES))
+        } else {
+            AppError::new(r.status(), "bad_body", r.body_text())
+        }
     }
 }
 

@@ -1047,7 +1047,7 @@ async fn bad_sync_messages_are_refused_and_store_nothing() {
     let mut oversized = valid[..5].to_vec();
     oversized.resize(MAX_MESSAGE_BYTES + 1, 0);
     // (what, content type, body, expected status, a word the message must contain)
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases = vec![
         ("garbage", Some(CONTENT_TYPE), b"hello, this is not a sync message".to_vec(), 400, "magic"),
         ("empty", Some(CONTENT_TYPE), Vec::new(), 400, "empty"),
         ("truncated", Some(CONTENT_TYPE), valid[..valid.len() / 2].to_vec(), 400, ""),
