@@ -30,6 +30,8 @@ pub enum DbError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> DbError {

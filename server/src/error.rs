@@ -56,6 +56,7 @@ impl From<DbError> for AppError {
             DbError::Invalid(m) => AppError::bad_request(m),
             DbError::NotFound(m) => AppError::not_found(m),
             DbError::Conflict(m) => AppError::new(StatusCode::CONFLICT, "conflict", m),
+            DbError::Forbidden(m) => AppError::forbidden(m),
             DbError::Store(e) => {
                 tracing::error!(error = %e, "storage error");
                 AppError::internal()

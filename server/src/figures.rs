@@ -34,6 +34,11 @@ impl Pending {
         }
     }
 
+    /// Every (unit, quarter) whose counters this write changes.
+    pub fn touched(&self) -> Vec<(String, Quarter)> {
+        self.deltas.iter().filter(|(_, d)| !d.is_zero()).map(|(k, _)| k.clone()).collect()
+    }
+
     /// Reads the current counters of every touched (unit, quarter), adds the deltas and puts
     /// the sums into `batch`. Must run under the feed write lock (read-modify-write).
     pub fn write_into(self, db: &Db, batch: &mut Batch) -> Result<(), DbError> {

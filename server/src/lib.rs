@@ -21,6 +21,7 @@ pub mod error;
 mod figures;
 pub mod model;
 pub mod records;
+pub mod review;
 pub mod server;
 pub mod store;
 

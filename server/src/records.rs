@@ -47,6 +47,16 @@ pub struct RecordMeta {
     pub updated_at: i64,
     /// The record's current contribution to the figures (old one out, new one in).
     pub contribution: Option<indicators::Contribution>,
+    /// (sex, birth year) of the person recorded, for flagging possible duplicates.
+    #[serde(default)]
+    pub dup: Option<(String, i64)>,
+    /// Number of fields holding concurrent values.
+    #[serde(default)]
+    pub conflicts: u32,
+}
+
+fn reject(reason: String) -> Verdict {
+    Verdict::Refuse(PushOutcome::Rejected { reason })
 }
 
 impl RecordMeta {
@@ -93,17 +103,18 @@ fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
 }
 
 /// A pushed record, merged and checked, ready to be written.
-struct Prepared {
-    id: RecordId,
+pub(crate) struct Prepared {
+    pub(crate) id: RecordId,
     /// The stored version it was merged onto (`None` for a new record).
     base_seq: Option<u64>,
     doc_bytes: Vec<u8>,
     meta: RecordMeta,
     old_contribution: Option<indicators::Contribution>,
+    conflicts: Vec<crate::review::StoredConflict>,
     new_actors: Vec<String>,
 }
 
-enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing new (a retried push): acknowledge without writing.
     Unchanged,
     Write(Box<Prepared>),
@@ -135,11 +146,10 @@ impl Db {
 
     /// Merges and checks one pushed record against what is stored now.
     fn prepare(&self, who: &Principal, tree: &OrgTree, push: &PushDoc) -> Result<Verdict, DbError> {
-        let reject = |reason: String| Ok(Verdict::Refuse(PushOutcome::Rejected { reason }));
         let meta = self.get_meta(&push.id)?;
         if let Some(m) = &meta {
             if !who.may_access_records_of(tree, &m.commune) {
-                return reject(format!("record {} belongs to a commune outside your scope", push.id));
+                return Ok(reject(format!("record {} belongs to a commune outside your scope", push.id)));
             }
         }
         let mut doc = match self.load_doc(&push.id)? {
@@ -148,61 +158,76 @@ impl Db {
         };
         let old_heads = doc.get_heads();
         if doc.load_incremental(&push.changes).is_err() {
-            return reject("the pushed changes are not valid Automerge data".into());
+            return Ok(reject("the pushed changes are not valid Automerge data".into()));
         }
         if !doc.get_missing_deps(&[]).is_empty() {
             return Ok(Verdict::Refuse(PushOutcome::NeedFull));
         }
+        self.prepare_doc(who, tree, push.id, meta, &old_heads, doc)
+    }
+
+    /// Checks a record's document after changes were merged into it (`old_heads`: the stored
+    /// version's heads) and prepares its write: schema, fixed fields, scope, actor ownership,
+    /// figures contribution, conflicts.
+    pub(crate) fn prepare_doc(
+        &self,
+        who: &Principal,
+        tree: &OrgTree,
+        id: RecordId,
+        meta: Option<RecordMeta>,
+        old_heads: &[ChangeHash],
+        mut doc: AutoCommit,
+    ) -> Result<Verdict, DbError> {
         let heads = doc.get_heads();
         if heads == old_heads {
             return Ok(Verdict::Unchanged);
         }
         let kind = match doc::check_doc(&doc) {
             Ok(k) => k,
-            Err(e) => return reject(e.to_string()),
+            Err(e) => return Ok(reject(e.to_string())),
         };
         let communes = doc::all_root_strings(&doc, "commune").map_err(|e| corrupt("doc", e))?;
         let commune = match (&meta, communes.as_slice()) {
             (Some(m), [c]) if *c == m.commune && kind == m.kind => c.clone(),
-            (Some(m), _) if kind != m.kind => return reject("field `kind` is fixed when the record is created".into()),
-            (Some(_), _) => return reject("field `commune` is fixed when the record is created".into()),
+            (Some(m), _) if kind != m.kind => return Ok(reject("field `kind` is fixed when the record is created".into())),
+            (Some(_), _) => return Ok(reject("field `commune` is fixed when the record is created".into())),
             (None, [c]) => c.clone(),
-            (None, _) => return reject("field `commune` must have exactly one value".into()),
+            (None, _) => return Ok(reject("field `commune` must have exactly one value".into())),
         };
         if meta.is_none() {
             match tree.get(&commune) {
                 Some(u) if u.level == COMMUNE_LEVEL => {}
-                Some(_) => return reject(format!("`{commune}` is not a commune")),
-                None => return reject(format!("unknown commune `{commune}`")),
+                Some(_) => return Ok(reject(format!("`{commune}` is not a commune"))),
+                None => return Ok(reject(format!("unknown commune `{commune}`"))),
             }
             if !who.may_access_records_of(tree, &commune) {
-                return reject(format!("commune `{commune}` is outside your scope"));
+                return Ok(reject(format!("commune `{commune}` is outside your scope")));
             }
         }
         // Every change's actor must belong to this device (or be new, and then it becomes this
         // device's): a phone cannot write in another device's name.
         let mut new_actors = Vec::new();
-        for change in doc.get_changes(&old_heads) {
+        for change in doc.get_changes(old_heads) {
             let actor = change.actor_id().to_hex_string();
             if new_actors.contains(&actor) {
                 continue;
             }
             match self.actor_owner(&actor)? {
                 Some(owner) if owner.username == who.username && owner.device_id == who.device_id => {}
-                Some(_) => return reject("the changes claim an Automerge actor that belongs to another device".into()),
+                Some(_) => return Ok(reject("the changes claim an Automerge actor that belongs to another device".into())),
                 None => new_actors.push(actor),
             }
         }
         let view = doc::view(&doc).map_err(|e| corrupt("doc", e))?;
+        let conflicts = crate::review::detect_conflicts(&mut doc).map_err(|e| corrupt("doc", e))?;
         let contribution = indicators::Contribution::from_record(&view);
         let mut history = meta.as_ref().map(|m| m.history.clone()).unwrap_or_default();
-        let heads_w = heads_to_wire(&heads);
-        history.push_back((0, heads_w)); // sequence number filled in at commit
+        history.push_back((0, heads_to_wire(&heads))); // sequence number filled in at commit
         while history.len() > HISTORY {
             history.pop_front();
         }
         Ok(Verdict::Write(Box::new(Prepared {
-            id: push.id,
+            id,
             base_seq: meta.as_ref().map(|m| m.seq),
             doc_bytes: doc.save(),
             old_contribution: meta.as_ref().and_then(|m| m.contribution.clone()),
@@ -215,7 +240,10 @@ impl Db {
                 history,
                 updated_at: now_secs(),
                 contribution,
+                dup: crate::review::duplicate_key(&view),
+                conflicts: conflicts.len() as u32,
             },
+            conflicts,
             new_actors,
         })))
     }
@@ -254,55 +282,26 @@ impl Db {
         let mut outcomes = Vec::with_capacity(pushes.len());
         if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
             let _w = self.inner.feed_lock.write().expect("feed lock");
-            let mut seq = self.durable_seq();
-            let mut batch = Batch::default();
-            let mut written: HashMap<RecordId, u64> = HashMap::new();
-            let mut claimed: Vec<String> = Vec::new();
-            let mut figure_deltas = figures::Pending::default();
-            let chain = |c: &str| tree.chain(c);
+            let mut writes: Vec<Prepared> = Vec::new();
             for (push, verdict) in pushes.iter().zip(verdicts) {
                 let verdict = match verdict {
                     // Someone else wrote this record since we prepared it (or this request
                     // pushes it twice): merge again onto the current version.
-                    Verdict::Write(p) if self.get_meta(&p.id)?.map(|m| m.seq) != p.base_seq || written.contains_key(&p.id) => {
-                        self.prepare_after(who, tree, push, &batch, &written)?
+                    Verdict::Write(p) if self.get_meta(&p.id)?.map(|m| m.seq) != p.base_seq || writes.iter().any(|w| w.id == p.id) => {
+                        self.prepare_after(who, tree, push, &writes)?
                     }
                     v => v,
                 };
                 match verdict {
                     Verdict::Unchanged => outcomes.push(PushOutcome::Accepted),
                     Verdict::Refuse(o) => outcomes.push(o),
-                    Verdict::Write(mut p) => {
-                        seq += 1;
-                        if let Some(old) = p.base_seq {
-                            batch.delete(feed_key(&p.meta.commune, old));
-                        }
-                        if let Some(prev) = written.insert(p.id, seq) {
-                            batch.delete(feed_key(&p.meta.commune, prev));
-                        }
-                        batch.put(feed_key(&p.meta.commune, seq), p.id.0.to_vec());
-                        p.meta.seq = seq;
-                        if let Some(last) = p.meta.history.back_mut() {
-                            last.0 = seq;
-                        }
-                        figure_deltas.record_change(&chain, p.old_contribution.as_ref(), p.meta.contribution.as_ref());
-                        batch.put(key("r/", &[&p.id.0]), std::mem::take(&mut p.doc_bytes));
-                        batch.put(key("m/", &[&p.id.0]), to_json(&p.meta));
-                        for actor in &p.new_actors {
-                            if !claimed.contains(actor) {
-                                let owner = ActorOwner { username: who.username.clone(), device_id: who.device_id.clone() };
-                                batch.put(key("x/", &[actor.as_bytes()]), to_json(&owner));
-                                claimed.push(actor.clone());
-                            }
-                        }
+                    Verdict::Write(p) => {
+                        writes.push(*p);
                         outcomes.push(PushOutcome::Accepted);
                     }
                 }
             }
-            figure_deltas.write_into(self, &mut batch)?;
-            batch.put(b"n/seq".to_vec(), seq.to_be_bytes().to_vec());
-            self.commit(batch)?;
-            self.inner.durable_seq.store(seq, Ordering::Release);
+            self.write_locked(who, tree, writes, None)?;
         } else {
             outcomes.extend(verdicts.into_iter().map(|v| match v {
                 Verdict::Refuse(o) => o,
@@ -312,18 +311,61 @@ impl Db {
         Ok(pushes.iter().zip(outcomes).map(|(p, outcome)| PushResult { id: p.id, outcome }).collect())
     }
 
-    /// Prepares a push again under the write lock. Records already written earlier in the same
-    /// request are not yet in the store, so such a duplicate push is simply merged on its own:
-    /// Automerge merging is idempotent, and the second write carries both.
-    fn prepare_after(
+    /// Writes prepared records in one batch and flushes it, then publishes the new durable
+    /// sequence number. The caller holds the feed write lock. Besides documents and metadata,
+    /// the batch moves each record's feed entry, its figures contribution, its conflicts in the
+    /// review index, flags approvals the change alters, claims new actors for `who`'s device,
+    /// and (optionally) appends an audit entry.
+    pub(crate) fn write_locked(
         &self,
         who: &Principal,
         tree: &OrgTree,
-        push: &PushDoc,
-        _batch: &Batch,
-        written: &HashMap<RecordId, u64>,
-    ) -> Result<Verdict, DbError> {
-        if written.contains_key(&push.id) {
+        writes: Vec<Prepared>,
+        audit: Option<crate::db::AuditEvent>,
+    ) -> Result<(), DbError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut seq = self.durable_seq();
+        let mut batch = Batch::default();
+        let mut claimed: Vec<String> = Vec::new();
+        let mut figure_deltas = figures::Pending::default();
+        let chain = |c: &str| tree.chain(c);
+        for mut p in writes {
+            seq += 1;
+            if let Some(old) = p.base_seq {
+                batch.delete(feed_key(&p.meta.commune, old));
+            }
+            batch.put(feed_key(&p.meta.commune, seq), p.id.0.to_vec());
+            p.meta.seq = seq;
+            if let Some(last) = p.meta.history.back_mut() {
+                last.0 = seq;
+            }
+            figure_deltas.record_change(&chain, p.old_contribution.as_ref(), p.meta.contribution.as_ref());
+            crate::review::index_conflicts(&mut batch, &p.meta.commune, &p.id, &p.conflicts);
+            batch.put(key("r/", &[&p.id.0]), std::mem::take(&mut p.doc_bytes));
+            batch.put(key("m/", &[&p.id.0]), to_json(&p.meta));
+            for actor in &p.new_actors {
+                if !claimed.contains(actor) {
+                    let owner = ActorOwner { username: who.username.clone(), device_id: who.device_id.clone() };
+                    batch.put(key("x/", &[actor.as_bytes()]), to_json(&owner));
+                    claimed.push(actor.clone());
+                }
+            }
+        }
+        self.flag_approvals(&mut batch, figure_deltas.touched())?;
+        figure_deltas.write_into(self, &mut batch)?;
+        batch.put(b"n/seq".to_vec(), seq.to_be_bytes().to_vec());
+        self.commit_audited(batch, audit)?;
+        self.inner.durable_seq.store(seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Prepares a push again under the write lock. Records already written earlier in the same
+    /// request are not yet in the store, so such a duplicate push is simply merged on its own:
+    /// Automerge merging is idempotent, and the second write carries both.
+    fn prepare_after(&self, who: &Principal, tree: &OrgTree, push: &PushDoc, written: &[Prepared]) -> Result<Verdict, DbError> {
+        if written.iter().any(|w| w.id == push.id) {
             // Same record twice in one request: the first write already holds its changes only
             // if they are identical; to stay simple and safe, refuse the repeat politely.
             return Ok(Verdict::Refuse(PushOutcome::Rejected {

@@ -28,6 +28,16 @@ pub enum DocError {
     Malformed(String),
 }
 
+/// Commits pending operations with the wall-clock time, which the server shows as the "when"
+/// of each competing value (advisory: it is the device's clock).
+fn commit(doc: &mut AutoCommit) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(now));
+}
+
 fn malformed(msg: impl Into<String>) -> DocError {
     DocError::Malformed(msg.into())
 }
@@ -78,7 +88,7 @@ pub fn new_record(kind: RecordKind, json: &Value, actor: ActorId) -> Result<Auto
     if !map.contains_key("deleted") {
         doc.put(ObjId::Root, "deleted", false).map_err(am)?;
     }
-    doc.commit();
+    commit(&mut doc);
     Ok(doc)
 }
 
@@ -237,7 +247,35 @@ pub fn set_path(doc: &mut AutoCommit, path: &str, value: &Value) -> Result<(), D
     let mut one = Map::new();
     one.insert(name[0].to_string(), value.clone());
     write_map_fields(doc, &parent, std::slice::from_ref(field), &one, false)?;
-    doc.commit();
+    commit(doc);
+    Ok(())
+}
+
+/// Resolves a conflict at `path`: removes every concurrent value, then writes `value`, in one
+/// change. A plain `set_path` of a value equal to the current winner would be elided by
+/// Automerge and leave the competing values in place; the delete supersedes all of them.
+/// Unlike `set_path`, `deleted` may be resolved here too (edit concurrent with a delete).
+pub fn resolve_path(doc: &mut AutoCommit, path: &str, value: &Value) -> Result<(), DocError> {
+    let kind = kind_of(doc)?;
+    let top = path.split('.').next().unwrap_or_default();
+    if IMMUTABLE.contains(&top) {
+        return Err(schema(path, Problem::Immutable));
+    }
+    let field = field_at(kind, path)?;
+    if matches!(field.ty, FieldType::Map(_) | FieldType::List(_) | FieldType::Set(_)) {
+        return Err(schema(path, Problem::WrongType { expected: "a single value (conflicts are on scalar fields)" }));
+    }
+    check_value(path, field, value)?;
+    let parts: Vec<&str> = path.split('.').collect();
+    let (parent_path, name) = parts.split_at(parts.len() - 1);
+    let parent = object_at(doc, parent_path)?.ok_or_else(|| schema(path, Problem::UnknownField))?;
+    if doc.get(&parent, name[0]).map_err(am)?.is_some() {
+        doc.delete(&parent, name[0]).map_err(am)?;
+    }
+    if !value.is_null() {
+        doc.put(&parent, name[0], to_scalar(value)).map_err(am)?;
+    }
+    commit(doc);
     Ok(())
 }
 
@@ -268,7 +306,7 @@ pub fn append(doc: &mut AutoCommit, path: &str, value: &Value) -> Result<(), Doc
         }
         _ => return Err(schema(path, Problem::WrongType { expected: "a list (services, support) or set (violence_types)" })),
     }
-    doc.commit();
+    commit(doc);
     Ok(())
 }
 
@@ -277,7 +315,7 @@ pub fn delete_record(doc: &mut AutoCommit, reason: &str) -> Result<(), DocError>
     check_scalar("deleted_reason", &FieldType::Text, &Value::String(reason.to_string()))?;
     doc.put(ObjId::Root, "deleted", true).map_err(am)?;
     doc.put(ObjId::Root, "deleted_reason", reason).map_err(am)?;
-    doc.commit();
+    commit(doc);
     Ok(())
 }
 
@@ -572,6 +610,24 @@ mod tests {
         let values: Vec<&Value> = c[0].values.iter().map(|v| &v.value).collect();
         assert_eq!(values, [&json!("male"), &json!("other")]);
         assert_eq!(c[0].values[0].actor, actor(1).to_hex_string());
+    }
+
+    #[test]
+    fn resolving_keeps_one_value_even_when_it_equals_the_winner() {
+        let mut a = new_record(RecordKind::GbvCase, &case(), actor(1)).unwrap();
+        let mut b = AutoCommit::load(&a.save()).unwrap().with_actor(actor(2));
+        set_path(&mut a, "victim.sex", &json!("male")).unwrap();
+        set_path(&mut b, "victim.sex", &json!("other")).unwrap();
+        a.merge(&mut b).unwrap();
+        let winner = view(&a).unwrap()["victim"]["sex"].clone();
+        let mut r = a.fork().with_actor(actor(3));
+        resolve_path(&mut r, "victim.sex", &winner).unwrap();
+        assert!(conflicts(&mut r).unwrap().is_empty());
+        assert_eq!(view(&r).unwrap()["victim"]["sex"], winner);
+        // Required fields can be resolved too, and bad values are refused.
+        resolve_path(&mut r, "detected_on", &json!("2025-01-01")).unwrap();
+        assert!(resolve_path(&mut r, "detected_on", &json!("x")).is_err());
+        assert!(resolve_path(&mut r, "commune", &json!("04124")).is_err());
     }
 
     #[test]

@@ -259,6 +259,9 @@ const ALL_200: [(u16, u16); 4] = [(200, 200); 4];
 const ADMIN_ONLY_200: [(u16, u16); 4] = [(200, 200), (403, 403), (403, 403), (403, 403)];
 const ADMIN_ONLY_201: [(u16, u16); 4] = [(201, 201), (403, 403), (403, 403), (403, 403)];
 const ADMIN_ONLY_204: [(u16, u16); 4] = [(204, 204), (403, 403), (403, 403), (403, 403)];
+/// Review (conflict queue, duplicates): district staff inside their district only.
+const REVIEW_200: [(u16, u16); 4] = [(403, 403), (403, 403), (200, 403), (403, 403)];
+const REVIEW_404: [(u16, u16); 4] = [(403, 403), (403, 403), (404, 403), (403, 403)];
 /// Figures: admin anywhere, the others inside their own org unit.
 const FIGURES: [(u16, u16); 4] = [(200, 200), (200, 403), (200, 403), (200, 403)];
 
@@ -384,6 +387,63 @@ const MATRIX: &[Row] = &[
         body: Payload::None,
         anon: 401,
         expect: FIGURES,
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/conflicts",
+        path: "/api/v1/conflicts?org_unit={unit}",
+        body: Payload::None,
+        anon: 401,
+        expect: REVIEW_200,
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/conflicts/{id}/resolve",
+        path: "/api/v1/conflicts/{record}~victim.sex/resolve",
+        body: Payload::Json(r#"{"value":"female"}"#),
+        anon: 401,
+        // In scope but no such open conflict: 404; outside scope (or not a reviewer): 403.
+        expect: REVIEW_404,
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/duplicates",
+        path: "/api/v1/duplicates?org_unit={unit}",
+        body: Payload::None,
+        anon: 401,
+        expect: REVIEW_200,
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/duplicates/{id}/not-duplicate",
+        path: "/api/v1/duplicates/{record}~ffffffff-ffff-4fff-bfff-ffffffffffff/not-duplicate",
+        body: Payload::None,
+        anon: 401,
+        expect: REVIEW_404,
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/duplicates/{id}/merge",
+        path: "/api/v1/duplicates/{record}~ffffffff-ffff-4fff-bfff-ffffffffffff/merge",
+        body: Payload::Json(r#"{"keep":"{record}"}"#),
+        anon: 401,
+        expect: REVIEW_404,
+    },
+    Row {
+        method: "GET",
+        route: "/api/v1/approvals",
+        path: "/api/v1/approvals?org_unit={unit}",
+        body: Payload::None,
+        anon: 401,
+        expect: FIGURES,
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/approvals",
+        path: "/api/v1/approvals",
+        body: Payload::Json(r#"{"org_unit":"{unit}","period":"2025"}"#),
+        anon: 401,
+        expect: [(403, 403), (403, 403), (201, 403), (403, 403)],
     },
     Row { method: "POST", route: "/api/v1/sync", path: "/api/v1/sync", body: Payload::Sync, anon: 401, expect: ALL_200 },
 ];

@@ -1,0 +1,422 @@
+//! Review by district staff: conflicts with provenance, possible duplicates, and approval of a
+//! period's figures.
+//!
+//! - Conflicts are detected on every write (`records.rs` calls [`detect_conflicts`]) and kept in
+//!   an index `q/{commune}/{id16}`, so the queue of a district is read without opening
+//!   documents. A resolution is an Automerge change made by the server with an actor bound to
+//!   the resolver (`k/actor/{username}`), written through the same path as a phone's push, so it
+//!   moves the feed (phones get it), the figures and the index, atomically.
+//! - Possible duplicates are computed on demand from record metadata (kind, commune, the
+//!   person's sex and birth year, the date); pairs marked "not a duplicate" are kept in
+//!   `nd/{a}~{b}`.
+//! - Approvals `ap/{unit}/{period}` hold who approved, when, and the figures approved; a later
+//!   change to a counter of that unit and period flags the approval (in the write batch).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sync_protocol::automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ReadDoc, Value as AmValue};
+use sync_protocol::doc::{self, ConflictValue, DocError};
+use sync_protocol::{RecordId, RecordKind};
+
+use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
+use crate::model::{Principal, Role};
+use crate::records::Verdict;
+use crate::store::{prefix_end, Batch};
+
+/// A conflict as kept in the index: the field and its competing values (actor = device).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredConflict {
+    pub path: String,
+    pub values: Vec<ConflictValue>,
+}
+
+/// Every conflict of a document: fields with different concurrent values (see
+/// [`doc::conflicts`]) and, for a deleted record, edits made concurrently with the delete
+/// (reported on `deleted`: `true` from the deleter, `false` from each concurrent editor).
+pub fn detect_conflicts(doc: &mut AutoCommit) -> Result<Vec<StoredConflict>, DocError> {
+    let mut out: Vec<StoredConflict> =
+        doc::conflicts(doc)?.into_iter().map(|c| StoredConflict { path: c.path, values: c.values }).collect();
+    if out.iter().any(|c| c.path == "deleted") {
+        return Ok(out);
+    }
+    let winner = doc.get(ObjId::Root, "deleted").ok().flatten();
+    let Some((AmValue::Scalar(v), op)) = winner else { return Ok(out) };
+    if !matches!(v.as_ref(), sync_protocol::automerge::ScalarValue::Boolean(true)) {
+        return Ok(out);
+    }
+    let Some(del) = doc.hash_for_opid(&op) else { return Ok(out) };
+    let after: Vec<(ChangeHash, String, i64)> = doc
+        .get_changes(&[del])
+        .iter()
+        .filter(|c| c.hash() != del)
+        .map(|c| (c.hash(), c.actor_id().to_hex_string(), c.timestamp()))
+        .collect();
+    let mut editors: Vec<ConflictValue> = Vec::new();
+    for (hash, actor, at) in after {
+        // `hash` is concurrent with the delete when the delete is not in its history.
+        let concurrent = doc.get_changes(&[hash]).iter().any(|c| c.hash() == del);
+        if concurrent && !editors.iter().any(|e| e.actor == actor) {
+            editors.push(ConflictValue { value: Value::Bool(false), actor, at });
+        }
+    }
+    if !editors.is_empty() {
+        let meta = doc.get_change_meta_by_hash(&del).map(|m| (m.actor.to_hex_string(), m.timestamp));
+        let (actor, at) = meta.unwrap_or_default();
+        let mut values = vec![ConflictValue { value: Value::Bool(true), actor, at }];
+        values.extend(editors);
+        out.push(StoredConflict { path: "deleted".into(), values });
+    }
+    Ok(out)
+}
+
+/// (sex, birth year) of the person a record describes, when both are known.
+pub fn duplicate_key(view: &Value) -> Option<(String, i64)> {
+    let person = match view.get("kind")?.as_str()? {
+        "gbv_case" => view.get("victim")?,
+        "trafficking_returnee" => view,
+        _ => return None,
+    };
+    Some((person.get("sex")?.as_str()?.to_string(), person.get("birth_year")?.as_i64()?))
+}
+
+fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
+    key("q/", &[commune.as_bytes(), &id.0])
+}
+
+/// Puts a record's conflicts into the index (or removes it from there) within `batch`.
+pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, conflicts: &[StoredConflict]) {
+    if conflicts.is_empty() {
+        batch.delete(conflict_key(commune, id));
+    } else {
+        batch.put(conflict_key(commune, id), to_json(&conflicts));
+    }
+}
+
+/// One competing value as the district sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictValueOut {
+    pub value: Value,
+    pub user: Option<String>,
+    pub device_id: Option<String>,
+    /// When the change was made (the device's clock), RFC 3339.
+    pub at: String,
+}
+
+/// One open conflict (`GET /api/v1/conflicts`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictEntry {
+    /// `{record_id}~{path}`
+    pub id: String,
+    pub record_id: String,
+    pub commune: String,
+    pub path: String,
+    pub values: Vec<ConflictValueOut>,
+}
+
+/// A possible duplicate pair (`GET /api/v1/duplicates`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DuplicatePair {
+    /// `{a}~{b}` with `a < b`
+    pub id: String,
+    pub kind: RecordKind,
+    pub commune: String,
+    pub a: Value,
+    pub b: Value,
+}
+
+/// A district's approval of a period.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approval {
+    pub org_unit: String,
+    pub period: String,
+    pub approved_by: String,
+    pub approved_at: i64,
+    /// The figures as approved (the `GET /api/v1/indicators` shape).
+    pub figures: Value,
+    /// Record changes synced after the approval that altered these figures.
+    pub changes_after: u64,
+    pub last_change_at: Option<i64>,
+}
+
+/// Days between two `YYYY-MM-DD` dates.
+fn days_apart(a: &str, b: &str) -> Option<i64> {
+    let p = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    Some((p(a)? - p(b)?).num_days().abs())
+}
+
+pub const DUPLICATE_WINDOW_DAYS: i64 = 14;
+
+fn forbidden(msg: &str) -> DbError {
+    DbError::Forbidden(msg.to_string())
+}
+
+impl Db {
+    /// Checks that `who` may review (see conflicts, duplicates) the records under `unit`.
+    fn check_reviewer(&self, who: &Principal, unit: &str) -> Result<(), DbError> {
+        let tree = self.tree();
+        if tree.get(unit).is_none() {
+            return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
+        }
+        if who.role != Role::DistrictStaff {
+            return Err(forbidden("only district staff review conflicts, duplicates and approvals"));
+        }
+        if !tree.is_within(unit, &who.org_unit) {
+            return Err(forbidden("that org unit is outside your scope"));
+        }
+        Ok(())
+    }
+
+    /// The open conflicts of every commune under `unit`, with provenance.
+    pub fn conflicts_under(&self, who: &Principal, unit: &str) -> Result<Vec<ConflictEntry>, DbError> {
+        self.check_reviewer(who, unit)?;
+        let mut out = Vec::new();
+        let mut owners: HashMap<String, Option<crate::records::ActorOwner>> = HashMap::new();
+        for commune in self.tree().communes_under(unit) {
+            let prefix = key("q/", &[commune.as_bytes(), b""]);
+            for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
+                let id = RecordId(k[k.len() - 16..].try_into().map_err(|_| corrupt("conflict index", "bad key"))?);
+                let conflicts: Vec<StoredConflict> = serde_json::from_slice(&v).map_err(|e| corrupt("conflict index", e))?;
+                for c in conflicts {
+                    let mut values = Vec::new();
+                    for cv in c.values {
+                        if !owners.contains_key(&cv.actor) {
+                            owners.insert(cv.actor.clone(), self.actor_owner(&cv.actor)?);
+                        }
+                        let owner = owners[&cv.actor].clone();
+                        let at = chrono::DateTime::from_timestamp(cv.at, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+                        values.push(ConflictValueOut {
+                            value: cv.value,
+                            user: owner.as_ref().map(|o| o.username.clone()),
+                            device_id: owner.map(|o| o.device_id),
+                            at,
+                        });
+                    }
+                    out.push(ConflictEntry { id: format!("{id}~{}", c.path), record_id: id.to_string(), commune: commune.clone(), path: c.path, values });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of records with open conflicts under `unit`.
+    pub fn open_conflicts(&self, unit: &str) -> Result<usize, DbError> {
+        let mut n = 0;
+        for commune in self.tree().communes_under(unit) {
+            let prefix = key("q/", &[commune.as_bytes(), b""]);
+            n += self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)?.len();
+        }
+        Ok(n)
+    }
+
+    /// The Automerge actor the server uses for changes made on `username`'s behalf.
+    fn actor_for(&self, username: &str) -> Result<ActorId, DbError> {
+        let bytes = self.secret(&format!("actor/{username}"), || ActorId::random().to_bytes().to_vec())?;
+        Ok(ActorId::from(bytes))
+    }
+
+    /// Applies `change` to record `id` as `who` (through the server's actor for them), checks it
+    /// and writes it like a pushed change. Runs under the feed write lock.
+    fn server_change(
+        &self,
+        who: &Principal,
+        edits: Vec<(RecordId, Box<dyn FnOnce(&mut AutoCommit) -> Result<(), DocError> + '_>)>,
+        audit: AuditEvent,
+    ) -> Result<(), DbError> {
+        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let tree = self.tree();
+        let actor = self.actor_for(&who.username)?;
+        let on_behalf = Principal { device_id: "server".into(), ..who.clone() };
+        let mut writes = Vec::new();
+        for (id, edit) in edits {
+            let meta = self.get_meta(&id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
+            if !who.may_access_records_of(&tree, &meta.commune) {
+                return Err(forbidden("that record is outside your scope"));
+            }
+            let mut d = self.load_doc(&id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
+            let old_heads = d.get_heads();
+            d.set_actor(actor.clone());
+            edit(&mut d).map_err(|e| DbError::Invalid(e.to_string()))?;
+            match self.prepare_doc(&on_behalf, &tree, id, Some(meta), &old_heads, d)? {
+                Verdict::Write(p) => writes.push(*p),
+                Verdict::Unchanged => {}
+                Verdict::Refuse(sync_protocol::wire::PushOutcome::Rejected { reason }) => return Err(DbError::Invalid(reason)),
+                Verdict::Refuse(_) => return Err(DbError::Invalid("the change could not be applied".into())),
+            }
+        }
+        self.write_locked(&on_behalf, &tree, writes, Some(audit))
+    }
+
+    /// Resolves conflict `conflict_id` (`{record_id}~{path}`) with `value` (one of the
+    /// competing values or a new one, validated against the schema).
+    pub fn resolve_conflict(&self, who: &Principal, conflict_id: &str, value: &Value) -> Result<(), DbError> {
+        let (rid, path) = conflict_id.split_once('~').ok_or_else(|| DbError::NotFound("no such conflict".into()))?;
+        let id: RecordId = rid.parse().map_err(|_| DbError::NotFound("no such conflict".into()))?;
+        let meta = self.get_meta(&id)?.ok_or_else(|| DbError::NotFound("no such conflict".into()))?;
+        self.check_reviewer(who, &meta.commune)?;
+        let open: Vec<StoredConflict> = get_json(self.kv(), &conflict_key(&meta.commune, &id))?.unwrap_or_default();
+        if !open.iter().any(|c| c.path == path) {
+            return Err(DbError::NotFound("no such open conflict (it may have been resolved already)".into()));
+        }
+        let path = path.to_string();
+        let value = value.clone();
+        let ev = AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "conflict_resolve", target: format!("{id} {path}") };
+        self.server_change(who, vec![(id, Box::new(move |d: &mut AutoCommit| doc::resolve_path(d, &path, &value)))], ev)
+    }
+
+    /// Possible duplicate pairs under `unit`: same kind and commune, same sex and birth year of
+    /// the person, dates within 14 days, not marked "not a duplicate".
+    pub fn duplicates_under(&self, who: &Principal, unit: &str) -> Result<Vec<DuplicatePair>, DbError> {
+        self.check_reviewer(who, unit)?;
+        let mut out = Vec::new();
+        for commune in self.tree().communes_under(unit) {
+            let mut candidates: Vec<(RecordId, RecordKind, (String, i64), String)> = Vec::new();
+            for id in self.record_ids_of(&commune)? {
+                let Some(m) = self.get_meta(&id)? else { continue };
+                if let (false, Some(dup), Some(date)) = (m.deleted, m.dup.clone(), m.date.clone()) {
+                    candidates.push((id, m.kind, dup, date));
+                }
+            }
+            candidates.sort_by(|x, y| x.3.cmp(&y.3));
+            for i in 0..candidates.len() {
+                for j in i + 1..candidates.len() {
+                    let (a, b) = (&candidates[i], &candidates[j]);
+                    match days_apart(&a.3, &b.3) {
+                        Some(d) if d <= DUPLICATE_WINDOW_DAYS => {}
+                        _ => break, // sorted by date: later ones are further away
+                    }
+                    if a.1 != b.1 || a.2 != b.2 {
+                        continue;
+                    }
+                    let (x, y) = if a.0 < b.0 { (a.0, b.0) } else { (b.0, a.0) };
+                    let pair = format!("{x}~{y}");
+                    if self.kv().get(&key("nd/", &[pair.as_bytes()]))?.is_some() {
+                        continue;
+                    }
+                    let (Some(va), Some(vb)) = (self.record_view(&x)?, self.record_view(&y)?) else { continue };
+                    out.push(DuplicatePair { id: pair, kind: a.1, commune: commune.clone(), a: va, b: vb });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn parse_pair(&self, who: &Principal, pair_id: &str) -> Result<(RecordId, RecordId), DbError> {
+        let nf = || DbError::NotFound("no such pair".into());
+        let (a, b) = pair_id.split_once('~').ok_or_else(nf)?;
+        let (a, b): (RecordId, RecordId) = match (a.parse(), b.parse()) {
+            (Ok(a), Ok(b)) if a < b => (a, b),
+            _ => return Err(nf()),
+        };
+        // Scope first: outside it, the caller learns nothing about either record.
+        let ma = self.get_meta(&a)?.ok_or_else(nf)?;
+        self.check_reviewer(who, &ma.commune)?;
+        let mb = self.get_meta(&b)?.ok_or_else(nf)?;
+        if ma.commune != mb.commune || ma.kind != mb.kind {
+            return Err(DbError::Invalid("the two records are not of the same kind and commune".into()));
+        }
+        Ok((a, b))
+    }
+
+    /// Marks a pair as not a duplicate: it is not flagged again.
+    pub fn mark_not_duplicate(&self, who: &Principal, pair_id: &str) -> Result<(), DbError> {
+        let (a, b) = self.parse_pair(who, pair_id)?;
+        let mut batch = Batch::default();
+        batch.put(key("nd/", &[format!("{a}~{b}").as_bytes()]), to_json(&(&who.username, now_secs())));
+        self.commit_audited(batch, Some(AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "duplicate_dismiss", target: format!("{a}~{b}") }))
+    }
+
+    /// Merges a duplicate pair: `keep` stays and gains the other's list entries (services or
+    /// support it does not already have); the other is deleted with reason "duplicate of …".
+    pub fn merge_duplicates(&self, who: &Principal, pair_id: &str, keep: RecordId) -> Result<(), DbError> {
+        let (a, b) = self.parse_pair(who, pair_id)?;
+        let other = match keep {
+            k if k == a => b,
+            k if k == b => a,
+            _ => return Err(DbError::Invalid("`keep` must be one of the two records of the pair".into())),
+        };
+        let kept_view = self.record_view(&keep)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
+        let other_view = self.record_view(&other)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
+        if other_view["deleted"] == Value::Bool(true) || kept_view["deleted"] == Value::Bool(true) {
+            return Err(DbError::Conflict("one of the two records is already deleted".into()));
+        }
+        let list = if kept_view["kind"] == "gbv_case" { "services" } else { "support" };
+        let have = kept_view[list].as_array().cloned().unwrap_or_default();
+        let extra: Vec<Value> = other_view[list].as_array().cloned().unwrap_or_default().into_iter().filter(|e| !have.contains(e)).collect();
+        let reason = format!("duplicate of {keep}");
+        let ev = AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "duplicate_merge", target: format!("{keep} <- {other}") };
+        self.server_change(
+            who,
+            vec![
+                (keep, Box::new(move |d: &mut AutoCommit| extra.iter().try_for_each(|e| doc::append(d, list, e)))),
+                (other, Box::new(move |d: &mut AutoCommit| doc::delete_record(d, &reason))),
+            ],
+            ev,
+        )
+    }
+
+    /// Approves `unit`'s figures for `period`: refused while a conflict is open under it.
+    pub fn approve(&self, who: &Principal, unit: &str, period: indicators::Period) -> Result<Approval, DbError> {
+        self.check_reviewer(who, unit)?;
+        let open = self.open_conflicts(unit)?;
+        if open > 0 {
+            return Err(DbError::Conflict(format!("{open} record(s) with open conflicts under {unit}: resolve them before approving")));
+        }
+        let figures = serde_json::to_value(self.indicators(unit, period)?).expect("report serialises");
+        let approval = Approval {
+            org_unit: unit.to_string(),
+            period: period.to_string(),
+            approved_by: who.username.clone(),
+            approved_at: now_secs(),
+            figures,
+            changes_after: 0,
+            last_change_at: None,
+        };
+        let mut batch = Batch::default();
+        batch.put(key("ap/", &[unit.as_bytes(), period.to_string().as_bytes()]), to_json(&approval));
+        // Under the feed lock, so no record change slips between the figures read and the write.
+        let _w = self.inner.feed_lock.write().expect("feed lock");
+        self.commit_audited(batch, Some(AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") }))?;
+        Ok(approval)
+    }
+
+    /// Approvals of `unit` and every unit under it.
+    pub fn approvals_under(&self, unit: &str) -> Result<Vec<Approval>, DbError> {
+        let tree = self.tree();
+        let mut out = Vec::new();
+        for (_, v) in self.kv().range(b"ap/", &prefix_end(b"ap/"), usize::MAX)? {
+            let a: Approval = serde_json::from_slice(&v).map_err(|e| corrupt("approval", e))?;
+            if tree.is_within(&a.org_unit, unit) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flags, within `batch`, every approval whose unit and period a write changes.
+    pub(crate) fn flag_approvals(&self, batch: &mut Batch, touched: Vec<(String, indicators::Quarter)>) -> Result<(), DbError> {
+        let mut changed: HashMap<Vec<u8>, Approval> = HashMap::new();
+        for (unit, q) in touched {
+            let prefix = key("ap/", &[unit.as_bytes(), b""]);
+            for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
+                let mut a = match changed.remove(&k) {
+                    Some(a) => a,
+                    None => serde_json::from_slice::<Approval>(&v).map_err(|e| corrupt("approval", e))?,
+                };
+                let hit = a.period.parse::<indicators::Period>().map(|p| p.quarters().contains(&q)).unwrap_or(false);
+                if hit {
+                    a.changes_after += 1;
+                    a.last_change_at = Some(now_secs());
+                }
+                changed.insert(k, a);
+            }
+        }
+        for (k, a) in changed {
+            if a.last_change_at.is_some() {
+                batch.put(k, to_json(&a));
+            }
+        }
+        Ok(())
+    }
+}
