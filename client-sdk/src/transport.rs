@@ -262,7 +262,7 @@ impl HttpTransport {
 
     fn unreachable(&self, e: &reqwest::Error) -> TransportError {
         let reason = if e.is_timeout() {
-            "the request timed out".to_string()
+            TIMED_OUT.to_string()
         } else {
             let inner = innermost(e);
             if inner.contains("UnknownIssuer") || inner.contains("certificate") {
@@ -285,6 +285,8 @@ impl HttpTransport {
         })
     }
 }
+
+const TIMED_OUT: &str = "the request timed out";
 
 /// The deepest cause of an error, which is the informative one for connection failures.
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
@@ -320,16 +322,26 @@ impl Transport for HttpTransport {
     ) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
         Box::pin(async move {
             let path = "/api/v1/sync";
-            let request = self
-                .client
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(access_token)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    sync_protocol::wire::CONTENT_TYPE,
-                )
-                .body(body);
-            self.post(path, request).await
+            let send = |body: Vec<u8>| {
+                let request = self
+                    .client
+                    .post(format!("{}{path}", self.base))
+                    .bearer_auth(access_token)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        sync_protocol::wire::CONTENT_TYPE,
+                    )
+                    .body(body);
+                self.post(path, request)
+            };
+            match send(body.clone()).await {
+                // Most often a pooled keep-alive connection the server (or a middlebox) had
+                // already closed. A sync request is idempotent on the server, so one immediate
+                // retry on a fresh connection is safe; a timeout is not retried (it would double
+                // the wait on a bad link).
+                Err(TransportError::Unreachable { reason, .. }) if reason != TIMED_OUT => send(body).await,
+                other => other,
+            }
         })
     }
 }
