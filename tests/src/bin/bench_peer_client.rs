@@ -1,0 +1,192 @@
+//! `bench-peer-client`: our side of `scripts/bench-peer.sh` (gesync against an automerge-repo
+//! sync server on the same workloads), plus the byte-counting proxy both systems sit behind.
+//!
+//! Subcommands (every one prints JSON on stdout):
+//! - `records --count N`: the documents of `case(0..N)` exactly as our SDK builds them
+//!   (Automerge → JSON), so the peer's client can create the same structure.
+//! - `proxy --target ADDR`: a TCP proxy on loopback in front of ADDR (the harness's
+//!   `tests::proxy`); prints `{"listen","control"}` and serves until killed. On the control port,
+//!   a line `read` answers `{"up","down","connections"}` and `reset` zeroes the byte counters.
+//! - `login --store DIR --keys DIR --url URL --username U` (password on stdin).
+//! - `create --store DIR --keys DIR --from A --to B`: records `case(A..B)`, offline.
+//! - `edit --store DIR --keys DIR --count N --value V`: sets `status` = V in the first N records
+//!   (id order), offline.
+//! - `sync --store DIR --keys DIR --control ADDR [--server ADDR]`: the timed part. The clock
+//!   starts before the store is opened (a phone app starting up with its records on disk) and
+//!   stops when `Client::sync` returns, i.e. when the server has acknowledged every push (the
+//!   server answers only after its sled flush) and has nothing more to send. Bytes are the
+//!   proxy's counts (both directions, HTTP headers and JWT included) over the same span.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use client_sdk::{Client, KeyFile, RecordKind};
+use serde_json::{json, Value};
+use sync_protocol::automerge::{ActorId, AutoSerde};
+use sync_protocol::doc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// The record of `bench_sync.rs`: a gbv_case of ≈25 fields with 2 service entries.
+fn case(i: usize) -> Value {
+    json!({
+        "commune": "04701", "detected_on": format!("2025-{:02}-{:02}", 1 + i % 12, 1 + i % 28), "setting": "domestic",
+        "violence_types": ["physical", "psychological"],
+        "victim": {"sex": "female", "birth_year": 1970 + (i % 40) as i64, "ethnic_minority": true, "disability": false},
+        "services": [{"kind": "health", "provided_on": "2025-03-02", "provider": "Trạm y tế xã"},
+                     {"kind": "legal_aid", "provided_on": "2025-03-05", "provider": "Trung tâm TGPL tỉnh"}],
+        "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i % 2 == 0},
+        "status": "open", "notes": "Ghi chú của cán bộ xã về vụ việc."
+    })
+}
+
+fn opt(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn req(name: &str) -> String {
+    opt(name).unwrap_or_else(|| fail(&format!("missing {name}")))
+}
+
+fn num(name: &str) -> usize {
+    req(name).parse().unwrap_or_else(|_| fail(&format!("{name} must be a number")))
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1)
+}
+
+fn open_client() -> Client {
+    let store = PathBuf::from(req("--store"));
+    Client::open(&store, KeyFile::new(req("--keys"))).unwrap_or_else(|e| fail(&format!("open store: {e}")))
+}
+
+/// One line to the proxy's control port, one JSON line back.
+fn control(addr: &str, cmd: &str) -> Value {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| fail(&format!("proxy control {addr}: {e}")));
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| fail(&format!("proxy control answer: {e}")))
+}
+
+/// A counter of the server's `/metrics` (asked directly, not through the proxy).
+fn metric(server: &str, name: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(server).ok()?;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {server}\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok())
+}
+
+fn main() {
+    let cmd = std::env::args().nth(1).unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    match cmd.as_str() {
+        "records" => {
+            let n = num("--count");
+            let out = std::io::stdout();
+            let mut out = std::io::BufWriter::new(out.lock());
+            out.write_all(b"[").unwrap();
+            for i in 0..n {
+                let d = doc::new_record(sync_protocol::RecordKind::GbvCase, &case(i), ActorId::random()).unwrap();
+                let v = serde_json::to_value(AutoSerde::from(&d)).unwrap();
+                if i > 0 {
+                    out.write_all(b",\n").unwrap();
+                }
+                serde_json::to_writer(&mut out, &v).unwrap();
+            }
+            out.write_all(b"]\n").unwrap();
+        }
+        "proxy" => rt.block_on(proxy(req("--target").parse().unwrap_or_else(|_| fail("bad --target")))),
+        "login" => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).unwrap();
+            let mut c = open_client();
+            rt.block_on(c.login(&req("--url"), &req("--username"), password.trim_end(), None))
+                .unwrap_or_else(|e| fail(&format!("login: {e}")));
+            println!("{}", json!({"logged_in": true}));
+        }
+        "create" => {
+            let mut c = open_client();
+            let (from, to) = (num("--from"), num("--to"));
+            for i in from..to {
+                c.create(RecordKind::GbvCase, &case(i)).unwrap_or_else(|e| fail(&format!("create: {e}")));
+            }
+            println!("{}", json!({"created": to - from}));
+        }
+        "edit" => {
+            let mut c = open_client();
+            let n = num("--count");
+            let value = Value::String(req("--value"));
+            let mut ids = c.ids(None);
+            ids.sort();
+            for id in ids.iter().take(n) {
+                c.set(*id, "status", &value).unwrap_or_else(|e| fail(&format!("edit: {e}")));
+            }
+            println!("{}", json!({"edited": n.min(ids.len())}));
+        }
+        "sync" => rt.block_on(async {
+            let ctl = req("--control");
+            let server = opt("--server");
+            let req0 = match &server {
+                Some(s) => metric(s, "gesync_sync_requests_total"),
+                None => None,
+            };
+            control(&ctl, "reset");
+            let t0 = Instant::now();
+            let mut c = open_client();
+            let open_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let held = c.ids(None).len();
+            let r = c.sync(|_| {}).await.unwrap_or_else(|e| fail(&format!("sync: {e}")));
+            let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let bytes = control(&ctl, "read");
+            let requests = match (&server, req0) {
+                (Some(s), Some(r0)) => metric(s, "gesync_sync_requests_total").map(|r1| r1 - r0),
+                _ => None,
+            };
+            let pending = c.pending_count();
+            println!(
+                "{}",
+                json!({
+                    "system": "gesync", "held": held, "open_ms": open_ms, "wall_ms": wall_ms,
+                    "up": bytes["up"], "down": bytes["down"],
+                    "bytes": bytes["up"].as_u64().unwrap_or(0) + bytes["down"].as_u64().unwrap_or(0),
+                    "pushed": r.pushed, "pulled": r.pulled, "rejected": r.rejected, "pending_after": pending,
+                    "requests": requests,
+                })
+            );
+        }),
+        _ => fail("usage: bench-peer-client records|proxy|login|create|edit|sync …"),
+    }
+}
+
+async fn proxy(target: SocketAddr) {
+    let (listen, counters) = tests::proxy::start(target).await;
+    let ctl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", json!({"listen": listen.to_string(), "control": ctl.local_addr().unwrap().to_string()}));
+    std::io::stdout().flush().unwrap();
+    while let Ok((s, _)) = ctl.accept().await {
+        let c = counters.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = s.into_split();
+            let mut lines = tokio::io::BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim() == "reset" {
+                    c.reset();
+                }
+                let answer = json!({
+                    "up": c.up.load(Ordering::Relaxed), "down": c.down.load(Ordering::Relaxed),
+                    "connections": c.connections.load(Ordering::Relaxed),
+                });
+                if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
