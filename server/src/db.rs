@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     audit_lock: Mutex<()>,
     user_lock: Mutex<()>,
     pub(crate) refresh_lock: Mutex<()>,
+    /// Materialized counters by key (`c/{unit}/{quarter}`), a cache of what is in the store:
+    /// filled on read, replaced after each committed write (see `figures.rs`).
+    pub(crate) counters_cache: Mutex<crate::figures::CountersCache>,
 }
 
 impl Db {
@@ -141,6 +144,7 @@ impl Db {
                 audit_lock: Mutex::new(()),
                 user_lock: Mutex::new(()),
                 refresh_lock: Mutex::new(()),
+                counters_cache: Mutex::new(Default::default()),
             }),
         };
         db.verify_audit_chain_tail()?;

@@ -40,29 +40,85 @@ impl Pending {
     }
 
     /// Reads the current counters of every touched (unit, quarter), adds the deltas and puts
-    /// the sums into `batch`. Must run under the feed write lock (read-modify-write).
-    pub fn write_into(self, db: &Db, batch: &mut Batch) -> Result<(), DbError> {
+    /// the sums into `batch`. Must run under the feed write lock (read-modify-write). Returns
+    /// the new sums, for [`Db::cache_counters`] once the batch is committed.
+    pub fn write_into(self, db: &Db, batch: &mut Batch) -> Result<NewSums, DbError> {
+        let mut sums = Vec::with_capacity(self.deltas.len());
         for ((unit, q), delta) in self.deltas {
             if delta.is_zero() {
                 continue;
             }
             let k = counter_key(&unit, q);
-            let mut sum: Counters = get_json(db.kv(), &k)?.unwrap_or_default();
+            let mut sum = db.counters_by_key(&k)?;
             sum.add(&delta);
             if sum.is_zero() {
-                batch.delete(k);
+                batch.delete(k.clone());
             } else {
-                batch.put(k, to_json(&sum));
+                batch.put(k.clone(), to_json(&sum));
             }
+            sums.push((k, sum));
         }
-        Ok(())
+        Ok(NewSums(sums))
     }
 }
+
+/// The in-memory copy of stored counters. `epoch` counts writes: a reader that missed the
+/// cache and read the store only caches what it read if no write happened meanwhile, so a
+/// value read just before a write can never overwrite the newer one in the cache.
+#[derive(Default)]
+pub(crate) struct CountersCache {
+    epoch: u64,
+    map: std::collections::HashMap<Vec<u8>, Counters>,
+}
+
+/// Counter sums written by a batch, to be cached once the batch is durable.
+#[must_use = "cache the sums after the batch is committed"]
+pub struct NewSums(Vec<(Vec<u8>, Counters)>);
+
+/// Bound on cached (unit, quarter) entries: far above a province's few thousand; past it the
+/// cache starts over (it only ever holds what the store holds).
+const CACHE_LIMIT: usize = 200_000;
 
 impl Db {
     /// The stored counters of `unit` for quarter `q`.
     pub fn counters(&self, unit: &str, q: Quarter) -> Result<Counters, DbError> {
-        Ok(get_json(self.kv(), &counter_key(unit, q))?.unwrap_or_default())
+        self.counters_by_key(&counter_key(unit, q))
+    }
+
+    fn counters_by_key(&self, k: &[u8]) -> Result<Counters, DbError> {
+        let epoch = {
+            let cache = self.inner.counters_cache.lock().expect("cache lock");
+            if let Some(c) = cache.map.get(k) {
+                return Ok(c.clone());
+            }
+            cache.epoch
+        };
+        let c: Counters = get_json(self.kv(), k)?.unwrap_or_default();
+        let mut cache = self.inner.counters_cache.lock().expect("cache lock");
+        if cache.epoch == epoch {
+            if cache.map.len() >= CACHE_LIMIT {
+                cache.map.clear();
+            }
+            cache.map.insert(k.to_vec(), c.clone());
+        }
+        Ok(c)
+    }
+
+    /// Puts sums that are now in the store into the cache (after their batch is committed).
+    pub(crate) fn cache_counters(&self, sums: NewSums) {
+        let mut cache = self.inner.counters_cache.lock().expect("cache lock");
+        cache.epoch += 1;
+        if cache.map.len() + sums.0.len() > CACHE_LIMIT {
+            cache.map.clear();
+        }
+        cache.map.extend(sums.0);
+    }
+
+    /// Forgets every cached counter (after a rebuild replaced them all).
+    fn clear_counters_cache(&self) {
+        let mut cache = self.inner.counters_cache.lock().expect("cache lock");
+        cache.epoch += 1;
+        cache.map.clear();
     }
 
     /// All targets set on any unit.
@@ -112,6 +168,22 @@ impl Db {
         Ok(indicators::report(unit, period, &chain, &targets, |q| sums.get(&q).cloned().unwrap_or_default(), &communes))
     }
 
+    /// Moves one record's contribution (old out, new in) in the stored counters, under the
+    /// feed lock and without flushing: exactly the per-record work the write path adds to a
+    /// batch. Public for `bench-indicators`, which times it.
+    pub fn apply_figure_change(&self, old: Option<&Contribution>, new: Option<&Contribution>) -> Result<(), DbError> {
+        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let tree = self.tree();
+        let chain = |c: &str| tree.chain(c);
+        let mut pending = Pending::default();
+        pending.record_change(&chain, old, new);
+        let mut batch = Batch::default();
+        let sums = pending.write_into(self, &mut batch)?;
+        self.kv().apply(batch)?;
+        self.cache_counters(sums);
+        Ok(())
+    }
+
     /// Recomputes every counter from the records themselves (recovery), replacing the stored
     /// ones, and returns how many records were read.
     pub fn rebuild_figures(&self) -> Result<usize, DbError> {
@@ -147,6 +219,7 @@ impl Db {
             }
         }
         self.commit(batch)?;
+        self.clear_counters_cache();
         Ok(n)
     }
 

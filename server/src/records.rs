@@ -354,9 +354,10 @@ impl Db {
             }
         }
         self.flag_approvals(&mut batch, figure_deltas.touched())?;
-        figure_deltas.write_into(self, &mut batch)?;
+        let sums = figure_deltas.write_into(self, &mut batch)?;
         batch.put(b"n/seq".to_vec(), seq.to_be_bytes().to_vec());
         self.commit_audited(batch, audit)?;
+        self.cache_counters(sums);
         self.inner.durable_seq.store(seq, Ordering::Release);
         Ok(())
     }

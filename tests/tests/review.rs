@@ -170,7 +170,7 @@ async fn a_change_claiming_another_devices_actor_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_fresh(&dir.path().join("s"), 0).await;
     let url = server.url();
-    let (a, _b, _) = two_phones(dir.path(), &url).await;
+    let (a, _b, existing) = two_phones(dir.path(), &url).await;
     // officer1b forges a record with officer1's phone's actor.
     let stolen = a.store().actor().clone();
     let mut forged = sync_protocol::doc::new_record(sync_protocol::RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), stolen).unwrap();
@@ -203,7 +203,9 @@ async fn a_change_claiming_another_devices_actor_is_refused() {
         PushOutcome::Rejected { reason } => assert!(reason.contains("another device"), "{reason}"),
         o => panic!("expected a refusal, got {o:?}"),
     }
-    assert!(resp.results.len() == 1 && resp.pull.is_empty(), "nothing stored, nothing to pull");
+    // The forged record was not stored: the forger's pull holds only the record that existed.
+    let pulled: Vec<RecordId> = resp.pull.iter().map(|p| p.id).collect();
+    assert_eq!(pulled, [existing]);
     server.stop().await;
 }
 
