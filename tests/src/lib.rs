@@ -11,6 +11,8 @@ use gesync_server::api::AppState;
 use gesync_server::model::{OrgUnit, Role, User};
 use gesync_server::Db;
 
+pub mod fleet;
+
 /// Password of every harness account.
 pub const PASSWORD: &str = "test-password-123";
 

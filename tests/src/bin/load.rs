@@ -1,0 +1,194 @@
+//! `cargo run --release --bin load -- --phones N --records-per-phone R`: a deadline rush. The real
+//! server runs in its own process (this binary re-executed with `--serve`) on loopback with a
+//! fresh sled store; N phones (the real client SDK, one tokio runtime, one shared connection
+//! pool) log in, create R records offline, sync, edit some records (their own and one of a
+//! neighbour's), sync again, and pull; every phase starts on all phones at once. Then district
+//! staff list every district over the API and the end state is checked exactly against every
+//! phone. Progress goes to stderr; the last line on stdout is one JSON object.
+//!
+//! Options: `--phones-per-commune K` (default 5), `--communes-per-district D` (default 10),
+//! `--spread-ms S` (default 0): each phone starts each sync phase at a random moment within S
+//! ms instead of all at the same instant (0 is the worst case: every phone at once).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
+use tests::rss_mb;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        None => default,
+        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            eprintln!("error: {name} needs a number");
+            std::process::exit(1)
+        }),
+    }
+}
+
+struct ServerChild(Child);
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        // Child mode: the real server on the given store and address, until SIGTERM.
+        let dir = std::path::PathBuf::from(&args[2]);
+        let listen: SocketAddr = args[3].parse().expect("address");
+        let db = gesync_server::open_db(&dir).expect("store");
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None }, db, |_| {})).unwrap();
+        return;
+    }
+    let mut config = FleetConfig::new(arg("--phones", 1000), arg("--records-per-phone", 20));
+    config.phones_per_commune = arg("--phones-per-commune", config.phones_per_commune);
+    config.communes_per_district = arg("--communes-per-district", config.communes_per_district);
+    // Phones do blocking file I/O inside `sync` (the SDK's store); extra workers keep one
+    // phone's disk write from stalling the others' network I/O.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(8).enable_all().build().unwrap();
+    rt.block_on(run(config));
+}
+
+fn phase(name: &str, s: &PhaseStats) {
+    eprintln!(
+        "{name:<8} {:>7.1} s  calls {:>6}  errors {}  sync p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+        s.wall_s,
+        s.calls,
+        s.errors,
+        fleet::percentile(&s.sync_ms, 50.0),
+        fleet::percentile(&s.sync_ms, 99.0),
+        fleet::percentile(&s.sync_ms, 100.0)
+    );
+}
+
+async fn run(config: FleetConfig) {
+    let layout = Layout::new(config.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let t = Instant::now();
+    {
+        let db = gesync_server::open_db(&data).unwrap();
+        layout.seed(&db);
+    }
+    eprintln!(
+        "seeded {} districts, {} communes, {} officers in {:.1} s",
+        layout.districts.len(),
+        layout.communes.len(),
+        layout.phones.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--serve", data.to_str().unwrap(), &addr.to_string()])
+        .env("GESYNC_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = ServerChild(child);
+    let pid = server.0.id();
+    while std::net::TcpStream::connect(addr).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://{addr}");
+
+    // Peak server memory, sampled.
+    let peak_rss = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, on) = (peak_rss.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while on.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_mb(pid) as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    let transport = TimedTransport::new(&url);
+    let phones = fleet::phones(&layout, &tmp.path().join("phones"), transport.clone());
+    let r = config.records_per_phone;
+    let total_records = config.phones * r;
+    let mut syncs = PhaseStats::default();
+    let mut errors = 0;
+    let t_all = Instant::now();
+
+    let u = url.clone();
+    let (phones, s) = fleet::each(phones, move |p| fleet::login(p, u.clone())).await;
+    phase("login", &s);
+    errors += s.errors;
+    let (phones, s) = fleet::each(phones, move |p| fleet::create(p, r)).await;
+    phase("create", &s);
+    let spread = arg("--spread-ms", 0) as u64;
+    let sync = move |p| fleet::sync_after(p, spread);
+    let (phones, s) = fleet::each(phones, sync).await;
+    phase("sync", &s);
+    let push_s = s.wall_s;
+    errors += s.errors;
+    syncs.merge(s);
+    let (phones, s) = fleet::each(phones, fleet::edit).await;
+    phase("edit", &s);
+    let (phones, s) = fleet::each(phones, sync).await;
+    phase("sync2", &s);
+    errors += s.errors;
+    syncs.merge(s);
+    let (phones, s) = fleet::each(phones, sync).await;
+    phase("pull", &s);
+    errors += s.errors;
+    syncs.merge(s);
+    let total_s = t_all.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let on_server = fleet::server_records(&url, &layout).await;
+    let verdict = fleet::check(&on_server, &phones, true);
+    eprintln!("checked {} server records against {} phones in {:.1} s: {verdict:?}", on_server.len(), phones.len(), t.elapsed().as_secs_f64());
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let rss_end = rss_mb(pid);
+    let request_ms = transport.sync_ms.lock().unwrap().clone();
+
+    // Graceful stop, then the store must open and hold the same number of records.
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let mut server = server;
+    let status = server.0.wait().unwrap();
+    let reopened = gesync_server::open_db(&data).expect("the store opens after the run");
+    let stored: usize = layout.communes.iter().map(|(c, _)| reopened.record_ids_of(c).unwrap().len()).sum();
+    eprintln!("server stopped ({status}); the store reopens with {stored} records");
+    // A record the API listed but the reopened store lacks was not durable.
+    let lost = verdict.lost + on_server.len().saturating_sub(stored);
+
+    println!(
+        "{}",
+        json!({
+            "phones": config.phones,
+            "spread_ms": spread,
+            "records": total_records,
+            "communes": layout.communes.len(),
+            "districts": layout.districts.len(),
+            "requests": transport.requests.load(Ordering::Relaxed),
+            "sync_calls": syncs.calls,
+            "errors": errors + transport.failures.load(Ordering::Relaxed) as usize,
+            "lost": lost,
+            "duplicates": verdict.duplicates,
+            "mismatched": verdict.mismatched,
+            "p50_ms": fleet::percentile(&syncs.sync_ms, 50.0).round(),
+            "p99_ms": fleet::percentile(&syncs.sync_ms, 99.0).round(),
+            "max_ms": fleet::percentile(&syncs.sync_ms, 100.0).round(),
+            "request_p50_ms": fleet::percentile(&request_ms, 50.0).round(),
+            "request_p99_ms": fleet::percentile(&request_ms, 99.0).round(),
+            "records_per_s": (total_records as f64 / push_s).round(),
+            "total_s": (total_s * 10.0).round() / 10.0,
+            "server_rss_mb": peak_rss.load(Ordering::Relaxed).max(rss_end as u64),
+        })
+    );
+}
