@@ -14,7 +14,13 @@ const MAGIC: &[u8] = b"GESYNC-BACKUP-1\n";
 const END: u32 = u32::MAX;
 
 /// Writes a backup of `db` to `out` (via a temporary file, renamed when complete).
+///
+/// The backup is one consistent point of the sync state: it holds the feed lock shared, so no
+/// push commits while it runs (pushes wait, pulls continue) and every record, its feed entry,
+/// the feed sequence number and the figures are copied as of the same moment. Everything
+/// acknowledged before the backup began is in it.
 pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
+    let _consistent = db.inner.feed_lock.read().map_err(|_| "the store's feed lock is poisoned".to_string())?;
     let tmp = out.with_extension("partial");
     let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     let mut w = BufWriter::new(file);

@@ -35,7 +35,8 @@ enum Cmd {
     /// Accounts and org units, with the server stopped.
     #[command(subcommand)]
     Admin(AdminCmd),
-    /// Write a checked backup of the store (see also `restore`).
+    /// Write a checked backup of the store (see also `restore`); while a server runs on the
+    /// store, it is asked to write the backup over its admin socket.
     Backup {
         #[arg(long, env = "GESYNC_DATA_DIR")]
         data_dir: PathBuf,
@@ -246,8 +247,13 @@ fn real_main(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Backup { data_dir, out } => {
-            let db = open_existing(&data_dir)?;
-            let n = backup::write_backup(&db, &out)?;
+            let n = match open_existing(&data_dir) {
+                Ok(db) => backup::write_backup(&db, &out)?,
+                // sled's lock says a server holds the store: it writes the backup for us.
+                #[cfg(unix)]
+                Err(e) if is_in_use(&e) => crate::admin_socket::request_backup(&data_dir, &out)?,
+                Err(e) => return Err(e),
+            };
             println!("{{\"entries\": {n}, \"file\": {:?}}}", out.display().to_string());
             Ok(())
         }
@@ -267,10 +273,16 @@ fn open_existing(dir: &Path) -> Result<crate::Db, String> {
     open_db(dir).map_err(|e| in_use(dir, e))
 }
 
+const IN_USE: &str = "is in use by a running server";
+
 fn in_use(dir: &Path, e: String) -> String {
     if e.contains("WouldBlock") || e.contains("lock") || e.contains("Resource temporarily unavailable") {
-        format!("the store in {} is in use by a running server: stop it first", dir.display())
+        format!("the store in {} {IN_USE}: stop it first", dir.display())
     } else {
         e
     }
+}
+
+fn is_in_use(e: &str) -> bool {
+    e.contains(IN_USE)
 }

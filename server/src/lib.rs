@@ -11,6 +11,8 @@
 //! [`demo`] (demo data).
 #![forbid(unsafe_code)]
 
+#[cfg(unix)]
+pub mod admin_socket;
 pub mod api;
 pub mod auth;
 pub mod backup;

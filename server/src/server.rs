@@ -141,6 +141,9 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
 
 /// Opens everything and serves until SIGINT/SIGTERM (used by `serve` and `demo`).
 pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    // While the server holds the store's lock, `gesync-server backup` asks it over this socket.
+    #[cfg(unix)]
+    let _admin = crate::admin_socket::listen(db.clone(), &config.data_dir)?;
     let state = AppState::new(db).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     on_listening(listener.local_addr().map_err(|e| e.to_string())?);
