@@ -146,7 +146,13 @@ pub fn main() {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GESYNC_LOG").unwrap_or_else(|_| "info".into()))
+        // sled's own log lines would repeat, in its words, the one `error:` line we print when
+        // the store cannot be opened (its reason is part of that line).
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GESYNC_LOG")
+                .unwrap_or_else(|_| "info".into())
+                .add_directive("sled=off".parse().expect("static directive")),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = real_main(cli) {

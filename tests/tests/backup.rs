@@ -1,0 +1,221 @@
+//! Backups of a running, loaded server (`gesync-server backup` asks the server over its admin
+//! socket, because sled locks the store), restores into a fresh directory, and a damaged store
+//! refused at start with a message pointing at `restore`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use client_sdk::SyncStatus;
+use serde_json::Value;
+use tests::fleet::{self, FleetConfig, Layout, Phone, TimedTransport};
+use tests::{seed_from_env, ServerProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).env("GESYNC_LOG", "warn").output().unwrap()
+}
+
+/// (record id → view) of every record a phone created and holds as synced, with the instant the
+/// phone learnt it was acknowledged.
+type Acks = Arc<Mutex<Vec<(Instant, String, Value)>>>;
+
+/// A phone that keeps creating a record and syncing until told to stop, noting each record the
+/// server acknowledged (records are not edited here, so an acknowledged view is final).
+async fn keep_syncing(mut p: Phone, stop: Arc<AtomicBool>, acks: Acks) -> (Phone, fleet::PhaseStats) {
+    let mut stats = fleet::PhaseStats::default();
+    while !stop.load(Ordering::Relaxed) {
+        let (q, _) = fleet::create(p, 1).await;
+        let (q, s) = fleet::sync(q, false).await;
+        p = q;
+        stats.merge(s);
+        let now = Instant::now();
+        let mut acks = acks.lock().unwrap();
+        for id in &p.created {
+            if p.client.status(*id).unwrap() == SyncStatus::Synced && !acks.iter().any(|(_, i, _)| *i == id.to_string()) {
+                acks.push((now, id.to_string(), fleet::comparable(p.client.show(*id).unwrap())));
+            }
+        }
+    }
+    (p, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_during_load_restores_every_acknowledged_change_with_equal_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut config = FleetConfig::new(6, 0);
+    config.phones_per_commune = 2;
+    let layout = Layout::new(config);
+    {
+        let db = gesync_server::open_db(&data).unwrap();
+        layout.seed(&db);
+    }
+    let server = ServerProcess::spawn(Path::new(BIN), &data);
+    let url = server.url();
+    let transport = TimedTransport::new(&url);
+    let phones = fleet::phones(&layout, &dir.path().join("phones"), transport.clone());
+    let u = url.clone();
+    let (phones, s) = fleet::each(phones, move |p| fleet::login(p, u.clone())).await;
+    assert_eq!(s.errors, 0);
+    let (phones, _) = fleet::each(phones, |p| fleet::create(p, 10)).await;
+    let (phones, _) = fleet::each(phones, |p| fleet::sync(p, false)).await;
+
+    // The load: every phone creates and syncs in a loop while the backup is taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::default();
+    let (st, ac) = (stop.clone(), acks.clone());
+    let load = tokio::spawn(fleet::each(phones, move |p| keep_syncing(p, st.clone(), ac.clone())));
+    // Once the load is visibly running (some records acknowledged inside it), back up.
+    while acks.lock().unwrap().len() < 6 * 10 + 6 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let backup = dir.path().join("during-load.gesync-backup");
+    let began = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let (d, b) = (data.clone(), backup.clone());
+        move || cli(&["backup", "--data-dir", d.to_str().unwrap(), "--out", b.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "backup while the server runs failed: {}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(answer["entries"].as_u64().unwrap() > 0, "{answer}");
+    // Let the load go on a little after the backup, then stop it.
+    let after = acks.lock().unwrap().len();
+    while acks.lock().unwrap().len() < after + 6 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (_phones, s) = load.await.unwrap();
+    assert_eq!(s.errors, 0, "syncs failed during the backup");
+    let acked_before: BTreeMap<String, Value> = acks.lock().unwrap().iter().filter(|(t, _, _)| *t < began).map(|(_, i, v)| (i.clone(), v.clone())).collect();
+    let acked_total = acks.lock().unwrap().len();
+    assert!(acked_total > acked_before.len(), "no change was acknowledged after the backup began");
+
+    // Restore into a fresh directory (the CLI), open it: every change acknowledged before the
+    // backup began is there, exactly.
+    let restored = dir.path().join("restored");
+    let out = cli(&["restore", "--data-dir", restored.to_str().unwrap(), "--from", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    let db = gesync_server::open_db(&restored).unwrap();
+    for (id, view) in &acked_before {
+        let got = db.record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
+        assert_eq!(got.as_ref(), Some(view), "record {id}, acknowledged before the backup began, is not in it as acknowledged");
+    }
+    let in_backup: usize = layout.communes.iter().map(|(c, _)| db.record_ids_of(c).unwrap().len()).sum();
+    eprintln!("backup: {} entries, {in_backup} records; {} acknowledged before it began, {acked_total} in all", answer["entries"], acked_before.len());
+
+    // Its figures are those of its records: the counters it carries equal a recomputation from
+    // its documents, at every level (a backup never has a record without its counters).
+    let units: Vec<String> = std::iter::once(fleet::PROVINCE.to_string()).chain(layout.districts.iter().cloned()).chain(layout.communes.iter().map(|c| c.0.clone())).collect();
+    let figures = |db: &gesync_server::Db| {
+        let per_unit: Vec<String> = units.iter().map(|u| format!("{:?}", db.indicators(u, "2025".parse().unwrap()).unwrap())).collect();
+        (db.all_counters().unwrap(), per_unit)
+    };
+    let carried = figures(&db);
+    db.rebuild_figures().unwrap();
+    assert_eq!(figures(&db), carried, "the restored counters differ from the restored records' figures");
+    drop(db);
+
+    // A backup taken of the quiet server equals the original store's figures exactly.
+    let full = dir.path().join("quiet.gesync-backup");
+    let out = cli(&["backup", "--data-dir", data.to_str().unwrap(), "--out", full.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.kill();
+    let restored_full = dir.path().join("restored-full");
+    assert!(cli(&["restore", "--data-dir", restored_full.to_str().unwrap(), "--from", full.to_str().unwrap()]).status.success());
+    let original = gesync_server::open_db(&data).unwrap();
+    let copy = gesync_server::open_db(&restored_full).unwrap();
+    assert_eq!(figures(&copy), figures(&original));
+    let count = |db: &gesync_server::Db| layout.communes.iter().map(|(c, _)| db.record_ids_of(c).unwrap().len()).sum::<usize>();
+    assert_eq!(count(&copy), count(&original));
+    assert!(count(&original) >= acked_total);
+}
+
+/// Overwrites `len` bytes of `file` at `at` with a pattern (a damaged sector).
+fn damage(file: &Path, at: u64, len: usize) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&vec![0xA5; len]).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A store with some records, written by a server that then stopped cleanly.
+async fn store_with_records(dir: &Path) -> Layout {
+    let mut config = FleetConfig::new(2, 0);
+    config.phones_per_commune = 2;
+    let layout = Layout::new(config);
+    let data = dir.join("server");
+    {
+        let db = gesync_server::open_db(&data).unwrap();
+        layout.seed(&db);
+    }
+    let server = ServerProcess::spawn(Path::new(BIN), &data);
+    let transport = TimedTransport::new(&server.url());
+    let phones = fleet::phones(&layout, &dir.join("phones"), transport);
+    let u = server.url();
+    let (phones, _) = fleet::each(phones, move |p| fleet::login(p, u.clone())).await;
+    let (phones, _) = fleet::each(phones, |p| fleet::create(p, 40)).await;
+    let (_, s) = fleet::each(phones, |p| fleet::sync(p, false)).await;
+    assert_eq!(s.errors, 0);
+    let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+    let mut child = server.child;
+    assert!(child.wait().unwrap().success());
+    layout
+}
+
+/// `serve` on `data` must refuse with exit code 1 and one stderr line naming `restore`.
+fn assert_refused(data: &Path, what: &str) {
+    let err = gesync_server::open_db(data).err().unwrap_or_else(|| panic!("{what}: open_db accepted a damaged store"));
+    assert!(err.contains("restore"), "{what}: {err}");
+    let out = cli(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--plain-http"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: serve did not refuse: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: expected one stderr line, got {stderr}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains("gesync-server restore"), "{what}: {}", lines[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_is_refused_at_start_with_a_pointer_to_restore() {
+    let seed = seed_from_env("a_damaged_store_is_refused_at_start_with_a_pointer_to_restore");
+    let dir = tempfile::tempdir().unwrap();
+    store_with_records(dir.path()).await;
+    let data = dir.path().join("server");
+
+    // 1. sled's config file damaged.
+    let broken = dir.path().join("conf-damaged");
+    copy_dir(&data, &broken);
+    damage(&broken.join("conf"), 0, 8);
+    assert_refused(&broken, "damaged conf");
+
+    // 2. The log truncated to its first bytes (a lost file tail, a bad copy).
+    let broken = dir.path().join("db-truncated");
+    copy_dir(&data, &broken);
+    let f = std::fs::OpenOptions::new().write(true).open(broken.join("db")).unwrap();
+    f.set_len(100).unwrap();
+    assert_refused(&broken, "truncated db");
+
+    // Not checked here: bytes overwritten *inside* the log. sled did not detect a 4 KiB
+    // overwrite at a random offset at open (docs/reliability.md, "Limits"), so such damage is
+    // not refused at start today.
+    let _ = seed;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if e.file_name() != "admin.sock" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

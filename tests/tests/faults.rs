@@ -1,0 +1,222 @@
+//! Faults under load: connections cut at random points, the server SIGKILLed during concurrent
+//! syncs (and restarted on the same store, again and again), and SIGTERM during in-flight syncs.
+//! The end state is always checked exactly (`tests::fleet::check`).
+//!
+//! Sizes: CI runs a reduced number of kill rounds; `GESYNC_KILL_ROUNDS=20` is the full size
+//! (README, "Benchmarks").
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use client_sdk::SyncStatus;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tests::fleet::{self, FleetConfig, Layout, Phone, TimedTransport};
+use tests::{proxy, seed_from_env, ServerProcess, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
+
+fn seeded_store(dir: &Path, config: FleetConfig) -> Layout {
+    let layout = Layout::new(config);
+    let db = gesync_server::open_db(dir).unwrap();
+    layout.seed(&db);
+    layout
+}
+
+/// Points every phone at a new transport (the restarted server listens on a new port).
+fn retarget(phones: Vec<Phone>, t: &std::sync::Arc<TimedTransport>) -> Vec<Phone> {
+    phones.into_iter().map(|p| Phone { client: p.client.with_transport(t.clone()), ..p }).collect()
+}
+
+async fn login_all(phones: Vec<Phone>, url: &str) -> Vec<Phone> {
+    let url = url.to_string();
+    let (phones, s) = fleet::each(phones, move |p| fleet::login(p, url.clone())).await;
+    assert_eq!(s.errors, 0, "logins failed");
+    phones
+}
+
+/// (a) A proxy cuts connections after a random number of bytes, in requests and in responses;
+/// every phone retries until it has nothing pending. Nothing is lost, nothing doubled, and
+/// every phone ends with exactly the server's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_connections_phones_retry_until_synced_and_the_end_state_is_exact() {
+    let seed = seed_from_env("cut_connections_phones_retry_until_synced_and_the_end_state_is_exact");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut config = FleetConfig::new(8, 12);
+    config.phones_per_commune = 4;
+    let layout = seeded_store(&data, config);
+    let server = TestServer::start(&data).await;
+    let (paddr, counters) = proxy::start(server.addr).await;
+    let transport = TimedTransport::new(&format!("http://{paddr}"));
+    let phones = fleet::phones(&layout, &dir.path().join("phones"), transport);
+    let phones = login_all(phones, &format!("http://{paddr}")).await;
+
+    // From here on, half the connections are cut somewhere in their first few KiB: inside the
+    // request headers or body, or inside the response after the server committed.
+    // A fresh connection pool, so that every connection from now on gets a cut budget.
+    counters.cut_seed.store(seed, Ordering::Relaxed);
+    counters.cut_below.store(6000, Ordering::Relaxed);
+    let phones = retarget(phones, &TimedTransport::new(&format!("http://{paddr}")));
+    let (phones, _) = fleet::each(phones, |p| fleet::create(p, 12)).await;
+    let (phones, s1) = fleet::each(phones, |p| fleet::sync(p, true)).await;
+    let (phones, _) = fleet::each(phones, fleet::edit).await;
+    let (phones, s2) = fleet::each(phones, |p| fleet::sync(p, true)).await;
+    let (phones, s3) = fleet::each(phones, |p| fleet::sync(p, true)).await;
+    let cuts = counters.cuts.load(Ordering::Relaxed);
+    eprintln!("cuts {cuts}, failed attempts {} (seed {seed})", s1.errors + s2.errors + s3.errors);
+    assert!(cuts > 0 && s1.errors + s2.errors + s3.errors > 0, "the proxy cut nothing (seed {seed})");
+
+    // Quiet link: one more pull each, so every phone holds everyone's last edits.
+    counters.cut_below.store(0, Ordering::Relaxed);
+    let (phones, s) = fleet::each(phones, |p| fleet::sync(p, true)).await;
+    assert_eq!(s.errors, 0);
+    let on_server = fleet::server_records(&server.url(), &layout).await;
+    let verdict = fleet::check(&on_server, &phones, true);
+    assert_eq!(verdict.server_records, 8 * 12);
+    assert!(verdict.is_exact(), "{verdict:?} (seed {seed})");
+    server.stop().await;
+}
+
+/// The owner's own records that the phone holds as synced: id → view. (Phones in the kill test
+/// edit only their own records, so the server's view of such a record must equal this.)
+fn acknowledged(p: &Phone) -> BTreeMap<String, Value> {
+    p.created
+        .iter()
+        .filter(|id| p.client.status(**id).unwrap() == SyncStatus::Synced)
+        .map(|id| (id.to_string(), fleet::comparable(p.client.show(*id).unwrap())))
+        .collect()
+}
+
+/// Owner edits only (no neighbour edit), so that acknowledged views are exact.
+async fn edit_own(p: Phone) -> (Phone, fleet::PhaseStats) {
+    tokio::task::spawn_blocking(move || {
+        let mut p = p;
+        let ids: Vec<_> = p.created.iter().rev().take(2).copied().collect();
+        for id in ids {
+            let kind = p.client.show(id).unwrap()["kind"].as_str().unwrap().to_string();
+            let (path, _) = fleet::owner_edit(&kind);
+            let value = match kind.as_str() {
+                "gbv_case" => serde_json::json!(if p.client.show(id).unwrap()["status"] == "closed" { "open" } else { "closed" }),
+                "trafficking_returnee" => serde_json::json!(p.client.show(id).unwrap()["reintegrated"] != true),
+                _ => serde_json::json!(format!("sửa {}", p.created.len())),
+            };
+            p.client.set(id, path, &value).unwrap();
+        }
+        (p, fleet::PhaseStats::default())
+    })
+    .await
+    .unwrap()
+}
+
+/// (b) The server is SIGKILLed at a random moment while every phone syncs, then restarted on the
+/// same store, `GESYNC_KILL_ROUNDS` times (20 in full size). After every kill the store opens,
+/// and every change a phone holds as acknowledged is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
+    let seed = seed_from_env("sigkill_during_concurrent_syncs_loses_no_acknowledged_change");
+    let rounds: usize = std::env::var("GESYNC_KILL_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut config = FleetConfig::new(8, 0);
+    config.phones_per_commune = 4;
+    let layout = seeded_store(&data, config);
+    let mut server = ServerProcess::spawn(Path::new(BIN), &data);
+    let mut transport = TimedTransport::new(&server.url());
+    let mut phones = fleet::phones(&layout, &dir.path().join("phones"), transport.clone());
+    phones = login_all(phones, &server.url()).await;
+    let mut kills_in_flight = 0;
+    for round in 0..rounds {
+        let n = rng.gen_range(2..12);
+        let (p, _) = fleet::each(phones, move |p| fleet::create(p, n)).await;
+        let (p, _) = fleet::each(p, edit_own).await;
+        // Every phone syncs at once; the kill lands somewhere in the first ~400 ms.
+        let syncing = tokio::spawn(fleet::each(p, |p| fleet::sync(p, false)));
+        let at = Duration::from_millis(rng.gen_range(0..400));
+        tokio::time::sleep(at).await;
+        let done_before_kill = syncing.is_finished();
+        server.kill();
+        let (p, s) = syncing.await.unwrap();
+        phones = p;
+        kills_in_flight += usize::from(!done_before_kill && s.errors > 0);
+        // The store opens, and holds every acknowledged change.
+        {
+            let db = gesync_server::open_db(&data).unwrap_or_else(|e| panic!("round {round}: the store does not open after SIGKILL: {e} (seed {seed})"));
+            for p in &phones {
+                for (id, view) in acknowledged(p) {
+                    let on_server = db.record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
+                    assert_eq!(on_server.as_ref(), Some(&view), "round {round}: {} lost an acknowledged change of {id} (seed {seed})", p.username);
+                }
+            }
+        }
+        eprintln!("round {round}: killed after {at:?} ({} sync errors)", s.errors);
+        server = ServerProcess::spawn(Path::new(BIN), &data);
+        transport = TimedTransport::new(&server.url());
+        phones = retarget(phones, &transport);
+        phones = login_all(phones, &server.url()).await;
+    }
+    assert!(kills_in_flight > 0 || rounds < 3, "no kill landed during a sync (seed {seed})");
+    // Quiet: everyone syncs until level, then the end state is exact.
+    let (p, _) = fleet::each(phones, |p| fleet::sync(p, true)).await;
+    let (p, s) = fleet::each(p, |p| fleet::sync(p, true)).await;
+    assert_eq!(s.errors, 0);
+    let on_server = fleet::server_records(&server.url(), &layout).await;
+    let verdict = fleet::check(&on_server, &p, true);
+    assert!(verdict.is_exact() && verdict.server_records > 0, "{verdict:?} (seed {seed})");
+    server.kill();
+}
+
+async fn metric(url: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// (c) SIGTERM while syncs are in flight: the server stops accepting, finishes them (200, the
+/// records durable), and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_in_flight_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut config = FleetConfig::new(6, 0);
+    config.phones_per_commune = 3;
+    let layout = seeded_store(&data, config);
+    let mut server = ServerProcess::spawn(Path::new(BIN), &data);
+    let url = server.url();
+    let transport = TimedTransport::new(&url);
+    let phones = fleet::phones(&layout, &dir.path().join("phones"), transport.clone());
+    let phones = login_all(phones, &url).await;
+    let (phones, _) = fleet::each(phones, |p| fleet::create(p, 150)).await;
+    let before = metric(&url, "gesync_sync_requests_total").await;
+    let syncing = tokio::spawn(fleet::each(phones, |p| async move {
+        let (p, s) = fleet::sync(p, false).await;
+        (p, s)
+    }));
+    // Wait until every phone's push is inside the server (decoded, being merged), then SIGTERM.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&url, "gesync_sync_requests_total").await < before + 6 {
+        assert!(Instant::now() < deadline, "the syncs never reached the server");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let accepted_at_term = metric(&url, "gesync_records_accepted_total").await;
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let (phones, s) = syncing.await.unwrap();
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "the server did not exit cleanly on SIGTERM: {exit}");
+    assert!(accepted_at_term < 6 * 150, "every push had finished before SIGTERM: nothing was in flight");
+    assert_eq!(s.errors, 0, "an in-flight sync failed during the graceful shutdown");
+    assert_eq!(transport.failures.load(Ordering::Relaxed), 0);
+    let db = gesync_server::open_db(&data).unwrap();
+    for p in &phones {
+        assert_eq!(p.client.pending_count(), 0, "{} still has pending records", p.username);
+        for id in &p.created {
+            let view = db.record_view(id).unwrap().map(fleet::comparable);
+            assert_eq!(view, Some(fleet::comparable(p.client.show(*id).unwrap())), "{} lost {id}", p.username);
+        }
+    }
+}
