@@ -11,7 +11,7 @@
 //! - `c/...` materialized figures (see `figures.rs`)
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -102,6 +102,12 @@ pub struct AuditEvent {
     pub target: String,
 }
 
+/// State of the group commit (see [`Db::wait_durable`]).
+#[derive(Default)]
+struct FlushGate {
+    flushing: bool,
+}
+
 /// The data layer. Cheap to clone (an `Arc` inside).
 #[derive(Clone)]
 pub struct Db {
@@ -116,6 +122,12 @@ pub(crate) struct Inner {
     pub(crate) feed_lock: RwLock<()>,
     /// Highest feed sequence number that is durable (flushed).
     pub(crate) durable_seq: AtomicU64,
+    /// Highest feed sequence number applied to the store (maybe not flushed yet). Written
+    /// under the feed write lock.
+    pub(crate) applied_seq: AtomicU64,
+    /// Group commit: one flush at a time; writers and readers waiting for durability share it.
+    flush_gate: Mutex<FlushGate>,
+    flush_done: Condvar,
     audit_lock: Mutex<()>,
     user_lock: Mutex<()>,
     pub(crate) refresh_lock: Mutex<()>,
@@ -141,6 +153,9 @@ impl Db {
                 tree: RwLock::new(Arc::new(OrgTree::new(units))),
                 feed_lock: RwLock::new(()),
                 durable_seq: AtomicU64::new(seq),
+                applied_seq: AtomicU64::new(seq),
+                flush_gate: Mutex::new(FlushGate::default()),
+                flush_done: Condvar::new(),
                 audit_lock: Mutex::new(()),
                 user_lock: Mutex::new(()),
                 refresh_lock: Mutex::new(()),
@@ -258,10 +273,18 @@ impl Db {
         self.commit_audited(Batch::default(), Some(ev))
     }
 
-    /// Commits `batch` together with an audit entry, atomically and durably. The audit lock is
-    /// held from reading the chain's tail until the entry is applied, so entries never fork.
-    pub fn commit_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
-        let Some(ev) = ev else { return self.commit(batch) };
+    /// Commits `batch` together with an audit entry, atomically and durably.
+    pub fn commit_audited(&self, batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
+        self.apply_audited(batch, ev)?;
+        self.kv().flush()?;
+        Ok(())
+    }
+
+    /// Applies `batch` together with an audit entry, atomically, without waiting for the disk
+    /// (callers then wait with [`Db::wait_durable`] or flush). The audit lock is held from
+    /// reading the chain's tail until the entry is applied, so entries never fork.
+    pub(crate) fn apply_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
+        let Some(ev) = ev else { return Ok(self.kv().apply(batch)?) };
         let _g = self.inner.audit_lock.lock().expect("audit lock");
         let (seq, prev_hash) = match self.kv().last_in(b"a/", &prefix_end(b"a/"))? {
             Some((_, v)) => {
@@ -282,7 +305,35 @@ impl Db {
         };
         entry.hash = entry.compute_hash();
         batch.put(key("a/", &[&seq.to_be_bytes()]), to_json(&entry));
-        self.commit(batch)
+        Ok(self.kv().apply(batch)?)
+    }
+
+    /// Returns once feed sequence number `seq` (already applied) is durable. Group commit: if
+    /// no flush is running, this caller flushes everything applied so far; otherwise it waits
+    /// for the running flush and checks again. N concurrent writers thus share a few flushes
+    /// instead of paying one each, and nobody is answered before their data is on disk.
+    pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), DbError> {
+        let mut gate = self.inner.flush_gate.lock().expect("flush gate");
+        loop {
+            if self.durable_seq() >= seq {
+                return Ok(());
+            }
+            if gate.flushing {
+                gate = self.inner.flush_done.wait(gate).expect("flush gate");
+                continue;
+            }
+            gate.flushing = true;
+            let target = self.inner.applied_seq.load(Ordering::Acquire);
+            drop(gate);
+            let result = self.kv().flush();
+            gate = self.inner.flush_gate.lock().expect("flush gate");
+            gate.flushing = false;
+            if result.is_ok() {
+                self.inner.durable_seq.fetch_max(target, Ordering::AcqRel);
+            }
+            self.inner.flush_done.notify_all();
+            result?;
+        }
     }
 
     /// Audit entries with `seq > since`, oldest first, at most `limit`.

@@ -308,11 +308,18 @@ impl Db {
                 _ => PushOutcome::Accepted,
             }));
         }
+        // Acknowledged means durable: wait for everything applied so far, which covers this
+        // request's writes and, for a retried push found unchanged, the original write that
+        // another request may still be flushing.
+        if outcomes.contains(&PushOutcome::Accepted) {
+            self.wait_durable(self.inner.applied_seq.load(Ordering::Acquire))?;
+        }
         Ok(pushes.iter().zip(outcomes).map(|(p, outcome)| PushResult { id: p.id, outcome }).collect())
     }
 
-    /// Writes prepared records in one batch and flushes it, then publishes the new durable
-    /// sequence number. The caller holds the feed write lock. Besides documents and metadata,
+    /// Writes prepared records in one batch and applies it (not yet flushed: callers release the
+    /// feed lock, then [`Db::wait_durable`] before answering). The caller holds the feed write
+    /// lock. Returns the last sequence number written. Besides documents and metadata,
     /// the batch moves each record's feed entry, its figures contribution, its conflicts in the
     /// review index, flags approvals the change alters, claims new actors for `who`'s device,
     /// and (optionally) appends an audit entry.
@@ -322,11 +329,11 @@ impl Db {
         tree: &OrgTree,
         writes: Vec<Prepared>,
         audit: Option<crate::db::AuditEvent>,
-    ) -> Result<(), DbError> {
+    ) -> Result<u64, DbError> {
+        let mut seq = self.inner.applied_seq.load(Ordering::Acquire);
         if writes.is_empty() {
-            return Ok(());
+            return Ok(seq);
         }
-        let mut seq = self.durable_seq();
         let mut batch = Batch::default();
         let mut claimed: Vec<String> = Vec::new();
         let mut figure_deltas = figures::Pending::default();
@@ -356,10 +363,12 @@ impl Db {
         self.flag_approvals(&mut batch, figure_deltas.touched())?;
         let sums = figure_deltas.write_into(self, &mut batch)?;
         batch.put(b"n/seq".to_vec(), seq.to_be_bytes().to_vec());
-        self.commit_audited(batch, audit)?;
+        self.apply_audited(batch, audit)?;
+        // The cache follows the applied state: the next writer's read-modify-write of the
+        // counters must see this batch's sums.
         self.cache_counters(sums);
-        self.inner.durable_seq.store(seq, Ordering::Release);
-        Ok(())
+        self.inner.applied_seq.store(seq, Ordering::Release);
+        Ok(seq)
     }
 
     /// Prepares a push again under the write lock. Records already written earlier in the same
@@ -384,8 +393,24 @@ impl Db {
         pushed: &HashMap<RecordId, &Vec<Hash>>,
         want_full: &[RecordId],
     ) -> Result<(Vec<PullDoc>, u64, bool), DbError> {
-        let _r = self.inner.feed_lock.read().expect("feed lock");
-        let high = self.durable_seq();
+        let result = {
+            // A consistent cut: no write is half-applied while the feed is read.
+            let _r = self.inner.feed_lock.read().expect("feed lock");
+            self.pull_at(communes, cursor, self.inner.applied_seq.load(Ordering::Acquire), pushed, want_full)?
+        };
+        // Nothing is served before it is durable.
+        self.wait_durable(result.1)?;
+        Ok(result)
+    }
+
+    fn pull_at(
+        &self,
+        communes: &[String],
+        cursor: u64,
+        high: u64,
+        pushed: &HashMap<RecordId, &Vec<Hash>>,
+        want_full: &[RecordId],
+    ) -> Result<(Vec<PullDoc>, u64, bool), DbError> {
         if cursor >= high {
             return Ok((Vec::new(), high.max(cursor), false));
         }

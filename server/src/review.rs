@@ -245,7 +245,9 @@ impl Db {
                 Verdict::Refuse(_) => return Err(DbError::Invalid("the change could not be applied".into())),
             }
         }
-        self.write_locked(&on_behalf, &tree, writes, Some(audit))
+        let seq = self.write_locked(&on_behalf, &tree, writes, Some(audit))?;
+        drop(_w);
+        self.wait_durable(seq)
     }
 
     /// Resolves conflict `conflict_id` (`{record_id}~{path}`) with `value` (one of the
