@@ -253,6 +253,8 @@ impl Client {
                 report.pulled += 1;
             }
         }
+        // Pulled records reach the disk before the cursor moves past them.
+        self.store.make_durable()?;
         let cursor = response.cursor;
         self.store.update_state(|s| s.cursor = cursor)
     }
@@ -309,7 +311,7 @@ impl Client {
             server_heads,
             ..meta
         };
-        self.write_doc(id, meta, &mut d)?;
+        self.write_pulled_doc(id, meta, &mut d)?;
         Ok(changed)
     }
 }
