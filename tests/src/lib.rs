@@ -171,6 +171,42 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A logged-in HTTP API caller.
+pub struct Api {
+    pub token: String,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Logs in as `user` (password [`PASSWORD`]).
+    pub async fn login(url: &str, user: &str) -> Api {
+        let http = reqwest::Client::new();
+        let r: serde_json::Value = http
+            .post(format!("{url}/api/v1/auth/login"))
+            .json(&serde_json::json!({"username": user, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Api { url: url.to_string(), token: r["access_token"].as_str().unwrap().to_string(), http }
+    }
+    /// GET; the status and the JSON body (`null` when not JSON).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+    /// POST with a JSON body; the status and the JSON body.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
 /// The seed of a randomised test: `GESYNC_SEED` if set, else from the clock. Always printed.
 pub fn seed_from_env(test: &str) -> u64 {
     let seed = std::env::var("GESYNC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {

@@ -8,30 +8,12 @@ use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tests::{seed_from_env, ServerProcess, PASSWORD};
+use tests::{seed_from_env, Api, ServerProcess, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
 
 async fn views(url: &str) -> BTreeMap<String, Value> {
-    let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{url}/api/v1/auth/login"))
-        .json(&json!({"username": "district", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let list: Value = http
-        .get(format!("{url}/api/v1/records?org_unit=04701"))
-        .bearer_auth(login["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = Api::login(url, "district").await.get("/api/v1/records?org_unit=04701").await;
     list.as_array().unwrap().iter().map(|v| (v["id"].as_str().unwrap().to_string(), v.clone())).collect()
 }
 

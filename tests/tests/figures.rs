@@ -5,24 +5,7 @@ use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tests::{seed_from_env, TestServer, PASSWORD};
-
-async fn get(url: &str, token: &str) -> reqwest::Response {
-    reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap()
-}
-
-async fn token(url: &str, user: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/auth/login"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_string()
-}
+use tests::{seed_from_env, Api, TestServer, PASSWORD};
 
 fn indicator<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["indicators"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap()
@@ -44,8 +27,8 @@ async fn figures_follow_edits_and_equal_a_rebuild() {
         "services": [{"kind": "health"}], "perpetrator": {"detected": true, "prosecuted": false, "counselled": true}})).unwrap();
     let b = phone.create(RecordKind::GbvCase, &json!({"commune": "04701", "detected_on": "2025-03-01"})).unwrap();
     phone.sync(|_| {}).await.unwrap();
-    let district = token(&url, "district").await;
-    let r: Value = get(&format!("{url}/api/v1/indicators?org_unit=047&period=2025Q1"), &district).await.json().await.unwrap();
+    let district = Api::login(&url, "district").await;
+    let (_, r) = district.get("/api/v1/indicators?org_unit=047&period=2025Q1").await;
     let g = indicator(&r, "gbv_victims_supported");
     assert_eq!((g["numerator"].as_i64(), g["denominator"].as_i64()), (Some(1), Some(2)));
     assert_eq!(g["value"], json!(0.5));
@@ -61,12 +44,12 @@ async fn figures_follow_edits_and_equal_a_rebuild() {
     phone.set(b, "detected_on", &json!("2025-04-02")).unwrap();
     phone.delete(a, "nhập nhầm").unwrap();
     phone.sync(|_| {}).await.unwrap();
-    let q1: Value = get(&format!("{url}/api/v1/indicators?org_unit=04&period=2025Q1"), &district).await.json().await.unwrap();
+    let (_, q1) = district.get("/api/v1/indicators?org_unit=04&period=2025Q1").await;
     assert_eq!(q1.get("error").map(|e| e["code"].clone()), Some(json!("forbidden")), "district staff cannot read the province");
-    let admin = token(&url, "admin").await;
-    let q1: Value = get(&format!("{url}/api/v1/indicators?org_unit=04&period=2025Q1"), &admin).await.json().await.unwrap();
+    let admin = Api::login(&url, "admin").await;
+    let (_, q1) = admin.get("/api/v1/indicators?org_unit=04&period=2025Q1").await;
     assert_eq!(indicator(&q1, "gbv_victims_supported")["denominator"], 0);
-    let q2: Value = get(&format!("{url}/api/v1/indicators?org_unit=04&period=2025S1"), &admin).await.json().await.unwrap();
+    let (_, q2) = admin.get("/api/v1/indicators?org_unit=04&period=2025S1").await;
     assert_eq!(indicator(&q2, "gbv_victims_supported")["numerator"], 1);
     assert_eq!(indicator(&q2, "gbv_victims_supported")["denominator"], 1);
 
@@ -94,7 +77,7 @@ async fn figures_follow_edits_and_equal_a_rebuild() {
     phone.sync(|_| {}).await.unwrap();
 
     // CSV: BOM, Vietnamese headers, one row per commune then the district.
-    let csv = get(&format!("{url}/api/v1/reports/047/2025.csv"), &district).await;
+    let csv = reqwest::Client::new().get(format!("{url}/api/v1/reports/047/2025.csv")).bearer_auth(&district.token).send().await.unwrap();
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let body = csv.bytes().await.unwrap();
     assert!(body.starts_with(b"\xEF\xBB\xBF"), "UTF-8 BOM for Excel");

@@ -8,47 +8,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sync_protocol::wire::{PushDoc, PushOutcome, SyncRequest, SyncResponse, CONTENT_TYPE};
-use tests::{seed_from_env, TestServer, PASSWORD};
+use tests::{seed_from_env, Api, TestServer, PASSWORD};
 
 fn phone(dir: &Path, name: &str) -> Client {
     Client::open(dir.join(name), FixedKey(StoreKey::random())).unwrap()
 }
 
-struct Api {
-    url: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn login(url: &str, user: &str) -> Api {
-        let http = reqwest::Client::new();
-        let r: Value = http
-            .post(format!("{url}/api/v1/auth/login"))
-            .json(&json!({"username": user, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Api { url: url.to_string(), token: r["access_token"].as_str().unwrap().to_string(), http }
-    }
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(&body).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn conflicts(&self) -> Vec<Value> {
-        let (s, v) = self.get("/api/v1/conflicts?org_unit=047").await;
-        assert_eq!(s, 200, "{v}");
-        v.as_array().unwrap().clone()
-    }
+async fn conflicts(district: &Api) -> Vec<Value> {
+    let (s, v) = district.get("/api/v1/conflicts?org_unit=047").await;
+    assert_eq!(s, 200, "{v}");
+    v.as_array().unwrap().clone()
 }
 
 fn case() -> Value {
@@ -93,7 +62,7 @@ async fn concurrent_edits_of_one_field_become_one_conflict_that_a_district_resol
     assert_eq!(a.show(id).unwrap()["conflicts"].as_array().unwrap().len(), 2, "phones show conflicts until resolved");
 
     let district = Api::login(&url, "district").await;
-    let queue = district.conflicts().await;
+    let queue = conflicts(&district).await;
     let paths: Vec<&str> = queue.iter().map(|c| c["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["victim.sex", "services.0.provider"]);
     let sex = &queue[0];
@@ -122,7 +91,7 @@ async fn concurrent_edits_of_one_field_become_one_conflict_that_a_district_resol
     assert_eq!(district.post(&format!("/api/v1/conflicts/{cid}/resolve"), json!({"value": "male"})).await.0, 204);
     let pid = queue[1]["id"].as_str().unwrap();
     assert_eq!(district.post(&format!("/api/v1/conflicts/{pid}/resolve"), json!({"value": "Trạm y tế xã"})).await.0, 204);
-    assert!(district.conflicts().await.is_empty());
+    assert!(conflicts(&district).await.is_empty());
     assert_eq!(district.post(&format!("/api/v1/conflicts/{cid}/resolve"), json!({"value": "male"})).await.0, 404, "already resolved");
 
     sync(&mut a).await;
@@ -149,7 +118,7 @@ async fn an_edit_concurrent_with_a_delete_is_a_conflict_on_deleted() {
     sync(&mut a).await;
     sync(&mut b).await;
     let district = Api::login(&url, "district").await;
-    let queue = district.conflicts().await;
+    let queue = conflicts(&district).await;
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0]["path"], "deleted");
     let users: Vec<(&Value, &str)> = queue[0]["values"].as_array().unwrap().iter().map(|v| (&v["value"], v["user"].as_str().unwrap())).collect();
@@ -157,7 +126,7 @@ async fn an_edit_concurrent_with_a_delete_is_a_conflict_on_deleted() {
     // Keep the record (undelete): the figures count it again.
     let cid = queue[0]["id"].as_str().unwrap();
     assert_eq!(district.post(&format!("/api/v1/conflicts/{cid}/resolve"), json!({"value": false})).await.0, 204);
-    assert!(district.conflicts().await.is_empty());
+    assert!(conflicts(&district).await.is_empty());
     let (_, fig) = district.get("/api/v1/indicators?org_unit=047&period=2025").await;
     assert_eq!(fig["indicators"][0]["denominator"], 1);
     sync(&mut a).await;
@@ -272,7 +241,7 @@ async fn approval_waits_for_conflicts_and_is_flagged_by_a_late_change() {
     let district = Api::login(&url, "district").await;
     let (s, e) = district.post("/api/v1/approvals", json!({"org_unit": "047", "period": "2025"})).await;
     assert_eq!(s, 409, "blocked while a conflict is open: {e}");
-    let cid = district.conflicts().await[0]["id"].as_str().unwrap().to_string();
+    let cid = conflicts(&district).await[0]["id"].as_str().unwrap().to_string();
     district.post(&format!("/api/v1/conflicts/{cid}/resolve"), json!({"value": "closed"})).await;
     let (s, approval) = district.post("/api/v1/approvals", json!({"org_unit": "047", "period": "2025"})).await;
     assert_eq!(s, 201, "{approval}");
@@ -343,12 +312,12 @@ async fn simulation_every_conflict_resolved_every_replica_identical() {
         }
     }
     let district = Api::login(&url, "district").await;
-    for c in district.conflicts().await {
+    for c in conflicts(&district).await {
         let pick = c["values"][rng.gen_range(0..c["values"].as_array().unwrap().len())]["value"].clone();
         let (s, e) = district.post(&format!("/api/v1/conflicts/{}/resolve", c["id"].as_str().unwrap()), json!({"value": pick})).await;
         assert_eq!(s, 204, "{e} (seed {seed})");
     }
-    assert!(district.conflicts().await.is_empty(), "seed {seed}");
+    assert!(conflicts(&district).await.is_empty(), "seed {seed}");
     for p in phones.iter_mut() {
         sync(p).await;
     }

@@ -7,7 +7,7 @@ use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tests::{proxy, seed_from_env, TestServer, PASSWORD};
+use tests::{proxy, seed_from_env, Api, TestServer, PASSWORD};
 
 fn phone(dir: &Path) -> Client {
     Client::open(dir, FixedKey(StoreKey::random())).unwrap()
@@ -41,31 +41,9 @@ fn phone_views(c: &Client) -> BTreeMap<String, Value> {
         .collect()
 }
 
-async fn api_token(url: &str, user: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/auth/login"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_string()
-}
-
 /// The server's records of a commune, as district staff read them, without `conflicts`.
 async fn server_views(url: &str, commune: &str) -> BTreeMap<String, Value> {
-    let token = api_token(url, "district").await;
-    let list: Value = reqwest::Client::new()
-        .get(format!("{url}/api/v1/records?org_unit={commune}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = Api::login(url, "district").await.get(&format!("/api/v1/records?org_unit={commune}")).await;
     list.as_array()
         .unwrap()
         .iter()
