@@ -8,7 +8,7 @@
 //! units, users, devices, audit), `records` (push/pull of the sync protocol), `figures`
 //! (materialized indicator counters), [`auth`] (passwords, tokens, throttling), [`model`]
 //! (roles and the access policy), [`api`] (HTTP handlers), [`server`] (TLS, launch, shutdown),
-//! [`demo`] (demo data).
+//! [`demo`] (demo data), [`web`] (the web pages).
 #![forbid(unsafe_code)]
 
 #[cfg(unix)]
@@ -26,6 +26,7 @@ pub mod records;
 pub mod review;
 pub mod server;
 pub mod store;
+pub mod web;
 
 pub use db::Db;
 pub use server::{launch, open_db, Config, Tls};

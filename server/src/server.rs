@@ -94,9 +94,10 @@ pub fn fingerprint(cert_pem: &Path) -> Result<String, String> {
     Ok(d.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
 }
 
-/// The full application: API (and, later, pages) with limits, timeouts and security headers.
+/// The full application: API and web pages with limits, timeouts and security headers.
 pub fn app(state: Shared) -> axum::Router {
-    api::router(state)
+    api::router(state.clone())
+        .merge(crate::web::router(state))
         .layer(DefaultBodyLimit::max(sync_protocol::wire::MAX_MESSAGE_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, api::REQUEST_TIMEOUT))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
@@ -129,7 +130,9 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
         shutdown.await;
         h2.graceful_shutdown(Some(Duration::from_secs(30)));
     });
-    let make = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    // The pages mark their cookies `Secure` when the connection is HTTPS.
+    let transport = crate::web::Transport { https: tls.is_some() };
+    let make = app(state).layer(axum::Extension(transport)).into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         Some(tls) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;

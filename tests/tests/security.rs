@@ -4,7 +4,9 @@
 //! - forged, tampered and foreign access tokens; refresh rotation and family revocation;
 //! - device revocation (the phone wipes itself), disabled users, login throttling;
 //! - the audit trail (hash chain intact, no secrets in it);
-//! - hostile input: malformed, mistyped, oversized bodies and paths, bad sync messages.
+//! - hostile input: malformed, mistyped, oversized bodies and paths, bad sync messages;
+//! - the web pages' own authorization table (browser sessions and CSRF tokens, not bearer
+//!   tokens), covering every page route × every role.
 //!
 //! Each test starts its own server, so tests never see each other's state.
 
@@ -551,8 +553,10 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_matrix_covers_every_route_and_role() {
     // The table and the router agree, so a new route cannot go untested.
-    let table: BTreeSet<(String, String)> = MATRIX.iter().map(|r| (r.method.to_string(), r.route.to_string())).collect();
-    assert_eq!(table.len(), MATRIX.len(), "a route appears twice in MATRIX");
+    // The web pages have their own table (sessions instead of tokens), see WEB_MATRIX.
+    let rows = MATRIX.iter().map(|r| (r.method, r.route)).chain(WEB_MATRIX.iter().map(|r| (r.method, r.route)));
+    let table: BTreeSet<(String, String)> = rows.map(|(m, r)| (m.to_string(), r.to_string())).collect();
+    assert_eq!(table.len(), MATRIX.len() + WEB_MATRIX.len(), "a route appears twice in MATRIX and WEB_MATRIX");
     let declared = routes_in_source();
     let missing: Vec<_> = declared.difference(&table).collect();
     let stale: Vec<_> = table.difference(&declared).collect();
@@ -1154,6 +1158,285 @@ async fn bad_sync_messages_are_refused_and_store_nothing() {
     let resp = SyncResponse::decode(&r.bytes).unwrap();
     assert_eq!(resp.results[0].outcome, PushOutcome::Accepted);
     assert_eq!(api.record_ids(&district, "047").await, BTreeSet::from([id.to_string()]));
+
+    server.stop().await;
+}
+
+// ---- 9. the web pages' authorization table ---------------------------------------------------
+
+/// The form of a web row (`application/x-www-form-urlencoded`, placeholders as in [`expand`]).
+#[derive(Clone, Copy)]
+enum WebForm {
+    None,
+    /// Sent with the caller's session's CSRF token.
+    Form(&'static str),
+    /// The login form, with a fresh login-form token and its cookie.
+    Login(&'static str),
+    /// Sent from a fresh session of the caller (the request ends it).
+    FreshSession,
+}
+
+/// One page route. Statuses are read without following redirects: `303` is "go elsewhere"
+/// (to the login page when not signed in, to the start page after a sign-in).
+struct WebRow {
+    method: &'static str,
+    route: &'static str,
+    path: &'static str,
+    form: WebForm,
+    anon: u16,
+    expect: [(u16, u16); 4],
+}
+
+/// Figures pages: admin anywhere, province and district staff inside their unit, commune
+/// officers never (their work is on the phone).
+const WEB_FIGURES: [(u16, u16); 4] = [(200, 200), (200, 403), (200, 403), (403, 403)];
+const WEB_ADMIN_200: [(u16, u16); 4] = [(200, 200), (403, 403), (403, 403), (403, 403)];
+const WEB_ADMIN_303: [(u16, u16); 4] = [(303, 303), (403, 403), (403, 403), (403, 403)];
+
+const WEB_MATRIX: &[WebRow] = &[
+    WebRow { method: "GET", route: "/", path: "/", form: WebForm::None, anon: 303, expect: [(303, 303); 4] },
+    WebRow { method: "GET", route: "/login", path: "/login", form: WebForm::None, anon: 200, expect: [(303, 303); 4] },
+    WebRow { method: "POST", route: "/login", path: "/login", form: WebForm::Login("username=officer2&password={password}"), anon: 303, expect: [(303, 303); 4] },
+    WebRow { method: "POST", route: "/logout", path: "/logout", form: WebForm::FreshSession, anon: 403, expect: [(303, 303); 4] },
+    WebRow { method: "GET", route: "/static/gesync.css", path: "/static/gesync.css", form: WebForm::None, anon: 200, expect: [(200, 200); 4] },
+    WebRow { method: "GET", route: "/phone", path: "/phone", form: WebForm::None, anon: 303, expect: [(200, 200); 4] },
+    WebRow { method: "GET", route: "/district", path: "/district?unit={unit}&period=2025", form: WebForm::None, anon: 303, expect: WEB_FIGURES },
+    WebRow { method: "GET", route: "/province", path: "/province?unit={unit}&period=2025", form: WebForm::None, anon: 303, expect: WEB_FIGURES },
+    WebRow { method: "GET", route: "/report/{unit}/{period}", path: "/report/{unit}/2025", form: WebForm::None, anon: 303, expect: WEB_FIGURES },
+    WebRow { method: "GET", route: "/export/{unit}/{file}", path: "/export/{unit}/2025.csv", form: WebForm::None, anon: 303, expect: WEB_FIGURES },
+    WebRow { method: "GET", route: "/review/conflicts", path: "/review/conflicts?unit={unit}", form: WebForm::None, anon: 303, expect: REVIEW_200 },
+    WebRow {
+        method: "POST",
+        route: "/review/conflicts/{id}/resolve",
+        path: "/review/conflicts/{record}~victim.sex/resolve",
+        form: WebForm::Form("value_text=female"),
+        anon: 403,
+        // In scope but no such open conflict: 404; outside scope (or not a reviewer): 403.
+        expect: REVIEW_404,
+    },
+    WebRow { method: "GET", route: "/review/duplicates", path: "/review/duplicates?unit={unit}", form: WebForm::None, anon: 303, expect: REVIEW_200 },
+    WebRow {
+        method: "POST",
+        route: "/review/duplicates/{id}/not-duplicate",
+        path: "/review/duplicates/{record}~ffffffff-ffff-4fff-bfff-ffffffffffff/not-duplicate",
+        form: WebForm::Form(""),
+        anon: 403,
+        expect: REVIEW_404,
+    },
+    WebRow {
+        method: "POST",
+        route: "/review/duplicates/{id}/merge",
+        path: "/review/duplicates/{record}~ffffffff-ffff-4fff-bfff-ffffffffffff/merge",
+        form: WebForm::Form("keep={record}"),
+        anon: 403,
+        expect: REVIEW_404,
+    },
+    WebRow { method: "GET", route: "/review/approval", path: "/review/approval?unit={unit}&period=2025", form: WebForm::None, anon: 303, expect: REVIEW_200 },
+    WebRow {
+        method: "POST",
+        route: "/review/approval",
+        path: "/review/approval",
+        form: WebForm::Form("unit={unit}&period=2025"),
+        anon: 403,
+        expect: [(403, 403), (403, 403), (303, 403), (403, 403)],
+    },
+    WebRow { method: "GET", route: "/admin/users", path: "/admin/users", form: WebForm::None, anon: 303, expect: WEB_ADMIN_200 },
+    WebRow {
+        method: "POST",
+        route: "/admin/users",
+        path: "/admin/users",
+        form: WebForm::Form("username=web-matrix-{n}&password=matrix-password-{n}&role=commune_officer&org_unit={unit}"),
+        anon: 403,
+        expect: WEB_ADMIN_303,
+    },
+    WebRow { method: "GET", route: "/admin/users/{username}", path: "/admin/users/officer1", form: WebForm::None, anon: 303, expect: WEB_ADMIN_200 },
+    WebRow {
+        method: "POST",
+        route: "/admin/users/{username}",
+        path: "/admin/users/officer1b",
+        form: WebForm::Form("role=commune_officer&org_unit=04701"),
+        anon: 403,
+        expect: WEB_ADMIN_303,
+    },
+    WebRow {
+        method: "POST",
+        route: "/admin/users/{username}/password",
+        path: "/admin/users/officer1b/password",
+        form: WebForm::Form("password={password}"),
+        anon: 403,
+        expect: WEB_ADMIN_303,
+    },
+    WebRow {
+        method: "POST",
+        route: "/admin/users/{username}/disabled",
+        path: "/admin/users/officer1b/disabled",
+        form: WebForm::Form("disabled=false"),
+        anon: 403,
+        expect: WEB_ADMIN_303,
+    },
+    WebRow {
+        method: "POST",
+        route: "/admin/users/{username}/devices/{device_id}/revoke",
+        path: "/admin/users/officer1b/devices/throwaway-phone/revoke",
+        form: WebForm::Form(""),
+        anon: 403,
+        expect: WEB_ADMIN_303,
+    },
+    WebRow { method: "GET", route: "/admin/org-units", path: "/admin/org-units", form: WebForm::None, anon: 303, expect: WEB_ADMIN_200 },
+    WebRow {
+        method: "POST",
+        route: "/admin/org-units",
+        path: "/admin/org-units",
+        form: WebForm::Form("code=78{n}&name=Matrix+unit+{n}&parent={unit}"),
+        anon: 403,
+        expect: WEB_ADMIN_303,
+    },
+    WebRow { method: "GET", route: "/admin/targets", path: "/admin/targets?unit={unit}", form: WebForm::None, anon: 303, expect: WEB_ADMIN_200 },
+    WebRow {
+        method: "POST",
+        route: "/admin/targets",
+        path: "/admin/targets",
+        form: WebForm::Form("unit={unit}&indicator=gbv_victims_supported&y2025=80&y2030=90"),
+        anon: 403,
+        expect: WEB_ADMIN_303,
+    },
+];
+
+/// A browser without a browser: a cookie jar of its own, no redirects followed.
+struct WebClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A web answer: status, content type, `Set-Cookie` name=value pairs, body.
+struct WebReply {
+    status: u16,
+    content_type: String,
+    cookies: Vec<(String, String)>,
+    body: String,
+}
+
+impl WebClient {
+    fn new(server: &TestServer) -> WebClient {
+        gesync_server::server::install_crypto_provider();
+        WebClient { base: server.url(), http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap() }
+    }
+
+    async fn send(&self, method: &str, path: &str, cookies: &[(String, String)], form: Option<String>) -> WebReply {
+        let mut rb = self.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", self.base));
+        if !cookies.is_empty() {
+            rb = rb.header("cookie", cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "));
+        }
+        if let Some(f) = form {
+            rb = rb.header("content-type", "application/x-www-form-urlencoded").body(f);
+        }
+        let r = rb.send().await.unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        let status = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let cookies = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|c| c.split(';').next()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        WebReply { status, content_type, cookies, body: r.text().await.unwrap_or_default() }
+    }
+
+    /// A fresh login-form token and the cookie it must come back with.
+    async fn login_form(&self) -> (String, (String, String)) {
+        let r = self.send("GET", "/login", &[], None).await;
+        assert_eq!(r.status, 200, "GET /login: {}", r.body);
+        (csrf_in(&r.body), r.cookies.into_iter().find(|(k, _)| k == "gesync_login").expect("the login-form cookie"))
+    }
+
+    /// Signs `user` in; returns the session cookie and the session's CSRF token.
+    async fn login(&self, user: &str) -> (Vec<(String, String)>, String) {
+        let (token, cookie) = self.login_form().await;
+        let r = self.send("POST", "/login", &[cookie], Some(format!("csrf={token}&username={user}&password={PASSWORD}"))).await;
+        assert_eq!(r.status, 303, "web login {user}: {}", r.body);
+        let session: Vec<_> = r.cookies.into_iter().filter(|(k, _)| k == "gesync_session").collect();
+        assert_eq!(session.len(), 1, "web login {user} sets one session cookie");
+        let page = self.send("GET", "/phone", &session, None).await;
+        (session, csrf_in(&page.body))
+    }
+}
+
+/// The CSRF token of the first form of a page.
+fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").unwrap_or_else(|| panic!("no form with a CSRF token in {html}")) + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_authorization_table_covers_every_page_and_role() {
+    for r in WEB_MATRIX {
+        assert!(path_matches_route(r.path, r.route), "web row {} {}: path {} does not exercise its route", r.method, r.route, r.path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let api = Api::new(&server);
+    let web = WebClient::new(&server);
+    let admin = api.login("admin", None).await.access;
+    let r = api.call("POST", "/api/v1/org-units", Some(&admin), Body::Json(&json!({"code": "24", "name": "Tỉnh Bắc Giang"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    api.login("officer1b", Some("throwaway-phone")).await;
+    let mut records: HashMap<&str, String> = HashMap::new();
+    for (user, commune) in [("officer1", "04701"), ("officer2", "04702"), ("officer3", "04801")] {
+        records.insert(commune, record_from_phone(&server.url(), &dir.path().join(user), user, commune).await);
+    }
+    let mut sessions = Vec::new();
+    for c in &CALLERS {
+        sessions.push(web.login(c.user).await);
+    }
+
+    let mut n = 0u32;
+    let mut failures = Vec::new();
+    for row in WEB_MATRIX {
+        let mut cases: Vec<(String, Option<usize>, &str, &str, u16)> = Vec::new();
+        for (i, caller) in CALLERS.iter().enumerate() {
+            cases.push((format!("{} (in scope)", caller.user), Some(i), caller.units[0], caller.record_communes[0], row.expect[i].0));
+            cases.push((format!("{} (out of scope)", caller.user), Some(i), caller.units[1], caller.record_communes[1], row.expect[i].1));
+        }
+        cases.push(("no session".into(), None, "04701", "04701", row.anon));
+        for (who, caller, unit, record_commune, expected) in cases {
+            n += 1;
+            let record = records[record_commune].as_str();
+            let path = expand(row.path, unit, record, n);
+            let (mut cookies, mut csrf) = caller.map(|i| sessions[i].clone()).unwrap_or_default();
+            let form = match row.form {
+                WebForm::None => None,
+                WebForm::Form(t) => Some(format!("csrf={csrf}&{}", expand(t, unit, record, n))),
+                WebForm::Login(t) => {
+                    let (token, cookie) = web.login_form().await;
+                    cookies.push(cookie);
+                    Some(format!("csrf={token}&{}", expand(t, unit, record, n)))
+                }
+                WebForm::FreshSession => {
+                    if let Some(i) = caller {
+                        (cookies, csrf) = web.login(CALLERS[i].user).await;
+                    }
+                    Some(format!("csrf={csrf}"))
+                }
+            };
+            let reply = web.send(row.method, &path, &cookies, form).await;
+            let what = format!("{} {path} as {who}", row.method);
+            if reply.status != expected {
+                failures.push(format!("{what}: expected {expected}, got {}", reply.status));
+            } else if reply.status >= 400 && !reply.content_type.starts_with("text/html") {
+                failures.push(format!("{what}: refusal served as `{}`, not a page", reply.content_type));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} web authorization mismatches:\n{}", failures.len(), failures.join("\n"));
+
+    // A bearer token is not a web session, and a session cookie is not an API credential.
+    let district = api.login("district", None).await.access;
+    let r = web.http.get(format!("{}/district", server.url())).bearer_auth(&district).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "a page with only a bearer token");
+    let cookie = sessions[2].0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let r = web.http.get(format!("{}/api/v1/me", server.url())).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the API with only a session cookie");
 
     server.stop().await;
 }
