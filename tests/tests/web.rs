@@ -39,6 +39,8 @@ struct Driver {
     child: Child,
     base: String,
     http: reqwest::Client,
+    /// Sessions not yet closed: closed on drop, since Chromium outlives a killed chromedriver.
+    open: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Driver {
@@ -56,7 +58,7 @@ impl Driver {
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let driver = Driver { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        let driver = Driver { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), open: Default::default() };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = driver.http.get(format!("{}/status", driver.base)).send().await {
@@ -85,13 +87,24 @@ impl Driver {
         }}});
         let r: Value = self.http.post(format!("{}/session", self.base)).json(&caps).send().await.expect("chromedriver answers").json().await.expect("JSON");
         let id = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("cannot start Chromium: {r}"));
-        Browser { http: self.http.clone(), session: format!("{}/session/{id}", self.base) }
+        self.open.lock().unwrap().push(id.to_string());
+        Browser { http: self.http.clone(), session: format!("{}/session/{id}", self.base), id: id.to_string(), open: self.open.clone() }
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // Chromium talks to chromedriver over a pipe and exits when it goes.
+        // A test that failed half-way left its browser open: close it (a plain blocking HTTP
+        // request, as drop cannot await) before stopping chromedriver.
+        let addr = self.base.trim_start_matches("http://").to_string();
+        for id in self.open.lock().map(|v| v.clone()).unwrap_or_default() {
+            use std::io::{Read, Write};
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(s, "DELETE /session/{id} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -101,19 +114,32 @@ impl Drop for Driver {
 struct Browser {
     http: reqwest::Client,
     session: String,
+    id: String,
+    open: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Browser {
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn try_cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
         let mut rb = self.http.request(method, format!("{}{path}", self.session));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
         let v: Value = rb.send().await.expect("chromedriver answers").json().await.expect("WebDriver answers in JSON");
-        if let Some(err) = v["value"]["error"].as_str() {
-            panic!("WebDriver {path}: {err}: {}", v["value"]["message"].as_str().unwrap_or_default().lines().next().unwrap_or_default());
+        match v["value"]["error"].as_str() {
+            Some(err) => Err(format!("WebDriver {path}: {err}: {}", v["value"]["message"].as_str().unwrap_or_default().lines().next().unwrap_or_default())),
+            None => Ok(v["value"].clone()),
         }
-        v["value"].clone()
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_cmd(method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The element's text, or `None` while it is missing or the page is being replaced.
+    async fn try_text(&self, css: &str) -> Option<String> {
+        let v = self.try_cmd(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await.ok()?;
+        let e = v.as_array()?.first()?[ELEMENT_KEY].as_str()?.to_string();
+        self.try_cmd(reqwest::Method::GET, &format!("/element/{e}/text"), None).await.ok()?.as_str().map(str::to_string)
     }
 
     async fn goto(&self, url: &str) {
@@ -146,8 +172,7 @@ impl Browser {
     async fn wait_text(&self, css: &str, needle: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let t = self.text(css).await;
-            if t.contains(needle) {
+            if let Some(t) = self.try_text(css).await.filter(|t| t.contains(needle)) {
                 return t;
             }
             if std::time::Instant::now() > deadline {
@@ -157,12 +182,25 @@ impl Browser {
         }
     }
 
+    /// Waits (up to 10 s) until the current document has loaded.
+    async fn wait_loaded(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let state = self.try_cmd(reqwest::Method::POST, "/execute/sync", Some(json!({"script": "return document.readyState", "args": []}))).await;
+            if state.is_ok_and(|v| v == "complete") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (up to 10 s) until the address contains `part`.
     async fn wait_url(&self, part: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let u = self.url().await;
+            let u = self.try_cmd(reqwest::Method::GET, "/url", None).await.ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             if u.contains(part) {
+                self.wait_loaded().await;
                 return u;
             }
             assert!(std::time::Instant::now() < deadline, "never reached {part}; at {u}:\n{}", self.text("body").await);
@@ -204,6 +242,7 @@ impl Browser {
 
     async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
+        self.open.lock().unwrap().retain(|s| *s != self.id);
     }
 
     async fn login(&self, base: &str, user: &str) {
@@ -215,6 +254,7 @@ impl Browser {
         while self.url().await.contains("/login") && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.wait_loaded().await;
     }
 
     async fn logout(&self) {
