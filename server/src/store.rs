@@ -128,6 +128,9 @@ impl Kv for MemKv {
     }
 }
 
+/// How long [`SledKv::open`] waits for a lock that a just-closed handle still holds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The sled store on disk. One tree; `apply` uses sled's atomic batch.
 pub struct SledKv {
     db: sled::Db,
@@ -146,12 +149,20 @@ impl SledKv {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open { path: dir.display().to_string(), reason };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|e| open_err(e.to_string()))?;
-        Ok(SledKv { db })
+        // sled releases its file lock from a background thread after the last handle drops, so
+        // a store closed a moment ago (a restart, a restore, a test) may still be locked
+        // briefly: wait for it a little before reporting the store as in use.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match sled::Config::new().path(dir).cache_capacity(256 * 1024 * 1024).open() {
+                Ok(db) => return Ok(SledKv { db }),
+                // sled reports the lock as `ErrorKind::Other` with this text.
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) => return Err(open_err(e.to_string())),
+            }
+        }
     }
 }
 
