@@ -113,6 +113,13 @@ async fn edit_own(p: Phone) -> (Phone, fleet::PhaseStats) {
     .unwrap()
 }
 
+/// The server's count of sync requests received so far (0 when it cannot be read).
+async fn sync_requests(url: &str) -> u64 {
+    let Ok(r) = reqwest::get(format!("{url}/metrics")).await else { return 0 };
+    let text = r.text().await.unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix("gesync_sync_requests_total ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 /// (b) The server is SIGKILLed at a random moment while every phone syncs, then restarted on the
 /// same store, `GESYNC_KILL_ROUNDS` times (20 in full size). After every kill the store opens,
 /// and every change a phone holds as acknowledged is in it.
@@ -135,10 +142,18 @@ async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
         let n = rng.gen_range(2..12);
         let (p, _) = fleet::each(phones, move |p| fleet::create(p, n)).await;
         let (p, _) = fleet::each(p, edit_own).await;
-        // Every phone syncs at once; the kill lands somewhere in the first ~400 ms.
+        // Every phone syncs at once; the kill lands a random moment after the first sync
+        // request reached the server (so it lands while syncs are in flight, however fast
+        // they are on this machine).
+        let before = sync_requests(&server.url()).await;
         let syncing = tokio::spawn(fleet::each(p, |p| fleet::sync(p, false)));
-        let at = Duration::from_millis(rng.gen_range(0..400));
+        let started = Instant::now();
+        while sync_requests(&server.url()).await == before && !syncing.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let at = Duration::from_millis(rng.gen_range(0..40));
         tokio::time::sleep(at).await;
+        let at = started.elapsed();
         let done_before_kill = syncing.is_finished();
         server.kill();
         let (p, s) = syncing.await.unwrap();
