@@ -138,7 +138,9 @@ async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
     let mut phones = fleet::phones(&layout, &dir.path().join("phones"), transport.clone());
     phones = login_all(phones, &server.url()).await;
     let mut kills_in_flight = 0;
-    for round in 0..rounds {
+    // `rounds` kills, and more (up to 4x) until at least one lands while syncs are in flight.
+    let mut round = 0;
+    while round < rounds || (kills_in_flight == 0 && round < rounds * 4) {
         let n = rng.gen_range(2..12);
         let (p, _) = fleet::each(phones, move |p| fleet::create(p, n)).await;
         let (p, _) = fleet::each(p, edit_own).await;
@@ -151,7 +153,7 @@ async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
         while sync_requests(&server.url()).await == before && !syncing.is_finished() && started.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let at = Duration::from_millis(rng.gen_range(0..40));
+        let at = Duration::from_millis(rng.gen_range(0..8));
         tokio::time::sleep(at).await;
         let at = started.elapsed();
         let done_before_kill = syncing.is_finished();
@@ -174,6 +176,7 @@ async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
         transport = TimedTransport::new(&server.url());
         phones = retarget(phones, &transport);
         phones = login_all(phones, &server.url()).await;
+        round += 1;
     }
     assert!(kills_in_flight > 0 || rounds < 3, "no kill landed during a sync (seed {seed})");
     // Quiet: everyone syncs until level, then the end state is exact.
