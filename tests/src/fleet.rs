@@ -355,20 +355,9 @@ pub fn comparable(mut v: Value) -> Value {
 /// The server's records of every district, as district staff list them over the API: record
 /// id → the list of views returned for it (more than one would be a duplicate).
 pub async fn server_records(url: &str, layout: &Layout) -> BTreeMap<String, Vec<Value>> {
-    let http = reqwest::Client::new();
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for d in &layout.districts {
-        let login: Value = http
-            .post(format!("{url}/api/v1/auth/login"))
-            .json(&json!({"username": Layout::district_user(d), "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap_or_else(|| panic!("district login: {login}"));
-        let list: Value = http.get(format!("{url}/api/v1/records?org_unit={d}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let (_, list) = crate::Api::login(url, &Layout::district_user(d)).await.get(&format!("/api/v1/records?org_unit={d}")).await;
         for v in list.as_array().unwrap_or_else(|| panic!("record list: {list}")) {
             out.entry(v["id"].as_str().unwrap().to_string()).or_default().push(comparable(v.clone()));
         }

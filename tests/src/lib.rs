@@ -181,17 +181,19 @@ pub struct Api {
 impl Api {
     /// Logs in as `user` (password [`PASSWORD`]).
     pub async fn login(url: &str, user: &str) -> Api {
+        Self::login_from(url, user, None).await
+    }
+
+    /// Logs in as `user` from the given device id (a new one when `None`).
+    pub async fn login_from(url: &str, user: &str, device_id: Option<&str>) -> Api {
         let http = reqwest::Client::new();
-        let r: serde_json::Value = http
-            .post(format!("{url}/api/v1/auth/login"))
-            .json(&serde_json::json!({"username": user, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Api { url: url.to_string(), token: r["access_token"].as_str().unwrap().to_string(), http }
+        let mut body = serde_json::json!({"username": user, "password": PASSWORD});
+        if let Some(d) = device_id {
+            body["device_id"] = d.into();
+        }
+        let r: serde_json::Value = http.post(format!("{url}/api/v1/auth/login")).json(&body).send().await.unwrap().json().await.unwrap();
+        let token = r["access_token"].as_str().unwrap_or_else(|| panic!("login of {user} failed: {r}")).to_string();
+        Api { url: url.to_string(), token, http }
     }
     /// GET; the status and the JSON body (`null` when not JSON).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {

@@ -143,22 +143,14 @@ async fn a_change_claiming_another_devices_actor_is_refused() {
     // officer1b forges a record with officer1's phone's actor.
     let stolen = a.store().actor().clone();
     let mut forged = sync_protocol::doc::new_record(sync_protocol::RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), stolen).unwrap();
-    let login: Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/auth/login"))
-        .json(&json!({"username": "officer1b", "password": PASSWORD, "device_id": "forger"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let forger = Api::login_from(&url, "officer1b", Some("forger")).await;
     let req = SyncRequest {
         push: vec![PushDoc { id: RecordId::random(), changes: forged.save(), heads: sync_protocol::heads_to_wire(&forged.get_heads()) }],
         ..Default::default()
     };
     let body = reqwest::Client::new()
         .post(format!("{url}/api/v1/sync"))
-        .bearer_auth(login["access_token"].as_str().unwrap())
+        .bearer_auth(&forger.token)
         .header("content-type", CONTENT_TYPE)
         .body(req.encode())
         .send()

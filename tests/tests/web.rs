@@ -312,16 +312,7 @@ async fn make_review_work(url: &str, dir: &Path, phones: &mut Vec<Client>) -> (S
 }
 
 async fn api_token(url: &str, user: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/auth/login"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().expect("an access token").to_string()
+    tests::Api::login(url, user).await.token
 }
 
 async fn api_get(url: &str, token: &str, path: &str) -> Value {

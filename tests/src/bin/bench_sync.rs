@@ -154,16 +154,8 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     let http = reqwest::Client::new();
     let mut tokens = Vec::new();
     for dev in 0..4 {
-        let login: Value = http
-            .post(format!("http://{addr}/api/v1/auth/login"))
-            .json(&json!({"username": format!("phone{dev}"), "password": PASSWORD, "device_id": format!("bench-{dev}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tokens.push(login["access_token"].as_str().unwrap().to_string());
+        let api = tests::Api::login_from(&format!("http://{addr}"), &format!("phone{dev}"), Some(&format!("bench-{dev}"))).await;
+        tokens.push(api.token);
     }
     let t = Instant::now();
     let mut tasks = Vec::new();
