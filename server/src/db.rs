@@ -313,6 +313,9 @@ impl Db {
     /// for the running flush and checks again. N concurrent writers thus share a few flushes
     /// instead of paying one each, and nobody is answered before their data is on disk.
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), DbError> {
+        // Never wait for more than has been applied: a cursor is client data, and a forged one
+        // must not make this loop flush forever.
+        let seq = seq.min(self.inner.applied_seq.load(Ordering::Acquire));
         let mut gate = self.inner.flush_gate.lock().expect("flush gate");
         loop {
             if self.durable_seq() >= seq {

@@ -412,7 +412,9 @@ impl Db {
         want_full: &[RecordId],
     ) -> Result<(Vec<PullDoc>, u64, bool), DbError> {
         if cursor >= high {
-            return Ok((Vec::new(), high.max(cursor), false));
+            // Nothing new. A cursor past the feed's end (only a forged or foreign one can be)
+            // is answered with the feed's end.
+            return Ok((Vec::new(), high, false));
         }
         let mut entries: Vec<(u64, RecordId)> = Vec::new();
         let mut bound = high;
@@ -509,5 +511,58 @@ impl Db {
             }
         }
         Ok(serde_json::json!({"org_unit": unit, "period": period.to_string(), "due": due, "communes_without_records": silent}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{OrgUnit, Role};
+    use crate::store::MemKv;
+    use serde_json::json;
+
+    fn db_with_commune() -> Db {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        for (code, parent, level) in [("04", None, "province"), ("047", Some("04"), "district"), ("04701", Some("047"), "commune")] {
+            db.put_org_unit(OrgUnit { code: code.into(), name: code.into(), parent: parent.map(Into::into), level: level.into() }, None).unwrap();
+        }
+        db
+    }
+
+    fn officer() -> Principal {
+        Principal { username: "o".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "d".into() }
+    }
+
+    fn push_one(db: &Db) -> RecordId {
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        let id = RecordId::random();
+        let req = SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
+        let resp = db.sync(&officer(), &req).unwrap();
+        assert_eq!(resp.results[0].outcome, PushOutcome::Accepted);
+        id
+    }
+
+    #[test]
+    fn a_forged_cursor_past_the_feed_end_is_answered_with_the_feed_end() {
+        let db = db_with_commune();
+        push_one(&db);
+        let scope = scope_fingerprint(&officer().record_communes(&db.tree()));
+        let forged = Cursor { seq: u64::MAX, scope }.encode();
+        // Returns (it used to wait for a sequence number that never becomes durable).
+        let resp = db.sync(&officer(), &SyncRequest { cursor: forged, ..Default::default() }).unwrap();
+        assert!(resp.pull.is_empty());
+        assert_eq!(Cursor::decode(&resp.cursor, scope), db.durable_seq());
+    }
+
+    #[test]
+    fn a_retried_push_is_acknowledged_without_a_second_write() {
+        let db = db_with_commune();
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        let req = SyncRequest { push: vec![PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
+        db.sync(&officer(), &req).unwrap();
+        let seq = db.durable_seq();
+        let again = db.sync(&officer(), &req).unwrap();
+        assert_eq!(again.results[0].outcome, PushOutcome::Accepted);
+        assert_eq!(db.durable_seq(), seq, "no new feed entry for an unchanged record");
     }
 }
