@@ -703,15 +703,16 @@ async fn report_csv(State(state): State<Shared>, Authed(p): Authed, Path((unit, 
         .into_response())
 }
 
+/// `?org_unit=&period=`, both optional (the caller's unit; every or the current period).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CalendarQuery {
+struct UnitPeriodQuery {
     org_unit: Option<String>,
     period: Option<String>,
 }
 
 /// Which reports are due for an org unit, and which communes have sent nothing in the period.
-async fn calendar(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<CalendarQuery>) -> AppResult<axum::Json<Value>> {
+async fn calendar(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<UnitPeriodQuery>) -> AppResult<axum::Json<Value>> {
     let unit = q.org_unit.unwrap_or_else(|| p.org_unit.clone());
     check_figures_scope(&state, &p, &unit)?;
     let today = chrono::Utc::now().date_naive();
@@ -782,15 +783,8 @@ async fn merge_duplicate(State(state): State<Shared>, Authed(p): Authed, Path(id
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApprovalsQuery {
-    org_unit: Option<String>,
-    period: Option<String>,
-}
-
 /// Approvals under a unit, each with the figures approved and the current ones beside them.
-async fn list_approvals(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<ApprovalsQuery>) -> AppResult<axum::Json<Value>> {
+async fn list_approvals(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<UnitPeriodQuery>) -> AppResult<axum::Json<Value>> {
     let unit = q.org_unit.unwrap_or_else(|| p.org_unit.clone());
     check_figures_scope(&state, &p, &unit)?;
     let period = q.period.as_deref().map(parse_period).transpose()?;

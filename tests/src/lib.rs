@@ -11,6 +11,7 @@ use gesync_server::api::AppState;
 use gesync_server::model::{OrgUnit, Role, User};
 use gesync_server::Db;
 
+pub mod bench;
 pub mod fleet;
 
 /// Password of every harness account.

@@ -2,13 +2,13 @@
 //! sync server on the same workloads), plus the byte-counting proxy both systems sit behind.
 //!
 //! Subcommands (every one prints JSON on stdout):
-//! - `records --count N`: the documents of `case(0..N)` exactly as our SDK builds them
+//! - `records --count N`: the documents of `gbv_case(0..N)` exactly as our SDK builds them
 //!   (Automerge → JSON), so the peer's client can create the same structure.
 //! - `proxy --target ADDR`: a TCP proxy on loopback in front of ADDR (the harness's
 //!   `tests::proxy`); prints `{"listen","control"}` and serves until killed. On the control port,
 //!   a line `read` answers `{"up","down","connections"}` and `reset` zeroes the byte counters.
 //! - `login --store DIR --keys DIR --url URL --username U` (password on stdin).
-//! - `create --store DIR --keys DIR --from A --to B`: records `case(A..B)`, offline.
+//! - `create --store DIR --keys DIR --from A --to B`: records `gbv_case(A..B)`, offline.
 //! - `edit --store DIR --keys DIR --count N --value V`: sets `status` = V in the first N records
 //!   (id order), offline.
 //! - `sync --store DIR --keys DIR --control ADDR [--server ADDR]`: the timed part. The clock
@@ -27,20 +27,8 @@ use client_sdk::{Client, KeyFile, RecordKind};
 use serde_json::{json, Value};
 use sync_protocol::automerge::{ActorId, AutoSerde};
 use sync_protocol::doc;
+use tests::bench::gbv_case;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-
-/// The record of `bench_sync.rs`: a gbv_case of ≈25 fields with 2 service entries.
-fn case(i: usize) -> Value {
-    json!({
-        "commune": "04701", "detected_on": format!("2025-{:02}-{:02}", 1 + i % 12, 1 + i % 28), "setting": "domestic",
-        "violence_types": ["physical", "psychological"],
-        "victim": {"sex": "female", "birth_year": 1970 + (i % 40) as i64, "ethnic_minority": true, "disability": false},
-        "services": [{"kind": "health", "provided_on": "2025-03-02", "provider": "Trạm y tế xã"},
-                     {"kind": "legal_aid", "provided_on": "2025-03-05", "provider": "Trung tâm TGPL tỉnh"}],
-        "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i % 2 == 0},
-        "status": "open", "notes": "Ghi chú của cán bộ xã về vụ việc."
-    })
-}
 
 fn opt(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -93,7 +81,7 @@ fn main() {
             let mut out = std::io::BufWriter::new(out.lock());
             out.write_all(b"[").unwrap();
             for i in 0..n {
-                let d = doc::new_record(sync_protocol::RecordKind::GbvCase, &case(i), ActorId::random()).unwrap();
+                let d = doc::new_record(sync_protocol::RecordKind::GbvCase, &gbv_case(i), ActorId::random()).unwrap();
                 let v = serde_json::to_value(AutoSerde::from(&d)).unwrap();
                 if i > 0 {
                     out.write_all(b",\n").unwrap();
@@ -115,7 +103,7 @@ fn main() {
             let mut c = open_client();
             let (from, to) = (num("--from"), num("--to"));
             for i in from..to {
-                c.create(RecordKind::GbvCase, &case(i)).unwrap_or_else(|e| fail(&format!("create: {e}")));
+                c.create(RecordKind::GbvCase, &gbv_case(i)).unwrap_or_else(|e| fail(&format!("create: {e}")));
             }
             println!("{}", json!({"created": to - from}));
         }

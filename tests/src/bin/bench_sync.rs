@@ -5,55 +5,21 @@
 //! Sizes can be reduced for a quick run: `--records 200 --hold 2000 --ingest 10000`.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
-use serde_json::{json, Value};
+use serde_json::json;
 use sync_protocol::automerge::ActorId;
 use sync_protocol::doc;
 use sync_protocol::wire::{PushDoc, SyncRequest, SyncResponse, CONTENT_TYPE};
 use sync_protocol::{heads_to_wire, RecordId};
+use tests::bench::{arg, gbv_case, serve_if_child, ServerChild};
 use tests::{proxy, rss_mb, PASSWORD};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn case(i: usize) -> Value {
-    json!({
-        "commune": "04701", "detected_on": format!("2025-{:02}-{:02}", 1 + i % 12, 1 + i % 28), "setting": "domestic",
-        "violence_types": ["physical", "psychological"],
-        "victim": {"sex": "female", "birth_year": 1970 + (i % 40) as i64, "ethnic_minority": true, "disability": false},
-        "services": [{"kind": "health", "provided_on": "2025-03-02", "provider": "Trạm y tế xã"},
-                     {"kind": "legal_aid", "provided_on": "2025-03-05", "provider": "Trung tâm TGPL tỉnh"}],
-        "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i % 2 == 0},
-        "status": "open", "notes": "Ghi chú của cán bộ xã về vụ việc."
-    })
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--serve") {
-        // Child mode: the real server on the given store and address.
-        let dir = std::path::PathBuf::from(&args[2]);
-        let listen: SocketAddr = args[3].parse().expect("address");
-        let db = gesync_server::open_db(&dir).expect("store");
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None }, db, |_| {})).unwrap();
-        return;
-    }
+    serve_if_child();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(bench(arg("--records", 1000), arg("--hold", 10_000), arg("--ingest", 100_000)));
-}
-
-struct ServerChild(Child);
-impl Drop for ServerChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
@@ -68,18 +34,8 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
         let db = gesync_server::open_db(&data).unwrap();
         tests::seed(&db, 4);
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--serve", data.to_str().unwrap(), &addr.to_string()])
-        .env("GESYNC_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = ServerChild(child);
-    while std::net::TcpStream::connect(addr).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = ServerChild::spawn(&data);
+    let addr = server.addr;
     let (paddr, counters) = proxy::start(addr).await;
     let url = format!("http://{paddr}");
 
@@ -88,8 +44,8 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     phone.login(&url, "officer1", PASSWORD, None).await.unwrap();
     let mut save_bytes = 0usize;
     for i in 0..records {
-        phone.create(RecordKind::GbvCase, &case(i)).unwrap();
-        save_bytes += doc::new_record(sync_protocol::RecordKind::GbvCase, &case(i), ActorId::random()).unwrap().save().len();
+        phone.create(RecordKind::GbvCase, &gbv_case(i)).unwrap();
+        save_bytes += doc::new_record(sync_protocol::RecordKind::GbvCase, &gbv_case(i), ActorId::random()).unwrap().save().len();
     }
     counters.reset();
     let req0 = metric(addr, "gesync_sync_requests_total").await;
@@ -114,7 +70,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
 
     // 3. A phone holding `hold` records reconnects with nothing new.
     for i in records..hold {
-        phone.create(RecordKind::GbvCase, &case(i)).unwrap();
+        phone.create(RecordKind::GbvCase, &gbv_case(i)).unwrap();
     }
     phone.sync(|_| {}).await.unwrap();
     counters.reset();
@@ -139,7 +95,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
                         .map(|start| {
                             let push = (start..(start + 500).min(per))
                                 .map(|i| {
-                                    let mut d = doc::new_record(sync_protocol::RecordKind::GbvCase, &case(i), actor.clone()).unwrap();
+                                    let mut d = doc::new_record(sync_protocol::RecordKind::GbvCase, &gbv_case(i), actor.clone()).unwrap();
                                     PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
                                 })
                                 .collect();
@@ -182,7 +138,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     }
     let ingest_s = t.elapsed().as_secs_f64();
     let ingest_rate = (per * 4) as f64 / ingest_s;
-    let rss = rss_mb(server.0.id());
+    let rss = rss_mb(server.pid());
     eprintln!("ingest: {} records in {ingest_s:.1} s ({ingest_rate:.0}/s, durable); server RSS {rss:.0} MiB", per * 4);
     drop(server);
     println!(

@@ -10,46 +10,17 @@
 //! `--spread-ms S` (default 0): each phone starts each sync phase at a random moment within S
 //! ms instead of all at the same instant (0 is the worst case: every phone at once).
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
+use tests::bench::{arg, serve_if_child, ServerChild};
 use tests::rss_mb;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => default,
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            eprintln!("error: {name} needs a number");
-            std::process::exit(1)
-        }),
-    }
-}
-
-struct ServerChild(Child);
-impl Drop for ServerChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--serve") {
-        // Child mode: the real server on the given store and address, until SIGTERM.
-        let dir = std::path::PathBuf::from(&args[2]);
-        let listen: SocketAddr = args[3].parse().expect("address");
-        let db = gesync_server::open_db(&dir).expect("store");
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None }, db, |_| {})).unwrap();
-        return;
-    }
+    serve_if_child();
     let mut config = FleetConfig::new(arg("--phones", 1000), arg("--records-per-phone", 20));
     config.phones_per_commune = arg("--phones-per-commune", config.phones_per_commune);
     config.communes_per_district = arg("--communes-per-district", config.communes_per_district);
@@ -87,19 +58,8 @@ async fn run(config: FleetConfig) {
         layout.phones.len(),
         t.elapsed().as_secs_f64()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--serve", data.to_str().unwrap(), &addr.to_string()])
-        .env("GESYNC_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = ServerChild(child);
-    let pid = server.0.id();
-    while std::net::TcpStream::connect(addr).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = ServerChild::spawn(&data);
+    let (addr, pid) = (server.addr, server.pid());
     let url = format!("http://{addr}");
 
     // Peak server memory, sampled.
@@ -158,9 +118,7 @@ async fn run(config: FleetConfig) {
     let request_ms = transport.sync_ms.lock().unwrap().clone();
 
     // Graceful stop, then the store must open and hold the same number of records.
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let mut server = server;
-    let status = server.0.wait().unwrap();
+    let status = server.stop();
     let reopened = gesync_server::open_db(&data).expect("the store opens after the run");
     let stored: usize = layout.communes.iter().map(|(c, _)| reopened.record_ids_of(c).unwrap().len()).sum();
     eprintln!("server stopped ({status}); the store reopens with {stored} records");

@@ -1,0 +1,93 @@
+//! Pieces the benchmark binaries (`bench-sync`, `load`, `bench-peer-client`) share: the record
+//! they all sync, their flag reading, and the real server run as a child process of the very
+//! binary (re-executed with `--serve DIR ADDR`), so its memory and CPU are its own.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// `--name N` from the command line, `default` when absent; a value that is not a number is
+/// one clear error line and exit code 1.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        None => default,
+        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            eprintln!("error: {name} needs a number");
+            std::process::exit(1)
+        }),
+    }
+}
+
+/// A realistic gbv_case of ≈25 fields with 2 service entries; `i` varies dates and flags.
+pub fn gbv_case(i: usize) -> Value {
+    json!({
+        "commune": "04701", "detected_on": format!("2025-{:02}-{:02}", 1 + i % 12, 1 + i % 28), "setting": "domestic",
+        "violence_types": ["physical", "psychological"],
+        "victim": {"sex": "female", "birth_year": 1970 + (i % 40) as i64, "ethnic_minority": true, "disability": false},
+        "services": [{"kind": "health", "provided_on": "2025-03-02", "provider": "Trạm y tế xã"},
+                     {"kind": "legal_aid", "provided_on": "2025-03-05", "provider": "Trung tâm TGPL tỉnh"}],
+        "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i % 2 == 0},
+        "status": "open", "notes": "Ghi chú của cán bộ xã về vụ việc."
+    })
+}
+
+/// In the child started by [`ServerChild::spawn`] (`BIN --serve DIR ADDR`): runs the real
+/// server until SIGTERM and exits. Otherwise returns at once. Call first thing in `main`.
+pub fn serve_if_child() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("--serve") {
+        return;
+    }
+    let dir = std::path::PathBuf::from(&args[2]);
+    let listen: SocketAddr = args[3].parse().expect("address");
+    let db = gesync_server::open_db(&dir).expect("store");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None }, db, |_| {})).unwrap();
+    std::process::exit(0);
+}
+
+/// The real server on the store in `data`, in a child process, plain HTTP on a loopback port.
+/// Killed when dropped.
+pub struct ServerChild {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerChild {
+    /// Starts the child and waits until it accepts connections.
+    pub fn spawn(data: &Path) -> ServerChild {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--serve", data.to_str().unwrap(), &addr.to_string()])
+            .env("GESYNC_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        while std::net::TcpStream::connect(addr).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ServerChild { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Graceful stop: SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
