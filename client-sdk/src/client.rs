@@ -291,6 +291,7 @@ impl Client {
                     m.rejected = None;
                 })?;
             }
+            self.store.flush_acks(true)?;
         }
         self.store.update_state(|s| {
             if new_server || new_user {

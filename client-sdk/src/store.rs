@@ -5,12 +5,18 @@
 //! DIR/salt              cleartext argon2 salt (passphrase stores only)
 //! DIR/state             encrypted JSON: device id, actor, server, username, tokens, cursor
 //! DIR/records/<uuid>    encrypted: version byte + postcard(RecordFile) = sync metadata + doc
+//! DIR/acks              encrypted: the server's verdicts not yet folded into record files
 //! ```
 //!
-//! Invariant: `records` in memory mirrors the metadata of the files on disk; every change is
-//! written to disk first and mirrored after, so a failed write leaves memory as it was.
+//! Invariant: `records` in memory mirrors the metadata on disk (the record files, overlaid by
+//! `acks`); every change is written to disk first and mirrored after, so a failed write leaves
+//! memory as it was. The one exception is a server verdict (the heads it acknowledged, a
+//! rejection, a request for the whole document): [`Store::update_meta`] changes memory and the
+//! journal is written once per sync round by [`Store::flush_acks`], instead of one record file
+//! rewrite per record. A verdict lost in a crash, or an older one read back, only says the server
+//! has less than it has: the record is pushed again and the server's merge is idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,6 +32,10 @@ use crate::error::{Error, Result};
 const MARKER_FILE: &str = "gesync-store";
 const STATE_FILE: &str = "state";
 const RECORDS_DIR: &str = "records";
+const ACKS_FILE: &str = "acks";
+const ACKS_FORMAT: u8 = 1;
+/// Verdicts held in the journal beyond which they are folded into their record files.
+const FOLD_ACKS_AT: usize = 5000;
 const STORE_FORMAT: u32 = 1;
 const RECORD_FORMAT: u8 = 1;
 
@@ -124,6 +134,14 @@ impl RecordMeta {
     }
 }
 
+/// A server verdict kept in the `acks` journal: the sync part of a record's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ack {
+    id: RecordId,
+    server_heads: Vec<Hash>,
+    rejected: Option<Rejection>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct RecordFile {
     meta: RecordMeta,
@@ -147,6 +165,11 @@ pub struct Store {
     records: BTreeMap<RecordId, RecordMeta>,
     /// Record files written but not yet synced to disk (see [`Store::make_durable`]).
     deferred: Vec<PathBuf>,
+    /// Records whose sync metadata in memory is newer than their record file: the content of
+    /// the `acks` journal (see the module documentation).
+    acks: BTreeSet<RecordId>,
+    /// The journal on disk differs from `acks`.
+    acks_dirty: bool,
 }
 
 impl fmt::Debug for Store {
@@ -208,6 +231,8 @@ impl Store {
             actor,
             records: BTreeMap::new(),
             deferred: Vec::new(),
+            acks: BTreeSet::new(),
+            acks_dirty: false,
         };
         store.save_state()?;
         // The marker goes last: a store without it is an unfinished creation and is made again.
@@ -277,6 +302,8 @@ impl Store {
             actor,
             records: BTreeMap::new(),
             deferred: Vec::new(),
+            acks: BTreeSet::new(),
+            acks_dirty: false,
         };
         store.load_index()?;
         Ok(store)
@@ -309,6 +336,73 @@ impl Store {
             let (meta, _) = self.read_record_file(id)?;
             self.records.insert(id, meta);
         }
+        self.read_acks()
+    }
+
+    /// Overlays the verdicts of the `acks` journal on the metadata read from record files.
+    fn read_acks(&mut self) -> Result<()> {
+        let path = self.dir.join(ACKS_FILE);
+        let sealed = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("read", &path)(e)),
+        };
+        let plain = crypto::open(&self.key, ACKS_FILE, &sealed)?;
+        let acks: Vec<Ack> = match plain.split_first() {
+            Some((&ACKS_FORMAT, body)) => postcard::from_bytes(body).map_err(|e| Error::Corrupt {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?,
+            _ => {
+                return Err(Error::Corrupt {
+                    path,
+                    detail: "unknown journal format".into(),
+                })
+            }
+        };
+        for ack in acks {
+            if let Some(meta) = self.records.get_mut(&ack.id) {
+                meta.server_heads = ack.server_heads;
+                meta.rejected = ack.rejected;
+                self.acks.insert(ack.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the `acks` journal if it changed (atomically; with `durable`, also synced). Past
+    /// [`FOLD_ACKS_AT`] verdicts, they are first folded into their record files.
+    pub(crate) fn flush_acks(&mut self, durable: bool) -> Result<()> {
+        if !self.acks_dirty {
+            return Ok(());
+        }
+        if self.acks.len() > FOLD_ACKS_AT {
+            for id in self.acks.clone() {
+                let meta = self.meta(id)?.clone();
+                let (_, doc) = self.read_record_file(id)?;
+                self.put_record_with(id, meta, &doc, false)?;
+            }
+        }
+        let acks: Vec<Ack> = self
+            .acks
+            .iter()
+            .filter_map(|id| {
+                let m = self.records.get(id)?;
+                Some(Ack {
+                    id: *id,
+                    server_heads: m.server_heads.clone(),
+                    rejected: m.rejected.clone(),
+                })
+            })
+            .collect();
+        let mut plain = vec![ACKS_FORMAT];
+        plain.extend(postcard::to_stdvec(&acks).expect("the journal serialises"));
+        crypto::write_atomic_with(
+            &self.dir.join(ACKS_FILE),
+            &crypto::seal(&self.key, ACKS_FILE, &plain),
+            durable,
+        )?;
+        self.acks_dirty = false;
         Ok(())
     }
 
@@ -395,7 +489,9 @@ impl Store {
         if !self.records.contains_key(&id) {
             return Err(Error::UnknownRecord(id));
         }
-        let (meta, bytes) = self.read_record_file(id)?;
+        let (_, bytes) = self.read_record_file(id)?;
+        // The metadata in memory is authoritative (it includes the journal's verdicts).
+        let meta = self.meta(id)?.clone();
         let doc = AutoCommit::load(&bytes)
             .map_err(|e| Error::BadDocument {
                 id,
@@ -460,30 +556,37 @@ impl Store {
             durable,
         )?;
         self.records.insert(id, file.meta);
+        // The file now holds the record's verdict too.
+        if self.acks.remove(&id) {
+            self.acks_dirty = true;
+        }
         Ok(())
     }
 
-    /// Changes only the sync metadata of a record (rewrites its file with the same document).
-    ///
-    /// Written atomically but without fsync: this only records what the server acknowledged
-    /// (its heads, a rejection). Losing it in a crash makes the record pending again and the
-    /// next sync re-pushes it, which the server treats as a no-op. Skipping the two fsyncs per
-    /// record is what makes acknowledging a 1,000-record push take milliseconds, not seconds.
+    /// Records a server verdict: changes only the sync metadata of a record (the heads the
+    /// server has, a rejection), in memory and in the journal that [`Store::flush_acks`] writes
+    /// once per round. Not fsynced: see the module documentation for why losing it is safe.
     pub(crate) fn update_meta(
         &mut self,
         id: RecordId,
         change: impl FnOnce(&mut RecordMeta),
     ) -> Result<()> {
-        let (mut meta, doc) = self.read_record_file(id)?;
-        change(&mut meta);
-        self.put_record_with(id, meta, &doc, false)
+        let meta = self.records.get_mut(&id).ok_or(Error::UnknownRecord(id))?;
+        let (heads, conflicts) = (meta.heads.clone(), meta.conflicts);
+        change(meta);
+        debug_assert!(meta.heads == heads && meta.conflicts == conflicts, "a verdict changes only sync metadata");
+        self.acks.insert(id);
+        self.acks_dirty = true;
+        Ok(())
     }
 
-    /// [`Store::update_meta`], fsynced: for changes that must not be lost (forgetting what a
-    /// previous server had, so that everything is pushed to the new one).
+    /// Changes the sync metadata of a record in its file, fsynced: for changes that must not be
+    /// lost (forgetting what a previous server had, so that everything is pushed to the new
+    /// one). Callers then [`Store::flush_acks`] durably, so that the journal forgets it too.
     pub(crate) fn update_meta_durable(&mut self, id: RecordId, change: impl FnOnce(&mut RecordMeta)) -> Result<()> {
-        let (mut meta, doc) = self.read_record_file(id)?;
+        let mut meta = self.meta(id)?.clone();
         change(&mut meta);
+        let (_, doc) = self.read_record_file(id)?;
         self.put_record_with(id, meta, &doc, true)
     }
 
@@ -514,7 +617,7 @@ impl Store {
 
 /// True for the names the store writes in its directory.
 fn is_store_entry(name: &str) -> bool {
-    [MARKER_FILE, STATE_FILE, RECORDS_DIR, crypto::SALT_FILE].contains(&name)
+    [MARKER_FILE, STATE_FILE, RECORDS_DIR, ACKS_FILE, crypto::SALT_FILE].contains(&name)
         || name.starts_with(".tmp-")
 }
 

@@ -253,7 +253,9 @@ impl Client {
                 report.pulled += 1;
             }
         }
-        // Pulled records reach the disk before the cursor moves past them.
+        // The round's verdicts in one journal write; pulled records reach the disk before the
+        // cursor moves past them (the same sync carries the journal along).
+        self.store.flush_acks(false)?;
         self.store.make_durable()?;
         let cursor = response.cursor;
         self.store.update_state(|s| s.cursor = cursor)

@@ -394,3 +394,80 @@ fn many_phones_sync_concurrently_in_one_runtime() {
     }
     assert_eq!(server.record_count(), 20);
 }
+
+/// The bytes of every record file of a store.
+fn record_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join("records"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn verdicts_are_journalled_once_per_round_and_survive_reopening() {
+    let server = Arc::new(FakeServer::new());
+    server.with(|s| s.reject_commune = Some("04999".into()));
+    let d = tempfile::tempdir().unwrap();
+    let (good, bad) = {
+        let mut a = phone(d.path(), &server);
+        login(&mut a);
+        let good: Vec<RecordId> = (0..3)
+            .map(|_| a.create(RecordKind::GbvCase, &case("04712")).unwrap())
+            .collect();
+        let bad = a.create(RecordKind::GbvCase, &case("04999")).unwrap();
+        let before = record_files(d.path());
+        let r = sync(&mut a);
+        assert_eq!((r.pushed, r.rejected), (3, 1));
+        // The verdicts went to the journal: no record file was rewritten for them.
+        assert_eq!(record_files(d.path()), before);
+        assert!(d.path().join("acks").exists());
+        (good, bad)
+    };
+    let mut a = phone(d.path(), &server);
+    for id in &good {
+        assert_eq!(a.status(*id).unwrap(), SyncStatus::Synced);
+    }
+    assert!(matches!(a.status(bad).unwrap(), SyncStatus::Rejected { .. }));
+    assert_eq!(a.pending_count(), 0);
+    let r = sync(&mut a);
+    assert_eq!((r.pushed, r.rejected), (0, 0), "nothing is pushed again after reopening");
+}
+
+#[test]
+fn a_lost_or_older_journal_only_makes_records_pending_again() {
+    let server = Arc::new(FakeServer::new());
+    let d = tempfile::tempdir().unwrap();
+    let mut a = phone(d.path(), &server);
+    login(&mut a);
+    let id = a.create(RecordKind::GbvCase, &case("04712")).unwrap();
+    sync(&mut a);
+    let older = std::fs::read(d.path().join("acks")).unwrap();
+    a.set(id, "status", &json!("closed")).unwrap();
+    sync(&mut a);
+    assert_eq!(a.status(id).unwrap(), SyncStatus::Synced);
+    drop(a);
+
+    // As if the crash came before the last journal write reached the disk: the verdict read
+    // back is an older one. The record is pending, pushed again, and the server keeps one copy.
+    std::fs::write(d.path().join("acks"), older).unwrap();
+    let mut a = phone(d.path(), &server);
+    assert_eq!(a.status(id).unwrap(), SyncStatus::Pending);
+    assert_eq!(a.show(id).unwrap()["status"], "closed");
+    let r = sync(&mut a);
+    assert_eq!((r.pushed, r.rejected), (1, 0));
+    assert_eq!(a.status(id).unwrap(), SyncStatus::Synced);
+    assert_eq!(server.record_count(), 1);
+    assert_eq!(server.view(id).unwrap()["status"], "closed");
+    drop(a);
+
+    // No journal at all: the same.
+    std::fs::remove_file(d.path().join("acks")).unwrap();
+    let mut a = phone(d.path(), &server);
+    assert_eq!(a.pending_count(), 1);
+    sync(&mut a);
+    assert_eq!(a.pending_count(), 0);
+    assert_eq!(server.record_count(), 1);
+}

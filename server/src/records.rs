@@ -441,7 +441,8 @@ impl Db {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for (i, (_, id)) in entries.iter().enumerate() {
-            let (Some(meta), Some(mut doc)) = (self.get_meta(id)?, self.load_doc(id)?) else { continue };
+            let Some(meta) = self.get_meta(id)? else { continue };
+            let Some((_, current)) = meta.history.back() else { continue };
             let mut known: Vec<ChangeHash> = Vec::new();
             if !want_full.contains(id) {
                 known.extend(meta.heads_at(cursor).unwrap_or_default());
@@ -449,7 +450,19 @@ impl Db {
                     known.extend(heads_from_wire(h));
                 }
             }
-            let changes = doc.save_after(&known);
+            // The common cases need no Automerge work: the phone already has the current heads
+            // (its own push), or has nothing of the record and gets the stored document as is.
+            let changes = if heads_from_wire(current).iter().all(|h| known.contains(h)) {
+                continue;
+            } else if known.is_empty() {
+                match self.kv().get(&key("r/", &[&id.0]))? {
+                    Some(bytes) => bytes,
+                    None => continue,
+                }
+            } else {
+                let Some(mut doc) = self.load_doc(id)? else { continue };
+                doc.save_after(&known)
+            };
             if changes.is_empty() {
                 continue;
             }
@@ -460,7 +473,7 @@ impl Db {
                 break;
             }
             bytes += changes.len();
-            out.push(PullDoc { id: *id, changes, heads: heads_to_wire(&doc.get_heads()) });
+            out.push(PullDoc { id: *id, changes, heads: current.clone() });
         }
         Ok((out, next, truncated))
     }

@@ -10,7 +10,7 @@
 //!   produce a duplicate;
 //! - an absent optional field is an absent key; setting `null` deletes the key.
 
-use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue};
+use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue, ValueRef};
 use serde_json::{Map, Number, Value};
 
 use crate::ids::RecordKind;
@@ -330,27 +330,28 @@ pub fn view(doc: &AutoCommit) -> Result<Value, DocError> {
 
 fn view_map(doc: &AutoCommit, obj: &ObjId, schema: &[Field]) -> Result<Map<String, Value>, DocError> {
     let mut out = Map::new();
-    for field in schema {
-        let Some((value, id)) = doc.get(obj, field.name).map_err(am)? else { continue };
-        let json = match (&field.ty, value) {
-            (FieldType::Map(sub), AmValue::Object(ObjType::Map)) => {
-                Value::Object(view_map(doc, &id, sub)?)
-            }
-            (FieldType::List(sub), AmValue::Object(ObjType::List)) => {
+    // One pass over the object's keys (sorted), each looked up in the schema.
+    for item in doc.map_range(obj, ..) {
+        let Some(field) = schema.iter().find(|f| f.name == item.key) else { continue };
+        let json = match (&field.ty, &item.value) {
+            (FieldType::Map(sub), ValueRef::Object(ObjType::Map)) => Value::Object(view_map(doc, &item.id(), sub)?),
+            (FieldType::List(sub), ValueRef::Object(ObjType::List)) => {
                 let mut items = Vec::new();
-                for i in 0..doc.length(&id) {
-                    if let Some((AmValue::Object(ObjType::Map), entry)) = doc.get(&id, i).map_err(am)? {
-                        items.push(Value::Object(view_map(doc, &entry, sub)?));
+                for entry in doc.list_range(item.id(), ..) {
+                    if let ValueRef::Object(ObjType::Map) = entry.value {
+                        items.push(Value::Object(view_map(doc, &entry.id(), sub)?));
                     }
                 }
                 Value::Array(items)
             }
-            (FieldType::Set(_), AmValue::Object(ObjType::Map)) => {
-                let mut keys: Vec<String> = doc.keys(&id).collect();
-                keys.sort();
-                Value::Array(keys.into_iter().map(Value::String).collect())
+            (FieldType::Set(_), ValueRef::Object(ObjType::Map)) => {
+                // `keys` is sorted already.
+                Value::Array(doc.keys(item.id()).map(Value::String).collect())
             }
-            (_, AmValue::Scalar(s)) => scalar_to_json(s.as_ref()),
+            (_, ValueRef::Scalar(_)) => match AmValue::from(item.value.clone()) {
+                AmValue::Scalar(s) => scalar_to_json(s.as_ref()),
+                AmValue::Object(_) => continue,
+            },
             _ => continue,
         };
         out.insert(field.name.to_string(), json);
@@ -412,32 +413,44 @@ fn collect_conflicts(
     schema: &[Field],
     out: &mut Vec<RawConflict>,
 ) -> Result<(), DocError> {
+    // One pass over the object (Automerge flags the keys holding concurrent values), then the
+    // fields in schema order; only a flagged key costs a second lookup.
+    let present: Vec<(String, ValueRef<'_>, bool, ObjId)> = doc
+        .map_range(obj, ..)
+        .map(|item| {
+            let id = item.id();
+            (item.key.into_owned(), item.value, item.conflict, id)
+        })
+        .collect();
     for field in schema {
+        let Some((_, value, conflict, id)) = present.iter().find(|(k, ..)| k == field.name) else { continue };
         let path = join(prefix, field.name);
-        let all = doc.get_all(obj, field.name).map_err(am)?;
-        let mut distinct: Vec<(Value, ObjId)> = Vec::new();
-        for (value, id) in &all {
-            let json = match value {
-                AmValue::Scalar(s) => scalar_to_json(s.as_ref()),
-                AmValue::Object(_) => Value::String(format!("<object {}>", id_string(id))),
-            };
-            if !distinct.iter().any(|(v, _)| *v == json) {
-                distinct.push((json, id.clone()));
+        if *conflict {
+            let all = doc.get_all(obj, field.name).map_err(am)?;
+            let mut distinct: Vec<(Value, ObjId)> = Vec::new();
+            for (value, id) in &all {
+                let json = match value {
+                    AmValue::Scalar(s) => scalar_to_json(s.as_ref()),
+                    AmValue::Object(_) => Value::String(format!("<object {}>", id_string(id))),
+                };
+                if !distinct.iter().any(|(v, _)| *v == json) {
+                    distinct.push((json, id.clone()));
+                }
+            }
+            if distinct.len() > 1 {
+                out.push((path.clone(), distinct));
             }
         }
-        if distinct.len() > 1 {
-            out.push((path.clone(), distinct));
-        }
-        let Some((value, id)) = doc.get(obj, field.name).map_err(am)? else { continue };
         match (&field.ty, value) {
-            (FieldType::Map(sub), AmValue::Object(ObjType::Map)) => {
-                collect_conflicts(doc, &id, &path, sub, out)?
-            }
-            (FieldType::List(sub), AmValue::Object(ObjType::List)) => {
-                for i in 0..doc.length(&id) {
-                    if let Some((AmValue::Object(ObjType::Map), entry)) = doc.get(&id, i).map_err(am)? {
-                        collect_conflicts(doc, &entry, &join(&path, &i.to_string()), sub, out)?;
-                    }
+            (FieldType::Map(sub), ValueRef::Object(ObjType::Map)) => collect_conflicts(doc, id, &path, sub, out)?,
+            (FieldType::List(sub), ValueRef::Object(ObjType::List)) => {
+                let entries: Vec<(usize, ObjId)> = doc
+                    .list_range(id, ..)
+                    .filter(|e| matches!(e.value, ValueRef::Object(ObjType::Map)))
+                    .map(|e| (e.index, e.id()))
+                    .collect();
+                for (i, entry) in entries {
+                    collect_conflicts(doc, &entry, &join(&path, &i.to_string()), sub, out)?;
                 }
             }
             _ => {}
@@ -476,14 +489,23 @@ fn check_obj(
     if doc.object_type(obj).map_err(am)? != ObjType::Map {
         return Err(schema(prefix, Problem::WrongType { expected: "an object" }));
     }
-    for key in doc.keys(obj) {
-        if !schema_fields.iter().any(|f| f.name == key) && !extra_keys.contains(&key.as_str()) {
-            return Err(schema(&join(prefix, &key), Problem::UnknownField));
+    // One pass over the object: its keys, and which of them hold concurrent values (only those
+    // cost a `get_all`; every concurrent value must be valid, not just the winner).
+    let mut present: Vec<(String, Option<(AmValue<'static>, ObjId)>)> = Vec::new();
+    for item in doc.map_range(obj, ..) {
+        if !schema_fields.iter().any(|f| f.name == item.key) && !extra_keys.contains(&item.key.as_ref()) {
+            return Err(schema(&join(prefix, &item.key), Problem::UnknownField));
         }
+        let single = (!item.conflict).then(|| (AmValue::from(item.value.clone()), item.id()));
+        present.push((item.key.into_owned(), single));
     }
     for field in schema_fields {
         let path = join(prefix, field.name);
-        let all = doc.get_all(obj, field.name).map_err(am)?;
+        let all = match present.iter().find(|(k, _)| k == field.name) {
+            None => Vec::new(),
+            Some((_, Some(single))) => vec![single.clone()],
+            Some((_, None)) => doc.get_all(obj, field.name).map_err(am)?,
+        };
         if all.is_empty() && field.required {
             return Err(schema(&path, Problem::Missing));
         }
@@ -493,8 +515,11 @@ fn check_obj(
                     check_obj(doc, &id, &path, sub, &[])?
                 }
                 (FieldType::List(sub), AmValue::Object(ObjType::List)) => {
-                    for i in 0..doc.length(&id) {
-                        for (entry, entry_id) in doc.get_all(&id, i).map_err(am)? {
+                    let items: Vec<(usize, bool, AmValue<'static>, ObjId)> =
+                        doc.list_range(&id, ..).map(|e| (e.index, e.conflict, AmValue::from(e.value.clone()), e.id())).collect();
+                    for (i, conflict, value, value_id) in items {
+                        let entries = if conflict { doc.get_all(&id, i).map_err(am)? } else { vec![(value, value_id)] };
+                        for (entry, entry_id) in entries {
                             let p = join(&path, &i.to_string());
                             match entry {
                                 AmValue::Object(ObjType::Map) => check_obj(doc, &entry_id, &p, sub, &[])?,
