@@ -142,23 +142,27 @@ impl Client {
         mut meta: RecordMeta,
         d: &mut AutoCommit,
     ) -> Result<()> {
-        let bytes = Self::refresh_meta(id, &mut meta, d)?;
-        self.store.put_record(id, meta, &bytes)
+        Self::refresh_meta(id, &mut meta, d)?;
+        self.store.put_record(id, meta, &d.save())
     }
 
     /// [`Client::write_doc`] for a pulled record: durable only at the next
     /// `Store::make_durable`, which the sync loop calls before it moves the cursor.
-    pub(crate) fn write_pulled_doc(&mut self, id: RecordId, mut meta: RecordMeta, d: &mut AutoCommit) -> Result<()> {
-        let bytes = Self::refresh_meta(id, &mut meta, d)?;
-        self.store.put_record_deferred(id, meta, &bytes)
+    /// `whole`: bytes that already hold the document's entire history (a record new to this
+    /// phone, loaded from them alone), stored as they are instead of saving the document again.
+    pub(crate) fn write_pulled_doc(&mut self, id: RecordId, mut meta: RecordMeta, d: &mut AutoCommit, whole: Option<&[u8]>) -> Result<()> {
+        Self::refresh_meta(id, &mut meta, d)?;
+        match whole {
+            Some(bytes) => self.store.put_record_deferred(id, meta, bytes),
+            None => self.store.put_record_deferred(id, meta, &d.save()),
+        }
     }
 
-    /// Brings a record's metadata up to date with its document (heads, conflict count) and
-    /// returns the document saved whole.
-    fn refresh_meta(id: RecordId, meta: &mut RecordMeta, d: &mut AutoCommit) -> Result<Vec<u8>> {
+    /// Brings a record's metadata up to date with its document (heads, conflict count).
+    fn refresh_meta(id: RecordId, meta: &mut RecordMeta, d: &mut AutoCommit) -> Result<()> {
         meta.heads = sorted(heads_to_wire(&d.get_heads()));
         meta.conflicts = doc::conflicts(d).map_err(Error::doc(id))?.len() as u32;
-        Ok(d.save())
+        Ok(())
     }
 
     /// The record as JSON: the view of `domain.md` plus `id`, `sync_status`

@@ -484,6 +484,12 @@ impl Store {
         }
     }
 
+    /// A record's document as stored: bytes that load into its whole history.
+    pub(crate) fn doc_bytes(&self, id: RecordId) -> Result<Vec<u8>> {
+        self.meta(id)?;
+        Ok(self.read_record_file(id)?.1)
+    }
+
     /// Loads a record's document, with this device's actor for new changes.
     pub(crate) fn load_doc(&self, id: RecordId) -> Result<(RecordMeta, AutoCommit)> {
         if !self.records.contains_key(&id) {

@@ -133,7 +133,7 @@ impl Client {
 
     /// The pending records not yet pushed at their current heads in this sync, as many as fit in
     /// one page. A record never pushed, or whose whole document the server asked for, goes whole
-    /// (`save()`, compressed); the others as the changes after the server's heads.
+    /// (as stored); the others as the changes after the server's heads.
     fn build_push(&self, round: &mut Round) -> Result<Vec<PushDoc>> {
         let candidates: Vec<(RecordId, RecordMeta)> = self
             .store
@@ -150,10 +150,11 @@ impl Client {
         let mut push = Vec::new();
         let mut size = 64;
         for (id, meta) in candidates {
-            let (_, mut d) = self.store.load_doc(id)?;
+            // A record the server has nothing of goes as stored (a whole document), unloaded.
             let changes = if meta.server_heads.is_empty() {
-                d.save()
+                self.store.doc_bytes(id)?
             } else {
+                let (_, mut d) = self.store.load_doc(id)?;
                 d.save_after(&heads_from_wire(&meta.server_heads))
             };
             let cost = changes.len() + 32 * meta.heads.len() + 64;
@@ -270,6 +271,7 @@ impl Client {
         heads: &[Hash],
         round: &mut Round,
     ) -> Result<bool> {
+        let known = self.store.meta(id).is_ok();
         let (meta, mut d) = match self.store.meta(id) {
             Ok(_) => {
                 let (m, d) = self.store.load_doc(id)?;
@@ -313,7 +315,7 @@ impl Client {
             server_heads,
             ..meta
         };
-        self.write_pulled_doc(id, meta, &mut d)?;
+        self.write_pulled_doc(id, meta, &mut d, (!known).then_some(changes))?;
         Ok(changed)
     }
 }

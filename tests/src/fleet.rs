@@ -305,11 +305,26 @@ pub async fn sync(mut p: Phone, retry: bool) -> (Phone, PhaseStats) {
     }
 }
 
-/// One sync (no retry) started at a random moment within `spread_ms`.
-pub async fn sync_after(p: Phone, spread_ms: u64) -> (Phone, PhaseStats) {
-    if spread_ms > 0 {
-        let wait = rand::random::<u64>() % spread_ms;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+/// When a phone starts a phase: a pseudo-random moment within `spread_ms`, from the run's seed,
+/// the phase and the phone (SplitMix64 over FNV-1a), so that a run can be repeated exactly.
+pub fn start_offset_ms(seed: u64, phase: u64, phone: &str, spread_ms: u64) -> u64 {
+    if spread_ms == 0 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in phone.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    let mut z = seed ^ h ^ phase.wrapping_mul(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    (z ^ (z >> 31)) % spread_ms
+}
+
+/// One sync (no retry) started `wait_ms` after the phase began.
+pub async fn sync_after(p: Phone, wait_ms: u64) -> (Phone, PhaseStats) {
+    if wait_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     }
     sync(p, false).await
 }

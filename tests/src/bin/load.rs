@@ -7,10 +7,16 @@
 //! phone. Progress goes to stderr; the last line on stdout is one JSON object.
 //!
 //! Options: `--phones-per-commune K` (default 5), `--communes-per-district D` (default 10),
-//! `--spread-ms S` (default 0): each phone starts each sync phase at a random moment within S
-//! ms instead of all at the same instant (0 is the worst case: every phone at once).
+//! `--spread-ms S` (default 5000): each phone starts each sync phase at a pseudo-random moment
+//! within S ms (0: every phone at the same instant, the worst case; see the README for the
+//! curve), `--seed N` (default: random, printed) fixes those moments;
+//! `--phones-dir DIR`: where the phones' stores go. By default they go on a memory file system
+//! (`/dev/shm`) when there is one, the server's store staying on disk: real phones write to
+//! their own flash, while a thousand simulated ones writing (and `syncfs`-ing) the server's file
+//! system would flush the server's disk for it and charge it their journal work.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,7 +82,14 @@ async fn run(config: FleetConfig) {
     };
 
     let transport = TimedTransport::new(&url);
-    let phones = fleet::phones(&layout, &tmp.path().join("phones"), transport.clone());
+    let phones_tmp = match std::env::args().skip_while(|a| a != "--phones-dir").nth(1) {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None if Path::new("/dev/shm").is_dir() => tempfile::tempdir_in("/dev/shm"),
+        None => tempfile::tempdir(),
+    }
+    .expect("a directory for the phones' stores");
+    eprintln!("server store: {} (disk); phone stores: {}", data.display(), phones_tmp.path().display());
+    let phones = fleet::phones(&layout, phones_tmp.path(), transport.clone());
     let r = config.records_per_phone;
     let total_records = config.phones * r;
     let mut syncs = PhaseStats::default();
@@ -89,20 +102,31 @@ async fn run(config: FleetConfig) {
     errors += s.errors;
     let (phones, s) = fleet::each(phones, move |p| fleet::create(p, r)).await;
     phase("create", &s);
-    let spread = arg("--spread-ms", 0) as u64;
-    let sync = move |p| fleet::sync_after(p, spread);
-    let (phones, s) = fleet::each(phones, sync).await;
+    let spread = arg("--spread-ms", 5000) as u64;
+    let seed = match std::env::args().skip_while(|a| a != "--seed").nth(1) {
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            eprintln!("error: --seed needs a number");
+            std::process::exit(1)
+        }),
+        None => rand::random::<u64>(),
+    };
+    eprintln!("sync phases start within {spread} ms on every phone (seed {seed}; rerun with --seed {seed})");
+    let sync = |phase: u64| move |p: fleet::Phone| {
+        let wait = fleet::start_offset_ms(seed, phase, &p.username, spread);
+        fleet::sync_after(p, wait)
+    };
+    let (phones, s) = fleet::each(phones, sync(1)).await;
     phase("sync", &s);
     let push_s = s.wall_s;
     errors += s.errors;
     syncs.merge(s);
     let (phones, s) = fleet::each(phones, fleet::edit).await;
     phase("edit", &s);
-    let (phones, s) = fleet::each(phones, sync).await;
+    let (phones, s) = fleet::each(phones, sync(2)).await;
     phase("sync2", &s);
     errors += s.errors;
     syncs.merge(s);
-    let (phones, s) = fleet::each(phones, sync).await;
+    let (phones, s) = fleet::each(phones, sync(3)).await;
     phase("pull", &s);
     errors += s.errors;
     syncs.merge(s);
@@ -130,6 +154,7 @@ async fn run(config: FleetConfig) {
         json!({
             "phones": config.phones,
             "spread_ms": spread,
+            "seed": seed,
             "records": total_records,
             "communes": layout.communes.len(),
             "districts": layout.districts.len(),
