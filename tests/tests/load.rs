@@ -31,5 +31,8 @@ fn the_load_binary_reports_an_exact_end_state() {
     let (p50, p99) = (report["p50_ms"].as_f64().unwrap(), report["p99_ms"].as_f64().unwrap());
     assert!(p50 > 0.0 && p50 <= p99, "{report}");
     assert!(report["server_rss_mb"].as_u64().unwrap() > 0, "{report}");
+    // Both processes' CPU during the sync phases is reported (Linux /proc).
+    assert!(report["sync_cpu_s"]["server"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["sync_cpu_s"]["phones"].as_f64().unwrap() > 0.0, "{report}");
     assert!(stderr.contains("seed 7"), "the seed is printed:\n{stderr}");
 }

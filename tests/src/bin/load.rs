@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
 use tests::bench::{arg, serve_if_child, ServerChild};
-use tests::rss_mb;
+use tests::{cpu_s, rss_mb};
 
 fn main() {
     serve_if_child();
@@ -34,6 +34,22 @@ fn main() {
     // phone's disk write from stalling the others' network I/O.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(8).enable_all().build().unwrap();
     rt.block_on(run(config));
+}
+
+/// CPU seconds used by the server process and by this one (the phones).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    server: f64,
+    phones: f64,
+}
+
+impl Cpu {
+    fn now(server_pid: u32) -> Cpu {
+        Cpu { server: cpu_s(server_pid), phones: cpu_s(std::process::id()) }
+    }
+    fn since(self, from: Cpu) -> Cpu {
+        Cpu { server: self.server - from.server, phones: self.phones - from.phones }
+    }
 }
 
 fn phase(name: &str, s: &PhaseStats) {
@@ -115,21 +131,29 @@ async fn run(config: FleetConfig) {
         let wait = fleet::start_offset_ms(seed, phase, &p.username, spread);
         fleet::sync_after(p, wait)
     };
-    let (phones, s) = fleet::each(phones, sync(1)).await;
-    phase("sync", &s);
-    let push_s = s.wall_s;
-    errors += s.errors;
-    syncs.merge(s);
-    let (phones, s) = fleet::each(phones, fleet::edit).await;
-    phase("edit", &s);
-    let (phones, s) = fleet::each(phones, sync(2)).await;
-    phase("sync2", &s);
-    errors += s.errors;
-    syncs.merge(s);
-    let (phones, s) = fleet::each(phones, sync(3)).await;
-    phase("pull", &s);
-    errors += s.errors;
-    syncs.merge(s);
+    // The three sync phases, each timed and charged its CPU (the edit phase between is not).
+    let mut sync_cpu = Cpu::default();
+    let mut push_s = 0.0;
+    let mut phones = phones;
+    for (n, name) in [(1, "sync"), (2, "sync2"), (3, "pull")] {
+        if n == 2 {
+            let (edited, s) = fleet::each(phones, fleet::edit).await;
+            phase("edit", &s);
+            phones = edited;
+        }
+        let cpu0 = Cpu::now(pid);
+        let (synced, s) = fleet::each(phones, sync(n)).await;
+        let c = Cpu::now(pid).since(cpu0);
+        phones = synced;
+        phase(name, &s);
+        eprintln!("         CPU: server {:.1} s, phones {:.1} s", c.server, c.phones);
+        sync_cpu = Cpu { server: sync_cpu.server + c.server, phones: sync_cpu.phones + c.phones };
+        if n == 1 {
+            push_s = s.wall_s;
+        }
+        errors += s.errors;
+        syncs.merge(s);
+    }
     let total_s = t_all.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -171,6 +195,7 @@ async fn run(config: FleetConfig) {
             "request_p99_ms": fleet::percentile(&request_ms, 99.0).round(),
             "records_per_s": (total_records as f64 / push_s).round(),
             "total_s": (total_s * 10.0).round() / 10.0,
+            "sync_cpu_s": {"server": (sync_cpu.server * 10.0).round() / 10.0, "phones": (sync_cpu.phones * 10.0).round() / 10.0},
             "server_rss_mb": peak_rss.load(Ordering::Relaxed).max(rss_end as u64),
         })
     );
