@@ -223,17 +223,7 @@ impl Store {
             refresh_token: None,
             cursor: Vec::new(),
         };
-        let store = Store {
-            dir,
-            keys: Box::new(keys),
-            key,
-            state,
-            actor,
-            records: BTreeMap::new(),
-            deferred: Vec::new(),
-            acks: BTreeSet::new(),
-            acks_dirty: false,
-        };
+        let store = Store::with_state(dir, Box::new(keys), key, state);
         store.save_state()?;
         // The marker goes last: a store without it is an unfinished creation and is made again.
         let marker = serde_json::to_vec(&marker).expect("the marker serialises");
@@ -293,20 +283,24 @@ impl Store {
             path: state_path.clone(),
             detail: e.to_string(),
         })?;
-        let actor = ActorId::from(state.actor.as_slice());
-        let mut store = Store {
+        let mut store = Store::with_state(dir, Box::new(keys), key, state);
+        store.load_index()?;
+        Ok(store)
+    }
+
+    /// A store handle over `state`, with no record loaded yet.
+    fn with_state(dir: PathBuf, keys: Box<dyn KeyProvider>, key: StoreKey, state: State) -> Store {
+        Store {
             dir,
-            keys: Box::new(keys),
+            keys,
             key,
+            actor: ActorId::from(state.actor.as_slice()),
             state,
-            actor,
             records: BTreeMap::new(),
             deferred: Vec::new(),
             acks: BTreeSet::new(),
             acks_dirty: false,
-        };
-        store.load_index()?;
-        Ok(store)
+        }
     }
 
     /// Opens the store in `dir`, creating it first when there is none.

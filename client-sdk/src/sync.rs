@@ -272,15 +272,14 @@ impl Client {
         round: &mut Round,
     ) -> Result<bool> {
         let known = self.store.meta(id).is_ok();
-        let (meta, mut d) = match self.store.meta(id) {
-            Ok(_) => {
-                let (m, d) = self.store.load_doc(id)?;
-                (Some(m), d)
-            }
-            Err(_) => (
+        let (meta, mut d) = if known {
+            let (m, d) = self.store.load_doc(id)?;
+            (Some(m), d)
+        } else {
+            (
                 None,
                 AutoCommit::new().with_actor(self.store.actor().clone()),
-            ),
+            )
         };
         let before = d.get_heads();
         if d.load_incremental(changes).is_err() {

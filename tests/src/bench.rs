@@ -12,13 +12,24 @@ use serde_json::{json, Value};
 /// `--name N` from the command line, `default` when absent; a value that is not a number is
 /// one clear error line and exit code 1.
 pub fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => default,
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+    arg_parsed(name).unwrap_or(default)
+}
+
+/// The value after flag `name` on the command line, if the flag is given.
+pub fn arg_str(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+/// [`arg_str`] parsed; a flag given without a number is an error (one line, exit 1).
+pub fn arg_parsed<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let given = std::env::args().any(|a| a == name);
+    match arg_str(name).and_then(|v| v.parse().ok()) {
+        Some(v) => Some(v),
+        None if given => {
             eprintln!("error: {name} needs a number");
             std::process::exit(1)
-        }),
+        }
+        None => None,
     }
 }
 

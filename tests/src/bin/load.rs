@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
-use tests::bench::{arg, serve_if_child, ServerChild};
+use tests::bench::{arg, arg_parsed, arg_str, serve_if_child, ServerChild};
 use tests::{cpu_s, rss_mb};
 
 fn main() {
@@ -65,6 +65,8 @@ fn phase(name: &str, s: &PhaseStats) {
 }
 
 async fn run(config: FleetConfig) {
+    let spread = arg("--spread-ms", 5000) as u64;
+    let seed: u64 = arg_parsed("--seed").unwrap_or_else(rand::random);
     let layout = Layout::new(config.clone());
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
@@ -98,7 +100,7 @@ async fn run(config: FleetConfig) {
     };
 
     let transport = TimedTransport::new(&url);
-    let phones_tmp = match std::env::args().skip_while(|a| a != "--phones-dir").nth(1) {
+    let phones_tmp = match arg_str("--phones-dir") {
         Some(dir) => tempfile::tempdir_in(dir),
         None if Path::new("/dev/shm").is_dir() => tempfile::tempdir_in("/dev/shm"),
         None => tempfile::tempdir(),
@@ -118,14 +120,6 @@ async fn run(config: FleetConfig) {
     errors += s.errors;
     let (phones, s) = fleet::each(phones, move |p| fleet::create(p, r)).await;
     phase("create", &s);
-    let spread = arg("--spread-ms", 5000) as u64;
-    let seed = match std::env::args().skip_while(|a| a != "--seed").nth(1) {
-        Some(s) => s.parse().unwrap_or_else(|_| {
-            eprintln!("error: --seed needs a number");
-            std::process::exit(1)
-        }),
-        None => rand::random::<u64>(),
-    };
     eprintln!("sync phases start within {spread} ms on every phone (seed {seed}; rerun with --seed {seed})");
     let sync = |phase: u64| move |p: fleet::Phone| {
         let wait = fleet::start_offset_ms(seed, phase, &p.username, spread);
