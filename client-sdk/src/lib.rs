@@ -12,7 +12,9 @@
 //!   (`GESYNC_STORE_SECRET`, argon2id), a key file outside the store (the default, standing in
 //!   for a platform keystore), or a key the program supplies.
 //! - [`Client`] (`client.rs`): typed record operations (`create`, `set`, `append`, `delete`,
-//!   `show`, `list`, `status`) and `login`; `sync.rs` adds [`Client::sync`].
+//!   `show`, `list`, `status`) and `login`; `sync.rs` adds [`Client::sync`] and
+//!   [`Client::sync_with`] ([`SyncOptions`]: retries with backoff, page sizes that follow the
+//!   measured link, compression), reporting [`SyncProgress`] after every exchange.
 //! - [`Transport`] (`transport.rs`): the three server calls, with [`HttpTransport`] (reqwest +
 //!   rustls) as the real one; tests use an in-process fake server.
 //!
@@ -41,7 +43,7 @@ pub use crypto::{
 };
 pub use error::{Error, Result};
 pub use store::{Store, SyncStatus};
-pub use sync::{SyncProgress, SyncReport, MAX_ROUNDS, PUSH_BUDGET};
+pub use sync::{backoff, SyncOptions, SyncProgress, SyncReport, MAX_ROUNDS, PUSH_BUDGET};
 pub use sync_protocol::{RecordId, RecordKind};
 pub use transport::{
     normalize_server_url, BoxFuture, HttpConfig, HttpTransport, LoginRequest, Tokens, Transport,

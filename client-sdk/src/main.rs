@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use client_sdk::{key_provider_from_env, Client, RecordId, RecordKind, SyncProgress};
+use client_sdk::{key_provider_from_env, Client, RecordId, RecordKind, SyncOptions, SyncProgress};
 use serde_json::{json, Value};
 
 /// The gesync field tool: records cases offline on a phone's local store and syncs them.
@@ -44,6 +44,9 @@ enum Command {
         /// PEM file of the server's certificate (or its CA) to trust.
         #[arg(long, value_name = "PEM")]
         ca_cert: Option<PathBuf>,
+        /// Keep retrying while the link drops, for this long (as for `sync`).
+        #[arg(long, value_name = "DURATION")]
+        retry_for: Option<String>,
     },
     /// Create a record: KIND is gbv_case, trafficking_returnee or news_item. Prints {"id": ...}.
     New {
@@ -78,8 +81,13 @@ enum Command {
         #[arg(long, value_name = "KIND")]
         kind: Option<String>,
     },
-    /// Push local changes and pull the server's; prints {"pushed", "pulled", "conflicts", "rejected"}.
-    Sync,
+    /// Push local changes and pull the server's; prints {"pushed", "pulled", "conflicts", "rejected", ...}.
+    Sync {
+        /// Keep retrying while the link drops, for this long (e.g. 90s, 5m, 1h; 0 = fail at the
+        /// first error). Default: 3m on a terminal, 0 otherwise. Progress is kept either way.
+        #[arg(long, value_name = "DURATION")]
+        retry_for: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -203,7 +211,9 @@ fn run(cli: Cli) -> Result<(), String> {
             username,
             password_stdin,
             ca_cert,
+            retry_for,
         } => {
+            let retry_for = retry_window(retry_for.as_deref())?;
             if !password_stdin {
                 return Err("give the password on standard input with --password-stdin".into());
             }
@@ -217,9 +227,25 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Err("no password on standard input".into());
             }
             let mut client = open(&store_dir)?;
-            runtime()?
-                .block_on(client.login(&server, &username, password, ca_cert.as_deref()))
-                .map_err(|e| e.to_string())?;
+            let deadline = std::time::Instant::now() + retry_for;
+            let runtime = runtime()?;
+            let mut failures = 0;
+            // A login is idempotent (same device, fresh tokens), so a lost answer is simply
+            // asked again.
+            while let Err(e) =
+                runtime.block_on(client.login(&server, &username, password, ca_cert.as_deref()))
+            {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if !e.is_transient() || left.is_zero() {
+                    return Err(e.to_string());
+                }
+                failures += 1;
+                let wait = client_sdk::backoff(failures, &e).min(left);
+                if std::io::stderr().is_terminal() {
+                    eprintln!("{}; trying again in {} s", one_line(&e.to_string()), wait.as_secs().max(1));
+                }
+                std::thread::sleep(wait);
+            }
             let store = client.store();
             print_line(
                 &json!({"logged_in": true, "server": store.server(), "username": store.username(),
@@ -291,7 +317,11 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Sync => {
+        Command::Sync { retry_for } => {
+            let options = SyncOptions {
+                retry_for: retry_window(retry_for.as_deref())?,
+                ..SyncOptions::default()
+            };
             let mut client = open(&store_dir)?;
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
@@ -303,16 +333,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 ));
                 bar
             });
-            let result = runtime()?.block_on(client.sync(|p: &SyncProgress| {
+            let result = runtime()?.block_on(client.sync_with(&options, |p: &SyncProgress| {
                 if let Some(bar) = &bar {
-                    bar.set_message(format!(
-                        "round {}: pushed {}, pulled {}, {} still to push{}",
-                        p.round,
-                        p.pushed,
-                        p.pulled,
-                        p.pending,
-                        if p.more { ", more to pull" } else { "" }
-                    ));
+                    bar.set_message(progress_line(p));
                 }
             }));
             if let Some(bar) = bar {
@@ -322,6 +345,49 @@ fn run(cli: Cli) -> Result<(), String> {
             print_line(&serde_json::to_string(&report).expect("the report serialises"))
         }
     }
+}
+
+/// What the officer sees while a sync runs: records and bytes so far, and why it waits.
+fn progress_line(p: &SyncProgress) -> String {
+    let received = match p.to_receive {
+        Some(total) => format!("received {} / {} records", p.received, total.max(p.received)),
+        None => format!("received {} records", p.received),
+    };
+    let part = p
+        .part
+        .map(|(have, total)| format!(" (a large record: {} / {} KB)", have / 1024, total / 1024))
+        .unwrap_or_default();
+    let mut line = format!(
+        "{received}{part}, sent {}, {} to send · {} KB down, {} KB up",
+        p.pushed,
+        p.pending,
+        p.bytes_down / 1024,
+        p.bytes_up / 1024
+    );
+    if let Some((why, wait)) = &p.retrying {
+        line.push_str(&format!(" · {}; trying again in {} s", one_line(why), wait.as_secs().max(1)));
+    }
+    line
+}
+
+/// `--retry-for`: a duration such as `90s`, `5m`, `1h` or plain seconds; by default a few
+/// minutes for a person at a terminal, none for a script (which has its own policy).
+fn retry_window(flag: Option<&str>) -> Result<Duration, String> {
+    let Some(text) = flag else {
+        let person = std::io::stderr().is_terminal() && std::io::stdin().is_terminal();
+        return Ok(if person { Duration::from_secs(180) } else { Duration::ZERO });
+    };
+    let bad = || format!("--retry-for takes a duration such as 90s, 5m or 1h, not `{}`", one_line(text));
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 fn open(dir: &std::path::Path) -> Result<Client, String> {

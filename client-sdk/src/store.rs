@@ -33,6 +33,9 @@ const MARKER_FILE: &str = "gesync-store";
 const STATE_FILE: &str = "state";
 const RECORDS_DIR: &str = "records";
 const ACKS_FILE: &str = "acks";
+/// The slices received so far of a record too large for one page (see `sync.rs`).
+const PARTIAL_FILE: &str = "partial";
+const PARTIAL_FORMAT: u8 = 1;
 const ACKS_FORMAT: u8 = 1;
 /// Verdicts held in the journal beyond which they are folded into their record files.
 const FOLD_ACKS_AT: usize = 5000;
@@ -615,9 +618,53 @@ impl Store {
     }
 }
 
+/// The first bytes of a large record's stored document as the server had it at feed position
+/// `seq`, received slice by slice (`sync_protocol::wire::PullPart`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Partial {
+    pub id: RecordId,
+    pub seq: u64,
+    pub total: u64,
+    pub heads: Vec<Hash>,
+    pub bytes: Vec<u8>,
+}
+
+impl Store {
+    /// The large record being received, if a sync was interrupted in the middle of one.
+    pub(crate) fn partial(&self) -> Result<Option<Partial>> {
+        let path = self.dir.join(PARTIAL_FILE);
+        let sealed = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path)(e)),
+        };
+        let plain = crypto::open(&self.key, PARTIAL_FILE, &sealed)?;
+        match plain.split_first() {
+            Some((&PARTIAL_FORMAT, body)) => Ok(postcard::from_bytes(body).ok()),
+            // Not ours to read: start that record again rather than fail the sync.
+            _ => Ok(None),
+        }
+    }
+
+    /// Keeps the slices received so far, durably: the next request resumes after them.
+    pub(crate) fn put_partial(&mut self, partial: &Partial) -> Result<()> {
+        let mut plain = vec![PARTIAL_FORMAT];
+        plain.extend(postcard::to_stdvec(partial).expect("a partial record serialises"));
+        crypto::write_atomic(&self.dir.join(PARTIAL_FILE), &crypto::seal(&self.key, PARTIAL_FILE, &plain))
+    }
+
+    pub(crate) fn clear_partial(&mut self) -> Result<()> {
+        let path = self.dir.join(PARTIAL_FILE);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// True for the names the store writes in its directory.
 fn is_store_entry(name: &str) -> bool {
-    [MARKER_FILE, STATE_FILE, RECORDS_DIR, ACKS_FILE, crypto::SALT_FILE].contains(&name)
+    [MARKER_FILE, STATE_FILE, RECORDS_DIR, ACKS_FILE, PARTIAL_FILE, crypto::SALT_FILE].contains(&name)
         || name.starts_with(".tmp-")
 }
 

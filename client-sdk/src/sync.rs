@@ -1,34 +1,77 @@
 //! The sync loop (see `sync_protocol::wire` for the protocol).
 //!
-//! Each round: push the pending records that fit in a page, ask for whole documents the phone
-//! could not apply, send the cursor; then apply the verdicts and the pulled changes, and persist
-//! every record and then the cursor *before* the next request. An interrupted sync therefore
-//! resumes safely: a re-pushed change is idempotent on the server, a re-pulled change is
-//! idempotent in Automerge.
+//! A sync is a series of exchanges sized for the link. Each round: push the pending records that
+//! fit in the upload page, ask for whole documents the phone could not apply, send the cursor
+//! and the download page size; then apply the verdicts and the pulled changes, and persist every
+//! record and then the cursor *before* the next request. An interrupted exchange therefore costs
+//! at most its own page: a re-pushed change is idempotent on the server, a re-pulled change is
+//! idempotent in Automerge, and a large record coming in slices resumes after the slices kept.
 //!
-//! Termination: a record is pushed at most once per (heads, server heads) pair in one sync, a
-//! whole document is asked for at most once per sync, and the loop stops after
-//! [`MAX_ROUNDS`] rounds whatever the server says.
+//! On a poor link ([`SyncOptions::retry_for`]) a failed exchange (the link dropped, stalled, or
+//! the server is busy) is retried with backoff and a smaller page, and the page sizes follow the
+//! throughput measured on each exchange ([`Pacer`]): about [`SyncOptions::page_seconds`] of
+//! link time per page, so a cut loses little and per-request overhead stays small.
+//!
+//! Termination: a record is pushed at most once per (heads, server heads) pair in one sync
+//! (unless the exchange carrying it failed), a whole document is asked for at most once per
+//! sync, and the loop stops after [`MAX_ROUNDS`] rounds whatever the server says.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
 use automerge::AutoCommit;
+use rand::Rng;
 use sync_protocol::wire::{
-    Hash, PushDoc, PushOutcome, SyncRequest, SyncResponse, MAX_MESSAGE_BYTES,
+    Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, SyncRequest, SyncResponse,
+    DEFAULT_PAGE_BYTES, FLAG_ZSTD, MAX_MESSAGE_BYTES,
 };
 use sync_protocol::{doc, heads_from_wire, RecordId};
+use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::store::{sorted, RecordMeta, Rejection, SyncStatus};
+use crate::store::{sorted, Partial, RecordMeta, Rejection, SyncStatus};
 use crate::transport::Transport;
 
-/// Most rounds one sync makes.
-pub const MAX_ROUNDS: usize = 1000;
+/// Most rounds one sync makes (at the smallest pages, enough for a province's records).
+pub const MAX_ROUNDS: usize = 100_000;
 /// Largest push a request carries, leaving room under [`MAX_MESSAGE_BYTES`] for framing.
 pub const PUSH_BUDGET: usize = MAX_MESSAGE_BYTES - MAX_MESSAGE_BYTES / 8;
 /// Longest rejection reason kept (the server's reason is meant for the officer, one line).
 const MAX_REASON: usize = 300;
+/// Smallest page either way: below this, round trips dominate.
+const MIN_PAGE: usize = 8 * 1024;
+/// Longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How a sync behaves on a poor link.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Keep retrying failed exchanges (link down, cut, stalled, server busy) for this long,
+    /// with backoff; zero fails at the first error. Progress is kept either way.
+    pub retry_for: Duration,
+    /// Link time one page should take. Shorter pages lose less to a cut; longer ones waste
+    /// less on round trips.
+    pub page_seconds: f64,
+    /// Bytes of changes asked for in the first download page (then adapted).
+    pub first_pull_page: usize,
+    /// Bytes of changes sent in the first upload page (then adapted).
+    pub first_push_page: usize,
+    /// Compress requests, and ask for compressed answers (zstd).
+    pub compress: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            retry_for: Duration::ZERO,
+            page_seconds: 6.0,
+            first_pull_page: 64 * 1024,
+            first_push_page: 32 * 1024,
+            compress: true,
+        }
+    }
+}
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -41,9 +84,21 @@ pub struct SyncReport {
     pub conflicts: usize,
     /// Records the server refused (see `sync_error` in [`Client::show`]).
     pub rejected: usize,
+    // The fields below are for programs; `gesync-field sync` prints the four above (contract).
+    /// Exchanges made, failed ones included.
+    #[serde(skip)]
+    pub requests: usize,
+    /// Failed exchanges that were tried again.
+    #[serde(skip)]
+    pub retries: usize,
+    /// Sync bytes sent and received (bodies, as they went on the wire).
+    #[serde(skip)]
+    pub bytes_up: u64,
+    #[serde(skip)]
+    pub bytes_down: u64,
 }
 
-/// Progress, reported after each round.
+/// Progress, reported after each exchange and before each wait for a retry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncProgress {
     pub round: usize,
@@ -54,6 +109,19 @@ pub struct SyncProgress {
     pub pending: usize,
     /// True when the server has more to send.
     pub more: bool,
+    /// Records received from the server in this sync, and how many it had to send in all when
+    /// known: a phone shows "1,040 / 1,200".
+    pub received: u64,
+    pub to_receive: Option<u64>,
+    /// Sync bytes sent and received so far.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// A large record coming in slices: bytes received of its total.
+    pub part: Option<(u64, u64)>,
+    /// Failed exchanges retried so far.
+    pub retries: usize,
+    /// While waiting to retry: why, and for how long.
+    pub retrying: Option<(String, Duration)>,
 }
 
 /// State of one sync across its rounds.
@@ -65,6 +133,10 @@ struct Round {
     want_full: BTreeSet<RecordId>,
     /// Records already asked whole in this sync.
     asked_full: HashSet<RecordId>,
+    /// The slices of a large record received so far.
+    partial: Option<Partial>,
+    received: u64,
+    to_receive: Option<u64>,
 }
 
 impl Round {
@@ -73,12 +145,101 @@ impl Round {
             self.want_full.insert(id);
         }
     }
+
+    /// An exchange failed before its answer was applied: what it carried goes again.
+    fn undo(&mut self, push: &[PushDoc], server_heads: &HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId]) {
+        for p in push {
+            let server = server_heads.get(&p.id).cloned().unwrap_or_default();
+            self.tried.remove(&(p.id, p.heads.clone(), server));
+        }
+        for id in want_full {
+            self.asked_full.remove(id);
+            self.want_full.insert(*id);
+        }
+    }
+}
+
+/// Page sizes that follow the link. After each exchange the bytes each way and the time taken
+/// give a (pessimistic: round trips included) throughput, and the next page is sized to take
+/// about `page_seconds` at that rate, growing at most twofold per exchange; a failed exchange
+/// halves both pages. Sizes are in bytes of changes (what the server budgets), converted from
+/// wire bytes with the compression ratio last seen.
+#[derive(Debug, Clone)]
+pub(crate) struct Pacer {
+    pull: usize,
+    push: usize,
+    page_seconds: f64,
+    /// Changes bytes per wire byte, each way.
+    ratio_down: f64,
+    ratio_up: f64,
+}
+
+impl Pacer {
+    fn new(o: &SyncOptions) -> Pacer {
+        Pacer {
+            pull: o.first_pull_page.clamp(MIN_PAGE, DEFAULT_PAGE_BYTES as usize),
+            push: o.first_push_page.clamp(MIN_PAGE, PUSH_BUDGET),
+            page_seconds: o.page_seconds.max(0.5),
+            ratio_down: 1.0,
+            ratio_up: 1.0,
+        }
+    }
+
+    /// One exchange went through: `(changes, wire)` bytes each way, in `elapsed`.
+    fn exchanged(&mut self, up: (usize, usize), down: (usize, usize), elapsed: Duration) {
+        let secs = elapsed.as_secs_f64().max(0.001);
+        // Only a direction that carried enough to measure moves its page.
+        if down.1 >= 2 * 1024 {
+            self.ratio_down = (down.0 as f64 / down.1 as f64).clamp(1.0, 8.0);
+            let target = down.1 as f64 / secs * self.page_seconds * self.ratio_down;
+            self.pull = (target as usize).clamp(MIN_PAGE, (self.pull * 2).min(DEFAULT_PAGE_BYTES as usize));
+        }
+        if up.1 >= 2 * 1024 {
+            self.ratio_up = (up.0 as f64 / up.1 as f64).clamp(1.0, 8.0);
+            let target = up.1 as f64 / secs * self.page_seconds * self.ratio_up;
+            self.push = (target as usize).clamp(MIN_PAGE, (self.push * 2).min(PUSH_BUDGET));
+        }
+    }
+
+    /// An exchange failed (cut, stalled): smaller pages.
+    fn failed(&mut self) {
+        self.pull = (self.pull / 2).max(MIN_PAGE);
+        self.push = (self.push / 2).max(MIN_PAGE);
+    }
+}
+
+fn transient(e: &Error) -> bool {
+    e.is_transient()
+}
+
+/// The wait before try `failures + 1`: exponential from half a second, with jitter so that a
+/// whole commune's phones do not come back at the same instant; the server's `Retry-After`
+/// wins when it says more.
+pub fn backoff(failures: u32, error: &Error) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << failures.saturating_sub(1).min(6));
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    let wait = base.mul_f64(jitter).min(MAX_BACKOFF);
+    match error {
+        Error::Throttled { retry_after: Some(s) } => wait.max(Duration::from_secs((*s).min(300))),
+        _ => wait,
+    }
 }
 
 impl Client {
-    /// Pushes pending records and pulls what changed on the server, until both sides are level.
-    /// `progress` is called after every round.
-    pub async fn sync(&mut self, mut progress: impl FnMut(&SyncProgress)) -> Result<SyncReport> {
+    /// Pushes pending records and pulls what changed on the server, until both sides are level,
+    /// failing at the first error. `progress` is called after every exchange.
+    pub async fn sync(&mut self, progress: impl FnMut(&SyncProgress)) -> Result<SyncReport> {
+        self.sync_with(&SyncOptions::default(), progress).await
+    }
+
+    /// [`Client::sync`] with options: on a poor link, retries failed exchanges for
+    /// `options.retry_for` with backoff. Stopping it at any moment (dropping the future, killing
+    /// the process) loses nothing: every exchange's result is on disk before the next begins.
+    pub async fn sync_with(
+        &mut self,
+        options: &SyncOptions,
+        mut progress: impl FnMut(&SyncProgress),
+    ) -> Result<SyncReport> {
         if self.store.state().access_token.is_none() {
             return Err(match self.store.state().server {
                 Some(_) => Error::SessionExpired,
@@ -86,11 +247,16 @@ impl Client {
             });
         }
         let transport = self.transport()?;
+        let deadline = Instant::now() + options.retry_for;
+        let framing = if options.compress { Framing::ZSTD } else { Framing::PLAIN };
+        let mut pacer = Pacer::new(options);
         let mut report = SyncReport::default();
-        let mut round = Round::default();
+        let mut round = Round { partial: self.store.partial()?, ..Round::default() };
         let mut more = false;
-        for n in 0.. {
-            let push = self.build_push(&mut round)?;
+        let mut failures = 0u32;
+        let mut n = 0;
+        loop {
+            let push = self.build_push(&mut round, pacer.push)?;
             let want_full: Vec<RecordId> =
                 std::mem::take(&mut round.want_full).into_iter().collect();
             if n > 0 && push.is_empty() && want_full.is_empty() && !more {
@@ -102,25 +268,55 @@ impl Client {
                 )));
             }
             round.asked_full.extend(want_full.iter().copied());
-            let pushed: HashMap<RecordId, Vec<Hash>> =
-                push.iter().map(|p| (p.id, p.heads.clone())).collect();
+            let server_heads: HashMap<RecordId, Vec<Hash>> = push
+                .iter()
+                .filter_map(|p| Some((p.id, self.store.meta(p.id).ok()?.server_heads.clone())))
+                .collect();
+            let push_bytes: usize = push.iter().map(|p| p.changes.len()).sum();
             let request = SyncRequest {
                 cursor: self.store.state().cursor.clone(),
                 push,
                 want_full,
+                page_bytes: pacer.pull as u32,
+                accept: if options.compress { FLAG_ZSTD } else { 0 },
+                count: round.to_receive.is_none(),
+                resume: round.partial.as_ref().map(|p| PartResume {
+                    id: p.id,
+                    seq: p.seq,
+                    offset: p.bytes.len() as u64,
+                }),
             };
-            let response = self.call_sync(&*transport, request.encode()).await?;
-            drop(request);
+            let body = request.encode_as(framing);
+            let started = Instant::now();
+            report.requests += 1;
+            report.bytes_up += body.len() as u64;
+            let up = (push_bytes, body.len());
+            let result = self.call_sync(&*transport, body).await;
+            let (response, wire_down) = match result {
+                Ok(answer) => answer,
+                Err(e) if transient(&e) && Instant::now() < deadline => {
+                    failures += 1;
+                    report.retries += 1;
+                    round.undo(&request.push, &server_heads, &request.want_full);
+                    pacer.failed();
+                    let wait = backoff(failures, &e).min(deadline - Instant::now());
+                    progress(&self.progress(n, &report, &round, more, Some((e.to_string(), wait))));
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            failures = 0;
+            n += 1;
+            report.bytes_down += wire_down as u64;
+            let pushed: HashMap<RecordId, Vec<Hash>> =
+                request.push.into_iter().map(|p| (p.id, p.heads)).collect();
+            let down_bytes = response.pull.iter().map(|p| p.changes.len()).sum::<usize>()
+                + response.part.as_ref().map_or(0, |p| p.bytes.len());
+            pacer.exchanged(up, (down_bytes, wire_down), started.elapsed());
             more = response.more;
             self.apply(&pushed, response, &mut report, &mut round)?;
-            progress(&SyncProgress {
-                round: n + 1,
-                pushed: report.pushed,
-                pulled: report.pulled,
-                rejected: report.rejected,
-                pending: self.pending_count(),
-                more,
-            });
+            progress(&self.progress(n, &report, &round, more, None));
         }
         report.conflicts = self
             .store
@@ -131,10 +327,36 @@ impl Client {
         Ok(report)
     }
 
+    fn progress(
+        &self,
+        n: usize,
+        report: &SyncReport,
+        round: &Round,
+        more: bool,
+        retrying: Option<(String, Duration)>,
+    ) -> SyncProgress {
+        SyncProgress {
+            round: n,
+            pushed: report.pushed,
+            pulled: report.pulled,
+            rejected: report.rejected,
+            pending: self.pending_count(),
+            more,
+            received: round.received,
+            to_receive: round.to_receive,
+            bytes_up: report.bytes_up,
+            bytes_down: report.bytes_down,
+            part: round.partial.as_ref().map(|p| (p.bytes.len() as u64, p.total)),
+            retries: report.retries,
+            retrying,
+        }
+    }
+
     /// The pending records not yet pushed at their current heads in this sync, as many as fit in
-    /// one page. A record never pushed, or whose whole document the server asked for, goes whole
-    /// (as stored); the others as the changes after the server's heads.
-    fn build_push(&self, round: &mut Round) -> Result<Vec<PushDoc>> {
+    /// `budget` bytes (at least one, however large, up to [`PUSH_BUDGET`]). A record never
+    /// pushed, or whose whole document the server asked for, goes whole (as stored); the others
+    /// as the changes after the server's heads.
+    fn build_push(&self, round: &mut Round, budget: usize) -> Result<Vec<PushDoc>> {
         let candidates: Vec<(RecordId, RecordMeta)> = self
             .store
             .records()
@@ -164,7 +386,7 @@ impl Client {
                     changes.len()
                 )));
             }
-            if size + cost > PUSH_BUDGET {
+            if size + cost > budget && !push.is_empty() {
                 break; // The next round takes it.
             }
             size += cost;
@@ -180,12 +402,13 @@ impl Client {
         Ok(push)
     }
 
-    /// One sync request, refreshing the session once if the access token has expired.
+    /// One sync exchange, refreshing the session once if the access token has expired. Returns
+    /// the answer and its size on the wire.
     async fn call_sync(
         &mut self,
         transport: &dyn Transport,
         body: Vec<u8>,
-    ) -> Result<SyncResponse> {
+    ) -> Result<(SyncResponse, usize)> {
         let mut access = self
             .store
             .state()
@@ -196,7 +419,9 @@ impl Client {
         loop {
             match transport.sync(&access, body.clone()).await {
                 Ok(bytes) => {
-                    return SyncResponse::decode(&bytes).map_err(|e| Error::Protocol(e.to_string()))
+                    let response = SyncResponse::decode(&bytes)
+                        .map_err(|e| Error::Protocol(e.to_string()))?;
+                    return Ok((response, bytes.len()));
                 }
                 Err(e) if e.is_device_revoked() => return Err(self.revoked()),
                 Err(e) if e.is_unauthorized() && !refreshed => {
@@ -249,10 +474,29 @@ impl Client {
                 }
             }
         }
+        round.received += response.pull.len() as u64;
+        let pulled_any = !response.pull.is_empty();
         for pulled in response.pull {
             if self.apply_pull(pulled.id, &pulled.changes, &pulled.heads, round)? {
                 report.pulled += 1;
             }
+        }
+        match response.part {
+            Some(part) => {
+                if self.apply_part(part, round)? {
+                    report.pulled += 1;
+                }
+            }
+            // The server went on without the record being sliced (it changed, and is now sent
+            // whole or later at a new position): the slices kept are of no use.
+            None if round.partial.is_some() && (pulled_any || !response.more) => {
+                round.partial = None;
+                self.store.clear_partial()?;
+            }
+            None => {}
+        }
+        if let Some(remaining) = response.remaining {
+            round.to_receive = Some(round.received + remaining);
         }
         // The round's verdicts in one journal write; pulled records reach the disk before the
         // cursor moves past them (the same sync carries the journal along).
@@ -260,6 +504,34 @@ impl Client {
         self.store.make_durable()?;
         let cursor = response.cursor;
         self.store.update_state(|s| s.cursor = cursor)
+    }
+
+    /// Adds one slice of a large record to those kept; with the last one, applies the whole
+    /// document like a pulled record. Returns whether the local document changed.
+    fn apply_part(&mut self, part: PullPart, round: &mut Round) -> Result<bool> {
+        let PullPart { id, seq, offset, total, bytes, heads } = part;
+        let mut partial = match round.partial.take() {
+            Some(p) if p.id == id && p.seq == seq && p.bytes.len() as u64 == offset => p,
+            // A new record, or the server started over (the record changed meanwhile).
+            _ if offset == 0 => Partial { id, seq, total, heads, bytes: Vec::new() },
+            _ => {
+                // Slices that do not follow what is kept: keep nothing, ask again from zero.
+                self.store.clear_partial()?;
+                return Ok(false);
+            }
+        };
+        partial.bytes.extend_from_slice(&bytes);
+        if (partial.bytes.len() as u64) < partial.total {
+            self.store.put_partial(&partial)?;
+            round.partial = Some(partial);
+            return Ok(false);
+        }
+        round.received += 1;
+        let changed = self.apply_pull(id, &partial.bytes, &partial.heads, round)?;
+        // The record is written (made durable with the round) before the slices are forgotten.
+        self.store.make_durable()?;
+        self.store.clear_partial()?;
+        Ok(changed)
     }
 
     /// Applies one pulled record; returns whether the local document changed. A record whose
@@ -316,5 +588,50 @@ impl Client {
         };
         self.write_pulled_doc(id, meta, &mut d, (!known).then_some(changes))?;
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_follow_the_link_and_shrink_after_a_cut() {
+        let mut p = Pacer::new(&SyncOptions::default());
+        let first = p.pull;
+        // 8 KB/s down, 2x compression: a 6 s page is ~96 KB of changes, reached in steps of 2x.
+        for _ in 0..6 {
+            let wire = p.pull / 2;
+            p.exchanged((0, 100), (p.pull, wire), Duration::from_secs_f64(wire as f64 / 8000.0));
+        }
+        assert!((90_000..=100_000).contains(&p.pull), "pull page {} (first {first})", p.pull);
+        p.failed();
+        assert!((45_000..=50_000).contains(&p.pull), "{}", p.pull);
+        // A fast link grows the page up to the protocol's default, not past it.
+        for _ in 0..20 {
+            p.exchanged((0, 100), (p.pull, p.pull), Duration::from_millis(5));
+        }
+        assert_eq!(p.pull, DEFAULT_PAGE_BYTES as usize);
+        // Uploads likewise, on their own rate.
+        let mut p = Pacer::new(&SyncOptions::default());
+        for _ in 0..6 {
+            let wire = p.push;
+            p.exchanged((p.push, wire), (0, 60), Duration::from_secs_f64(wire as f64 / 4000.0));
+        }
+        assert!((22_000..=24_500).contains(&p.push), "push page {}", p.push);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let cut = Error::Unreachable { url: "u".into(), reason: "r".into() };
+        let first = backoff(1, &cut);
+        assert!(first >= Duration::from_millis(400) && first <= Duration::from_millis(600), "{first:?}");
+        assert!(backoff(4, &cut) >= Duration::from_secs(3));
+        assert!(backoff(40, &cut) <= MAX_BACKOFF);
+        let busy = Error::Throttled { retry_after: Some(45) };
+        assert_eq!(backoff(1, &busy), Duration::from_secs(45));
+        assert!(transient(&cut) && transient(&busy));
+        assert!(!transient(&Error::SessionExpired));
+        assert!(!transient(&Error::Server { status: 400, message: String::new() }));
     }
 }

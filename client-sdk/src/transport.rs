@@ -6,6 +6,8 @@ use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -127,9 +129,13 @@ pub trait Transport: Send + Sync {
 /// Settings of [`HttpTransport`].
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Whole-request timeout.
+    /// Whole-request timeout of the small JSON calls (login, refresh).
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// A sync exchange fails once no byte has moved, up or down, for this long. It has no
+    /// whole-request timeout: on a 2G link a healthy page may take a minute, and only a stall
+    /// is a failure.
+    pub stall_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -137,6 +143,7 @@ impl Default for HttpConfig {
         HttpConfig {
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -147,6 +154,8 @@ impl Default for HttpConfig {
 pub struct HttpTransport {
     base: String,
     client: reqwest::Client,
+    timeout: Duration,
+    stall: Duration,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -182,10 +191,13 @@ impl HttpTransport {
         let base = normalize_server_url(server)?;
         // reqwest is built without a default crypto provider; install ring once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Connections are kept between the pages of a sync (each new one costs round trips and,
+        // over TLS, a handshake that rustls's session cache shortens on reconnect), but dropped
+        // before the server's 30 s idle bound closes them under a request.
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
-            .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(20))
             .user_agent(concat!("gesync-field/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_cert {
             let pem = std::fs::read(path).map_err(Error::io("read the CA certificate", path))?;
@@ -205,7 +217,12 @@ impl HttpTransport {
         let client = builder
             .build()
             .map_err(|e| Error::Config(format!("cannot set up HTTPS: {}", innermost(&e))))?;
-        Ok(HttpTransport { base, client })
+        Ok(HttpTransport {
+            base,
+            client,
+            timeout: config.timeout,
+            stall: config.stall_timeout,
+        })
     }
 
     /// The server URL, without a trailing `/`.
@@ -220,12 +237,84 @@ impl HttpTransport {
     ) -> Result<Vec<u8>, TransportError> {
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after = retry_after(&response);
         let body = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        finish(path, status, retry_after, &body)
+    }
+
+    /// `POST /api/v1/sync` once, failing on a stall rather than on size: the body goes up in
+    /// small chunks and the answer comes down chunk by chunk, and a watchdog ends the exchange
+    /// when neither has moved for `stall`.
+    async fn sync_once(&self, access_token: &str, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+        const PATH: &str = "/api/v1/sync";
+        const CHUNK: usize = 4 * 1024;
+        let start = tokio::time::Instant::now();
+        // Milliseconds from `start` to the last moment a byte moved.
+        let moved = Arc::new(AtomicU64::new(0));
+        let mark = {
+            let moved = moved.clone();
+            move || moved.store(start.elapsed().as_millis() as u64, Ordering::Relaxed)
+        };
+        let chunks: Vec<bytes::Bytes> = body.chunks(CHUNK).map(bytes::Bytes::copy_from_slice).collect();
+        let up = {
+            let mark = mark.clone();
+            // Hyper asks for the next chunk once the connection took the previous one.
+            futures_util::stream::iter(chunks.into_iter().map(move |c| {
+                mark();
+                Ok::<_, std::io::Error>(c)
+            }))
+        };
+        let request = self
+            .client
+            .post(format!("{}{PATH}", self.base))
+            .bearer_auth(access_token)
+            .header(reqwest::header::CONTENT_TYPE, sync_protocol::wire::CONTENT_TYPE)
+            .header(reqwest::header::CONTENT_LENGTH, body.len())
+            .body(reqwest::Body::wrap_stream(up));
+        let exchange = async {
+            let mut response = request.send().await.map_err(|e| self.unreachable(&e))?;
+            mark();
+            let status = response.status();
+            let retry_after = retry_after(&response);
+            let mut answer = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
+                mark();
+                answer.extend_from_slice(&chunk);
+                if answer.len() > sync_protocol::wire::MAX_MESSAGE_BYTES + 64 * 1024 {
+                    return Err(TransportError::BadResponse("the sync answer is larger than any page may be".into()));
+                }
+            }
+            finish(PATH, status, retry_after, &answer)
+        };
+        let watchdog = async {
+            loop {
+                let idle = start.elapsed().saturating_sub(Duration::from_millis(moved.load(Ordering::Relaxed)));
+                if idle >= self.stall {
+                    return;
+                }
+                tokio::time::sleep(self.stall - idle).await;
+            }
+        };
+        tokio::select! {
+            result = exchange => result,
+            () = watchdog => Err(TransportError::Unreachable {
+                url: self.base.clone(),
+                reason: format!("{TIMED_OUT}: no byte moved for {} s", self.stall.as_secs()),
+            }),
+        }
+    }
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// A finished HTTP exchange: the body of a success, else the API's error.
+fn finish(path: &str, status: reqwest::StatusCode, retry_after: Option<u64>, body: &[u8]) -> Result<Vec<u8>, TransportError> {
         if status.is_success() {
             return Ok(body.to_vec());
         }
@@ -240,7 +329,7 @@ impl HttpTransport {
             #[serde(default)]
             message: String,
         }
-        let (code, message) = match serde_json::from_slice::<ApiError>(&body) {
+        let (code, message) = match serde_json::from_slice::<ApiError>(body) {
             Ok(e) => (e.error.code, e.error.message),
             Err(_) => (
                 String::new(),
@@ -258,8 +347,9 @@ impl HttpTransport {
             message,
             retry_after,
         })
-    }
+}
 
+impl HttpTransport {
     fn unreachable(&self, e: &reqwest::Error) -> TransportError {
         let reason = if e.is_timeout() {
             TIMED_OUT.to_string()
@@ -279,7 +369,9 @@ impl HttpTransport {
 
     async fn json_call(&self, path: &str, body: &impl Serialize) -> Result<Tokens, TransportError> {
         let url = format!("{}{path}", self.base);
-        let bytes = self.post(path, self.client.post(url).json(body)).await?;
+        let bytes = self
+            .post(path, self.client.post(url).timeout(self.timeout).json(body))
+            .await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             TransportError::BadResponse(format!("POST {path}: not the expected JSON: {e}"))
         })
@@ -321,25 +413,14 @@ impl Transport for HttpTransport {
         body: Vec<u8>,
     ) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
         Box::pin(async move {
-            let path = "/api/v1/sync";
-            let send = |body: Vec<u8>| {
-                let request = self
-                    .client
-                    .post(format!("{}{path}", self.base))
-                    .bearer_auth(access_token)
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        sync_protocol::wire::CONTENT_TYPE,
-                    )
-                    .body(body);
-                self.post(path, request)
-            };
-            match send(body.clone()).await {
+            match self.sync_once(access_token, &body).await {
                 // Most often a pooled keep-alive connection the server (or a middlebox) had
                 // already closed. A sync request is idempotent on the server, so one immediate
-                // retry on a fresh connection is safe; a timeout is not retried (it would double
-                // the wait on a bad link).
-                Err(TransportError::Unreachable { reason, .. }) if reason != TIMED_OUT => send(body).await,
+                // retry on a fresh connection is safe; a stall is not retried here (the sync
+                // loop decides, with backoff and a smaller page).
+                Err(TransportError::Unreachable { reason, .. }) if !reason.starts_with(TIMED_OUT) => {
+                    self.sync_once(access_token, &body).await
+                }
                 other => other,
             }
         })

@@ -4,7 +4,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, State};
@@ -32,6 +31,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Limits concurrent argon2 hashing (48 MiB each).
     pub hashing: tokio::sync::Semaphore,
+    /// Connection and request limits (see [`crate::conn`]).
+    pub limits: crate::conn::Limits,
 }
 
 /// Counters exported at `/metrics`.
@@ -50,6 +51,10 @@ pub type Shared = Arc<AppState>;
 
 impl AppState {
     pub fn new(db: Db) -> Result<Shared, crate::db::DbError> {
+        Self::with_limits(db, crate::conn::Limits::default())
+    }
+
+    pub fn with_limits(db: Db, limits: crate::conn::Limits) -> Result<Shared, crate::db::DbError> {
         let keys = Keys::load(&db)?;
         Ok(Arc::new(AppState {
             db,
@@ -57,6 +62,7 @@ impl AppState {
             throttle: Throttle::default(),
             metrics: Metrics::default(),
             hashing: tokio::sync::Semaphore::new(2),
+            limits,
         }))
     }
 }
@@ -169,10 +175,15 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/duplicates/{id}/not-duplicate", post(dismiss_duplicate))
         .route("/api/v1/duplicates/{id}/merge", post(merge_duplicate))
         .route("/api/v1/approvals", get(list_approvals).post(approve_period))
-        .route("/api/v1/sync", post(sync))
         .fallback(|| async { AppError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method") })
         .with_state(state)
+}
+
+/// `POST /api/v1/sync`, apart from [`router`] because its whole-request cap differs: a page on
+/// a 2G link may take minutes and is bounded by stalls instead (see [`crate::conn`]).
+pub fn sync_router(state: Shared) -> Router {
+    Router::new().route("/api/v1/sync", post(sync)).with_state(state)
 }
 
 // ---- auth ------------------------------------------------------------------------------------
@@ -838,19 +849,25 @@ async fn sync(
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
     }
-    let req = SyncRequest::decode(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_sync_message", e.to_string()))?;
+    let (req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_sync_message", e.to_string()))?;
+    // The answer goes in the phone's own protocol version, compressed if it reads zstd.
+    let answer = framing.answer(&req);
     let m = &state.metrics;
     m.sync_requests.fetch_add(1, Ordering::Relaxed);
     m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
     let db = state.db.clone();
-    let resp = blocking(move || Ok(db.sync(&p, &req)?)).await?;
+    let (resp, bytes) = blocking(move || {
+        let resp = db.sync(&p, &req)?;
+        let bytes = resp.encode_as(answer); // compressing is CPU work: off the async threads too
+        Ok((resp, bytes))
+    })
+    .await?;
     for r in &resp.results {
         match r.outcome {
             sync_protocol::wire::PushOutcome::Accepted => m.records_accepted.fetch_add(1, Ordering::Relaxed),
             _ => m.records_rejected.fetch_add(1, Ordering::Relaxed),
         };
     }
-    let bytes = resp.encode();
     m.sync_bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
 }
@@ -880,6 +897,3 @@ async fn metrics(State(state): State<Shared>) -> Response {
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
-
-/// Request timeout for every route.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

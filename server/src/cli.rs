@@ -65,6 +65,13 @@ struct ServeArgs {
     /// Serve plain HTTP (refused unless the address is loopback).
     #[arg(long, env = "GESYNC_PLAIN_HTTP")]
     plain_http: bool,
+    /// Close a connection on which no byte moved for this many seconds (a stalled 2G link, an
+    /// idle keep-alive connection, a slow-loris client).
+    #[arg(long, env = "GESYNC_IDLE_TIMEOUT", value_name = "SECS", default_value_t = 30)]
+    idle_timeout: u64,
+    /// Most connections open at once; further ones are closed at once.
+    #[arg(long, env = "GESYNC_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
 }
 
 #[derive(Subcommand)]
@@ -177,7 +184,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let seeded = demo::seed(&db).map_err(|e| format!("cannot seed demo data: {e}"))?;
             let (tls, fp) = ensure_self_signed(&data_dir, &[listen.ip().to_string()])?;
             let cert = std::fs::canonicalize(&tls.cert).unwrap_or(tls.cert.clone());
-            let config = Config { data_dir, listen, tls: Some(tls) };
+            let config = Config { data_dir, listen, tls: Some(tls), limits: Default::default() };
             runtime()?.block_on(run(config, db, |addr| {
                 let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
                 println!("gesync demo {}", if seeded { "(demo data created)" } else { "(existing data)" });
@@ -212,7 +219,15 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 }
             }
             let db = open_db(&a.data_dir)?;
-            let config = Config { data_dir: a.data_dir, listen: a.listen, tls };
+            if a.idle_timeout == 0 || a.max_connections == 0 {
+                return Err("--idle-timeout and --max-connections must be at least 1".into());
+            }
+            let limits = crate::conn::Limits {
+                idle: std::time::Duration::from_secs(a.idle_timeout),
+                max_connections: a.max_connections,
+                ..Default::default()
+            };
+            let config = Config { data_dir: a.data_dir, listen: a.listen, tls, limits };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             runtime()?.block_on(run(config, db, |addr| {
                 println!("gesync-server listening on {scheme}://{addr}/");

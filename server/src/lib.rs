@@ -17,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod cli;
+pub mod conn;
 pub mod db;
 pub mod demo;
 pub mod error;
@@ -29,4 +30,5 @@ pub mod store;
 pub mod web;
 
 pub use db::Db;
+pub use conn::Limits;
 pub use server::{launch, open_db, Config, Tls};

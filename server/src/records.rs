@@ -8,7 +8,9 @@
 //!
 //! Read path: under the shared lock, the feed of each commune in the caller's scope is read from
 //! the cursor up to the durable sequence number; each record that moved is sent as the changes
-//! the phone is not known to have.
+//! the phone is not known to have, as many as fit in the page the phone asked for. A record
+//! larger than the page on its own is sent in slices of its stored document (`PullPart`), which
+//! the phone keeps and resumes, so a slow link that drops every half-minute still moves forward.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -17,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sync_protocol::automerge::{AutoCommit, ChangeHash, ReadDoc};
 use sync_protocol::doc;
-use sync_protocol::wire::{Hash, PullDoc, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse};
+use sync_protocol::wire::{Hash, PartResume, PullDoc, PullPart, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES, MIN_PAGE_BYTES};
 use sync_protocol::{heads_from_wire, heads_to_wire, RecordId, RecordKind};
 
 use crate::db::{corrupt, get_json, key, now_secs, to_json, Db, DbError};
@@ -28,9 +30,42 @@ use crate::store::Batch;
 /// How many `(seq, heads)` points of a record's history the server remembers, to send a phone
 /// only the changes after the point its cursor says it has.
 const HISTORY: usize = 8;
-/// Records per pull page, and the byte budget of one response.
+/// Records per pull page at most.
 pub const PAGE_RECORDS: usize = 2000;
-pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// Most feed entries counted for `remaining` per commune (a progress figure, not a promise).
+const COUNT_CAP: usize = 100_000;
+
+/// How one pull page is cut.
+#[derive(Debug, Clone, Copy)]
+struct PageSpec {
+    /// Bytes of changes the answer may carry.
+    budget: usize,
+    /// Whether a record larger than the budget may go in slices (version 2 phones, which name
+    /// a page size); a version 1 phone gets such a record whole, as it always did.
+    slices: bool,
+    resume: Option<PartResume>,
+}
+
+impl PageSpec {
+    fn of(req: &SyncRequest) -> PageSpec {
+        match req.page_bytes {
+            0 => PageSpec { budget: DEFAULT_PAGE_BYTES as usize, slices: false, resume: None },
+            n => PageSpec { budget: n.clamp(MIN_PAGE_BYTES, DEFAULT_PAGE_BYTES) as usize, slices: true, resume: req.resume },
+        }
+    }
+}
+
+/// One pull page: what the phone gets and where its cursor goes.
+#[derive(Debug, Default)]
+struct Page {
+    docs: Vec<PullDoc>,
+    part: Option<PullPart>,
+    /// The cursor after this page.
+    next: u64,
+    /// The feed's durable end this page was read against.
+    high: u64,
+    more: bool,
+}
 
 /// What the server keeps beside each record's document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -267,8 +302,28 @@ impl Db {
             .collect();
         let scope = scope_fingerprint(&communes);
         let cursor = Cursor::decode(&req.cursor, scope);
-        let (pull, next, more) = self.pull(&communes, cursor, &accepted, &req.want_full)?;
-        Ok(SyncResponse { results, pull, cursor: Cursor { seq: next, scope }.encode(), more })
+        let page = self.pull(&communes, cursor, &accepted, &req.want_full, PageSpec::of(req))?;
+        let remaining = if req.count { Some(self.count_feed(&communes, page.next, page.high)?) } else { None };
+        Ok(SyncResponse {
+            results,
+            pull: page.docs,
+            cursor: Cursor { seq: page.next, scope }.encode(),
+            more: page.more,
+            part: page.part,
+            remaining,
+        })
+    }
+
+    /// Feed entries of `communes` in `(after, high]`: the records a phone at `after` still has
+    /// to pull (counted up to a cap per commune).
+    fn count_feed(&self, communes: &[String], after: u64, high: u64) -> Result<u64, DbError> {
+        let mut n = 0;
+        if after < high {
+            for c in communes {
+                n += self.kv().range(&feed_key(c, after + 1), &feed_key(c, high + 1), COUNT_CAP)?.len() as u64;
+            }
+        }
+        Ok(n)
     }
 
     fn push(&self, who: &Principal, tree: &OrgTree, pushes: &[PushDoc]) -> Result<Vec<PushResult>, DbError> {
@@ -392,15 +447,16 @@ impl Db {
         cursor: u64,
         pushed: &HashMap<RecordId, &Vec<Hash>>,
         want_full: &[RecordId],
-    ) -> Result<(Vec<PullDoc>, u64, bool), DbError> {
-        let result = {
+        spec: PageSpec,
+    ) -> Result<Page, DbError> {
+        let page = {
             // A consistent cut: no write is half-applied while the feed is read.
             let _r = self.inner.feed_lock.read().expect("feed lock");
-            self.pull_at(communes, cursor, self.inner.applied_seq.load(Ordering::Acquire), pushed, want_full)?
+            self.pull_at(communes, cursor, self.inner.applied_seq.load(Ordering::Acquire), pushed, want_full, spec)?
         };
-        // Nothing is served before it is durable.
-        self.wait_durable(result.1)?;
-        Ok(result)
+        // Nothing is served before it is durable (a slice may come from past the cursor).
+        self.wait_durable(page.high)?;
+        Ok(page)
     }
 
     fn pull_at(
@@ -410,11 +466,12 @@ impl Db {
         high: u64,
         pushed: &HashMap<RecordId, &Vec<Hash>>,
         want_full: &[RecordId],
-    ) -> Result<(Vec<PullDoc>, u64, bool), DbError> {
+        spec: PageSpec,
+    ) -> Result<Page, DbError> {
         if cursor >= high {
             // Nothing new. A cursor past the feed's end (only a forged or foreign one can be)
             // is answered with the feed's end.
-            return Ok((Vec::new(), high, false));
+            return Ok(Page { next: high, high, ..Page::default() });
         }
         let mut entries: Vec<(u64, RecordId)> = Vec::new();
         let mut bound = high;
@@ -437,12 +494,18 @@ impl Db {
             entries.truncate(PAGE_RECORDS);
             next = entries.last().map(|e| e.0).unwrap_or(bound);
         }
-        let mut truncated = next < high;
-        let mut out = Vec::new();
+        let mut page = Page { next, high, more: next < high, ..Page::default() };
         let mut bytes = 0usize;
-        for (i, (_, id)) in entries.iter().enumerate() {
+        for (i, (seq, id)) in entries.iter().enumerate() {
             let Some(meta) = self.get_meta(id)? else { continue };
             let Some((_, current)) = meta.history.back() else { continue };
+            // Everything before entry `i` is in this page or already on the phone.
+            let before = if i == 0 { cursor } else { entries[i - 1].0 };
+            if page.docs.is_empty() && spec.slices {
+                if let Some(r) = spec.resume.filter(|r| r.id == *id && r.seq == *seq) {
+                    return self.slice(page, (*seq, *id), current, r.offset, spec.budget, before);
+                }
+            }
             let mut known: Vec<ChangeHash> = Vec::new();
             if !want_full.contains(id) {
                 known.extend(meta.heads_at(cursor).unwrap_or_default());
@@ -466,16 +529,42 @@ impl Db {
             if changes.is_empty() {
                 continue;
             }
-            if bytes + changes.len() > PAGE_BYTES && i > 0 {
-                // Cut here: the phone has everything before this entry.
-                next = entries[i - 1].0;
-                truncated = true;
-                break;
+            if bytes + changes.len() > spec.budget {
+                if page.docs.is_empty() && spec.slices {
+                    // Too large for any page on its own: its stored document goes in slices.
+                    return self.slice(page, (*seq, *id), current, 0, spec.budget, before);
+                }
+                if !page.docs.is_empty() {
+                    // Cut here: the phone has everything before this entry.
+                    page.next = before;
+                    page.more = true;
+                    break;
+                }
             }
             bytes += changes.len();
-            out.push(PullDoc { id: *id, changes, heads: current.clone() });
+            page.docs.push(PullDoc { id: *id, changes, heads: current.clone() });
         }
-        Ok((out, next, truncated))
+        Ok(page)
+    }
+
+    /// A page holding one slice of record `id`'s stored document (at feed position `seq`) from
+    /// `offset`. The cursor stays at `before` until the last slice, which moves it past the
+    /// record. An offset the document does not have (it shrank? a forged resume) starts over.
+    fn slice(&self, mut page: Page, (seq, id): (u64, RecordId), heads: &[Hash], offset: u64, budget: usize, before: u64) -> Result<Page, DbError> {
+        let doc = self.kv().get(&key("r/", &[&id.0]))?.ok_or_else(|| corrupt("feed", "a feed entry without its document"))?;
+        let total = doc.len();
+        let start = if offset as usize >= total { 0 } else { offset as usize };
+        let end = (start + budget).min(total);
+        page.docs.clear();
+        page.part = Some(PullPart { id, seq, offset: start as u64, total: total as u64, bytes: doc[start..end].to_vec(), heads: heads.to_vec() });
+        if end == total {
+            page.next = seq;
+            page.more = seq < page.high;
+        } else {
+            page.next = before;
+            page.more = true;
+        }
+        Ok(page)
     }
 }
 

@@ -14,6 +14,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::api::{self, AppState, Shared};
+use crate::conn::{GuardedAcceptor, Limits};
 use crate::db::Db;
 use crate::store::SledKv;
 
@@ -24,12 +25,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub tls: Option<Tls>,
+    pub limits: Limits,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Key paths are not secrets, but their contents are: never print PEM data.
-        f.debug_struct("Config").field("data_dir", &self.data_dir).field("listen", &self.listen).field("tls", &self.tls.is_some()).finish()
+        f.debug_struct("Config").field("data_dir", &self.data_dir).field("listen", &self.listen).field("tls", &self.tls.is_some()).field("limits", &self.limits).finish()
     }
 }
 
@@ -96,10 +98,13 @@ pub fn fingerprint(cert_pem: &Path) -> Result<String, String> {
 
 /// The full application: API and web pages with limits, timeouts and security headers.
 pub fn app(state: Shared) -> axum::Router {
+    let limits = state.limits;
+    let cap = |t| TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, t);
     api::router(state.clone())
-        .merge(crate::web::router(state))
+        .merge(crate::web::router(state.clone()))
+        .layer(cap(limits.request_timeout))
+        .merge(api::sync_router(state).layer(cap(limits.sync_timeout)))
         .layer(DefaultBodyLimit::max(sync_protocol::wire::MAX_MESSAGE_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, api::REQUEST_TIMEOUT))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, html_only(HeaderValue::from_static("DENY"))))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
@@ -120,7 +125,8 @@ fn html_only(value: HeaderValue) -> impl Fn(&axum::response::Response) -> Option
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests (syncs included) finish for up to 30 seconds.
+/// in-flight requests (syncs included) finish for up to 30 seconds. Each connection is held to
+/// `state.limits` (stall bound, connection cap: see [`crate::conn`]).
 pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     install_crypto_provider();
     listener.set_nonblocking(true)?;
@@ -132,13 +138,15 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
     });
     // The pages mark their cookies `Secure` when the connection is HTTPS.
     let transport = crate::web::Transport { https: tls.is_some() };
+    let guard = GuardedAcceptor::new(&state.limits);
     let make = app(state).layer(axum::Extension(transport)).into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         Some(tls) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
-            axum_server::from_tcp_rustls(listener, config).handle(handle).serve(make).await
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(guard);
+            axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(make).await
         }
-        None => axum_server::from_tcp(listener).handle(handle).serve(make).await,
+        None => axum_server::from_tcp(listener).acceptor(guard).handle(handle).serve(make).await,
     }
 }
 
@@ -147,7 +155,7 @@ pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) 
     // While the server holds the store's lock, `gesync-server backup` asks it over this socket.
     #[cfg(unix)]
     let _admin = crate::admin_socket::listen(db.clone(), &config.data_dir)?;
-    let state = AppState::new(db).map_err(|e| e.to_string())?;
+    let state = AppState::with_limits(db, config.limits).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     on_listening(listener.local_addr().map_err(|e| e.to_string())?);
     launch(state, listener, config.tls, shutdown_signal()).await.map_err(|e| format!("server failed: {e}"))

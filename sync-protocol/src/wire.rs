@@ -1,25 +1,48 @@
 //! The versioned wire messages of `POST /api/v1/sync`.
 //!
-//! A sync is one request: the phone pushes the Automerge changes the server does not have yet
-//! (`save_after(heads the server is known to have)`) and names its feed cursor; the server answers
+//! A sync is a series of small exchanges (pages). In each, the phone pushes the Automerge changes
+//! the server does not have yet (`save_after(heads the server is known to have)`), names its feed
+//! cursor and says how large an answer it wants ([`SyncRequest::page_bytes`]); the server answers
 //! with a verdict per pushed record and the changes of records in the phone's scope that moved
-//! after that cursor. A no-op sync is therefore a few dozen bytes, whatever the phone holds.
+//! after that cursor, cut to fit the page. The phone stores each page and its cursor before it
+//! asks for the next, so on a link that drops every half-minute a cut costs at most the page in
+//! flight. A record too large for any page comes in slices ([`PullPart`]) that the phone keeps
+//! and resumes ([`PartResume`]). A no-op sync is a few dozen bytes, whatever the phone holds.
 //!
-//! Frame: the 4 bytes `GSYN`, one version byte ([`PROTOCOL_VERSION`]), then the message in
-//! postcard encoding. **Do not rename, reorder or remove fields or enum variants of the types in
-//! this module**: postcard is positional, so that would silently break deployed phones. Add a
-//! new protocol version instead.
+//! Frame: the 4 bytes `GSYN`, one version byte, then
+//! - version 1: the message in postcard encoding (phones built before paging; still accepted);
+//! - version 2 ([`PROTOCOL_VERSION`]): one flags byte ([`FLAG_ZSTD`]: the rest is zstd
+//!   compressed), then the message in postcard encoding. The phone says in
+//!   [`SyncRequest::accept`] whether it reads compressed answers; a decompressed message is
+//!   bounded by [`MAX_MESSAGE_BYTES`] like a plain one, so nobody can send a bomb.
+//!
+//! **Do not rename, reorder or remove fields or enum variants of the types in this module**:
+//! postcard is positional, so that would silently break deployed phones. Add a new protocol
+//! version instead.
+
+use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::RecordId;
 
-/// The version byte both sides write and check.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The version this side writes. It reads [`OLDEST_VERSION`]..=`PROTOCOL_VERSION`.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The oldest version still read (and answered in its own version).
+pub const OLDEST_VERSION: u8 = 1;
 const MAGIC: &[u8; 4] = b"GSYN";
 
-/// Largest sync body either side accepts (a page): pushes and pulls are split to fit.
+/// Flags byte (version 2): the message after it is zstd-compressed.
+pub const FLAG_ZSTD: u8 = 1;
+/// zstd level: 3 is zstd's default, the measured sweet spot for pages of case records.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Largest sync body either side accepts (a page), before and after decompression.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The answer size a phone that names none gets (version 1 phones on good links).
+pub const DEFAULT_PAGE_BYTES: u32 = 3 * 1024 * 1024;
+/// The smallest page a server cuts to: below this, per-request overhead dominates.
+pub const MIN_PAGE_BYTES: u32 = 4 * 1024;
 
 /// The MIME type of sync bodies.
 pub const CONTENT_TYPE: &str = "application/x-gesync";
@@ -36,6 +59,18 @@ pub struct SyncRequest {
     pub push: Vec<PushDoc>,
     /// Records the phone cannot apply incrementally (missing dependencies): send them whole.
     pub want_full: Vec<RecordId>,
+    // ---- version 2 ----
+    /// How many bytes of pulled changes the phone wants in this answer (before compression);
+    /// 0 means [`DEFAULT_PAGE_BYTES`]. The server keeps to it, except that a page always moves
+    /// the phone forward: a record larger than the page comes as a slice of this size.
+    pub page_bytes: u32,
+    /// Compressions the phone reads in the answer ([`FLAG_ZSTD`]).
+    pub accept: u8,
+    /// Ask the server to count the records still to pull after this page
+    /// ([`SyncResponse::remaining`]), for a progress display.
+    pub count: bool,
+    /// The slice of a large record the phone already holds: continue it.
+    pub resume: Option<PartResume>,
 }
 
 /// One record's outgoing changes.
@@ -59,6 +94,12 @@ pub struct SyncResponse {
     pub cursor: Vec<u8>,
     /// True when the pull was cut to fit a page: sync again at once.
     pub more: bool,
+    // ---- version 2 ----
+    /// A slice of a record too large for the page (then `pull` is empty and `more` is true
+    /// until the last slice, which moves the cursor past the record).
+    pub part: Option<PullPart>,
+    /// Records still to pull after this page (when the request asked to `count`).
+    pub remaining: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +129,29 @@ pub struct PullDoc {
     pub heads: Vec<Hash>,
 }
 
+/// A slice `[offset, offset + bytes.len())` of one record's whole stored document, `total`
+/// bytes long, as the server holds it at feed position `seq`. The slices of one `(id, seq)` are
+/// the same bytes whichever request asks for them; when the record changes meanwhile, the server
+/// starts again at offset 0 with the new `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullPart {
+    pub id: RecordId,
+    pub seq: u64,
+    pub offset: u64,
+    pub total: u64,
+    pub bytes: Vec<u8>,
+    /// The record's heads once whole.
+    pub heads: Vec<Hash>,
+}
+
+/// "I hold the first `offset` bytes of record `id` at `seq`."
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartResume {
+    pub id: RecordId,
+    pub seq: u64,
+    pub offset: u64,
+}
+
 /// Why a body is not a valid sync message. The `Display` text is what the client is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -97,21 +161,78 @@ pub enum WireError {
     TooLarge(usize),
     #[error("not a gesync sync message (bad magic bytes)")]
     BadMagic,
-    #[error("unsupported sync protocol version {found}; this side speaks version {PROTOCOL_VERSION}")]
+    #[error("unsupported sync protocol version {found}; this side speaks versions {OLDEST_VERSION} to {PROTOCOL_VERSION}")]
     Version { found: u8 },
     #[error("malformed or truncated sync message: {0}")]
     Malformed(String),
+    #[error("the compressed body inflates past the {MAX_MESSAGE_BYTES}-byte limit of one sync page")]
+    Bomb,
 }
 
-fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+/// How a message travels: its protocol version and whether it is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    pub version: u8,
+    pub zstd: bool,
+}
+
+impl Framing {
+    /// The current version, uncompressed.
+    pub const PLAIN: Framing = Framing { version: PROTOCOL_VERSION, zstd: false };
+    /// The current version, zstd-compressed.
+    pub const ZSTD: Framing = Framing { version: PROTOCOL_VERSION, zstd: true };
+
+    /// How to answer a request that came in `self`: its version, compressed when the phone
+    /// reads compressed answers.
+    pub fn answer(self, request: &SyncRequest) -> Framing {
+        Framing { version: self.version, zstd: self.version >= 2 && request.accept & FLAG_ZSTD != 0 }
+    }
+}
+
+/// The version 1 layouts, read from and written for phones built before paging.
+mod v1 {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Request {
+        pub cursor: Vec<u8>,
+        pub push: Vec<PushDoc>,
+        pub want_full: Vec<RecordId>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Response {
+        pub results: Vec<PushResult>,
+        pub pull: Vec<PullDoc>,
+        pub cursor: Vec<u8>,
+        pub more: bool,
+    }
+}
+
+fn frame(framing: Framing, payload: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 6);
     out.extend_from_slice(MAGIC);
-    out.push(PROTOCOL_VERSION);
-    // Serialising plain structs of Vec<u8>/arrays into a Vec cannot fail.
-    postcard::to_extend(msg, out).expect("postcard encoding into a Vec is infallible")
+    out.push(framing.version);
+    if framing.version >= 2 {
+        if framing.zstd {
+            out.push(FLAG_ZSTD);
+            // Compressing into a Vec fails only on allocation failure.
+            out.extend(zstd::bulk::compress(&payload, ZSTD_LEVEL).expect("zstd compresses into a Vec"));
+            return out;
+        }
+        out.push(0);
+    }
+    out.extend(payload);
+    out
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+fn postcard_bytes<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serialising plain structs of Vec<u8>/arrays into a Vec cannot fail.
+    postcard::to_allocvec(msg).expect("postcard encoding into a Vec is infallible")
+}
+
+/// Checks the frame and returns its framing and the (decompressed) postcard payload.
+fn unframe(bytes: &[u8]) -> Result<(Framing, std::borrow::Cow<'_, [u8]>), WireError> {
     if bytes.is_empty() {
         return Err(WireError::Empty);
     }
@@ -121,11 +242,38 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
     if bytes.len() < 5 || &bytes[..4] != MAGIC {
         return Err(WireError::BadMagic);
     }
-    if bytes[4] != PROTOCOL_VERSION {
-        return Err(WireError::Version { found: bytes[4] });
+    let version = bytes[4];
+    match version {
+        1 => Ok((Framing { version, zstd: false }, bytes[5..].into())),
+        2 => {
+            let (&flags, rest) = bytes[5..].split_first().ok_or_else(|| WireError::Malformed("no flags byte".into()))?;
+            match flags {
+                0 => Ok((Framing { version, zstd: false }, rest.into())),
+                FLAG_ZSTD => Ok((Framing { version, zstd: true }, inflate(rest)?.into())),
+                other => Err(WireError::Malformed(format!("unknown flags {other:#04x}"))),
+            }
+        }
+        found => Err(WireError::Version { found }),
     }
-    let (msg, rest) =
-        postcard::take_from_bytes(&bytes[5..]).map_err(|e| WireError::Malformed(e.to_string()))?;
+}
+
+/// Decompresses at most [`MAX_MESSAGE_BYTES`]: the decoder is read through a bound, so a bomb
+/// costs the bound, never more memory.
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, WireError> {
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let mut out = Vec::new();
+    decoder
+        .take(MAX_MESSAGE_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| WireError::Malformed(format!("bad zstd data: {e}")))?;
+    if out.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError::Bomb);
+    }
+    Ok(out)
+}
+
+fn from_postcard<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireError> {
+    let (msg, rest) = postcard::take_from_bytes(payload).map_err(|e| WireError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(WireError::Malformed(format!("{} trailing bytes", rest.len())));
     }
@@ -133,20 +281,68 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
 }
 
 impl SyncRequest {
+    /// The current version, uncompressed.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        self.encode_as(Framing::PLAIN)
     }
+
+    /// Encodes in the given framing (version 1 drops the version 2 fields).
+    pub fn encode_as(&self, framing: Framing) -> Vec<u8> {
+        let payload = if framing.version == 1 {
+            postcard_bytes(&v1::Request { cursor: self.cursor.clone(), push: self.push.clone(), want_full: self.want_full.clone() })
+        } else {
+            postcard_bytes(self)
+        };
+        frame(framing, payload)
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        decode(bytes)
+        Self::decode_framed(bytes).map(|(m, _)| m)
+    }
+
+    /// Decodes any version this side reads, and says how it came.
+    pub fn decode_framed(bytes: &[u8]) -> Result<(Self, Framing), WireError> {
+        let (framing, payload) = unframe(bytes)?;
+        let msg = if framing.version == 1 {
+            let r: v1::Request = from_postcard(&payload)?;
+            SyncRequest { cursor: r.cursor, push: r.push, want_full: r.want_full, ..Default::default() }
+        } else {
+            from_postcard(&payload)?
+        };
+        Ok((msg, framing))
     }
 }
 
 impl SyncResponse {
+    /// The current version, uncompressed.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        self.encode_as(Framing::PLAIN)
     }
+
+    /// Encodes in the given framing. A version 1 phone never asked for slices or counts, so it
+    /// is never given any: dropping them loses nothing.
+    pub fn encode_as(&self, framing: Framing) -> Vec<u8> {
+        let payload = if framing.version == 1 {
+            postcard_bytes(&v1::Response { results: self.results.clone(), pull: self.pull.clone(), cursor: self.cursor.clone(), more: self.more })
+        } else {
+            postcard_bytes(self)
+        };
+        frame(framing, payload)
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        decode(bytes)
+        Self::decode_framed(bytes).map(|(m, _)| m)
+    }
+
+    pub fn decode_framed(bytes: &[u8]) -> Result<(Self, Framing), WireError> {
+        let (framing, payload) = unframe(bytes)?;
+        let msg = if framing.version == 1 {
+            let r: v1::Response = from_postcard(&payload)?;
+            SyncResponse { results: r.results, pull: r.pull, cursor: r.cursor, more: r.more, ..Default::default() }
+        } else {
+            from_postcard(&payload)?
+        };
+        Ok((msg, framing))
     }
 }
 
@@ -159,26 +355,84 @@ mod tests {
             cursor: vec![1, 2, 3],
             push: vec![PushDoc { id: RecordId([7; 16]), changes: vec![9; 40], heads: vec![[5; 32]] }],
             want_full: vec![RecordId([8; 16])],
+            page_bytes: 48 * 1024,
+            accept: FLAG_ZSTD,
+            count: true,
+            resume: Some(PartResume { id: RecordId([3; 16]), seq: 12, offset: 4096 }),
+        }
+    }
+
+    fn sample_response() -> SyncResponse {
+        SyncResponse {
+            results: vec![PushResult { id: RecordId([1; 16]), outcome: PushOutcome::Rejected { reason: "x".into() } }],
+            pull: vec![PullDoc { id: RecordId([2; 16]), changes: b"ghi chu ghi chu ghi chu ghi chu".repeat(20), heads: vec![[4; 32]] }],
+            cursor: vec![5, 6],
+            more: true,
+            part: Some(PullPart { id: RecordId([3; 16]), seq: 9, offset: 0, total: 100, bytes: vec![1; 10], heads: vec![] }),
+            remaining: Some(1200),
         }
     }
 
     #[test]
-    fn round_trip() {
+    fn round_trip_in_every_framing() {
         let r = sample();
-        assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
-        let resp = SyncResponse {
-            results: vec![PushResult { id: RecordId([1; 16]), outcome: PushOutcome::Rejected { reason: "x".into() } }],
-            pull: vec![],
-            cursor: vec![],
-            more: true,
-        };
-        assert_eq!(SyncResponse::decode(&resp.encode()).unwrap(), resp);
+        let resp = sample_response();
+        for framing in [Framing::PLAIN, Framing::ZSTD] {
+            assert_eq!(SyncRequest::decode_framed(&r.encode_as(framing)).unwrap(), (r.clone(), framing));
+            assert_eq!(SyncResponse::decode_framed(&resp.encode_as(framing)).unwrap(), (resp.clone(), framing));
+        }
+    }
+
+    #[test]
+    fn version_1_phones_are_still_read_and_answered_in_version_1() {
+        let v1 = Framing { version: 1, zstd: false };
+        let bytes = sample().encode_as(v1);
+        assert_eq!(bytes[4], 1);
+        let (got, framing) = SyncRequest::decode_framed(&bytes).unwrap();
+        assert_eq!(framing, v1);
+        assert_eq!(got.page_bytes, 0, "a version 1 phone names no page size");
+        assert_eq!((got.cursor, got.push, got.want_full), (sample().cursor, sample().push, sample().want_full));
+        // The answer goes in version 1, uncompressed even if the request's fields said otherwise.
+        let answer = framing.answer(&sample());
+        assert_eq!(answer, v1);
+        let (resp, f) = SyncResponse::decode_framed(&sample_response().encode_as(answer)).unwrap();
+        assert_eq!(f, v1);
+        assert_eq!(resp.pull, sample_response().pull);
+    }
+
+    #[test]
+    fn answers_are_compressed_only_for_phones_that_accept_it() {
+        let mut r = sample();
+        assert_eq!(Framing::PLAIN.answer(&r), Framing::ZSTD);
+        r.accept = 0;
+        assert_eq!(Framing::ZSTD.answer(&r), Framing::PLAIN);
+    }
+
+    #[test]
+    fn compression_pays_on_repetitive_records() {
+        let resp = sample_response();
+        let plain = resp.encode_as(Framing::PLAIN).len();
+        let packed = resp.encode_as(Framing::ZSTD).len();
+        assert!(packed * 2 < plain, "zstd {packed} vs plain {plain}");
     }
 
     #[test]
     fn a_noop_request_is_tiny() {
-        let r = SyncRequest { cursor: vec![0; 16], ..Default::default() };
-        assert!(r.encode().len() < 32, "{}", r.encode().len());
+        let r = SyncRequest { cursor: vec![0; 16], page_bytes: 64 * 1024, accept: FLAG_ZSTD, ..Default::default() };
+        assert!(r.encode().len() < 40, "{}", r.encode().len());
+    }
+
+    #[test]
+    fn a_compression_bomb_is_refused_without_inflating_it() {
+        // 64 MiB of zeros compress to a few KiB; the decoder stops at the page limit.
+        let zeros = vec![0u8; 64 * 1024 * 1024];
+        let bomb = [MAGIC.as_slice(), &[2, FLAG_ZSTD], &zstd::bulk::compress(&zeros, 3).unwrap()].concat();
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        assert_eq!(SyncRequest::decode(&bomb), Err(WireError::Bomb));
+        let garbage = [MAGIC.as_slice(), &[2, FLAG_ZSTD], b"not zstd at all"].concat();
+        assert!(matches!(SyncRequest::decode(&garbage), Err(WireError::Malformed(_))));
+        let flags = [MAGIC.as_slice(), &[2, 0x80], b"x"].concat();
+        assert!(matches!(SyncRequest::decode(&flags), Err(WireError::Malformed(_))));
     }
 
     #[test]
@@ -188,9 +442,11 @@ mod tests {
         let mut v = sample().encode();
         v[4] = 9;
         assert_eq!(SyncRequest::decode(&v), Err(WireError::Version { found: 9 }));
-        let full = sample().encode();
-        for cut in 5..full.len() {
-            assert!(matches!(SyncRequest::decode(&full[..cut]), Err(WireError::Malformed(_))), "cut at {cut}");
+        for framing in [Framing::PLAIN, Framing::ZSTD, Framing { version: 1, zstd: false }] {
+            let full = sample().encode_as(framing);
+            for cut in 5..full.len() {
+                assert!(matches!(SyncRequest::decode(&full[..cut]), Err(WireError::Malformed(_))), "cut at {cut} in {framing:?}");
+            }
         }
         let mut extra = sample().encode();
         extra.push(0);

@@ -16,7 +16,7 @@ use automerge::{ActorId, AutoCommit, ObjId, ObjType, ScalarValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{json, Map, Value};
-use sync_protocol::wire::{PullDoc, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse};
+use sync_protocol::wire::{PartResume, PullDoc, PullPart, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse};
 use sync_protocol::{doc, schema, RecordId, RecordKind};
 
 const KINDS: [RecordKind; 3] = [RecordKind::GbvCase, RecordKind::TraffickingReturnee, RecordKind::NewsItem];
@@ -80,8 +80,10 @@ fn id() -> impl Strategy<Value = RecordId> {
 fn request() -> impl Strategy<Value = SyncRequest> {
     let push = (id(), prop::collection::vec(any::<u8>(), 0..64), prop::collection::vec(hash(), 0..3))
         .prop_map(|(id, changes, heads)| PushDoc { id, changes, heads });
-    (prop::collection::vec(any::<u8>(), 0..16), prop::collection::vec(push, 0..4), prop::collection::vec(id(), 0..3))
-        .prop_map(|(cursor, push, want_full)| SyncRequest { cursor, push, want_full })
+    let resume = prop::option::of((id(), any::<u64>(), any::<u64>()).prop_map(|(id, seq, offset)| PartResume { id, seq, offset }));
+    let v2 = (any::<u32>(), any::<u8>(), any::<bool>(), resume);
+    (prop::collection::vec(any::<u8>(), 0..16), prop::collection::vec(push, 0..4), prop::collection::vec(id(), 0..3), v2)
+        .prop_map(|(cursor, push, want_full, (page_bytes, accept, count, resume))| SyncRequest { cursor, push, want_full, page_bytes, accept, count, resume })
 }
 
 fn response() -> impl Strategy<Value = SyncResponse> {
@@ -89,8 +91,9 @@ fn response() -> impl Strategy<Value = SyncResponse> {
     let result = (id(), outcome).prop_map(|(id, outcome)| PushResult { id, outcome });
     let pull = (id(), prop::collection::vec(any::<u8>(), 0..64), prop::collection::vec(hash(), 0..3))
         .prop_map(|(id, changes, heads)| PullDoc { id, changes, heads });
-    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>())
-        .prop_map(|(results, pull, cursor, more)| SyncResponse { results, pull, cursor, more })
+    let part = prop::option::of((id(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..32)).prop_map(|(id, seq, offset, total, bytes)| PullPart { id, seq, offset, total, bytes, heads: vec![] }));
+    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>(), part, prop::option::of(any::<u64>()))
+        .prop_map(|(results, pull, cursor, more, part, remaining)| SyncResponse { results, pull, cursor, more, part, remaining })
 }
 
 /// A mutation of an encoded message: flip, overwrite, insert, delete or truncate.
@@ -161,7 +164,10 @@ fn fuzz_decoder_arbitrary_bytes() {
     // Half the inputs carry the right magic and version, so the fuzzing reaches postcard.
     let input = (any::<bool>(), prop::collection::vec(any::<u8>(), 0..256)).prop_map(|(framed, body)| {
         if framed {
-            [b"GSYN".as_slice(), &[sync_protocol::wire::PROTOCOL_VERSION], &body].concat()
+            // Version 2 with the plain flags byte, or version 1.
+            let version = sync_protocol::wire::PROTOCOL_VERSION - (body.len() % 2) as u8;
+            let flags: &[u8] = if version >= 2 { &[0] } else { &[] };
+            [b"GSYN".as_slice(), &[version], flags, &body].concat()
         } else {
             body
         }

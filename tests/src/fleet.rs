@@ -144,7 +144,7 @@ pub struct TimedTransport {
 impl TimedTransport {
     pub fn new(server: &str) -> Arc<TimedTransport> {
         // The default 60 s timeout would hide a stall; a rush must still answer within it.
-        let config = HttpConfig { timeout: Duration::from_secs(120), connect_timeout: Duration::from_secs(30) };
+        let config = HttpConfig { timeout: Duration::from_secs(120), connect_timeout: Duration::from_secs(30), stall_timeout: Duration::from_secs(120) };
         Arc::new(TimedTransport { inner: HttpTransport::new(server, None, &config).unwrap(), requests: AtomicU64::new(0), failures: AtomicU64::new(0), sync_ms: Mutex::new(Vec::new()) })
     }
 

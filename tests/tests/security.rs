@@ -180,7 +180,7 @@ fn push_request(commune: &str) -> (RecordId, Vec<u8>) {
     let mut d = sync_protocol::doc::new_record(RecordKind::NewsItem, &news(commune), automerge::ActorId::random()).unwrap();
     let id = RecordId::random();
     let push = PushDoc { id, changes: d.save(), heads: sync_protocol::heads_to_wire(&d.get_heads()) };
-    (id, SyncRequest { cursor: vec![], push: vec![push], want_full: vec![] }.encode())
+    (id, SyncRequest { push: vec![push], ..Default::default() }.encode())
 }
 
 // base64url without padding, for taking JWTs apart (the tests crate has no base64 dependency).

@@ -142,6 +142,7 @@ impl FakeServer {
             pull,
             cursor: new_cursor.to_le_bytes().to_vec(),
             more,
+            ..Default::default()
         }
     }
 
