@@ -143,7 +143,7 @@ impl Client {
         d: &mut AutoCommit,
     ) -> Result<()> {
         Self::refresh_meta(id, &mut meta, d)?;
-        self.store.put_record(id, meta, &d.save())
+        self.store.put_record(id, meta, &doc::save_record(d))
     }
 
     /// [`Client::write_doc`] for a pulled record: durable only at the next
@@ -154,7 +154,7 @@ impl Client {
         Self::refresh_meta(id, &mut meta, d)?;
         match whole {
             Some(bytes) => self.store.put_record_deferred(id, meta, bytes),
-            None => self.store.put_record_deferred(id, meta, &d.save()),
+            None => self.store.put_record_deferred(id, meta, &doc::save_record(d)),
         }
     }
 

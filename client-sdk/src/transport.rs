@@ -156,6 +156,8 @@ pub struct HttpTransport {
     client: reqwest::Client,
     timeout: Duration,
     stall: Duration,
+    /// Sync requests sent (shared by clones), retries included.
+    sent: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -222,12 +224,18 @@ impl HttpTransport {
             client,
             timeout: config.timeout,
             stall: config.stall_timeout,
+            sent: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The server URL, without a trailing `/`.
     pub fn server(&self) -> &str {
         &self.base
+    }
+
+    /// Sync requests this transport (and its clones) sent, each retry counted.
+    pub fn sync_requests(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     async fn post(
@@ -248,6 +256,7 @@ impl HttpTransport {
     async fn sync_once(&self, access_token: &str, body: &[u8]) -> Result<Vec<u8>, TransportError> {
         const PATH: &str = "/api/v1/sync";
         const CHUNK: usize = 4 * 1024;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let start = tokio::time::Instant::now();
         // Milliseconds from `start` to the last moment a byte moved.
         let moved = Arc::new(AtomicU64::new(0));

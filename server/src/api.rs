@@ -211,16 +211,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-async fn tokens_response(state: &Shared, p: &Principal, epoch: u64, family: Option<String>) -> AppResult<Value> {
+async fn tokens_response(state: &Shared, p: &Principal, epoch: u64) -> AppResult<Value> {
     let access = state.keys.issue_access(p, epoch);
     let (db, u, d) = (state.db.clone(), p.username.clone(), p.device_id.clone());
-    let refresh = blocking(move || Ok(db.issue_refresh(&u, &d, family)?)).await?;
-    Ok(json!({
+    let refresh = blocking(move || Ok(db.issue_refresh(&u, &d, None)?)).await?;
+    Ok(tokens_json(access, refresh))
+}
+
+fn tokens_json(access: String, refresh: String) -> Value {
+    json!({
         "access_token": access,
         "refresh_token": refresh,
         "token_type": "Bearer",
         "expires_in": auth::ACCESS_TTL_SECS,
-    }))
+    })
 }
 
 /// Verifies credentials and registers the device. Shared by the API and the web login.
@@ -279,7 +283,7 @@ async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(bod
         return Err(AppError::bad_request("device_id must be 1 to 64 letters, digits, '-' or '_'"));
     }
     let (p, epoch) = authenticate(&state, ip, &body.username, &body.password, &device_id).await?;
-    Ok(axum::Json(tokens_response(&state, &p, epoch, None).await?).into_response())
+    Ok(axum::Json(tokens_response(&state, &p, epoch).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -292,7 +296,7 @@ async fn refresh(State(state): State<Shared>, JsonBody(body): JsonBody<RefreshBo
     let db = state.db.clone();
     let token = body.refresh_token;
     let used = blocking(move || Ok(db.use_refresh(&token)?)).await?;
-    let (username, device_id, family) = match used {
+    let rotation = match used {
         Ok(t) => t,
         Err(why) => {
             let (action, msg) = match why {
@@ -306,7 +310,7 @@ async fn refresh(State(state): State<Shared>, JsonBody(body): JsonBody<RefreshBo
         }
     };
     let db = state.db.clone();
-    let (u, d) = (username.clone(), device_id.clone());
+    let (u, d) = (rotation.username.clone(), rotation.device_id.clone());
     let (user, device) = blocking(move || Ok((db.get_user(&u)?, db.get_device(&u, &d)?))).await?;
     let user = match user {
         Some(u) if !u.disabled => u,
@@ -315,11 +319,11 @@ async fn refresh(State(state): State<Shared>, JsonBody(body): JsonBody<RefreshBo
     if device.map(|d| d.revoked).unwrap_or(true) {
         return Err(device_revoked());
     }
-    let p = Principal { username: user.username.clone(), role: user.role, org_unit: user.org_unit.clone(), device_id };
+    let p = Principal { username: user.username.clone(), role: user.role, org_unit: user.org_unit.clone(), device_id: rotation.device_id };
     let db = state.db.clone();
     let ev = audit(&p, "token_refresh", "");
     blocking(move || Ok(db.audit(ev.expect("event"))?)).await?;
-    Ok(axum::Json(tokens_response(&state, &p, user.session_epoch, Some(family)).await?).into_response())
+    Ok(axum::Json(tokens_json(state.keys.issue_access(&p, user.session_epoch), rotation.token)).into_response())
 }
 
 async fn logout(State(state): State<Shared>, Authed(p): Authed, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<StatusCode> {

@@ -153,6 +153,25 @@ struct RefreshRecord {
     family: String,
     expires_at: i64,
     used: bool,
+    /// When it was used, and the hash of the token issued in its place.
+    #[serde(default)]
+    used_at: i64,
+    #[serde(default)]
+    successor: Option<String>,
+}
+
+/// How long a used refresh token may come back without being taken for a stolen one: a phone
+/// on 2G whose refresh answer was lost on a cut asks again with the same token.
+pub const REFRESH_GRACE_SECS: i64 = 120;
+
+/// A refresh token exchanged for a new one of the same family.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub username: String,
+    pub device_id: String,
+    pub family: String,
+    /// The new refresh token (its hash is stored, never the token).
+    pub token: String,
 }
 
 fn token_hash(token: &str) -> String {
@@ -184,6 +203,8 @@ impl Db {
             family: family.unwrap_or_else(random_token),
             expires_at: now_secs() + REFRESH_TTL_SECS,
             used: false,
+            used_at: 0,
+            successor: None,
         };
         let mut b = Batch::default();
         b.put(key("rt/", &[token_hash(&token).as_bytes()]), to_json(&rec));
@@ -191,8 +212,15 @@ impl Db {
         Ok(token)
     }
 
-    /// Consumes a refresh token: returns (username, device_id, family) and marks it used.
-    pub fn use_refresh(&self, token: &str) -> Result<Result<(String, String, String), RefreshError>, DbError> {
+    /// Exchanges a refresh token for a new one of its family, marking it used (in one write).
+    ///
+    /// A used token that comes back revokes its family (a stolen token was used), except in one
+    /// case: the answer to the exchange was lost (a 2G link cut it), so the phone asks again
+    /// with the same token within [`REFRESH_GRACE_SECS`] while the token given in its place has
+    /// not been used. Then that lost token is spent and a new one issued: retrying a refresh is
+    /// idempotent for the phone, at most one live token per family exists at any time, and if
+    /// the "lost" token shows up after all, the family is revoked as for any reuse.
+    pub fn use_refresh(&self, token: &str) -> Result<Result<Rotation, RefreshError>, DbError> {
         let _g = self.inner.refresh_lock.lock().expect("refresh lock");
         let k = key("rt/", &[token_hash(token).as_bytes()]);
         let Some(mut rec) = get_json::<RefreshRecord>(self.kv(), &k)? else { return Ok(Err(RefreshError::Unknown)) };
@@ -200,20 +228,51 @@ impl Db {
         if self.kv().get(&fam_key)?.is_some() {
             return Ok(Err(RefreshError::Reused));
         }
+        let now = now_secs();
+        let mut b = Batch::default();
         if rec.used {
-            let mut b = Batch::default();
-            b.put(fam_key, b"revoked".to_vec());
-            self.commit(b)?;
-            return Ok(Err(RefreshError::Reused));
+            let lost = match &rec.successor {
+                Some(h) if now - rec.used_at <= REFRESH_GRACE_SECS => {
+                    get_json::<RefreshRecord>(self.kv(), &key("rt/", &[h.as_bytes()]))?.is_some_and(|s| !s.used)
+                }
+                _ => false,
+            };
+            if !lost {
+                b.put(fam_key, b"revoked".to_vec());
+                self.commit(b)?;
+                return Ok(Err(RefreshError::Reused));
+            }
+            // The lost token is spent, not forgotten: should it turn up after all (it was not
+            // lost, so the retry came from someone else), it revokes the family as reuse does.
+            if let Some(h) = &rec.successor {
+                let hk = key("rt/", &[h.as_bytes()]);
+                if let Some(mut lost) = get_json::<RefreshRecord>(self.kv(), &hk)? {
+                    lost.used = true;
+                    lost.used_at = now;
+                    b.put(hk, to_json(&lost));
+                }
+            }
         }
-        if rec.expires_at < now_secs() {
+        if rec.expires_at < now {
             return Ok(Err(RefreshError::Expired));
         }
+        let next = random_token();
+        let next_rec = RefreshRecord {
+            username: rec.username.clone(),
+            device_id: rec.device_id.clone(),
+            family: rec.family.clone(),
+            expires_at: now + REFRESH_TTL_SECS,
+            used: false,
+            used_at: 0,
+            successor: None,
+        };
+        b.put(key("rt/", &[token_hash(&next).as_bytes()]), to_json(&next_rec));
         rec.used = true;
-        let mut b = Batch::default();
+        rec.used_at = now;
+        rec.successor = Some(token_hash(&next));
         b.put(k, to_json(&rec));
         self.commit(b)?;
-        Ok(Ok((rec.username, rec.device_id, rec.family)))
+        Ok(Ok(Rotation { username: rec.username, device_id: rec.device_id, family: rec.family, token: next }))
     }
 
     /// Revokes the family of a refresh token (logout).
@@ -357,13 +416,28 @@ mod tests {
     fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let t1 = db.issue_refresh("u", "d1", None).unwrap();
-        let (u, d, fam) = db.use_refresh(&t1).unwrap().unwrap();
-        assert_eq!((u.as_str(), d.as_str()), ("u", "d1"));
-        let t2 = db.issue_refresh("u", "d1", Some(fam)).unwrap();
-        // t1 again: theft detected, the family (t2 included) is revoked.
-        assert_eq!(db.use_refresh(&t1).unwrap(), Err(RefreshError::Reused));
-        assert_eq!(db.use_refresh(&t2).unwrap(), Err(RefreshError::Reused));
-        assert_eq!(db.use_refresh("garbage").unwrap(), Err(RefreshError::Unknown));
+        let r1 = db.use_refresh(&t1).unwrap().unwrap();
+        assert_eq!((r1.username.as_str(), r1.device_id.as_str()), ("u", "d1"));
+        let r2 = db.use_refresh(&r1.token).unwrap().unwrap();
+        assert_eq!(r2.family, r1.family);
+        // t1 again once its successor was used: theft detected, the family is revoked.
+        assert!(matches!(db.use_refresh(&t1).unwrap(), Err(RefreshError::Reused)));
+        assert!(matches!(db.use_refresh(&r2.token).unwrap(), Err(RefreshError::Reused)));
+        assert!(matches!(db.use_refresh("garbage").unwrap(), Err(RefreshError::Unknown)));
+    }
+
+    #[test]
+    fn a_refresh_whose_answer_was_lost_may_be_retried_once_its_successor_is_unused() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let t1 = db.issue_refresh("u", "d1", None).unwrap();
+        let lost = db.use_refresh(&t1).unwrap().unwrap();
+        let retried = db.use_refresh(&t1).unwrap().unwrap();
+        assert_eq!(retried.family, lost.family);
+        assert_ne!(retried.token, lost.token);
+        // The retried answer's token works; the lost one, turning up, ends the family.
+        let next = db.use_refresh(&retried.token).unwrap().unwrap();
+        assert!(matches!(db.use_refresh(&lost.token).unwrap(), Err(RefreshError::Reused)));
+        assert!(matches!(db.use_refresh(&next.token).unwrap(), Err(RefreshError::Reused)));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn seed(db: &Db) -> Result<bool, DbError> {
         let mut push = Vec::new();
         for (kind, json) in records_for(code, &mut rng) {
             let mut d = doc::new_record(kind, &json, actor.clone()).map_err(|e| DbError::Invalid(e.to_string()))?;
-            push.push(PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) });
+            push.push(PushDoc { id: RecordId::random(), changes: sync_protocol::doc::save_record(&mut d), heads: heads_to_wire(&d.get_heads()) });
         }
         db.sync(&who, &SyncRequest { push, ..Default::default() })?;
     }

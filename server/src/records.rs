@@ -264,7 +264,7 @@ impl Db {
         Ok(Verdict::Write(Box::new(Prepared {
             id,
             base_seq: meta.as_ref().map(|m| m.seq),
-            doc_bytes: doc.save(),
+            doc_bytes: doc::save_record(&mut doc),
             old_contribution: meta.as_ref().and_then(|m| m.contribution.clone()),
             meta: RecordMeta {
                 kind,
@@ -654,6 +654,88 @@ mod tests {
         let resp = db.sync(&officer(), &SyncRequest { cursor: forged, ..Default::default() }).unwrap();
         assert!(resp.pull.is_empty());
         assert_eq!(Cursor::decode(&resp.cursor, scope), db.durable_seq());
+    }
+
+    #[test]
+    fn a_record_larger_than_the_page_goes_in_slices_that_resume() {
+        let db = db_with_commune();
+        let mut d = doc::new_record(RecordKind::GbvCase, &json!({"commune": "04701", "detected_on": "2025-01-01", "setting": "domestic", "victim": {"sex": "female"}}), sync_protocol::automerge::ActorId::random()).unwrap();
+        for i in 0..30 {
+            let text: String = (0..600).map(|j| char::from(b'a' + ((i * 7 + j * 13) % 26) as u8)).collect();
+            doc::set_path(&mut d, "notes", &json!(text)).unwrap();
+        }
+        let big = RecordId::random();
+        let push = SyncRequest { push: vec![PushDoc { id: big, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
+        assert_eq!(db.sync(&officer(), &push).unwrap().results[0].outcome, PushOutcome::Accepted);
+        let small = push_one(&db);
+
+        // A version 1 phone (no page size) gets the record whole, as it always did.
+        let whole = db.sync(&officer(), &SyncRequest::default()).unwrap();
+        assert!(whole.part.is_none() && whole.pull.len() == 2);
+        let stored = whole.pull.iter().find(|p| p.id == big).unwrap().changes.clone();
+        assert!(stored.len() > 3 * MIN_PAGE_BYTES as usize, "{}", stored.len());
+
+        // Pages of 4 KiB: slices, each resumed where the phone's copy ends.
+        let mut cursor = Vec::new();
+        let mut got: Vec<u8> = Vec::new();
+        let mut resume = None;
+        let mut slices = 0;
+        let last = loop {
+            let req = SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, resume, ..Default::default() };
+            let r = db.sync(&officer(), &req).unwrap();
+            let part = r.part.clone().expect("a slice");
+            assert!(r.pull.is_empty() && r.more);
+            assert_eq!(part.offset as usize, got.len(), "each slice follows the bytes kept");
+            assert!(part.bytes.len() <= MIN_PAGE_BYTES as usize);
+            got.extend(&part.bytes);
+            slices += 1;
+            if slices == 2 {
+                // A resume that names another version of the record starts over.
+                let stale = PartResume { id: big, seq: part.seq + 100, offset: got.len() as u64 };
+                let again = db.sync(&officer(), &SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, resume: Some(stale), ..Default::default() }).unwrap();
+                assert_eq!(again.part.unwrap().offset, 0);
+            }
+            cursor = r.cursor.clone();
+            resume = Some(PartResume { id: big, seq: part.seq, offset: got.len() as u64 });
+            if got.len() as u64 == part.total {
+                break r;
+            }
+        };
+        assert!(slices >= 4, "{slices} slices");
+        assert_eq!(got, stored, "the slices make up the stored document");
+        let mut loaded = AutoCommit::load(&got).unwrap();
+        assert_eq!(heads_to_wire(&loaded.get_heads()), last.part.unwrap().heads);
+        // The last slice moved the cursor past the record: the small one comes next, whole.
+        let next = db.sync(&officer(), &SyncRequest { cursor, page_bytes: MIN_PAGE_BYTES, resume, ..Default::default() }).unwrap();
+        assert!(next.part.is_none());
+        assert_eq!(next.pull.iter().map(|p| p.id).collect::<Vec<_>>(), vec![small]);
+        assert!(!next.more);
+    }
+
+    #[test]
+    fn pages_keep_to_the_size_asked_and_count_what_remains() {
+        let db = db_with_commune();
+        let ids: Vec<RecordId> = (0..40).map(|_| push_one(&db)).collect();
+        let mut cursor = Vec::new();
+        let mut seen = Vec::new();
+        let mut first = true;
+        loop {
+            let r = db.sync(&officer(), &SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, count: first, ..Default::default() }).unwrap();
+            let bytes: usize = r.pull.iter().map(|p| p.changes.len()).sum();
+            assert!(bytes <= MIN_PAGE_BYTES as usize, "{bytes}");
+            if first {
+                assert_eq!(r.remaining, Some((40 - r.pull.len()) as u64));
+                first = false;
+            } else {
+                assert_eq!(r.remaining, None, "counted only when asked");
+            }
+            seen.extend(r.pull.iter().map(|p| p.id));
+            cursor = r.cursor;
+            if !r.more {
+                break;
+            }
+        }
+        assert_eq!(seen, ids, "every record once, in feed order");
     }
 
     #[test]

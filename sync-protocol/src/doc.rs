@@ -186,6 +186,16 @@ fn existing_object(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option<Ob
     }
 }
 
+/// A record's document as phones and the server store and send it: whole, with its columns
+/// *not* deflated. Automerge deflates each document on its own, which finds little to share in
+/// a 1 KB record; left plain, the field names, enum values and the officers' vocabulary repeat
+/// across the records of a sync page, and the page's zstd compression takes it to about a
+/// quarter of the deflated size (measured: 300 case records, 245,788 B deflated and 130,311 B
+/// with zstd; 330,581 B plain and 56,826 B with zstd). Both forms load alike.
+pub fn save_record(doc: &mut AutoCommit) -> Vec<u8> {
+    doc.save_nocompress()
+}
+
 /// Reads the record kind of a document (the winning value).
 pub fn kind_of(doc: &AutoCommit) -> Result<RecordKind, DocError> {
     match doc.get(ObjId::Root, "kind").map_err(am)? {

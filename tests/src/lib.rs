@@ -12,7 +12,9 @@ use gesync_server::model::{OrgUnit, Role, User};
 use gesync_server::Db;
 
 pub mod bench;
+pub mod field;
 pub mod fleet;
+pub mod slowlink;
 
 /// Password of every harness account.
 pub const PASSWORD: &str = "test-password-123";
@@ -95,13 +97,25 @@ impl TestServer {
         Self::serve(dir, db, listener)
     }
 
+    /// Starts on a fresh store (as [`TestServer::start_fresh`]) with the given connection limits.
+    pub async fn start_fresh_with(dir: &Path, extra_officers: usize, limits: gesync_server::Limits) -> TestServer {
+        let db = gesync_server::open_db(dir).unwrap();
+        seed(&db, extra_officers);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve_with(dir, db, listener, limits)
+    }
+
     async fn start_with(dir: &Path, db: Db) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         Self::serve(dir, db, listener)
     }
 
     fn serve(dir: &Path, db: Db, listener: TcpListener) -> TestServer {
-        let state = AppState::new(db).unwrap();
+        Self::serve_with(dir, db, listener, gesync_server::Limits::default())
+    }
+
+    fn serve_with(dir: &Path, db: Db, listener: TcpListener, limits: gesync_server::Limits) -> TestServer {
+        let state = AppState::with_limits(db, limits).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

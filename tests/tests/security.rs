@@ -645,6 +645,33 @@ async fn authorization_matrix_covers_every_route_and_role() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_answer_lost_on_a_cut_link_may_be_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let first = api.login("officer2", Some("2g-phone")).await;
+    // The answer to this refresh never reaches the phone (the link was cut)...
+    let lost = api.refresh(&first.refresh).await.json()["refresh_token"].as_str().unwrap().to_string();
+    // ...so it asks again with the same token, and gets a working session.
+    let r = api.refresh(&first.refresh).await;
+    assert_eq!(r.status, 200, "a retried refresh within the grace: {}", r.text());
+    let again = Tokens { access: r.json()["access_token"].as_str().unwrap().into(), refresh: r.json()["refresh_token"].as_str().unwrap().into() };
+    assert_eq!(api.get("/api/v1/me", &again.access).await.status, 200);
+    let r = api.refresh(&again.refresh).await;
+    assert_eq!(r.status, 200, "the retried refresh's token rotates on: {}", r.text());
+    let live = r.json()["refresh_token"].as_str().unwrap().to_string();
+    // The "lost" token turning up after all means someone else holds it: the family ends.
+    api.refresh(&lost).await.expect_error(401, "the withdrawn token comes back");
+    api.refresh(&live).await.expect_error(401, "the family of a withdrawn token that came back");
+    // Once the new token was used, the old one is plain reuse.
+    let second = api.login("officer2", Some("2g-phone")).await;
+    let next = api.refresh(&second.refresh).await.json()["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(api.refresh(&next).await.status, 200);
+    api.refresh(&second.refresh).await.expect_error(401, "an old token after its successor was used");
+    server.stop().await;
+}
+
 // ---- 2. access tokens ------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,10 +772,14 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     assert_eq!(me.status, 200, "{}", me.text());
     assert_eq!((me.json()["username"].clone(), me.json()["device_id"].clone()), (json!("officer2"), json!("refresh-phone")));
 
-    // The used token comes back (a thief or a replay): refused, and the whole family with it.
+    // The phone uses its new token; then the used one comes back (a thief or a replay):
+    // refused, and the whole family with it.
+    let r = api.refresh(&second.refresh).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let newest = r.json()["refresh_token"].as_str().unwrap().to_string();
     let (code, _) = api.refresh(&first.refresh).await.expect_error(401, "reused refresh token");
     assert_eq!(code, "invalid_refresh_token");
-    api.refresh(&second.refresh).await.expect_error(401, "the newer refresh token of a revoked family");
+    api.refresh(&newest).await.expect_error(401, "the newest refresh token of a revoked family");
     // Other logins of the same user are separate families and keep working.
     let other = api.login("officer2", Some("other-phone")).await;
     let r = api.refresh(&other.refresh).await;

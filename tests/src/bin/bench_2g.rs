@@ -1,0 +1,127 @@
+//! `bench-2g`: a phone's first sync and a week's pushes over the field's link.
+//!
+//! The real server (a child process, sled on disk) holds a commune of `--records` case records
+//! with notes and services. A new phone joins through a slow, dropping link (`tests::slowlink`):
+//! logs in, pulls everything, records `--push` new cases and pushes them, with the real SDK's
+//! retries and page sizing. Then the same workload runs again on a fresh server through an
+//! unshaped link with the protocol as it was before the 2G work (uncompressed, 3 MiB pages),
+//! for the byte comparison. Both end states are checked exactly.
+//!
+//! Flags: `--records N` (1200), `--push N` (150), `--down BYTES/S` (8000), `--up BYTES/S`
+//! (4000), `--connect-ms MS` (600), `--cut-s S` (30; 0 = no cuts), `--seed N` (42).
+//! The last line of output is one JSON object.
+
+use std::time::Duration;
+
+use client_sdk::SyncOptions;
+use tests::bench::{arg, arg_parsed, ServerChild};
+use tests::field::{check_exact, fill_commune, newcomer};
+use tests::slowlink::Link;
+
+fn main() {
+    tests::bench::serve_if_child();
+    let records = arg("--records", 1200);
+    let push = arg("--push", 150);
+    let link = Link {
+        down: arg("--down", 8000) as f64,
+        up: arg("--up", 4000) as f64,
+        connect_delay: Duration::from_millis(arg("--connect-ms", 600) as u64),
+        cut_every: match arg("--cut-s", 30) {
+            0 => None,
+            s => Some(Duration::from_secs(s as u64)),
+        },
+    };
+    let seed: u64 = arg_parsed("--seed").unwrap_or(42);
+    eprintln!("bench-2g: {records} records to pull, {push} to push, over {}; seed {seed}", link.describe());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (out, baseline) = rt.block_on(async {
+        let field = run(records, push, link, &SyncOptions::default(), seed).await;
+        // Before the 2G work: one uncompressed page of up to 3 MiB each way.
+        let old = SyncOptions { compress: false, first_pull_page: 3 << 20, first_push_page: client_sdk::PUSH_BUDGET, ..SyncOptions::default() };
+        let fast = Link { down: 1e9, up: 1e9, connect_delay: Duration::ZERO, cut_every: None };
+        let baseline = run(records, push, fast, &old, seed).await;
+        (field, baseline)
+    });
+    let link_s = link.seconds_for(out.bytes_up, out.bytes_down);
+    let bytes = out.bytes_up + out.bytes_down;
+    let before = baseline.bytes_up + baseline.bytes_down - deflate_saving(records, push, seed);
+    eprintln!(
+        "pull: {} records in {:.1} s, {} requests; push: {} records in {:.1} s, {} requests; login {:.1} s",
+        out.pull_records, out.pull_s, out.pull_attempts, out.push_records, out.push_s, out.push_attempts, out.login_s
+    );
+    eprintln!(
+        "bytes: {} down, {} up ({:.0}% of the old protocol's {}); {} connections, {} cut, {} retries",
+        out.bytes_down,
+        out.bytes_up,
+        100.0 * bytes as f64 / before as f64,
+        before,
+        out.connections,
+        out.cuts,
+        out.retries
+    );
+    eprintln!("wall {:.1} s for {:.1} s of link time: {:.2}x", out.wall_s(), link_s, out.wall_s() / link_s);
+    let json = serde_json::json!({
+        "link": out.link,
+        "records": records,
+        "pull_records": out.pull_records,
+        "pull_attempts": out.pull_attempts,
+        "pull_s": round(out.pull_s),
+        "push_records": out.push_records,
+        "push_attempts": out.push_attempts,
+        "push_s": round(out.push_s),
+        "login_s": round(out.login_s),
+        "bytes_down": out.bytes_down,
+        "bytes_up": out.bytes_up,
+        "connections": out.connections,
+        "cuts": out.cuts,
+        "retries": out.retries,
+        "link_s": round(link_s),
+        "wall_over_link": round(out.wall_s() / link_s),
+        "old_protocol_bytes": before,
+        "bytes_vs_old": round(bytes as f64 / before as f64),
+        "exact": true,
+        "seed": seed,
+    });
+    println!("{json}");
+}
+
+/// What deflating each record of the workload one by one (the documents' form before the 2G
+/// work) saves over the plain form: the same records, made again from the same seeds.
+fn deflate_saving(records: usize, push: usize, seed: u64) -> u64 {
+    use rand::SeedableRng;
+    let mut saving = 0;
+    for (n, seed) in [(records, seed), (push, seed ^ 0x5eed)] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for i in 0..n {
+            let record = tests::field::field_case(&mut rng, i);
+            let mut d = sync_protocol::doc::new_record(sync_protocol::RecordKind::GbvCase, &record, automerge::ActorId::random()).unwrap();
+            saving += (d.save_nocompress().len() - d.save().len()) as u64;
+        }
+    }
+    saving
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// One run on a fresh server: fill, join over `link`, check exactly.
+async fn run(records: usize, push: usize, link: Link, options: &SyncOptions, seed: u64) -> tests::field::Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    {
+        let db = gesync_server::open_db(&data).unwrap();
+        tests::seed(&db, 0);
+    }
+    let server = ServerChild::spawn(&data);
+    let url = format!("http://{}", server.addr);
+    let mut expected = fill_commune(&url, dir.path(), records, seed).await;
+    let (phone, out, mine) = newcomer(server.addr, dir.path(), link, push, options, seed).await;
+    expected.extend(mine);
+    if let Err(e) = check_exact(&url, &phone, &expected).await {
+        eprintln!("error: the end state is wrong over {}: {e}", out.link);
+        std::process::exit(1);
+    }
+    let _ = server.stop();
+    out
+}

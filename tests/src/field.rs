@@ -1,0 +1,172 @@
+//! The field scenario of the 2G work, shared by `bench-2g` and the slow-link tests: a commune
+//! holds case records with notes and services; a new phone joins over a slow, dropping link,
+//! makes its first sync, then records new cases and pushes them. Every step goes through the
+//! real SDK and the real server; the end state is checked exactly.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use client_sdk::{Client, FixedKey, HttpConfig, HttpTransport, RecordId, RecordKind, StoreKey, SyncOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::slowlink::{Link, SlowLink};
+use crate::{Api, PASSWORD};
+
+/// The commune of the scenario and its officers (from the harness tree).
+pub const COMMUNE: &str = "04701";
+const FILLER: &str = "officer1b";
+const NEWCOMER: &str = "officer1";
+
+const NOTE_WORDS: &[&str] = &[
+    "nạn nhân", "chồng", "vợ", "con", "mẹ chồng", "bị đánh", "nhiều lần", "say rượu", "tối qua", "hàng xóm",
+    "báo công an xã", "trưởng thôn", "đến nhà", "hòa giải", "không đồng ý", "bị thương", "ở tay", "ở mặt",
+    "đưa đi", "trạm y tế", "khám", "tư vấn", "tâm lý", "hỗ trợ", "pháp lý", "nơi tạm lánh", "ba ngày",
+    "đã về nhà", "theo dõi", "tiếp", "hội phụ nữ", "cam kết", "không tái phạm", "kinh tế khó khăn", "nợ",
+    "bỏ học", "lên nương", "chợ phiên", "đồn biên phòng", "người Tày", "người Nùng", "người H'Mông",
+    "không biết chữ", "phiên dịch", "điện thoại", "lần thứ hai", "lo sợ", "ly hôn", "tòa án huyện",
+];
+
+/// A gbv_case as an officer records it: services given, perpetrator details, and free-text
+/// notes of 20–60 words drawn at random (notes are what makes pages hard to compress).
+pub fn field_case(rng: &mut StdRng, i: usize) -> Value {
+    let words = rng.gen_range(20..60);
+    let notes: Vec<&str> = (0..words).map(|_| NOTE_WORDS[rng.gen_range(0..NOTE_WORDS.len())]).collect();
+    let day = 1 + rng.gen_range(0..28);
+    let month = 1 + rng.gen_range(0..12);
+    let date = format!("2025-{month:02}-{day:02}");
+    let mut services = vec![json!({"kind": "health", "provided_on": date, "provider": "Trạm y tế xã"})];
+    if rng.gen_bool(0.5) {
+        services.push(json!({"kind": "legal_aid", "provided_on": date, "provider": "Trung tâm trợ giúp pháp lý tỉnh"}));
+    }
+    if rng.gen_bool(0.3) {
+        services.push(json!({"kind": "psychosocial", "provided_on": date, "provider": "Hội Liên hiệp Phụ nữ xã"}));
+    }
+    json!({
+        "commune": COMMUNE, "detected_on": date, "setting": if i % 5 == 0 { "other_gbv" } else { "domestic" },
+        "violence_types": if rng.gen_bool(0.5) { json!(["physical", "psychological"]) } else { json!(["economic"]) },
+        "victim": {"sex": if i % 7 == 0 { "male" } else { "female" }, "birth_year": 1950 + rng.gen_range(0..60) as i64,
+                   "ethnic_minority": rng.gen_bool(0.6), "disability": rng.gen_bool(0.05)},
+        "services": services,
+        "perpetrator": {"detected": true, "sex": "male", "prosecuted": rng.gen_bool(0.1), "counselled": rng.gen_bool(0.5)},
+        "status": if rng.gen_bool(0.7) { "open" } else { "closed" },
+        "notes": notes.join(" "),
+    })
+}
+
+/// Fills the commune with `n` case records from another officer's phone over loopback (fast),
+/// so the newcomer has them to pull. Returns their ids.
+pub async fn fill_commune(url: &str, dir: &Path, n: usize, seed: u64) -> BTreeSet<String> {
+    let mut filler = Client::open(dir.join("filler"), FixedKey(StoreKey::random())).unwrap();
+    filler.login(url, FILLER, PASSWORD, None).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut ids = BTreeSet::new();
+    for i in 0..n {
+        ids.insert(filler.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string());
+    }
+    let report = filler.sync(|_| {}).await.unwrap();
+    assert_eq!((report.pushed, report.rejected), (n, 0), "the filler's records are all accepted");
+    ids
+}
+
+/// What the newcomer's phone went through.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Outcome {
+    pub link: String,
+    pub login_s: f64,
+    pub pull_records: usize,
+    pub pull_attempts: usize,
+    pub pull_s: f64,
+    pub push_records: usize,
+    pub push_attempts: usize,
+    pub push_s: f64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    pub connections: u64,
+    pub cuts: u64,
+    pub retries: usize,
+}
+
+impl Outcome {
+    pub fn wall_s(&self) -> f64 {
+        self.login_s + self.pull_s + self.push_s
+    }
+}
+
+/// A new phone of the commune's officer joins over `link` in front of `server`: logs in, makes
+/// its first sync, then records `push` new cases offline and syncs them. Retries for as long as
+/// a person would keep the app open (30 minutes); the SDK sizes pages itself.
+pub async fn newcomer(server: SocketAddr, dir: &Path, link: Link, push: usize, options: &SyncOptions, seed: u64) -> (Client, Outcome, BTreeSet<String>) {
+    let slow = SlowLink::start(server, link).await;
+    let http = HttpTransport::new(&slow.url(), None, &HttpConfig::default()).unwrap();
+    let mut phone = Client::open(dir.join("newcomer"), FixedKey(StoreKey::random())).unwrap().with_transport(Arc::new(http.clone()));
+    let options = SyncOptions { retry_for: Duration::from_secs(1800), ..options.clone() };
+    let mut out = Outcome { link: link.describe(), ..Outcome::default() };
+
+    let t = Instant::now();
+    let mut failures = 0;
+    while let Err(e) = phone.login(&slow.url(), NEWCOMER, PASSWORD, None).await {
+        assert!(e.is_transient() && failures < 50, "login over the slow link failed: {e}");
+        failures += 1;
+        tokio::time::sleep(client_sdk::backoff(failures, &e)).await;
+    }
+    out.login_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let report = phone.sync_with(&options, |_| {}).await.unwrap_or_else(|e| panic!("first sync over {}: {e}", out.link));
+    out.pull_s = t.elapsed().as_secs_f64();
+    out.pull_records = phone.ids(None).len();
+    out.pull_attempts = http.sync_requests() as usize;
+    out.retries += report.retries;
+
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed); // bench-2g makes the same records again
+    let mut mine = BTreeSet::new();
+    for i in 0..push {
+        mine.insert(phone.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string());
+    }
+    let t = Instant::now();
+    let report = phone.sync_with(&options, |_| {}).await.unwrap_or_else(|e| panic!("push over {}: {e}", out.link));
+    out.push_s = t.elapsed().as_secs_f64();
+    out.push_records = report.pushed;
+    out.push_attempts = http.sync_requests() as usize - out.pull_attempts;
+    out.retries += report.retries;
+
+    (out.bytes_up, out.bytes_down) = slow.stats.get();
+    out.connections = slow.stats.connections.load(std::sync::atomic::Ordering::Relaxed);
+    out.cuts = slow.stats.cuts.load(std::sync::atomic::Ordering::Relaxed);
+    (phone, out, mine)
+}
+
+/// The exact end state: the phone holds `expected` (every record once, nothing else, nothing
+/// pending), and the server lists each of them once to the commune's district staff.
+pub async fn check_exact(url: &str, phone: &Client, expected: &BTreeSet<String>) -> Result<(), String> {
+    let on_phone: BTreeSet<String> = phone.ids(None).iter().map(RecordId::to_string).collect();
+    if on_phone != *expected {
+        return Err(format!(
+            "the phone holds {} records, {} expected ({} missing, {} unexpected)",
+            on_phone.len(),
+            expected.len(),
+            expected.difference(&on_phone).count(),
+            on_phone.difference(expected).count()
+        ));
+    }
+    if phone.pending_count() != 0 {
+        return Err(format!("{} records still pending on the phone", phone.pending_count()));
+    }
+    let (_, list) = Api::login(url, "district").await.get(&format!("/api/v1/records?org_unit={COMMUNE}")).await;
+    let list = list.as_array().ok_or("the server's record list is not a list")?;
+    let on_server: Vec<String> = list.iter().map(|v| v["id"].as_str().unwrap_or_default().to_string()).collect();
+    let unique: BTreeSet<String> = on_server.iter().cloned().collect();
+    if unique.len() != on_server.len() {
+        return Err(format!("the server lists {} records twice", on_server.len() - unique.len()));
+    }
+    if unique != *expected {
+        return Err(format!("the server holds {} records, {} expected", unique.len(), expected.len()));
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Sync over the field's link (`../shared/field-link.md`), through `tests::slowlink`: slow,
+//! with a delay per connection, and cut every few seconds. The real server, the real SDK.
+//! - a new phone's first sync and its pushes complete, and the end state is exact;
+//! - a record too large for any page arrives in slices that survive the cuts;
+//! - a client that stalls mid-request is dropped after the idle bound, holding nothing that
+//!   other phones need; connections past the cap are closed at once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncOptions};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tests::field::{check_exact, fill_commune, newcomer, COMMUNE};
+use tests::slowlink::Link;
+use tests::{Api, TestServer, PASSWORD};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_phone_gets_every_record_over_a_link_that_keeps_dropping() {
+    let seed = tests::seed_from_env("slow_link");
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("s"), 0).await;
+    let mut expected = fill_commune(&server.url(), dir.path(), 200, seed).await;
+    // 6 KB/s down, 3 KB/s up, cut every 3 s: the pull alone needs several connections.
+    let link = Link { down: 6_000.0, up: 3_000.0, connect_delay: Duration::from_millis(200), cut_every: Some(Duration::from_secs(3)) };
+    let (phone, out, mine) = newcomer(server.addr, dir.path(), link, 30, &SyncOptions::default(), seed).await;
+    eprintln!("{out:?}");
+    expected.extend(mine);
+    assert_eq!((out.pull_records, out.push_records), (200, 30), "{out:?}");
+    assert!(out.cuts >= 2, "the link was cut while syncing: {out:?}");
+    check_exact(&server.url(), &phone, &expected).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_any_page_arrives_in_slices_across_cuts() {
+    let seed = tests::seed_from_env("slow_link_large");
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("s"), 0).await;
+    let mut expected = fill_commune(&server.url(), dir.path(), 10, seed).await;
+    // A case with a long history: its notes rewritten 100 times, 1 KB of hard-to-compress text
+    // each time (Automerge keeps every version).
+    let mut other = Client::open(dir.path().join("other"), FixedKey(StoreKey::random())).unwrap();
+    other.login(&server.url(), "officer1b", PASSWORD, None).await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let big = other.create(RecordKind::GbvCase, &tests::field::field_case(&mut rng, 0)).unwrap();
+    for _ in 0..100 {
+        let text: String = (0..1024).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
+        other.set(big, "notes", &json!(text)).unwrap();
+    }
+    assert_eq!(other.sync(|_| {}).await.unwrap().pushed, 1);
+    expected.insert(big.to_string());
+
+    // 8 KB/s cut every 4 s carries at most ~30 KB per connection: the record never fits whole.
+    let link = Link { down: 8_000.0, up: 4_000.0, connect_delay: Duration::from_millis(200), cut_every: Some(Duration::from_secs(4)) };
+    let slow = tests::slowlink::SlowLink::start(server.addr, link).await;
+    let mut phone = Client::open(dir.path().join("phone"), FixedKey(StoreKey::random())).unwrap();
+    phone.login(&slow.url(), "officer1", PASSWORD, None).await.unwrap();
+    let options = SyncOptions { retry_for: Duration::from_secs(300), ..SyncOptions::default() };
+    let mut largest_part = 0;
+    let report = phone
+        .sync_with(&options, |p| {
+            if let Some((_, total)) = p.part {
+                largest_part = largest_part.max(total);
+            }
+        })
+        .await
+        .unwrap();
+    eprintln!("{report:?}, cuts {}", slow.stats.cuts.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(largest_part > 100_000, "the large record came in slices ({largest_part} bytes)");
+    assert!(slow.stats.cuts.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    check_exact(&server.url(), &phone, &expected).await.unwrap();
+    let on_server = Api::login(&server.url(), "district").await.get(&format!("/api/v1/records/{big}")).await.1;
+    assert_eq!(phone.show(big).unwrap()["notes"], on_server["notes"]);
+    assert!(!dir.path().join("phone/partial").exists(), "no slices are left behind");
+    server.stop().await;
+}
+
+/// A sync request whose body never finishes: the headers and a few bytes, then silence.
+async fn stalled_sync(addr: std::net::SocketAddr, token: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/sync HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: {}\r\ncontent-length: 100000\r\n\r\nGSYN",
+        sync_protocol::wire::CONTENT_TYPE
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// Reads until the server closes the connection; how long that took.
+async fn closed_within(s: &mut TcpStream, bound: Duration) -> Duration {
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(bound, s.read(&mut buf)).await {
+            Err(_) => panic!("the server kept the connection open past {bound:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
+            Ok(Ok(_)) => {} // an error answer (408) may come first; the close follows
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_dropped_after_the_idle_bound_and_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = gesync_server::Limits { idle: Duration::from_secs(3), max_connections: 8, ..Default::default() };
+    let server = TestServer::start_fresh_with(dir.path(), 0, limits).await;
+    let officer = Api::login(&server.url(), "officer1").await;
+    let mut phone = Client::open(dir.path().join("phone"), FixedKey(StoreKey::random())).unwrap();
+    phone.login(&server.url(), "officer1b", PASSWORD, None).await.unwrap();
+    let id = phone.create(RecordKind::NewsItem, &json!({"commune": COMMUNE, "published_on": "2025-02-01"})).unwrap();
+    let mut stalled: Vec<TcpStream> = Vec::new();
+    for _ in 0..3 {
+        stalled.push(stalled_sync(server.addr, &officer.token).await);
+    }
+    // Meanwhile a phone syncs as usual, while the stalled requests are still open: they hold no
+    // lock and no store state.
+    assert_eq!(phone.sync(|_| {}).await.unwrap().pushed, 1);
+    for s in &stalled {
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the stalled request was still open while the phone synced"
+        );
+    }
+    // Each stalled connection is closed once it has been silent for the idle bound.
+    for s in &mut stalled {
+        closed_within(s, Duration::from_secs(10)).await;
+    }
+    let ids: BTreeSet<String> = [id.to_string()].into();
+    check_exact_server_only(&server.url(), &ids).await;
+    server.stop().await;
+}
+
+async fn check_exact_server_only(url: &str, ids: &BTreeSet<String>) {
+    let (_, list) = Api::login(url, "district").await.get(&format!("/api/v1/records?org_unit={COMMUNE}")).await;
+    let got: BTreeSet<String> = list.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(&got, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_at_once_and_slots_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = gesync_server::Limits { idle: Duration::from_secs(1), max_connections: 4, ..Default::default() };
+    let server = TestServer::start_fresh_with(dir.path(), 0, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The fifth is closed without an answer.
+    let mut fifth = TcpStream::connect(server.addr).await.unwrap();
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), fifth.read_to_end(&mut buf)).await.expect("closed at once");
+    assert!(buf.is_empty(), "no answer past the cap: {}", String::from_utf8_lossy(&buf));
+    // The silent ones are closed after the idle bound, and the server answers again.
+    for s in &mut held {
+        closed_within(s, Duration::from_secs(5)).await;
+    }
+    let r = reqwest::get(format!("{}/healthz", server.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    server.stop().await;
+}
