@@ -138,6 +138,8 @@ pub struct TimedTransport {
     inner: HttpTransport,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    /// What each failed call said.
+    pub errors: Mutex<Vec<String>>,
     pub sync_ms: Mutex<Vec<f64>>,
 }
 
@@ -145,13 +147,14 @@ impl TimedTransport {
     pub fn new(server: &str) -> Arc<TimedTransport> {
         // The default 60 s timeout would hide a stall; a rush must still answer within it.
         let config = HttpConfig { timeout: Duration::from_secs(120), connect_timeout: Duration::from_secs(30), stall_timeout: Duration::from_secs(120) };
-        Arc::new(TimedTransport { inner: HttpTransport::new(server, None, &config).unwrap(), requests: AtomicU64::new(0), failures: AtomicU64::new(0), sync_ms: Mutex::new(Vec::new()) })
+        Arc::new(TimedTransport { inner: HttpTransport::new(server, None, &config).unwrap(), requests: AtomicU64::new(0), failures: AtomicU64::new(0), errors: Mutex::new(Vec::new()), sync_ms: Mutex::new(Vec::new()) })
     }
 
     fn count<T>(&self, r: Result<T, TransportError>) -> Result<T, TransportError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if r.is_err() {
+        if let Err(e) = &r {
             self.failures.fetch_add(1, Ordering::Relaxed);
+            self.errors.lock().unwrap().push(e.to_string());
         }
         r
     }

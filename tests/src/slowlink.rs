@@ -54,8 +54,16 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// (up, down) bytes delivered.
     pub fn get(&self) -> (u64, u64) {
         (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
+    }
+
+    /// Zeroes every count (a benchmark starts its clock).
+    pub fn reset(&self) {
+        for c in [&self.up, &self.down, &self.connections, &self.cuts] {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 }
 

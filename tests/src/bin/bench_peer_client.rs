@@ -4,9 +4,13 @@
 //! Subcommands (every one prints JSON on stdout):
 //! - `records --count N`: the documents of `gbv_case(0..N)` exactly as our SDK builds them
 //!   (Automerge → JSON), so the peer's client can create the same structure.
+//! - `records --count N --field --seed S`: instead, `bench-2g`'s records (`tests::field`: case
+//!   records with varied notes), the filler's `N` then, with `--seed S^0x5eed`, the newcomer's.
 //! - `proxy --target ADDR`: a TCP proxy on loopback in front of ADDR (the harness's
 //!   `tests::proxy`); prints `{"listen","control"}` and serves until killed. On the control port,
 //!   a line `read` answers `{"up","down","connections"}` and `reset` zeroes the byte counters.
+//! - `slowlink --target ADDR --down B/S --up B/S --connect-ms MS --cut-s S`: the same, through
+//!   the field's link of `bench-2g` (`tests::slowlink`); `read` also answers `cuts`.
 //! - `login --store DIR --keys DIR --url URL --username U` (password on stdin).
 //! - `create --store DIR --keys DIR --from A --to B`: records `gbv_case(A..B)`, offline.
 //! - `edit --store DIR --keys DIR --count N --value V`: sets `status` = V in the first N records
@@ -77,11 +81,14 @@ fn main() {
     match cmd.as_str() {
         "records" => {
             let n = num("--count");
+            let field = std::env::args().any(|a| a == "--field");
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(opt("--seed").map(|_| num("--seed") as u64).unwrap_or(42));
             let out = std::io::stdout();
             let mut out = std::io::BufWriter::new(out.lock());
             out.write_all(b"[").unwrap();
             for i in 0..n {
-                let d = doc::new_record(sync_protocol::RecordKind::GbvCase, &gbv_case(i), ActorId::random()).unwrap();
+                let record = if field { tests::field::field_case(&mut rng, i) } else { gbv_case(i) };
+                let d = doc::new_record(sync_protocol::RecordKind::GbvCase, &record, ActorId::random()).unwrap();
                 let v = serde_json::to_value(AutoSerde::from(&d)).unwrap();
                 if i > 0 {
                     out.write_all(b",\n").unwrap();
@@ -91,6 +98,18 @@ fn main() {
             out.write_all(b"]\n").unwrap();
         }
         "proxy" => rt.block_on(proxy(req("--target").parse().unwrap_or_else(|_| fail("bad --target")))),
+        "slowlink" => {
+            let link = tests::slowlink::Link {
+                down: num("--down") as f64,
+                up: num("--up") as f64,
+                connect_delay: std::time::Duration::from_millis(num("--connect-ms") as u64),
+                cut_every: match num("--cut-s") {
+                    0 => None,
+                    s => Some(std::time::Duration::from_secs(s as u64)),
+                },
+            };
+            rt.block_on(slowlink(req("--target").parse().unwrap_or_else(|_| fail("bad --target")), link))
+        }
         "login" => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password).unwrap();
@@ -150,6 +169,33 @@ fn main() {
             );
         }),
         _ => fail("usage: bench-peer-client records|proxy|login|create|edit|sync …"),
+    }
+}
+
+async fn slowlink(target: SocketAddr, link: tests::slowlink::Link) {
+    let slow = tests::slowlink::SlowLink::start(target, link).await;
+    let ctl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", json!({"listen": slow.addr.to_string(), "control": ctl.local_addr().unwrap().to_string(), "link": link.describe()}));
+    std::io::stdout().flush().unwrap();
+    while let Ok((s, _)) = ctl.accept().await {
+        let st = slow.stats.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = s.into_split();
+            let mut lines = tokio::io::BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim() == "reset" {
+                    st.reset();
+                }
+                let (up, down) = st.get();
+                let answer = json!({
+                    "up": up, "down": down,
+                    "connections": st.connections.load(Ordering::Relaxed), "cuts": st.cuts.load(Ordering::Relaxed),
+                });
+                if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
     }
 }
 
