@@ -22,8 +22,8 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use rand::Rng;
 use sync_protocol::wire::{
-    Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, SyncRequest, SyncResponse,
-    DEFAULT_PAGE_BYTES, FLAG_ZSTD, MAX_MESSAGE_BYTES,
+    Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest,
+    SyncResponse, DEFAULT_PAGE_BYTES, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES,
 };
 use sync_protocol::{doc, heads_from_wire, RecordId};
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ pub const PUSH_BUDGET: usize = MAX_MESSAGE_BYTES - MAX_MESSAGE_BYTES / 8;
 /// Longest rejection reason kept (the server's reason is meant for the officer, one line).
 const MAX_REASON: usize = 300;
 /// Smallest page either way: below this, round trips dominate.
-const MIN_PAGE: usize = 8 * 1024;
+const MIN_PAGE: usize = 4 * 1024;
 /// Longest wait between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -135,6 +135,8 @@ struct Round {
     asked_full: HashSet<RecordId>,
     /// The slices of a large record received so far.
     partial: Option<Partial>,
+    /// The large record going up in slices, and how many bytes of it the server holds.
+    upload: Option<(RecordId, u64)>,
     received: u64,
     to_receive: Option<u64>,
 }
@@ -144,6 +146,12 @@ impl Round {
         if !self.asked_full.contains(&id) {
             self.want_full.insert(id);
         }
+    }
+
+    /// A slice's exchange failed: if it was the last one, the record goes again.
+    fn undo_part(&mut self, part: &PushPart, server_heads: &HashMap<RecordId, Vec<Hash>>) {
+        let server = server_heads.get(&part.id).cloned().unwrap_or_default();
+        self.tried.remove(&(part.id, part.heads.clone(), server));
     }
 
     /// An exchange failed before its answer was applied: what it carried goes again.
@@ -162,13 +170,19 @@ impl Round {
 /// Page sizes that follow the link. After each exchange the bytes each way and the time taken
 /// give a (pessimistic: round trips included) throughput, and the next page is sized to take
 /// about `page_seconds` at that rate, growing at most twofold per exchange; a failed exchange
-/// halves both pages. Sizes are in bytes of changes (what the server budgets), converted from
-/// wire bytes with the compression ratio last seen.
+/// halves both pages. When the link keeps dropping, pages are also kept to a quarter of the
+/// time it stays up (measured between failures), so that most pages finish before the next
+/// cut. Sizes are in bytes of changes (what the server budgets), converted from wire bytes with
+/// the compression ratio last seen.
 #[derive(Debug, Clone)]
 pub(crate) struct Pacer {
     pull: usize,
     push: usize,
     page_seconds: f64,
+    /// How long the link stays up between failures (smoothed), once one was seen.
+    uptime: Option<f64>,
+    /// The last failure, or the start of the sync.
+    last_failure: Instant,
     /// Changes bytes per wire byte, each way.
     ratio_down: f64,
     ratio_up: f64,
@@ -180,8 +194,18 @@ impl Pacer {
             pull: o.first_pull_page.clamp(MIN_PAGE, DEFAULT_PAGE_BYTES as usize),
             push: o.first_push_page.clamp(MIN_PAGE, PUSH_BUDGET),
             page_seconds: o.page_seconds.max(0.5),
+            uptime: None,
+            last_failure: Instant::now(),
             ratio_down: 1.0,
             ratio_up: 1.0,
+        }
+    }
+
+    /// Link time one page should take now.
+    fn seconds(&self) -> f64 {
+        match self.uptime {
+            Some(up) => self.page_seconds.min(up / 4.0).max(0.5),
+            None => self.page_seconds,
         }
     }
 
@@ -191,20 +215,26 @@ impl Pacer {
         // Only a direction that carried enough to measure moves its page.
         if down.1 >= 2 * 1024 {
             self.ratio_down = (down.0 as f64 / down.1 as f64).clamp(1.0, 8.0);
-            let target = down.1 as f64 / secs * self.page_seconds * self.ratio_down;
+            let target = down.1 as f64 / secs * self.seconds() * self.ratio_down;
             self.pull = (target as usize).clamp(MIN_PAGE, (self.pull * 2).min(DEFAULT_PAGE_BYTES as usize));
         }
         if up.1 >= 2 * 1024 {
             self.ratio_up = (up.0 as f64 / up.1 as f64).clamp(1.0, 8.0);
-            let target = up.1 as f64 / secs * self.page_seconds * self.ratio_up;
+            let target = up.1 as f64 / secs * self.seconds() * self.ratio_up;
             self.push = (target as usize).clamp(MIN_PAGE, (self.push * 2).min(PUSH_BUDGET));
         }
     }
 
-    /// An exchange failed (cut, stalled): smaller pages.
-    fn failed(&mut self) {
+    /// An exchange failed (cut, stalled) at `now`: smaller pages.
+    fn failed(&mut self, now: Instant) {
         self.pull = (self.pull / 2).max(MIN_PAGE);
         self.push = (self.push / 2).max(MIN_PAGE);
+        let up = now.duration_since(self.last_failure).as_secs_f64();
+        self.uptime = Some(match self.uptime {
+            Some(u) => 0.5 * u + 0.5 * up,
+            None => up,
+        });
+        self.last_failure = now;
     }
 }
 
@@ -256,10 +286,10 @@ impl Client {
         let mut failures = 0u32;
         let mut n = 0;
         loop {
-            let push = self.build_push(&mut round, pacer.push)?;
+            let (push, push_part) = self.build_push(&mut round, pacer.push)?;
             let want_full: Vec<RecordId> =
                 std::mem::take(&mut round.want_full).into_iter().collect();
-            if n > 0 && push.is_empty() && want_full.is_empty() && !more {
+            if n > 0 && push.is_empty() && push_part.is_none() && want_full.is_empty() && !more {
                 break;
             }
             if n == MAX_ROUNDS {
@@ -270,9 +300,12 @@ impl Client {
             round.asked_full.extend(want_full.iter().copied());
             let server_heads: HashMap<RecordId, Vec<Hash>> = push
                 .iter()
-                .filter_map(|p| Some((p.id, self.store.meta(p.id).ok()?.server_heads.clone())))
+                .map(|p| p.id)
+                .chain(push_part.iter().map(|p| p.id))
+                .filter_map(|id| Some((id, self.store.meta(id).ok()?.server_heads.clone())))
                 .collect();
-            let push_bytes: usize = push.iter().map(|p| p.changes.len()).sum();
+            let push_bytes: usize = push.iter().map(|p| p.changes.len()).sum::<usize>()
+                + push_part.as_ref().map_or(0, |p| p.bytes.len());
             let request = SyncRequest {
                 cursor: self.store.state().cursor.clone(),
                 push,
@@ -285,6 +318,7 @@ impl Client {
                     seq: p.seq,
                     offset: p.bytes.len() as u64,
                 }),
+                push_part,
             };
             let body = request.encode_as(framing);
             let started = Instant::now();
@@ -298,7 +332,10 @@ impl Client {
                     failures += 1;
                     report.retries += 1;
                     round.undo(&request.push, &server_heads, &request.want_full);
-                    pacer.failed();
+                    if let Some(part) = &request.push_part {
+                        round.undo_part(part, &server_heads);
+                    }
+                    pacer.failed(Instant::now());
                     let wait = backoff(failures, &e).min(deadline - Instant::now());
                     progress(&self.progress(n, &report, &round, more, Some((e.to_string(), wait))));
                     tokio::time::sleep(wait).await;
@@ -309,12 +346,19 @@ impl Client {
             failures = 0;
             n += 1;
             report.bytes_down += wire_down as u64;
-            let pushed: HashMap<RecordId, Vec<Hash>> =
+            let mut pushed: HashMap<RecordId, Vec<Hash>> =
                 request.push.into_iter().map(|p| (p.id, p.heads)).collect();
+            if let Some(part) = request.push_part {
+                // Its verdict comes with the last slice; earlier answers say how much is held.
+                pushed.insert(part.id, part.heads);
+            }
             let down_bytes = response.pull.iter().map(|p| p.changes.len()).sum::<usize>()
                 + response.part.as_ref().map_or(0, |p| p.bytes.len());
             pacer.exchanged(up, (down_bytes, wire_down), started.elapsed());
             more = response.more;
+            if let Some(up) = response.uploaded {
+                round.upload = Some((up.id, up.have));
+            }
             self.apply(&pushed, response, &mut report, &mut round)?;
             progress(&self.progress(n, &report, &round, more, None));
         }
@@ -353,10 +397,11 @@ impl Client {
     }
 
     /// The pending records not yet pushed at their current heads in this sync, as many as fit in
-    /// `budget` bytes (at least one, however large, up to [`PUSH_BUDGET`]). A record never
-    /// pushed, or whose whole document the server asked for, goes whole (as stored); the others
-    /// as the changes after the server's heads.
-    fn build_push(&self, round: &mut Round, budget: usize) -> Result<Vec<PushDoc>> {
+    /// `budget` bytes. A record never pushed, or whose whole document the server asked for,
+    /// goes whole (as stored); the others as the changes after the server's heads. A record
+    /// larger than the budget on its own goes up in slices of `budget` bytes ([`PushPart`]),
+    /// resumed where the server's copy ends, and counts as pushed with its last slice.
+    fn build_push(&self, round: &mut Round, budget: usize) -> Result<(Vec<PushDoc>, Option<PushPart>)> {
         let candidates: Vec<(RecordId, RecordMeta)> = self
             .store
             .records()
@@ -380,14 +425,19 @@ impl Client {
                 d.save_after(&heads_from_wire(&meta.server_heads))
             };
             let cost = changes.len() + 32 * meta.heads.len() + 64;
-            if cost > PUSH_BUDGET {
+            if changes.len() as u64 > MAX_UPLOAD_BYTES {
                 return Err(Error::Config(format!(
                     "record {id} is too large to sync ({} bytes of changes)",
                     changes.len()
                 )));
             }
-            if size + cost > budget && !push.is_empty() {
-                break; // The next round takes it.
+            if size + cost > budget {
+                if !push.is_empty() {
+                    break; // The next round takes it.
+                }
+                if cost > budget.min(PUSH_BUDGET) {
+                    return Ok((push, Some(Self::next_slice(round, id, meta, changes, budget))));
+                }
             }
             size += cost;
             round
@@ -399,7 +449,28 @@ impl Client {
                 heads: meta.heads,
             });
         }
-        Ok(push)
+        Ok((push, None))
+    }
+
+    /// The next slice of a record going up in slices: from where the server's copy ends (as its
+    /// last answer said), `budget` bytes. The last slice marks the record as pushed in this
+    /// sync, like a whole push.
+    fn next_slice(round: &mut Round, id: RecordId, meta: RecordMeta, changes: Vec<u8>, budget: usize) -> PushPart {
+        let offset = match round.upload {
+            Some((up, have)) if up == id && (have as usize) < changes.len() => have as usize,
+            _ => 0,
+        };
+        let end = (offset + budget).min(changes.len());
+        if end == changes.len() {
+            round.tried.insert((id, meta.heads.clone(), meta.server_heads.clone()));
+        }
+        PushPart {
+            id,
+            offset: offset as u64,
+            total: changes.len() as u64,
+            bytes: changes[offset..end].to_vec(),
+            heads: meta.heads,
+        }
     }
 
     /// One sync exchange, refreshing the session once if the access token has expired. Returns
@@ -605,9 +676,19 @@ mod tests {
             p.exchanged((0, 100), (p.pull, wire), Duration::from_secs_f64(wire as f64 / 8000.0));
         }
         assert!((90_000..=100_000).contains(&p.pull), "pull page {} (first {first})", p.pull);
-        p.failed();
+        let t0 = p.last_failure;
+        p.failed(t0 + Duration::from_secs(40));
         assert!((45_000..=50_000).contains(&p.pull), "{}", p.pull);
+        assert_eq!(p.seconds(), 6.0, "a link up for 40 s keeps 6 s pages");
+        // A link that then drops every 4 s: pages of a few seconds, then about 1 s.
+        p.failed(t0 + Duration::from_secs(44));
+        assert_eq!(p.seconds(), 5.5);
+        for i in 2..8 {
+            p.failed(t0 + Duration::from_secs(40 + 4 * i));
+        }
+        assert!(p.seconds() < 1.2, "{}", p.seconds());
         // A fast link grows the page up to the protocol's default, not past it.
+        let mut p = Pacer::new(&SyncOptions::default());
         for _ in 0..20 {
             p.exchanged((0, 100), (p.pull, p.pull), Duration::from_millis(5));
         }

@@ -422,12 +422,16 @@ impl Transport for HttpTransport {
         body: Vec<u8>,
     ) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
         Box::pin(async move {
+            let started = std::time::Instant::now();
             match self.sync_once(access_token, &body).await {
-                // Most often a pooled keep-alive connection the server (or a middlebox) had
-                // already closed. A sync request is idempotent on the server, so one immediate
-                // retry on a fresh connection is safe; a stall is not retried here (the sync
-                // loop decides, with backoff and a smaller page).
-                Err(TransportError::Unreachable { reason, .. }) if !reason.starts_with(TIMED_OUT) => {
+                // A failure at once is most often a pooled keep-alive connection the server (or
+                // a middlebox) had already closed. A sync request is idempotent on the server,
+                // so one immediate retry on a fresh connection is safe. A stall, or a link cut
+                // in the middle of a page, is not retried here: the sync loop decides, with a
+                // smaller page and backoff.
+                Err(TransportError::Unreachable { reason, .. })
+                    if !reason.starts_with(TIMED_OUT) && started.elapsed() < Duration::from_secs(1) =>
+                {
                     self.sync_once(access_token, &body).await
                 }
                 other => other,

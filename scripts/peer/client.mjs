@@ -18,10 +18,19 @@
 //       repo.flush() (over the control port, outside the proxy) has returned, i.e. every
 //       document is written to the server's files: `wall_ms`. Bytes: the proxy's counts, both
 //       directions (WebSocket upgrade and frames included), reset just before the clock starts.
+//   node client.mjs join --dir D --index F --url ws://… --control HOST:PORT --server-control http://…
+//                        --push-records R.json [--cap-s S] [--retry-ms MS] [--down B/S --up B/S --link TEXT]
+//       bench-2g's newcomer (scripts/bench-peer-2g.sh): one Repo, empty storage D, knowing the
+//       URLs of F, behind the slow link. Pull: every URL is found (re-found every --retry-ms
+//       while it comes back unavailable) until every document is ready with the server's heads
+//       equal to its own, then written to D. Push: the documents of R are created in the same
+//       running Repo until the server's heads equal them, then the server's repo.flush(). Each
+//       phase has its own cap (--cap-s, from its own start). Prints one JSON line; see the
+//       header of scripts/bench-peer-2g.sh for exactly what is timed.
 import fs from "node:fs"
 import net from "node:net"
 import * as A from "@automerge/automerge"
-import { Repo } from "@automerge/automerge-repo"
+import { Repo, parseAutomergeUrl } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs"
 
@@ -182,7 +191,157 @@ async function sync() {
   )
 }
 
-const commands = { create, edit, sync }
+const sleep = ms => new Promise(r => setTimeout(r, ms))
+
+async function join() {
+  const urls = readIndex(req("--index"))
+  const pushRecords = JSON.parse(fs.readFileSync(req("--push-records"), "utf8"))
+  const capMs = Number(opt("--cap-s") ?? 1800) * 1000
+  const retryMs = Number(opt("--retry-ms") ?? 5000)
+  const [down, up] = [Number(opt("--down") ?? 0), Number(opt("--up") ?? 0)]
+  const ctl = req("--control")
+  const serverControl = req("--server-control")
+
+  // An app does not die of an exception thrown in a network event handler or of a rejection
+  // nobody awaits (a browser logs them and goes on); Node would exit. Count them, log a few.
+  let errors = 0
+  const onError = kind => e => {
+    if (errors++ < 5) console.error(`${kind} (the app goes on):`, e?.stack ?? e)
+  }
+  process.on("uncaughtException", onError("uncaught exception"))
+  process.on("unhandledRejection", onError("unhandled rejection"))
+
+  await control(ctl, "reset")
+  const t0 = performance.now()
+  const repo = new Repo({
+    storage: new NodeFSStorageAdapter(req("--dir")),
+    network: [new WebSocketClientAdapter(req("--url"))],
+  })
+  let sessions = 0
+  let drops = 0
+  repo.networkSubsystem.on("peer", () => sessions++)
+  repo.networkSubsystem.on("peer-disconnected", () => drops++)
+  const serverStorageId = () => Object.values(repo.peerMetadataByPeerId).find(m => m?.storageId)?.storageId
+  // Holding a document: it is ready and the server's heads (the Repo's own sync info for the
+  // server's storage id) equal its own.
+  const synced = h => {
+    const sid = serverStorageId()
+    return !!h && !!sid && h.isReady() && sameHeads(h.getSyncInfo(sid)?.lastHeads, h.heads())
+  }
+  // Polls every 100 ms until every handle of `handles` is synced or `deadline`; true if all are.
+  const waitSynced = async (handles, deadline) => {
+    let pending = handles.filter(h => !synced(h))
+    while (pending.length) {
+      if (performance.now() > deadline) return false
+      await sleep(100)
+      pending = pending.filter(h => !synced(h))
+    }
+    return true
+  }
+
+  // ---- pull: the app opens every document it knows of, and re-opens those that come back
+  // unavailable (a repeated find of a handle left unavailable answers from the Repo's cache: it
+  // sends nothing; the Repo itself asks again when the connection comes back, and takes the
+  // server's answer whenever it arrives).
+  let findUnavailable = 0
+  let findFailed = 0
+  const everUnavailable = new Set()
+  let stopFinds = false
+  const open = async url => {
+    for (;;) {
+      try {
+        return await repo.find(url)
+      } catch (e) {
+        if (String(e?.message).includes("unavailable")) {
+          findUnavailable++
+          everUnavailable.add(url)
+        } else {
+          if (findFailed++ < 3) console.error("find failed:", e?.stack ?? e)
+        }
+        if (stopFinds) return null
+        await sleep(retryMs)
+        if (stopFinds) return null
+      }
+    }
+  }
+  const finds = urls.map(open)
+  const pullHandles = urls.map(u => repo.handles[parseAutomergeUrl(u).documentId])
+  const pullCompleted = await waitSynced(pullHandles, t0 + capMs)
+  const readyIds = () => Object.values(repo.handles).filter(h => h.isReady()).map(h => h.documentId)
+  await repo.flush(readyIds()) // the phone holds them on its disk
+  const pullMs = performance.now() - t0
+  const pullLink = await control(ctl, "read")
+  const pullHeld = pullHandles.filter(synced).length
+  const pullReady = pullHandles.filter(h => h.isReady()).length
+  const pullUnavailable = findUnavailable
+
+  // ---- push: the officer records new cases in the running app; the Repo syncs them.
+  const connectedAtPush = repo.peers.length > 0
+  const tPush = performance.now()
+  const mine = pushRecords.map(r => repo.create(toAutomerge(r)))
+  fs.appendFileSync(req("--index"), mine.map(h => h.url + "\n").join(""))
+  const pushCompleted = await waitSynced(mine, tPush + capMs)
+  let flush = null
+  if (pushCompleted) flush = await post(`${serverControl}/flush`)
+  const pushMs = performance.now() - tPush
+  const link = await control(ctl, "read")
+  const pushed = mine.filter(synced).length
+  const allHandles = [...pullHandles, ...mine]
+  const heldEnd = pullHandles.filter(synced).length
+
+  stopFinds = true
+  const verify = await post(`${serverControl}/verify`, {
+    docs: Object.fromEntries(allHandles.filter(h => h?.isReady()).map(h => [h.documentId, h.heads()])),
+  })
+  const server = await post(`${serverControl}/stats`)
+  const [sessionsEnd, dropsEnd] = [sessions, drops]
+  repo.networkSubsystem.disconnect()
+  await repo.flush(readyIds()).catch(() => {})
+  void finds
+
+  const linkS = down && up ? link.up / up + link.down / down : null
+  const r2 = x => (x === null ? null : Math.round(x * 100) / 100)
+  const completed = pullCompleted && pushCompleted
+  console.log(
+    JSON.stringify({
+      system: "automerge-repo",
+      link: opt("--link") ?? null,
+      records: urls.length,
+      pull_records: pullHeld,
+      pull_attempts: pullLink.connections,
+      pull_s: r2(pullMs / 1000),
+      push_records: pushed,
+      push_attempts: link.connections - pullLink.connections + (connectedAtPush ? 1 : 0),
+      push_s: r2(pushMs / 1000),
+      bytes_down: link.down,
+      bytes_up: link.up,
+      connections: link.connections,
+      cuts: link.cuts,
+      link_s: r2(linkS),
+      wall_over_link: linkS ? r2((pullMs + pushMs) / 1000 / linkS) : null,
+      completed,
+      pull_completed: pullCompleted,
+      push_completed: pushCompleted,
+      held_after_cap: completed ? null : heldEnd,
+      pull_ready: pullReady,
+      pull_bytes_down: pullLink.down,
+      pull_bytes_up: pullLink.up,
+      pull_cuts: pullLink.cuts,
+      find_unavailable: findUnavailable,
+      find_unavailable_in_pull: pullUnavailable,
+      docs_unavailable_once: everUnavailable.size,
+      find_failed: findFailed,
+      peer_sessions: sessionsEnd,
+      peer_drops: dropsEnd,
+      errors,
+      server_flush_ms: flush ? r2(flush.flush_ms) : null,
+      server,
+      verify,
+    }),
+  )
+}
+
+const commands = { create, edit, sync, join }
 if (!commands[cmd]) {
   console.error("usage: node client.mjs create|edit|sync …")
   process.exit(2)

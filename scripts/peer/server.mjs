@@ -11,6 +11,9 @@
 //   POST /verify  body {"docs": {documentId: [heads]}}: loads each document from the storage
 //                 files with a fresh NodeFSStorageAdapter and Repo, answers
 //                 {"checked", "missing", "stale"}
+//   POST /stats   counts since start, for reading what the peer did: {"connections" (WebSocket
+//                 connections accepted), "closed", "terminated" (by the adapter's keep-alive:
+//                 a client that did not answer its ping within keepAliveInterval, 5 s)}
 // It prints {"ready": true} once listening.
 import http from "node:http"
 import os from "node:os"
@@ -41,6 +44,17 @@ const repo = new Repo({
   // Since this is a server, we don't share generously — meaning we only sync documents they
   // already know about and can ask for by ID.
   sharePolicy: async () => false,
+})
+// Counting only (for /stats), not part of the reference server: wraps each socket's terminate().
+const stats = { connections: 0, closed: 0, terminated: 0 }
+wss.on("connection", socket => {
+  stats.connections++
+  socket.on("close", () => stats.closed++)
+  const terminate = socket.terminate.bind(socket)
+  socket.terminate = () => {
+    stats.terminated++
+    return terminate()
+  }
 })
 server.on("upgrade", (request, socket, head) => {
   wss.handleUpgrade(request, socket, head, socket => {
@@ -88,6 +102,8 @@ const control = http.createServer(async (req, res) => {
       }
       // No fresh.shutdown(): it flushes, and throws on the handles of documents not found.
       answer = { checked, missing, stale }
+    } else if (req.url === "/stats") {
+      answer = stats
     } else {
       res.writeHead(404)
       res.end()

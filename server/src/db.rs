@@ -3,7 +3,8 @@
 //!
 //! Keyspace (one prefix per table; all multi-key changes go through one atomic [`Batch`]):
 //! - `o/{code}` org unit · `u/{username}` user · `d/{username}/{device_id}` device
-//! - `r/{id16}` record document (`save()`) · `m/{id16}` record meta
+//! - `r/{id16}` record document (`doc::save_record`) · `m/{id16}` record meta
+//! - `up/{username}/{device_id}` a large record's upload in progress (slices of a `PushPart`)
 //! - `f/{commune}/{seq:be64}` → id16: the change feed. Each record appears once, at the sequence
 //!   number of its latest change, so a phone asks "what moved after my cursor" per commune.
 //! - `x/{actor}` → the user and device that first pushed changes with that Automerge actor

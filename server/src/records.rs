@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sync_protocol::automerge::{AutoCommit, ChangeHash, ReadDoc};
 use sync_protocol::doc;
-use sync_protocol::wire::{Hash, PartResume, PullDoc, PullPart, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES, MIN_PAGE_BYTES};
+use sync_protocol::wire::{
+    Hash, PartResume, PullDoc, PullPart, PushDoc, PushOutcome, PushPart, PushResult, SyncRequest, SyncResponse, Uploaded, DEFAULT_PAGE_BYTES,
+    MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
+};
 use sync_protocol::{heads_from_wire, heads_to_wire, RecordId, RecordKind};
 
 use crate::db::{corrupt, get_json, key, now_secs, to_json, Db, DbError};
@@ -131,6 +134,36 @@ fn scope_fingerprint(communes: &[String]) -> u64 {
         }
     }
     h
+}
+
+/// The upload in progress of a device (one at a time: a new one replaces it).
+fn upload_key(who: &Principal) -> Vec<u8> {
+    key("up/", &[who.username.as_bytes(), who.device_id.as_bytes()])
+}
+
+/// A large record's changes, received slice by slice (`PushPart`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Upload {
+    id: RecordId,
+    total: u64,
+    heads: Vec<Hash>,
+    #[serde(with = "serde_bytes_as_base64")]
+    bytes: Vec<u8>,
+}
+
+/// Upload bytes as base64 in the JSON row (a JSON array of numbers would be 3-4x the size).
+mod serde_bytes_as_base64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
@@ -292,10 +325,26 @@ impl Db {
     pub fn sync(&self, who: &Principal, req: &SyncRequest) -> Result<SyncResponse, DbError> {
         let tree = self.tree();
         let communes = who.record_communes(&tree);
-        let results = self.push(who, &tree, &req.push)?;
+        let mut results = self.push(who, &tree, &req.push)?;
+        let mut uploaded = None;
+        let mut whole = None;
+        if let Some(part) = &req.push_part {
+            let (have, complete) = self.receive_part(who, part)?;
+            uploaded = Some(Uploaded { id: part.id, have });
+            if let Some(doc) = complete {
+                results.extend(self.push(who, &tree, std::slice::from_ref(&doc))?);
+                self.commit({
+                    let mut b = Batch::default();
+                    b.delete(upload_key(who));
+                    b
+                })?;
+                whole = Some(doc);
+            }
+        }
         let accepted: HashMap<RecordId, &Vec<Hash>> = req
             .push
             .iter()
+            .chain(&whole)
             .zip(&results)
             .filter(|(_, r)| r.outcome == PushOutcome::Accepted)
             .map(|(p, _)| (p.id, &p.heads))
@@ -311,7 +360,37 @@ impl Db {
             more: page.more,
             part: page.part,
             remaining,
+            uploaded,
         })
+    }
+
+    /// Keeps one slice of a device's upload of a large record (durably: the next slice resumes
+    /// after it even across a restart) and says how many bytes the server holds. A slice at or
+    /// before the end of what is held replaces from its offset (a retried slice whose answer was
+    /// lost); one past it is refused with the current count, and the phone resends from there.
+    /// Once whole, the upload is returned as a push (the caller pushes it and forgets it).
+    fn receive_part(&self, who: &Principal, part: &PushPart) -> Result<(u64, Option<PushDoc>), DbError> {
+        let k = upload_key(who);
+        let mut up = match get_json::<Upload>(self.kv(), &k)? {
+            Some(u) if u.id == part.id && u.total == part.total && u.heads == part.heads => u,
+            _ => Upload { id: part.id, total: part.total, heads: part.heads.clone(), bytes: Vec::new() },
+        };
+        let end = part.offset.saturating_add(part.bytes.len() as u64);
+        if part.total > MAX_UPLOAD_BYTES || end > part.total || part.offset > up.bytes.len() as u64 {
+            // Out of order or out of bounds: nothing stored; the phone resends from `have`.
+            let have = if part.total > MAX_UPLOAD_BYTES { 0 } else { up.bytes.len() as u64 };
+            return Ok((have, None));
+        }
+        up.bytes.truncate(part.offset as usize);
+        up.bytes.extend_from_slice(&part.bytes);
+        let have = up.bytes.len() as u64;
+        if have == up.total {
+            return Ok((have, Some(PushDoc { id: up.id, changes: up.bytes, heads: up.heads })));
+        }
+        let mut b = Batch::default();
+        b.put(k, to_json(&up));
+        self.commit(b)?;
+        Ok((have, None))
     }
 
     /// Feed entries of `communes` in `(after, high]`: the records a phone at `after` still has
@@ -710,6 +789,44 @@ mod tests {
         assert!(next.part.is_none());
         assert_eq!(next.pull.iter().map(|p| p.id).collect::<Vec<_>>(), vec![small]);
         assert!(!next.more);
+    }
+
+    #[test]
+    fn a_record_too_large_for_the_uplink_goes_up_in_slices_that_resume() {
+        let db = db_with_commune();
+        let mut d = doc::new_record(RecordKind::GbvCase, &json!({"commune": "04701", "detected_on": "2025-01-01", "setting": "domestic", "victim": {"sex": "female"}}), sync_protocol::automerge::ActorId::random()).unwrap();
+        for i in 0..20 {
+            let text: String = (0..600).map(|j| char::from(b'a' + ((i * 11 + j * 7) % 26) as u8)).collect();
+            doc::set_path(&mut d, "notes", &json!(text)).unwrap();
+        }
+        let (id, changes, heads) = (RecordId::random(), doc::save_record(&mut d), heads_to_wire(&d.get_heads()));
+        let total = changes.len() as u64;
+        let part = |offset: usize, len: usize| PushPart { id, offset: offset as u64, total, bytes: changes[offset..(offset + len).min(changes.len())].to_vec(), heads: heads.clone() };
+        let send = |p: PushPart| db.sync(&officer(), &SyncRequest { push_part: Some(p), page_bytes: MIN_PAGE_BYTES, ..Default::default() }).unwrap();
+
+        let r = send(part(0, 4000));
+        assert_eq!(r.uploaded, Some(Uploaded { id, have: 4000 }));
+        assert!(r.results.is_empty(), "no verdict before the record is whole");
+        // A slice past the end of what is held is not taken: the phone resends from `have`.
+        assert_eq!(send(part(8000, 4000)).uploaded.unwrap().have, 4000);
+        // A slice retried after a lost answer replaces from its offset.
+        assert_eq!(send(part(0, 4000)).uploaded.unwrap().have, 4000);
+        let mut offset = 4000;
+        let last = loop {
+            let r = send(part(offset, 4000));
+            offset = r.uploaded.unwrap().have as usize;
+            if offset == changes.len() {
+                break r;
+            }
+            assert!(r.results.is_empty());
+        };
+        assert_eq!(last.results, vec![PushResult { id, outcome: PushOutcome::Accepted }]);
+        let stored = db.load_doc(&id).unwrap().expect("the record is stored").get_heads();
+        assert_eq!(heads_to_wire(&stored), heads);
+        assert!(db.kv().get(&upload_key(&officer())).unwrap().is_none(), "the finished upload is forgotten");
+        // Another device's upload, or an upload over the limit, starts from nothing.
+        let huge = PushPart { total: MAX_UPLOAD_BYTES + 1, ..part(0, 10) };
+        assert_eq!(send(huge).uploaded.unwrap().have, 0);
     }
 
     #[test]

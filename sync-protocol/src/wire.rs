@@ -71,6 +71,8 @@ pub struct SyncRequest {
     pub count: bool,
     /// The slice of a large record the phone already holds: continue it.
     pub resume: Option<PartResume>,
+    /// A slice of one record too large for the upload page (see [`PushPart`]).
+    pub push_part: Option<PushPart>,
 }
 
 /// One record's outgoing changes.
@@ -100,6 +102,9 @@ pub struct SyncResponse {
     pub part: Option<PullPart>,
     /// Records still to pull after this page (when the request asked to `count`).
     pub remaining: Option<u64>,
+    /// After a [`PushPart`]: how many bytes of that upload the server now holds (durably).
+    /// Once it holds them all, the record is pushed and its verdict is in `results`.
+    pub uploaded: Option<Uploaded>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +149,30 @@ pub struct PullPart {
     pub heads: Vec<Hash>,
 }
 
+/// A slice `[offset, offset + bytes.len())` of one record's outgoing changes (what a [`PushDoc`]
+/// would carry), `total` bytes in all, for a record too large to go up in one page on the link.
+/// The server keeps one upload per device until it is whole, then pushes it like a `PushDoc`;
+/// a slice for another record, or for other `total`/`heads`, starts a new upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushPart {
+    pub id: RecordId,
+    pub offset: u64,
+    pub total: u64,
+    pub bytes: Vec<u8>,
+    /// The phone's heads for the record once these changes are applied.
+    pub heads: Vec<Hash>,
+}
+
+/// The server's answer to a [`PushPart`]: it holds the first `have` bytes of `id`'s upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    pub id: RecordId,
+    pub have: u64,
+}
+
+/// The largest record changes one upload may carry (a record sent in slices).
+pub const MAX_UPLOAD_BYTES: u64 = 16 * 1024 * 1024;
+
 /// "I hold the first `offset` bytes of record `id` at `seq`."
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartResume {
@@ -179,7 +208,7 @@ pub struct Framing {
 impl Framing {
     /// The current version, uncompressed.
     pub const PLAIN: Framing = Framing { version: PROTOCOL_VERSION, zstd: false };
-    /// The current version, zstd-compressed.
+    /// The current version, zstd-compressed when that makes the message smaller.
     pub const ZSTD: Framing = Framing { version: PROTOCOL_VERSION, zstd: true };
 
     /// How to answer a request that came in `self`: its version, compressed when the phone
@@ -215,10 +244,14 @@ fn frame(framing: Framing, payload: Vec<u8>) -> Vec<u8> {
     out.push(framing.version);
     if framing.version >= 2 {
         if framing.zstd {
-            out.push(FLAG_ZSTD);
             // Compressing into a Vec fails only on allocation failure.
-            out.extend(zstd::bulk::compress(&payload, ZSTD_LEVEL).expect("zstd compresses into a Vec"));
-            return out;
+            let packed = zstd::bulk::compress(&payload, ZSTD_LEVEL).expect("zstd compresses into a Vec");
+            // A tiny message (a no-op sync) grows under zstd's frame header: send it plain.
+            if packed.len() < payload.len() {
+                out.push(FLAG_ZSTD);
+                out.extend(packed);
+                return out;
+            }
         }
         out.push(0);
     }
@@ -359,6 +392,7 @@ mod tests {
             accept: FLAG_ZSTD,
             count: true,
             resume: Some(PartResume { id: RecordId([3; 16]), seq: 12, offset: 4096 }),
+            push_part: Some(PushPart { id: RecordId([4; 16]), offset: 8, total: 20, bytes: vec![6; 12], heads: vec![[2; 32]] }),
         }
     }
 
@@ -370,6 +404,7 @@ mod tests {
             more: true,
             part: Some(PullPart { id: RecordId([3; 16]), seq: 9, offset: 0, total: 100, bytes: vec![1; 10], heads: vec![] }),
             remaining: Some(1200),
+            uploaded: Some(Uploaded { id: RecordId([4; 16]), have: 20 }),
         }
     }
 
@@ -378,9 +413,14 @@ mod tests {
         let r = sample();
         let resp = sample_response();
         for framing in [Framing::PLAIN, Framing::ZSTD] {
-            assert_eq!(SyncRequest::decode_framed(&r.encode_as(framing)).unwrap(), (r.clone(), framing));
+            assert_eq!(SyncRequest::decode_framed(&r.encode_as(framing)).unwrap().0, r);
             assert_eq!(SyncResponse::decode_framed(&resp.encode_as(framing)).unwrap(), (resp.clone(), framing));
         }
+        // A message that zstd would not shrink goes plain, whatever was asked.
+        let tiny = SyncRequest { cursor: vec![1, 2], ..Default::default() };
+        let bytes = tiny.encode_as(Framing::ZSTD);
+        assert_eq!(SyncRequest::decode_framed(&bytes).unwrap(), (tiny.clone(), Framing::PLAIN));
+        assert_eq!(bytes, tiny.encode_as(Framing::PLAIN));
     }
 
     #[test]

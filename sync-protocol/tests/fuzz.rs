@@ -16,7 +16,7 @@ use automerge::{ActorId, AutoCommit, ObjId, ObjType, ScalarValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{json, Map, Value};
-use sync_protocol::wire::{PartResume, PullDoc, PullPart, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse};
+use sync_protocol::wire::{PartResume, PullDoc, PullPart, PushDoc, PushOutcome, PushPart, PushResult, SyncRequest, SyncResponse, Uploaded};
 use sync_protocol::{doc, schema, RecordId, RecordKind};
 
 const KINDS: [RecordKind; 3] = [RecordKind::GbvCase, RecordKind::TraffickingReturnee, RecordKind::NewsItem];
@@ -81,9 +81,10 @@ fn request() -> impl Strategy<Value = SyncRequest> {
     let push = (id(), prop::collection::vec(any::<u8>(), 0..64), prop::collection::vec(hash(), 0..3))
         .prop_map(|(id, changes, heads)| PushDoc { id, changes, heads });
     let resume = prop::option::of((id(), any::<u64>(), any::<u64>()).prop_map(|(id, seq, offset)| PartResume { id, seq, offset }));
-    let v2 = (any::<u32>(), any::<u8>(), any::<bool>(), resume);
+    let part = prop::option::of((id(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..32), prop::collection::vec(hash(), 0..2)).prop_map(|(id, offset, total, bytes, heads)| PushPart { id, offset, total, bytes, heads }));
+    let v2 = (any::<u32>(), any::<u8>(), any::<bool>(), resume, part);
     (prop::collection::vec(any::<u8>(), 0..16), prop::collection::vec(push, 0..4), prop::collection::vec(id(), 0..3), v2)
-        .prop_map(|(cursor, push, want_full, (page_bytes, accept, count, resume))| SyncRequest { cursor, push, want_full, page_bytes, accept, count, resume })
+        .prop_map(|(cursor, push, want_full, (page_bytes, accept, count, resume, push_part))| SyncRequest { cursor, push, want_full, page_bytes, accept, count, resume, push_part })
 }
 
 fn response() -> impl Strategy<Value = SyncResponse> {
@@ -92,8 +93,9 @@ fn response() -> impl Strategy<Value = SyncResponse> {
     let pull = (id(), prop::collection::vec(any::<u8>(), 0..64), prop::collection::vec(hash(), 0..3))
         .prop_map(|(id, changes, heads)| PullDoc { id, changes, heads });
     let part = prop::option::of((id(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..32)).prop_map(|(id, seq, offset, total, bytes)| PullPart { id, seq, offset, total, bytes, heads: vec![] }));
-    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>(), part, prop::option::of(any::<u64>()))
-        .prop_map(|(results, pull, cursor, more, part, remaining)| SyncResponse { results, pull, cursor, more, part, remaining })
+    let uploaded = prop::option::of((id(), any::<u64>()).prop_map(|(id, have)| Uploaded { id, have }));
+    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>(), part, prop::option::of(any::<u64>()), uploaded)
+        .prop_map(|(results, pull, cursor, more, part, remaining, uploaded)| SyncResponse { results, pull, cursor, more, part, remaining, uploaded })
 }
 
 /// A mutation of an encoded message: flip, overwrite, insert, delete or truncate.

@@ -164,3 +164,34 @@ async fn connections_past_the_cap_are_closed_at_once_and_slots_come_back() {
     assert_eq!(r.status(), 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_the_uplink_goes_up_in_slices_across_cuts() {
+    let seed = tests::seed_from_env("slow_link_upload");
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("s"), 0).await;
+    // 4 KB/s up, cut every 5 s: under 20 KB per connection, for a record of 40 KB of notes
+    // (about 30 KB compressed) and its history.
+    let link = Link { down: 16_000.0, up: 4_000.0, connect_delay: Duration::from_millis(200), cut_every: Some(Duration::from_secs(5)) };
+    let slow = tests::slowlink::SlowLink::start(server.addr, link).await;
+    let mut phone = Client::open(dir.path().join("phone"), FixedKey(StoreKey::random())).unwrap();
+    phone.login(&slow.url(), "officer1", PASSWORD, None).await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let big = phone.create(RecordKind::GbvCase, &tests::field::field_case(&mut rng, 0)).unwrap();
+    for _ in 0..100 {
+        let text: String = (0..1024).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
+        phone.set(big, "notes", &json!(text)).unwrap();
+    }
+    let small = phone.create(RecordKind::NewsItem, &json!({"commune": COMMUNE, "published_on": "2025-03-01"})).unwrap();
+    let options = SyncOptions { retry_for: Duration::from_secs(300), ..SyncOptions::default() };
+    let report = phone.sync_with(&options, |_| {}).await.unwrap();
+    let cuts = slow.stats.cuts.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{report:?}, cuts {cuts}");
+    assert_eq!((report.pushed, report.rejected), (2, 0));
+    assert!(cuts >= 2, "the upload outlived several connections ({cuts} cuts)");
+    let expected: BTreeSet<String> = [big.to_string(), small.to_string()].into();
+    check_exact(&server.url(), &phone, &expected).await.unwrap();
+    let on_server = Api::login(&server.url(), "district").await.get(&format!("/api/v1/records/{big}")).await.1;
+    assert_eq!(phone.show(big).unwrap()["notes"], on_server["notes"]);
+    server.stop().await;
+}
