@@ -10,7 +10,10 @@
 #   LINK=3g bash scripts/bench-peer-2g.sh              # 50 KB/s down, 20 KB/s up, 0.3 s per connection, no cuts
 #   DOWN=… UP=… CONNECT_MS=… CUT_S=… override a preset (LINK=2g, the default; 2g-nocut; 3g);
 #   RECORDS (1200), PUSH (150), SEED (42), CAP_S (1800: the cap of each phase, in seconds),
-#   RETRY_MS (5000: how often the app re-opens a document that came back unavailable).
+#   RETRY_MS (5000: how often the app re-opens a document that came back unavailable),
+#   LOG_DIR (if set, the client's and the server's logs are copied there; the client logs its
+#   progress every 30 s), KEEPALIVE_MS (diagnosis only, NOT the reference setup: the server
+#   adapter's keep-alive interval instead of the library's 5,000 ms; reported as keepalive_ms).
 #
 # The workload (tests/src/field.rs, bench_2g.rs): the commune's RECORDS case records
 # (`bench-peer-client records --field --seed SEED`, the same content as bench-2g's filler) are
@@ -73,6 +76,7 @@ PUSH="${PUSH:-150}"
 SEED="${SEED:-42}"
 CAP_S="${CAP_S:-1800}"
 RETRY_MS="${RETRY_MS:-5000}"
+KEEPALIVE_MS="${KEEPALIVE_MS:-}"
 PEER="$ROOT/scripts/peer"
 
 echo "== installing the peer (npm install from the committed package-lock.json, in scripts/peer)" >&2
@@ -90,6 +94,10 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do
     [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
   done
+  if [ -n "${LOG_DIR:-}" ]; then
+    mkdir -p "$LOG_DIR"
+    cp "$WORK"/join.log "$WORK"/server.log "$LOG_DIR"/ 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -120,7 +128,9 @@ echo "== the records: $RECORDS of the commune (seed $SEED), $PUSH to push (seed 
 
 PORT=$(free_port)
 CPORT=$(free_port)
-node "$PEER/server.mjs" --port "$PORT" --dir "$WORK/peer-server" --control-port "$CPORT" >"$WORK/server.log" 2>&1 &
+KA=()
+[ -n "$KEEPALIVE_MS" ] && KA=(--keepalive-ms "$KEEPALIVE_MS")
+node "$PEER/server.mjs" --port "$PORT" --dir "$WORK/peer-server" --control-port "$CPORT" "${KA[@]}" >"$WORK/server.log" 2>&1 &
 SRV_PID=$!
 PIDS+=("$SRV_PID")
 wait_port "$CPORT"
@@ -144,13 +154,14 @@ start_link slowlink --target "127.0.0.1:$PORT" --down "$DOWN" --up "$UP" --conne
 DESC=$(field "$OUT" link)
 echo "== the newcomer over the slow link ($DESC), cap $CAP_S s a phase" >&2
 cp "$WORK/filler.urls" "$WORK/newcomer.urls"
-set +e
 timeout $((2 * CAP_S + 600)) node "$PEER/client.mjs" join --dir "$WORK/newcomer" --index "$WORK/newcomer.urls" \
   --url "ws://$(field "$OUT" listen)" --control "$(field "$OUT" control)" --server-control "http://127.0.0.1:$CPORT" \
   --push-records "$WORK/push.json" --cap-s "$CAP_S" --retry-ms "$RETRY_MS" --down "$DOWN" --up "$UP" --link "$DESC" \
-  >"$WORK/join.json" 2>"$WORK/join.log"
-RC=$?
-set -e
+  >"$WORK/join.json" 2>"$WORK/join.log" &
+JOIN_PID=$!
+PIDS+=("$JOIN_PID")
+RC=0
+wait "$JOIN_PID" || RC=$?
 if [ "$RC" -ne 0 ] || [ ! -s "$WORK/join.json" ]; then
   echo "error: the newcomer's client exited with $RC; its log:" >&2
   tail -n 40 "$WORK/join.log" >&2
@@ -167,4 +178,5 @@ if grep -qv '^{"ready":true}$' "$WORK/server.log"; then
   grep -v '^{"ready":true}$' "$WORK/server.log" | head -n 8 | cut -c1-300 >&2
 fi
 node -e 'const r=JSON.parse(process.argv[1]); if (r.verify.missing || r.verify.stale) console.error("warning: the server storage check found", JSON.stringify(r.verify))' "$(cat "$WORK/join.json")"
-cat "$WORK/join.json"
+# The peer's figures, plus the keep-alive interval when it was changed for diagnosis.
+node -e 'const r=JSON.parse(process.argv[1]); if (process.argv[2]) r.keepalive_ms=Number(process.argv[2]); console.log(JSON.stringify(r))' "$(cat "$WORK/join.json")" "$KEEPALIVE_MS"

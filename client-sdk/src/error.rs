@@ -32,6 +32,9 @@ pub enum Error {
     LoginRefused(String),
     #[error("too many attempts: the server asks to wait{}", retry_after.map(|s| format!(" {s} seconds")).unwrap_or_default())]
     Throttled { retry_after: Option<u64> },
+    /// HTTP 503: the server is busy (e.g. a login storm) or restarting.
+    #[error("the server is busy: try again{}", retry_after.map(|s| format!(" in {s} seconds")).unwrap_or_default())]
+    Busy { retry_after: Option<u64> },
     /// The server revoked this device; the SDK has wiped the local store.
     #[error("this device was revoked by an administrator: the local data was wiped")]
     DeviceRevoked,
@@ -65,7 +68,7 @@ impl Error {
     /// session) needs a person.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Throttled { .. } => true,
+            Error::Unreachable { .. } | Error::Throttled { .. } | Error::Busy { .. } => true,
             Error::Server { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
         }

@@ -250,7 +250,9 @@ pub fn backoff(failures: u32, error: &Error) -> Duration {
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     let wait = base.mul_f64(jitter).min(MAX_BACKOFF);
     match error {
-        Error::Throttled { retry_after: Some(s) } => wait.max(Duration::from_secs((*s).min(300))),
+        Error::Throttled { retry_after: Some(s) } | Error::Busy { retry_after: Some(s) } => {
+            wait.max(Duration::from_secs((*s).min(300)))
+        }
         _ => wait,
     }
 }

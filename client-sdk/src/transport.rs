@@ -102,6 +102,11 @@ impl From<TransportError> for Error {
                 ..
             } => Error::Throttled { retry_after },
             TransportError::Status {
+                status: 503,
+                retry_after,
+                ..
+            } => Error::Busy { retry_after },
+            TransportError::Status {
                 status, message, ..
             } => Error::Server { status, message },
             TransportError::BadResponse(m) => Error::Protocol(m),

@@ -239,6 +239,18 @@ async function join() {
     return true
   }
 
+  // Progress on stderr every 30 s: seconds, documents held, link counts, sessions.
+  let phase = "pull"
+  const progress = setInterval(async () => {
+    const l = await control(ctl, "read").catch(() => ({}))
+    const held = Object.values(repo.handles).filter(synced).length
+    console.error(
+      `progress ${((performance.now() - t0) / 1000).toFixed(0)} s ${phase}: ${held} documents held with the server's heads, ` +
+        `link ${JSON.stringify(l)}, sessions ${sessions}, drops ${drops}, unavailable finds ${findUnavailable}, errors ${errors}`,
+    )
+  }, 30_000)
+  progress.unref()
+
   // ---- pull: the app opens every document it knows of, and re-opens those that come back
   // unavailable (a repeated find of a handle left unavailable answers from the Repo's cache: it
   // sends nothing; the Repo itself asks again when the connection comes back, and takes the
@@ -276,6 +288,7 @@ async function join() {
   const pullUnavailable = findUnavailable
 
   // ---- push: the officer records new cases in the running app; the Repo syncs them.
+  phase = "push"
   const connectedAtPush = repo.peers.length > 0
   const tPush = performance.now()
   const mine = pushRecords.map(r => repo.create(toAutomerge(r)))
@@ -290,6 +303,7 @@ async function join() {
   const heldEnd = pullHandles.filter(synced).length
 
   stopFinds = true
+  clearInterval(progress)
   const verify = await post(`${serverControl}/verify`, {
     docs: Object.fromEntries(allHandles.filter(h => h?.isReady()).map(h => [h.documentId, h.heads()])),
   })

@@ -3,7 +3,10 @@
 // NodeWSServerAdapter, NodeFSStorageAdapter, sharePolicy () => false), minus its express
 // landing page.
 //
-//   node server.mjs --port P --dir DIR --control-port C
+//   node server.mjs --port P --dir DIR --control-port C [--keepalive-ms MS]
+//
+// --keepalive-ms is for diagnosis only (the NodeWSServerAdapter's keepAliveInterval; without
+// it, the library's default, 5000 ms, as in the reference server).
 //
 // The control port (never behind the byte-counting proxy) is for the benchmark only:
 //   POST /flush   awaits repo.flush() of every ready handle (each document written to its
@@ -30,6 +33,7 @@ function arg(name) {
 const port = Number(arg("--port"))
 const dir = arg("--dir")
 const controlPort = Number(arg("--control-port"))
+const keepAlive = process.argv.includes("--keepalive-ms") ? Number(arg("--keepalive-ms")) : undefined
 
 // ---- the reference sync server ----
 const wss = new WebSocketServer({ noServer: true })
@@ -38,7 +42,7 @@ const server = http.createServer((req, res) => {
   res.end("👍 @automerge/automerge-repo-sync-server is running")
 })
 const repo = new Repo({
-  network: [new NodeWSServerAdapter(wss)],
+  network: [new NodeWSServerAdapter(wss, keepAlive)],
   storage: new NodeFSStorageAdapter(dir),
   peerId: `storage-server-${os.hostname()}`,
   // Since this is a server, we don't share generously — meaning we only sync documents they
@@ -88,13 +92,14 @@ const control = http.createServer(async (req, res) => {
       let checked = 0
       let missing = 0
       let stale = 0
+      const missingIds = []
       for (const [id, heads] of Object.entries(docs)) {
         checked++
         let handle
         try {
           handle = await fresh.find(id)
-        } catch {
-          missing++
+        } catch (e) {
+          if (missing++ < 3) missingIds.push(`${id}: ${e?.message ?? e}`)
           continue
         }
         const have = new Set(handle.heads())
@@ -102,6 +107,7 @@ const control = http.createServer(async (req, res) => {
       }
       // No fresh.shutdown(): it flushes, and throws on the handles of documents not found.
       answer = { checked, missing, stale }
+      if (missing) answer.missing_ids = missingIds
     } else if (req.url === "/stats") {
       answer = stats
     } else {

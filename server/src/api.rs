@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use sync_protocol::wire::{SyncRequest, CONTENT_TYPE, MAX_MESSAGE_BYTES};
 use sync_protocol::{OrgUnitCode, RecordId, RecordKind};
 
-use crate::auth::{self, Keys, RefreshError, Throttle, TokenError};
+use crate::auth::{self, Keys, RefreshError, TokenError};
+use crate::throttle::Throttle;
 use crate::db::{now_secs, AuditEvent, Db};
 use crate::error::{AppError, AppResult};
 use crate::model::{Device, OrgUnit, Principal, Role, User};
@@ -29,11 +30,23 @@ pub struct AppState {
     pub keys: Keys,
     pub throttle: Throttle,
     pub metrics: Metrics,
-    /// Limits concurrent argon2 hashing (48 MiB each).
-    pub hashing: tokio::sync::Semaphore,
+    /// Limits concurrent argon2 hashing (48 MiB each). The permit is held inside the blocking
+    /// task, so an abandoned request does not free it while its hash still runs.
+    pub hashing: Arc<tokio::sync::Semaphore>,
+    /// Logins waiting for a hashing permit (bounded: past it, 503 at once).
+    pub hash_queue: std::sync::atomic::AtomicUsize,
     /// Connection and request limits (see [`crate::conn`]).
     pub limits: crate::conn::Limits,
+    /// Proxies whose `X-Forwarded-For` names the client (see [`ClientIp`]).
+    pub trusted_proxies: Vec<IpAddr>,
 }
+
+/// Argon2 hashes run at once (48 MiB each).
+const HASHING_PERMITS: usize = 2;
+/// Logins that may wait for a hashing permit; more are answered 503 at once.
+const MAX_HASH_QUEUE: usize = 400;
+/// Longest a login waits for a hashing permit before it is answered 503.
+const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Counters exported at `/metrics`.
 #[derive(Default)]
@@ -45,6 +58,10 @@ pub struct Metrics {
     pub records_rejected: AtomicU64,
     pub login_failures: AtomicU64,
     pub logins: AtomicU64,
+    /// Logins answered 429 (throttled) or 503 (hashing queue full).
+    pub logins_refused: AtomicU64,
+    /// Refreshes with an unknown, expired or reused token.
+    pub refresh_failures: AtomicU64,
 }
 
 pub type Shared = Arc<AppState>;
@@ -55,14 +72,20 @@ impl AppState {
     }
 
     pub fn with_limits(db: Db, limits: crate::conn::Limits) -> Result<Shared, crate::db::DbError> {
+        Self::with_options(db, limits, Vec::new())
+    }
+
+    pub fn with_options(db: Db, limits: crate::conn::Limits, trusted_proxies: Vec<IpAddr>) -> Result<Shared, crate::db::DbError> {
         let keys = Keys::load(&db)?;
         Ok(Arc::new(AppState {
             db,
             keys,
             throttle: Throttle::default(),
             metrics: Metrics::default(),
-            hashing: tokio::sync::Semaphore::new(2),
+            hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_PERMITS)),
+            hash_queue: std::sync::atomic::AtomicUsize::new(0),
             limits,
+            trusted_proxies,
         }))
     }
 }
@@ -149,13 +172,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> AppResult<T> + Send + '
     tokio::task::spawn_blocking(f).await?
 }
 
+/// Largest body of the login, refresh and logout calls (and the web login form): a few KiB is
+/// plenty for a user name, a password and a token, and no one can make the server read more
+/// before it knows who is asking.
+pub const AUTH_BODY_LIMIT: usize = 4 * 1024;
+
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/refresh", post(refresh))
-        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/login", post(login).layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT)))
+        .route("/api/v1/auth/refresh", post(refresh).layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT)))
+        .route("/api/v1/auth/logout", post(logout).layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT)))
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{username}", patch(update_user))
@@ -200,15 +228,57 @@ fn valid_device_id(d: &str) -> bool {
     (1..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The client's address (loopback when the server runs without connection info, as in
-/// in-process tests).
+/// The client's address: the connection's peer, or, when the peer is a configured trusted
+/// proxy, the last address in `X-Forwarded-For` that is not itself a trusted proxy (the
+/// entries before it could be anything the client wrote). Loopback when the server runs without
+/// connection info, as in in-process tests.
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<Shared> for ClientIp {
     type Rejection = AppError;
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]))))
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Ok(ClientIp(client_address(peer, &parts.headers, &state.trusted_proxies)))
     }
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_a_trusted_proxy() {
+        let lb: IpAddr = "10.1.1.1".parse().unwrap();
+        let phone: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
+        // From the load balancer: the last address it added; what the client wrote before is ignored.
+        assert_eq!(client_address(lb, &h, &[lb]), phone);
+        // From anyone else the header is the client's own words.
+        assert_eq!(client_address(phone, &h, &[lb]), phone);
+        assert_eq!(client_address(phone, &h, &[]), phone);
+        // Two proxies in a row; a header that does not parse is ignored.
+        let inner: IpAddr = "10.1.1.2".parse().unwrap();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        assert_eq!(client_address(inner, &h, &[lb, inner]), phone);
+        h.insert("x-forwarded-for", "not an address".parse().unwrap());
+        assert_eq!(client_address(lb, &h, &[lb]), lb);
+    }
+}
+
+fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|a| a.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    forwarded.into_iter().rev().find(|a| !trusted.contains(a)).unwrap_or(peer)
 }
 
 async fn tokens_response(state: &Shared, p: &Principal, epoch: u64) -> AppResult<Value> {
@@ -228,39 +298,63 @@ fn tokens_json(access: String, refresh: String) -> Value {
 }
 
 /// Verifies credentials and registers the device. Shared by the API and the web login.
+///
+/// In order, each step cheap before the next: the user name's form (nothing else is done with a
+/// malformed one, not even keeping it as a throttle key); the throttle, which counts the attempt
+/// on admission (`crate::throttle`); a bounded wait for one of the hashing permits (503 with
+/// `Retry-After` at once when the queue is full, so a login storm is answered, not timed out);
+/// the argon2 check on the blocking pool, holding its permit to the end.
 pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: &str, device_id: &str) -> AppResult<(Principal, u64)> {
-    if let Some(wait) = state.throttle.check(username, ip) {
+    let denied = || AppError::unauthorized("wrong username or password, or the account is disabled");
+    if !valid_username(username) || password.len() > MAX_PASSWORD_BYTES {
+        state.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(denied());
+    }
+    let (user, known_device) = {
+        let db = state.db.clone();
+        let (u, d) = (username.to_string(), device_id.to_string());
+        blocking(move || {
+            let user = db.get_user(&u)?;
+            let known = match &user {
+                Some(user) => db.get_device(&user.username, &d)?.is_some_and(|dev| !dev.revoked),
+                None => false,
+            };
+            Ok((user, known))
+        })
+        .await?
+    };
+    let attempt = state.throttle.admit(username, ip, known_device.then_some(device_id)).map_err(|wait| {
+        state.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
         let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", "too many failed logins: wait before trying again");
         e.retry_after = Some(wait.as_secs().max(1));
-        return Err(e);
-    }
-    let user = {
-        let db = state.db.clone();
-        let u = username.to_string();
-        blocking(move || Ok(db.get_user(&u)?)).await?
-    };
-    let ok = {
-        let _permit = state.hashing.acquire().await.map_err(|_| AppError::internal())?;
-        let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| auth::dummy_hash().to_string());
-        let pw = password.to_string();
-        tokio::task::spawn_blocking(move || auth::verify_password(&pw, &phc)).await?
-    };
-    let audit_ev = |action: &'static str| AuditEvent { user: username.to_string(), device_id: Some(device_id.to_string()), action, target: ip.to_string() };
+        e
+    })?;
+    let permit = hashing_permit(state).await?;
+    let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| auth::dummy_hash().to_string());
+    let pw = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        auth::verify_password(&pw, &phc)
+    })
+    .await?;
     let user = match user {
         Some(u) if ok && !u.disabled => u,
-        _ => {
-            state.throttle.failed(username, ip);
+        other => {
+            attempt.failed();
             state.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+            // A typed user name that is no account is often a password typed into the wrong
+            // field: it is not written down.
+            let who = other.map(|u| u.username).unwrap_or_else(|| "(no such account)".into());
+            let ev = AuditEvent { user: who, device_id: Some(device_id.to_string()), action: "login_failed", target: ip.to_string() };
             let db = state.db.clone();
-            let ev = audit_ev("login_failed");
             blocking(move || Ok(db.audit(ev)?)).await?;
-            return Err(AppError::unauthorized("wrong username or password, or the account is disabled"));
+            return Err(denied());
         }
     };
-    state.throttle.succeeded(username, ip);
+    attempt.succeeded();
     let db = state.db.clone();
     let (un, dev) = (user.username.clone(), device_id.to_string());
-    let ev = audit_ev("login");
+    let ev = AuditEvent { user: user.username.clone(), device_id: Some(device_id.to_string()), action: "login", target: ip.to_string() };
     blocking(move || {
         let now = now_secs();
         let device = match db.get_device(&un, &dev)? {
@@ -275,6 +369,42 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
     state.metrics.logins.fetch_add(1, Ordering::Relaxed);
     let epoch = user.session_epoch;
     Ok((Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: device_id.to_string() }, epoch))
+}
+
+/// Longest password accepted at login (argon2 hashes any length; this bounds the work).
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// One of the argon2 permits, or 503 with `Retry-After` when too many logins already wait.
+async fn hashing_permit(state: &Shared) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
+    let busy = |waiting: usize| {
+        state.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
+        let mut e = AppError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the server is busy with other logins: try again shortly");
+        // About 20 hashes a second get through on two permits: ask to come back when the
+        // queue ahead has drained, spread a little so that the retries do not arrive together.
+        e.retry_after = Some(2 + (waiting as u64) / 20 + rand::random::<u64>() % 5);
+        e
+    };
+    let waiting = state.hash_queue.fetch_add(1, Ordering::AcqRel);
+    let _leave = scopeguard_dec(&state.hash_queue);
+    if waiting >= MAX_HASH_QUEUE {
+        return Err(busy(waiting));
+    }
+    match tokio::time::timeout(HASH_WAIT, state.hashing.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(AppError::internal()),
+        Err(_) => Err(busy(state.hash_queue.load(Ordering::Acquire))),
+    }
+}
+
+/// Decrements the counter when dropped (the login left the queue, however it left).
+fn scopeguard_dec(counter: &std::sync::atomic::AtomicUsize) -> impl Drop + '_ {
+    struct Dec<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Dec<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    Dec(counter)
 }
 
 async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<LoginBody>) -> AppResult<Response> {
@@ -292,20 +422,34 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(State(state): State<Shared>, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<Response> {
+async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<Response> {
+    state.throttle.admit_refresh(ip).map_err(|wait| {
+        let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", "too many refused refresh tokens: wait before trying again");
+        e.retry_after = Some(wait.as_secs().max(1));
+        e
+    })?;
     let db = state.db.clone();
     let token = body.refresh_token;
     let used = blocking(move || Ok(db.use_refresh(&token)?)).await?;
     let rotation = match used {
         Ok(t) => t,
         Err(why) => {
-            let (action, msg) = match why {
-                RefreshError::Reused => ("refresh_reuse_revoked_family", "refresh token was already used: every session of this login is revoked; log in again"),
-                RefreshError::Expired => ("refresh_expired", "refresh token expired: log in again"),
-                RefreshError::Unknown => ("refresh_unknown", "unknown refresh token: log in again"),
+            state.throttle.refresh_failed(ip);
+            state.metrics.refresh_failures.fetch_add(1, Ordering::Relaxed);
+            let msg = match why {
+                RefreshError::Reused => {
+                    // A family revoked is a security event: audited (once per family, since a
+                    // revoked family's tokens all answer `Reused` without another write).
+                    let db = state.db.clone();
+                    let ev = AuditEvent { user: "-".into(), device_id: None, action: "refresh_reuse_revoked_family", target: ip.to_string() };
+                    blocking(move || Ok(db.audit(ev)?)).await?;
+                    "refresh token was already used: every session of this login is revoked; log in again"
+                }
+                // Unknown and expired tokens are counted (metrics, throttle), not audited: anyone
+                // can send them, and each audit entry is a flushed write.
+                RefreshError::Expired => "refresh token expired: log in again",
+                RefreshError::Unknown => "unknown refresh token: log in again",
             };
-            let db = state.db.clone();
-            blocking(move || Ok(db.audit(AuditEvent { user: "-".into(), device_id: None, action, target: String::new() })?)).await?;
             return Err(AppError::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token", msg));
         }
     };
@@ -887,6 +1031,8 @@ async fn metrics(State(state): State<Shared>) -> Response {
          # TYPE gesync_records_rejected_total counter\ngesync_records_rejected_total {}\n\
          # TYPE gesync_logins_total counter\ngesync_logins_total {}\n\
          # TYPE gesync_login_failures_total counter\ngesync_login_failures_total {}\n\
+         # TYPE gesync_logins_refused_total counter\ngesync_logins_refused_total {}\n\
+         # TYPE gesync_refresh_failures_total counter\ngesync_refresh_failures_total {}\n\
          # TYPE gesync_feed_sequence gauge\ngesync_feed_sequence {}\n\
          # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n",
         g(&m.sync_requests),
@@ -896,6 +1042,8 @@ async fn metrics(State(state): State<Shared>) -> Response {
         g(&m.records_rejected),
         g(&m.logins),
         g(&m.login_failures),
+        g(&m.logins_refused),
+        g(&m.refresh_failures),
         state.db.durable_seq(),
         state.db.kv().size_on_disk(),
     );

@@ -9,10 +9,6 @@
 //! - Refresh tokens: 32 random bytes, stored only as SHA-256, bound to one device, rotated on
 //!   every use; presenting a used one revokes its whole family (theft detection).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -286,68 +282,6 @@ impl Db {
     }
 }
 
-/// Login throttling with growing delays, per (username, client address) and per client
-/// address. Keyed on the pair so that an attacker elsewhere cannot lock a real officer out: the
-/// officer's own address keeps its own counter, and every delay is capped at 5 minutes.
-#[derive(Default)]
-pub struct Throttle {
-    state: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-const FREE_FAILURES: u32 = 3;
-const MAX_DELAY: Duration = Duration::from_secs(300);
-
-impl Throttle {
-    fn keys(username: &str, ip: IpAddr) -> [String; 2] {
-        [format!("u:{}|{ip}", username.to_lowercase()), format!("ip:{ip}")]
-    }
-
-    fn delay(failures: u32, per_ip: bool) -> Duration {
-        // Per address, allow more failures before slowing down (offices share one address).
-        let free = if per_ip { FREE_FAILURES * 10 } else { FREE_FAILURES };
-        if failures < free {
-            return Duration::ZERO;
-        }
-        let exp = (failures - free).min(9);
-        Duration::from_secs(1u64 << exp).min(MAX_DELAY)
-    }
-
-    /// `Some(retry_after)` when a login from `ip` for `username` must wait.
-    pub fn check(&self, username: &str, ip: IpAddr) -> Option<Duration> {
-        let state = self.state.lock().expect("throttle lock");
-        let now = Instant::now();
-        let mut wait = Duration::ZERO;
-        for (i, k) in Self::keys(username, ip).iter().enumerate() {
-            if let Some((n, last)) = state.get(k) {
-                let until = *last + Self::delay(*n, i == 1);
-                if until > now {
-                    wait = wait.max(until - now);
-                }
-            }
-        }
-        (wait > Duration::ZERO).then(|| wait.max(Duration::from_secs(1)))
-    }
-
-    pub fn failed(&self, username: &str, ip: IpAddr) {
-        let mut state = self.state.lock().expect("throttle lock");
-        if state.len() > 100_000 {
-            // Bound memory under a spray of usernames: forget entries older than the max delay.
-            let now = Instant::now();
-            state.retain(|_, (_, last)| now.duration_since(*last) < MAX_DELAY);
-        }
-        for k in Self::keys(username, ip) {
-            let e = state.entry(k).or_insert((0, Instant::now()));
-            e.0 = e.0.saturating_add(1);
-            e.1 = Instant::now();
-        }
-    }
-
-    pub fn succeeded(&self, username: &str, ip: IpAddr) {
-        let mut state = self.state.lock().expect("throttle lock");
-        state.remove(&Self::keys(username, ip)[0]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,20 +374,4 @@ mod tests {
         assert!(matches!(db.use_refresh(&next.token).unwrap(), Err(RefreshError::Reused)));
     }
 
-    #[test]
-    fn throttle_grows_and_is_per_address() {
-        let th = Throttle::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..FREE_FAILURES {
-            assert!(th.check("officer", a).is_none());
-            th.failed("officer", a);
-        }
-        let wait = th.check("officer", a).expect("throttled after free failures");
-        assert!(wait <= Duration::from_secs(1));
-        th.failed("officer", a);
-        assert!(th.check("officer", a).unwrap() > Duration::from_secs(1));
-        // The real officer elsewhere is not locked out by the attacker at `a`.
-        assert!(th.check("officer", b).is_none());
-    }
 }

@@ -72,6 +72,11 @@ struct ServeArgs {
     /// Most connections open at once; further ones are closed at once.
     #[arg(long, env = "GESYNC_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// The address of a reverse proxy or load balancer in front of the server, whose
+    /// `X-Forwarded-For` then names the client (for login throttling and the audit); repeat the
+    /// flag, or comma-separate the list in the environment. Without it, the header is ignored.
+    #[arg(long, env = "GESYNC_TRUSTED_PROXIES", value_name = "IP", value_delimiter = ',')]
+    trusted_proxy: Vec<std::net::IpAddr>,
 }
 
 #[derive(Subcommand)]
@@ -184,7 +189,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let seeded = demo::seed(&db).map_err(|e| format!("cannot seed demo data: {e}"))?;
             let (tls, fp) = ensure_self_signed(&data_dir, &[listen.ip().to_string()])?;
             let cert = std::fs::canonicalize(&tls.cert).unwrap_or(tls.cert.clone());
-            let config = Config { data_dir, listen, tls: Some(tls), limits: Default::default() };
+            let config = Config { data_dir, listen, tls: Some(tls), limits: Default::default(), trusted_proxies: Vec::new() };
             runtime()?.block_on(run(config, db, |addr| {
                 let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
                 println!("gesync demo {}", if seeded { "(demo data created)" } else { "(existing data)" });
@@ -227,7 +232,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 max_connections: a.max_connections,
                 ..Default::default()
             };
-            let config = Config { data_dir: a.data_dir, listen: a.listen, tls, limits };
+            let config = Config { data_dir: a.data_dir, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             runtime()?.block_on(run(config, db, |addr| {
                 println!("gesync-server listening on {scheme}://{addr}/");

@@ -27,6 +27,7 @@ pub mod records;
 pub mod review;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod web;
 
 pub use db::Db;

@@ -162,7 +162,16 @@ impl TimedTransport {
 
 impl Transport for TimedTransport {
     fn login<'a>(&'a self, req: &'a LoginRequest) -> BoxFuture<'a, Result<Tokens, TransportError>> {
-        Box::pin(async move { self.count(self.inner.login(req).await) })
+        Box::pin(async move {
+            match self.inner.login(req).await {
+                // "Come back in N seconds" during a login storm is an answer, not a failure.
+                r @ Err(TransportError::Status { status: 429 | 503, .. }) => {
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    r
+                }
+                r => self.count(r),
+            }
+        })
     }
     fn refresh<'a>(&'a self, refresh_token: &'a str) -> BoxFuture<'a, Result<Tokens, TransportError>> {
         Box::pin(async move { self.count(self.inner.refresh(refresh_token).await) })
@@ -241,21 +250,41 @@ where
     (out, stats)
 }
 
-/// At most this many logins at once: a login is a one-time argon2 verification (the server
-/// runs two at a time, ~50 ms each), so a thousand simultaneous ones would queue past the
-/// server's 30-second request timeout. Phones log in once; the rush is in the syncs.
-static LOGINS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+/// At most this many logins at once by default: a login is a one-time argon2 verification
+/// (the server runs two at a time, ~50 ms each). Phones log in once; the rush is in the syncs.
+/// `load --logins-at-once N` sends N at once instead (the login storm).
+pub const LOGINS_AT_ONCE: usize = 16;
 
-/// Logs a phone in (URL of the server as the phone stores it).
-pub async fn login(mut p: Phone, url: String) -> (Phone, PhaseStats) {
-    let permit = LOGINS.acquire().await.expect("login semaphore");
-    let r = p.client.login(&url, &p.username, PASSWORD, None).await;
-    drop(permit);
-    if let Err(e) = &r {
-        eprintln!("{}: login failed: {e}", p.username);
+/// Logs a phone in (URL of the server as the phone stores it), at most [`LOGINS_AT_ONCE`] at once.
+pub async fn login(p: Phone, url: String) -> (Phone, PhaseStats) {
+    static LOGINS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOGINS_AT_ONCE);
+    login_within(p, url, &LOGINS).await
+}
+
+/// Logs a phone in, at most as many at once as `limit` allows. An answer asking to wait (503
+/// while the server's hashing queue is full, 429) is honoured and the login tried again.
+/// The phase's `sync_ms` holds how long each answer took.
+pub async fn login_within(mut p: Phone, url: String, limit: &tokio::sync::Semaphore) -> (Phone, PhaseStats) {
+    let mut s = PhaseStats::default();
+    loop {
+        let permit = limit.acquire().await.expect("login semaphore");
+        let t = Instant::now();
+        let r = p.client.login(&url, &p.username, PASSWORD, None).await;
+        drop(permit);
+        s.calls += 1;
+        s.sync_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        match r {
+            Ok(()) => return (p, s),
+            Err(e @ (client_sdk::Error::Busy { .. } | client_sdk::Error::Throttled { .. })) if s.calls < 100 => {
+                tokio::time::sleep(client_sdk::backoff(1, &e)).await;
+            }
+            Err(e) => {
+                eprintln!("{}: login failed: {e}", p.username);
+                s.errors += 1;
+                return (p, s);
+            }
+        }
     }
-    let s = PhaseStats { calls: 1, errors: usize::from(r.is_err()), ..Default::default() };
-    (p, s)
 }
 
 /// Creates `n` records offline (file writes: run on the blocking pool).

@@ -1471,3 +1471,185 @@ async fn web_pages_authorization_table_covers_every_page_and_role() {
 
     server.stop().await;
 }
+
+// ---- 8. unauthenticated callers (issue "Security: close the holes a review found", 1-5) ------
+
+/// The audit log as the admin reads it.
+async fn audit_text(api: &Api) -> String {
+    let admin = api.login("admin", None).await;
+    let r = api.get("/api/v1/audit", &admin.access).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_bodies_are_small_and_a_mistyped_user_name_is_not_written_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    // Megabytes of user name: refused before anything is read into a throttle key or the audit.
+    let huge = "a".repeat(3 << 20);
+    for _ in 0..5 {
+        let r = api.call("POST", "/api/v1/auth/login", None, Body::Json(&json!({"username": huge, "password": "x"}))).await;
+        assert_eq!(r.status, 413, "{}", r.text());
+    }
+    let r = api.call("POST", "/api/v1/auth/refresh", None, Body::Json(&json!({"refresh_token": huge}))).await;
+    assert_eq!(r.status, 413);
+    // A password typed into the user name field, and a user name that is no account.
+    api.try_login("Mật khẩu bí mật 2025!", "x", None).await.expect_error(401, "a user name of the wrong form");
+    api.try_login("not.an.account", "wrong-password-1", None).await.expect_error(401, "an unknown account");
+    api.try_login("officer2", "wrong-password-1", None).await.expect_error(401, "a wrong password");
+    let audit = audit_text(&api).await;
+    assert!(!audit.contains("bí mật") && !audit.contains("not.an.account") && !audit.contains("aaaa"), "typed names in the audit: {audit}");
+    assert!(audit.contains("(no such account)") && audit.contains("\"officer2\""), "{audit}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_bad_logins_from_one_address_do_not_shut_its_officers_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    // An office or carrier NAT: one address, a user trying names at random 60 times.
+    for n in 0..60 {
+        let r = api.try_login(&format!("guess{n}"), "wrong-password-1", None).await;
+        assert!(r.status == 401, "attempt {n}: {}", r.status);
+    }
+    // Every officer behind that address still gets in.
+    api.login("officer2", None).await;
+    api.login("officer3", None).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_guesses_is_counted_before_hashing_and_spares_known_phones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = std::sync::Arc::new(Api::new(&server));
+    // The officer's phone logged in once before.
+    api.login("officer2", Some("officer2-phone")).await;
+    let guesses: Vec<_> = (0..24)
+        .map(|n| {
+            let api = api.clone();
+            tokio::spawn(async move { api.try_login("officer2", &format!("wrong-password-{n:03}"), None).await })
+        })
+        .collect();
+    let mut checked = 0;
+    for g in guesses {
+        let r = g.await.unwrap();
+        match r.status {
+            401 => checked += 1,
+            429 => assert!(r.retry_after.is_some(), "429 without Retry-After"),
+            s => panic!("a guess answered {s}: {}", r.text()),
+        }
+    }
+    assert!(checked <= 5, "{checked} of 24 concurrent guesses had their password checked");
+    // A new device must wait; the officer's own phone gets in with the right password.
+    api.try_login("officer2", PASSWORD, None).await.expect_error(429, "a new device while guesses are throttled");
+    api.login("officer2", Some("officer2-phone")).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_is_answered_in_time_and_everyone_gets_in() {
+    const OFFICERS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), OFFICERS).await;
+    let api = std::sync::Arc::new(Api::new(&server));
+    let started = std::time::Instant::now();
+    let logins: Vec<_> = (0..OFFICERS)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut slowest = std::time::Duration::ZERO;
+                for _ in 0..20 {
+                    let t = std::time::Instant::now();
+                    let r = api.try_login(&format!("phone{i}"), PASSWORD, Some(&format!("storm-{i}"))).await;
+                    slowest = slowest.max(t.elapsed());
+                    match r.status {
+                        200 => return (slowest, true),
+                        429 | 503 => {
+                            let wait: u64 = r.retry_after.as_deref().expect("Retry-After").parse().unwrap();
+                            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                        }
+                        s => panic!("phone{i}: {s} {}", r.text()),
+                    }
+                }
+                (slowest, false)
+            })
+        })
+        .collect();
+    let mut slowest = std::time::Duration::ZERO;
+    for l in logins {
+        let (s, ok) = l.await.unwrap();
+        assert!(ok, "an officer never got in");
+        slowest = slowest.max(s);
+    }
+    eprintln!("{OFFICERS} logins at once: all in after {:?}; slowest answer {slowest:?}", started.elapsed());
+    assert!(slowest < std::time::Duration::from_secs(30), "an answer took {slowest:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_refresh_tokens_are_throttled_and_not_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let mut throttled = false;
+    for n in 0..40 {
+        let r = api.refresh(&format!("made-up-refresh-token-{n}")).await;
+        match r.status {
+            401 => assert!(!throttled, "a 401 after a 429"),
+            429 => {
+                assert!(r.retry_after.is_some());
+                throttled = true;
+            }
+            s => panic!("{s}"),
+        }
+    }
+    assert!(throttled, "40 made-up refresh tokens were never throttled");
+    assert!(!audit_text(&api).await.contains("refresh_unknown"), "unknown refresh tokens are audited");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_login_never_sends_anyone_off_the_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // The form's CSRF token comes with the login page.
+    for next in ["/%09/evil.example", "//evil.example", "/%0a/evil.example", "/%5Cevil.example"] {
+        let page = http.get(format!("{}/login?next={next}", server.url())).send().await.unwrap();
+        let cookie = page.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().split(';').next().unwrap_or_default().to_string();
+        let html = page.text().await.unwrap();
+        let csrf = csrf_in(&html);
+        let r = http
+            .post(format!("{}/login", server.url()))
+            .header("cookie", cookie)
+            .form(&[("username", "district"), ("password", PASSWORD), ("csrf", csrf.as_str()), ("next", &urlencoding_decode(next))])
+            .send()
+            .await
+            .unwrap();
+        let location = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        assert!(r.status().is_redirection(), "{next}: {}", r.status());
+        assert!(location.starts_with('/') && !location.starts_with("//") && location.bytes().all(|b| b.is_ascii_graphic()) && !location.contains("evil"), "{next} sent the browser to {location:?}");
+    }
+    server.stop().await;
+}
+
+/// `%XX` decoding of a query value (what the login page's form then posts back).
+fn urlencoding_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}

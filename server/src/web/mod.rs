@@ -35,7 +35,7 @@ pub use page::Transport;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(login::home))
-        .route("/login", get(login::form).post(login::submit))
+        .route("/login", get(login::form).post(login::submit).layer(axum::extract::DefaultBodyLimit::max(crate::api::AUTH_BODY_LIMIT)))
         .route("/logout", post(login::logout))
         .route("/static/gesync.css", get(page::stylesheet))
         .route("/phone", get(login::phone))

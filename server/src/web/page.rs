@@ -209,8 +209,30 @@ pub fn csrf_field(web: &Web) -> Markup {
 
 /// Where a local `next` path may lead: only to a path on this server.
 pub fn safe_next(next: &str) -> Option<&str> {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && next.len() < 512;
+    // Only printable ASCII: a browser drops tabs and newlines from a Location, so `/\t/evil`
+    // would become the protocol-relative `//evil`. Then a path of this site, not `//host` and not
+    // `/\host` (which some browsers read as `//host`).
+    let ok = next.len() < 512
+        && next.bytes().all(|b| b.is_ascii_graphic())
+        && next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\');
     ok.then_some(next)
+}
+
+#[cfg(test)]
+mod next_tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_paths_of_this_site_are_followed_after_login() {
+        for ok in ["/", "/district?period=2025Q3&lang=en", "/report/047/2025"] {
+            assert_eq!(safe_next(ok), Some(ok));
+        }
+        for bad in ["//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/evil.example", "/ /x", "https://evil.example", "evil", "/đ"] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+    }
 }
 
 // ---- errors ----------------------------------------------------------------------------------

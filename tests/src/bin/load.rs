@@ -10,7 +10,9 @@
 //! `--spread-ms S` (default 5000): each phone starts each sync phase at a pseudo-random moment
 //! within S ms (0: every phone at the same instant, the worst case; see the README for the
 //! curve), `--seed N` (default: random, printed) fixes those moments;
-//! `--phones-dir DIR`: where the phones' stores go. By default they go on a memory file system
+//! `--logins-at-once N` (default 16): phones logging in at the same time (1,000 = the storm of
+//! a deadline morning; the server answers what it cannot hash in time with 503 and
+//! `Retry-After`, which the phones honour); `--phones-dir DIR`: where the phones' stores go. By default they go on a memory file system
 //! (`/dev/shm`) when there is one, the server's store staying on disk: real phones write to
 //! their own flash, while a thousand simulated ones writing (and `syncfs`-ing) the server's file
 //! system would flush the server's disk for it and charge it their journal work.
@@ -115,9 +117,19 @@ async fn run(config: FleetConfig) {
     let t_all = Instant::now();
 
     let u = url.clone();
-    let (phones, s) = fleet::each(phones, move |p| fleet::login(p, u.clone())).await;
-    phase("login", &s);
-    errors += s.errors;
+    let at_once = arg("--logins-at-once", fleet::LOGINS_AT_ONCE);
+    let limit: &'static tokio::sync::Semaphore = Box::leak(Box::new(tokio::sync::Semaphore::new(at_once)));
+    let (phones, logins) = fleet::each(phones, move |p| fleet::login_within(p, u.clone(), limit)).await;
+    eprintln!(
+        "login    {:>7.1} s  {} at once: {} answers for {} phones, slowest answer {:.1} s, errors {}",
+        logins.wall_s,
+        at_once,
+        logins.calls,
+        config.phones,
+        fleet::percentile(&logins.sync_ms, 100.0) / 1000.0,
+        logins.errors
+    );
+    errors += logins.errors;
     let (phones, s) = fleet::each(phones, move |p| fleet::create(p, r)).await;
     phase("create", &s);
     eprintln!("sync phases start within {spread} ms on every phone (seed {seed}; rerun with --seed {seed})");
@@ -191,6 +203,8 @@ async fn run(config: FleetConfig) {
             "total_s": (total_s * 10.0).round() / 10.0,
             "sync_cpu_s": {"server": (sync_cpu.server * 10.0).round() / 10.0, "phones": (sync_cpu.phones * 10.0).round() / 10.0},
             "server_rss_mb": peak_rss.load(Ordering::Relaxed).max(rss_end as u64),
+            "logins": {"at_once": at_once, "wall_s": (logins.wall_s * 10.0).round() / 10.0, "answers": logins.calls,
+                       "slowest_answer_s": (fleet::percentile(&logins.sync_ms, 100.0) / 100.0).round() / 10.0},
         })
     );
 }
