@@ -117,6 +117,20 @@ impl KeyProvider for Passphrase {
         self.derive(&salt)
     }
 
+    /// Removes the salt, durably, before anything else of the store: without it the passphrase
+    /// derives nothing, so a wipe cut short after this step leaves nothing readable.
+    fn forget_key(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(SALT_FILE);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &path)(e)),
+            _ => {}
+        }
+        if let Ok(d) = fs::File::open(dir) {
+            d.sync_all().map_err(Error::io("sync", dir))?;
+        }
+        Ok(())
+    }
+
     fn open_key(&self, dir: &Path) -> Result<StoreKey> {
         let path = dir.join(SALT_FILE);
         let salt = fs::read(&path).map_err(Error::io("read", &path))?;
@@ -333,6 +347,20 @@ pub(crate) fn write_atomic_with(path: &Path, bytes: &[u8], durable: bool) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgetting_a_passphrase_key_removes_the_salt_so_nothing_left_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Passphrase::new("mật khẩu của điện thoại");
+        let key = p.create_key(dir.path()).unwrap();
+        let sealed = seal(&key, "records/a", b"victim details");
+        p.forget_key(dir.path()).unwrap();
+        assert!(!dir.path().join(SALT_FILE).exists());
+        // The passphrase alone derives nothing now; a new salt derives another key.
+        assert!(p.open_key(dir.path()).is_err());
+        let other = p.create_key(dir.path()).unwrap();
+        assert!(matches!(open(&other, "records/a", &sealed), Err(Error::Decrypt)));
+    }
 
     #[test]
     fn seal_open_round_trip_and_tamper_detection() {

@@ -188,6 +188,20 @@ pub fn normalize_server_url(server: &str) -> Result<String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(Error::Config("put no credentials in the server URL".into()));
     }
+    // Records and tokens travel in clear over plain HTTP: only to this machine (tests, a local
+    // server), never over a network.
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(Error::Config(format!(
+            "`{}` is plain HTTP: use https:// (plain HTTP is only for a server on this machine)",
+            server.chars().take(80).collect::<String>()
+        )));
+    }
     Ok(server.trim_end_matches('/').to_string())
 }
 
@@ -458,6 +472,12 @@ mod tests {
         assert!(normalize_server_url("a.vn").is_err());
         assert!(normalize_server_url("ftp://a.vn").is_err());
         assert!(normalize_server_url("https://u:p@a.vn").is_err());
+        // Plain HTTP only to this machine.
+        assert!(normalize_server_url("http://127.0.0.1:8080").is_ok());
+        assert!(normalize_server_url("http://localhost:8080").is_ok());
+        assert!(normalize_server_url("http://[::1]:8080").is_ok());
+        assert!(normalize_server_url("http://gesync.example.vn").is_err());
+        assert!(normalize_server_url("http://10.0.0.5:8080").is_err());
     }
 
     #[test]

@@ -139,10 +139,11 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
     if user.disabled || user.session_epoch != claims.ep {
         return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this session has ended: log in again"));
     }
-    if let Some(d) = state.db.get_device(&user.username, &claims.dev)? {
-        if d.revoked {
-            return Err(device_revoked());
-        }
+    // Fails closed: a token whose device is not (or no longer) registered is treated as revoked,
+    // as refresh and the web sessions treat it.
+    match state.db.get_device(&user.username, &claims.dev)? {
+        Some(d) if !d.revoked => {}
+        _ => return Err(device_revoked()),
     }
     Ok(Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: claims.dev })
 }
@@ -239,6 +240,27 @@ impl FromRequestParts<Shared> for ClientIp {
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
         Ok(ClientIp(client_address(peer, &parts.headers, &state.trusted_proxies)))
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+    use crate::store::MemKv;
+
+    #[test]
+    fn a_token_for_a_device_the_server_does_not_know_is_refused() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let user = User { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), password_hash: String::new(), disabled: false, session_epoch: 0 };
+        db.put_user(&user, true, None).unwrap();
+        let state = AppState::new(db.clone()).unwrap();
+        let p = Principal { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "phone-1".into() };
+        let token = state.keys.issue_access(&p, 0);
+        let refused = principal_from_token(&state, &token).err().expect("no device record: refused");
+        assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, "device_revoked"));
+        let now = now_secs();
+        db.put_device(&Device { username: "officer".into(), device_id: "phone-1".into(), first_seen: now, last_seen: now, revoked: false }, None).unwrap();
+        assert_eq!(principal_from_token(&state, &token).unwrap().device_id, "phone-1");
     }
 }
 
@@ -1006,6 +1028,12 @@ async fn sync(
     let db = state.db.clone();
     let (resp, bytes) = blocking(move || {
         let resp = db.sync(&p, &req)?;
+        // Staff above a commune reading records through sync is audited as `GET /records` is:
+        // who, where, how many; never what.
+        let pulled = resp.pull.len() + usize::from(resp.part.as_ref().is_some_and(|part| part.offset + part.bytes.len() as u64 == part.total));
+        if p.role != Role::CommuneOfficer && pulled > 0 {
+            db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "sync_pull", target: format!("{}: {pulled} records", p.org_unit) })?;
+        }
         let bytes = resp.encode_as(answer); // compressing is CPU work: off the async threads too
         Ok((resp, bytes))
     })

@@ -22,7 +22,12 @@ const END: u32 = u32::MAX;
 pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
     let _consistent = db.inner.feed_lock.read().map_err(|_| "the store's feed lock is poisoned".to_string())?;
     let tmp = out.with_extension("partial");
-    let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    // A backup holds everything the store does: readable by its owner only.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     let mut w = BufWriter::new(file);
     let mut hash = Sha256::new();
     let mut n = 0u64;

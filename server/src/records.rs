@@ -231,6 +231,16 @@ impl Db {
         if !doc.get_missing_deps(&[]).is_empty() {
             return Ok(Verdict::Refuse(PushOutcome::NeedFull));
         }
+        // Automerge applies what it can of damaged or cut bytes and only warns: acknowledge only
+        // a push that holds every change the phone says it has, or the phone would take its
+        // unsent changes for stored. A phone that sent what it has whole gets a refusal.
+        if push.heads.iter().any(|h| doc.get_change_by_hash(&ChangeHash(*h)).is_none()) {
+            return Ok(if meta.is_none() || old_heads.is_empty() {
+                reject("the pushed changes do not hold the heads they claim (damaged or cut short): sync again".into())
+            } else {
+                Verdict::Refuse(PushOutcome::NeedFull)
+            });
+        }
         self.prepare_doc(who, tree, push.id, meta, &old_heads, doc)
     }
 
@@ -853,6 +863,27 @@ mod tests {
             }
         }
         assert_eq!(seen, ids, "every record once, in feed order");
+    }
+
+    #[test]
+    fn a_push_is_acknowledged_only_with_every_head_it_claims() {
+        let db = db_with_commune();
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        let id = RecordId::random();
+        let mut heads = heads_to_wire(&d.get_heads());
+        heads.push([9; 32]); // a change the bytes do not hold (cut short)
+        let r = db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads }], ..Default::default() }).unwrap();
+        assert!(matches!(r.results[0].outcome, PushOutcome::Rejected { .. }), "{:?}", r.results);
+        assert!(db.get_meta(&id).unwrap().is_none(), "nothing stored");
+        // Stored once whole; then an edit whose bytes miss a claimed head: the whole document, please.
+        let push = |changes: Vec<u8>, heads: Vec<Hash>| db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes, heads }], ..Default::default() }).unwrap().results[0].outcome.clone();
+        assert_eq!(push(d.save(), heads_to_wire(&d.get_heads())), PushOutcome::Accepted);
+        let before = d.get_heads();
+        doc::set_path(&mut d, "title", &json!("Tin mới")).unwrap();
+        let mut claimed = heads_to_wire(&d.get_heads());
+        claimed.push([7; 32]);
+        assert_eq!(push(d.save_after(&before), claimed), PushOutcome::NeedFull);
+        assert_eq!(db.load_doc(&id).unwrap().unwrap().get_heads(), before, "the partial edit was not stored");
     }
 
     #[test]

@@ -149,6 +149,12 @@ impl SledKv {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open { path: dir.display().to_string(), reason };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        // The store holds the signing key, password hashes and every case: its owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_err(e.to_string()))?;
+        }
         // sled releases its file lock from a background thread after the last handle drops, so
         // a store closed a moment ago (a restart, a restore, a test) may still be locked
         // briefly: wait for it a little before reporting the store as in use.
@@ -214,6 +220,23 @@ impl Kv for SledKv {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_directory_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kv = SledKv::open(&data).unwrap();
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+        // A backup of it likewise.
+        let db = crate::Db::open(Box::new(kv)).unwrap();
+        let out = dir.path().join("backup.gsb");
+        crate::backup::write_backup(&db, &out).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
 
     /// The conformance suite every [`Kv`] implementation must pass.
     pub(crate) fn conformance(kv: &dyn Kv) {

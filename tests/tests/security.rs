@@ -1653,3 +1653,23 @@ fn urlencoding_decode(s: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_pulled_through_sync_by_district_staff_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let api = Api::new(&server);
+    record_from_phone(&server.url(), &dir.path().join("officer1-phone"), "officer1", "04701").await;
+    let mut staff = phone(&dir.path().join("district-phone"));
+    staff.login(&server.url(), "district", PASSWORD, None).await.unwrap();
+    assert_eq!(staff.sync(|_| {}).await.unwrap().pulled, 1);
+    let audit = audit_text(&api).await;
+    assert!(audit.contains("sync_pull") && audit.contains("047: 1 records"), "{audit}");
+    // A commune officer's own syncs are not (they are the phone's normal work).
+    let before = audit.matches("sync_pull").count();
+    let mut officer = phone(&dir.path().join("officer-phone"));
+    officer.login(&server.url(), "officer1b", PASSWORD, None).await.unwrap();
+    officer.sync(|_| {}).await.unwrap();
+    assert_eq!(audit_text(&api).await.matches("sync_pull").count(), before);
+    server.stop().await;
+}
