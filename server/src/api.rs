@@ -1020,6 +1020,7 @@ async fn sync(
         return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
     }
     let (req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_sync_message", e.to_string()))?;
+    crate::records::check_request(&req).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_sync_message", e))?;
     // The answer goes in the phone's own protocol version, compressed if it reads zstd.
     let answer = framing.answer(&req);
     let m = &state.metrics;

@@ -12,7 +12,7 @@
 //! larger than the page on its own is sent in slices of its stored document (`PullPart`), which
 //! the phone keeps and resumes, so a slow link that drops every half-minute still moves forward.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -134,6 +134,23 @@ fn scope_fingerprint(communes: &[String]) -> u64 {
         }
     }
     h
+}
+
+/// Most records one request may push or ask whole: a phone's page holds far fewer, and each
+/// costs the server a merge (or a load) whatever its size.
+pub const MAX_DOCS_PER_REQUEST: usize = 5_000;
+
+/// Refuses a request that asks more work than any phone's page needs: too many records, or the
+/// same record twice.
+pub fn check_request(req: &SyncRequest) -> Result<(), String> {
+    if req.push.len() > MAX_DOCS_PER_REQUEST || req.want_full.len() > MAX_DOCS_PER_REQUEST {
+        return Err(format!("at most {MAX_DOCS_PER_REQUEST} records may be pushed, or asked whole, in one request"));
+    }
+    let mut seen = HashSet::with_capacity(req.push.len());
+    if !req.push.iter().all(|p| seen.insert(p.id)) {
+        return Err("the same record is pushed twice in one request".into());
+    }
+    Ok(())
 }
 
 /// The upload in progress of a device (one at a time: a new one replaces it).
@@ -331,7 +348,8 @@ impl Db {
         get_json(self.kv(), &key("x/", &[actor.as_bytes()]))
     }
 
-    /// Handles one sync request for `who`: pushes first (durably), then the pull.
+    /// Handles one sync request for `who`: pushes first (durably), then the pull. The caller
+    /// has checked the request's size ([`check_request`]).
     pub fn sync(&self, who: &Principal, req: &SyncRequest) -> Result<SyncResponse, DbError> {
         let tree = self.tree();
         let communes = who.record_communes(&tree);
@@ -538,6 +556,8 @@ impl Db {
         want_full: &[RecordId],
         spec: PageSpec,
     ) -> Result<Page, DbError> {
+        let want_full: HashSet<RecordId> = want_full.iter().copied().collect();
+        let want_full = &want_full;
         let page = {
             // A consistent cut: no write is half-applied while the feed is read.
             let _r = self.inner.feed_lock.read().expect("feed lock");
@@ -554,7 +574,7 @@ impl Db {
         cursor: u64,
         high: u64,
         pushed: &HashMap<RecordId, &Vec<Hash>>,
-        want_full: &[RecordId],
+        want_full: &HashSet<RecordId>,
         spec: PageSpec,
     ) -> Result<Page, DbError> {
         if cursor >= high {
@@ -596,7 +616,7 @@ impl Db {
                 }
             }
             let mut known: Vec<ChangeHash> = Vec::new();
-            if !want_full.contains(id) {
+            if !want_full.contains(id) { // a set: O(1) per record
                 known.extend(meta.heads_at(cursor).unwrap_or_default());
                 if let Some(h) = pushed.get(id) {
                     known.extend(heads_from_wire(h));

@@ -1673,3 +1673,20 @@ async fn records_pulled_through_sync_by_district_staff_are_audited() {
     assert_eq!(audit_text(&api).await.matches("sync_pull").count(), before);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_request_asking_more_work_than_any_page_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let officer = api.login("officer1", None).await;
+    // The same record twice (two merges for one record), and more records than any page holds.
+    let (id, _) = push_request("04701");
+    let doc = PushDoc { id, changes: vec![1, 2, 3], heads: vec![] };
+    let twice = SyncRequest { push: vec![doc.clone(), doc], ..Default::default() };
+    let (code, _) = api.sync(&officer.access, twice.encode()).await.expect_error(400, "a record pushed twice");
+    assert_eq!(code, "bad_sync_message");
+    let many = SyncRequest { want_full: (0..6000).map(|_| RecordId::random()).collect(), ..Default::default() };
+    api.sync(&officer.access, many.encode()).await.expect_error(400, "6,000 records asked whole");
+    server.stop().await;
+}
