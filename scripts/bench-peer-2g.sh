@@ -130,24 +130,34 @@ PORT=$(free_port)
 CPORT=$(free_port)
 KA=()
 [ -n "$KEEPALIVE_MS" ] && KA=(--keepalive-ms "$KEEPALIVE_MS")
-node "$PEER/server.mjs" --port "$PORT" --dir "$WORK/peer-server" --control-port "$CPORT" "${KA[@]}" >"$WORK/server.log" 2>&1 &
-SRV_PID=$!
-PIDS+=("$SRV_PID")
-wait_port "$CPORT"
-wait_port "$PORT"
+start_server() {
+  node "$PEER/server.mjs" --port "$PORT" --dir "$WORK/peer-server" --control-port "$CPORT" "${KA[@]}" >>"$WORK/server.log" 2>&1 &
+  SRV_PID=$!
+  PIDS+=("$SRV_PID")
+  wait_port "$CPORT"
+  wait_port "$PORT"
+}
+start_server
 
 echo "== the filler: $RECORDS records synced up through the plain proxy (untimed)" >&2
 start_link proxy --target "127.0.0.1:$PORT"
 F=(--dir "$WORK/filler" --index "$WORK/filler.urls")
 node "$PEER/client.mjs" create "${F[@]}" --records "$WORK/commune.json" --from 0 --to "$RECORDS" >/dev/null
-# The server's storage check sometimes finds a document missing right after the first sync (a
-# fresh adapter reading files still being written?); the filler then syncs again, up to 3 times.
-for attempt in 1 2 3; do
+# The peer does not always get this right at the first go (seen on this machine: a sync whose
+# client waits for ever for the server's heads of a few documents; a sync that ends with every
+# document at the server's heads but one of them absent from the server's files, still absent
+# after more syncs). So the filler's sync is capped at 300 s and its result checked in the
+# server's files; after a failure the server is restarted (it reloads from its files) and the
+# filler syncs again, up to 4 times. Untimed setup; the attempts are printed on stderr.
+for attempt in 1 2 3 4; do
   FILL=$(node "$PEER/client.mjs" sync "${F[@]}" --url "ws://$(field "$OUT" listen)" --control "$(field "$OUT" control)" \
-    --server-control "http://127.0.0.1:$CPORT" --flush --verify)
+    --server-control "http://127.0.0.1:$CPORT" --flush --verify --cap-s 300 2>>"$WORK/filler.log") || FILL='{"failed":true}'
   echo "   filler, sync $attempt: $FILL" >&2
-  node -e 'const r=JSON.parse(process.argv[1]); process.exit(r.verify.checked === Number(process.argv[2]) && !r.verify.missing && !r.verify.stale ? 0 : 1)' "$FILL" "$RECORDS" && break
-  [ "$attempt" = 3 ] && { echo "the filler did not fill the server" >&2; exit 1; }
+  node -e 'const r=JSON.parse(process.argv[1]); process.exit(r.verify && r.verify.checked === Number(process.argv[2]) && !r.verify.missing && !r.verify.stale ? 0 : 1)' "$FILL" "$RECORDS" && break
+  [ "$attempt" = 4 ] && { echo "the filler did not fill the server" >&2; tail -n 20 "$WORK/filler.log" >&2; exit 1; }
+  echo "   the server's files miss documents: restarting the server" >&2
+  kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true
+  start_server
 done
 
 start_link slowlink --target "127.0.0.1:$PORT" --down "$DOWN" --up "$UP" --connect-ms "$CONNECT_MS" --cut-s "$CUT_S"

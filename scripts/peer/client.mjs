@@ -8,7 +8,7 @@
 //   node client.mjs edit --dir D --index F --count N --value V
 //       offline: status = V in the first N documents of F.
 //   node client.mjs sync --dir D --index F --url ws://… --control HOST:PORT
-//                        --server-control http://… [--skip S] [--only N] [--flush] [--verify]
+//                        --server-control http://… [--skip S] [--only N] [--flush] [--verify] [--cap-s S]
 //       the timed part; prints one JSON line. The clock starts before the Repo is made (an app
 //       starting up with its documents on disk). Every document of F (or the first N) is
 //       found (after skipping S; loaded from the client's storage, which also starts its sync with the server).
@@ -18,6 +18,7 @@
 //       repo.flush() (over the control port, outside the proxy) has returned, i.e. every
 //       document is written to the server's files: `wall_ms`. Bytes: the proxy's counts, both
 //       directions (WebSocket upgrade and frames included), reset just before the clock starts.
+//       Fails if the documents are not synced --cap-s (1800) seconds after loading.
 //   node client.mjs join --dir D --index F --url ws://… --control HOST:PORT --server-control http://…
 //                        --push-records R.json [--cap-s S] [--retry-ms MS] [--down B/S --up B/S --link TEXT]
 //       bench-2g's newcomer (scripts/bench-peer-2g.sh): one Repo, empty storage D, knowing the
@@ -115,6 +116,7 @@ async function sync() {
   if (opt("--only")) urls = urls.slice(0, Number(opt("--only")))
   const ctl = req("--control")
   const serverControl = req("--server-control")
+  const capMs = Number(opt("--cap-s") ?? 1800) * 1000
   await control(ctl, "reset")
 
   const t0 = performance.now()
@@ -132,7 +134,7 @@ async function sync() {
     const peer = repo.peers[0]
     sid = peer && repo.getStorageIdOfPeer(peer)
     if (!sid) await new Promise(r => setTimeout(r, 2))
-    if (performance.now() - tOpen > 600_000) throw new Error("no server peer 600 s after loading the documents")
+    if (performance.now() - tOpen > Math.min(capMs, 600_000)) throw new Error("no server peer 600 s after loading the documents")
   }
   let left = 0
   await new Promise((resolve, reject) => {
@@ -153,10 +155,10 @@ async function sync() {
     if (pending.size === 0) resolve()
     const timer = setInterval(() => {
       if (pending.size === 0) return clearInterval(timer)
-      if (performance.now() - tOpen > 1_800_000) {
+      if (performance.now() - tOpen > capMs) {
         clearInterval(timer)
         left = pending.size
-        reject(new Error(`${left} documents not synced 1,800 s after loading`))
+        reject(new Error(`${left} documents not synced ${capMs / 1000} s after loading`))
       }
     }, 1000)
     timer.unref()

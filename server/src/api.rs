@@ -136,7 +136,7 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
         TokenError::Invalid => AppError::unauthorized("invalid access token"),
     })?;
     let user = state.db.get_user(&claims.sub)?.ok_or_else(|| AppError::unauthorized("invalid access token"))?;
-    if user.disabled || user.session_epoch != claims.ep {
+    if user.disabled || user.session_epoch != claims.ep || (!claims.fam.is_empty() && state.db.refresh_family_revoked(&claims.fam)?) {
         return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this session has ended: log in again"));
     }
     // Fails closed: a token whose device is not (or no longer) registered is treated as revoked,
@@ -255,7 +255,7 @@ mod token_tests {
         db.put_user(&user, true, None).unwrap();
         let state = AppState::new(db.clone()).unwrap();
         let p = Principal { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "phone-1".into() };
-        let token = state.keys.issue_access(&p, 0);
+        let token = state.keys.issue_access(&p, 0, None);
         let refused = principal_from_token(&state, &token).err().expect("no device record: refused");
         assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, "device_revoked"));
         let now = now_secs();
@@ -304,10 +304,9 @@ fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAd
 }
 
 async fn tokens_response(state: &Shared, p: &Principal, epoch: u64) -> AppResult<Value> {
-    let access = state.keys.issue_access(p, epoch);
     let (db, u, d) = (state.db.clone(), p.username.clone(), p.device_id.clone());
-    let refresh = blocking(move || Ok(db.issue_refresh(&u, &d, None)?)).await?;
-    Ok(tokens_json(access, refresh))
+    let (refresh, family) = blocking(move || Ok(db.issue_refresh(&u, &d, epoch)?)).await?;
+    Ok(tokens_json(state.keys.issue_access(p, epoch, Some(&family)), refresh))
 }
 
 fn tokens_json(access: String, refresh: String) -> Value {
@@ -485,11 +484,18 @@ async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(b
     if device.map(|d| d.revoked).unwrap_or(true) {
         return Err(device_revoked());
     }
+    if user.session_epoch != rotation.epoch {
+        // The password, role or org unit changed since this login (a reset after a phishing):
+        // the family ends here, the phone logs in again.
+        let (db, family) = (state.db.clone(), rotation.family.clone());
+        blocking(move || Ok(db.revoke_refresh_family(&family)?)).await?;
+        return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "the account changed since this login (password, role or org unit): log in again"));
+    }
     let p = Principal { username: user.username.clone(), role: user.role, org_unit: user.org_unit.clone(), device_id: rotation.device_id };
     let db = state.db.clone();
     let ev = audit(&p, "token_refresh", "");
     blocking(move || Ok(db.audit(ev.expect("event"))?)).await?;
-    Ok(axum::Json(tokens_json(state.keys.issue_access(&p, user.session_epoch), rotation.token)).into_response())
+    Ok(axum::Json(tokens_json(state.keys.issue_access(&p, user.session_epoch, Some(&rotation.family)), rotation.token)).into_response())
 }
 
 async fn logout(State(state): State<Shared>, Authed(p): Authed, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<StatusCode> {
@@ -602,8 +608,12 @@ pub async fn update_user_checked(state: &Shared, by: &Principal, username: &str,
     }
     if let Some(pw) = b.password {
         auth::check_password_policy(&pw).map_err(AppError::bad_request)?;
-        let _permit = state.hashing.acquire().await.map_err(|_| AppError::internal())?;
-        user.password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw)).await?;
+        let permit = state.hashing.clone().acquire_owned().await.map_err(|_| AppError::internal())?;
+        user.password_hash = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            auth::hash_password(&pw)
+        })
+        .await?;
         end_sessions = true;
     }
     if end_sessions {

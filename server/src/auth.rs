@@ -80,6 +80,10 @@ pub struct Claims {
     pub aud: String,
     pub iat: i64,
     pub exp: i64,
+    /// The refresh-token family the token was issued with ("" for none): when that family is
+    /// revoked (reuse detected, logout), its access tokens stop working at once.
+    #[serde(default)]
+    pub fam: String,
 }
 
 /// The server's signing keys.
@@ -105,7 +109,7 @@ impl Keys {
         })
     }
 
-    pub fn issue_access(&self, p: &Principal, epoch: u64) -> String {
+    pub fn issue_access(&self, p: &Principal, epoch: u64, family: Option<&str>) -> String {
         let now = now_secs();
         let claims = Claims {
             sub: p.username.clone(),
@@ -117,6 +121,7 @@ impl Keys {
             aud: AUDIENCE.into(),
             iat: now,
             exp: now + ACCESS_TTL_SECS,
+            fam: family.unwrap_or_default().to_string(),
         };
         jsonwebtoken::encode(&Header::new(jsonwebtoken::Algorithm::EdDSA), &claims, &self.encoding).expect("EdDSA signing")
     }
@@ -149,6 +154,10 @@ struct RefreshRecord {
     family: String,
     expires_at: i64,
     used: bool,
+    /// The user's session epoch at login: a password, role or org-unit change (which moves the
+    /// epoch) ends the family.
+    #[serde(default)]
+    epoch: u64,
     /// When it was used, and the hash of the token issued in its place.
     #[serde(default)]
     used_at: i64,
@@ -166,6 +175,8 @@ pub struct Rotation {
     pub username: String,
     pub device_id: String,
     pub family: String,
+    /// The user's session epoch when the family began.
+    pub epoch: u64,
     /// The new refresh token (its hash is stored, never the token).
     pub token: String,
 }
@@ -190,22 +201,36 @@ pub enum RefreshError {
 }
 
 impl Db {
-    /// Issues a new refresh token in `family` (a new family when `None`).
-    pub fn issue_refresh(&self, username: &str, device_id: &str, family: Option<String>) -> Result<String, DbError> {
+    /// Issues the first refresh token of a new family, for a login at the user's session
+    /// `epoch`. Returns the token and the family.
+    pub fn issue_refresh(&self, username: &str, device_id: &str, epoch: u64) -> Result<(String, String), DbError> {
         let token = random_token();
         let rec = RefreshRecord {
             username: username.into(),
             device_id: device_id.into(),
-            family: family.unwrap_or_else(random_token),
+            family: random_token(),
             expires_at: now_secs() + REFRESH_TTL_SECS,
             used: false,
+            epoch,
             used_at: 0,
             successor: None,
         };
         let mut b = Batch::default();
         b.put(key("rt/", &[token_hash(&token).as_bytes()]), to_json(&rec));
         self.commit(b)?;
-        Ok(token)
+        Ok((token, rec.family))
+    }
+
+    /// Whether a refresh-token family was revoked (reuse, logout, a changed account).
+    pub fn refresh_family_revoked(&self, family: &str) -> Result<bool, DbError> {
+        Ok(self.kv().get(&key("rf/", &[family.as_bytes()]))?.is_some())
+    }
+
+    /// Revokes a refresh-token family.
+    pub fn revoke_refresh_family(&self, family: &str) -> Result<(), DbError> {
+        let mut b = Batch::default();
+        b.put(key("rf/", &[family.as_bytes()]), b"revoked".to_vec());
+        self.commit(b)
     }
 
     /// Exchanges a refresh token for a new one of its family, marking it used (in one write).
@@ -259,6 +284,7 @@ impl Db {
             family: rec.family.clone(),
             expires_at: now + REFRESH_TTL_SECS,
             used: false,
+            epoch: rec.epoch,
             used_at: 0,
             successor: None,
         };
@@ -268,7 +294,7 @@ impl Db {
         rec.successor = Some(token_hash(&next));
         b.put(k, to_json(&rec));
         self.commit(b)?;
-        Ok(Ok(Rotation { username: rec.username, device_id: rec.device_id, family: rec.family, token: next }))
+        Ok(Ok(Rotation { username: rec.username, device_id: rec.device_id, family: rec.family, epoch: rec.epoch, token: next }))
     }
 
     /// Revokes the family of a refresh token (logout).
@@ -305,7 +331,7 @@ mod tests {
     fn tokens_verify_and_forgeries_fail() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let keys = Keys::load(&db).unwrap();
-        let t = keys.issue_access(&principal(), 0);
+        let t = keys.issue_access(&principal(), 0, None);
         assert_eq!(keys.verify_access(&t).unwrap().sub, "u");
         // Same key after reload from the store.
         assert!(Keys::load(&db).unwrap().verify_access(&t).is_ok());
@@ -338,7 +364,7 @@ mod tests {
         let keys = Keys::load(&db).unwrap();
         let now = now_secs();
         let mk = |aud: &str, exp: i64| {
-            let c = Claims { sub: "u".into(), role: Role::Admin, org: "04".into(), dev: "d".into(), ep: 0, iss: ISSUER.into(), aud: aud.into(), iat: now, exp };
+            let c = Claims { sub: "u".into(), role: Role::Admin, org: "04".into(), dev: "d".into(), ep: 0, iss: ISSUER.into(), aud: aud.into(), iat: now, exp, fam: String::new() };
             jsonwebtoken::encode(&Header::new(jsonwebtoken::Algorithm::EdDSA), &c, &keys.encoding).unwrap()
         };
         assert_eq!(keys.verify_access(&mk(AUDIENCE, now - 120)).unwrap_err(), TokenError::Expired);
@@ -349,7 +375,7 @@ mod tests {
     #[test]
     fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
-        let t1 = db.issue_refresh("u", "d1", None).unwrap();
+        let (t1, _) = db.issue_refresh("u", "d1", 0).unwrap();
         let r1 = db.use_refresh(&t1).unwrap().unwrap();
         assert_eq!((r1.username.as_str(), r1.device_id.as_str()), ("u", "d1"));
         let r2 = db.use_refresh(&r1.token).unwrap().unwrap();
@@ -363,7 +389,7 @@ mod tests {
     #[test]
     fn a_refresh_whose_answer_was_lost_may_be_retried_once_its_successor_is_unused() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
-        let t1 = db.issue_refresh("u", "d1", None).unwrap();
+        let (t1, _) = db.issue_refresh("u", "d1", 0).unwrap();
         let lost = db.use_refresh(&t1).unwrap().unwrap();
         let retried = db.use_refresh(&t1).unwrap().unwrap();
         assert_eq!(retried.family, lost.family);

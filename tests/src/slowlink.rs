@@ -40,7 +40,9 @@ impl Link {
 
     pub fn describe(&self) -> String {
         let cut = self.cut_every.map(|c| format!("cut every {} s", c.as_secs_f64())).unwrap_or_else(|| "no cuts".into());
-        format!("{:.0} KB/s down, {:.0} KB/s up, {:.1} s per connection, {cut}", self.down / 1000.0, self.up / 1000.0, self.connect_delay.as_secs_f64())
+        // 8 KB/s, 1.5 KB/s: no needless ".0", no rounding away of a half.
+        let kb = |b: f64| format!("{}", (b / 100.0).round() / 10.0);
+        format!("{} KB/s down, {} KB/s up, {:.1} s per connection, {cut}", kb(self.down), kb(self.up), self.connect_delay.as_secs_f64())
     }
 }
 

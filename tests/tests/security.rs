@@ -1690,3 +1690,28 @@ async fn a_sync_request_asking_more_work_than_any_page_is_refused() {
     api.sync(&officer.access, many.encode()).await.expect_error(400, "6,000 records asked whole");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_ends_phone_sessions_and_a_reused_refresh_cuts_access_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let admin = api.login("admin", None).await;
+    // A phished session, then the admin resets the password.
+    let phished = api.login("officer2", Some("thief-phone")).await;
+    let r = api.call("PATCH", "/api/v1/users/officer2", Some(&admin.access), Body::Json(&json!({"password": "a-new-password-2026"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (code, _) = api.refresh(&phished.refresh).await.expect_error(401, "a refresh token from before the reset");
+    assert_eq!(code, "session_ended");
+    api.get("/api/v1/me", &phished.access).await.expect_error(401, "an access token from before the reset");
+
+    // A refresh token used twice: the family's live access token stops at once.
+    let first = api.login("officer3", Some("officer3-phone")).await;
+    let r = api.refresh(&first.refresh).await;
+    let second_access = r.json()["access_token"].as_str().unwrap().to_string();
+    let second_refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(api.refresh(&second_refresh).await.status, 200);
+    api.refresh(&first.refresh).await.expect_error(401, "reuse");
+    api.get("/api/v1/me", &second_access).await.expect_error(401, "an access token of a revoked family");
+    server.stop().await;
+}
