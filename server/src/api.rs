@@ -22,7 +22,7 @@ use crate::auth::{self, Keys, RefreshError, TokenError};
 use crate::throttle::Throttle;
 use crate::db::{now_secs, AuditEvent, Db};
 use crate::error::{AppError, AppResult};
-use crate::model::{Device, OrgUnit, Principal, Role, User};
+use crate::model::{Device, OrgTree, OrgUnit, Principal, Role, User};
 
 /// Shared state of the HTTP layer.
 pub struct AppState {
@@ -161,6 +161,43 @@ fn require_admin(p: &Principal) -> AppResult<()> {
         Ok(())
     } else {
         Err(AppError::forbidden("only an admin may do this"))
+    }
+}
+
+/// An admin acting on `unit`: only inside the admin's own subtree (`Principal::may_administer`).
+pub fn require_admin_of(p: &Principal, tree: &OrgTree, unit: &str) -> AppResult<()> {
+    require_admin(p)?;
+    if tree.get(unit).is_none() {
+        return Err(AppError::not_found("unknown org unit"));
+    }
+    if p.may_administer(tree, unit) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden("that org unit is outside the units you administer"))
+    }
+}
+
+/// A user of `role` on `unit`: the unit exists and the role fits its level (`Role::fits`).
+pub fn check_role_fits(tree: &OrgTree, role: Role, unit: &str) -> AppResult<()> {
+    let u = tree.get(unit).ok_or_else(|| AppError::bad_request(format!("unknown org unit `{}`", unit.chars().take(20).collect::<String>())))?;
+    if role.fits(tree, u) {
+        Ok(())
+    } else {
+        Err(AppError::bad_request(format!("a {role} cannot be assigned to `{}`, a {}", u.code, u.level)))
+    }
+}
+
+/// An admin adding or changing `unit`: it (if it exists) and its new parent must be in the
+/// admin's subtree. A unit without a parent (a province) is added with the command line
+/// (`gesync-server admin add-org-unit`), by whoever runs the server.
+pub fn check_org_unit_change(p: &Principal, tree: &OrgTree, unit: &OrgUnit) -> AppResult<()> {
+    require_admin(p)?;
+    if tree.get(&unit.code).is_some() {
+        require_admin_of(p, tree, &unit.code)?;
+    }
+    match &unit.parent {
+        Some(parent) => require_admin_of(p, tree, parent),
+        None => Err(AppError::forbidden("a unit without a parent (a province) is added with `gesync-server admin add-org-unit`")),
     }
 }
 
@@ -527,7 +564,8 @@ async fn list_users(State(state): State<Shared>, Authed(p): Authed) -> AppResult
     require_admin(&p)?;
     let db = state.db.clone();
     let users = blocking(move || Ok(db.list_users()?)).await?;
-    Ok(axum::Json(Value::Array(users.iter().map(user_json).collect())))
+    let tree = state.db.tree();
+    Ok(axum::Json(Value::Array(users.iter().filter(|u| p.may_administer(&tree, &u.org_unit)).map(user_json).collect())))
 }
 
 #[derive(Deserialize)]
@@ -546,9 +584,9 @@ pub async fn create_user_checked(state: &Shared, by: &Principal, nu: NewUserInpu
     }
     let role: Role = nu.role.parse().map_err(AppError::bad_request)?;
     auth::check_password_policy(&nu.password).map_err(AppError::bad_request)?;
-    if state.db.tree().get(&nu.org_unit).is_none() {
-        return Err(AppError::bad_request(format!("unknown org unit `{}`", nu.org_unit.chars().take(20).collect::<String>())));
-    }
+    let tree = state.db.tree();
+    check_role_fits(&tree, role, &nu.org_unit)?;
+    require_admin_of(by, &tree, &nu.org_unit)?;
     let hash = {
         let _permit = state.hashing.acquire().await.map_err(|_| AppError::internal())?;
         let pw = nu.password.clone();
@@ -590,17 +628,23 @@ pub async fn update_user_checked(state: &Shared, by: &Principal, username: &str,
     let db = state.db.clone();
     let un = username.to_string();
     let mut user = blocking(move || Ok(db.get_user(&un)?)).await?.ok_or_else(|| AppError::not_found("no such user"))?;
+    let tree = state.db.tree();
+    require_admin_of(by, &tree, &user.org_unit)?;
     let mut end_sessions = false;
     if let Some(r) = b.role {
         user.role = r.parse().map_err(AppError::bad_request)?;
         end_sessions = true;
     }
     if let Some(ou) = b.org_unit {
-        if state.db.tree().get(&ou).is_none() {
+        if tree.get(&ou).is_none() {
             return Err(AppError::bad_request("unknown org unit"));
         }
+        require_admin_of(by, &tree, &ou)?;
         user.org_unit = ou;
         end_sessions = true;
+    }
+    if end_sessions {
+        check_role_fits(&tree, user.role, &user.org_unit)?;
     }
     if let Some(d) = b.disabled {
         end_sessions |= d && !user.disabled;
@@ -635,10 +679,10 @@ async fn update_user(State(state): State<Shared>, Authed(p): Authed, Path(userna
 async fn list_devices(State(state): State<Shared>, Authed(p): Authed, Path(username): Path<String>) -> AppResult<axum::Json<Value>> {
     require_admin(&p)?;
     let db = state.db.clone();
+    let tree = state.db.tree();
     let devices = blocking(move || {
-        if db.get_user(&username)?.is_none() {
-            return Err(AppError::not_found("no such user"));
-        }
+        let user = db.get_user(&username)?.ok_or_else(|| AppError::not_found("no such user"))?;
+        require_admin_of(&p, &tree, &user.org_unit)?;
         Ok(db.list_devices(&username)?)
     })
     .await?;
@@ -649,7 +693,10 @@ async fn list_devices(State(state): State<Shared>, Authed(p): Authed, Path(usern
 pub async fn revoke_device_checked(state: &Shared, by: &Principal, username: String, device_id: String) -> AppResult<()> {
     let db = state.db.clone();
     let ev = audit(by, "device_revoke", format!("{username}/{device_id}"));
+    let (by, tree) = (by.clone(), state.db.tree());
     blocking(move || {
+        let user = db.get_user(&username)?.ok_or_else(|| AppError::not_found("no such user"))?;
+        require_admin_of(&by, &tree, &user.org_unit)?;
         let mut d = db.get_device(&username, &device_id)?.ok_or_else(|| AppError::not_found("no such device"))?;
         d.revoked = true;
         db.put_device(&d, ev)?;
@@ -698,6 +745,8 @@ async fn add_org_unit(State(state): State<Shared>, Authed(p): Authed, JsonBody(b
         level: b.level.unwrap_or_else(|| default_level(parent_level.as_deref()).to_string()),
         parent: b.parent,
     };
+    state.db.check_org_unit(&unit)?;
+    check_org_unit_change(&p, &tree, &unit)?;
     let db = state.db.clone();
     let u2 = unit.clone();
     let ev = audit(&p, "org_unit_put", unit.code.clone());
@@ -719,6 +768,7 @@ async fn set_target(
         pairs.push((y, v));
     }
     let m = Milestones::new(pairs).map_err(|e| AppError::bad_request(e.to_string()))?;
+    require_admin_of(&p, &state.db.tree(), &org_unit)?;
     let db = state.db.clone();
     let ev = audit(&p, "target_set", format!("{org_unit}/{ind}"));
     blocking(move || Ok(db.set_target(&org_unit, ind, &m, ev)?)).await?;

@@ -245,8 +245,12 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let password = password.trim_end_matches(['\n', '\r']).to_string();
             auth::check_password_policy(&password)?;
             let db = open_existing(&data_dir)?;
-            if db.tree().get(&org_unit).is_none() {
+            let tree = db.tree();
+            let Some(unit) = tree.get(&org_unit) else {
                 return Err(format!("unknown org unit `{org_unit}`: add it first with `gesync-server admin add-org-unit`"));
+            };
+            if !role.fits(&tree, unit) {
+                return Err(format!("a {role} cannot be assigned to `{org_unit}`, a {}", unit.level));
             }
             let user = User { username: username.clone(), role, org_unit, password_hash: auth::hash_password(&password), disabled: false, session_epoch: 0 };
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "user_create", target: username.clone() };

@@ -197,6 +197,16 @@ impl Db {
 
     /// Adds an org unit, or updates its name/parent/level (moving it in the tree).
     pub fn put_org_unit(&self, unit: OrgUnit, audit: Option<AuditEvent>) -> Result<(), DbError> {
+        self.check_org_unit(&unit)?;
+        let name = unit.name.trim().to_string();
+        let mut batch = Batch::default();
+        batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&OrgUnit { name, ..unit }));
+        self.commit_audited(batch, audit)?;
+        self.reload_tree()
+    }
+
+    /// Whether `unit` may be written as it is (code, name, level, an existing parent, no cycle).
+    pub fn check_org_unit(&self, unit: &OrgUnit) -> Result<(), DbError> {
         if !sync_protocol::schema::is_org_unit_code(&unit.code) {
             return Err(DbError::Invalid(format!("`{}` is not an org-unit code (2 to 12 digits)", unit.code)));
         }
@@ -216,10 +226,7 @@ impl Db {
                 return Err(DbError::Invalid(format!("moving `{}` under `{parent}` would make a cycle", unit.code)));
             }
         }
-        let mut batch = Batch::default();
-        batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&OrgUnit { name: name.to_string(), ..unit }));
-        self.commit_audited(batch, audit)?;
-        self.reload_tree()
+        Ok(())
     }
 
     // ---- users and devices -----------------------------------------------------------------

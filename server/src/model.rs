@@ -206,6 +206,30 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// May this principal manage `org_unit` (its users and their devices, its targets, the
+    /// units under it)? Admins only, and only inside their own unit's subtree: the admin of one
+    /// province does not manage another's.
+    pub fn may_administer(&self, tree: &OrgTree, org_unit: &str) -> bool {
+        self.is_admin() && tree.is_within(org_unit, &self.org_unit)
+    }
+}
+
+impl Role {
+    /// Whether a user of this role may be assigned to `unit`: a commune officer to a commune,
+    /// district staff to the level right above communes (a district, or a province whose
+    /// communes hang directly under it since 2025), province staff to a province, an admin to
+    /// any unit. A role on the wrong level would widen its scope (an officer given a province
+    /// code would sync the whole province).
+    pub fn fits(self, tree: &OrgTree, unit: &OrgUnit) -> bool {
+        let has_communes = || tree.children(&unit.code).iter().any(|c| tree.get(c).is_some_and(|u| u.level == COMMUNE_LEVEL));
+        match self {
+            Role::Admin => true,
+            Role::ProvinceStaff => unit.level == "province",
+            Role::DistrictStaff => unit.level == "district" || (unit.level == "province" && has_communes()),
+            Role::CommuneOfficer => unit.level == COMMUNE_LEVEL,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -254,5 +278,20 @@ mod tests {
         assert!(province.may_read_figures_of(&t, "047"));
         assert!(!district.may_read_figures_of(&t, "04"));
         assert!(p(Role::Admin, "04").record_communes(&t).is_empty());
+    }
+
+    #[test]
+    fn admins_manage_their_subtree_and_roles_fit_levels() {
+        let t = tree();
+        let admin = Principal { username: "a".into(), role: Role::Admin, org_unit: "047".into(), device_id: "d".into() };
+        assert!(admin.may_administer(&t, "047") && admin.may_administer(&t, "01234"));
+        assert!(!admin.may_administer(&t, "048") && !admin.may_administer(&t, "04"));
+        let unit = |c: &str| t.get(c).unwrap().clone();
+        assert!(Role::CommuneOfficer.fits(&t, &unit("01234")));
+        assert!(!Role::CommuneOfficer.fits(&t, &unit("04")), "an officer on a province would sync all of it");
+        assert!(Role::DistrictStaff.fits(&t, &unit("047")));
+        assert!(Role::DistrictStaff.fits(&t, &unit("04")), "04 has a commune right under it (two-level map)");
+        assert!(!Role::DistrictStaff.fits(&t, &unit("01234")));
+        assert!(Role::ProvinceStaff.fits(&t, &unit("04")) && !Role::ProvinceStaff.fits(&t, &unit("047")));
     }
 }

@@ -72,7 +72,8 @@ fn role_options(lang: Lang, selected: Option<Role>) -> Markup {
 pub async fn users(State(state): State<Shared>, web: Web, Query(q): Query<Done>) -> WebResult {
     web.require_admin()?;
     let db = state.db.clone();
-    let users = blocking(move || Ok(db.list_users()?)).await?;
+    let tree = state.db.tree();
+    let users: Vec<_> = blocking(move || Ok(db.list_users()?)).await?.into_iter().filter(|u| web.p().may_administer(&tree, &u.org_unit)).collect();
     let tree = state.db.tree();
     let lang = web.lang;
     let body = html! {
@@ -145,6 +146,7 @@ pub async fn user(State(state): State<Shared>, web: Web, Path(username): Path<St
     })
     .await?;
     let tree = state.db.tree();
+    crate::api::require_admin_of(web.p(), &tree, &user.org_unit)?;
     let lang = web.lang;
     let base = format!("/admin/users/{}", seg(&user.username));
     let body = html! {
@@ -382,6 +384,8 @@ pub async fn put_org_unit(State(state): State<Shared>, Posted { web, form: f }: 
         l => l.to_string(),
     };
     let unit = OrgUnit { code: code.clone(), name: f.name, parent, level };
+    state.db.check_org_unit(&unit)?;
+    crate::api::check_org_unit_change(web.p(), &tree, &unit)?;
     let db = state.db.clone();
     let ev = event(web.p(), "org_unit_put", code);
     blocking(move || Ok(db.put_org_unit(unit, ev)?)).await?;
@@ -500,6 +504,7 @@ pub async fn set_target(State(state): State<Shared>, Posted { web, form: f }: Po
         _ => return Err(WebError::bad_input("targets are percentages from 0 to 100, e.g. 80 or 62,5")),
     };
     let m = Milestones::new([(2025, a), (2030, b)]).map_err(|_| WebError::bad_input("targets are percentages from 0 to 100, e.g. 80 or 62,5"))?;
+    crate::api::require_admin_of(web.p(), &state.db.tree(), &f.unit)?;
     let db = state.db.clone();
     let ev = event(web.p(), "target_set", format!("{}/{ind}", f.unit));
     let unit = f.unit.clone();
