@@ -907,6 +907,31 @@ mod tests {
     }
 
     #[test]
+    fn an_approval_never_misses_a_change_made_while_it_is_taken() {
+        let db = db_with_commune();
+        let reviewer = Principal { username: "d".into(), role: Role::DistrictStaff, org_unit: "047".into(), device_id: "w".into() };
+        let period: indicators::Period = "2025".parse().unwrap();
+        // A phone's push arrives right after the approval read the figures: it must either wait
+        // and then flag the approval, or be in the figures.
+        let writer: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<RecordId>>>> = Default::default();
+        let (db2, w2) = (db.clone(), writer.clone());
+        crate::review::AFTER_FIGURES_READ.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                let db = db2.clone();
+                *w2.lock().unwrap() = Some(std::thread::spawn(move || push_one(&db)));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }))
+        });
+        db.approve(&reviewer, "047", period).unwrap();
+        crate::review::AFTER_FIGURES_READ.with(|h| h.borrow_mut().take());
+        writer.lock().unwrap().take().unwrap().join().unwrap();
+        let stored = db.approvals_under("047").unwrap().into_iter().find(|a| a.period == "2025").unwrap();
+        let now = serde_json::to_value(db.indicators("047", period).unwrap()).unwrap();
+        assert!(stored.changes_after == 1 || stored.figures == now, "the change is neither in the approved figures nor flagged");
+        assert_eq!(stored.changes_after, 1, "the push waited for the approval and flagged it");
+    }
+
+    #[test]
     fn a_retried_push_is_acknowledged_without_a_second_write() {
         let db = db_with_commune();
         let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();

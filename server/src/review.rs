@@ -152,6 +152,13 @@ fn forbidden(msg: &str) -> DbError {
     DbError::Forbidden(msg.to_string())
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Runs inside `approve` between reading the figures and writing the approval (tests widen
+    /// that window to show nothing can slip into it).
+    pub(crate) static AFTER_FIGURES_READ: std::cell::RefCell<Option<Box<dyn Fn()>>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Db {
     /// Checks that `who` may review (see conflicts, duplicates) the records under `unit`.
     fn check_reviewer(&self, who: &Principal, unit: &str) -> Result<(), DbError> {
@@ -361,11 +368,16 @@ impl Db {
     /// Approves `unit`'s figures for `period`: refused while a conflict is open under it.
     pub fn approve(&self, who: &Principal, unit: &str, period: indicators::Period) -> Result<Approval, DbError> {
         self.check_reviewer(who, unit)?;
+        // Under the feed lock from the figures read to the write: a change either lands before
+        // (and is in the approved figures) or after (and flags the approval), never in between.
+        let _w = self.inner.feed_lock.write().expect("feed lock");
         let open = self.open_conflicts(unit)?;
         if open > 0 {
             return Err(DbError::Conflict(format!("{open} record(s) with open conflicts under {unit}: resolve them before approving")));
         }
         let figures = serde_json::to_value(self.indicators(unit, period)?).expect("report serialises");
+        #[cfg(test)]
+        AFTER_FIGURES_READ.with(|h| h.borrow().as_ref().map(|h| h()));
         let approval = Approval {
             org_unit: unit.to_string(),
             period: period.to_string(),
@@ -377,8 +389,6 @@ impl Db {
         };
         let mut batch = Batch::default();
         batch.put(key("ap/", &[unit.as_bytes(), period.to_string().as_bytes()]), to_json(&approval));
-        // Under the feed lock, so no record change slips between the figures read and the write.
-        let _w = self.inner.feed_lock.write().expect("feed lock");
         self.commit_audited(batch, Some(AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") }))?;
         Ok(approval)
     }
