@@ -35,6 +35,11 @@ use crate::store::Batch;
 const HISTORY: usize = 8;
 /// Records per pull page at most.
 pub const PAGE_RECORDS: usize = 2000;
+/// Largest stored document of one record. A case record is a few KB; this leaves room for years
+/// of edits while no single record can grow without bound (each new phone must pull it).
+pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+/// Most new changes one push may bring to one record.
+pub const MAX_CHANGES_PER_PUSH: usize = 5_000;
 /// Most feed entries counted for `remaining` per commune (a progress figure, not a promise).
 const COUNT_CAP: usize = 100_000;
 
@@ -302,7 +307,11 @@ impl Db {
         // Every change's actor must belong to this device (or be new, and then it becomes this
         // device's): a phone cannot write in another device's name.
         let mut new_actors = Vec::new();
-        for change in doc.get_changes(old_heads) {
+        let changes = doc.get_changes(old_heads);
+        if changes.len() > MAX_CHANGES_PER_PUSH {
+            return Ok(reject(format!("{} changes in one push to one record: at most {MAX_CHANGES_PER_PUSH}", changes.len())));
+        }
+        for change in changes {
             let actor = change.actor_id().to_hex_string();
             if new_actors.contains(&actor) {
                 continue;
@@ -321,10 +330,18 @@ impl Db {
         while history.len() > HISTORY {
             history.pop_front();
         }
+        let doc_bytes = doc::save_record(&mut doc);
+        if doc_bytes.len() > MAX_RECORD_BYTES {
+            return Ok(reject(format!(
+                "the record would be {} KB, more than the {} KB one record may hold: start a new record for further notes",
+                doc_bytes.len() / 1024,
+                MAX_RECORD_BYTES / 1024
+            )));
+        }
         Ok(Verdict::Write(Box::new(Prepared {
             id,
             base_seq: meta.as_ref().map(|m| m.seq),
-            doc_bytes: doc::save_record(&mut doc),
+            doc_bytes,
             old_contribution: meta.as_ref().and_then(|m| m.contribution.clone()),
             meta: RecordMeta {
                 kind,
@@ -929,6 +946,29 @@ mod tests {
         let now = serde_json::to_value(db.indicators("047", period).unwrap()).unwrap();
         assert!(stored.changes_after == 1 || stored.figures == now, "the change is neither in the approved figures nor flagged");
         assert_eq!(stored.changes_after, 1, "the push waited for the approval and flagged it");
+    }
+
+    #[test]
+    fn a_record_is_bounded_in_size_and_in_changes_per_push() {
+        let db = db_with_commune();
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        let id = RecordId::random();
+        let push = |d: &mut AutoCommit| db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() }).unwrap().results[0].outcome.clone();
+        assert_eq!(push(&mut d), PushOutcome::Accepted);
+        // Many small edits in one push.
+        for i in 0..=MAX_CHANGES_PER_PUSH {
+            doc::set_path(&mut d, "title", &json!(format!("v{i}"))).unwrap();
+        }
+        assert!(matches!(push(&mut d), PushOutcome::Rejected { reason } if reason.contains("changes")));
+        // A document grown past the bound (incompressible notes rewritten many times).
+        let mut big = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        let mut x: u64 = 1;
+        for _ in 0..300 {
+            let text: String = (0..8000).map(|_| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); char::from(b'a' + (x >> 59) as u8 % 26) }).collect();
+            doc::set_path(&mut big, "title", &json!(text)).unwrap();
+        }
+        let r = db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id: RecordId::random(), changes: big.save(), heads: heads_to_wire(&big.get_heads()) }], ..Default::default() }).unwrap();
+        assert!(matches!(&r.results[0].outcome, PushOutcome::Rejected { reason } if reason.contains("KB")), "{:?}", r.results);
     }
 
     #[test]
