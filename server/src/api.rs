@@ -39,7 +39,13 @@ pub struct AppState {
     pub limits: crate::conn::Limits,
     /// Proxies whose `X-Forwarded-For` names the client (see [`ClientIp`]).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Sync requests in flight per user (see [`SyncSlot`]).
+    pub syncs_in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
+
+/// Sync requests one user may have in flight at once: a phone syncs one page at a time, so a
+/// few cover a user's devices; more is one account making the server work for many.
+pub const SYNCS_PER_USER: usize = 4;
 
 /// Argon2 hashes run at once (48 MiB each).
 const HASHING_PERMITS: usize = 2;
@@ -86,6 +92,7 @@ impl AppState {
             hash_queue: std::sync::atomic::AtomicUsize::new(0),
             limits,
             trusted_proxies,
+            syncs_in_flight: Default::default(),
         }))
     }
 }
@@ -1065,12 +1072,57 @@ async fn approve_period(State(state): State<Shared>, Authed(p): Authed, JsonBody
 
 // ---- sync ------------------------------------------------------------------------------------
 
+/// The caller of a sync, holding one of its [`SYNCS_PER_USER`] slots from before the body is
+/// read until the answer is made (429 with `Retry-After` when none is free).
+pub struct SyncSlot {
+    p: Principal,
+    state: Shared,
+}
+
+impl FromRequestParts<Shared> for SyncSlot {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let Authed(p) = Authed::from_request_parts(parts, state).await?;
+        let mut in_flight = state.syncs_in_flight.lock().expect("sync slots");
+        let n = in_flight.entry(p.username.clone()).or_insert(0);
+        if *n >= SYNCS_PER_USER {
+            let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_syncs", "this account already has syncs in progress: try again shortly");
+            e.retry_after = Some(2);
+            return Err(e);
+        }
+        *n += 1;
+        Ok(SyncSlot { p, state: state.clone() })
+    }
+}
+
+impl Drop for SyncSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self.state.syncs_in_flight.lock().expect("sync slots");
+        if let Some(n) = in_flight.get_mut(&self.p.username) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.p.username);
+            }
+        }
+    }
+}
+
+/// Sets its flag when dropped: the handler holding it was abandoned (or finished).
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn sync(
     State(state): State<Shared>,
-    Authed(p): Authed,
+    slot: SyncSlot,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> AppResult<Response> {
+    let p = slot.p.clone();
     let body = body?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ct != CONTENT_TYPE {
@@ -1087,8 +1139,11 @@ async fn sync(
     m.sync_requests.fetch_add(1, Ordering::Relaxed);
     m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
     let db = state.db.clone();
+    // Work a client no longer waits for stops between records (the slot is freed with it).
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _abandon_on_drop = SetOnDrop(abandoned.clone());
     let (resp, bytes) = blocking(move || {
-        let resp = db.sync(&p, &req)?;
+        let resp = db.sync_unless(&p, &req, &abandoned)?;
         // Staff above a commune reading records through sync is audited as `GET /records` is:
         // who, where, how many; never what.
         let pulled = resp.pull.len() + usize::from(resp.part.as_ref().is_some_and(|part| part.offset + part.bytes.len() as u64 == part.total));

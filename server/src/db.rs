@@ -33,6 +33,9 @@ pub enum DbError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The request was abandoned (its client went away) before anything was written.
+    #[error("the request was abandoned")]
+    Cancelled,
 }
 
 pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> DbError {

@@ -57,6 +57,8 @@ impl From<DbError> for AppError {
             DbError::NotFound(m) => AppError::not_found(m),
             DbError::Conflict(m) => AppError::new(StatusCode::CONFLICT, "conflict", m),
             DbError::Forbidden(m) => AppError::forbidden(m),
+            // Nobody is listening any more; the status only shows in logs.
+            DbError::Cancelled => AppError::new(StatusCode::REQUEST_TIMEOUT, "abandoned", "the request was abandoned"),
             DbError::Store(e) => {
                 tracing::error!(error = %e, "storage error");
                 AppError::internal()

@@ -13,7 +13,7 @@
 //! the phone keeps and resumes, so a slow link that drops every half-minute still moves forward.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -242,6 +242,10 @@ impl Db {
                 return Ok(reject(format!("record {} belongs to a commune outside your scope", push.id)));
             }
         }
+        // Automerge inflates deflated chunks without a limit: bound them before it sees them.
+        if let Err(e) = sync_protocol::inflate::check_inflation(&push.changes, sync_protocol::inflate::MAX_INFLATED_BYTES) {
+            return Ok(reject(format!("the pushed changes are refused: {e}")));
+        }
         let mut doc = match self.load_doc(&push.id)? {
             Some(d) => d,
             None => AutoCommit::new(),
@@ -368,16 +372,22 @@ impl Db {
     /// Handles one sync request for `who`: pushes first (durably), then the pull. The caller
     /// has checked the request's size ([`check_request`]).
     pub fn sync(&self, who: &Principal, req: &SyncRequest) -> Result<SyncResponse, DbError> {
+        self.sync_unless(who, req, &AtomicBool::new(false))
+    }
+
+    /// [`Db::sync`] that stops, writing nothing, once `abandoned` is set (the client went away):
+    /// checked between the records it merges and the records it reads, never inside a write.
+    pub fn sync_unless(&self, who: &Principal, req: &SyncRequest, abandoned: &AtomicBool) -> Result<SyncResponse, DbError> {
         let tree = self.tree();
         let communes = who.record_communes(&tree);
-        let mut results = self.push(who, &tree, &req.push)?;
+        let mut results = self.push(who, &tree, &req.push, abandoned)?;
         let mut uploaded = None;
         let mut whole = None;
         if let Some(part) = &req.push_part {
             let (have, complete) = self.receive_part(who, part)?;
             uploaded = Some(Uploaded { id: part.id, have });
             if let Some(doc) = complete {
-                results.extend(self.push(who, &tree, std::slice::from_ref(&doc))?);
+                results.extend(self.push(who, &tree, std::slice::from_ref(&doc), abandoned)?);
                 self.commit({
                     let mut b = Batch::default();
                     b.delete(upload_key(who));
@@ -450,12 +460,15 @@ impl Db {
         Ok(n)
     }
 
-    fn push(&self, who: &Principal, tree: &OrgTree, pushes: &[PushDoc]) -> Result<Vec<PushResult>, DbError> {
+    fn push(&self, who: &Principal, tree: &OrgTree, pushes: &[PushDoc], abandoned: &AtomicBool) -> Result<Vec<PushResult>, DbError> {
         if pushes.is_empty() {
             return Ok(Vec::new());
         }
         let mut verdicts = Vec::with_capacity(pushes.len());
         for p in pushes {
+            if abandoned.load(Ordering::Relaxed) {
+                return Err(DbError::Cancelled);
+            }
             verdicts.push(self.prepare(who, tree, p)?);
         }
         let mut outcomes = Vec::with_capacity(pushes.len());

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod doc;
+pub mod inflate;
 mod ids;
 pub mod schema;
 pub mod wire;

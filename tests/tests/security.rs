@@ -1776,3 +1776,40 @@ async fn an_admin_manages_only_their_own_subtree_and_roles_fit_levels() {
     api.login("officer24", Some("phone-24")).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_would_inflate_past_the_bound_is_refused_uninflated() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let officer = api.login("officer1", None).await;
+    // An Automerge "compressed change" chunk of 1 GiB of zeros: about 1 MB on the wire.
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let body = enc.finish().unwrap();
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = body.len() as u64;
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        chunk.push(if len > 0 { b | 0x80 } else { b });
+        if len == 0 {
+            break;
+        }
+    }
+    chunk.extend(body);
+    assert!(chunk.len() < MAX_MESSAGE_BYTES);
+    let id = RecordId::random();
+    let req = SyncRequest { push: vec![PushDoc { id, changes: chunk, heads: vec![[1; 32]] }], ..Default::default() };
+    let started = std::time::Instant::now();
+    let r = api.sync(&officer.access, req.encode()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp = SyncResponse::decode(&r.bytes).unwrap();
+    assert!(matches!(&resp.results[0].outcome, PushOutcome::Rejected { reason } if reason.contains("inflate")), "{:?}", resp.results);
+    eprintln!("refused in {:?}", started.elapsed());
+    server.stop().await;
+}

@@ -195,3 +195,33 @@ async fn a_record_too_large_for_the_uplink_goes_up_in_slices_across_cuts() {
     assert_eq!(phone.show(big).unwrap()["notes"], on_server["notes"]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_holds_at_most_a_few_syncs_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = gesync_server::Limits { idle: Duration::from_secs(2), max_connections: 64, ..Default::default() };
+    let server = TestServer::start_fresh_with(dir.path(), 0, limits).await;
+    let officer = Api::login(&server.url(), "officer1").await;
+    let mut stalled = Vec::new();
+    for _ in 0..gesync_server::api::SYNCS_PER_USER {
+        stalled.push(stalled_sync(server.addr, &officer.token).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sync = |token: String| {
+        let url = server.url();
+        async move {
+            let body = sync_protocol::wire::SyncRequest::default().encode();
+            let r = reqwest::Client::new().post(format!("{url}/api/v1/sync")).bearer_auth(token).header("content-type", sync_protocol::wire::CONTENT_TYPE).body(body).send().await.unwrap();
+            (r.status().as_u16(), r.headers().get("retry-after").is_some())
+        }
+    };
+    assert_eq!(sync(officer.token.clone()).await, (429, true), "a fifth sync of the same account");
+    let other = Api::login(&server.url(), "officer1b").await;
+    assert_eq!(sync(other.token.clone()).await.0, 200, "another account is not held back");
+    // The stalled ones end at the idle bound and free their slots.
+    for s in &mut stalled {
+        closed_within(s, Duration::from_secs(10)).await;
+    }
+    assert_eq!(sync(officer.token.clone()).await.0, 200);
+    server.stop().await;
+}
