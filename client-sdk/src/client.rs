@@ -271,6 +271,7 @@ impl Client {
         let tokens = match transport.login(&request).await {
             Ok(t) => t,
             Err(e) if e.is_device_revoked() => return Err(self.revoked()),
+            Err(e) if e.is_account_disabled() => return Err(self.disabled()),
             Err(TransportError::Status {
                 status: 401 | 403,
                 message,
@@ -337,12 +338,19 @@ impl Client {
 
     /// Wipes the store after the server revoked this device, and returns the error to show.
     pub(crate) fn revoked(&mut self) -> Error {
+        self.wipe_because(Error::DeviceRevoked)
+    }
+
+    /// Wipes the store after the server disabled the account, and returns the error to show.
+    pub(crate) fn disabled(&mut self) -> Error {
+        self.wipe_because(Error::AccountDisabled)
+    }
+
+    fn wipe_because(&mut self, why: Error) -> Error {
         self.wiped = true;
         match self.store.wipe() {
-            Ok(()) => Error::DeviceRevoked,
-            Err(e) => Error::Config(format!(
-                "this device was revoked by an administrator, but wiping the local data failed: {e}"
-            )),
+            Ok(()) => why,
+            Err(e) => Error::Config(format!("{why}, but wiping the local data failed: {e}")),
         }
     }
 
@@ -362,6 +370,7 @@ impl Client {
                 Ok(access)
             }
             Err(e) if e.is_device_revoked() => Err(self.revoked()),
+            Err(e) if e.is_account_disabled() => Err(self.disabled()),
             Err(TransportError::Status {
                 status: 400 | 401 | 403,
                 ..

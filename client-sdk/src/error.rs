@@ -38,6 +38,9 @@ pub enum Error {
     /// The server revoked this device; the SDK has wiped the local store.
     #[error("this device was revoked by an administrator: the local data was wiped")]
     DeviceRevoked,
+    /// The server disabled this account; the SDK has wiped the local store.
+    #[error("this account was disabled by an administrator: the local data was wiped")]
+    AccountDisabled,
     #[error("cannot reach the server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("the server refused the request (HTTP {status}): {message}")]

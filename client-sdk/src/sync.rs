@@ -497,6 +497,7 @@ impl Client {
                     return Ok((response, bytes.len()));
                 }
                 Err(e) if e.is_device_revoked() => return Err(self.revoked()),
+                Err(e) if e.is_account_disabled() => return Err(self.disabled()),
                 Err(e) if e.is_unauthorized() && !refreshed => {
                     access = self.refresh(transport).await?;
                     refreshed = true;

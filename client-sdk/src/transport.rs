@@ -87,6 +87,10 @@ impl TransportError {
         matches!(self, TransportError::Status { status: 403, code, .. } if code == "device_revoked")
     }
 
+    pub(crate) fn is_account_disabled(&self) -> bool {
+        matches!(self, TransportError::Status { status: 403, code, .. } if code == "account_disabled")
+    }
+
     pub(crate) fn is_unauthorized(&self) -> bool {
         matches!(self, TransportError::Status { status: 401, .. })
     }

@@ -143,7 +143,10 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
         TokenError::Invalid => AppError::unauthorized("invalid access token"),
     })?;
     let user = state.db.get_user(&claims.sub)?.ok_or_else(|| AppError::unauthorized("invalid access token"))?;
-    if user.disabled || user.session_epoch != claims.ep || (!claims.fam.is_empty() && state.db.refresh_family_revoked(&claims.fam)?) {
+    if user.disabled {
+        return Err(account_disabled());
+    }
+    if user.session_epoch != claims.ep || (!claims.fam.is_empty() && state.db.refresh_family_revoked(&claims.fam)?) {
         return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this session has ended: log in again"));
     }
     // Fails closed: a token whose device is not (or no longer) registered is treated as revoked,
@@ -153,6 +156,12 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
         _ => return Err(device_revoked()),
     }
     Ok(Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: claims.dev })
+}
+
+/// A disabled account's phone is told to wipe, as a revoked device's is: its records describe
+/// victims, and whoever holds the phone is no longer entitled to them.
+fn account_disabled() -> AppError {
+    AppError::new(StatusCode::FORBIDDEN, "account_disabled", "this account was disabled by an administrator: wipe its local data")
 }
 
 fn device_revoked() -> AppError {
@@ -523,7 +532,8 @@ async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(b
     let (user, device) = blocking(move || Ok((db.get_user(&u)?, db.get_device(&u, &d)?))).await?;
     let user = match user {
         Some(u) if !u.disabled => u,
-        _ => return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this account is disabled")),
+        Some(_) => return Err(account_disabled()),
+        None => return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this account no longer exists")),
     };
     if device.map(|d| d.revoked).unwrap_or(true) {
         return Err(device_revoked());

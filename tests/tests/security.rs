@@ -891,9 +891,15 @@ async fn disabling_a_user_ends_their_sessions_at_once() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["disabled"], true);
 
-    api.get("/api/v1/me", &victim.access).await.expect_error(401, "access token of a disabled user");
-    api.sync(&victim.access, SyncRequest::default().encode()).await.expect_error(401, "sync of a disabled user");
-    api.refresh(&victim.refresh).await.expect_error(401, "refresh of a disabled user");
+    // The phone is told to wipe (its records describe victims; the holder is no longer entitled).
+    for r in [
+        api.get("/api/v1/me", &victim.access).await,
+        api.sync(&victim.access, SyncRequest::default().encode()).await,
+        api.refresh(&victim.refresh).await,
+    ] {
+        let (code, _) = r.expect_error(403, "a disabled user's session");
+        assert_eq!(code, "account_disabled");
+    }
     let (_, disabled_msg) = api.try_login("officer1b", PASSWORD, Some("b-phone")).await.expect_error(401, "login of a disabled user");
     let (_, wrong_msg) = api.try_login("officer2", "wrong-password-000", None).await.expect_error(401, "wrong password");
     assert_eq!(disabled_msg, wrong_msg, "a disabled account is not told apart from a wrong password");
@@ -1811,5 +1817,25 @@ async fn a_push_that_would_inflate_past_the_bound_is_refused_uninflated() {
     let resp = SyncResponse::decode(&r.bytes).unwrap();
     assert!(matches!(&resp.results[0].outcome, PushOutcome::Rejected { reason } if reason.contains("inflate")), "{:?}", resp.results);
     eprintln!("refused in {:?}", started.elapsed());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_users_phone_is_told_to_wipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let api = Api::new(&server);
+    let store_dir = dir.path().join("phone");
+    let mut c = phone(&store_dir);
+    c.login(&server.url(), "officer1b", PASSWORD, None).await.unwrap();
+    c.create(RecordKind::NewsItem, &news("04701")).unwrap();
+    c.sync(|_| {}).await.unwrap();
+    let admin = api.login("admin", None).await.access;
+    let r = api.call("PATCH", "/api/v1/users/officer1b", Some(&admin), Body::Json(&json!({"disabled": true}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let err = c.sync(|_| {}).await.expect_err("sync of a disabled account");
+    assert!(matches!(err, client_sdk::Error::AccountDisabled), "{err:?}");
+    let left: Vec<_> = std::fs::read_dir(&store_dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the store still holds {left:?}");
     server.stop().await;
 }
