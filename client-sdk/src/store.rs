@@ -653,6 +653,23 @@ impl Store {
         crypto::write_atomic(&self.dir.join(PARTIAL_FILE), &crypto::seal(&self.key, PARTIAL_FILE, &plain))
     }
 
+    /// Removes a record from this phone (its file, its verdict), durably.
+    pub(crate) fn remove_record(&mut self, id: RecordId) -> Result<()> {
+        let path = self.dir.join(Store::record_name(id));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &path)(e)),
+            _ => {}
+        }
+        self.records.remove(&id);
+        if self.acks.remove(&id) {
+            self.acks_dirty = true;
+        }
+        if let Ok(d) = fs::File::open(self.dir.join(RECORDS_DIR)) {
+            d.sync_all().map_err(Error::io("sync", &path))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn clear_partial(&mut self) -> Result<()> {
         let path = self.dir.join(PARTIAL_FILE);
         match fs::remove_file(&path) {

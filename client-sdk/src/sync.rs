@@ -572,12 +572,36 @@ impl Client {
         if let Some(remaining) = response.remaining {
             round.to_receive = Some(round.received + remaining);
         }
+        if let Some(scope) = &response.scope {
+            self.drop_out_of_scope(scope)?;
+        }
         // The round's verdicts in one journal write; pulled records reach the disk before the
         // cursor moves past them (the same sync carries the journal along).
         self.store.flush_acks(false)?;
         self.store.make_durable()?;
         let cursor = response.cursor;
         self.store.update_state(|s| s.cursor = cursor)
+    }
+
+    /// Removes the records of communes this phone's user may no longer see (the user moved to
+    /// another commune). A record with changes the server does not have yet stays: the server
+    /// will refuse it with a reason the officer sees, rather than the phone losing it silently.
+    fn drop_out_of_scope(&mut self, scope: &[String]) -> Result<()> {
+        let ids: Vec<RecordId> = self
+            .store
+            .records()
+            .iter()
+            .filter(|(_, m)| m.status() != SyncStatus::Pending)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let (_, d) = self.store.load_doc(id)?;
+            let communes = doc::all_root_strings(&d, "commune").map_err(Error::doc(id))?;
+            if !communes.iter().any(|c| scope.contains(c)) {
+                self.store.remove_record(id)?;
+            }
+        }
+        Ok(())
     }
 
     /// Adds one slice of a large record to those kept; with the last one, applies the whole

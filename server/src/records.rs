@@ -118,6 +118,11 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// Whether `bytes` is a cursor made for `scope`.
+    fn is_for(bytes: &[u8], scope: u64) -> bool {
+        matches!(postcard::from_bytes::<Cursor>(bytes), Ok(c) if c.scope == scope)
+    }
+
     fn decode(bytes: &[u8], scope: u64) -> u64 {
         match postcard::from_bytes::<Cursor>(bytes) {
             Ok(c) if c.scope == scope => c.seq,
@@ -416,6 +421,7 @@ impl Db {
             part: page.part,
             remaining,
             uploaded,
+            scope: (!Cursor::is_for(&req.cursor, scope)).then_some(communes),
         })
     }
 

@@ -105,6 +105,10 @@ pub struct SyncResponse {
     /// After a [`PushPart`]: how many bytes of that upload the server now holds (durably).
     /// Once it holds them all, the record is pushed and its verdict is in `results`.
     pub uploaded: Option<Uploaded>,
+    /// The communes whose records the phone may hold, sent when its cursor was made for
+    /// another scope (or it has none): a phone whose user moved drops the records of communes
+    /// it may no longer see.
+    pub scope: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,6 +409,7 @@ mod tests {
             part: Some(PullPart { id: RecordId([3; 16]), seq: 9, offset: 0, total: 100, bytes: vec![1; 10], heads: vec![] }),
             remaining: Some(1200),
             uploaded: Some(Uploaded { id: RecordId([4; 16]), have: 20 }),
+            scope: Some(vec!["04701".into()]),
         }
     }
 

@@ -94,8 +94,9 @@ fn response() -> impl Strategy<Value = SyncResponse> {
         .prop_map(|(id, changes, heads)| PullDoc { id, changes, heads });
     let part = prop::option::of((id(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..32)).prop_map(|(id, seq, offset, total, bytes)| PullPart { id, seq, offset, total, bytes, heads: vec![] }));
     let uploaded = prop::option::of((id(), any::<u64>()).prop_map(|(id, have)| Uploaded { id, have }));
-    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>(), part, prop::option::of(any::<u64>()), uploaded)
-        .prop_map(|(results, pull, cursor, more, part, remaining, uploaded)| SyncResponse { results, pull, cursor, more, part, remaining, uploaded })
+    let scope = prop::option::of(prop::collection::vec("[0-9]{2,5}", 0..3));
+    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>(), part, prop::option::of(any::<u64>()), (uploaded, scope))
+        .prop_map(|(results, pull, cursor, more, part, remaining, (uploaded, scope))| SyncResponse { results, pull, cursor, more, part, remaining, uploaded, scope })
 }
 
 /// A mutation of an encoded message: flip, overwrite, insert, delete or truncate.

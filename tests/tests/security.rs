@@ -1839,3 +1839,25 @@ async fn a_disabled_users_phone_is_told_to_wipe() {
     assert!(left.is_empty(), "the store still holds {left:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_officer_moved_to_another_commune_keeps_none_of_the_old_communes_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
+    let api = Api::new(&server);
+    let url = server.url();
+    let theirs = record_from_phone(&url, &dir.path().join("officer2-phone"), "officer2", "04702").await;
+    let mut c = phone(&dir.path().join("phone"));
+    c.login(&url, "officer1b", PASSWORD, None).await.unwrap();
+    let old = c.create(RecordKind::NewsItem, &news("04701")).unwrap();
+    c.sync(|_| {}).await.unwrap();
+    let admin = api.login("admin", None).await.access;
+    let r = api.call("PATCH", "/api/v1/users/officer1b", Some(&admin), Body::Json(&json!({"org_unit": "04702"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(matches!(c.sync(|_| {}).await, Err(client_sdk::Error::SessionExpired)));
+    c.login(&url, "officer1b", PASSWORD, None).await.unwrap();
+    c.sync(|_| {}).await.unwrap();
+    let held: Vec<String> = c.ids(None).iter().map(|i| i.to_string()).collect();
+    assert_eq!(held, vec![theirs], "the phone holds the new commune's records only (the old one's {old} is gone)");
+    server.stop().await;
+}
