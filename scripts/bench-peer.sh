@@ -93,7 +93,7 @@ for rep in $(seq 1 "$REPEATS"); do
   "$SERVER" admin add-org-unit --data-dir "$D" --code 04701 --name "Thị trấn Trùng Khánh" --parent 047 --level commune >/dev/null
   echo "$PASSWORD" | "$SERVER" admin create-user --data-dir "$D" --username officer1 --role commune_officer --org-unit 04701 --password-stdin >/dev/null
   PORT=$(free_port)
-  GESYNC_LOG=warn "$SERVER" serve --data-dir "$D" --listen "127.0.0.1:$PORT" --plain-http >/dev/null &
+  GESYNC_LOG=warn GESYNC_METRICS_TOKEN=harness-metrics-token "$SERVER" serve --data-dir "$D" --listen "127.0.0.1:$PORT" --plain-http >/dev/null &
   SRV_PID=$!
   PIDS+=("$SRV_PID")
   wait_port "$PORT"

@@ -41,6 +41,9 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpAddr>,
     /// Sync requests in flight per user (see [`SyncSlot`]).
     pub syncs_in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The bearer token a monitoring system presents at `/metrics` (`GESYNC_METRICS_TOKEN`);
+    /// without one, only an admin's access token reads it.
+    pub metrics_token: Option<String>,
 }
 
 /// Sync requests one user may have in flight at once: a phone syncs one page at a time, so a
@@ -82,6 +85,10 @@ impl AppState {
     }
 
     pub fn with_options(db: Db, limits: crate::conn::Limits, trusted_proxies: Vec<IpAddr>) -> Result<Shared, crate::db::DbError> {
+        Self::with_config(db, limits, trusted_proxies, None)
+    }
+
+    pub fn with_config(db: Db, limits: crate::conn::Limits, trusted_proxies: Vec<IpAddr>, metrics_token: Option<String>) -> Result<Shared, crate::db::DbError> {
         let keys = Keys::load(&db)?;
         Ok(Arc::new(AppState {
             db,
@@ -93,6 +100,7 @@ impl AppState {
             limits,
             trusted_proxies,
             syncs_in_flight: Default::default(),
+            metrics_token: metrics_token.filter(|t| !t.is_empty()),
         }))
     }
 }
@@ -1174,7 +1182,24 @@ async fn sync(
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
 }
 
-async fn metrics(State(state): State<Shared>) -> Response {
+/// `/metrics` shows who uses the system how much: the monitoring token, or an admin.
+fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResult<()> {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(bearer) = bearer else {
+        return Err(AppError::unauthorized("missing `Authorization: Bearer <token>` header"));
+    };
+    if let Some(token) = &state.metrics_token {
+        use sha2::Digest;
+        // Compared as hashes: the time taken says nothing about the token.
+        if sha2::Sha256::digest(bearer.as_bytes()) == sha2::Sha256::digest(token.as_bytes()) {
+            return Ok(());
+        }
+    }
+    require_admin(&principal_from_token(state, bearer)?)
+}
+
+async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<Response> {
+    require_metrics_reader(&state, &headers)?;
     let m = &state.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let body = format!(
@@ -1201,5 +1226,5 @@ async fn metrics(State(state): State<Shared>) -> Response {
         state.db.durable_seq(),
         state.db.kv().size_on_disk(),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

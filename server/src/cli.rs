@@ -77,6 +77,11 @@ struct ServeArgs {
     /// flag, or comma-separate the list in the environment. Without it, the header is ignored.
     #[arg(long, env = "GESYNC_TRUSTED_PROXIES", value_name = "IP", value_delimiter = ',')]
     trusted_proxy: Vec<std::net::IpAddr>,
+    /// The bearer token a monitoring system presents at `/metrics` (set it in the environment,
+    /// not on the command line, where other users of the machine see it); without it only an
+    /// admin's access token reads `/metrics`.
+    #[arg(long, env = "GESYNC_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -189,7 +194,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let seeded = demo::seed(&db).map_err(|e| format!("cannot seed demo data: {e}"))?;
             let (tls, fp) = ensure_self_signed(&data_dir, &[listen.ip().to_string()])?;
             let cert = std::fs::canonicalize(&tls.cert).unwrap_or(tls.cert.clone());
-            let config = Config { data_dir, listen, tls: Some(tls), limits: Default::default(), trusted_proxies: Vec::new() };
+            let config = Config { data_dir, listen, tls: Some(tls), limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: None };
             runtime()?.block_on(run(config, db, |addr| {
                 let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
                 println!("gesync demo {}", if seeded { "(demo data created)" } else { "(existing data)" });
@@ -232,7 +237,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 max_connections: a.max_connections,
                 ..Default::default()
             };
-            let config = Config { data_dir: a.data_dir, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy };
+            let config = Config { data_dir: a.data_dir, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy, metrics_token: a.metrics_token };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             runtime()?.block_on(run(config, db, |addr| {
                 println!("gesync-server listening on {scheme}://{addr}/");

@@ -28,12 +28,14 @@ pub struct Config {
     pub limits: Limits,
     /// Reverse proxies (load balancers) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The monitoring system's bearer token for `/metrics` (a secret: not in `Debug`).
+    pub metrics_token: Option<String>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Key paths are not secrets, but their contents are: never print PEM data.
-        f.debug_struct("Config").field("data_dir", &self.data_dir).field("listen", &self.listen).field("tls", &self.tls.is_some()).field("limits", &self.limits).field("trusted_proxies", &self.trusted_proxies).finish()
+        f.debug_struct("Config").field("data_dir", &self.data_dir).field("listen", &self.listen).field("tls", &self.tls.is_some()).field("limits", &self.limits).field("trusted_proxies", &self.trusted_proxies).field("metrics_token", &self.metrics_token.is_some()).finish()
     }
 }
 
@@ -157,7 +159,7 @@ pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) 
     // While the server holds the store's lock, `gesync-server backup` asks it over this socket.
     #[cfg(unix)]
     let _admin = crate::admin_socket::listen(db.clone(), &config.data_dir)?;
-    let state = AppState::with_options(db, config.limits, config.trusted_proxies).map_err(|e| e.to_string())?;
+    let state = AppState::with_config(db, config.limits, config.trusted_proxies, config.metrics_token).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     on_listening(listener.local_addr().map_err(|e| e.to_string())?);
     launch(state, listener, config.tls, shutdown_signal()).await.map_err(|e| format!("server failed: {e}"))

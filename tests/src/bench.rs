@@ -57,7 +57,7 @@ pub fn serve_if_child() {
     let listen: SocketAddr = args[3].parse().expect("address");
     let db = gesync_server::open_db(&dir).expect("store");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None, limits: Default::default(), trusted_proxies: Vec::new() }, db, |_| {})).unwrap();
+    rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None, limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: Some(crate::METRICS_TOKEN.into()) }, db, |_| {})).unwrap();
     std::process::exit(0);
 }
 

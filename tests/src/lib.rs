@@ -19,6 +19,15 @@ pub mod slowlink;
 /// Password of every harness account.
 pub const PASSWORD: &str = "test-password-123";
 
+/// The `/metrics` token of the servers the harness runs as child processes.
+pub const METRICS_TOKEN: &str = "harness-metrics-token";
+
+/// `GET /metrics` of a server the harness runs, as text.
+pub async fn metrics_text(url: &str) -> Option<String> {
+    let r = reqwest::Client::new().get(format!("{url}/metrics")).bearer_auth(METRICS_TOKEN).send().await.ok()?;
+    r.text().await.ok()
+}
+
 /// (code, name, parent, level): one province, two districts, communes under both, and one
 /// commune directly under the province (the post-2025 two-level shape).
 pub const TREE: &[(&str, &str, Option<&str>, &str)] = &[
@@ -160,6 +169,7 @@ impl ServerProcess {
             .arg(dir)
             .args(["--listen", &addr.to_string(), "--plain-http"])
             .env("GESYNC_LOG", "warn")
+            .env("GESYNC_METRICS_TOKEN", METRICS_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -117,7 +117,7 @@ async fn edit_own(p: Phone) -> (Phone, fleet::PhaseStats) {
 
 /// The server's count of sync requests received so far (0 when it cannot be read).
 async fn sync_requests(url: &str) -> u64 {
-    let Ok(r) = reqwest::get(format!("{url}/metrics")).await else { return 0 };
+    let Ok(r) = reqwest::Client::new().get(format!("{url}/metrics")).bearer_auth(tests::METRICS_TOKEN).send().await else { return 0 };
     let text = r.text().await.unwrap_or_default();
     text.lines().find_map(|l| l.strip_prefix("gesync_sync_requests_total ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
@@ -192,7 +192,7 @@ async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
 }
 
 async fn metric(url: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let text = tests::metrics_text(url).await.unwrap();
     text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 

@@ -294,7 +294,8 @@ const FIGURES: [(u16, u16); 4] = [(200, 200), (200, 403), (200, 403), (200, 403)
 /// harmless: unique names, a throwaway device, values equal to the defaults.
 const MATRIX: &[Row] = &[
     Row { method: "GET", route: "/healthz", path: "/healthz", body: Payload::None, anon: 200, expect: ALL_200 },
-    Row { method: "GET", route: "/metrics", path: "/metrics", body: Payload::None, anon: 200, expect: ALL_200 },
+    // Usage figures: the monitoring system's token (not used here) or an admin.
+    Row { method: "GET", route: "/metrics", path: "/metrics", body: Payload::None, anon: 401, expect: ADMIN_ONLY_200 },
     Row {
         method: "POST",
         route: "/api/v1/auth/login",

@@ -69,7 +69,7 @@ fn control(addr: &str, cmd: &str) -> Value {
 /// A counter of the server's `/metrics` (asked directly, not through the proxy).
 fn metric(server: &str, name: &str) -> Option<u64> {
     let mut s = TcpStream::connect(server).ok()?;
-    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {server}\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {server}\r\nAuthorization: Bearer {}\r\n\r\n", tests::METRICS_TOKEN).as_bytes()).ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok())

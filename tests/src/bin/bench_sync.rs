@@ -23,7 +23,7 @@ fn main() {
 }
 
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let text = tests::metrics_text(&format!("http://{addr}")).await.unwrap();
     text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
