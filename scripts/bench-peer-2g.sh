@@ -54,7 +54,12 @@
 # handles' 60 s timeout are the library defaults. The only things the client adds are the find
 # retries and handlers that count (and log a few of) uncaught exceptions and unhandled rejections
 # instead of letting Node exit (`errors`; a browser app would log them and go on). server.mjs
-# counts connections and keep-alive terminations (`server`) without changing them.
+# counts connections and keep-alive terminations (`server`) without changing them. If the
+# server process dies (an unhandled rejection exits Node), nothing restarts it: server_alive:false.
+# Seen with automerge-repo 2.5.6 (2026-11-30): on each of the three links the server's keep-alive
+# ended every connection within ~10 s, before the pull could finish: the client's pong waits
+# behind the uplink's queue, which each new connection fills with a sync message (or request) for
+# every document the Repo has open, ~170 bytes each.
 # This script never runs cargo when target/release/bench-peer-client exists; it installs the peer
 # with npm exactly as scripts/bench-peer.sh does. Everything is on 127.0.0.1.
 set -euo pipefail
@@ -187,6 +192,6 @@ if grep -qv '^{"ready":true}$' "$WORK/server.log"; then
   echo "   the server's output ($(wc -l <"$WORK/server.log") lines), first lines:" >&2
   grep -v '^{"ready":true}$' "$WORK/server.log" | head -n 8 | cut -c1-300 >&2
 fi
-node -e 'const r=JSON.parse(process.argv[1]); if (r.verify.missing || r.verify.stale) console.error("warning: the server storage check found", JSON.stringify(r.verify))' "$(cat "$WORK/join.json")"
+node -e 'const r=JSON.parse(process.argv[1]); if (r.verify && (r.verify.missing || r.verify.stale)) console.error("warning: the server storage check found", JSON.stringify(r.verify))' "$(cat "$WORK/join.json")"
 # The peer's figures, plus the keep-alive interval when it was changed for diagnosis.
 node -e 'const r=JSON.parse(process.argv[1]); if (process.argv[2]) r.keepalive_ms=Number(process.argv[2]); console.log(JSON.stringify(r))' "$(cat "$WORK/join.json")" "$KEEPALIVE_MS"

@@ -297,7 +297,9 @@ async function join() {
   fs.appendFileSync(req("--index"), mine.map(h => h.url + "\n").join(""))
   const pushCompleted = await waitSynced(mine, tPush + capMs)
   let flush = null
-  if (pushCompleted) flush = await post(`${serverControl}/flush`)
+  // The server's control port fails only if the server process is gone (server_alive:false).
+  const ask = (path, body) => post(`${serverControl}${path}`, body).catch(e => (console.error(`${path}: ${e?.message ?? e}`), null))
+  if (pushCompleted) flush = await ask("/flush")
   const pushMs = performance.now() - tPush
   const link = await control(ctl, "read")
   const pushed = mine.filter(synced).length
@@ -306,10 +308,10 @@ async function join() {
 
   stopFinds = true
   clearInterval(progress)
-  const verify = await post(`${serverControl}/verify`, {
+  const verify = await ask("/verify", {
     docs: Object.fromEntries(allHandles.filter(h => h?.isReady()).map(h => [h.documentId, h.heads()])),
   })
-  const server = await post(`${serverControl}/stats`)
+  const server = await ask("/stats")
   const [sessionsEnd, dropsEnd] = [sessions, drops]
   repo.networkSubsystem.disconnect()
   await repo.flush(readyIds()).catch(() => {})
@@ -351,6 +353,7 @@ async function join() {
       peer_drops: dropsEnd,
       errors,
       server_flush_ms: flush ? r2(flush.flush_ms) : null,
+      server_alive: server !== null,
       server,
       verify,
     }),

@@ -59,7 +59,12 @@ pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
 pub fn read_backup(from: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
     let mut bytes = Vec::new();
     std::fs::File::open(from).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
-    let bad = || format!("{} is not a complete gesync backup (damaged or truncated)", from.display());
+    parse_backup(&bytes).map_err(|()| format!("{} is not a complete gesync backup (damaged or truncated)", from.display()))
+}
+
+/// The entries of a backup's bytes, checked against its checksum.
+fn parse_backup(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ()> {
+    let bad = || ();
     if bytes.len() < MAGIC.len() + 4 + 32 || !bytes.starts_with(MAGIC) {
         return Err(bad());
     }
@@ -68,7 +73,7 @@ pub fn read_backup(from: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
         return Err(bad());
     }
     let mut pos = MAGIC.len();
-    let read_u32 = |pos: &mut usize| -> Result<u32, String> {
+    let read_u32 = |pos: &mut usize| -> Result<u32, ()> {
         let b = body.get(*pos..*pos + 4).ok_or_else(bad)?;
         *pos += 4;
         Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")))
@@ -92,9 +97,75 @@ pub fn read_backup(from: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
     Ok(out)
 }
 
-/// Restores a verified backup into `data_dir`, which must not hold a store yet.
-pub fn restore(from: &Path, data_dir: &Path) -> Result<u64, String> {
-    let entries = read_backup(from)?;
+/// The first bytes of a backup encrypted with a passphrase (see [`encrypt_file`]).
+const SEALED_MAGIC: &[u8; 8] = b"GSBSEAL1";
+/// The store entry of the server's token-signing key: left out of a restore, so the restored
+/// server makes a new one and every access token issued before stops working (a backup that
+/// leaked cannot be used to mint tokens for the live server).
+const SIGNING_KEY_ENTRY: &[u8] = b"k/jwt-ed25519-pkcs8";
+
+/// Encrypts the backup file `plain` into `out` with a key derived from `passphrase` (argon2id,
+/// random salt) and XChaCha20-Poly1305, mode 0600; the plain file is removed.
+pub fn encrypt_file(plain: &Path, out: &Path, passphrase: &str) -> Result<(), String> {
+    use chacha20poly1305::aead::{Aead, KeyInit};
+    let bytes = std::fs::read(plain).map_err(|e| format!("cannot read {}: {e}", plain.display()))?;
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(&derive(passphrase, &salt)?.into());
+    let sealed = cipher.encrypt(&nonce.into(), bytes.as_slice()).map_err(|_| "cannot encrypt the backup".to_string())?;
+    let mut file = [SEALED_MAGIC.as_slice(), &salt, &nonce].concat();
+    file.extend(sealed);
+    write_private(out, &file)?;
+    std::fs::remove_file(plain).map_err(|e| format!("cannot remove {}: {e}", plain.display()))
+}
+
+fn derive(passphrase: &str, salt: &[u8]) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    argon2::Argon2::default().hash_password_into(passphrase.as_bytes(), salt, &mut key).map_err(|e| format!("cannot derive the backup key: {e}"))?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Whether `from` is a backup encrypted with a passphrase.
+pub fn is_sealed(from: &Path) -> bool {
+    let mut head = [0u8; 8];
+    std::fs::File::open(from).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == SEALED_MAGIC
+}
+
+/// Restores a verified backup into `data_dir`, which must not hold a store yet. An encrypted
+/// backup needs its passphrase. The token-signing key is not restored (see
+/// [`SIGNING_KEY_ENTRY`]).
+pub fn restore(from: &Path, data_dir: &Path, passphrase: Option<&str>) -> Result<u64, String> {
+    let entries = if is_sealed(from) {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let passphrase = passphrase.ok_or_else(|| format!("{} is encrypted: give its passphrase with --passphrase-stdin", from.display()))?;
+        let bytes = std::fs::read(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+        let bad = || format!("{} is not a complete encrypted gesync backup", from.display());
+        let rest = bytes.get(SEALED_MAGIC.len()..).ok_or_else(bad)?;
+        if rest.len() < 40 {
+            return Err(bad());
+        }
+        let (salt, rest) = rest.split_at(16);
+        let (nonce, sealed) = rest.split_at(24);
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(&derive(passphrase, salt)?.into());
+        let plain = cipher
+            .decrypt(chacha20poly1305::XNonce::from_slice(nonce), sealed)
+            .map_err(|_| format!("wrong passphrase, or {} is damaged", from.display()))?;
+        parse_backup(&plain).map_err(|_| bad())?
+    } else {
+        read_backup(from)?
+    };
+    let entries: Vec<_> = entries.into_iter().filter(|(k, _)| k != SIGNING_KEY_ENTRY).collect();
     if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(format!("{} is not empty: restore into a new, empty directory", data_dir.display()));
     }

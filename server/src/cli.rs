@@ -42,13 +42,20 @@ enum Cmd {
         data_dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Encrypt the backup with a passphrase read from the first line of standard input.
+        #[arg(long)]
+        passphrase_stdin: bool,
     },
-    /// Restore a backup into an empty data directory.
+    /// Restore a backup into an empty data directory (the token-signing key is made anew:
+    /// access tokens issued before stop working; phones refresh theirs).
     Restore {
         #[arg(long, env = "GESYNC_DATA_DIR")]
         data_dir: PathBuf,
         #[arg(long)]
         from: PathBuf,
+        /// The passphrase of an encrypted backup, from the first line of standard input.
+        #[arg(long)]
+        passphrase_stdin: bool,
     },
 }
 
@@ -281,23 +288,42 @@ fn real_main(cli: Cli) -> Result<(), String> {
             println!("{{\"records\": {n}}}");
             Ok(())
         }
-        Cmd::Backup { data_dir, out } => {
+        Cmd::Backup { data_dir, out, passphrase_stdin } => {
+            let passphrase = passphrase_stdin.then(read_passphrase).transpose()?;
+            // With a passphrase the plain backup is written beside the target first (mode 0600)
+            // and replaced by the encrypted one.
+            let plain = if passphrase.is_some() { out.with_extension("plain-partial") } else { out.clone() };
             let n = match open_existing(&data_dir) {
-                Ok(db) => backup::write_backup(&db, &out)?,
+                Ok(db) => backup::write_backup(&db, &plain)?,
                 // sled's lock says a server holds the store: it writes the backup for us.
                 #[cfg(unix)]
-                Err(e) if is_in_use(&e) => crate::admin_socket::request_backup(&data_dir, &out)?,
+                Err(e) if is_in_use(&e) => crate::admin_socket::request_backup(&data_dir, &plain)?,
                 Err(e) => return Err(e),
             };
+            if let Some(p) = passphrase {
+                backup::encrypt_file(&plain, &out, &p)?;
+            }
             println!("{{\"entries\": {n}, \"file\": {:?}}}", out.display().to_string());
             Ok(())
         }
-        Cmd::Restore { data_dir, from } => {
-            let n = backup::restore(&from, &data_dir)?;
+        Cmd::Restore { data_dir, from, passphrase_stdin } => {
+            let passphrase = passphrase_stdin.then(read_passphrase).transpose()?;
+            let n = backup::restore(&from, &data_dir, passphrase.as_deref())?;
             println!("{{\"entries\": {n}}}");
             Ok(())
         }
     }
+}
+
+/// A passphrase from the first line of standard input (at least 12 characters).
+fn read_passphrase() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the passphrase from standard input: {e}"))?;
+    let p = line.trim_end_matches(['\n', '\r']).to_string();
+    if p.chars().count() < 12 {
+        return Err("the backup passphrase must be at least 12 characters".into());
+    }
+    Ok(p)
 }
 
 /// Opens a data dir that must already hold a store (admin commands never create one by typo).

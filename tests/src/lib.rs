@@ -211,6 +211,9 @@ impl Api {
 
     /// Logs in as `user` from the given device id (a new one when `None`).
     pub async fn login_from(url: &str, user: &str, device_id: Option<&str>) -> Api {
+        // reqwest is built without a default TLS provider; the server's process installs one,
+        // but a test that only runs the server as a child process has not.
+        gesync_server::server::install_crypto_provider();
         let http = reqwest::Client::new();
         let mut body = serde_json::json!({"username": user, "password": PASSWORD});
         if let Some(d) = device_id {
@@ -220,6 +223,11 @@ impl Api {
         let token = r["access_token"].as_str().unwrap_or_else(|| panic!("login of {user} failed: {r}")).to_string();
         Api { url: url.to_string(), token, http }
     }
+    /// The same caller, presenting another token.
+    pub fn with_token(&self, token: &str) -> Api {
+        Api { token: token.to_string(), url: self.url.clone(), http: self.http.clone() }
+    }
+
     /// GET; the status and the JSON body (`null` when not JSON).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
