@@ -8,7 +8,8 @@
 //! - `f/{commune}/{seq:be64}` → id16: the change feed. Each record appears once, at the sequence
 //!   number of its latest change, so a phone asks "what moved after my cursor" per commune.
 //! - `x/{actor}` → the user and device that first pushed changes with that Automerge actor
-//! - `a/{seq:be64}` audit entry · `k/...` server keys · `n/seq` last feed sequence number
+//! - `a/{seq:be64}` audit entry · `ac/{seq:be64}` signed audit checkpoint · `k/...` server keys
+//!   · `n/seq` last feed sequence number
 //! - `c/...` materialized figures (see `figures.rs`)
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +95,26 @@ impl AuditEntry {
             h.update(part.as_bytes());
         }
         hex::encode(h.finalize())
+    }
+}
+
+/// Every this many audit entries, the chain's head is signed (an `ac/` checkpoint).
+pub const AUDIT_CHECKPOINT_EVERY: u64 = 64;
+
+/// A signed statement "the audit chain had `seq` entries, the last one hashing to `hash`",
+/// signed with the server's audit key (Ed25519, `k/audit-ed25519-seed`, kept across restores).
+/// Rewriting or cutting the chain before a checkpoint then needs that key, not just write
+/// access to the entries: a chain shorter than its latest checkpoint is a truncated one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub seq: u64,
+    pub hash: String,
+    pub signature: String,
+}
+
+impl AuditCheckpoint {
+    fn message(seq: u64, hash: &str) -> Vec<u8> {
+        [b"gesync audit checkpoint\0".as_slice(), &seq.to_be_bytes(), hash.as_bytes()].concat()
     }
 }
 
@@ -316,7 +337,24 @@ impl Db {
         };
         entry.hash = entry.compute_hash();
         batch.put(key("a/", &[&seq.to_be_bytes()]), to_json(&entry));
+        if seq % AUDIT_CHECKPOINT_EVERY == 0 {
+            use ed25519_dalek::Signer;
+            let signature = self.audit_key()?.sign(&AuditCheckpoint::message(seq, &entry.hash));
+            let ck = AuditCheckpoint { seq, hash: entry.hash.clone(), signature: hex::encode(signature.to_bytes()) };
+            batch.put(key("ac/", &[&seq.to_be_bytes()]), to_json(&ck));
+        }
         Ok(self.kv().apply(batch)?)
+    }
+
+    /// The key that signs audit checkpoints.
+    fn audit_key(&self) -> Result<ed25519_dalek::SigningKey, DbError> {
+        let seed = self.secret("audit-ed25519-seed", || {
+            let mut seed = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+            seed.to_vec()
+        })?;
+        let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| corrupt("audit key", "not 32 bytes"))?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
     }
 
     /// Returns once feed sequence number `seq` (already applied) is durable. Group commit: if
@@ -360,18 +398,38 @@ impl Db {
             .collect()
     }
 
-    /// Verifies the whole audit chain: each entry's hash, and that each links to the one before.
-    /// Returns the number of entries, or the first broken sequence number.
+    /// Verifies the whole audit chain: each entry's hash, that each links to the one before,
+    /// and every signed checkpoint: its signature, and that the entry it names is there with
+    /// that hash. Returns the number of entries, or the first broken (or missing) sequence
+    /// number: a chain cut short of its latest checkpoint is broken just past its end.
     pub fn verify_audit_chain(&self) -> Result<Result<u64, u64>, DbError> {
         let mut prev = "0".repeat(64);
         let mut count = 0;
+        let mut hashes = Vec::new();
         for (_, v) in self.kv().range(b"a/", &prefix_end(b"a/"), usize::MAX)? {
             let e: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
             if e.prev_hash != prev || e.compute_hash() != e.hash || e.seq != count + 1 {
                 return Ok(Err(e.seq));
             }
-            prev = e.hash;
+            prev = e.hash.clone();
+            hashes.push(e.hash);
             count += 1;
+        }
+        let key = self.audit_key()?.verifying_key();
+        for (_, v) in self.kv().range(b"ac/", &prefix_end(b"ac/"), usize::MAX)? {
+            let ck: AuditCheckpoint = serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?;
+            let signed = hex::decode(&ck.signature)
+                .ok()
+                .and_then(|s| ed25519_dalek::Signature::from_slice(&s).ok())
+                .is_some_and(|sig| key.verify_strict(&AuditCheckpoint::message(ck.seq, &ck.hash), &sig).is_ok());
+            if !signed {
+                return Ok(Err(ck.seq));
+            }
+            match hashes.get((ck.seq as usize).wrapping_sub(1)) {
+                Some(h) if *h == ck.hash => {}
+                Some(_) => return Ok(Err(ck.seq)),
+                None => return Ok(Err(count + 1)),
+            }
         }
         Ok(Ok(count))
     }
@@ -431,6 +489,47 @@ mod tests {
         b.put(k, to_json(&e));
         db.commit(b).unwrap();
         assert_eq!(db.verify_audit_chain().unwrap(), Err(3));
+    }
+
+    #[test]
+    fn signed_checkpoints_reveal_a_truncated_or_rewritten_chain() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let n = 2 * AUDIT_CHECKPOINT_EVERY + 10;
+        for i in 0..n {
+            db.audit(ev("login", &format!("user{i}"))).unwrap();
+        }
+        assert_eq!(db.verify_audit_chain().unwrap(), Ok(n));
+        // Cut the tail past the last checkpoint: hash-linked entries alone could not tell.
+        let snapshot: Vec<_> = db.kv().range(b"", &[0xff], usize::MAX).unwrap();
+        let cut = 2 * AUDIT_CHECKPOINT_EVERY - 5;
+        let mut b = Batch::default();
+        for seq in cut + 1..=n {
+            b.delete(key("a/", &[&seq.to_be_bytes()]));
+        }
+        db.commit(b).unwrap();
+        assert_eq!(db.verify_audit_chain().unwrap(), Err(cut + 1), "a chain cut before its latest checkpoint");
+        // Rewrite the whole chain consistently (new hashes) without the key: the checkpoints no
+        // longer match.
+        let mut b = Batch::default();
+        for (k, v) in &snapshot {
+            b.put(k.clone(), v.clone());
+        }
+        db.commit(b).unwrap();
+        let mut prev = "0".repeat(64);
+        let mut b = Batch::default();
+        for seq in 1..=n {
+            let k = key("a/", &[&seq.to_be_bytes()]);
+            let mut e: AuditEntry = get_json(db.kv(), &k).unwrap().unwrap();
+            if seq == 3 {
+                e.user = "someone-else".into();
+            }
+            e.prev_hash = prev.clone();
+            e.hash = e.compute_hash();
+            prev = e.hash.clone();
+            b.put(k, to_json(&e));
+        }
+        db.commit(b).unwrap();
+        assert_eq!(db.verify_audit_chain().unwrap(), Err(AUDIT_CHECKPOINT_EVERY), "a rewritten chain");
     }
 
     #[test]
