@@ -584,14 +584,15 @@ impl Client {
     }
 
     /// Removes the records of communes this phone's user may no longer see (the user moved to
-    /// another commune). A record with changes the server does not have yet stays: the server
-    /// will refuse it with a reason the officer sees, rather than the phone losing it silently.
+    /// another commune). Only records the server holds as they are here go: one with changes
+    /// the server does not have, or that it refused, stays, so the officer sees the reason
+    /// rather than losing the work silently.
     fn drop_out_of_scope(&mut self, scope: &[String]) -> Result<()> {
         let ids: Vec<RecordId> = self
             .store
             .records()
             .iter()
-            .filter(|(_, m)| m.status() != SyncStatus::Pending)
+            .filter(|(_, m)| m.status() == SyncStatus::Synced)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {

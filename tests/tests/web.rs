@@ -612,23 +612,23 @@ async fn forms_without_the_right_csrf_token_are_refused() {
     let page = v.send("GET", "/admin/org-units", None).await;
     assert_eq!(page.status, 200);
     let token = hidden_csrf(&page.body);
-    let p = v.send("POST", "/admin/org-units", Some(&[("code", "88"), ("name", "Tỉnh thử")])).await;
+    let p = v.send("POST", "/admin/org-units", Some(&[("code", "049"), ("name", "Huyện thử"), ("parent", "04")])).await;
     assert_eq!(p.status, 403);
     assert!(p.body.contains("Biểu mẫu không hợp lệ") && p.body.contains("CSRF"), "{}", p.body);
-    let p = v.send("POST", "/admin/org-units", Some(&[("csrf", "wrong-token-wrong-token-wrong-token-wrong-t"), ("code", "88"), ("name", "Tỉnh thử")])).await;
+    let p = v.send("POST", "/admin/org-units", Some(&[("csrf", "wrong-token-wrong-token-wrong-token-wrong-t"), ("code", "049"), ("name", "Huyện thử"), ("parent", "04")])).await;
     assert_eq!(p.status, 403);
-    let p = v.send("POST", "/admin/org-units?lang=en", Some(&[("csrf", "x"), ("code", "88"), ("name", "Tỉnh thử")])).await;
+    let p = v.send("POST", "/admin/org-units?lang=en", Some(&[("csrf", "x"), ("code", "049"), ("name", "Huyện thử"), ("parent", "04")])).await;
     assert_eq!(p.status, 403);
     assert!(p.body.contains("The form was refused"), "the refusal in English: {}", p.body);
     let admin = api_token(&server.url(), "admin").await;
     let units = api_get(&server.url(), &admin, "/api/v1/org-units").await;
-    assert!(!units.as_array().unwrap().iter().any(|u| u["code"] == "88"), "no unit was added");
+    assert!(!units.as_array().unwrap().iter().any(|u| u["code"] == "049"), "no unit was added");
 
     // With the session's token it goes through.
-    let p = v.send("POST", "/admin/org-units", Some(&[("csrf", &token), ("code", "88"), ("name", "Tỉnh thử")])).await;
+    let p = v.send("POST", "/admin/org-units", Some(&[("csrf", &token), ("code", "049"), ("name", "Huyện thử"), ("parent", "04")])).await;
     assert_eq!((p.status, p.location.as_str()), (303, "/admin/org-units?done=unit"));
     let units = api_get(&server.url(), &admin, "/api/v1/org-units").await;
-    assert!(units.as_array().unwrap().iter().any(|u| u["code"] == "88" && u["level"] == "province"));
+    assert!(units.as_array().unwrap().iter().any(|u| u["code"] == "049" && u["level"] == "district"));
 
     // Logout needs the token too, and ends the session on the server.
     let p = v.send("POST", "/logout", Some(&[("csrf", "nope")])).await;
