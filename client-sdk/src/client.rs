@@ -298,9 +298,12 @@ impl Client {
             }
             self.store.flush_acks(true)?;
         }
+        let holds_records = !self.store.records().is_empty();
         self.store.update_state(|s| {
             if new_server || new_user {
                 s.cursor.clear();
+                // Another user's records may be here: the next scope the server sends decides.
+                s.scope = holds_records.then(Vec::new);
             }
             s.server = Some(server);
             s.ca_cert = ca_cert;

@@ -67,6 +67,10 @@ pub(crate) struct State {
     /// The server's feed cursor (opaque).
     #[serde(default)]
     pub cursor: Vec<u8>,
+    /// The communes whose records this phone may hold, as the server last said; `None` for a
+    /// store that never held another scope's records (nothing to drop when one arrives).
+    #[serde(default)]
+    pub scope: Option<Vec<String>>,
 }
 
 impl fmt::Debug for State {
@@ -225,6 +229,7 @@ impl Store {
             access_token: None,
             refresh_token: None,
             cursor: Vec::new(),
+            scope: None,
         };
         let store = Store::with_state(dir, Box::new(keys), key, state);
         store.save_state()?;

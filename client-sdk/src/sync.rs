@@ -572,8 +572,12 @@ impl Client {
         if let Some(remaining) = response.remaining {
             round.to_receive = Some(round.received + remaining);
         }
-        if let Some(scope) = &response.scope {
-            self.drop_out_of_scope(scope)?;
+        if let Some(scope) = response.scope {
+            // Only a scope that changed can leave records this phone may no longer hold.
+            if self.store.state().scope.as_ref().is_some_and(|old| *old != scope) {
+                self.drop_out_of_scope(&scope)?;
+            }
+            self.store.update_state(|s| s.scope = Some(scope))?;
         }
         // The round's verdicts in one journal write; pulled records reach the disk before the
         // cursor moves past them (the same sync carries the journal along).
