@@ -107,17 +107,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
+# free_port, wait_port
+. "$(dirname "$0")/peer/lib.sh"
 field() { node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"))[process.argv[2]])' "$1" "$2"; }
 # Starts `bench-peer-client $1 --target 127.0.0.1:$2 …`; sets OUT to the file of its JSON line.
 start_link() {

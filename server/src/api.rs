@@ -478,6 +478,17 @@ async fn hashing_permit(state: &Shared) -> AppResult<tokio::sync::OwnedSemaphore
     }
 }
 
+/// Records the time since `started` in histogram `name` when dropped (however the handler ends).
+fn scopeguard_histogram(name: &'static str, started: std::time::Instant) -> impl Drop {
+    struct Timer(&'static str, std::time::Instant);
+    impl Drop for Timer {
+        fn drop(&mut self) {
+            metrics::histogram!(self.0).record(self.1.elapsed().as_secs_f64());
+        }
+    }
+    Timer(name, started)
+}
+
 /// Decrements the counter when dropped (the login left the queue, however it left).
 fn scopeguard_dec(counter: &std::sync::atomic::AtomicUsize) -> impl Drop + '_ {
     struct Dec<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -490,6 +501,9 @@ fn scopeguard_dec(counter: &std::sync::atomic::AtomicUsize) -> impl Drop + '_ {
 }
 
 async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<LoginBody>) -> AppResult<Response> {
+    prometheus();
+    let started = std::time::Instant::now();
+    let _record = scopeguard_histogram("gesync_login_seconds", started);
     let device_id = body.device_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if !valid_device_id(&device_id) {
         return Err(AppError::bad_request("device_id must be 1 to 64 letters, digits, '-' or '_'"));
@@ -1141,6 +1155,8 @@ async fn sync(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> AppResult<Response> {
     let p = slot.p.clone();
+    prometheus();
+    let _record = scopeguard_histogram("gesync_sync_seconds", std::time::Instant::now());
     let body = body?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ct != CONTENT_TYPE {
@@ -1180,6 +1196,22 @@ async fn sync(
     }
     m.sync_bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
+}
+
+/// The process's Prometheus recorder, installed once: the latency histograms
+/// (`gesync_sync_seconds`, `gesync_login_seconds`) are recorded through the `metrics` crate.
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+            .expect("bucket bounds are given")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder already installed (an embedding program's) keeps its place.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
 }
 
 /// `/metrics` shows who uses the system how much: the monitoring token, or an admin.
@@ -1225,6 +1257,6 @@ async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<R
         g(&m.refresh_failures),
         state.db.durable_seq(),
         state.db.kv().size_on_disk(),
-    );
+    ) + &prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

@@ -1862,3 +1862,19 @@ async fn an_officer_moved_to_another_commune_keeps_none_of_the_old_communes_reco
     assert_eq!(held, vec![theirs], "the phone holds the new commune's records only (the old one's {old} is gone)");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_latency_histograms_to_an_admin_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let officer = api.login("officer1", None).await;
+    assert_eq!(api.sync(&officer.access, SyncRequest::default().encode()).await.status, 200);
+    api.get("/metrics", &officer.access).await.expect_error(403, "metrics for a commune officer");
+    let admin = api.login("admin", None).await;
+    let text = api.get("/metrics", &admin.access).await.text();
+    for series in ["gesync_sync_requests_total", "gesync_sync_seconds_bucket", "gesync_login_seconds_count"] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    server.stop().await;
+}

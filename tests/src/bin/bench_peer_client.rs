@@ -174,49 +174,45 @@ fn main() {
 
 async fn slowlink(target: SocketAddr, link: tests::slowlink::Link) {
     let slow = tests::slowlink::SlowLink::start(target, link).await;
-    let ctl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("{}", json!({"listen": slow.addr.to_string(), "control": ctl.local_addr().unwrap().to_string(), "link": link.describe()}));
-    std::io::stdout().flush().unwrap();
-    while let Ok((s, _)) = ctl.accept().await {
-        let st = slow.stats.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = s.into_split();
-            let mut lines = tokio::io::BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.trim() == "reset" {
-                    st.reset();
-                }
-                let (up, down) = st.get();
-                let answer = json!({
-                    "up": up, "down": down,
-                    "connections": st.connections.load(Ordering::Relaxed), "cuts": st.cuts.load(Ordering::Relaxed),
-                });
-                if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    let stats = slow.stats.clone();
+    serve_control(slow.addr, Some(link.describe()), move |reset| {
+        if reset {
+            stats.reset();
+        }
+        let (up, down) = stats.get();
+        json!({"up": up, "down": down, "connections": stats.connections.load(Ordering::Relaxed), "cuts": stats.cuts.load(Ordering::Relaxed)})
+    })
+    .await
 }
 
 async fn proxy(target: SocketAddr) {
     let (listen, counters) = tests::proxy::start(target).await;
+    serve_control(listen, None, move |reset| {
+        if reset {
+            counters.reset();
+        }
+        json!({"up": counters.up.load(Ordering::Relaxed), "down": counters.down.load(Ordering::Relaxed), "connections": counters.connections.load(Ordering::Relaxed)})
+    })
+    .await
+}
+
+/// Prints `{"listen","control"[,"link"]}`, then answers each line on the control port with
+/// `read(reset)` (a line `reset` zeroes the counts first), until killed.
+async fn serve_control(listen: SocketAddr, link: Option<String>, read: impl Fn(bool) -> Value + Clone + Send + 'static) {
     let ctl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("{}", json!({"listen": listen.to_string(), "control": ctl.local_addr().unwrap().to_string()}));
+    let mut hello = json!({"listen": listen.to_string(), "control": ctl.local_addr().unwrap().to_string()});
+    if let Some(l) = link {
+        hello["link"] = l.into();
+    }
+    println!("{hello}");
     std::io::stdout().flush().unwrap();
     while let Ok((s, _)) = ctl.accept().await {
-        let c = counters.clone();
+        let read = read.clone();
         tokio::spawn(async move {
             let (r, mut w) = s.into_split();
             let mut lines = tokio::io::BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.trim() == "reset" {
-                    c.reset();
-                }
-                let answer = json!({
-                    "up": c.up.load(Ordering::Relaxed), "down": c.down.load(Ordering::Relaxed),
-                    "connections": c.connections.load(Ordering::Relaxed),
-                });
+                let answer = read(line.trim() == "reset");
                 if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
                     break;
                 }
