@@ -765,11 +765,21 @@ pub struct NewOrgUnit {
 }
 
 /// The level a new unit gets when none is given: the conventional level below its parent.
-pub fn default_level(parent_level: Option<&str>) -> &'static str {
-    match parent_level {
-        None => "province",
-        Some("province") => "district",
-        Some(_) => "commune",
+/// The level of a unit added or changed: the one given; else the unit's own, when it exists;
+/// else from the statistics office's code length (2 digits a province, 3 a district, 5 a
+/// commune). Not from its depth: since 2025 a commune may hang directly under a province.
+pub fn level_for(tree: &OrgTree, code: &str, given: Option<&str>) -> Result<String, String> {
+    if let Some(level) = given.map(str::trim).filter(|l| !l.is_empty()) {
+        return Ok(level.to_string());
+    }
+    if let Some(unit) = tree.get(code) {
+        return Ok(unit.level.clone());
+    }
+    match code.len() {
+        2 => Ok("province".into()),
+        3 => Ok("district".into()),
+        5 => Ok(crate::model::COMMUNE_LEVEL.into()),
+        n => Err(format!("the level of a {n}-digit code is not known (2 digits: province, 3: district, 5: commune): give the level")),
     }
 }
 
@@ -777,13 +787,8 @@ async fn add_org_unit(State(state): State<Shared>, Authed(p): Authed, JsonBody(b
     require_admin(&p)?;
     let code: OrgUnitCode = b.code.parse().map_err(|e: sync_protocol::BadOrgUnitCode| AppError::bad_request(e.to_string()))?;
     let tree = state.db.tree();
-    let parent_level = b.parent.as_deref().and_then(|c| tree.get(c)).map(|u| u.level.clone());
-    let unit = OrgUnit {
-        code: code.to_string(),
-        name: b.name,
-        level: b.level.unwrap_or_else(|| default_level(parent_level.as_deref()).to_string()),
-        parent: b.parent,
-    };
+    let level = level_for(&tree, code.as_str(), b.level.as_deref()).map_err(AppError::bad_request)?;
+    let unit = OrgUnit { code: code.to_string(), name: b.name, level, parent: b.parent };
     state.db.check_org_unit(&unit)?;
     check_org_unit_change(&p, &tree, &unit)?;
     let db = state.db.clone();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use crate::api::default_level;
+use crate::api::level_for;
 use crate::model::{OrgUnit, Role, User};
 use crate::server::{ensure_self_signed, open_db, run, Config, Tls};
 use crate::{auth, backup, demo};
@@ -116,7 +116,8 @@ enum AdminCmd {
         name: String,
         #[arg(long)]
         parent: Option<String>,
-        /// Level name (province, district, commune, ...); defaults to the level below the parent.
+        /// Level name (province, district, commune, ...); without it, from the code's length
+        /// (2 digits province, 3 district, 5 commune).
         #[arg(long)]
         level: Option<String>,
     },
@@ -275,8 +276,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let db = open_db(&data_dir).map_err(|e| in_use(&data_dir, e))?;
             let code: sync_protocol::OrgUnitCode = code.parse().map_err(|e: sync_protocol::BadOrgUnitCode| e.to_string())?;
             let tree = db.tree();
-            let parent_level = parent.as_deref().and_then(|p| tree.get(p)).map(|u| u.level.clone());
-            let level = level.unwrap_or_else(|| default_level(parent_level.as_deref()).to_string());
+            let level = level_for(&tree, code.as_str(), level.as_deref()).map_err(|e| e.replace("give the level", "give it with --level"))?;
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "org_unit_put", target: code.to_string() };
             db.put_org_unit(OrgUnit { code: code.to_string(), name, parent, level: level.clone() }, Some(ev)).map_err(|e| e.to_string())?;
             println!("org unit {code} saved ({level})");

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::fmt;
 use super::page::{blocking, csrf_field, page, Lang, Posted, Section, Web, WebError, WebResult};
-use crate::api::{create_user_checked, default_level, revoke_device_checked, update_user_checked, NewUserInput, Shared, UserPatch};
+use crate::api::{create_user_checked, level_for, revoke_device_checked, update_user_checked, NewUserInput, Shared, UserPatch};
 use crate::db::AuditEvent;
 use crate::model::{OrgTree, OrgUnit, Principal, Role};
 
@@ -379,10 +379,7 @@ pub async fn put_org_unit(State(state): State<Shared>, Posted { web, form: f }: 
     let code = f.code.trim().parse::<sync_protocol::OrgUnitCode>().map_err(|e| WebError::bad_input(e.to_string()))?.to_string();
     let tree = state.db.tree();
     let parent = Some(f.parent.trim().to_string()).filter(|p| !p.is_empty());
-    let level = match f.level.trim() {
-        "" => tree.get(&code).map(|u| u.level.clone()).unwrap_or_else(|| default_level(parent.as_deref().and_then(|p| tree.get(p)).map(|u| u.level.as_str())).to_string()),
-        l => l.to_string(),
-    };
+    let level = level_for(&tree, &code, Some(f.level.as_str())).map_err(WebError::bad_input)?;
     let unit = OrgUnit { code: code.clone(), name: f.name, parent, level };
     state.db.check_org_unit(&unit)?;
     crate::api::check_org_unit_change(web.p(), &tree, &unit)?;
