@@ -84,8 +84,8 @@ RETRY_MS="${RETRY_MS:-5000}"
 KEEPALIVE_MS="${KEEPALIVE_MS:-}"
 PEER="$ROOT/scripts/peer"
 
-echo "== installing the peer (npm install from the committed package-lock.json, in scripts/peer)" >&2
-(cd "$PEER" && npm install --no-save --no-audit --no-fund --loglevel=error >&2)
+. "$ROOT/scripts/peer/lib.sh" # free_port, wait_port, install_peer
+install_peer "$PEER"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 CLIENT="$BIN/bench-peer-client"
 if [ ! -x "$CLIENT" ]; then
@@ -107,8 +107,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port, wait_port
-. "$(dirname "$0")/peer/lib.sh"
 field() { node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"))[process.argv[2]])' "$1" "$2"; }
 # Starts `bench-peer-client $1 --target 127.0.0.1:$2 …`; sets OUT to the file of its JSON line.
 start_link() {

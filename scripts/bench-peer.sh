@@ -25,11 +25,8 @@ HOLD="${HOLD:-10000}"
 EDITS="${EDITS:-1000}"
 PEER="$ROOT/scripts/peer"
 
-echo "== installing the peer (npm install from the committed package-lock.json, in scripts/peer)" >&2
-# Not `npm ci`: cbor-x's optional prebuilt natives are not all on the registry, so the lock file
-# cannot list them and `npm ci` refuses it; `npm install --no-save` follows the lock file and
-# changes nothing.
-(cd "$PEER" && npm install --no-save --no-audit --no-fund --loglevel=error >&2)
+. "$ROOT/scripts/peer/lib.sh" # free_port, wait_port, install_peer
+install_peer "$PEER"
 echo "== building gesync (cargo build --release -p tests --bins)" >&2
 cargo build --release -p tests --bins >&2
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
@@ -46,8 +43,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port, wait_port
-. "$(dirname "$0")/peer/lib.sh"
 # Starts the proxy in front of 127.0.0.1:$1; sets PROXY_PID, PROXY_LISTEN, PROXY_CONTROL.
 start_proxy() {
   local out="$WORK/proxy.$RANDOM.json"

@@ -313,6 +313,38 @@ impl Client {
         })
     }
 
+    /// [`Client::login`] on a poor link: a failure that may pass (the link dropped or stalled,
+    /// the server busy) is tried again with backoff for up to `retry_for`, `on_retry` being told
+    /// the error and the wait before each new try. A login is idempotent (same device, fresh
+    /// tokens), so an answer lost on a cut is simply asked again.
+    pub async fn login_with(
+        &mut self,
+        server: &str,
+        username: &str,
+        password: &str,
+        ca_cert: Option<&Path>,
+        retry_for: std::time::Duration,
+        mut on_retry: impl FnMut(&Error, std::time::Duration),
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + retry_for;
+        let mut failures = 0;
+        loop {
+            match self.login(server, username, password, ca_cert).await {
+                Err(e) if e.is_transient() => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    failures += 1;
+                    let wait = crate::sync::backoff(failures, &e).min(left);
+                    on_retry(&e, wait);
+                    tokio::time::sleep(wait).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// The transport for server calls.
     pub(crate) fn transport(&mut self) -> Result<Arc<dyn Transport>> {
         if let Some(t) = &self.injected {

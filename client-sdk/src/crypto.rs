@@ -120,15 +120,7 @@ impl KeyProvider for Passphrase {
     /// Removes the salt, durably, before anything else of the store: without it the passphrase
     /// derives nothing, so a wipe cut short after this step leaves nothing readable.
     fn forget_key(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(SALT_FILE);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &path)(e)),
-            _ => {}
-        }
-        if let Ok(d) = fs::File::open(dir) {
-            d.sync_all().map_err(Error::io("sync", dir))?;
-        }
-        Ok(())
+        remove_durably(&dir.join(SALT_FILE))
     }
 
     fn open_key(&self, dir: &Path) -> Result<StoreKey> {
@@ -215,13 +207,7 @@ impl KeyProvider for KeyFile {
     }
 
     fn forget_key(&self, dir: &Path) -> Result<()> {
-        let path = self.path_for(dir)?;
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("remove", &path)(e))
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&self.path_for(dir)?)
     }
 }
 
@@ -303,6 +289,25 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Writes a file atomically: a temporary file in the same directory, fsync, rename, then fsync of
 /// the directory, so a crash leaves either the old or the new content, never a mix. Mode 0600.
+/// Removes a file; one that is not there is already removed.
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// [`remove_if_present`], then syncs the directory so that the removal survives a crash.
+pub(crate) fn remove_durably(path: &Path) -> Result<()> {
+    remove_if_present(path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = fs::File::open(dir) {
+            d.sync_all().map_err(Error::io("sync", dir))?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, bytes, true)
 }

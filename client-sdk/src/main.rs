@@ -227,25 +227,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Err("no password on standard input".into());
             }
             let mut client = open(&store_dir)?;
-            let deadline = std::time::Instant::now() + retry_for;
-            let runtime = runtime()?;
-            let mut failures = 0;
-            // A login is idempotent (same device, fresh tokens), so a lost answer is simply
-            // asked again.
-            while let Err(e) =
-                runtime.block_on(client.login(&server, &username, password, ca_cert.as_deref()))
-            {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if !e.is_transient() || left.is_zero() {
-                    return Err(e.to_string());
-                }
-                failures += 1;
-                let wait = client_sdk::backoff(failures, &e).min(left);
-                if std::io::stderr().is_terminal() {
-                    eprintln!("{}; trying again in {} s", one_line(&e.to_string()), wait.as_secs().max(1));
-                }
-                std::thread::sleep(wait);
-            }
+            let terminal = std::io::stderr().is_terminal();
+            runtime()?
+                .block_on(client.login_with(&server, &username, password, ca_cert.as_deref(), retry_for, |e, wait| {
+                    if terminal {
+                        eprintln!("{}; trying again in {} s", one_line(&e.to_string()), wait.as_secs().max(1));
+                    }
+                }))
+                .map_err(|e| e.to_string())?;
             let store = client.store();
             print_line(
                 &json!({"logged_in": true, "server": store.server(), "username": store.username(),

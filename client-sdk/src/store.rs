@@ -660,27 +660,16 @@ impl Store {
 
     /// Removes a record from this phone (its file, its verdict), durably.
     pub(crate) fn remove_record(&mut self, id: RecordId) -> Result<()> {
-        let path = self.dir.join(Store::record_name(id));
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &path)(e)),
-            _ => {}
-        }
+        crypto::remove_durably(&self.dir.join(Store::record_name(id)))?;
         self.records.remove(&id);
         if self.acks.remove(&id) {
             self.acks_dirty = true;
-        }
-        if let Ok(d) = fs::File::open(self.dir.join(RECORDS_DIR)) {
-            d.sync_all().map_err(Error::io("sync", &path))?;
         }
         Ok(())
     }
 
     pub(crate) fn clear_partial(&mut self) -> Result<()> {
-        let path = self.dir.join(PARTIAL_FILE);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", &path)(e)),
-            _ => Ok(()),
-        }
+        crypto::remove_if_present(&self.dir.join(PARTIAL_FILE))
     }
 }
 

@@ -23,7 +23,7 @@ use automerge::AutoCommit;
 use rand::Rng;
 use sync_protocol::wire::{
     Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest,
-    SyncResponse, DEFAULT_PAGE_BYTES, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES,
+    SyncResponse, DEFAULT_PAGE_BYTES, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
 };
 use sync_protocol::{doc, heads_from_wire, RecordId};
 use tokio::time::Instant;
@@ -39,8 +39,8 @@ pub const MAX_ROUNDS: usize = 100_000;
 pub const PUSH_BUDGET: usize = MAX_MESSAGE_BYTES - MAX_MESSAGE_BYTES / 8;
 /// Longest rejection reason kept (the server's reason is meant for the officer, one line).
 const MAX_REASON: usize = 300;
-/// Smallest page either way: below this, round trips dominate.
-const MIN_PAGE: usize = 4 * 1024;
+/// Smallest page either way (the server's own floor): below this, round trips dominate.
+const MIN_PAGE: usize = MIN_PAGE_BYTES as usize;
 /// Longest wait between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -238,9 +238,6 @@ impl Pacer {
     }
 }
 
-fn transient(e: &Error) -> bool {
-    e.is_transient()
-}
 
 /// The wait before try `failures + 1`: exponential from half a second, with jitter so that a
 /// whole commune's phones do not come back at the same instant; the server's `Retry-After`
@@ -330,7 +327,7 @@ impl Client {
             let result = self.call_sync(&*transport, body).await;
             let (response, wire_down) = match result {
                 Ok(answer) => answer,
-                Err(e) if transient(&e) && Instant::now() < deadline => {
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
                     failures += 1;
                     report.retries += 1;
                     round.undo(&request.push, &server_heads, &request.want_full);
@@ -743,8 +740,8 @@ mod tests {
         assert!(backoff(40, &cut) <= MAX_BACKOFF);
         let busy = Error::Throttled { retry_after: Some(45) };
         assert_eq!(backoff(1, &busy), Duration::from_secs(45));
-        assert!(transient(&cut) && transient(&busy));
-        assert!(!transient(&Error::SessionExpired));
-        assert!(!transient(&Error::Server { status: 400, message: String::new() }));
+        assert!(cut.is_transient() && busy.is_transient());
+        assert!(!Error::SessionExpired.is_transient());
+        assert!(!Error::Server { status: 400, message: String::new() }.is_transient());
     }
 }

@@ -15,3 +15,12 @@ wait_port() {
   echo "nothing listening on port $1" >&2
   return 1
 }
+
+# Installs the peer (automerge-repo and its Node client and server) in scripts/peer.
+# Not `npm ci`: cbor-x's optional prebuilt natives are not all on the registry, so the lock file
+# cannot list them and `npm ci` refuses it; `npm install --no-save` follows the lock file and
+# changes nothing.
+install_peer() {
+  echo "== installing the peer (npm install from the committed package-lock.json, in scripts/peer)" >&2
+  (cd "$1" && npm install --no-save --no-audit --no-fund --loglevel=error >&2)
+}

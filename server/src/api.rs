@@ -81,15 +81,12 @@ impl AppState {
     }
 
     pub fn with_limits(db: Db, limits: crate::conn::Limits) -> Result<Shared, crate::db::DbError> {
-        Self::with_options(db, limits, Vec::new())
-    }
-
-    pub fn with_options(db: Db, limits: crate::conn::Limits, trusted_proxies: Vec<IpAddr>) -> Result<Shared, crate::db::DbError> {
-        Self::with_config(db, limits, trusted_proxies, None)
+        Self::with_config(db, limits, Vec::new(), None)
     }
 
     pub fn with_config(db: Db, limits: crate::conn::Limits, trusted_proxies: Vec<IpAddr>, metrics_token: Option<String>) -> Result<Shared, crate::db::DbError> {
         let keys = Keys::load(&db)?;
+        prometheus();
         Ok(Arc::new(AppState {
             db,
             keys,
@@ -304,51 +301,6 @@ impl FromRequestParts<Shared> for ClientIp {
     }
 }
 
-#[cfg(test)]
-mod token_tests {
-    use super::*;
-    use crate::store::MemKv;
-
-    #[test]
-    fn a_token_for_a_device_the_server_does_not_know_is_refused() {
-        let db = Db::open(Box::new(MemKv::default())).unwrap();
-        let user = User { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), password_hash: String::new(), disabled: false, session_epoch: 0 };
-        db.put_user(&user, true, None).unwrap();
-        let state = AppState::new(db.clone()).unwrap();
-        let p = Principal { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "phone-1".into() };
-        let token = state.keys.issue_access(&p, 0, None);
-        let refused = principal_from_token(&state, &token).err().expect("no device record: refused");
-        assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, "device_revoked"));
-        let now = now_secs();
-        db.put_device(&Device { username: "officer".into(), device_id: "phone-1".into(), first_seen: now, last_seen: now, revoked: false }, None).unwrap();
-        assert_eq!(principal_from_token(&state, &token).unwrap().device_id, "phone-1");
-    }
-}
-
-#[cfg(test)]
-mod client_address_tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_addresses_are_believed_only_from_a_trusted_proxy() {
-        let lb: IpAddr = "10.1.1.1".parse().unwrap();
-        let phone: IpAddr = "203.0.113.9".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
-        // From the load balancer: the last address it added; what the client wrote before is ignored.
-        assert_eq!(client_address(lb, &h, &[lb]), phone);
-        // From anyone else the header is the client's own words.
-        assert_eq!(client_address(phone, &h, &[lb]), phone);
-        assert_eq!(client_address(phone, &h, &[]), phone);
-        // Two proxies in a row; a header that does not parse is ignored.
-        let inner: IpAddr = "10.1.1.2".parse().unwrap();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
-        assert_eq!(client_address(inner, &h, &[lb, inner]), phone);
-        h.insert("x-forwarded-for", "not an address".parse().unwrap());
-        assert_eq!(client_address(lb, &h, &[lb]), lb);
-    }
-}
-
 fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     if !trusted.contains(&peer) {
         return peer;
@@ -456,6 +408,17 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
 /// Longest password accepted at login (argon2 hashes any length; this bounds the work).
 const MAX_PASSWORD_BYTES: usize = 1024;
 
+/// Hashes an admin-set password on the blocking pool, holding one of the argon2 permits until
+/// the hash is done (an abandoned request does not free it early).
+async fn hash_new_password(state: &Shared, password: String) -> AppResult<String> {
+    let permit = state.hashing.clone().acquire_owned().await.map_err(|_| AppError::internal())?;
+    Ok(tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        auth::hash_password(&password)
+    })
+    .await?)
+}
+
 /// One of the argon2 permits, or 503 with `Retry-After` when too many logins already wait.
 async fn hashing_permit(state: &Shared) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
     let busy = |waiting: usize| {
@@ -501,9 +464,7 @@ fn scopeguard_dec(counter: &std::sync::atomic::AtomicUsize) -> impl Drop + '_ {
 }
 
 async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<LoginBody>) -> AppResult<Response> {
-    prometheus();
-    let started = std::time::Instant::now();
-    let _record = scopeguard_histogram("gesync_login_seconds", started);
+    let _record = scopeguard_histogram("gesync_login_seconds", std::time::Instant::now());
     let device_id = body.device_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if !valid_device_id(&device_id) {
         return Err(AppError::bad_request("device_id must be 1 to 64 letters, digits, '-' or '_'"));
@@ -626,11 +587,7 @@ pub async fn create_user_checked(state: &Shared, by: &Principal, nu: NewUserInpu
     let tree = state.db.tree();
     check_role_fits(&tree, role, &nu.org_unit)?;
     require_admin_of(by, &tree, &nu.org_unit)?;
-    let hash = {
-        let _permit = state.hashing.acquire().await.map_err(|_| AppError::internal())?;
-        let pw = nu.password.clone();
-        tokio::task::spawn_blocking(move || auth::hash_password(&pw)).await?
-    };
+    let hash = hash_new_password(state, nu.password.clone()).await?;
     let user = User { username: nu.username, role, org_unit: nu.org_unit, password_hash: hash, disabled: false, session_epoch: 0 };
     let db = state.db.clone();
     let u2 = user.clone();
@@ -691,12 +648,7 @@ pub async fn update_user_checked(state: &Shared, by: &Principal, username: &str,
     }
     if let Some(pw) = b.password {
         auth::check_password_policy(&pw).map_err(AppError::bad_request)?;
-        let permit = state.hashing.clone().acquire_owned().await.map_err(|_| AppError::internal())?;
-        user.password_hash = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            auth::hash_password(&pw)
-        })
-        .await?;
+        user.password_hash = hash_new_password(state, pw).await?;
         end_sessions = true;
     }
     if end_sessions {
@@ -764,7 +716,6 @@ pub struct NewOrgUnit {
     pub level: Option<String>,
 }
 
-/// The level a new unit gets when none is given: the conventional level below its parent.
 /// The level of a unit added or changed: the one given; else the unit's own, when it exists;
 /// else from the statistics office's code length (2 digits a province, 3 a district, 5 a
 /// commune). Not from its depth: since 2025 a commune may hang directly under a province.
@@ -1160,7 +1111,6 @@ async fn sync(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> AppResult<Response> {
     let p = slot.p.clone();
-    prometheus();
     let _record = scopeguard_histogram("gesync_sync_seconds", std::time::Instant::now());
     let body = body?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -1264,4 +1214,49 @@ async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<R
         state.db.kv().size_on_disk(),
     ) + &prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+    use crate::store::MemKv;
+
+    #[test]
+    fn a_token_for_a_device_the_server_does_not_know_is_refused() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let user = User { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), password_hash: String::new(), disabled: false, session_epoch: 0 };
+        db.put_user(&user, true, None).unwrap();
+        let state = AppState::new(db.clone()).unwrap();
+        let p = Principal { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "phone-1".into() };
+        let token = state.keys.issue_access(&p, 0, None);
+        let refused = principal_from_token(&state, &token).err().expect("no device record: refused");
+        assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, "device_revoked"));
+        let now = now_secs();
+        db.put_device(&Device { username: "officer".into(), device_id: "phone-1".into(), first_seen: now, last_seen: now, revoked: false }, None).unwrap();
+        assert_eq!(principal_from_token(&state, &token).unwrap().device_id, "phone-1");
+    }
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_a_trusted_proxy() {
+        let lb: IpAddr = "10.1.1.1".parse().unwrap();
+        let phone: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
+        // From the load balancer: the last address it added; what the client wrote before is ignored.
+        assert_eq!(client_address(lb, &h, &[lb]), phone);
+        // From anyone else the header is the client's own words.
+        assert_eq!(client_address(phone, &h, &[lb]), phone);
+        assert_eq!(client_address(phone, &h, &[]), phone);
+        // Two proxies in a row; a header that does not parse is ignored.
+        let inner: IpAddr = "10.1.1.2".parse().unwrap();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        assert_eq!(client_address(inner, &h, &[lb, inner]), phone);
+        h.insert("x-forwarded-for", "not an address".parse().unwrap());
+        assert_eq!(client_address(lb, &h, &[lb]), lb);
+    }
 }

@@ -118,15 +118,12 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Whether `bytes` is a cursor made for `scope`.
-    fn is_for(bytes: &[u8], scope: u64) -> bool {
-        matches!(postcard::from_bytes::<Cursor>(bytes), Ok(c) if c.scope == scope)
-    }
-
-    fn decode(bytes: &[u8], scope: u64) -> u64 {
+    /// The feed position of a cursor made for `scope`; `None` for one made for another scope
+    /// (the user moved), or none at all, or anything else: the phone starts from the beginning.
+    fn decode(bytes: &[u8], scope: u64) -> Option<u64> {
         match postcard::from_bytes::<Cursor>(bytes) {
-            Ok(c) if c.scope == scope => c.seq,
-            _ => 0,
+            Ok(c) if c.scope == scope => Some(c.seq),
+            _ => None,
         }
     }
     fn encode(self) -> Vec<u8> {
@@ -168,29 +165,14 @@ fn upload_key(who: &Principal) -> Vec<u8> {
     key("up/", &[who.username.as_bytes(), who.device_id.as_bytes()])
 }
 
-/// A large record's changes, received slice by slice (`PushPart`).
+/// A large record's changes, received slice by slice (`PushPart`). Stored in postcard, not
+/// JSON like the other rows: it is mostly bytes.
 #[derive(Debug, Serialize, Deserialize)]
 struct Upload {
     id: RecordId,
     total: u64,
     heads: Vec<Hash>,
-    #[serde(with = "serde_bytes_as_base64")]
     bytes: Vec<u8>,
-}
-
-/// Upload bytes as base64 in the JSON row (a JSON array of numbers would be 3-4x the size).
-mod serde_bytes_as_base64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
-    }
 }
 
 fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
@@ -410,7 +392,8 @@ impl Db {
             .map(|(p, _)| (p.id, &p.heads))
             .collect();
         let scope = scope_fingerprint(&communes);
-        let cursor = Cursor::decode(&req.cursor, scope);
+        let known = Cursor::decode(&req.cursor, scope);
+        let cursor = known.unwrap_or(0);
         let page = self.pull(&communes, cursor, &accepted, &req.want_full, PageSpec::of(req))?;
         let remaining = if req.count { Some(self.count_feed(&communes, page.next, page.high)?) } else { None };
         Ok(SyncResponse {
@@ -421,7 +404,7 @@ impl Db {
             part: page.part,
             remaining,
             uploaded,
-            scope: (!Cursor::is_for(&req.cursor, scope)).then_some(communes),
+            scope: known.is_none().then_some(communes),
         })
     }
 
@@ -432,7 +415,8 @@ impl Db {
     /// Once whole, the upload is returned as a push (the caller pushes it and forgets it).
     fn receive_part(&self, who: &Principal, part: &PushPart) -> Result<(u64, Option<PushDoc>), DbError> {
         let k = upload_key(who);
-        let mut up = match get_json::<Upload>(self.kv(), &k)? {
+        let held = self.kv().get(&k)?.and_then(|v| postcard::from_bytes::<Upload>(&v).ok());
+        let mut up = match held {
             Some(u) if u.id == part.id && u.total == part.total && u.heads == part.heads => u,
             _ => Upload { id: part.id, total: part.total, heads: part.heads.clone(), bytes: Vec::new() },
         };
@@ -449,7 +433,7 @@ impl Db {
             return Ok((have, Some(PushDoc { id: up.id, changes: up.bytes, heads: up.heads })));
         }
         let mut b = Batch::default();
-        b.put(k, to_json(&up));
+        b.put(k, postcard::to_allocvec(&up).expect("an upload encodes"));
         self.commit(b)?;
         Ok((have, None))
     }
@@ -652,7 +636,7 @@ impl Db {
                 }
             }
             let mut known: Vec<ChangeHash> = Vec::new();
-            if !want_full.contains(id) { // a set: O(1) per record
+            if !want_full.contains(id) {
                 known.extend(meta.heads_at(cursor).unwrap_or_default());
                 if let Some(h) = pushed.get(id) {
                     known.extend(heads_from_wire(h));
@@ -798,17 +782,24 @@ mod tests {
         // Returns (it used to wait for a sequence number that never becomes durable).
         let resp = db.sync(&officer(), &SyncRequest { cursor: forged, ..Default::default() }).unwrap();
         assert!(resp.pull.is_empty());
-        assert_eq!(Cursor::decode(&resp.cursor, scope), db.durable_seq());
+        assert_eq!(Cursor::decode(&resp.cursor, scope), Some(db.durable_seq()));
+    }
+
+    /// A case whose 600-character notes were rewritten `edits` times (Automerge keeps every
+    /// version): a record larger than a small page. `step` varies the text.
+    fn case_with_long_history(edits: usize, step: usize) -> AutoCommit {
+        let mut d = doc::new_record(RecordKind::GbvCase, &json!({"commune": "04701", "detected_on": "2025-01-01", "setting": "domestic", "victim": {"sex": "female"}}), sync_protocol::automerge::ActorId::random()).unwrap();
+        for i in 0..edits {
+            let text: String = (0..600).map(|j| char::from(b'a' + ((i * step + j * 13) % 26) as u8)).collect();
+            doc::set_path(&mut d, "notes", &json!(text)).unwrap();
+        }
+        d
     }
 
     #[test]
     fn a_record_larger_than_the_page_goes_in_slices_that_resume() {
         let db = db_with_commune();
-        let mut d = doc::new_record(RecordKind::GbvCase, &json!({"commune": "04701", "detected_on": "2025-01-01", "setting": "domestic", "victim": {"sex": "female"}}), sync_protocol::automerge::ActorId::random()).unwrap();
-        for i in 0..30 {
-            let text: String = (0..600).map(|j| char::from(b'a' + ((i * 7 + j * 13) % 26) as u8)).collect();
-            doc::set_path(&mut d, "notes", &json!(text)).unwrap();
-        }
+        let mut d = case_with_long_history(30, 7);
         let big = RecordId::random();
         let push = SyncRequest { push: vec![PushDoc { id: big, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
         assert_eq!(db.sync(&officer(), &push).unwrap().results[0].outcome, PushOutcome::Accepted);
@@ -860,11 +851,7 @@ mod tests {
     #[test]
     fn a_record_too_large_for_the_uplink_goes_up_in_slices_that_resume() {
         let db = db_with_commune();
-        let mut d = doc::new_record(RecordKind::GbvCase, &json!({"commune": "04701", "detected_on": "2025-01-01", "setting": "domestic", "victim": {"sex": "female"}}), sync_protocol::automerge::ActorId::random()).unwrap();
-        for i in 0..20 {
-            let text: String = (0..600).map(|j| char::from(b'a' + ((i * 11 + j * 7) % 26) as u8)).collect();
-            doc::set_path(&mut d, "notes", &json!(text)).unwrap();
-        }
+        let mut d = case_with_long_history(20, 11);
         let (id, changes, heads) = (RecordId::random(), doc::save_record(&mut d), heads_to_wire(&d.get_heads()));
         let total = changes.len() as u64;
         let part = |offset: usize, len: usize| PushPart { id, offset: offset as u64, total, bytes: changes[offset..(offset + len).min(changes.len())].to_vec(), heads: heads.clone() };

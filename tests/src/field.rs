@@ -109,12 +109,10 @@ pub async fn newcomer(server: SocketAddr, dir: &Path, link: Link, push: usize, o
     let mut out = Outcome { link: link.describe(), ..Outcome::default() };
 
     let t = Instant::now();
-    let mut failures = 0;
-    while let Err(e) = phone.login(&slow.url(), NEWCOMER, PASSWORD, None).await {
-        assert!(e.is_transient() && failures < 50, "login over the slow link failed: {e}");
-        failures += 1;
-        tokio::time::sleep(client_sdk::backoff(failures, &e)).await;
-    }
+    phone
+        .login_with(&slow.url(), NEWCOMER, PASSWORD, None, options.retry_for, |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("login over the slow link failed: {e}"));
     out.login_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();

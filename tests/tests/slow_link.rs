@@ -40,16 +40,9 @@ async fn a_record_too_large_for_any_page_arrives_in_slices_across_cuts() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_fresh(&dir.path().join("s"), 0).await;
     let mut expected = fill_commune(&server.url(), dir.path(), 10, seed).await;
-    // A case with a long history: its notes rewritten 100 times, 1 KB of hard-to-compress text
-    // each time (Automerge keeps every version).
     let mut other = Client::open(dir.path().join("other"), FixedKey(StoreKey::random())).unwrap();
     other.login(&server.url(), "officer1b", PASSWORD, None).await.unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let big = other.create(RecordKind::GbvCase, &tests::field::field_case(&mut rng, 0)).unwrap();
-    for _ in 0..100 {
-        let text: String = (0..1024).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
-        other.set(big, "notes", &json!(text)).unwrap();
-    }
+    let big = case_with_long_history(&mut other, seed);
     assert_eq!(other.sync(|_| {}).await.unwrap().pushed, 1);
     expected.insert(big.to_string());
 
@@ -76,6 +69,18 @@ async fn a_record_too_large_for_any_page_arrives_in_slices_across_cuts() {
     assert_eq!(phone.show(big).unwrap()["notes"], on_server["notes"]);
     assert!(!dir.path().join("phone/partial").exists(), "no slices are left behind");
     server.stop().await;
+}
+
+/// A case with a long history, made offline on `phone`: its notes rewritten 100 times, 1 KB of
+/// hard-to-compress text each time (Automerge keeps every version), about 100 KB in all.
+fn case_with_long_history(phone: &mut Client, seed: u64) -> client_sdk::RecordId {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let big = phone.create(RecordKind::GbvCase, &tests::field::field_case(&mut rng, 0)).unwrap();
+    for _ in 0..100 {
+        let text: String = (0..1024).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
+        phone.set(big, "notes", &json!(text)).unwrap();
+    }
+    big
 }
 
 /// A sync request whose body never finishes: the headers and a few bytes, then silence.
@@ -170,18 +175,12 @@ async fn a_record_too_large_for_the_uplink_goes_up_in_slices_across_cuts() {
     let seed = tests::seed_from_env("slow_link_upload");
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_fresh(&dir.path().join("s"), 0).await;
-    // 4 KB/s up, cut every 5 s: under 20 KB per connection, for a record of 40 KB of notes
-    // (about 30 KB compressed) and its history.
+    // 4 KB/s up, cut every 5 s: under 20 KB per connection, for a record of about 100 KB.
     let link = Link { down: 16_000.0, up: 4_000.0, connect_delay: Duration::from_millis(200), cut_every: Some(Duration::from_secs(5)) };
     let slow = tests::slowlink::SlowLink::start(server.addr, link).await;
     let mut phone = Client::open(dir.path().join("phone"), FixedKey(StoreKey::random())).unwrap();
     phone.login(&slow.url(), "officer1", PASSWORD, None).await.unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let big = phone.create(RecordKind::GbvCase, &tests::field::field_case(&mut rng, 0)).unwrap();
-    for _ in 0..100 {
-        let text: String = (0..1024).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
-        phone.set(big, "notes", &json!(text)).unwrap();
-    }
+    let big = case_with_long_history(&mut phone, seed);
     let small = phone.create(RecordKind::NewsItem, &json!({"commune": COMMUNE, "published_on": "2025-03-01"})).unwrap();
     let options = SyncOptions { retry_for: Duration::from_secs(300), ..SyncOptions::default() };
     let report = phone.sync_with(&options, |_| {}).await.unwrap();

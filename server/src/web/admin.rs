@@ -74,7 +74,6 @@ pub async fn users(State(state): State<Shared>, web: Web, Query(q): Query<Done>)
     let db = state.db.clone();
     let tree = state.db.tree();
     let users: Vec<_> = blocking(move || Ok(db.list_users()?)).await?.into_iter().filter(|u| web.p().may_administer(&tree, &u.org_unit)).collect();
-    let tree = state.db.tree();
     let lang = web.lang;
     let body = html! {
         h1 { (web.t("Người dùng", "Users")) }
