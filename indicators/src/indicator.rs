@@ -113,6 +113,16 @@ impl Sex {
         }
     }
 
+    /// The category's Vietnamese name, for report files (a column heading on its own).
+    pub fn name_vi(self) -> &'static str {
+        match self {
+            Sex::Female => "Nữ",
+            Sex::Male => "Nam",
+            Sex::Other => "Giới tính khác",
+            Sex::Unknown => "Không rõ giới tính",
+        }
+    }
+
     pub(crate) fn from_json(v: Option<&serde_json::Value>) -> Sex {
         let s = v.and_then(serde_json::Value::as_str).unwrap_or("");
         Sex::ALL
@@ -152,6 +162,16 @@ impl AgeBand {
         }
     }
 
+    /// The band's Vietnamese name, for report files (a column heading on its own).
+    pub fn name_vi(self) -> &'static str {
+        match self {
+            AgeBand::Under16 => "Dưới 16 tuổi",
+            AgeBand::From16To59 => "Từ 16 đến 59 tuổi",
+            AgeBand::From60 => "Từ 60 tuổi trở lên",
+            AgeBand::Unknown => "Không rõ tuổi",
+        }
+    }
+
     /// Age is the year of the record's date minus the birth year (birthdays are not recorded).
     /// A birth year after the record's year is a data error and counts as unknown.
     pub fn from_years(record_year: i32, birth_year: Option<i64>) -> AgeBand {
@@ -186,6 +206,15 @@ impl EthnicMinority {
             EthnicMinority::Yes => "yes",
             EthnicMinority::No => "no",
             EthnicMinority::Unknown => "unknown",
+        }
+    }
+
+    /// The category's Vietnamese name, for report files (a column heading on its own).
+    pub fn name_vi(self) -> &'static str {
+        match self {
+            EthnicMinority::Yes => "Dân tộc thiểu số",
+            EthnicMinority::No => "Không phải dân tộc thiểu số",
+            EthnicMinority::Unknown => "Không rõ dân tộc",
         }
     }
 

@@ -19,7 +19,8 @@
 //! 3. [`report()`] sums an org unit's quarters over a [`Period`] (`2025Q3`, `2025S1`, `2025`),
 //!    counts news-compliant communes, looks up [`Targets`] along the org-unit chain and returns an
 //!    [`IndicatorReport`] whose JSON shape is part of the API. [`csv_report`] writes rows of
-//!    reports as a spreadsheet-friendly CSV.
+//!    reports as a spreadsheet-friendly CSV; [`level_name_vi`] and [`verdict_vi`] are the
+//!    Vietnamese words every report file uses.
 //! 4. [`Calendar::due`] lists the annual and six-month reports still due for an org unit.
 //!
 //! Org units are plain code strings and the tree is given by the caller (`ancestors_of`, or a
@@ -35,6 +36,7 @@ mod contribution;
 mod counters;
 mod csv;
 mod indicator;
+mod labels;
 mod period;
 mod report;
 mod targets;
@@ -44,6 +46,7 @@ pub use contribution::{deltas, from_scratch, Contribution};
 pub use counters::{CounterKey, Counters, Cut, Side, UnknownCounterKey};
 pub use csv::{csv_report, CsvRow};
 pub use indicator::{AgeBand, EthnicMinority, IndicatorId, Sex, UnknownIndicator};
+pub use labels::{level_name_vi, verdict_vi};
 pub use period::{Half, Period, PeriodError, PeriodKind, Quarter, YEARS};
 pub use report::{
     news_per_quarter, report, Breakdown, Disaggregation, IndicatorReport, IndicatorValue,

@@ -23,6 +23,7 @@ use crate::throttle::Throttle;
 use crate::db::{now_secs, AuditEvent, Db};
 use crate::error::{AppError, AppResult};
 use crate::model::{Device, OrgTree, OrgUnit, Principal, Role, User};
+use crate::report_file::ReportFormat;
 
 /// Shared state of the HTTP layer.
 pub struct AppState {
@@ -249,12 +250,13 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/users/{username}/devices", get(list_devices))
         .route("/api/v1/users/{username}/devices/{device_id}/revoke", post(revoke_device))
         .route("/api/v1/org-units", get(list_org_units).post(add_org_unit))
+        .route("/api/v1/org-units/{code}/merge", post(merge_org_unit))
         .route("/api/v1/targets/{org_unit}/{indicator}", put(set_target))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/records", get(list_records))
         .route("/api/v1/records/{id}", get(get_record))
         .route("/api/v1/indicators", get(get_indicators))
-        .route("/api/v1/reports/{org_unit}/{file}", get(report_csv))
+        .route("/api/v1/reports/{org_unit}/{file}", get(report_file))
         .route("/api/v1/calendar", get(calendar))
         .route("/api/v1/conflicts", get(list_conflicts))
         .route("/api/v1/conflicts/{id}/resolve", post(resolve_conflict))
@@ -556,7 +558,7 @@ fn user_json(u: &User) -> Value {
     json!({"username": u.username, "role": u.role, "org_unit": u.org_unit, "disabled": u.disabled})
 }
 
-fn valid_username(u: &str) -> bool {
+pub fn valid_username(u: &str) -> bool {
     (3..=64).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
@@ -739,7 +741,7 @@ async fn add_org_unit(State(state): State<Shared>, Authed(p): Authed, JsonBody(b
     let code: OrgUnitCode = b.code.parse().map_err(|e: sync_protocol::BadOrgUnitCode| AppError::bad_request(e.to_string()))?;
     let tree = state.db.tree();
     let level = level_for(&tree, code.as_str(), b.level.as_deref()).map_err(AppError::bad_request)?;
-    let unit = OrgUnit { code: code.to_string(), name: b.name, level, parent: b.parent };
+    let unit = OrgUnit::new(code.to_string(), b.name, b.parent, level);
     state.db.check_org_unit(&unit)?;
     check_org_unit_change(&p, &tree, &unit)?;
     let db = state.db.clone();
@@ -747,6 +749,25 @@ async fn add_org_unit(State(state): State<Shared>, Authed(p): Authed, JsonBody(b
     let ev = audit(&p, "org_unit_put", unit.code.clone());
     blocking(move || Ok(db.put_org_unit(u2, ev)?)).await?;
     Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(unit).expect("unit serialises"))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgUnitMerge {
+    pub into: String,
+    pub effective: String,
+}
+
+/// `POST /api/v1/org-units/{code}/merge`: an admin of both units merges one into the other.
+async fn merge_org_unit(State(state): State<Shared>, Authed(p): Authed, Path(code): Path<String>, JsonBody(b): JsonBody<OrgUnitMerge>) -> AppResult<axum::Json<Value>> {
+    let effective = crate::model::parse_effective(&b.effective).map_err(AppError::bad_request)?;
+    let tree = state.db.tree();
+    require_admin_of(&p, &tree, &code)?;
+    require_admin_of(&p, &tree, &b.into)?;
+    let db = state.db.clone();
+    let ev = audit(&p, "org_unit_merge", format!("{code} into {} from {effective}", b.into));
+    let merged = blocking(move || Ok(db.merge_org_unit(&code, &b.into, effective, crate::model::today(), ev)?)).await?;
+    Ok(axum::Json(serde_json::to_value(merged).expect("merge serialises")))
 }
 
 async fn set_target(
@@ -816,7 +837,7 @@ async fn list_records(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<Re
     }
     let kind: Option<RecordKind> = q.kind.as_deref().map(str::parse).transpose().map_err(|e: sync_protocol::SchemaError| AppError::bad_request(e.to_string()))?;
     let period = q.period.as_deref().map(parse_period).transpose()?;
-    let communes: Vec<String> = tree.communes_under(&unit).into_iter().filter(|c| p.may_access_records_of(&tree, c)).collect();
+    let communes: Vec<String> = tree.record_communes_under(&unit).into_iter().filter(|c| p.may_access_records_of(&tree, c)).collect();
     let db = state.db.clone();
     let ev = (p.role != Role::CommuneOfficer).then(|| audit(&p, "records_list", unit.clone())).flatten();
     let out = blocking(move || {
@@ -890,7 +911,8 @@ async fn get_indicators(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<
     Ok(axum::Json(serde_json::to_value(report).expect("report serialises")))
 }
 
-/// The CSV report rows: each commune under `unit`, then each level above it up to `unit`.
+/// The report's rows (the CSV's and the workbook's): each commune under `unit`, then each level
+/// above it up to `unit`.
 pub fn report_rows(db: &Db, unit: &str, period: Period) -> Result<Vec<indicators::CsvRow>, crate::db::DbError> {
     let tree = db.tree();
     let mut rows = Vec::new();
@@ -915,28 +937,21 @@ pub fn report_rows(db: &Db, unit: &str, period: Period) -> Result<Vec<indicators
     Ok(rows)
 }
 
-async fn report_csv(State(state): State<Shared>, Authed(p): Authed, Path((unit, file)): Path<(String, String)>) -> AppResult<Response> {
-    let period = file.strip_suffix(".csv").ok_or_else(|| AppError::not_found("reports are served as {period}.csv"))?;
+/// `GET /api/v1/reports/{org_unit}/{period}.csv` or `.xlsx`: the report rows as a file.
+async fn report_file(State(state): State<Shared>, Authed(p): Authed, Path((unit, file)): Path<(String, String)>) -> AppResult<Response> {
+    let (period, format) = ReportFormat::split(&file).ok_or_else(|| AppError::not_found(crate::report_file::FILE_NAMES))?;
     let period = parse_period(period)?;
     check_figures_scope(&state, &p, &unit)?;
     let db = state.db.clone();
     let ev = audit(&p, "report_export", format!("{unit}/{period}"));
     let u2 = unit.clone();
-    let csv = blocking(move || {
+    let bytes = blocking(move || {
         let rows = report_rows(&db, &u2, period)?;
         db.audit(ev.expect("event"))?;
-        Ok(indicators::csv_report(&rows))
+        format.render(&rows)
     })
     .await?;
-    let disposition = format!("attachment; filename=\"gesync-{unit}-{period}.csv\"");
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
-            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|_| AppError::internal())?),
-        ],
-        csv,
-    )
-        .into_response())
+    format.response(&unit, period, bytes)
 }
 
 /// `?org_unit=&period=`, both optional (the caller's unit; every or the current period).

@@ -121,6 +121,21 @@ enum AdminCmd {
         #[arg(long)]
         level: Option<String>,
     },
+    /// Merge an org unit into another from a date on: its records and children pass to the
+    /// successor, it stays in the history; figures are made on the new map.
+    MergeOrgUnit {
+        #[arg(long, env = "GESYNC_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The unit merged away.
+        #[arg(long)]
+        code: String,
+        /// Its successor.
+        #[arg(long)]
+        into: String,
+        /// From this date on (YYYY-MM-DD), not after today.
+        #[arg(long)]
+        effective: String,
+    },
     /// Recompute every indicator counter from the records (recovery); prints the record count.
     RebuildFigures {
         #[arg(long, env = "GESYNC_DATA_DIR")]
@@ -253,6 +268,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
         }
         Cmd::Admin(AdminCmd::CreateUser { data_dir, username, role, org_unit, password_stdin: _ }) => {
             let role: Role = role.parse()?;
+            if !crate::api::valid_username(&username) {
+                return Err("a username is 3 to 64 letters, digits, `.`, `_` or `-`".into());
+            }
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
             let password = password.trim_end_matches(['\n', '\r']).to_string();
@@ -278,8 +296,25 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let tree = db.tree();
             let level = level_for(&tree, code.as_str(), level.as_deref()).map_err(|e| e.replace("give the level", "give it with --level"))?;
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "org_unit_put", target: code.to_string() };
-            db.put_org_unit(OrgUnit { code: code.to_string(), name, parent, level: level.clone() }, Some(ev)).map_err(|e| e.to_string())?;
+            db.put_org_unit(OrgUnit::new(code.to_string(), name, parent, level.clone()), Some(ev)).map_err(|e| e.to_string())?;
             println!("org unit {code} saved ({level})");
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::MergeOrgUnit { data_dir, code, into, effective }) => {
+            let effective = crate::model::parse_effective(&effective)?;
+            let db = open_existing(&data_dir)?;
+            let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "org_unit_merge", target: format!("{code} into {into} from {effective}") };
+            let m = db.merge_org_unit(&code, &into, effective, crate::model::today(), Some(ev)).map_err(|e| e.to_string())?;
+            println!("org unit {code} merged into {into} from {effective}");
+            if !m.children_moved.is_empty() {
+                println!("units now under {into}: {}", m.children_moved.join(", "));
+            }
+            if !m.targets_carried.is_empty() {
+                println!("targets carried over to {into}: {}", m.targets_carried.join(", "));
+            }
+            if !m.users_left.is_empty() {
+                println!("accounts still on {code} (move them to {into}): {}", m.users_left.join(", "));
+            }
             Ok(())
         }
         Cmd::Admin(AdminCmd::RebuildFigures { data_dir }) => {

@@ -127,6 +127,18 @@ pub struct AuditEvent {
     pub target: String,
 }
 
+/// What a merge did, for the one who asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Merged {
+    pub unit: OrgUnit,
+    /// The units that were the merged unit's children and are now its successor's.
+    pub children_moved: Vec<String>,
+    /// The indicators whose targets passed to the successor (it had none of its own).
+    pub targets_carried: Vec<String>,
+    /// Accounts still assigned to the merged unit: an admin moves them to the successor.
+    pub users_left: Vec<String>,
+}
+
 /// State of the group commit (see [`Db::wait_durable`]).
 #[derive(Default)]
 struct FlushGate {
@@ -199,17 +211,6 @@ impl Db {
         self.inner.tree.read().expect("tree lock").clone()
     }
 
-    fn reload_tree(&self) -> Result<(), DbError> {
-        let units: Vec<OrgUnit> = self
-            .kv()
-            .range(b"o/", &prefix_end(b"o/"), usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("org unit", e)))
-            .collect::<Result<_, _>>()?;
-        *self.inner.tree.write().expect("tree lock") = Arc::new(OrgTree::new(units));
-        Ok(())
-    }
-
     /// Applies a batch and waits until it is durable.
     pub fn commit(&self, batch: Batch) -> Result<(), DbError> {
         self.kv().apply(batch)?;
@@ -219,14 +220,115 @@ impl Db {
 
     // ---- org units -------------------------------------------------------------------------
 
-    /// Adds an org unit, or updates its name/parent/level (moving it in the tree).
+    /// Adds an org unit, or updates its name/parent/level (moving it in the tree). A move
+    /// re-aggregates the figures of the records under the unit in the same atomic write.
     pub fn put_org_unit(&self, unit: OrgUnit, audit: Option<AuditEvent>) -> Result<(), DbError> {
+        // The feed write lock keeps every record write out while the counters move: a push
+        // computes its figures on the tree it finds under this lock.
+        let _w = self.inner.feed_lock.write().expect("feed lock");
         self.check_org_unit(&unit)?;
-        let name = unit.name.trim().to_string();
+        let old = self.tree();
+        let mut unit = OrgUnit { name: unit.name.trim().to_string(), ..unit };
+        let moved = match old.get(&unit.code) {
+            Some(was) => {
+                if let Some(successor) = &was.merged_into {
+                    if unit.parent != was.parent || unit.level != was.level {
+                        return Err(DbError::Invalid(format!(
+                            "`{}` was merged into `{successor}`: it stays in the history as it was (only its name may change)",
+                            unit.code
+                        )));
+                    }
+                }
+                unit.merged_into = was.merged_into.clone();
+                unit.effective = was.effective.clone();
+                was.parent != unit.parent
+            }
+            None => false,
+        };
         let mut batch = Batch::default();
-        batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&OrgUnit { name, ..unit }));
-        self.commit_audited(batch, audit)?;
-        self.reload_tree()
+        batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&unit));
+        let communes = if moved { old.record_communes_under(&unit.code) } else { Vec::new() };
+        let new = Arc::new(old.with(std::iter::once(unit)));
+        self.commit_tree_change(batch, &old, new, &communes, audit)
+    }
+
+    /// Merges org unit `code` into `into` from the date `effective` on: `code` stays in the
+    /// history, marked `merged_into`; its children pass to `into`; its records count for
+    /// `into` from now on, for every period (reports are made on the current map); its
+    /// targets carry over where `into` has none of its own. The figures move in the same
+    /// atomic write as the tree.
+    pub fn merge_org_unit(
+        &self,
+        code: &str,
+        into: &str,
+        effective: chrono::NaiveDate,
+        today: chrono::NaiveDate,
+        audit: Option<AuditEvent>,
+    ) -> Result<Merged, DbError> {
+        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let old = self.tree();
+        let unit = old.get(code).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{code}`")))?;
+        let successor = old.get(into).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{into}`")))?;
+        if let (Some(s), Some(d)) = (&unit.merged_into, &unit.effective) {
+            return Err(DbError::Conflict(format!("`{code}` was already merged into `{s}` on {d}")));
+        }
+        if let Some(current) = old.current(into).filter(|_| !successor.is_current()) {
+            return Err(DbError::Invalid(format!("`{into}` was itself merged into `{}`: merge into that one", current.code)));
+        }
+        if code == into || old.is_within(into, code) {
+            return Err(DbError::Invalid(format!("`{code}` cannot be merged into itself or a unit under it")));
+        }
+        let fits = if unit.level == crate::model::COMMUNE_LEVEL {
+            successor.level == unit.level
+        } else {
+            successor.level == unit.level || old.is_within(code, into)
+        };
+        if !fits {
+            return Err(DbError::Invalid(format!(
+                "a {} cannot be merged into a {}: merge a unit into one of its own level (or a district into its province)",
+                unit.level, successor.level
+            )));
+        }
+        if effective > today {
+            return Err(DbError::Invalid(format!("the merge takes effect on {effective}, after today ({today}): record it on or after that day")));
+        }
+        let mut batch = Batch::default();
+        let merged = OrgUnit { merged_into: Some(into.to_string()), effective: Some(effective.to_string()), ..unit.clone() };
+        batch.put(key("o/", &[code.as_bytes()]), to_json(&merged));
+        let mut changed = vec![merged.clone()];
+        for child in old.children(code) {
+            let mut c = old.get(child).expect("a child is in the tree").clone();
+            c.parent = Some(into.to_string());
+            batch.put(key("o/", &[child.as_bytes()]), to_json(&c));
+            changed.push(c);
+        }
+        let mut targets_carried = Vec::new();
+        let prefix = key("t/", &[code.as_bytes(), b""]);
+        for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
+            let indicator = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
+            let theirs = key("t/", &[into.as_bytes(), indicator.as_bytes()]);
+            if self.kv().get(&theirs)?.is_none() {
+                batch.put(theirs, v);
+                targets_carried.push(indicator);
+            }
+        }
+        let users_left = self.list_users()?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
+        let communes = old.record_communes_under(code);
+        let new = Arc::new(old.with(changed));
+        self.commit_tree_change(batch, &old, new, &communes, audit)?;
+        Ok(Merged { unit: merged, children_moved: old.children(code).to_vec(), targets_carried, users_left })
+    }
+
+    /// Writes a tree change with the figures of `communes`' records moved from their chains in
+    /// `old` to those in `new`, flags the approvals that changes, and installs `new`. The
+    /// caller holds the feed write lock.
+    fn commit_tree_change(&self, mut batch: Batch, old: &OrgTree, new: Arc<OrgTree>, communes: &[String], audit: Option<AuditEvent>) -> Result<(), DbError> {
+        let sums = self.reaggregate(old, &new, communes, &mut batch)?;
+        self.apply_audited(batch, audit)?;
+        *self.inner.tree.write().expect("tree lock") = new;
+        self.cache_counters(sums);
+        self.kv().flush()?;
+        Ok(())
     }
 
     /// Whether `unit` may be written as it is (code, name, level, an existing parent, no cycle).
@@ -243,8 +345,11 @@ impl Db {
         }
         let tree = self.tree();
         if let Some(parent) = &unit.parent {
-            if tree.get(parent).is_none() {
+            let Some(p) = tree.get(parent) else {
                 return Err(DbError::Invalid(format!("unknown parent org unit `{parent}`")));
+            };
+            if let (Some(s), false) = (&p.merged_into, tree.get(&unit.code).is_some_and(|u| !u.is_current())) {
+                return Err(DbError::Invalid(format!("`{parent}` was merged into `{s}`: units go under the current map")));
             }
             if tree.is_within(parent, &unit.code) {
                 return Err(DbError::Invalid(format!("moving `{}` under `{parent}` would make a cycle", unit.code)));
@@ -535,7 +640,7 @@ mod tests {
     #[test]
     fn org_units_validate_parent_and_cycles() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
-        let u = |c: &str, p: Option<&str>, l: &str| OrgUnit { code: c.into(), name: c.into(), parent: p.map(Into::into), level: l.into() };
+        let u = |c: &str, p: Option<&str>, l: &str| OrgUnit::new(c, c, p.map(Into::into), l);
         db.put_org_unit(u("04", None, "province"), None).unwrap();
         db.put_org_unit(u("047", Some("04"), "district"), None).unwrap();
         assert!(db.put_org_unit(u("048", Some("99"), "district"), None).unwrap_err().to_string().contains("unknown parent"));

@@ -60,7 +60,7 @@ pub fn seed(db: &Db) -> Result<bool, DbError> {
         return Ok(false);
     }
     for (code, name, parent, level) in TREE {
-        db.put_org_unit(OrgUnit { code: code.to_string(), name: name.to_string(), parent: parent.map(str::to_string), level: level.to_string() }, None)?;
+        db.put_org_unit(OrgUnit::new(*code, *name, parent.map(str::to_string), *level), None)?;
     }
     for (username, password, role, ou) in ACCOUNTS {
         let user = User { username: username.to_string(), role: *role, org_unit: ou.to_string(), password_hash: hash_password(password), disabled: false, session_epoch: 0 };

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestones, Period, Quarter, Targets};
 
-use crate::db::{corrupt, get_json, key, to_json, Db, DbError, AuditEvent};
+use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
+use crate::model::OrgTree;
 use crate::store::{prefix_end, Batch};
 
 fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
@@ -147,8 +148,17 @@ impl Db {
     /// The figures of `unit` for `period`, from the materialized counters only.
     pub fn indicators(&self, unit: &str, period: Period) -> Result<IndicatorReport, DbError> {
         let tree = self.tree();
-        if tree.get(unit).is_none() {
-            return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
+        match tree.get(unit) {
+            None => return Err(DbError::NotFound(format!("unknown org unit `{unit}`"))),
+            Some(u) if !u.is_current() => {
+                let now = tree.current(unit).map(|c| c.code.as_str()).unwrap_or_default();
+                return Err(DbError::NotFound(format!(
+                    "`{unit}` was merged into `{}` on {}: figures are made on the current map, so ask for `{now}`",
+                    u.merged_into.as_deref().unwrap_or_default(),
+                    u.effective.as_deref().unwrap_or_default()
+                )));
+            }
+            Some(_) => {}
         }
         let chain = tree.chain(unit);
         let targets = self.targets()?;
@@ -182,6 +192,25 @@ impl Db {
         self.kv().apply(batch)?;
         self.cache_counters(sums);
         Ok(())
+    }
+
+    /// Moves the figures of every record of `communes` from its chain in `old` to its chain in
+    /// `new` (a unit moved or merged), into `batch`, and flags the approvals that changes. Runs
+    /// under the feed write lock; reads only record metadata (each holds its contribution).
+    pub(crate) fn reaggregate(&self, old: &OrgTree, new: &OrgTree, communes: &[String], batch: &mut Batch) -> Result<NewSums, DbError> {
+        let mut pending = Pending::default();
+        for c in communes {
+            if old.chain(c) == new.chain(c) {
+                continue;
+            }
+            for id in self.record_ids_of(c)? {
+                let Some(contribution) = self.get_meta(&id)?.and_then(|m| m.contribution) else { continue };
+                pending.record_change(&|x: &str| old.chain(x), Some(&contribution), None);
+                pending.record_change(&|x: &str| new.chain(x), None, Some(&contribution));
+            }
+        }
+        self.flag_approvals(batch, pending.touched())?;
+        pending.write_into(self, batch)
     }
 
     /// Recomputes every counter from the records themselves (recovery), replacing the stored

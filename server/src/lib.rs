@@ -7,8 +7,9 @@
 //! Code map: [`store`] (the `Kv` trait, sled and memory), [`db`] (tables on top of it: org
 //! units, users, devices, audit), `records` (push/pull of the sync protocol), `figures`
 //! (materialized indicator counters), [`auth`] (passwords, tokens, throttling), [`model`]
-//! (roles and the access policy), [`api`] (HTTP handlers), [`server`] (TLS, launch, shutdown),
-//! [`demo`] (demo data), [`web`] (the web pages).
+//! (roles and the access policy), [`api`] (HTTP handlers), [`report_file`] and [`xlsx`] (the
+//! report as a CSV or Excel download), [`server`] (TLS, launch, shutdown), [`demo`] (demo
+//! data), [`web`] (the web pages).
 #![forbid(unsafe_code)]
 
 #[cfg(unix)]
@@ -24,11 +25,13 @@ pub mod error;
 mod figures;
 pub mod model;
 pub mod records;
+pub mod report_file;
 pub mod review;
 pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod web;
+pub mod xlsx;
 
 pub use db::Db;
 pub use conn::Limits;

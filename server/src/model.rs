@@ -9,6 +9,18 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// Today's date in Vietnam (UTC+7 all year, no daylight saving).
+pub fn today() -> chrono::NaiveDate {
+    let vietnam = chrono::FixedOffset::east_opt(7 * 3600).expect("a valid offset");
+    chrono::Utc::now().with_timezone(&vietnam).date_naive()
+}
+
+/// A merge's effective date, `YYYY-MM-DD`.
+pub fn parse_effective(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("`{}` is not a date: give the effective date as YYYY-MM-DD", s.chars().take(20).collect::<String>()))
+}
+
 /// The four roles of `domain.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,21 +63,50 @@ impl FromStr for Role {
 
 /// One unit of the administrative tree. The level is data (`province`, `district`, `commune`),
 /// so the tree may have any depth; records attach only to units of level `commune`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A unit merged into another (`merged_into`, from the date `effective`) stays in the tree as
+/// history: its records count for its successor, it has no children of its own any more (they
+/// passed to the successor), and it is no longer part of the current map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrgUnit {
     pub code: String,
     pub name: String,
     pub parent: Option<String>,
     pub level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    /// `YYYY-MM-DD`, set with `merged_into`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<String>,
+}
+
+impl OrgUnit {
+    pub fn new(code: impl Into<String>, name: impl Into<String>, parent: Option<String>, level: impl Into<String>) -> Self {
+        OrgUnit { code: code.into(), name: name.into(), parent, level: level.into(), merged_into: None, effective: None }
+    }
+
+    /// Whether the unit is on the current map (not merged into another).
+    pub fn is_current(&self) -> bool {
+        self.merged_into.is_none()
+    }
 }
 
 pub const COMMUNE_LEVEL: &str = "commune";
 
 /// The whole tree, held in memory (a province has a few hundred units).
+///
+/// Two views of it: the **current map** (`children`, `communes_under`: units not merged into
+/// another), on which every figure is made; and the **record scope**
+/// (`record_communes_under`), which adds every unit merged into one on the map, since their
+/// records count for it. A unit's `chain` goes from a merged unit to its successor, so the
+/// counters of a merged commune's records add up in the successor and its ancestors.
 #[derive(Debug, Clone, Default)]
 pub struct OrgTree {
     units: BTreeMap<String, OrgUnit>,
+    /// Current children of each unit (merged units are nobody's child any more).
     children: BTreeMap<String, Vec<String>>,
+    /// Units merged into each unit.
+    predecessors: BTreeMap<String, Vec<String>>,
 }
 
 impl OrgTree {
@@ -75,11 +116,22 @@ impl OrgTree {
             tree.units.insert(u.code.clone(), u);
         }
         for u in tree.units.values() {
-            if let Some(p) = &u.parent {
-                tree.children.entry(p.clone()).or_default().push(u.code.clone());
+            match (&u.merged_into, &u.parent) {
+                (Some(successor), _) => tree.predecessors.entry(successor.clone()).or_default().push(u.code.clone()),
+                (None, Some(p)) => tree.children.entry(p.clone()).or_default().push(u.code.clone()),
+                (None, None) => {}
             }
         }
         tree
+    }
+
+    /// This tree with `changed` units added or replaced.
+    pub fn with(&self, changed: impl IntoIterator<Item = OrgUnit>) -> OrgTree {
+        let mut units = self.units.clone();
+        for u in changed {
+            units.insert(u.code.clone(), u);
+        }
+        OrgTree::new(units.into_values())
     }
 
     pub fn get(&self, code: &str) -> Option<&OrgUnit> {
@@ -90,11 +142,24 @@ impl OrgTree {
         self.units.values()
     }
 
+    /// The current children of `code` (units merged into another are not listed).
     pub fn children(&self, code: &str) -> &[String] {
         self.children.get(code).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// `code`, its parent, ..., the root. Empty for an unknown code.
+    /// The units merged into `code`.
+    pub fn predecessors(&self, code: &str) -> &[String] {
+        self.predecessors.get(code).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The unit on the current map that `code` now is: itself, or the successor of its
+    /// successor, and so on.
+    pub fn current(&self, code: &str) -> Option<&OrgUnit> {
+        self.chain(code).iter().find_map(|c| self.units.get(c).filter(|u| u.is_current()))
+    }
+
+    /// `code`, then its successor if it was merged, else its parent, ..., up to the root: the
+    /// units whose figures a record of `code` counts in. Empty for an unknown code.
     pub fn chain(&self, code: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut cur = self.units.get(code);
@@ -103,7 +168,8 @@ impl OrgTree {
                 break; // a cycle can only come from a damaged store; never loop forever
             }
             out.push(u.code.clone());
-            cur = u.parent.as_deref().and_then(|p| self.units.get(p));
+            let next = u.merged_into.as_deref().or(u.parent.as_deref());
+            cur = next.and_then(|p| self.units.get(p));
         }
         out
     }
@@ -113,21 +179,53 @@ impl OrgTree {
         self.chain(code).iter().any(|c| c == ancestor)
     }
 
-    /// Every unit of level `commune` at or under `code`, in code order.
+    /// Every commune of the current map at or under `code`, in code order: the communes a
+    /// report lists and `communes_news_compliant` counts.
     pub fn communes_under(&self, code: &str) -> Vec<String> {
+        self.collect_communes(code, false)
+    }
+
+    /// Every commune whose records count under `code`: the current communes at or under it
+    /// and every commune merged into one of them (or into `code`), in code order. The record
+    /// scope of a user of `code`.
+    pub fn record_communes_under(&self, code: &str) -> Vec<String> {
+        self.collect_communes(code, true)
+    }
+
+    fn collect_communes(&self, code: &str, with_predecessors: bool) -> Vec<String> {
         let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         let mut stack = vec![code.to_string()];
         while let Some(c) = stack.pop() {
+            if !seen.insert(c.clone()) {
+                continue;
+            }
             if let Some(u) = self.units.get(&c) {
-                if u.level == COMMUNE_LEVEL {
+                if u.level == COMMUNE_LEVEL && (with_predecessors || u.is_current()) {
                     out.push(c.clone());
                 }
             }
             stack.extend(self.children(&c).iter().cloned());
+            if with_predecessors {
+                stack.extend(self.predecessors(&c).iter().cloned());
+            }
         }
         out.sort();
-        out.dedup();
         out
+    }
+
+    /// Whether the current map still has a district level above `code`'s communes: pages say
+    /// "huyện" only where one exists.
+    pub fn has_districts(&self, code: &str) -> bool {
+        let root = self.chain(code).last().cloned().unwrap_or_default();
+        let mut stack = vec![root];
+        while let Some(c) = stack.pop() {
+            if self.units.get(&c).is_some_and(|u| u.level == "district") {
+                return true;
+            }
+            stack.extend(self.children(&c).iter().cloned());
+        }
+        false
     }
 }
 
@@ -182,7 +280,7 @@ impl Principal {
     /// phone receives on sync. Province staff and admins see figures, not cases.
     pub fn record_communes(&self, tree: &OrgTree) -> Vec<String> {
         match self.role {
-            Role::CommuneOfficer | Role::DistrictStaff => tree.communes_under(&self.org_unit),
+            Role::CommuneOfficer | Role::DistrictStaff => tree.record_communes_under(&self.org_unit),
             Role::ProvinceStaff | Role::Admin => Vec::new(),
         }
     }
@@ -237,7 +335,7 @@ mod tests {
     use super::*;
 
     fn unit(code: &str, parent: Option<&str>, level: &str) -> OrgUnit {
-        OrgUnit { code: code.into(), name: code.into(), parent: parent.map(Into::into), level: level.into() }
+        OrgUnit::new(code, code, parent.map(Into::into), level)
     }
 
     pub(crate) fn tree() -> OrgTree {
@@ -261,6 +359,23 @@ mod tests {
         assert_eq!(t.communes_under("04"), ["01234", "01235", "01300", "01400"]);
         assert_eq!(t.communes_under("01400"), ["01400"]);
         assert!(t.chain("99").is_empty());
+    }
+
+    #[test]
+    fn a_merged_unit_counts_for_its_successor_and_leaves_the_current_map() {
+        let merged = |code: &str, into: &str| OrgUnit { merged_into: Some(into.into()), effective: Some("2025-07-01".into()), ..tree().get(code).unwrap().clone() };
+        // 01234 and 01235 become 01400; district 047 is abolished into the province.
+        let t = tree().with([merged("01234", "01400"), merged("01235", "01400"), merged("047", "04")]);
+        assert_eq!(t.chain("01234"), ["01234", "01400", "04"], "a merged commune's records count for its successor");
+        assert_eq!(t.current("01234").unwrap().code, "01400");
+        assert_eq!(t.communes_under("04"), ["01300", "01400"], "the current map");
+        assert_eq!(t.record_communes_under("04"), ["01234", "01235", "01300", "01400"]);
+        assert_eq!(t.record_communes_under("01400"), ["01234", "01235", "01400"], "the successor's scope holds its predecessors");
+        assert!(t.communes_under("047").is_empty() && t.chain("047") == ["047", "04"]);
+        assert!(!t.children("04").contains(&"047".to_string()));
+        let officer = Principal { username: "u".into(), role: Role::CommuneOfficer, org_unit: "01400".into(), device_id: "d".into() };
+        assert!(officer.may_access_records_of(&t, "01234"));
+        assert!(!officer.may_access_records_of(&t, "01300"));
     }
 
     #[test]

@@ -483,7 +483,7 @@ impl Db {
                     }
                 }
             }
-            self.write_locked(who, tree, writes, None)?;
+            self.write_locked(who, writes, None)?;
         } else {
             outcomes.extend(verdicts.into_iter().map(|v| match v {
                 Verdict::Refuse(o) => o,
@@ -508,7 +508,6 @@ impl Db {
     pub(crate) fn write_locked(
         &self,
         who: &Principal,
-        tree: &OrgTree,
         writes: Vec<Prepared>,
         audit: Option<crate::db::AuditEvent>,
     ) -> Result<u64, DbError> {
@@ -519,6 +518,9 @@ impl Db {
         let mut batch = Batch::default();
         let mut claimed: Vec<String> = Vec::new();
         let mut figure_deltas = figures::Pending::default();
+        // The tree as it is under the feed write lock: a move or merge of units changes it
+        // only under that lock, together with the counters it moves.
+        let tree = self.tree();
         let chain = |c: &str| tree.chain(c);
         for mut p in writes {
             seq += 1;
@@ -728,7 +730,8 @@ impl Db {
         let mut silent = Vec::new();
         for c in tree.communes_under(unit) {
             let mut any = false;
-            for id in self.record_ids_of(&c)? {
+            // A commune of the current map has the records of every commune merged into it.
+            for id in tree.record_communes_under(&c).iter().map(|r| self.record_ids_of(r)).collect::<Result<Vec<_>, _>>()?.concat() {
                 let Some(meta) = self.get_meta(&id)? else { continue };
                 let in_period = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| period.contains(d));
                 if in_period && !meta.deleted {
@@ -755,7 +758,7 @@ mod tests {
     fn db_with_commune() -> Db {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         for (code, parent, level) in [("04", None, "province"), ("047", Some("04"), "district"), ("04701", Some("047"), "commune")] {
-            db.put_org_unit(OrgUnit { code: code.into(), name: code.into(), parent: parent.map(Into::into), level: level.into() }, None).unwrap();
+            db.put_org_unit(OrgUnit::new(code, code, parent.map(Into::into), level), None).unwrap();
         }
         db
     }

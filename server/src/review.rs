@@ -180,7 +180,7 @@ impl Db {
         self.check_reviewer(who, unit)?;
         let mut out = Vec::new();
         let mut owners: HashMap<String, Option<crate::records::ActorOwner>> = HashMap::new();
-        for commune in self.tree().communes_under(unit) {
+        for commune in self.tree().record_communes_under(unit) {
             let prefix = key("q/", &[commune.as_bytes(), b""]);
             for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
                 let id = RecordId(k[k.len() - 16..].try_into().map_err(|_| corrupt("conflict index", "bad key"))?);
@@ -210,7 +210,7 @@ impl Db {
     /// Number of records with open conflicts under `unit`.
     pub fn open_conflicts(&self, unit: &str) -> Result<usize, DbError> {
         let mut n = 0;
-        for commune in self.tree().communes_under(unit) {
+        for commune in self.tree().record_communes_under(unit) {
             let prefix = key("q/", &[commune.as_bytes(), b""]);
             n += self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)?.len();
         }
@@ -252,7 +252,7 @@ impl Db {
                 Verdict::Refuse(_) => return Err(DbError::Invalid("the change could not be applied".into())),
             }
         }
-        let seq = self.write_locked(&on_behalf, &tree, writes, Some(audit))?;
+        let seq = self.write_locked(&on_behalf, writes, Some(audit))?;
         drop(_w);
         self.wait_durable(seq)
     }
@@ -279,7 +279,7 @@ impl Db {
     pub fn duplicates_under(&self, who: &Principal, unit: &str) -> Result<Vec<DuplicatePair>, DbError> {
         self.check_reviewer(who, unit)?;
         let mut out = Vec::new();
-        for commune in self.tree().communes_under(unit) {
+        for commune in self.tree().record_communes_under(unit) {
             let mut candidates: Vec<(RecordId, RecordKind, (String, i64), String)> = Vec::new();
             for id in self.record_ids_of(&commune)? {
                 let Some(m) = self.get_meta(&id)? else { continue };

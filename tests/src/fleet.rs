@@ -73,12 +73,7 @@ impl Layout {
 
     /// Writes the tree and every account ([`PASSWORD`] for all) into a store.
     pub fn seed(&self, db: &Db) {
-        let unit = |code: &str, name: String, parent: Option<&str>, level: &str| OrgUnit {
-            code: code.to_string(),
-            name,
-            parent: parent.map(str::to_string),
-            level: level.to_string(),
-        };
+        let unit = |code: &str, name: String, parent: Option<&str>, level: &str| OrgUnit::new(code, name, parent.map(str::to_string), level);
         db.put_org_unit(unit(PROVINCE, "Tỉnh Đắk Nông".into(), None, "province"), None).unwrap();
         for d in &self.districts {
             db.put_org_unit(unit(d, format!("Huyện {d}"), Some(PROVINCE), "district"), None).unwrap();

@@ -55,7 +55,7 @@ pub const ACCOUNTS: &[(&str, Role, &str)] = &[
 /// Extra commune officers `phoneN` of 04701, for simulations with many phones.
 pub fn seed(db: &Db, extra_officers: usize) {
     for (code, name, parent, level) in TREE {
-        db.put_org_unit(OrgUnit { code: code.to_string(), name: name.to_string(), parent: parent.map(str::to_string), level: level.to_string() }, None).unwrap();
+        db.put_org_unit(OrgUnit::new(*code, *name, parent.map(str::to_string), *level), None).unwrap();
     }
     // One hash for all: argon2 at 48 MiB is deliberately slow.
     let hash = gesync_server::auth::hash_password(PASSWORD);
@@ -192,6 +192,21 @@ impl ServerProcess {
     }
 }
 
+/// Runs the `gesync-server` command line `bin` with `args`, writing `stdin` to its input.
+pub fn run_cli(bin: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("GESYNC_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -236,7 +251,18 @@ impl Api {
     }
     /// POST with a JSON body; the status and the JSON body.
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        self.send(reqwest::Method::POST, path, body).await
+    }
+    /// PATCH with a JSON body; the status and the JSON body.
+    pub async fn patch(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::PATCH, path, body).await
+    }
+    /// PUT with a JSON body; the status and the JSON body.
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+    async fn send(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token).json(&body).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }

@@ -171,7 +171,7 @@ fn with_second_province(dir: &Path) -> PathBuf {
     let db = gesync_server::open_db(dir).unwrap();
     tests::seed(&db, 0);
     for (code, parent, level) in [("24", None, "province"), ("216", Some("24"), "district"), ("21601", Some("216"), "commune")] {
-        db.put_org_unit(OrgUnit { code: code.into(), name: format!("Đơn vị {code}"), parent: parent.map(Into::into), level: level.into() }, None).unwrap();
+        db.put_org_unit(OrgUnit::new(code, format!("Đơn vị {code}"), parent.map(Into::into), level), None).unwrap();
     }
     let hash = db.get_user("officer1").unwrap().unwrap().password_hash;
     db.put_user(&User { username: "officer24".into(), role: Role::CommuneOfficer, org_unit: "21601".into(), password_hash: hash, disabled: false, session_epoch: 0 }, true, None).unwrap();
@@ -362,6 +362,16 @@ const MATRIX: &[Row] = &[
         body: Payload::Json(r#"{"code":"77{n}","name":"Matrix unit {n}","parent":"{unit}","level":"district"}"#),
         anon: 401,
         expect: ADMIN_OWN_201,
+    },
+    Row {
+        method: "POST",
+        route: "/api/v1/org-units/{code}/merge",
+        path: "/api/v1/org-units/{unit}/merge",
+        // Into itself, so that repeating it is harmless: past the access check an admin of the
+        // unit is told why it cannot be (merges themselves: tests/merge.rs).
+        body: Payload::Json(r#"{"into":"{unit}","effective":"2025-07-01"}"#),
+        anon: 401,
+        expect: [(400, 403), (403, 403), (403, 403), (403, 403)],
     },
     Row {
         method: "PUT",

@@ -3,7 +3,6 @@
 //! reading the commune's records.
 
 use std::path::Path;
-use std::process::Command;
 
 use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
 use serde_json::json;
@@ -12,17 +11,7 @@ use tests::ServerProcess;
 const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
 
 fn cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("GESYNC_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    tests::run_cli(Path::new(BIN), args, stdin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,7 +51,7 @@ fn main() {
     let n: usize = args.iter().position(|a| a == "--records").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("gesync-bench-indicators-{}", std::process::id()));
     let db = gesync_server::open_db(&dir).expect("store");
-    let unit = |code: String, parent: Option<String>, level: &str| OrgUnit { name: format!("Đơn vị {code}"), code, parent, level: level.into() };
+    let unit = |code: String, parent: Option<String>, level: &str| OrgUnit::new(code.clone(), format!("Đơn vị {code}"), parent, level);
     db.put_org_unit(unit("04".into(), None, "province"), None).unwrap();
     for d in 0..DISTRICTS {
         db.put_org_unit(unit(district(d), Some("04".into()), "district"), None).unwrap();

@@ -379,7 +379,7 @@ pub async fn put_org_unit(State(state): State<Shared>, Posted { web, form: f }: 
     let tree = state.db.tree();
     let parent = Some(f.parent.trim().to_string()).filter(|p| !p.is_empty());
     let level = level_for(&tree, &code, Some(f.level.as_str())).map_err(WebError::bad_input)?;
-    let unit = OrgUnit { code: code.clone(), name: f.name, parent, level };
+    let unit = OrgUnit { code: code.clone(), name: f.name, parent, level, ..Default::default() };
     state.db.check_org_unit(&unit)?;
     crate::api::check_org_unit_change(web.p(), &tree, &unit)?;
     let db = state.db.clone();

@@ -90,6 +90,7 @@ pub async fn overview(State(state): State<Shared>, web: Web, Query(q): Query<Fig
         div.bar {
             (period_selector(&web, "/district", &o.unit.code, o.period))
             a href={ "/export/" (o.unit.code) "/" (o.period) ".csv" } { (web.t("Tải báo cáo (CSV)", "Download the report (CSV)")) }
+            a href={ "/export/" (o.unit.code) "/" (o.period) ".xlsx" } { (web.t("Tải báo cáo (Excel)", "Download the report (Excel)")) }
             a href={ "/report/" (o.unit.code) "/" (o.period) } { (web.t("Bản in báo cáo", "Printable report")) }
         }
         p.status-line {

@@ -1,9 +1,8 @@
-//! The district report: the CSV file of the API (`/api/v1/reports/{unit}/{period}.csv`) for a
-//! browser session, and the same rows as a printable page. Both are audited as exports.
+//! The district report: the files of the API (`/api/v1/reports/{unit}/{period}.csv` and
+//! `.xlsx`) for a browser session, and the same rows as a printable page. All are audited as
+//! exports.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
-use axum::response::IntoResponse;
 use indicators::{CsvRow, IndicatorId};
 use maud::html;
 
@@ -13,33 +12,27 @@ use super::page::{blocking, page, Section, Web, WebError, WebResult};
 use crate::api::{report_rows, Shared};
 use crate::db::AuditEvent;
 use crate::model::Principal;
+use crate::report_file::ReportFormat;
 
 fn export_event(p: &Principal, action: &'static str, target: String) -> AuditEvent {
     AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action, target }
 }
 
-/// `GET /export/{unit}/{period}.csv`: the same file as the API's, audited the same way.
-pub async fn csv(State(state): State<Shared>, web: Web, Path((unit, file)): Path<(String, String)>) -> WebResult {
-    let period = file.strip_suffix(".csv").ok_or_else(WebError::not_found)?;
+/// `GET /export/{unit}/{period}.csv` or `.xlsx`: the same file as the API's, audited the same
+/// way.
+pub async fn download(State(state): State<Shared>, web: Web, Path((unit, file)): Path<(String, String)>) -> WebResult {
+    let (period, format) = ReportFormat::split(&file).ok_or_else(WebError::not_found)?;
     let (unit, period) = figures_target(&web, &state.db, Some(unit), Some(period.to_string()))?;
     let db = state.db.clone();
     let ev = export_event(web.p(), "report_export", format!("{}/{period}", unit.code));
     let code = unit.code.clone();
-    let csv = blocking(move || {
+    let bytes = blocking(move || {
         let rows = report_rows(&db, &code, period)?;
         db.audit(ev)?;
-        Ok(indicators::csv_report(&rows))
+        Ok(format.render(&rows)?)
     })
     .await?;
-    let disposition = format!("attachment; filename=\"gesync-{}-{period}.csv\"", unit.code);
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
-            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|_| WebError::not_found())?),
-        ],
-        csv,
-    )
-        .into_response())
+    Ok(format.response(&unit.code, period, bytes)?)
 }
 
 /// `GET /report/{unit}/{period}`: the report's rows as a page that prints on A4 landscape.
@@ -64,6 +57,7 @@ pub async fn printable(State(state): State<Shared>, web: Web, Path((unit, period
         }
         div.bar {
             a href={ "/export/" (unit.code) "/" (period) ".csv" } { (web.t("Tải bảng tính (CSV)", "Download as a spreadsheet (CSV)")) }
+            a href={ "/export/" (unit.code) "/" (period) ".xlsx" } { (web.t("Tải bảng tính (Excel)", "Download as a spreadsheet (Excel)")) }
             span.muted { (web.t("Dùng lệnh In của trình duyệt (Ctrl+P) để in hoặc lưu PDF.", "Use the browser's Print command (Ctrl+P) to print or save as PDF.")) }
         }
         @for id in IndicatorId::ALL {

@@ -13,7 +13,7 @@ fn vietnam() -> FixedOffset {
 }
 
 pub fn today() -> NaiveDate {
-    chrono::Utc::now().with_timezone(&vietnam()).date_naive()
+    crate::model::today()
 }
 
 pub fn this_year() -> i32 {
@@ -29,13 +29,18 @@ pub fn role(lang: Lang, r: Role) -> &'static str {
     }
 }
 
+/// An org-unit level's name; in Vietnamese the report files' ([`indicators::level_name_vi`]).
 pub fn level(lang: Lang, level: &str) -> String {
-    match level {
-        "province" => lang.t("Tỉnh", "Province").into(),
-        "district" => lang.t("Huyện", "District").into(),
-        "commune" => lang.t("Xã", "Commune").into(),
-        other => other.to_string(),
+    match lang {
+        Lang::Vi => indicators::level_name_vi(level),
+        Lang::En => match level {
+            "province" => "Province",
+            "district" => "District",
+            "commune" => "Commune",
+            other => other,
+        },
     }
+    .to_string()
 }
 
 /// The indicator's name, as the plans word it.

@@ -42,7 +42,7 @@ pub fn router(state: Shared) -> Router {
         .route("/district", get(district::overview))
         .route("/province", get(province::view))
         .route("/report/{unit}/{period}", get(export::printable))
-        .route("/export/{unit}/{file}", get(export::csv))
+        .route("/export/{unit}/{file}", get(export::download))
         .route("/review/conflicts", get(review::conflicts))
         .route("/review/conflicts/{id}/resolve", post(review::resolve))
         .route("/review/duplicates", get(review::duplicates))

@@ -43,6 +43,7 @@ pub async fn view(State(state): State<Shared>, web: Web, Query(q): Query<Figures
         div.bar {
             (period_selector(&web, "/province", &unit.code, period))
             a href={ "/export/" (unit.code) "/" (period) ".csv" } { (web.t("Tải báo cáo (CSV)", "Download the report (CSV)")) }
+            a href={ "/export/" (unit.code) "/" (period) ".xlsx" } { (web.t("Tải báo cáo (Excel)", "Download the report (Excel)")) }
             a href={ "/report/" (unit.code) "/" (period) } { (web.t("Bản in báo cáo", "Printable report")) }
         }
         p.muted { (web.t(
