@@ -153,6 +153,7 @@ async fn merged_communes_count_once_on_the_new_map() {
         ("04701", "Xã A", Some("047")),
         ("04702", "Xã B", Some("047")),
         ("04703", "Xã D", Some("047")),
+        ("04708", "Xã F", Some("047")),
         ("04709", "Xã E", Some("047")),
         ("04705", "Xã C", Some("04")),
     ] {
@@ -167,6 +168,7 @@ async fn merged_communes_count_once_on_the_new_map() {
         ("officer1", "commune_officer", "04701"),
         ("officer2", "commune_officer", "04702"),
         ("officer5", "commune_officer", "04705"),
+        ("officer8", "commune_officer", "04708"),
         ("officer9", "commune_officer", "04709"),
         ("review", "district_staff", "04"),
     ] {
@@ -184,7 +186,7 @@ async fn merged_communes_count_once_on_the_new_map() {
     let url = server.url();
     let mut phones = BTreeMap::new();
     let mut made: Vec<Made> = Vec::new();
-    for (user, commune) in [("officer1", "04701"), ("officer2", "04702"), ("officer5", "04705"), ("officer9", "04709")] {
+    for (user, commune) in [("officer1", "04701"), ("officer2", "04702"), ("officer5", "04705"), ("officer8", "04708"), ("officer9", "04709")] {
         let mut p = phone(dir.path(), user, &url).await;
         for q in 1..=4 {
             for kind in [RecordKind::GbvCase, RecordKind::TraffickingReturnee] {
@@ -220,6 +222,21 @@ async fn merged_communes_count_once_on_the_new_map() {
         v
     };
 
+    // A move, with the server running: 04708 leaves the district for the province; the
+    // district's figures lose exactly its records, the province's do not change.
+    let district_before = figures(&admin, "047", "2025").await;
+    let (s, b) = admin.post("/api/v1/org-units", json!({"code": "04708", "name": "Xã F", "parent": "04"})).await;
+    assert_eq!(s, 201, "{b}");
+    let district_after = figures(&admin, "047", "2025").await;
+    let moved = expected(&made, &["04708"], &[vec!["04708"]], "2025");
+    for id in ["gbv_victims_supported", "perpetrators_counselled", "trafficking_returnees_supported"] {
+        let (num, den) = moved[id];
+        let count = |f: &BTreeMap<String, Value>, k: &str| f[id][k].as_i64().unwrap();
+        assert_eq!(count(&district_after, "denominator"), count(&district_before, "denominator") - den, "{id}");
+        assert_eq!(count(&district_after, "numerator"), count(&district_before, "numerator") - num, "{id}");
+    }
+    assert_eq!(figures(&admin, "04", "2025").await, before_province[0], "a move inside the province leaves its figures");
+
     // The merges, with the server running.
     let (s, b) = admin.post("/api/v1/org-units/04701/merge", json!({"into": "04705", "effective": "2025-07-01"})).await;
     assert_eq!(s, 200, "{b}");
@@ -254,10 +271,10 @@ async fn merged_communes_count_once_on_the_new_map() {
     // communes. Every record of the province counts once: its totals did not move.
     let successor = ["04701", "04702", "04703", "04705"];
     for (i, p) in periods.iter().enumerate() {
-        let news_units = vec![successor.to_vec(), vec!["04709"]];
+        let news_units = vec![successor.to_vec(), vec!["04709"], vec!["04708"]];
         assert_figures(&admin, "04705", p, &expected(&made, &successor, &news_units[..1], p)).await;
-        assert_figures(&admin, "04709", p, &expected(&made, &["04709"], &news_units[1..], p)).await;
-        let all = ["04701", "04702", "04703", "04705", "04709"];
+        assert_figures(&admin, "04709", p, &expected(&made, &["04709"], &news_units[1..2], p)).await;
+        let all = ["04701", "04702", "04703", "04705", "04708", "04709"];
         assert_figures(&admin, "04", p, &expected(&made, &all, &news_units, p)).await;
         let after = figures(&admin, "04", p).await;
         for id in ["gbv_victims_supported", "perpetrators_counselled", "trafficking_returnees_supported"] {
@@ -318,8 +335,8 @@ async fn merged_communes_count_once_on_the_new_map() {
     let report = o2.sync(|_| {}).await.unwrap();
     assert_eq!((report.pushed, report.rejected), (1, 0));
     for p in periods {
-        let all = ["04701", "04702", "04703", "04705", "04709"];
-        let news_units = vec![successor.to_vec(), vec!["04709"]];
+        let all = ["04701", "04702", "04703", "04705", "04708", "04709"];
+        let news_units = vec![successor.to_vec(), vec!["04709"], vec!["04708"]];
         assert_figures(&admin, "04705", p, &expected(&made, &successor, &news_units[..1], p)).await;
         assert_figures(&admin, "04", p, &expected(&made, &all, &news_units, p)).await;
     }
