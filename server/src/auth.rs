@@ -242,7 +242,7 @@ impl Db {
     /// idempotent for the phone, at most one live token per family exists at any time, and if
     /// the "lost" token shows up after all, the family is revoked as for any reuse.
     pub fn use_refresh(&self, token: &str) -> Result<Result<Rotation, RefreshError>, DbError> {
-        let _g = self.inner.refresh_lock.lock().expect("refresh lock");
+        let _g = self.inner.refresh_lock.lock();
         let k = key("rt/", &[token_hash(token).as_bytes()]);
         let Some(mut rec) = get_json::<RefreshRecord>(self.kv(), &k)? else { return Ok(Err(RefreshError::Unknown)) };
         let fam_key = key("rf/", &[rec.family.as_bytes()]);

@@ -20,7 +20,7 @@ const END: u32 = u32::MAX;
 /// the feed sequence number and the figures are copied as of the same moment. Everything
 /// acknowledged before the backup began is in it.
 pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
-    let _consistent = db.inner.feed_lock.read().map_err(|_| "the store's feed lock is poisoned".to_string())?;
+    let _consistent = db.inner.feed_lock.read();
     let tmp = out.with_extension("partial");
     // A backup holds everything the store does: readable by its owner only.
     let mut options = std::fs::OpenOptions::new();

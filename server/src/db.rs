@@ -13,7 +13,11 @@
 //! - `c/...` materialized figures (see `figures.rs`)
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::Arc;
+
+// parking_lot's locks do not poison: a panic in one request (say, inside Automerge while
+// merging a hostile push) fails that request and leaves every lock usable by the next.
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -208,7 +212,7 @@ impl Db {
     }
 
     pub fn tree(&self) -> Arc<OrgTree> {
-        self.inner.tree.read().expect("tree lock").clone()
+        self.inner.tree.read().clone()
     }
 
     /// Applies a batch and waits until it is durable.
@@ -225,7 +229,7 @@ impl Db {
     pub fn put_org_unit(&self, unit: OrgUnit, audit: Option<AuditEvent>) -> Result<(), DbError> {
         // The feed write lock keeps every record write out while the counters move: a push
         // computes its figures on the tree it finds under this lock.
-        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let _w = self.inner.feed_lock.write();
         self.check_org_unit(&unit)?;
         let old = self.tree();
         let mut unit = OrgUnit { name: unit.name.trim().to_string(), ..unit };
@@ -265,7 +269,7 @@ impl Db {
         today: chrono::NaiveDate,
         audit: Option<AuditEvent>,
     ) -> Result<Merged, DbError> {
-        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let _w = self.inner.feed_lock.write();
         let old = self.tree();
         let unit = old.get(code).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{code}`")))?;
         let successor = old.get(into).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{into}`")))?;
@@ -325,7 +329,7 @@ impl Db {
     fn commit_tree_change(&self, mut batch: Batch, old: &OrgTree, new: Arc<OrgTree>, communes: &[String], audit: Option<AuditEvent>) -> Result<(), DbError> {
         let sums = self.reaggregate(old, &new, communes, &mut batch)?;
         self.apply_audited(batch, audit)?;
-        *self.inner.tree.write().expect("tree lock") = new;
+        *self.inner.tree.write() = new;
         self.cache_counters(sums);
         self.kv().flush()?;
         Ok(())
@@ -375,7 +379,7 @@ impl Db {
     /// Writes a user; `create` refuses an existing username.
     pub fn put_user(&self, user: &User, create: bool, audit: Option<AuditEvent>) -> Result<(), DbError> {
         // Serialised so that two admins creating the same username cannot both succeed.
-        let _g = self.inner.user_lock.lock().expect("user lock");
+        let _g = self.inner.user_lock.lock();
         if create && self.get_user(&user.username)?.is_some() {
             return Err(DbError::Conflict(format!("user `{}` already exists", user.username)));
         }
@@ -422,7 +426,7 @@ impl Db {
     /// reading the chain's tail until the entry is applied, so entries never fork.
     pub(crate) fn apply_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
         let Some(ev) = ev else { return Ok(self.kv().apply(batch)?) };
-        let _g = self.inner.audit_lock.lock().expect("audit lock");
+        let _g = self.inner.audit_lock.lock();
         let (seq, prev_hash) = match self.kv().last_in(b"a/", &prefix_end(b"a/"))? {
             Some((_, v)) => {
                 let last: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
@@ -470,20 +474,20 @@ impl Db {
         // Never wait for more than has been applied: a cursor is client data, and a forged one
         // must not make this loop flush forever.
         let seq = seq.min(self.inner.applied_seq.load(Ordering::Acquire));
-        let mut gate = self.inner.flush_gate.lock().expect("flush gate");
+        let mut gate = self.inner.flush_gate.lock();
         loop {
             if self.durable_seq() >= seq {
                 return Ok(());
             }
             if gate.flushing {
-                gate = self.inner.flush_done.wait(gate).expect("flush gate");
+                self.inner.flush_done.wait(&mut gate);
                 continue;
             }
             gate.flushing = true;
             let target = self.inner.applied_seq.load(Ordering::Acquire);
             drop(gate);
             let result = self.kv().flush();
-            gate = self.inner.flush_gate.lock().expect("flush gate");
+            gate = self.inner.flush_gate.lock();
             gate.flushing = false;
             if result.is_ok() {
                 self.inner.durable_seq.fetch_max(target, Ordering::AcqRel);

@@ -88,14 +88,14 @@ impl Db {
 
     fn counters_by_key(&self, k: &[u8]) -> Result<Counters, DbError> {
         let epoch = {
-            let cache = self.inner.counters_cache.lock().expect("cache lock");
+            let cache = self.inner.counters_cache.lock();
             if let Some(c) = cache.map.get(k) {
                 return Ok(c.clone());
             }
             cache.epoch
         };
         let c: Counters = get_json(self.kv(), k)?.unwrap_or_default();
-        let mut cache = self.inner.counters_cache.lock().expect("cache lock");
+        let mut cache = self.inner.counters_cache.lock();
         if cache.epoch == epoch {
             if cache.map.len() >= CACHE_LIMIT {
                 cache.map.clear();
@@ -107,7 +107,7 @@ impl Db {
 
     /// Puts sums that are now in the store into the cache (after their batch is committed).
     pub(crate) fn cache_counters(&self, sums: NewSums) {
-        let mut cache = self.inner.counters_cache.lock().expect("cache lock");
+        let mut cache = self.inner.counters_cache.lock();
         cache.epoch += 1;
         if cache.map.len() + sums.0.len() > CACHE_LIMIT {
             cache.map.clear();
@@ -117,7 +117,7 @@ impl Db {
 
     /// Forgets every cached counter (after a rebuild replaced them all).
     fn clear_counters_cache(&self) {
-        let mut cache = self.inner.counters_cache.lock().expect("cache lock");
+        let mut cache = self.inner.counters_cache.lock();
         cache.epoch += 1;
         cache.map.clear();
     }
@@ -182,7 +182,7 @@ impl Db {
     /// feed lock and without flushing: exactly the per-record work the write path adds to a
     /// batch. Public for `bench-indicators`, which times it.
     pub fn apply_figure_change(&self, old: Option<&Contribution>, new: Option<&Contribution>) -> Result<(), DbError> {
-        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let _w = self.inner.feed_lock.write();
         let tree = self.tree();
         let chain = |c: &str| tree.chain(c);
         let mut pending = Pending::default();
@@ -216,7 +216,7 @@ impl Db {
     /// Recomputes every counter from the records themselves (recovery), replacing the stored
     /// ones, and returns how many records were read.
     pub fn rebuild_figures(&self) -> Result<usize, DbError> {
-        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let _w = self.inner.feed_lock.write();
         let tree = self.tree();
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
         let mut metas = Vec::new();

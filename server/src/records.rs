@@ -102,6 +102,34 @@ fn reject(reason: String) -> Verdict {
     Verdict::Refuse(PushOutcome::Rejected { reason })
 }
 
+/// Runs the checks and Automerge work on one pushed record so that a panic in them (a bug met
+/// by hostile or unusual input) refuses that record only: the request's other records, every
+/// other request and every later sync go on. Nothing is written while this work runs, and the
+/// server's locks do not poison.
+fn contained(id: &RecordId, work: impl FnOnce() -> Result<Verdict, DbError>) -> Result<Verdict, DbError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(verdict) => verdict,
+        Err(_) => {
+            tracing::error!(record = %id, "merging a pushed record panicked; the record is refused");
+            Ok(reject("the server could not merge this record (an internal error, reported); it stays on the phone".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The name of a point where the write path panics on this thread (fault injection).
+    pub(crate) static PANIC_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// A fault-injection point (tests only): panics if a test named this point.
+fn fault_point(_name: &'static str) {
+    #[cfg(test)]
+    if PANIC_AT.with(|p| p.get()) == Some(_name) {
+        panic!("injected panic at {_name}");
+    }
+}
+
 impl RecordMeta {
     /// Heads as of feed sequence `seq` (the latest point at or before it).
     fn heads_at(&self, seq: u64) -> Option<Vec<ChangeHash>> {
@@ -223,6 +251,7 @@ impl Db {
 
     /// Merges and checks one pushed record against what is stored now.
     fn prepare(&self, who: &Principal, tree: &OrgTree, push: &PushDoc) -> Result<Verdict, DbError> {
+        fault_point("prepare");
         let meta = self.get_meta(&push.id)?;
         if let Some(m) = &meta {
             if !who.may_access_records_of(tree, &m.commune) {
@@ -459,18 +488,18 @@ impl Db {
             if abandoned.load(Ordering::Relaxed) {
                 return Err(DbError::Cancelled);
             }
-            verdicts.push(self.prepare(who, tree, p)?);
+            verdicts.push(contained(&p.id, || self.prepare(who, tree, p))?);
         }
         let mut outcomes = Vec::with_capacity(pushes.len());
         if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
-            let _w = self.inner.feed_lock.write().expect("feed lock");
+            let _w = self.inner.feed_lock.write();
             let mut writes: Vec<Prepared> = Vec::new();
             for (push, verdict) in pushes.iter().zip(verdicts) {
                 let verdict = match verdict {
                     // Someone else wrote this record since we prepared it (or this request
                     // pushes it twice): merge again onto the current version.
                     Verdict::Write(p) if self.get_meta(&p.id)?.map(|m| m.seq) != p.base_seq || writes.iter().any(|w| w.id == p.id) => {
-                        self.prepare_after(who, tree, push, &writes)?
+                        contained(&push.id, || self.prepare_after(who, tree, push, &writes))?
                     }
                     v => v,
                 };
@@ -546,6 +575,7 @@ impl Db {
         }
         self.flag_approvals(&mut batch, figure_deltas.touched())?;
         let sums = figure_deltas.write_into(self, &mut batch)?;
+        fault_point("write_locked");
         batch.put(b"n/seq".to_vec(), seq.to_be_bytes().to_vec());
         self.apply_audited(batch, audit)?;
         // The cache follows the applied state: the next writer's read-modify-write of the
@@ -582,7 +612,7 @@ impl Db {
         let want_full = &want_full;
         let page = {
             // A consistent cut: no write is half-applied while the feed is read.
-            let _r = self.inner.feed_lock.read().expect("feed lock");
+            let _r = self.inner.feed_lock.read();
             self.pull_at(communes, cursor, self.inner.applied_seq.load(Ordering::Acquire), pushed, want_full, spec)?
         };
         // Nothing is served before it is durable (a slice may come from past the cursor).
@@ -774,6 +804,40 @@ mod tests {
         let resp = db.sync(&officer(), &req).unwrap();
         assert_eq!(resp.results[0].outcome, PushOutcome::Accepted);
         id
+    }
+
+    fn news_push(commune: &str) -> PushDoc {
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": commune, "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
+    }
+
+    #[test]
+    fn a_panic_in_one_push_fails_that_request_only() {
+        let db = db_with_commune();
+        // Inside a record's merge: that record is refused, the request answers.
+        PANIC_AT.with(|p| p.set(Some("prepare")));
+        let resp = db.sync(&officer(), &SyncRequest { push: vec![news_push("04701")], ..Default::default() }).unwrap();
+        PANIC_AT.with(|p| p.set(None));
+        assert!(matches!(&resp.results[0].outcome, PushOutcome::Rejected { reason } if reason.contains("internal error")));
+        // Under the feed write lock, while the batch is being built: the request fails, nothing
+        // of it is written, and the lock is not poisoned.
+        let db2 = db.clone();
+        let lost = news_push("04701");
+        let lost_id = lost.id;
+        let crashed = std::thread::spawn(move || {
+            PANIC_AT.with(|p| p.set(Some("write_locked")));
+            db2.sync(&officer(), &SyncRequest { push: vec![lost], ..Default::default() })
+        })
+        .join();
+        assert!(crashed.is_err(), "the injected panic ended that request");
+        assert!(db.get_meta(&lost_id).unwrap().is_none(), "nothing half-written");
+        // The next syncs work: pushes, pulls, figures.
+        let id = push_one(&db);
+        let pulled = db.sync(&officer(), &SyncRequest::default()).unwrap();
+        assert!(pulled.pull.iter().any(|p| p.id == id));
+        assert_eq!(db.sync(&officer(), &SyncRequest { push: vec![news_push("04701")], ..Default::default() }).unwrap().results[0].outcome, PushOutcome::Accepted);
+        let q1: indicators::Period = "2025Q1".parse().unwrap();
+        assert_eq!(db.counters("04701", q1.quarters()[0]).unwrap().news_items(), 2);
     }
 
     #[test]

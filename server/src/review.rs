@@ -231,7 +231,7 @@ impl Db {
         edits: Vec<(RecordId, Box<dyn FnOnce(&mut AutoCommit) -> Result<(), DocError> + '_>)>,
         audit: AuditEvent,
     ) -> Result<(), DbError> {
-        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let _w = self.inner.feed_lock.write();
         let tree = self.tree();
         let actor = self.actor_for(&who.username)?;
         let on_behalf = Principal { device_id: "server".into(), ..who.clone() };
@@ -370,7 +370,7 @@ impl Db {
         self.check_reviewer(who, unit)?;
         // Under the feed lock from the figures read to the write: a change either lands before
         // (and is in the approved figures) or after (and flags the approval), never in between.
-        let _w = self.inner.feed_lock.write().expect("feed lock");
+        let _w = self.inner.feed_lock.write();
         let open = self.open_conflicts(unit)?;
         if open > 0 {
             return Err(DbError::Conflict(format!("{open} record(s) with open conflicts under {unit}: resolve them before approving")));

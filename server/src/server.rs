@@ -109,6 +109,11 @@ pub fn app(state: Shared) -> axum::Router {
         .layer(cap(limits.request_timeout))
         .merge(api::sync_router(state).layer(cap(limits.sync_timeout)))
         .layer(DefaultBodyLimit::max(sync_protocol::wire::MAX_MESSAGE_BYTES))
+        // A panic in a handler answers that request 500 (JSON), and only that request.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked");
+            axum::response::IntoResponse::into_response(crate::error::AppError::internal())
+        }))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, html_only(HeaderValue::from_static("DENY"))))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 /// Storage failures. Small on purpose: callers either retry later or report a server error.
 #[derive(Debug, thiserror::Error)]
@@ -80,13 +80,13 @@ pub struct MemKv {
 
 impl Kv for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.map.lock().expect("lock").get(key).cloned())
+        Ok(self.map.lock().get(key).cloned())
     }
     fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         if start >= end {
             return Ok(Vec::new());
         }
-        let map = self.map.lock().expect("lock");
+        let map = self.map.lock();
         Ok(map
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
             .take(limit)
@@ -97,14 +97,14 @@ impl Kv for MemKv {
         if start >= end {
             return Ok(None);
         }
-        let map = self.map.lock().expect("lock");
+        let map = self.map.lock();
         Ok(map
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
             .next_back()
             .map(|(k, v)| (k.clone(), v.clone())))
     }
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut map = self.map.lock().expect("lock");
+        let mut map = self.map.lock();
         for (k, v) in batch.ops {
             match v {
                 Some(v) => map.insert(k, v),
@@ -117,7 +117,7 @@ impl Kv for MemKv {
         Ok(())
     }
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        let snapshot = self.map.lock().expect("lock").clone();
+        let snapshot = self.map.lock().clone();
         for (k, v) in &snapshot {
             f(k, v)?;
         }

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// How one score is judged: `free` failures pass, then each extra one costs `leak` of waiting;
@@ -114,7 +114,7 @@ impl Throttle {
     pub fn admit(&self, account: &str, ip: IpAddr, known_device: Option<&str>) -> Result<Attempt<'_>, Duration> {
         let account = account.to_lowercase();
         let now = Instant::now();
-        let mut scores = self.scores.lock().expect("throttle lock");
+        let mut scores = self.scores.lock();
         let pair = match known_device {
             Some(device) => Key::Device(account.clone(), device.to_string()),
             None => Key::Pair(account.clone(), ip),
@@ -135,7 +135,7 @@ impl Throttle {
 
     /// A refresh from `ip` may go ahead, or must wait this long.
     pub fn admit_refresh(&self, ip: IpAddr) -> Result<(), Duration> {
-        let scores = self.scores.lock().expect("throttle lock");
+        let scores = self.scores.lock();
         match Self::wait(&scores, &Key::Refresh(ip), Instant::now()) {
             Duration::ZERO => Ok(()),
             wait => Err(wait),
@@ -144,7 +144,7 @@ impl Throttle {
 
     /// A refresh from `ip` presented a token that is unknown, expired or reused.
     pub fn refresh_failed(&self, ip: IpAddr) {
-        let mut scores = self.scores.lock().expect("throttle lock");
+        let mut scores = self.scores.lock();
         Self::add(&mut scores, Key::Refresh(ip), 1.0, Instant::now());
     }
 }
@@ -153,14 +153,14 @@ impl Attempt<'_> {
     /// The password was right: the pair's score is cleared and the account's attempt taken back.
     pub fn succeeded(self) {
         let now = Instant::now();
-        let mut scores = self.throttle.scores.lock().expect("throttle lock");
+        let mut scores = self.throttle.scores.lock();
         scores.remove(&self.pair);
         Throttle::add(&mut scores, Key::Account(self.account.clone()), -1.0, now);
     }
 
     /// The password was wrong (or the account unknown or disabled): the address is charged too.
     pub fn failed(self) {
-        let mut scores = self.throttle.scores.lock().expect("throttle lock");
+        let mut scores = self.throttle.scores.lock();
         Throttle::add(&mut scores, Key::Address(self.ip), 1.0, Instant::now());
     }
 }
@@ -214,7 +214,7 @@ mod tests {
     fn scores_leak_away() {
         let t = Throttle::default();
         let old = Instant::now() - Duration::from_secs(10 * 60);
-        t.scores.lock().unwrap().insert(Key::Pair("officer".into(), ip(1)), Score { value: 8.0, at: old });
+        t.scores.lock().insert(Key::Pair("officer".into(), ip(1)), Score { value: 8.0, at: old });
         t.admit("officer", ip(1), None).expect("8 failures ten minutes ago have leaked away").succeeded();
         for _ in 0..30 {
             t.refresh_failed(ip(3));

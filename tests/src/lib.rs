@@ -224,13 +224,22 @@ impl Api {
         Self::login_from(url, user, None).await
     }
 
+    /// Logs in as `user` with `password`.
+    pub async fn login_with(url: &str, user: &str, password: &str) -> Api {
+        Self::login_as(url, user, password, None).await
+    }
+
     /// Logs in as `user` from the given device id (a new one when `None`).
     pub async fn login_from(url: &str, user: &str, device_id: Option<&str>) -> Api {
+        Self::login_as(url, user, PASSWORD, device_id).await
+    }
+
+    async fn login_as(url: &str, user: &str, password: &str, device_id: Option<&str>) -> Api {
         // reqwest is built without a default TLS provider; the server's process installs one,
         // but a test that only runs the server as a child process has not.
         gesync_server::server::install_crypto_provider();
         let http = reqwest::Client::new();
-        let mut body = serde_json::json!({"username": user, "password": PASSWORD});
+        let mut body = serde_json::json!({"username": user, "password": password});
         if let Some(d) = device_id {
             body["device_id"] = d.into();
         }
@@ -252,6 +261,12 @@ impl Api {
     /// POST with a JSON body; the status and the JSON body.
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         self.send(reqwest::Method::POST, path, body).await
+    }
+    /// GET a text body (a CSV report), asserting success.
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.text().await.unwrap()
     }
     /// PATCH with a JSON body; the status and the JSON body.
     pub async fn patch(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {

@@ -46,5 +46,19 @@ async fn a_two_level_province_works_with_the_contracts_commands_alone() {
     let mut reviewer = Client::open(dir.path().join("reviewer"), FixedKey(StoreKey::random())).unwrap();
     reviewer.login(&server.url(), "tinh.review", "a-long-password-2026", None).await.unwrap();
     assert_eq!(reviewer.sync(|_| {}).await.unwrap().pulled, 1);
+    // Figures and the report on the two-level map: the commune, then the province.
+    let api = tests::Api::login_with(&server.url(), "tinh.review", "a-long-password-2026").await;
+    for unit in ["04702", "04"] {
+        let (s, f) = api.get(&format!("/api/v1/indicators?org_unit={unit}&period=2025Q4")).await;
+        assert_eq!(s, 200, "{f}");
+        let gbv = f["indicators"].as_array().unwrap().iter().find(|i| i["id"] == "gbv_victims_supported").unwrap().clone();
+        assert_eq!((gbv["numerator"].as_i64(), gbv["denominator"].as_i64()), (Some(0), Some(1)), "{unit}: {gbv}");
+    }
+    let csv = api.get_text("/api/v1/reports/04/2025Q4.csv").await;
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows[0].starts_with("04702,Xã Đàm Thủy,Xã,") && rows[1].starts_with("04,Tỉnh Cao Bằng,Tỉnh,"), "{csv}");
+    let (s, conflicts) = api.get("/api/v1/conflicts?org_unit=04").await;
+    assert_eq!((s, conflicts.as_array().map(Vec::len)), (200, Some(0)), "{conflicts}");
     server.kill();
 }
