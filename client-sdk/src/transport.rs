@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sync_protocol::ErrorCode;
 
 use crate::error::{Error, Result};
 
@@ -83,12 +84,20 @@ impl TransportError {
         }
     }
 
+    /// The API's error code of an HTTP error answer, when this build knows it.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            TransportError::Status { code, .. } => ErrorCode::parse(code),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_device_revoked(&self) -> bool {
-        matches!(self, TransportError::Status { status: 403, code, .. } if code == "device_revoked")
+        self.error_code() == Some(ErrorCode::DeviceRevoked)
     }
 
     pub(crate) fn is_account_disabled(&self) -> bool {
-        matches!(self, TransportError::Status { status: 403, code, .. } if code == "account_disabled")
+        self.error_code() == Some(ErrorCode::AccountDisabled)
     }
 
     pub(crate) fn is_unauthorized(&self) -> bool {

@@ -16,11 +16,11 @@ use indicators::{IndicatorId, Milestones, Period};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sync_protocol::wire::{SyncRequest, CONTENT_TYPE, MAX_MESSAGE_BYTES};
-use sync_protocol::{OrgUnitCode, RecordId, RecordKind};
+use sync_protocol::{ErrorCode, OrgUnitCode, RecordId, RecordKind};
 
 use crate::auth::{self, Keys, RefreshError, TokenError};
 use crate::throttle::Throttle;
-use crate::db::{now_secs, AuditEvent, Db};
+use crate::db::{now_secs, AuditEvent, Db, Merged};
 use crate::error::{AppError, AppResult};
 use crate::model::{Device, OrgTree, OrgUnit, Principal, Role, User};
 use crate::report_file::ReportFormat;
@@ -145,7 +145,7 @@ impl FromRequestParts<Shared> for Authed {
 /// Verifies an access token and the current state of its user and device.
 pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principal> {
     let claims = state.keys.verify_access(token).map_err(|e| match e {
-        TokenError::Expired => AppError::new(StatusCode::UNAUTHORIZED, "token_expired", "access token expired: refresh it or log in again"),
+        TokenError::Expired => AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired, "access token expired: refresh it or log in again"),
         TokenError::Invalid => AppError::unauthorized("invalid access token"),
     })?;
     let user = state.db.get_user(&claims.sub)?.ok_or_else(|| AppError::unauthorized("invalid access token"))?;
@@ -153,7 +153,7 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
         return Err(account_disabled());
     }
     if user.session_epoch != claims.ep || (!claims.fam.is_empty() && state.db.refresh_family_revoked(&claims.fam)?) {
-        return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this session has ended: log in again"));
+        return Err(AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::SessionEnded, "this session has ended: log in again"));
     }
     // Fails closed: a token whose device is not (or no longer) registered is treated as revoked,
     // as refresh and the web sessions treat it.
@@ -167,13 +167,13 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
 /// A disabled account's phone is told to wipe, as a revoked device's is: its records describe
 /// victims, and whoever holds the phone is no longer entitled to them.
 fn account_disabled() -> AppError {
-    AppError::new(StatusCode::FORBIDDEN, "account_disabled", "this account was disabled by an administrator: wipe its local data")
+    AppError::new(StatusCode::FORBIDDEN, ErrorCode::AccountDisabled, "this account was disabled by an administrator: wipe its local data")
 }
 
 fn device_revoked() -> AppError {
     AppError::new(
         StatusCode::FORBIDDEN,
-        "device_revoked",
+        ErrorCode::DeviceRevoked,
         "this device was revoked by an administrator: wipe its local data",
     )
 }
@@ -265,7 +265,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/duplicates/{id}/merge", post(merge_duplicate))
         .route("/api/v1/approvals", get(list_approvals).post(approve_period))
         .fallback(|| async { AppError::not_found("no such endpoint") })
-        .method_not_allowed_fallback(|| async { AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method") })
+        .method_not_allowed_fallback(|| async { AppError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "this endpoint does not accept that method") })
         .with_state(state)
 }
 
@@ -361,7 +361,7 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
     };
     let attempt = state.throttle.admit(username, ip, known_device.then_some(device_id)).map_err(|wait| {
         state.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
-        let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", "too many failed logins: wait before trying again");
+        let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Throttled, "too many failed logins: wait before trying again");
         e.retry_after = Some(wait.as_secs().max(1));
         e
     })?;
@@ -425,7 +425,7 @@ async fn hash_new_password(state: &Shared, password: String) -> AppResult<String
 async fn hashing_permit(state: &Shared) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
     let busy = |waiting: usize| {
         state.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
-        let mut e = AppError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the server is busy with other logins: try again shortly");
+        let mut e = AppError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, "the server is busy with other logins: try again shortly");
         // About 20 hashes a second get through on two permits: ask to come back when the
         // queue ahead has drained, spread a little so that the retries do not arrive together.
         e.retry_after = Some(2 + (waiting as u64) / 20 + rand::random::<u64>() % 5);
@@ -483,7 +483,7 @@ struct RefreshBody {
 
 async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<Response> {
     state.throttle.admit_refresh(ip).map_err(|wait| {
-        let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", "too many refused refresh tokens: wait before trying again");
+        let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Throttled, "too many refused refresh tokens: wait before trying again");
         e.retry_after = Some(wait.as_secs().max(1));
         e
     })?;
@@ -509,7 +509,7 @@ async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(b
                 RefreshError::Expired => "refresh token expired: log in again",
                 RefreshError::Unknown => "unknown refresh token: log in again",
             };
-            return Err(AppError::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token", msg));
+            return Err(AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidRefreshToken, msg));
         }
     };
     let db = state.db.clone();
@@ -518,7 +518,7 @@ async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(b
     let user = match user {
         Some(u) if !u.disabled => u,
         Some(_) => return Err(account_disabled()),
-        None => return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "this account no longer exists")),
+        None => return Err(AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::SessionEnded, "this account no longer exists")),
     };
     if device.map(|d| d.revoked).unwrap_or(true) {
         return Err(device_revoked());
@@ -528,7 +528,7 @@ async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(b
         // the family ends here, the phone logs in again.
         let (db, family) = (state.db.clone(), rotation.family.clone());
         blocking(move || Ok(db.revoke_refresh_family(&family)?)).await?;
-        return Err(AppError::new(StatusCode::UNAUTHORIZED, "session_ended", "the account changed since this login (password, role or org unit): log in again"));
+        return Err(AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::SessionEnded, "the account changed since this login (password, role or org unit): log in again"));
     }
     let p = Principal { username: user.username.clone(), role: user.role, org_unit: user.org_unit.clone(), device_id: rotation.device_id };
     let db = state.db.clone();
@@ -758,15 +758,21 @@ pub struct OrgUnitMerge {
     pub effective: String,
 }
 
+/// Merges `code` into `into` from the date `effective` (`YYYY-MM-DD`), for an admin of both
+/// units, audited as `org_unit_merge` (shared by the API and the web pages).
+pub async fn merge_org_unit_checked(state: &Shared, by: &Principal, code: String, into: String, effective: &str) -> AppResult<Merged> {
+    let effective = crate::model::parse_effective(effective).map_err(AppError::bad_request)?;
+    let tree = state.db.tree();
+    require_admin_of(by, &tree, &code)?;
+    require_admin_of(by, &tree, &into)?;
+    let db = state.db.clone();
+    let ev = audit(by, "org_unit_merge", format!("{code} into {into} from {effective}"));
+    blocking(move || Ok(db.merge_org_unit(&code, &into, effective, crate::model::today(), ev)?)).await
+}
+
 /// `POST /api/v1/org-units/{code}/merge`: an admin of both units merges one into the other.
 async fn merge_org_unit(State(state): State<Shared>, Authed(p): Authed, Path(code): Path<String>, JsonBody(b): JsonBody<OrgUnitMerge>) -> AppResult<axum::Json<Value>> {
-    let effective = crate::model::parse_effective(&b.effective).map_err(AppError::bad_request)?;
-    let tree = state.db.tree();
-    require_admin_of(&p, &tree, &code)?;
-    require_admin_of(&p, &tree, &b.into)?;
-    let db = state.db.clone();
-    let ev = audit(&p, "org_unit_merge", format!("{code} into {} from {effective}", b.into));
-    let merged = blocking(move || Ok(db.merge_org_unit(&code, &b.into, effective, crate::model::today(), ev)?)).await?;
+    let merged = merge_org_unit_checked(&state, &p, code, b.into, &b.effective).await?;
     Ok(axum::Json(serde_json::to_value(merged).expect("merge serialises")))
 }
 
@@ -1089,7 +1095,7 @@ impl FromRequestParts<Shared> for SyncSlot {
         let mut in_flight = state.syncs_in_flight.lock().expect("sync slots");
         let n = in_flight.entry(p.username.clone()).or_insert(0);
         if *n >= SYNCS_PER_USER {
-            let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_syncs", "this account already has syncs in progress: try again shortly");
+            let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManySyncs, "this account already has syncs in progress: try again shortly");
             e.retry_after = Some(2);
             return Err(e);
         }
@@ -1130,13 +1136,13 @@ async fn sync(
     let body = body?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ct != CONTENT_TYPE {
-        return Err(AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_content_type", format!("sync bodies must be sent as {CONTENT_TYPE}")));
+        return Err(AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::BadContentType, format!("sync bodies must be sent as {CONTENT_TYPE}")));
     }
     if body.len() > MAX_MESSAGE_BYTES {
-        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
+        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
     }
-    let (req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_sync_message", e.to_string()))?;
-    crate::records::check_request(&req).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_sync_message", e))?;
+    let (req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e.to_string()))?;
+    crate::records::check_request(&req).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e))?;
     // The answer goes in the phone's own protocol version, compressed if it reads zstd.
     let answer = framing.answer(&req);
     let m = &state.metrics;
@@ -1245,7 +1251,7 @@ mod token_tests {
         let p = Principal { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "phone-1".into() };
         let token = state.keys.issue_access(&p, 0, None);
         let refused = principal_from_token(&state, &token).err().expect("no device record: refused");
-        assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, "device_revoked"));
+        assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, ErrorCode::DeviceRevoked));
         let now = now_secs();
         db.put_device(&Device { username: "officer".into(), device_id: "phone-1".into(), first_seen: now, last_seen: now, revoked: false }, None).unwrap();
         assert_eq!(principal_from_token(&state, &token).unwrap().device_id, "phone-1");

@@ -6,40 +6,42 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use sync_protocol::ErrorCode;
+
 use crate::db::DbError;
 
 #[derive(Debug)]
 pub struct AppError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
 }
 
 impl AppError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         AppError { status, code, message: message.into(), retry_after: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error; the details are in the server log")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal server error; the details are in the server log")
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -55,10 +57,10 @@ impl From<DbError> for AppError {
         match e {
             DbError::Invalid(m) => AppError::bad_request(m),
             DbError::NotFound(m) => AppError::not_found(m),
-            DbError::Conflict(m) => AppError::new(StatusCode::CONFLICT, "conflict", m),
+            DbError::Conflict(m) => AppError::new(StatusCode::CONFLICT, ErrorCode::Conflict, m),
             DbError::Forbidden(m) => AppError::forbidden(m),
             // Nobody is listening any more; the status only shows in logs.
-            DbError::Cancelled => AppError::new(StatusCode::REQUEST_TIMEOUT, "abandoned", "the request was abandoned"),
+            DbError::Cancelled => AppError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::Abandoned, "the request was abandoned"),
             DbError::Store(e) => {
                 tracing::error!(error = %e, "storage error");
                 AppError::internal()
@@ -76,23 +78,23 @@ impl From<JsonRejection> for AppError {
         };
         // serde's messages name the field and the expected type, never the submitted value
         // beyond a short token; they are what the caller needs to fix the body.
-        AppError::new(status, "bad_json", r.body_text())
+        AppError::new(status, ErrorCode::BadJson, r.body_text())
     }
 }
 
 impl From<BytesRejection> for AppError {
     fn from(r: BytesRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request bodies are at most {} bytes", sync_protocol::wire::MAX_MESSAGE_BYTES))
+            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, format!("request bodies are at most {} bytes", sync_protocol::wire::MAX_MESSAGE_BYTES))
         } else {
-            AppError::new(r.status(), "bad_body", r.body_text())
+            AppError::new(r.status(), ErrorCode::BadBody, r.body_text())
         }
     }
 }
 
 impl From<QueryRejection> for AppError {
     fn from(r: QueryRejection) -> Self {
-        AppError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text())
+        AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, r.body_text())
     }
 }
 

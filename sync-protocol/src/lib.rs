@@ -4,19 +4,22 @@
 //! - [`schema`]: the three record kinds of `domain.md` as a table, and the validator that turns
 //!   every mistake into a precise, path-qualified error;
 //! - [`doc`]: the mapping between a record and its Automerge document, the JSON view, conflicts;
-//! - [`wire`]: the versioned binary messages of `POST /api/v1/sync`.
+//! - [`wire`]: the versioned binary messages of `POST /api/v1/sync`;
+//! - [`ErrorCode`]: the stable error codes of the HTTP API's answers.
 //!
 //! Architecture Invariant: this crate knows nothing of axum, sled, tokio or HTTP. It is pure
 //! logic over values, so both sides (and tests) use it without a network or a disk.
 #![forbid(unsafe_code)]
 
 pub mod doc;
+mod error_code;
 pub mod inflate;
 mod ids;
 pub mod schema;
 pub mod wire;
 
 pub use automerge;
+pub use error_code::ErrorCode;
 pub use ids::{BadOrgUnitCode, BadRecordId, OrgUnitCode, RecordId, RecordKind};
 pub use schema::{Problem, SchemaError};
 

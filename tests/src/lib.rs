@@ -192,6 +192,16 @@ impl ServerProcess {
     }
 }
 
+/// A test that fails (panics) still ends its server.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs the `gesync-server` command line `bin` with `args`, writing `stdin` to its input.
 pub fn run_cli(bin: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;

@@ -1368,6 +1368,16 @@ const WEB_MATRIX: &[WebRow] = &[
         anon: 403,
         expect: WEB_ADMIN_OWN_303,
     },
+    WebRow {
+        method: "POST",
+        route: "/admin/org-units/merge",
+        path: "/admin/org-units/merge",
+        // As the API's row: into itself, so past the access check an admin of the unit is told
+        // why it cannot be (400), and nothing changes.
+        form: WebForm::Form("code={unit}&into={unit}&effective=2025-07-01"),
+        anon: 403,
+        expect: [(400, 403), (403, 403), (403, 403), (403, 403)],
+    },
     WebRow { method: "GET", route: "/admin/targets", path: "/admin/targets?unit={unit}", form: WebForm::None, anon: 303, expect: WEB_ADMIN_200 },
     WebRow {
         method: "POST",

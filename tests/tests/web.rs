@@ -6,7 +6,10 @@
 //! - a commune officer signs in, lands on the "work on the phone" page and is refused (403) the
 //!   district pages; province staff and admins land on their own pages;
 //! - forms without, or with a wrong, CSRF token change nothing (403), the session cookie is
-//!   `HttpOnly` and `SameSite=Strict`.
+//!   `HttpOnly` and `SameSite=Strict`;
+//! - on a two-level province (communes directly under it), an admin merges two communes with
+//!   the org-unit page's form; the merged one is listed as history, and the province's reviewer
+//!   gets a province overview (no "huyện") of the current communes only, in both languages.
 //!
 //! A missing `chromedriver` fails the test with a message saying how to install it: the browser
 //! tests are part of the suite, not optional. With `GESYNC_SCREENSHOTS=DIR`, the main pages are
@@ -461,9 +464,9 @@ async fn staff_use_the_pages_in_a_real_browser() {
     assert!(b.url().await.ends_with("/phone"), "{}", b.url().await);
     assert!(b.text("h1").await.contains("điện thoại"));
     b.goto(&format!("{url}/district")).await;
-    assert_eq!(b.text("h1").await, "Trang dành cho cán bộ huyện, tỉnh");
+    assert_eq!(b.text("h1").await, "Trang dành cho cán bộ rà soát và cán bộ tỉnh");
     b.goto(&format!("{url}/district?unit=04701")).await;
-    assert_eq!(b.text("h1").await, "Trang dành cho cán bộ huyện, tỉnh");
+    assert_eq!(b.text("h1").await, "Trang dành cho cán bộ rà soát và cán bộ tỉnh");
     b.goto(&format!("{url}/")).await;
     b.wait_url("/phone").await;
     b.logout().await;
@@ -517,6 +520,126 @@ async fn staff_use_the_pages_in_a_real_browser() {
     b.quit().await;
     drop(driver);
     drop(phones);
+    server.stop().await;
+}
+
+// ---- the two-level map and a merge, in the browser --------------------------------------------
+
+/// A store holding the 2025 map of one province: communes directly under it, no district (the
+/// commune codes and names are made up for the test). The province's admin, its reviewer
+/// (`district_staff` on the province) and an officer of the commune that will be merged.
+fn two_level_province(dir: &Path) -> PathBuf {
+    use gesync_server::model::{OrgUnit, Role, User};
+    let db = gesync_server::open_db(dir).unwrap();
+    db.put_org_unit(OrgUnit::new("04", "Tỉnh Cao Bằng", None, "province"), None).unwrap();
+    for (code, name) in [("04711", "Xã Trùng Khánh"), ("04712", "Xã Đàm Thủy"), ("04713", "Xã Đình Phong")] {
+        db.put_org_unit(OrgUnit::new(code, name, Some("04".into()), "commune"), None).unwrap();
+    }
+    let hash = gesync_server::auth::hash_password(PASSWORD);
+    for (username, role, org_unit) in [("tinh.admin", Role::Admin, "04"), ("tinh.review", Role::DistrictStaff, "04"), ("xa.damthuy", Role::CommuneOfficer, "04712")] {
+        db.put_user(&User { username: username.into(), role, org_unit: org_unit.into(), password_hash: hash.clone(), disabled: false, session_epoch: 0 }, true, None).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_on_the_two_level_map_through_the_admin_page() {
+    gesync_server::server::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&two_level_province(&dir.path().join("server"))).await;
+    let url = server.url();
+    let year = this_year();
+    // A victim recorded in the commune that is about to be merged: after the merge it counts
+    // for the successor.
+    let mut phone = Client::open(dir.path().join("phone"), FixedKey(StoreKey::random())).unwrap();
+    phone.login(&url, "xa.damthuy", PASSWORD, None).await.unwrap();
+    phone.create(client_sdk::RecordKind::GbvCase, &json!({"commune": "04712", "detected_on": format!("{year}-02-03"), "victim": {"sex": "female"}})).unwrap();
+    phone.sync(|_| {}).await.unwrap();
+    assert_eq!(phone.pending_count(), 0);
+
+    let driver = Driver::start().await;
+    let b = driver.browser(&dir.path().join("profile")).await;
+
+    // The admin merges 04712 into 04711 with the org-unit page's form (the date filled in is
+    // the reorganisation's).
+    b.login(&url, "tinh.admin").await;
+    b.goto(&format!("{url}/admin/org-units")).await;
+    assert_eq!(b.find_all("#org-units tbody tr").await.len(), 4, "the province and its three communes");
+    assert!(b.find_all("#merged-units").await.is_empty(), "no history yet");
+    // A merge the data layer refuses (a commune into a province) is the pages' usual error.
+    b.select("#mg-code", "04713").await;
+    b.select("#mg-into", "04").await;
+    b.click("form[action=\"/admin/org-units/merge\"] button[type=submit]").await;
+    b.wait_text("h1", "Dữ liệu nhập chưa hợp lệ").await;
+    assert!(b.text(".detail").await.contains("cannot be merged"), "{}", b.text("main").await);
+    b.goto(&format!("{url}/admin/org-units")).await;
+    b.click("#org-units tr[data-unit=\"04712\"] a[href*=\"merge=04712\"]").await;
+    b.wait_url("merge=04712").await;
+    b.select("#mg-into", "04711").await;
+    b.click("form[action=\"/admin/org-units/merge\"] button[type=submit]").await;
+    b.wait_text(".ok", "Đã ghi nhận việc sáp nhập").await;
+    // The merged commune is history, not a current unit; its officer is still on it.
+    assert!(b.find_all("#org-units tr[data-unit=\"04712\"]").await.is_empty());
+    assert!(b.find_all("#mg-code option[value=\"04712\"]").await.is_empty(), "a merged unit is not offered again");
+    let history = b.text("#merged-units tr[data-unit=\"04712\"]").await;
+    assert!(history.contains("Đã sáp nhập vào 04711 · Xã Trùng Khánh từ 01/07/2025") && history.contains("xa.damthuy"), "{history}");
+    b.screenshot("admin-org-units").await;
+    b.goto(&format!("{url}/admin/org-units?lang=en")).await;
+    let history = b.text("#merged-units tr[data-unit=\"04712\"] td.merged").await;
+    assert_eq!(history, "Merged into 04711 · Xã Trùng Khánh from 2025-07-01");
+    b.goto(&format!("{url}/admin/org-units?lang=vi")).await;
+    // The same merge as the API's, audited the same way.
+    let admin = api_token(&url, "tinh.admin").await;
+    let units = api_get(&url, &admin, "/api/v1/org-units").await;
+    let merged = units.as_array().unwrap().iter().find(|u| u["code"] == "04712").cloned().unwrap();
+    assert_eq!((merged["merged_into"].as_str(), merged["effective"].as_str()), (Some("04711"), Some("2025-07-01")));
+    let audit = api_get(&url, &admin, "/api/v1/audit").await;
+    let merges: Vec<&Value> = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "org_unit_merge").collect();
+    assert_eq!(merges.len(), 1, "one merge audited (the refused one is not): {merges:?}");
+    assert_eq!((merges[0]["user"].as_str(), merges[0]["target"].as_str()), (Some("tinh.admin"), Some("04712 into 04711 from 2025-07-01")));
+    b.logout().await;
+
+    // The province's reviewer: a province overview of the current communes, no district.
+    b.login(&url, "tinh.review").await;
+    assert!(b.url().await.ends_with("/district"), "{}", b.url().await);
+    assert_eq!(b.text("h1").await, "Tổng quan tỉnh: Tỉnh Cao Bằng");
+    assert!(b.text(".who").await.contains("Cán bộ rà soát cấp tỉnh"), "{}", b.text(".who").await);
+    assert_eq!(b.text("nav a[aria-current=page]").await, "Tổng quan tỉnh");
+    let rows: Vec<String> = {
+        let mut out = Vec::new();
+        for e in b.find_all("#communes tbody tr").await {
+            out.push(b.cmd(reqwest::Method::GET, &format!("/element/{e}/attribute/data-unit"), None).await.as_str().unwrap_or_default().to_string());
+        }
+        out
+    };
+    assert_eq!(rows, ["04711", "04713", "04"], "current communes, then the province");
+    b.screenshot("two-level-overview").await;
+    assert_eq!(b.find_all("#news tbody tr").await.len(), 2);
+    assert_eq!(b.text("#communes th").await, "Xã, phường, đặc khu");
+    let successor = b.text("#communes tr[data-unit=\"04711\"] td[data-indicator=gbv_victims_supported]").await;
+    assert!(successor.contains("(0/1)"), "the merged commune's victim counts for its successor: {successor}");
+    let body = b.text("body").await;
+    assert!(!body.to_lowercase().contains("huyện") && !body.contains("Đàm Thủy"), "{body}");
+    // Its figures pages link no district either.
+    b.goto(&format!("{url}/province?unit=04")).await;
+    assert_eq!(b.text("h1").await, "Tổng quan tỉnh: Tỉnh Cao Bằng");
+    assert_eq!(b.find_all("#units tbody tr[data-unit]").await.len(), 3, "two communes and the province");
+    assert!(b.find_all("#units a").await.is_empty(), "communes are not links");
+    assert!(b.text("#units tr.total").await.starts_with("Toàn tỉnh"));
+
+    // The same in English.
+    b.goto(&format!("{url}/district?lang=en")).await;
+    assert_eq!(b.text("h1").await, "Province overview: Tỉnh Cao Bằng");
+    assert!(b.text(".who").await.contains("Province reviewer"), "{}", b.text(".who").await);
+    let body = b.text("body").await;
+    assert!(!body.to_lowercase().contains("district"), "{body}");
+    assert_eq!(b.find_all("#communes tbody tr").await.len(), 3);
+    b.goto(&format!("{url}/district?lang=vi")).await;
+    b.logout().await;
+
+    b.quit().await;
+    drop(driver);
+    drop(phone);
     server.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! Admin pages: users (create, disable/enable, reset password, change role or org unit),
-//! their devices (revoke), org units (add, rename, move) and targets. Every change goes through
-//! the same checked helpers as the JSON API and is audited the same way.
+//! their devices (revoke), org units (add, rename, move, merge; merged units listed as history)
+//! and targets. Every change goes through the same checked helpers as the JSON API and is
+//! audited the same way.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
@@ -10,7 +11,7 @@ use serde::Deserialize;
 
 use super::fmt;
 use super::page::{blocking, csrf_field, page, Lang, Posted, Section, Web, WebError, WebResult};
-use crate::api::{create_user_checked, level_for, revoke_device_checked, update_user_checked, NewUserInput, Shared, UserPatch};
+use crate::api::{create_user_checked, level_for, merge_org_unit_checked, revoke_device_checked, update_user_checked, NewUserInput, Shared, UserPatch};
 use crate::db::AuditEvent;
 use crate::model::{OrgTree, OrgUnit, Principal, Role};
 
@@ -31,6 +32,8 @@ pub struct Done {
     done: Option<String>,
     edit: Option<String>,
     unit: Option<String>,
+    /// The unit the merge form starts with.
+    merge: Option<String>,
 }
 
 /// The confirmation shown after a change (fixed texts: nothing from the request is echoed).
@@ -43,17 +46,27 @@ fn done_notice(lang: Lang, done: Option<&str>) -> Markup {
         Some("enabled") => lang.t("Đã mở khoá tài khoản.", "The account was enabled."),
         Some("revoked") => lang.t("Đã thu hồi thiết bị. Thiết bị sẽ tự xoá dữ liệu ở lần đồng bộ tới.", "The device was revoked. It wipes its data at its next sync."),
         Some("unit") => lang.t("Đã lưu đơn vị hành chính.", "The org unit was saved."),
+        Some("merged") => lang.t(
+            "Đã ghi nhận việc sáp nhập. Hồ sơ, đơn vị trực thuộc và số liệu của đơn vị cũ được tính cho đơn vị mới.",
+            "The merge was recorded. The old unit's records, the units under it and its figures now count for its successor.",
+        ),
         Some("target") => lang.t("Đã lưu chỉ tiêu.", "The target was saved."),
         _ => return html! {},
     };
     html! { p.ok role="status" { (text) } }
 }
 
-fn unit_options(tree: &OrgTree, selected: Option<&str>, with_none: Option<&str>) -> Markup {
+/// The units of the current map to choose from. A merged unit is offered only when it is the
+/// one already chosen (an account still on it), marked as such, so that saving another field
+/// does not silently move the account.
+fn unit_options(lang: Lang, tree: &OrgTree, selected: Option<&str>, with_none: Option<&str>) -> Markup {
     html! {
         @if let Some(none) = with_none { option value="" selected[selected.is_none()] { (none) } }
-        @for u in tree.all() {
-            option value=(u.code) selected[selected == Some(u.code.as_str())] { (u.code) " · " (u.name) }
+        @for u in tree.all().filter(|u| u.is_current() || selected == Some(u.code.as_str())) {
+            option value=(u.code) selected[selected == Some(u.code.as_str())] {
+                (u.code) " · " (u.name)
+                @if !u.is_current() { " (" (lang.t("đã sáp nhập", "merged")) ")" }
+            }
         }
     }
 }
@@ -92,7 +105,7 @@ pub async fn users(State(state): State<Shared>, web: Web, Query(q): Query<Done>)
                 @for u in &users {
                     tr data-user=(u.username) {
                         td { (u.username) }
-                        td { (fmt::role(lang, u.role)) }
+                        td { (fmt::role_at(lang, u.role, tree.get(&u.org_unit).map(|x| x.level.as_str()))) }
                         td { (u.org_unit) " · " (tree.get(&u.org_unit).map(|x| x.name.as_str()).unwrap_or("?")) }
                         td {
                             @if u.disabled { span.badge.unmet { (web.t("Đã khoá", "Disabled")) } }
@@ -110,7 +123,7 @@ pub async fn users(State(state): State<Shared>, web: Web, Query(q): Query<Done>)
                 div { label for="nu-username" { (web.t("Tên đăng nhập", "Username")) } input #nu-username name="username" required pattern="[A-Za-z0-9._\\-]{3,64}"; }
                 div { label for="nu-password" { (web.t("Mật khẩu", "Password")) } input #nu-password type="password" name="password" required autocomplete="new-password"; }
                 div { label for="nu-role" { (web.t("Vai trò", "Role")) } select #nu-role name="role" { (role_options(lang, Some(Role::CommuneOfficer))) } }
-                div { label for="nu-unit" { (web.t("Đơn vị", "Org unit")) } select #nu-unit name="org_unit" { (unit_options(&tree, None, None)) } }
+                div { label for="nu-unit" { (web.t("Đơn vị", "Org unit")) } select #nu-unit name="org_unit" { (unit_options(lang, &tree, None, None)) } }
                 div { button type="submit" { (web.t("Tạo tài khoản", "Create")) } }
             }
             p.muted { (web.t("Tên đăng nhập: 3–64 chữ cái không dấu, chữ số, dấu chấm, gạch dưới hoặc gạch ngang.", "Username: 3–64 letters, digits, '.', '_' or '-'.")) }
@@ -153,7 +166,7 @@ pub async fn user(State(state): State<Shared>, web: Web, Path(username): Path<St
         h1 { (web.t("Tài khoản ", "Account ")) (user.username) }
         (done_notice(lang, q.done.as_deref()))
         p {
-            (fmt::role(lang, user.role)) " · " (user.org_unit) " · " (tree.get(&user.org_unit).map(|x| x.name.as_str()).unwrap_or("?")) " · "
+            (fmt::role_at(lang, user.role, tree.get(&user.org_unit).map(|x| x.level.as_str()))) " · " (user.org_unit) " · " (tree.get(&user.org_unit).map(|x| x.name.as_str()).unwrap_or("?")) " · "
             @if user.disabled { span.badge.unmet { (web.t("Đã khoá", "Disabled")) } } @else { span.badge.met { (web.t("Đang hoạt động", "Active")) } }
         }
         div.side {
@@ -163,7 +176,7 @@ pub async fn user(State(state): State<Shared>, web: Web, Path(username): Path<St
                 label for="role" { (web.t("Vai trò", "Role")) }
                 select #role name="role" { (role_options(lang, Some(user.role))) }
                 label for="org_unit" { (web.t("Đơn vị", "Org unit")) }
-                select #org_unit name="org_unit" { (unit_options(&tree, Some(&user.org_unit), None)) }
+                select #org_unit name="org_unit" { (unit_options(lang, &tree, Some(&user.org_unit), None)) }
                 p { button type="submit" { (web.t("Lưu thay đổi", "Save")) } }
             }
             form.card method="post" action={ (base) "/password" } {
@@ -288,10 +301,12 @@ pub async fn revoke_device(State(state): State<Shared>, Path((username, device_i
 
 // ---- org units -------------------------------------------------------------------------------
 
-/// The tree in display order (depth-first from the roots), with each unit's depth.
+/// The current map in display order (depth-first from the roots), with each unit's depth.
+/// Merged units are nobody's child any more; a merged root is left out here too (both are
+/// listed as history).
 fn tree_order(tree: &OrgTree) -> Vec<(usize, OrgUnit)> {
     let mut out = Vec::new();
-    let mut roots: Vec<&OrgUnit> = tree.all().filter(|u| u.parent.as_deref().is_none_or(|p| tree.get(p).is_none())).collect();
+    let mut roots: Vec<&OrgUnit> = tree.all().filter(|u| u.is_current() && u.parent.as_deref().is_none_or(|p| tree.get(p).is_none())).collect();
     roots.sort_by(|a, b| a.code.cmp(&b.code));
     let mut stack: Vec<(usize, String)> = roots.iter().rev().map(|u| (0, u.code.clone())).collect();
     while let Some((depth, code)) = stack.pop() {
@@ -307,12 +322,25 @@ fn tree_order(tree: &OrgTree) -> Vec<(usize, OrgUnit)> {
     out
 }
 
-/// `GET /admin/org-units[?edit=CODE]`.
+/// `GET /admin/org-units[?edit=CODE][&merge=CODE]`: the current map, the forms that add, change
+/// and merge units, and the merged units as history.
 pub async fn org_units(web: Web, State(state): State<Shared>, Query(q): Query<Done>) -> WebResult {
     web.require_admin()?;
     let tree = state.db.tree();
     let lang = web.lang;
     let editing = q.edit.as_deref().and_then(|c| tree.get(c)).cloned();
+    // What a merge may join: units of the current map that this admin administers.
+    let mergeable: Vec<&OrgUnit> = tree.all().filter(|u| u.is_current() && web.p().may_administer(&tree, &u.code)).collect();
+    let mut history: Vec<&OrgUnit> = tree.all().filter(|u| !u.is_current()).collect();
+    history.sort_by(|a, b| (&a.effective, &a.code).cmp(&(&b.effective, &b.code)));
+    // Accounts still on a merged unit: the admin moves them to the successor.
+    let db = state.db.clone();
+    let left_on: Vec<(String, String)> = blocking(move || Ok(db.list_users()?))
+        .await?
+        .into_iter()
+        .filter(|u| tree.get(&u.org_unit).is_some_and(|x| !x.is_current()) && web.p().may_administer(&tree, &u.org_unit))
+        .map(|u| (u.org_unit, u.username))
+        .collect();
     let body = html! {
         h1 { (web.t("Đơn vị hành chính", "Org units")) }
         (done_notice(lang, q.done.as_deref()))
@@ -328,34 +356,94 @@ pub async fn org_units(web: Web, State(state): State<Shared>, Query(q): Query<Do
                             td style={ "padding-left:" (0.55 + 1.4 * depth as f64) "rem" } { (u.name) }
                             td { (u.code) }
                             td { (fmt::level(lang, &u.level)) }
-                            td { a href={ "/admin/org-units?edit=" (u.code) } { (web.t("Sửa / chuyển", "Edit / move")) } }
+                            td {
+                                a href={ "/admin/org-units?edit=" (u.code) } { (web.t("Sửa / chuyển", "Edit / move")) }
+                                @if mergeable.iter().any(|m| m.code == u.code) {
+                                    " · "
+                                    a href={ "/admin/org-units?merge=" (u.code) "#merge" } { (web.t("Sáp nhập", "Merge")) }
+                                }
+                            }
                         }
                     }
                 }
             }
-            form.card method="post" action="/admin/org-units" {
-                h2 {
-                    @if editing.is_some() { (web.t("Sửa hoặc chuyển đơn vị", "Edit or move a unit")) }
-                    @else { (web.t("Thêm đơn vị", "Add a unit")) }
+            div.stack {
+                form.card method="post" action="/admin/org-units" {
+                    h2 {
+                        @if editing.is_some() { (web.t("Sửa hoặc chuyển đơn vị", "Edit or move a unit")) }
+                        @else { (web.t("Thêm đơn vị", "Add a unit")) }
+                    }
+                    (csrf_field(&web))
+                    label for="ou-code" { (web.t("Mã đơn vị", "Code")) }
+                    input #ou-code name="code" required pattern="[0-9]{2,12}" value=[editing.as_ref().map(|u| u.code.as_str())];
+                    label for="ou-name" { (web.t("Tên đơn vị", "Name")) }
+                    input #ou-name name="name" required value=[editing.as_ref().map(|u| u.name.as_str())];
+                    label for="ou-parent" { (web.t("Thuộc đơn vị", "Parent")) }
+                    select #ou-parent name="parent" {
+                        (unit_options(lang, &tree, editing.as_ref().and_then(|u| u.parent.as_deref()), Some(web.t("— Không (cấp cao nhất) —", "— None (top level) —"))))
+                    }
+                    label for="ou-level" { (web.t("Cấp", "Level")) }
+                    select #ou-level name="level" {
+                        option value="" { (web.t("Tự động theo đơn vị cấp trên", "From the parent's level")) }
+                        @for l in ["province", "district", "commune"] {
+                            option value=(l) selected[editing.as_ref().is_some_and(|u| u.level == l)] { (fmt::level(lang, l)) }
+                        }
+                    }
+                    p { button type="submit" { (web.t("Lưu", "Save")) } }
+                    p.muted { (web.t("Nhập mã của đơn vị đã có để đổi tên hoặc chuyển sang đơn vị cấp trên khác.", "Enter an existing code to rename the unit or move it under another parent.")) }
                 }
-                (csrf_field(&web))
-                label for="ou-code" { (web.t("Mã đơn vị", "Code")) }
-                input #ou-code name="code" required pattern="[0-9]{2,12}" value=[editing.as_ref().map(|u| u.code.as_str())];
-                label for="ou-name" { (web.t("Tên đơn vị", "Name")) }
-                input #ou-name name="name" required value=[editing.as_ref().map(|u| u.name.as_str())];
-                label for="ou-parent" { (web.t("Thuộc đơn vị", "Parent")) }
-                select #ou-parent name="parent" {
-                    (unit_options(&tree, editing.as_ref().and_then(|u| u.parent.as_deref()), Some(web.t("— Không (cấp cao nhất) —", "— None (top level) —"))))
+                form.card #merge method="post" action="/admin/org-units/merge" {
+                    h2 { (web.t("Sáp nhập đơn vị", "Merge a unit")) }
+                    (csrf_field(&web))
+                    label for="mg-code" { (web.t("Đơn vị được sáp nhập", "The unit merged")) }
+                    select #mg-code name="code" required {
+                        option value="" selected[q.merge.is_none()] { (web.t("— Chọn đơn vị —", "— Choose a unit —")) }
+                        @for u in &mergeable {
+                            option value=(u.code) selected[q.merge.as_deref() == Some(u.code.as_str())] { (u.code) " · " (u.name) " (" (fmt::level(lang, &u.level)) ")" }
+                        }
+                    }
+                    label for="mg-into" { (web.t("Sáp nhập vào", "Into")) }
+                    select #mg-into name="into" required {
+                        option value="" selected { (web.t("— Chọn đơn vị —", "— Choose a unit —")) }
+                        @for u in &mergeable {
+                            option value=(u.code) { (u.code) " · " (u.name) " (" (fmt::level(lang, &u.level)) ")" }
+                        }
+                    }
+                    label for="mg-effective" { (web.t("Có hiệu lực từ ngày", "Effective from")) }
+                    input #mg-effective type="date" name="effective" required value="2025-07-01" max=(fmt::today().to_string());
+                    p { button type="submit" { (web.t("Sáp nhập", "Merge")) } }
+                    p.muted { (web.t(
+                        "Đơn vị cũ được giữ lại trong lịch sử: hồ sơ của nó được tính cho đơn vị mới, các đơn vị trực thuộc chuyển sang đơn vị mới, số liệu mọi kỳ được tính theo bản đồ hiện tại. Việc sáp nhập không hoàn tác được. Ngày điền sẵn, 01/07/2025, là ngày bắt đầu chính quyền địa phương hai cấp.",
+                        "The old unit stays in the history: its records count for its successor, the units under it pass to the successor, and the figures of every period are made on the current map. A merge cannot be undone. The date filled in, 1 July 2025, is when the two-level local government began.")) }
                 }
-                label for="ou-level" { (web.t("Cấp", "Level")) }
-                select #ou-level name="level" {
-                    option value="" { (web.t("Tự động theo đơn vị cấp trên", "From the parent's level")) }
-                    @for l in ["province", "district", "commune"] {
-                        option value=(l) selected[editing.as_ref().is_some_and(|u| u.level == l)] { (fmt::level(lang, l)) }
+            }
+        }
+        @if !history.is_empty() {
+            h2 { (web.t("Đơn vị đã sáp nhập (lịch sử)", "Merged units (history)")) }
+            table id="merged-units" {
+                thead { tr { th { (web.t("Đơn vị", "Unit")) } th { (web.t("Mã", "Code")) } th { (web.t("Cấp", "Level")) } th { (web.t("Sáp nhập", "Merge")) } th { (web.t("Tài khoản còn gắn với đơn vị", "Accounts still on the unit")) } } }
+                tbody {
+                    @for u in &history {
+                        @let into = u.merged_into.as_deref().unwrap_or_default();
+                        @let date = u.effective.as_deref().map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map(|d| fmt::date(lang, d)).unwrap_or_else(|_| d.to_string())).unwrap_or_default();
+                        tr data-unit=(u.code) {
+                            td { (u.name) }
+                            td { (u.code) }
+                            td { (fmt::level(lang, &u.level)) }
+                            td.merged {
+                                (web.t("Đã sáp nhập vào ", "Merged into ")) (into)
+                                @if let Some(s) = tree.get(into) { " · " (s.name) }
+                                (web.t(" từ ", " from ")) (date)
+                            }
+                            td {
+                                @for (i, (_, name)) in left_on.iter().filter(|(unit, _)| *unit == u.code).enumerate() {
+                                    @if i > 0 { ", " }
+                                    a href={ "/admin/users/" (seg(name)) } { (name) }
+                                }
+                            }
+                        }
                     }
                 }
-                p { button type="submit" { (web.t("Lưu", "Save")) } }
-                p.muted { (web.t("Nhập mã của đơn vị đã có để đổi tên hoặc chuyển sang đơn vị cấp trên khác.", "Enter an existing code to rename the unit or move it under another parent.")) }
             }
         }
     };
@@ -388,6 +476,21 @@ pub async fn put_org_unit(State(state): State<Shared>, Posted { web, form: f }: 
     Ok(Redirect::to("/admin/org-units?done=unit").into_response())
 }
 
+#[derive(Deserialize)]
+pub struct MergeForm {
+    code: String,
+    into: String,
+    effective: String,
+}
+
+/// `POST /admin/org-units/merge`: the API's merge (`merge_org_unit_checked`: an admin of both
+/// units, audited as `org_unit_merge`).
+pub async fn merge_org_unit(State(state): State<Shared>, Posted { web, form: f }: Posted<MergeForm>) -> WebResult {
+    web.require_admin()?;
+    merge_org_unit_checked(&state, web.p(), f.code.trim().to_string(), f.into.trim().to_string(), &f.effective).await?;
+    Ok(Redirect::to("/admin/org-units?done=merged").into_response())
+}
+
 // ---- targets ---------------------------------------------------------------------------------
 
 /// `GET /admin/targets?unit=CODE`: the targets in force for a unit, where each comes from, and
@@ -408,7 +511,7 @@ pub async fn targets(State(state): State<Shared>, web: Web, Query(q): Query<Done
             form method="get" action="/admin/targets" {
                 div {
                     label for="t-unit" { (web.t("Đơn vị", "Org unit")) }
-                    select #t-unit name="unit" { (unit_options(&tree, Some(&unit.code), None)) }
+                    select #t-unit name="unit" { (unit_options(lang, &tree, Some(&unit.code), None)) }
                 }
                 button.secondary type="submit" { (web.t("Xem", "Show")) }
             }

@@ -1,6 +1,8 @@
-//! The district overview: each indicator against its target, per commune and for the district,
-//! with a small quarterly chart; the commune × quarter grid of news items; reports due and
-//! communes that sent nothing. Figures only: no individual record is shown here.
+//! The reviewer's overview of a unit (a district, or a province whose communes hang directly
+//! under it since 2025; titled by the unit's level): each indicator against its target, per
+//! commune of the current map and for the unit, with a small quarterly chart; the commune ×
+//! quarter grid of news items; reports due and communes that sent nothing. Figures only: no
+//! individual record is shown here.
 
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -49,6 +51,8 @@ struct Overview {
     calendar: Value,
     approval: Option<crate::review::Approval>,
     open_conflicts: usize,
+    /// Whether the unit's province still has districts (the words for its communes).
+    has_districts: bool,
 }
 
 fn read(db: &Db, unit: OrgUnit, period: Period) -> WebResult<Overview> {
@@ -70,7 +74,8 @@ fn read(db: &Db, unit: OrgUnit, period: Period) -> WebResult<Overview> {
     let approvals = db.approvals_under(&unit.code)?;
     let approval = super::review::approval_of(&approvals, &unit.code, period).cloned();
     let open_conflicts = db.open_conflicts(&unit.code)?;
-    Ok(Overview { unit, parent, period, total, communes, by_quarter, calendar, approval, open_conflicts })
+    let has_districts = tree.has_districts(&unit.code);
+    Ok(Overview { unit, parent, period, total, communes, by_quarter, calendar, approval, open_conflicts, has_districts })
 }
 
 /// `GET /district?unit=&period=`.
@@ -79,14 +84,15 @@ pub async fn overview(State(state): State<Shared>, web: Web, Query(q): Query<Fig
     let db = state.db.clone();
     let o = blocking(move || read(&db, unit, period)).await?;
     let lang = web.lang;
-    let title = format!("{} · {}", web.t("Tổng quan huyện", "District overview"), o.unit.name);
+    let heading = fmt::overview(lang, &o.unit.level);
+    let title = format!("{heading} · {}", o.unit.name);
     let body = html! {
         @if web.p().role != Role::DistrictStaff {
             @if let Some(parent) = &o.parent {
                 p.muted.noprint { a href={ "/province?unit=" (parent.code) "&period=" (o.period) } { "← " (parent.name) } }
             }
         }
-        h1 { (web.t("Tổng quan huyện", "District overview")) ": " (o.unit.name) }
+        h1 { (heading) ": " (o.unit.name) }
         div.bar {
             (period_selector(&web, "/district", &o.unit.code, o.period))
             a href={ "/export/" (o.unit.code) "/" (o.period) ".csv" } { (web.t("Tải báo cáo (CSV)", "Download the report (CSV)")) }
@@ -192,7 +198,7 @@ fn commune_table(lang: Lang, o: &Overview) -> Markup {
         table id="communes" {
             thead {
                 tr {
-                    th { (lang.t("Xã, phường, thị trấn", "Commune")) }
+                    th { (fmt::communes_heading(lang, o.has_districts)) }
                     @for id in IndicatorId::ALL { th.num { (fmt::indicator_short(lang, id)) } }
                 }
             }
@@ -219,7 +225,7 @@ fn news_grid(lang: Lang, o: &Overview) -> Markup {
         table id="news" {
             thead {
                 tr {
-                    th { (lang.t("Xã, phường, thị trấn", "Commune")) }
+                    th { (fmt::communes_heading(lang, o.has_districts)) }
                     @for q in &quarters { th.num { (lang.t("Quý ", "Q")) (q.q()) "/" (q.year()) } }
                 }
             }

@@ -1,6 +1,6 @@
-//! The district report: the files of the API (`/api/v1/reports/{unit}/{period}.csv` and
-//! `.xlsx`) for a browser session, and the same rows as a printable page. All are audited as
-//! exports.
+//! A unit's report (a district's, or a province's): the files of the API
+//! (`/api/v1/reports/{unit}/{period}.csv` and `.xlsx`) for a browser session, and the same rows
+//! as a printable page. All are audited as exports.
 
 use axum::extract::{Path, State};
 use indicators::{CsvRow, IndicatorId};

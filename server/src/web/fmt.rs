@@ -20,12 +20,47 @@ pub fn this_year() -> i32 {
     chrono::Datelike::year(&today())
 }
 
+/// A role's name where the unit is not known (the role selector). `district_staff` reviews at
+/// whatever level sits right above communes: a district, or a province on the two-level map.
 pub fn role(lang: Lang, r: Role) -> &'static str {
     match r {
         Role::Admin => lang.t("Quản trị hệ thống", "Administrator"),
         Role::ProvinceStaff => lang.t("Cán bộ tỉnh", "Province staff"),
-        Role::DistrictStaff => lang.t("Cán bộ huyện", "District staff"),
+        Role::DistrictStaff => lang.t("Cán bộ rà soát cấp trên xã", "Reviewer (above communes)"),
         Role::CommuneOfficer => lang.t("Cán bộ xã", "Commune officer"),
+    }
+}
+
+/// A role's name for a user whose unit is of `level`: a reviewer on a district is "Cán bộ
+/// huyện", on a province "Cán bộ rà soát cấp tỉnh" (not "Cán bộ tỉnh", the figures-only
+/// role).
+pub fn role_at(lang: Lang, r: Role, level: Option<&str>) -> String {
+    match (r, level) {
+        (Role::DistrictStaff, Some("district")) => lang.t("Cán bộ huyện", "District staff").to_string(),
+        (Role::DistrictStaff, Some(l)) if !l.is_empty() => match lang {
+            Lang::Vi => format!("Cán bộ rà soát cấp {}", indicators::level_name_vi(l).to_lowercase()),
+            Lang::En => format!("{} reviewer", self::level(lang, l)),
+        },
+        _ => role(lang, r).to_string(),
+    }
+}
+
+/// The title of a unit's overview, by its level: "Tổng quan tỉnh", "District overview".
+pub fn overview(lang: Lang, level: &str) -> String {
+    match (lang, level) {
+        (_, "") => lang.t("Tổng quan", "Overview").to_string(),
+        (Lang::Vi, l) => format!("Tổng quan {}", indicators::level_name_vi(l).to_lowercase()),
+        (Lang::En, l) => format!("{} overview", self::level(lang, l)),
+    }
+}
+
+/// The heading of a list of communes. Since July 2025 the commune level is "xã, phường, đặc
+/// khu" (towns, "thị trấn", went with the districts); a tree that still has districts keeps
+/// the older words.
+pub fn communes_heading(lang: Lang, has_districts: bool) -> &'static str {
+    match has_districts {
+        true => lang.t("Xã, phường, thị trấn", "Commune"),
+        false => lang.t("Xã, phường, đặc khu", "Commune"),
     }
 }
 
@@ -177,5 +212,18 @@ mod tests {
         assert_eq!(period(Lang::En, "2025".parse().unwrap()), "Year 2025");
         assert_eq!(date(Lang::Vi, NaiveDate::from_ymd_opt(2025, 12, 15).unwrap()), "15/12/2025");
         assert_eq!(datetime(Lang::Vi, 0), "01/01/1970 07:00");
+    }
+
+    #[test]
+    fn overviews_and_reviewers_are_named_by_their_level() {
+        assert_eq!(overview(Lang::Vi, "province"), "Tổng quan tỉnh");
+        assert_eq!(overview(Lang::Vi, "district"), "Tổng quan huyện");
+        assert_eq!(overview(Lang::En, "province"), "Province overview");
+        assert_eq!(overview(Lang::En, ""), "Overview");
+        assert_eq!(role_at(Lang::Vi, Role::DistrictStaff, Some("district")), "Cán bộ huyện");
+        assert_eq!(role_at(Lang::Vi, Role::DistrictStaff, Some("province")), "Cán bộ rà soát cấp tỉnh");
+        assert_eq!(role_at(Lang::En, Role::DistrictStaff, Some("province")), "Province reviewer");
+        assert_eq!(role_at(Lang::Vi, Role::DistrictStaff, None), "Cán bộ rà soát cấp trên xã");
+        assert_eq!(role_at(Lang::Vi, Role::ProvinceStaff, Some("province")), "Cán bộ tỉnh");
     }
 }

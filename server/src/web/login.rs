@@ -58,8 +58,8 @@ fn login_page(anon: &Anon, next: Option<&str>, problem: Option<String>, status: 
     let body = html! {
         h1 { (lang.t("Đăng nhập", "Sign in")) }
         p.muted { (lang.t(
-            "Dành cho cán bộ Phòng Lao động - Thương binh và Xã hội huyện, Sở Lao động - Thương binh và Xã hội tỉnh và quản trị hệ thống.",
-            "For district and province Labour, Invalids and Social Affairs staff, and administrators.")) }
+            "Dành cho cán bộ rà soát số liệu của các xã, cán bộ tỉnh và quản trị hệ thống.",
+            "For the staff who review the communes' data, province staff and administrators.")) }
         @if let Some(p) = &problem {
             p.notice role="alert" { (p) }
         }
@@ -174,7 +174,16 @@ pub async fn logout(State(state): State<Shared>, posted: Posted<Empty>) -> WebRe
 }
 
 /// A commune officer's start page: their work happens on the phone.
-pub async fn phone(web: Web) -> Response {
+pub async fn phone(State(state): State<Shared>, web: Web) -> Response {
+    // Help comes from the level right above the commune on today's map (a district, or the
+    // province on the two-level map), also for an officer still on a merged commune's code.
+    let tree = state.db.tree();
+    let above = tree.current(&web.p().org_unit).and_then(|u| u.parent.as_deref()).and_then(|p| tree.current(p));
+    let help = match (web.lang, above) {
+        (Lang::Vi, Some(u)) => format!("Nếu cần hỗ trợ, hãy liên hệ cán bộ rà soát của {}.", u.name),
+        (Lang::En, Some(u)) => format!("For help, contact the reviewers of {}.", u.name),
+        (lang, None) => lang.t("Nếu cần hỗ trợ, hãy liên hệ cán bộ rà soát cấp trên của xã.", "For help, contact the reviewers above your commune.").to_string(),
+    };
     let body = html! {
         h1 { (web.t("Công việc của bạn được thực hiện trên điện thoại", "Your work happens on your phone")) }
         div.card.stack {
@@ -182,9 +191,9 @@ pub async fn phone(web: Web) -> Response {
                 "Cán bộ xã ghi nhận hồ sơ (người bị bạo lực, nạn nhân bị mua bán trở về, tin bài về bình đẳng giới) trên ứng dụng điện thoại, kể cả khi không có sóng, rồi đồng bộ khi có mạng.",
                 "Commune officers record cases (victims of violence, trafficking returnees, gender-equality news items) in the phone app, even without coverage, and sync when they have a connection.")) }
             p { (web.t(
-                "Các trang tổng hợp số liệu, xung đột dữ liệu và phê duyệt dành cho cán bộ huyện, tỉnh.",
-                "The figures, conflict and approval pages are for district and province staff.")) }
-            p.muted { (web.t("Nếu cần hỗ trợ, hãy liên hệ Phòng Lao động - Thương binh và Xã hội huyện.", "For help, contact the district Labour, Invalids and Social Affairs office.")) }
+                "Các trang tổng hợp số liệu, xung đột dữ liệu và phê duyệt dành cho cán bộ rà soát và cán bộ tỉnh.",
+                "The figures, conflict and approval pages are for reviewers and province staff.")) }
+            p.muted { (help) }
         }
     };
     page::page(&web, web.t("Cán bộ xã", "Commune officer"), page::Section::None, body)

@@ -55,6 +55,7 @@ pub fn router(state: Shared) -> Router {
         .route("/admin/users/{username}/disabled", post(admin::set_disabled))
         .route("/admin/users/{username}/devices/{device_id}/revoke", post(admin::revoke_device))
         .route("/admin/org-units", get(admin::org_units).post(admin::put_org_unit))
+        .route("/admin/org-units/merge", post(admin::merge_org_unit))
         .route("/admin/targets", get(admin::targets).post(admin::set_target))
         .layer(axum::middleware::from_fn(page::finish))
         .with_state(state)

@@ -119,6 +119,10 @@ pub struct Web {
     pub session: Session,
     pub https: bool,
     pub here: String,
+    /// The level of the caller's own org unit, as the tree says now (a reviewer may work on a
+    /// district or, on the two-level map, on a province): the pages name roles and
+    /// overviews by it.
+    pub own_level: Option<String>,
 }
 
 impl Web {
@@ -159,7 +163,10 @@ impl FromRequestParts<Shared> for Web {
             None => None,
         };
         match session {
-            Some(session) => Ok(Web { lang, session, https: https(parts), here: here(&parts.uri) }),
+            Some(session) => {
+                let own_level = state.db.tree().get(&session.principal.org_unit).map(|u| u.level.clone());
+                Ok(Web { lang, session, https: https(parts), here: here(&parts.uri), own_level })
+            }
             None if parts.method == Method::GET => Err(WebError::login(&here(&parts.uri))),
             None => Err(WebError::session_ended()),
         }
@@ -275,10 +282,10 @@ impl WebError {
     pub fn commune_officer() -> Self {
         WebError::new(
             StatusCode::FORBIDDEN,
-            ("Trang dành cho cán bộ huyện, tỉnh", "These pages are for district and province staff"),
+            ("Trang dành cho cán bộ rà soát và cán bộ tỉnh", "These pages are for reviewers and province staff"),
             (
-                "Cán bộ xã ghi nhận và đồng bộ hồ sơ trên điện thoại. Các trang tổng hợp của huyện không mở cho tài khoản cấp xã.",
-                "Commune officers record and sync cases on their phone. The district pages are not open to commune accounts.",
+                "Cán bộ xã ghi nhận và đồng bộ hồ sơ trên điện thoại. Các trang tổng hợp số liệu không mở cho tài khoản cấp xã.",
+                "Commune officers record and sync cases on their phone. The figures pages are not open to commune accounts.",
             ),
         )
     }
@@ -461,20 +468,20 @@ fn lang_link(lang: Lang, here: &str) -> Markup {
 pub fn page(web: &Web, title: &str, section: Section, body: Markup) -> Response {
     let lang = web.lang;
     let p = web.p();
-    let items: Vec<(Section, String, &str)> = match p.role {
+    let items: Vec<(Section, String, String)> = match p.role {
         Role::DistrictStaff => vec![
-            (Section::District, "/district".into(), web.t("Tổng quan huyện", "District overview")),
-            (Section::Conflicts, "/review/conflicts".into(), web.t("Xung đột dữ liệu", "Data conflicts")),
-            (Section::Duplicates, "/review/duplicates".into(), web.t("Hồ sơ có thể trùng", "Possible duplicates")),
-            (Section::Approval, "/review/approval".into(), web.t("Phê duyệt số liệu", "Approval")),
-            (Section::Report, format!("/report/{}/{}", p.org_unit, super::fmt::this_year()), web.t("Báo cáo", "Report")),
+            (Section::District, "/district".into(), super::fmt::overview(lang, web.own_level.as_deref().unwrap_or_default())),
+            (Section::Conflicts, "/review/conflicts".into(), web.t("Xung đột dữ liệu", "Data conflicts").into()),
+            (Section::Duplicates, "/review/duplicates".into(), web.t("Hồ sơ có thể trùng", "Possible duplicates").into()),
+            (Section::Approval, "/review/approval".into(), web.t("Phê duyệt số liệu", "Approval").into()),
+            (Section::Report, format!("/report/{}/{}", p.org_unit, super::fmt::this_year()), web.t("Báo cáo", "Report").into()),
         ],
-        Role::ProvinceStaff => vec![(Section::Province, "/province".into(), web.t("Tổng quan tỉnh", "Province overview"))],
+        Role::ProvinceStaff => vec![(Section::Province, "/province".into(), web.t("Tổng quan tỉnh", "Province overview").into())],
         Role::Admin => vec![
-            (Section::Users, "/admin/users".into(), web.t("Người dùng", "Users")),
-            (Section::OrgUnits, "/admin/org-units".into(), web.t("Đơn vị hành chính", "Org units")),
-            (Section::Targets, "/admin/targets".into(), web.t("Chỉ tiêu", "Targets")),
-            (Section::Province, "/province".into(), web.t("Số liệu", "Figures")),
+            (Section::Users, "/admin/users".into(), web.t("Người dùng", "Users").into()),
+            (Section::OrgUnits, "/admin/org-units".into(), web.t("Đơn vị hành chính", "Org units").into()),
+            (Section::Targets, "/admin/targets".into(), web.t("Chỉ tiêu", "Targets").into()),
+            (Section::Province, "/province".into(), web.t("Số liệu", "Figures").into()),
         ],
         Role::CommuneOfficer => vec![],
     };
@@ -493,7 +500,7 @@ pub fn page(web: &Web, title: &str, section: Section, body: Markup) -> Response 
                         }
                     }
                     div.who {
-                        span { (p.username) " · " (super::fmt::role(lang, p.role)) " · " (p.org_unit) }
+                        span { (p.username) " · " (super::fmt::role_at(lang, p.role, web.own_level.as_deref())) " · " (p.org_unit) }
                         (lang_link(lang, &web.here))
                         form method="post" action="/logout" {
                             (csrf_field(web))
@@ -598,6 +605,7 @@ tr.total td{font-weight:700;background:#f3f6f9}
 td.low{background:#fdecea;color:#a1241a;font-weight:700}
 .flag{font-size:.75rem;font-weight:600;margin-left:.3rem}
 .two{display:grid;grid-template-columns:1fr 1fr;gap:1.2rem}
+.two>*{align-self:start}
 .notice{background:#fff8e1;border:1px solid #e6c65c;border-radius:.4rem;padding:.6rem .9rem}
 .ok{background:#e3f4e8;border:1px solid #7cc190;border-radius:.4rem;padding:.6rem .9rem}
 .inline{display:inline;margin:0}

@@ -10,7 +10,7 @@ use maud::html;
 use super::district::{cell, figures_target, period_selector, FiguresQuery};
 use super::fmt;
 use super::review::{approval_badge, approval_of};
-use super::page::{blocking, page, Section, Web, WebResult};
+use super::page::{blocking, page, Lang, Section, Web, WebResult};
 use crate::api::Shared;
 use crate::model::OrgUnit;
 
@@ -34,12 +34,13 @@ pub async fn view(State(state): State<Shared>, web: Web, Query(q): Query<Figures
     .await?;
     let (unit, parent, approvals) = parent;
     let lang = web.lang;
-    let title = format!("{} · {}", web.t("Tổng quan tỉnh", "Province overview"), unit.name);
+    let heading = fmt::overview(lang, &unit.level);
+    let title = format!("{heading} · {}", unit.name);
     let body = html! {
         @if let Some(p) = &parent {
             p.muted { a href={ "/province?unit=" (p.code) "&period=" (period) } { "← " (p.name) } }
         }
-        h1 { (web.t("Tổng quan tỉnh", "Province overview")) ": " (unit.name) }
+        h1 { (heading) ": " (unit.name) }
         div.bar {
             (period_selector(&web, "/province", &unit.code, period))
             a href={ "/export/" (unit.code) "/" (period) ".csv" } { (web.t("Tải báo cáo (CSV)", "Download the report (CSV)")) }
@@ -76,7 +77,13 @@ pub async fn view(State(state): State<Shared>, web: Web, Query(q): Query<Figures
                     }
                 }
                 tr.total data-unit=(unit.code) {
-                    td { (web.t("Toàn tỉnh: ", "Whole province: ")) (unit.name) }
+                    td {
+                        @match lang {
+                            Lang::Vi => { "Toàn " (indicators::level_name_vi(&unit.level).to_lowercase()) ": " }
+                            Lang::En => { "Whole " (fmt::level(lang, &unit.level).to_lowercase()) ": " }
+                        }
+                        (unit.name)
+                    }
                     @for id in IndicatorId::ALL { (cell(lang, &total, id)) }
                     td {}
                 }

@@ -1,10 +1,10 @@
-//! District review pages, on the data layer's review functions (`crate::review`): the conflict
+//! Review pages, on the data layer's review functions (`crate::review`): the conflict
 //! queue (competing values side by side, keep one or enter another), possible duplicates (two
 //! records side by side: not a duplicate, or merge) and the approval of a period's figures.
 //!
-//! Only district staff review (the data layer checks it again). The conflict page shows the
-//! conflicting field's values and nothing else of the record; the duplicate page shows the two
-//! records without their notes.
+//! Only reviewers (role `district_staff`, on a district or a two-level province) review (the
+//! data layer checks it again). The conflict page shows the conflicting field's values and
+//! nothing else of the record; the duplicate page shows the two records without their notes.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
@@ -33,13 +33,13 @@ fn seg(s: &str) -> String {
         .collect()
 }
 
-/// Review pages are district staff's.
+/// Review pages are the reviewers' (role `district_staff`).
 fn require_reviewer(web: &Web) -> WebResult<()> {
     web.require_staff()?;
     if web.p().role != Role::DistrictStaff {
         return Err(WebError::forbidden().with_message((
-            "Chỉ cán bộ huyện xử lý xung đột dữ liệu, hồ sơ trùng và phê duyệt số liệu.",
-            "Only district staff resolve conflicts and duplicates and approve figures.",
+            "Chỉ cán bộ rà soát cấp trên xã xử lý xung đột dữ liệu, hồ sơ trùng và phê duyệt số liệu.",
+            "Only reviewers (the level above communes) resolve conflicts and duplicates and approve figures.",
         )));
     }
     Ok(())
