@@ -642,6 +642,31 @@ mod tests {
     }
 
     #[test]
+    fn a_province_merged_into_another_hands_over_its_districts_and_targets() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let u = |c: &str, p: Option<&str>, l: &str| OrgUnit::new(c, c, p.map(Into::into), l);
+        for unit in [u("24", None, "province"), u("216", Some("24"), "district"), u("21601", Some("216"), "commune"), u("27", None, "province")] {
+            db.put_org_unit(unit, None).unwrap();
+        }
+        let target = indicators::Milestones::new([(2025, 0.7), (2030, 0.8)]).unwrap();
+        db.set_target("24", indicators::IndicatorId::GbvVictimsSupported, &target, None).unwrap();
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let m = db.merge_org_unit("24", "27", day("2025-07-01"), day("2026-11-30"), Some(ev("org_unit_merge", "24"))).unwrap();
+        assert_eq!((m.children_moved, m.targets_carried), (vec!["216".to_string()], vec!["gbv_victims_supported".to_string()]));
+        let tree = db.tree();
+        assert_eq!(tree.chain("21601"), ["21601", "216", "27"]);
+        assert_eq!(tree.communes_under("27"), ["21601"]);
+        assert!(db.indicators("24", "2025".parse().unwrap()).unwrap_err().to_string().contains("merged into `27`"));
+        let t = db.targets().unwrap();
+        assert_eq!(t.target_for(&tree.chain("21601"), indicators::IndicatorId::GbvVictimsSupported, 2025), Some(0.7));
+        // A merged unit stays history: it cannot be moved, nor can units be added under it.
+        assert!(db.put_org_unit(u("24", Some("27"), "province"), None).unwrap_err().to_string().contains("history"));
+        assert!(db.put_org_unit(u("24999", Some("24"), "commune"), None).unwrap_err().to_string().contains("current map"));
+        // The merge is audited, once.
+        assert_eq!(db.verify_audit_chain().unwrap(), Ok(1));
+    }
+
+    #[test]
     fn org_units_validate_parent_and_cycles() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let u = |c: &str, p: Option<&str>, l: &str| OrgUnit::new(c, c, p.map(Into::into), l);
