@@ -165,8 +165,8 @@ async fn store_with_records(dir: &Path) -> Layout {
     let (_, s) = fleet::each(phones, |p| fleet::sync(p, false)).await;
     assert_eq!(s.errors, 0);
     let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
-    let mut child = server.child;
-    assert!(child.wait().unwrap().success());
+    let mut server = server;
+    assert!(server.child.wait().unwrap().success());
     layout
 }
 
