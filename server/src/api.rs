@@ -157,9 +157,8 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
     }
     // Fails closed: a token whose device is not (or no longer) registered is treated as revoked,
     // as refresh and the web sessions treat it.
-    match state.db.get_device(&user.username, &claims.dev)? {
-        Some(d) if !d.revoked => {}
-        _ => return Err(device_revoked()),
+    if !crate::model::device_is_live(state.db.get_device(&user.username, &claims.dev)?.as_ref()) {
+        return Err(device_revoked());
     }
     Ok(Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: claims.dev })
 }
@@ -520,7 +519,7 @@ async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(b
         Some(_) => return Err(account_disabled()),
         None => return Err(AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::SessionEnded, "this account no longer exists")),
     };
-    if device.map(|d| d.revoked).unwrap_or(true) {
+    if !crate::model::device_is_live(device.as_ref()) {
         return Err(device_revoked());
     }
     if user.session_epoch != rotation.epoch {
@@ -835,7 +834,7 @@ async fn list_records(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<Re
     if tree.get(&unit).is_none() {
         return Err(AppError::not_found("unknown org unit"));
     }
-    if matches!(p.role, Role::ProvinceStaff | Role::Admin) {
+    if !p.sees_records() {
         return Err(AppError::forbidden("your role sees figures, not individual records"));
     }
     if !tree.is_within(&unit, &p.org_unit) {
@@ -845,7 +844,7 @@ async fn list_records(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<Re
     let period = q.period.as_deref().map(parse_period).transpose()?;
     let communes: Vec<String> = tree.record_communes_under(&unit).into_iter().filter(|c| p.may_access_records_of(&tree, c)).collect();
     let db = state.db.clone();
-    let ev = (p.role != Role::CommuneOfficer).then(|| audit(&p, "records_list", unit.clone())).flatten();
+    let ev = p.reads_are_audited().then(|| audit(&p, "records_list", unit.clone())).flatten();
     let out = blocking(move || {
         let mut out = Vec::new();
         for c in communes {
@@ -881,7 +880,7 @@ async fn get_record(State(state): State<Shared>, Authed(p): Authed, Path(id): Pa
     let view = blocking(move || {
         // Same answer for "absent" and "not yours": existence is not revealed outside scope.
         let meta = db.get_meta(&id)?.filter(|m| p.may_access_records_of(&tree, &m.commune)).ok_or_else(|| AppError::not_found("no such record in your scope"))?;
-        if p.role != Role::CommuneOfficer {
+        if p.reads_are_audited() {
             db.audit(audit(&p, "record_read", format!("{id} ({})", meta.commune)).expect("event"))?;
         }
         db.record_view(&id)?.ok_or_else(|| AppError::not_found("no such record in your scope"))
@@ -1157,7 +1156,7 @@ async fn sync(
         // Staff above a commune reading records through sync is audited as `GET /records` is:
         // who, where, how many; never what.
         let pulled = resp.pull.len() + usize::from(resp.part.as_ref().is_some_and(|part| part.offset + part.bytes.len() as u64 == part.total));
-        if p.role != Role::CommuneOfficer && pulled > 0 {
+        if p.reads_are_audited() && pulled > 0 {
             db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "sync_pull", target: format!("{}: {pulled} records", p.org_unit) })?;
         }
         let bytes = resp.encode_as(answer); // compressing is CPU work: off the async threads too

@@ -305,12 +305,47 @@ impl Principal {
         self.role == Role::Admin
     }
 
+    /// Does this role work with individual records at all? Officers and reviewers do; province
+    /// staff and admins see figures, not cases.
+    pub fn sees_records(&self) -> bool {
+        matches!(self.role, Role::CommuneOfficer | Role::DistrictStaff)
+    }
+
+    /// Is this a reviewer (`district_staff`, at the level above communes), who resolves
+    /// conflicts and duplicates and approves figures?
+    pub fn is_reviewer(&self) -> bool {
+        self.role == Role::DistrictStaff
+    }
+
+    /// May this principal review (conflicts, duplicates, approvals) the records under `unit`?
+    pub fn may_review(&self, tree: &OrgTree, unit: &str) -> bool {
+        self.is_reviewer() && tree.is_within(unit, &self.org_unit)
+    }
+
+    /// Are the staff pages for this role? Everyone's but a commune officer's, whose work is on
+    /// the phone.
+    pub fn uses_staff_pages(&self) -> bool {
+        self.role != Role::CommuneOfficer
+    }
+
+    /// Is this principal's reading of records audited? Everyone's but the commune's own
+    /// officers' (their phone holds the commune's records anyway).
+    pub fn reads_are_audited(&self) -> bool {
+        self.role != Role::CommuneOfficer
+    }
+
     /// May this principal manage `org_unit` (its users and their devices, its targets, the
     /// units under it)? Admins only, and only inside their own unit's subtree: the admin of one
     /// province does not manage another's.
     pub fn may_administer(&self, tree: &OrgTree, org_unit: &str) -> bool {
         self.is_admin() && tree.is_within(org_unit, &self.org_unit)
     }
+}
+
+/// The one device-liveness rule: a device answers for its sessions only while it is registered
+/// and not revoked. A token or session naming a device the store does not know fails closed.
+pub fn device_is_live(device: Option<&Device>) -> bool {
+    device.is_some_and(|d| !d.revoked)
 }
 
 impl Role {
@@ -393,6 +428,30 @@ mod tests {
         assert!(province.may_read_figures_of(&t, "047"));
         assert!(!district.may_read_figures_of(&t, "04"));
         assert!(p(Role::Admin, "04").record_communes(&t).is_empty());
+    }
+
+    /// The policy, one table: what each role may do, and the device rule.
+    #[test]
+    fn the_policy_table() {
+        let t = tree();
+        let p = |role, ou: &str| Principal { username: "u".into(), role, org_unit: ou.into(), device_id: "d".into() };
+        // (principal, sees records, reviewer, staff pages, reads audited)
+        for (who, records, reviewer, staff, audited) in [
+            (p(Role::CommuneOfficer, "01234"), true, false, false, false),
+            (p(Role::DistrictStaff, "047"), true, true, true, true),
+            (p(Role::ProvinceStaff, "04"), false, false, true, true),
+            (p(Role::Admin, "04"), false, false, true, true),
+        ] {
+            assert_eq!((who.sees_records(), who.is_reviewer(), who.uses_staff_pages(), who.reads_are_audited()), (records, reviewer, staff, audited), "{:?}", who.role);
+        }
+        let reviewer = p(Role::DistrictStaff, "047");
+        assert!(reviewer.may_review(&t, "047") && reviewer.may_review(&t, "01235"));
+        assert!(!reviewer.may_review(&t, "048") && !reviewer.may_review(&t, "04"));
+        assert!(!p(Role::ProvinceStaff, "04").may_review(&t, "047"));
+        let device = |revoked| Device { username: "u".into(), device_id: "d".into(), first_seen: 0, last_seen: 0, revoked };
+        assert!(device_is_live(Some(&device(false))));
+        assert!(!device_is_live(Some(&device(true))));
+        assert!(!device_is_live(None), "an unknown device fails closed");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use sync_protocol::doc::{self, ConflictValue, DocError};
 use sync_protocol::{RecordId, RecordKind};
 
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
-use crate::model::{Principal, Role};
+use crate::model::Principal;
 use crate::records::Verdict;
 use crate::store::{prefix_end, Batch};
 
@@ -166,10 +166,10 @@ impl Db {
         if tree.get(unit).is_none() {
             return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
         }
-        if who.role != Role::DistrictStaff {
+        if !who.is_reviewer() {
             return Err(forbidden("only district staff review conflicts, duplicates and approvals"));
         }
-        if !tree.is_within(unit, &who.org_unit) {
+        if !who.may_review(&tree, unit) {
             return Err(forbidden("that org unit is outside your scope"));
         }
         Ok(())

@@ -15,7 +15,7 @@ use super::fmt;
 use super::page::{blocking, page, Lang, Section, Web, WebError, WebResult};
 use crate::api::Shared;
 use crate::db::Db;
-use crate::model::{OrgUnit, Role};
+use crate::model::OrgUnit;
 
 #[derive(Deserialize)]
 pub struct FiguresQuery {
@@ -87,7 +87,7 @@ pub async fn overview(State(state): State<Shared>, web: Web, Query(q): Query<Fig
     let heading = fmt::overview(lang, &o.unit.level);
     let title = format!("{heading} · {}", o.unit.name);
     let body = html! {
-        @if web.p().role != Role::DistrictStaff {
+        @if !web.p().is_reviewer() {
             @if let Some(parent) = &o.parent {
                 p.muted.noprint { a href={ "/province?unit=" (parent.code) "&period=" (o.period) } { "← " (parent.name) } }
             }
@@ -101,7 +101,7 @@ pub async fn overview(State(state): State<Shared>, web: Web, Query(q): Query<Fig
         }
         p.status-line {
             strong { (web.t("Phê duyệt: ", "Approval: ")) } (super::review::approval_badge(lang, o.approval.as_ref()))
-            @if web.p().role == Role::DistrictStaff {
+            @if web.p().is_reviewer() {
                 " " a href={ "/review/approval?unit=" (o.unit.code) "&period=" (o.period) } { (web.t("Phê duyệt số liệu", "Approve the figures")) }
                 " · "
                 @if o.open_conflicts > 0 {

@@ -144,7 +144,7 @@ pub async fn submit(State(state): State<Shared>, anon: Anon, ClientIp(ip): Clien
     let db = state.db.clone();
     let p2 = principal.clone();
     let token = blocking(move || Ok(session::create(&db, &p2, epoch)?)).await?;
-    let target = f.next.as_deref().and_then(page::safe_next).filter(|_| principal.role != Role::CommuneOfficer).unwrap_or(start_page(principal.role));
+    let target = f.next.as_deref().and_then(page::safe_next).filter(|_| principal.uses_staff_pages()).unwrap_or(start_page(principal.role));
     let mut res = Redirect::to(target).into_response();
     let h = res.headers_mut();
     h.append(header::SET_COOKIE, set_cookie(session::COOKIE, &token, "/", session::TTL_SECS, anon.https));

@@ -136,7 +136,7 @@ impl Web {
 
     /// Web pages are for staff: a commune officer's work happens on the phone.
     pub fn require_staff(&self) -> Result<(), WebError> {
-        if self.p().role == Role::CommuneOfficer {
+        if !self.p().uses_staff_pages() {
             return Err(WebError::commune_officer());
         }
         Ok(())

@@ -19,7 +19,7 @@ use super::fmt;
 use super::page::{blocking, csrf_field, page, Lang, Posted, Section, Web, WebError, WebResult};
 use crate::api::Shared;
 use crate::db::AuditEvent;
-use crate::model::{Principal, Role};
+use crate::model::Principal;
 use crate::review::Approval;
 
 fn event(p: &Principal, action: &'static str, target: String) -> AuditEvent {
@@ -36,7 +36,7 @@ fn seg(s: &str) -> String {
 /// Review pages are the reviewers' (role `district_staff`).
 fn require_reviewer(web: &Web) -> WebResult<()> {
     web.require_staff()?;
-    if web.p().role != Role::DistrictStaff {
+    if !web.p().is_reviewer() {
         return Err(WebError::forbidden().with_message((
             "Chỉ cán bộ rà soát cấp trên xã xử lý xung đột dữ liệu, hồ sơ trùng và phê duyệt số liệu.",
             "Only reviewers (the level above communes) resolve conflicts and duplicates and approve figures.",

@@ -97,7 +97,7 @@ pub fn load(db: &Db, token: &str) -> Result<Option<Session>, DbError> {
     let device = db.get_device(&s.username, &s.device_id)?;
     let live = s.expires_at > now_secs()
         && user.as_ref().is_some_and(|u| !u.disabled && u.session_epoch == s.epoch)
-        && device.is_some_and(|d| !d.revoked);
+        && crate::model::device_is_live(device.as_ref());
     if !live {
         let mut b = Batch::default();
         b.delete(k);
