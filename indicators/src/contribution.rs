@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::Datelike;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use sync_protocol::Record;
 
 use crate::counters::{CounterKey, Counters, Cut, Side};
 use crate::indicator::{AgeBand, EthnicMinority, IndicatorId, Sex};
@@ -31,82 +32,47 @@ impl Contribution {
     /// `needs_support`). Never panics on malformed input. Missing or null flags read as
     /// `false`; a missing sex as `unknown`; a missing birth year as unknown age.
     pub fn from_record(record: &Value) -> Option<Contribution> {
-        let rec = record.as_object()?;
-        if flag(rec, "deleted") {
+        Self::from_typed(&Record::parse(record)?)
+    }
+
+    /// The formulas of `domain.md` over a record's typed view.
+    pub fn from_typed(record: &Record) -> Option<Contribution> {
+        if record.deleted() || record.commune().is_empty() {
             return None;
         }
-        let commune = rec.get("commune")?.as_str().filter(|c| !c.is_empty())?;
+        let date = record.date()?;
         let mut counters = Counters::new();
-        let date = match rec.get("kind")?.as_str()? {
-            "gbv_case" => {
-                let date = date(rec, "detected_on")?;
-                let empty = Map::new();
-                let victim = object(rec, "victim").unwrap_or(&empty);
-                let who = Who {
-                    sex: Sex::from_json(victim.get("sex")),
-                    age: AgeBand::from_years(date.year(), birth_year(victim)),
-                    ethnic: EthnicMinority::from_json(victim.get("ethnic_minority")),
+        match record {
+            Record::GbvCase(case) => {
+                let victim = Who {
+                    sex: Sex::from_text(case.victim.sex.as_deref()),
+                    age: AgeBand::from_years(date.year(), case.victim.birth_year),
+                    ethnic: EthnicMinority::from_flag(case.victim.ethnic_minority),
                 };
-                let served = non_empty_list(rec, "services");
-                count(
-                    &mut counters,
-                    IndicatorId::GbvVictimsSupported,
-                    who,
-                    true,
-                    served,
-                );
-
-                let perp = object(rec, "perpetrator").unwrap_or(&empty);
+                count(&mut counters, IndicatorId::GbvVictimsSupported, victim, true, case.services > 0);
+                let perp = &case.perpetrator;
                 let who = Who {
-                    sex: Sex::from_json(perp.get("sex")),
+                    sex: Sex::from_text(perp.sex.as_deref()),
                     // The perpetrator's age and ethnicity are not recorded.
                     age: AgeBand::Unknown,
                     ethnic: EthnicMinority::Unknown,
                 };
-                let in_scope = flag(perp, "detected") && !flag(perp, "prosecuted");
-                let counselled = flag(perp, "counselled");
-                count(
-                    &mut counters,
-                    IndicatorId::PerpetratorsCounselled,
-                    who,
-                    in_scope,
-                    counselled,
-                );
-                date
+                count(&mut counters, IndicatorId::PerpetratorsCounselled, who, perp.detected && !perp.prosecuted, perp.counselled);
             }
-            "trafficking_returnee" => {
-                let date = date(rec, "identified_on")?;
+            Record::TraffickingReturnee(r) => {
                 let who = Who {
-                    sex: Sex::from_json(rec.get("sex")),
-                    age: AgeBand::from_years(date.year(), birth_year(rec)),
+                    sex: Sex::from_text(r.person.sex.as_deref()),
+                    age: AgeBand::from_years(date.year(), r.person.birth_year),
                     ethnic: EthnicMinority::Unknown,
                 };
-                let needs = flag(rec, "needs_support");
-                let supported = non_empty_list(rec, "support");
-                count(
-                    &mut counters,
-                    IndicatorId::TraffickingReturneesSupported,
-                    who,
-                    needs,
-                    supported,
-                );
-                date
+                count(&mut counters, IndicatorId::TraffickingReturneesSupported, who, r.needs_support, r.support > 0);
             }
-            "news_item" => {
-                let date = date(rec, "published_on")?;
-                counters.add_to(CounterKey::NEWS_ITEMS, 1);
-                date
-            }
-            _ => return None,
-        };
+            Record::NewsItem(_) => counters.add_to(CounterKey::NEWS_ITEMS, 1),
+        }
         if counters.is_zero() {
             return None;
         }
-        Some(Contribution {
-            commune: commune.to_owned(),
-            quarter: Quarter::from_date(date).ok()?,
-            counters,
-        })
+        Some(Contribution { commune: record.commune().to_owned(), quarter: Quarter::from_date(date).ok()?, counters })
     }
 }
 
@@ -141,35 +107,6 @@ fn count(c: &mut Counters, id: IndicatorId, who: Who, in_denominator: bool, in_n
             }
         }
     }
-}
-
-fn flag(obj: &Map<String, Value>, field: &str) -> bool {
-    obj.get(field).and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn object<'a>(obj: &'a Map<String, Value>, field: &str) -> Option<&'a Map<String, Value>> {
-    obj.get(field).and_then(Value::as_object)
-}
-
-fn birth_year(obj: &Map<String, Value>) -> Option<i64> {
-    obj.get("birth_year").and_then(Value::as_i64)
-}
-
-/// A list "has an entry" only if it holds at least one object: a stray `null` left by a
-/// malformed edit is not a service provided.
-fn non_empty_list(obj: &Map<String, Value>, field: &str) -> bool {
-    obj.get(field)
-        .and_then(Value::as_array)
-        .is_some_and(|l| l.iter().any(Value::is_object))
-}
-
-fn date(obj: &Map<String, Value>, field: &str) -> Option<NaiveDate> {
-    let s = obj.get(field)?.as_str()?;
-    // `%Y` alone would accept signs and short years; the schema's form is exactly YYYY-MM-DD.
-    if s.len() != 10 {
-        return None;
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
 /// The signed changes to materialised sums when a record's contribution goes from `old` to

@@ -123,8 +123,9 @@ impl Sex {
         }
     }
 
-    pub(crate) fn from_json(v: Option<&serde_json::Value>) -> Sex {
-        let s = v.and_then(serde_json::Value::as_str).unwrap_or("");
+    /// The recorded sex; `unknown` when missing or not one of the schema's values.
+    pub fn from_text(s: Option<&str>) -> Sex {
+        let s = s.unwrap_or("");
         Sex::ALL
             .into_iter()
             .find(|x| x.as_str() == s)
@@ -220,8 +221,8 @@ impl EthnicMinority {
 
     /// Unlike the case flags, a missing `ethnic_minority` is *not* read as `false`: an
     /// unrecorded ethnicity would otherwise inflate the "no" column that the plans monitor.
-    pub(crate) fn from_json(v: Option<&serde_json::Value>) -> EthnicMinority {
-        match v.and_then(serde_json::Value::as_bool) {
+    pub fn from_flag(v: Option<bool>) -> EthnicMinority {
+        match v {
             Some(true) => EthnicMinority::Yes,
             Some(false) => EthnicMinority::No,
             None => EthnicMinority::Unknown,

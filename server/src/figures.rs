@@ -225,7 +225,7 @@ impl Db {
             let id = sync_protocol::RecordId(k[2..].try_into().map_err(|_| corrupt("meta", "bad key"))?);
             let Some(doc) = self.load_doc(&id)? else { continue };
             let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
-            let c = Contribution::from_record(&view);
+            let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
             if let Some(c) = &c {
                 for (unit, q, d) in indicators::deltas(None, Some(c), |x| tree.chain(x)) {
                     sums.entry((unit, q)).or_default().add(&d);

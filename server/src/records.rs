@@ -344,7 +344,9 @@ impl Db {
         }
         let view = doc::view(&doc).map_err(|e| corrupt("doc", e))?;
         let conflicts = crate::review::detect_conflicts(&mut doc).map_err(|e| corrupt("doc", e))?;
-        let contribution = indicators::Contribution::from_record(&view);
+        // Parsed once: the figures, the metadata and the duplicate check read the typed view.
+        let typed = sync_protocol::Record::parse(&view);
+        let contribution = typed.as_ref().and_then(indicators::Contribution::from_typed);
         let mut history = meta.as_ref().map(|m| m.history.clone()).unwrap_or_default();
         history.push_back((0, heads_to_wire(&heads))); // sequence number filled in at commit
         while history.len() > HISTORY {
@@ -367,12 +369,12 @@ impl Db {
                 kind,
                 commune,
                 seq: 0,
-                deleted: view.get("deleted").and_then(Value::as_bool).unwrap_or(false),
-                date: view.get(sync_protocol::schema::date_field(kind)).and_then(Value::as_str).map(str::to_string),
+                deleted: typed.as_ref().is_some_and(sync_protocol::Record::deleted),
+                date: typed.as_ref().and_then(sync_protocol::Record::date).map(|d| d.format("%Y-%m-%d").to_string()),
                 history,
                 updated_at: now_secs(),
                 contribution,
-                dup: crate::review::duplicate_key(&view),
+                dup: typed.as_ref().and_then(crate::review::duplicate_key),
                 conflicts: conflicts.len() as u32,
             },
             conflicts,

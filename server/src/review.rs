@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sync_protocol::automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ReadDoc, Value as AmValue};
 use sync_protocol::doc::{self, ConflictValue, DocError};
-use sync_protocol::{RecordId, RecordKind};
+use sync_protocol::{Record, RecordId, RecordKind};
 
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
@@ -72,13 +72,9 @@ pub fn detect_conflicts(doc: &mut AutoCommit) -> Result<Vec<StoredConflict>, Doc
 }
 
 /// (sex, birth year) of the person a record describes, when both are known.
-pub fn duplicate_key(view: &Value) -> Option<(String, i64)> {
-    let person = match view.get("kind")?.as_str()? {
-        "gbv_case" => view.get("victim")?,
-        "trafficking_returnee" => view,
-        _ => return None,
-    };
-    Some((person.get("sex")?.as_str()?.to_string(), person.get("birth_year")?.as_i64()?))
+pub fn duplicate_key(record: &Record) -> Option<(String, i64)> {
+    let person = record.person()?;
+    Some((person.sex.clone()?, person.birth_year?))
 }
 
 fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
@@ -347,10 +343,11 @@ impl Db {
         };
         let kept_view = self.record_view(&keep)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
         let other_view = self.record_view(&other)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
-        if other_view["deleted"] == Value::Bool(true) || kept_view["deleted"] == Value::Bool(true) {
+        let (kept, gone) = (Record::parse(&kept_view), Record::parse(&other_view));
+        if kept.as_ref().is_none_or(Record::deleted) || gone.as_ref().is_none_or(Record::deleted) {
             return Err(DbError::Conflict("one of the two records is already deleted".into()));
         }
-        let list = if kept_view["kind"] == "gbv_case" { "services" } else { "support" };
+        let list = kept.as_ref().and_then(Record::support_list).ok_or_else(|| DbError::Invalid("news items are not merged as duplicates".into()))?;
         let have = kept_view[list].as_array().cloned().unwrap_or_default();
         let extra: Vec<Value> = other_view[list].as_array().cloned().unwrap_or_default().into_iter().filter(|e| !have.contains(e)).collect();
         let reason = format!("duplicate of {keep}");

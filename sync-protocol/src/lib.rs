@@ -5,6 +5,7 @@
 //!   every mistake into a precise, path-qualified error;
 //! - [`doc`]: the mapping between a record and its Automerge document, the JSON view, conflicts;
 //! - [`wire`]: the versioned binary messages of `POST /api/v1/sync`;
+//! - [`record`]: a record's typed view, parsed once, for the figures and review;
 //! - [`ErrorCode`]: the stable error codes of the HTTP API's answers.
 //!
 //! Architecture Invariant: this crate knows nothing of axum, sled, tokio or HTTP. It is pure
@@ -14,12 +15,14 @@
 pub mod doc;
 mod error_code;
 pub mod inflate;
+pub mod record;
 mod ids;
 pub mod schema;
 pub mod wire;
 
 pub use automerge;
 pub use error_code::ErrorCode;
+pub use record::Record;
 pub use ids::{BadOrgUnitCode, BadRecordId, OrgUnitCode, RecordId, RecordKind};
 pub use schema::{Problem, SchemaError};
 

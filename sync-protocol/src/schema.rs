@@ -55,13 +55,35 @@ const fn req(name: &'static str, ty: FieldType) -> Field {
     Field { name, ty, required: true }
 }
 
+/// The names of the fields that code reads (the figures, review, the record metadata), one
+/// constant each: the tables below and the typed view ([`crate::record`]) both use them, so a
+/// rename is one edit, and a constant removed fails to compile wherever it is read.
+pub mod name {
+    pub const COMMUNE: &str = "commune";
+    pub const DELETED: &str = "deleted";
+    pub const DETECTED_ON: &str = "detected_on";
+    pub const IDENTIFIED_ON: &str = "identified_on";
+    pub const PUBLISHED_ON: &str = "published_on";
+    pub const VICTIM: &str = "victim";
+    pub const SEX: &str = "sex";
+    pub const BIRTH_YEAR: &str = "birth_year";
+    pub const ETHNIC_MINORITY: &str = "ethnic_minority";
+    pub const SERVICES: &str = "services";
+    pub const PERPETRATOR: &str = "perpetrator";
+    pub const DETECTED: &str = "detected";
+    pub const PROSECUTED: &str = "prosecuted";
+    pub const COUNSELLED: &str = "counselled";
+    pub const NEEDS_SUPPORT: &str = "needs_support";
+    pub const SUPPORT: &str = "support";
+}
+
 pub const SEX: &[&str] = &["female", "male", "other", "unknown"];
 const BIRTH_YEAR: FieldType = FieldType::Int { min: 1900, max: 2100 };
 
 const VICTIM: &[Field] = &[
-    f("sex", FieldType::Enum(SEX)),
-    f("birth_year", BIRTH_YEAR),
-    f("ethnic_minority", FieldType::Bool),
+    f(name::SEX, FieldType::Enum(SEX)),
+    f(name::BIRTH_YEAR, BIRTH_YEAR),
+    f(name::ETHNIC_MINORITY, FieldType::Bool),
     f("disability", FieldType::Bool),
 ];
 pub const GBV_SERVICE_KINDS: &[&str] =
@@ -72,23 +94,23 @@ const GBV_SERVICE: &[Field] = &[
     f("provider", FieldType::Text),
 ];
 const PERPETRATOR: &[Field] = &[
-    f("detected", FieldType::Bool),
-    f("sex", FieldType::Enum(SEX)),
-    f("prosecuted", FieldType::Bool),
-    f("counselled", FieldType::Bool),
+    f(name::DETECTED, FieldType::Bool),
+    f(name::SEX, FieldType::Enum(SEX)),
+    f(name::PROSECUTED, FieldType::Bool),
+    f(name::COUNSELLED, FieldType::Bool),
     f("counselled_on", FieldType::Date),
 ];
 const GBV_CASE: &[Field] = &[
-    req("commune", FieldType::OrgUnit),
-    req("detected_on", FieldType::Date),
+    req(name::COMMUNE, FieldType::OrgUnit),
+    req(name::DETECTED_ON, FieldType::Date),
     f("setting", FieldType::Enum(&["domestic", "other_gbv"])),
     f("violence_types", FieldType::Set(&["physical", "psychological", "sexual", "economic"])),
-    f("victim", FieldType::Map(VICTIM)),
-    f("services", FieldType::List(GBV_SERVICE)),
-    f("perpetrator", FieldType::Map(PERPETRATOR)),
+    f(name::VICTIM, FieldType::Map(VICTIM)),
+    f(name::SERVICES, FieldType::List(GBV_SERVICE)),
+    f(name::PERPETRATOR, FieldType::Map(PERPETRATOR)),
     f("status", FieldType::Enum(&["open", "closed"])),
     f("notes", FieldType::Text),
-    f("deleted", FieldType::Bool),
+    f(name::DELETED, FieldType::Bool),
     f("deleted_reason", FieldType::Text),
 ];
 
@@ -104,26 +126,26 @@ pub const RETURNEE_SUPPORT_KINDS: &[&str] = &[
 const RETURNEE_SUPPORT: &[Field] =
     &[req("kind", FieldType::Enum(RETURNEE_SUPPORT_KINDS)), f("provided_on", FieldType::Date)];
 const TRAFFICKING_RETURNEE: &[Field] = &[
-    req("commune", FieldType::OrgUnit),
-    req("identified_on", FieldType::Date),
-    f("sex", FieldType::Enum(SEX)),
-    f("birth_year", BIRTH_YEAR),
-    f("needs_support", FieldType::Bool),
-    f("support", FieldType::List(RETURNEE_SUPPORT)),
+    req(name::COMMUNE, FieldType::OrgUnit),
+    req(name::IDENTIFIED_ON, FieldType::Date),
+    f(name::SEX, FieldType::Enum(SEX)),
+    f(name::BIRTH_YEAR, BIRTH_YEAR),
+    f(name::NEEDS_SUPPORT, FieldType::Bool),
+    f(name::SUPPORT, FieldType::List(RETURNEE_SUPPORT)),
     f("reintegrated", FieldType::Bool),
-    f("deleted", FieldType::Bool),
+    f(name::DELETED, FieldType::Bool),
     f("deleted_reason", FieldType::Text),
 ];
 
 const NEWS_ITEM: &[Field] = &[
-    req("commune", FieldType::OrgUnit),
-    req("published_on", FieldType::Date),
+    req(name::COMMUNE, FieldType::OrgUnit),
+    req(name::PUBLISHED_ON, FieldType::Date),
     f(
         "channel",
         FieldType::Enum(&["loudspeaker", "commune_website", "bulletin_board", "social_media", "other"]),
     ),
     f("title", FieldType::Text),
-    f("deleted", FieldType::Bool),
+    f(name::DELETED, FieldType::Bool),
     f("deleted_reason", FieldType::Text),
 ];
 
@@ -140,9 +162,9 @@ pub fn fields(kind: RecordKind) -> &'static [Field] {
 /// The name of the date field that places a record in a period.
 pub fn date_field(kind: RecordKind) -> &'static str {
     match kind {
-        RecordKind::GbvCase => "detected_on",
-        RecordKind::TraffickingReturnee => "identified_on",
-        RecordKind::NewsItem => "published_on",
+        RecordKind::GbvCase => name::DETECTED_ON,
+        RecordKind::TraffickingReturnee => name::IDENTIFIED_ON,
+        RecordKind::NewsItem => name::PUBLISHED_ON,
     }
 }
 
