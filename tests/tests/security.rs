@@ -514,7 +514,7 @@ fn path_matches_route(path: &str, route: &str) -> bool {
 }
 
 /// Every (METHOD, route) declared with `.route("...", get(..).post(..))` in the server's
-/// sources (api.rs today; any other file that declares routes later).
+/// sources (api/mod.rs today; any other file that declares routes later).
 fn routes_in_source() -> BTreeSet<(String, String)> {
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -552,7 +552,7 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    assert!(files.iter().any(|f| f.ends_with("api.rs")), "server sources not found at {}", src.display());
+    assert!(files.iter().any(|f| f.ends_with("api/mod.rs")), "server sources not found at {}", src.display());
     let mut out = BTreeSet::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();

@@ -1,0 +1,81 @@
+//! Operating the server: the admin's view of the hash-chained audit log (`GET /api/v1/audit`,
+//! with the chain's verification) and `/metrics` (the counters of [`super::Metrics`] and the
+//! latency histograms, for the monitoring token or an admin). `/healthz` is answered in the
+//! router itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{AppError, AppResult};
+
+use super::{blocking, principal_from_token, prometheus, require_admin, Authed, Q, Shared};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<AuditQuery>) -> AppResult<axum::Json<Value>> {
+    require_admin(&p)?;
+    let db = state.db.clone();
+    let (entries, chain) = blocking(move || Ok((db.audit_since(q.since.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000))?, db.verify_audit_chain()?))).await?;
+    let chain = match chain {
+        Ok(n) => json!({"valid": true, "entries": n}),
+        Err(seq) => json!({"valid": false, "broken_at": seq}),
+    };
+    Ok(axum::Json(json!({"entries": entries, "chain": chain})))
+}
+
+/// `/metrics` shows who uses the system how much: the monitoring token, or an admin.
+fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResult<()> {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(bearer) = bearer else {
+        return Err(AppError::unauthorized("missing `Authorization: Bearer <token>` header"));
+    };
+    if let Some(token) = &state.metrics_token {
+        use sha2::Digest;
+        // Compared as hashes: the time taken says nothing about the token.
+        if sha2::Sha256::digest(bearer.as_bytes()) == sha2::Sha256::digest(token.as_bytes()) {
+            return Ok(());
+        }
+    }
+    require_admin(&principal_from_token(state, bearer)?)
+}
+
+pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<Response> {
+    require_metrics_reader(&state, &headers)?;
+    let m = &state.metrics;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let body = format!(
+        "# TYPE gesync_sync_requests_total counter\ngesync_sync_requests_total {}\n\
+         # TYPE gesync_sync_bytes_in_total counter\ngesync_sync_bytes_in_total {}\n\
+         # TYPE gesync_sync_bytes_out_total counter\ngesync_sync_bytes_out_total {}\n\
+         # TYPE gesync_records_accepted_total counter\ngesync_records_accepted_total {}\n\
+         # TYPE gesync_records_rejected_total counter\ngesync_records_rejected_total {}\n\
+         # TYPE gesync_logins_total counter\ngesync_logins_total {}\n\
+         # TYPE gesync_login_failures_total counter\ngesync_login_failures_total {}\n\
+         # TYPE gesync_logins_refused_total counter\ngesync_logins_refused_total {}\n\
+         # TYPE gesync_refresh_failures_total counter\ngesync_refresh_failures_total {}\n\
+         # TYPE gesync_feed_sequence gauge\ngesync_feed_sequence {}\n\
+         # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n",
+        g(&m.sync_requests),
+        g(&m.sync_bytes_in),
+        g(&m.sync_bytes_out),
+        g(&m.records_accepted),
+        g(&m.records_rejected),
+        g(&m.logins),
+        g(&m.login_failures),
+        g(&m.logins_refused),
+        g(&m.refresh_failures),
+        state.db.durable_seq(),
+        state.db.kv().size_on_disk(),
+    ) + &prometheus().render();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}

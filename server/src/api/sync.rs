@@ -1,0 +1,113 @@
+//! `POST /api/v1/sync`: one page of the sync exchange (`crate::records` does the work). Each
+//! account holds at most [`SYNCS_PER_USER`] requests in flight ([`SyncSlot`]); the work stops
+//! between records when the client goes away; the answer goes in the phone's protocol version.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sync_protocol::wire::{SyncRequest, CONTENT_TYPE, MAX_MESSAGE_BYTES};
+use sync_protocol::ErrorCode;
+
+use crate::db::AuditEvent;
+use crate::error::{AppError, AppResult};
+use crate::model::Principal;
+
+use super::{blocking, scopeguard_histogram, Authed, Shared, SYNCS_PER_USER};
+
+/// The caller of a sync, holding one of its [`SYNCS_PER_USER`] slots from before the body is
+/// read until the answer is made (429 with `Retry-After` when none is free).
+pub struct SyncSlot {
+    p: Principal,
+    state: Shared,
+}
+
+impl FromRequestParts<Shared> for SyncSlot {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let Authed(p) = Authed::from_request_parts(parts, state).await?;
+        let mut in_flight = state.syncs_in_flight.lock().expect("sync slots");
+        let n = in_flight.entry(p.username.clone()).or_insert(0);
+        if *n >= SYNCS_PER_USER {
+            let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManySyncs, "this account already has syncs in progress: try again shortly");
+            e.retry_after = Some(2);
+            return Err(e);
+        }
+        *n += 1;
+        Ok(SyncSlot { p, state: state.clone() })
+    }
+}
+
+impl Drop for SyncSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self.state.syncs_in_flight.lock().expect("sync slots");
+        if let Some(n) = in_flight.get_mut(&self.p.username) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.p.username);
+            }
+        }
+    }
+}
+
+/// Sets its flag when dropped: the handler holding it was abandoned (or finished).
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+pub(super) async fn sync(
+    State(state): State<Shared>,
+    slot: SyncSlot,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<Response> {
+    let p = slot.p.clone();
+    let _record = scopeguard_histogram("gesync_sync_seconds", std::time::Instant::now());
+    let body = body?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct != CONTENT_TYPE {
+        return Err(AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::BadContentType, format!("sync bodies must be sent as {CONTENT_TYPE}")));
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
+    }
+    let (req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e.to_string()))?;
+    crate::records::check_request(&req).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e))?;
+    // The answer goes in the phone's own protocol version, compressed if it reads zstd.
+    let answer = framing.answer(&req);
+    let m = &state.metrics;
+    m.sync_requests.fetch_add(1, Ordering::Relaxed);
+    m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let db = state.db.clone();
+    // Work a client no longer waits for stops between records (the slot is freed with it).
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _abandon_on_drop = SetOnDrop(abandoned.clone());
+    let (resp, bytes) = blocking(move || {
+        let resp = db.sync_unless(&p, &req, &abandoned)?;
+        // Staff above a commune reading records through sync is audited as `GET /records` is:
+        // who, where, how many; never what.
+        let pulled = resp.pull.len() + usize::from(resp.part.as_ref().is_some_and(|part| part.offset + part.bytes.len() as u64 == part.total));
+        if p.reads_are_audited() && pulled > 0 {
+            db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "sync_pull", target: format!("{}: {pulled} records", p.org_unit) })?;
+        }
+        let bytes = resp.encode_as(answer); // compressing is CPU work: off the async threads too
+        Ok((resp, bytes))
+    })
+    .await?;
+    for r in &resp.results {
+        match r.outcome {
+            sync_protocol::wire::PushOutcome::Accepted => m.records_accepted.fetch_add(1, Ordering::Relaxed),
+            _ => m.records_rejected.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+    m.sync_bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
+}
