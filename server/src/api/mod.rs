@@ -159,9 +159,15 @@ impl FromRequestParts<Shared> for Authed {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| AppError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
-        let principal = principal_from_token(state, token)?;
-        Ok(Authed(principal))
+        Ok(Authed(principal_from_bearer(state, token).await?))
     }
+}
+
+/// [`principal_from_token`] off the async workers: it reads the user, the refresh family and
+/// the device from the store, which may block on the disk.
+pub async fn principal_from_bearer(state: &Shared, token: &str) -> AppResult<Principal> {
+    let (state, token) = (state.clone(), token.to_string());
+    tokio::task::spawn_blocking(move || principal_from_token(&state, &token)).await?
 }
 
 /// Verifies an access token and the current state of its user and device.

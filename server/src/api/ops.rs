@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::error::{AppError, AppResult};
 
-use super::{blocking, principal_from_token, prometheus, require_admin, Authed, Q, Shared};
+use super::{blocking, principal_from_bearer, prometheus, require_admin, Authed, Q, Shared};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +34,7 @@ pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(
 }
 
 /// `/metrics` shows who uses the system how much: the monitoring token, or an admin.
-fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResult<()> {
+async fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResult<()> {
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let Some(bearer) = bearer else {
         return Err(AppError::unauthorized("missing `Authorization: Bearer <token>` header"));
@@ -46,11 +46,14 @@ fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResult<()> 
             return Ok(());
         }
     }
-    require_admin(&principal_from_token(state, bearer)?)
+    require_admin(&principal_from_bearer(state, bearer).await?)
 }
 
 pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<Response> {
-    require_metrics_reader(&state, &headers)?;
+    require_metrics_reader(&state, &headers).await?;
+    // sled reads its files' sizes for this: off the async workers.
+    let db = state.db.clone();
+    let size_on_disk = blocking(move || Ok(db.kv().size_on_disk())).await?;
     let m = &state.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let body = format!(
@@ -75,7 +78,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
         g(&m.logins_refused),
         g(&m.refresh_failures),
         state.db.durable_seq(),
-        state.db.kv().size_on_disk(),
+        size_on_disk,
     ) + &prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
