@@ -274,13 +274,18 @@ impl Db {
     /// the person, dates within 14 days, not marked "not a duplicate".
     pub fn duplicates_under(&self, who: &Principal, unit: &str) -> Result<Vec<DuplicatePair>, DbError> {
         self.check_reviewer(who, unit)?;
+        let tree = self.tree();
         let mut out = Vec::new();
-        for commune in self.tree().record_communes_under(unit) {
+        // Compared within each commune of today's map: the records of the communes merged into
+        // one are the same place's records.
+        for commune in tree.communes_under(unit) {
             let mut candidates: Vec<(RecordId, RecordKind, (String, i64), String)> = Vec::new();
-            for id in self.record_ids_of(&commune)? {
-                let Some(m) = self.get_meta(&id)? else { continue };
-                if let (false, Some(dup), Some(date)) = (m.deleted, m.dup.clone(), m.date.clone()) {
-                    candidates.push((id, m.kind, dup, date));
+            for made_in in tree.record_communes_under(&commune) {
+                for id in self.record_ids_of(&made_in)? {
+                    let Some(m) = self.get_meta(&id)? else { continue };
+                    if let (false, Some(dup), Some(date)) = (m.deleted, m.dup.clone(), m.date.clone()) {
+                        candidates.push((id, m.kind, dup, date));
+                    }
                 }
             }
             candidates.sort_by(|x, y| x.3.cmp(&y.3));
@@ -318,7 +323,9 @@ impl Db {
         let ma = self.get_meta(&a)?.ok_or_else(nf)?;
         self.check_reviewer(who, &ma.commune)?;
         let mb = self.get_meta(&b)?.ok_or_else(nf)?;
-        if ma.commune != mb.commune || ma.kind != mb.kind {
+        let tree = self.tree();
+        let place = |commune: &str| tree.current(commune).map(|u| u.code.clone());
+        if place(&ma.commune) != place(&mb.commune) || ma.kind != mb.kind {
             return Err(DbError::Invalid("the two records are not of the same kind and commune".into()));
         }
         Ok((a, b))

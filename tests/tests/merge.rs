@@ -132,6 +132,12 @@ fn random_record(rng: &mut StdRng, kind: RecordKind, commune: &str, q: u32) -> V
     }
 }
 
+/// A case of `person` recorded on `user`'s phone under `commune` (not synced yet).
+fn case_on_phone(phones: &mut BTreeMap<&str, Client>, user: &str, commune: &str, date: &str, person: &Value) -> client_sdk::RecordId {
+    let case = json!({"commune": commune, "detected_on": date, "victim": person});
+    phones.get_mut(user).unwrap().create(RecordKind::GbvCase, &case).unwrap()
+}
+
 async fn phone(dir: &Path, name: &str, url: &str) -> Client {
     let mut c = Client::open(dir.join(name), FixedKey(StoreKey::random())).unwrap();
     c.login(url, name, PASSWORD, None).await.unwrap();
@@ -341,6 +347,24 @@ async fn merged_communes_count_once_on_the_new_map() {
         assert_figures(&admin, "04705", p, &expected(&made, &successor, &news_units[..1], p)).await;
         assert_figures(&admin, "04", p, &expected(&made, &all, &news_units, p)).await;
     }
+    // Possible duplicates are looked for across the communes merged into one: the same person
+    // recorded in 04701 and in 04702 a few days apart is one pair of 04705.
+    let person = json!({"sex": "female", "birth_year": 1961});
+    let x = case_on_phone(&mut phones, "officer1", "04701", "2025-11-03", &person);
+    let y = case_on_phone(&mut phones, "officer2", "04702", "2025-11-06", &person);
+    for user in ["officer1", "officer2"] {
+        assert_eq!(phones.get_mut(user).unwrap().sync(|_| {}).await.unwrap().rejected, 0);
+    }
+    let pair = if x < y { format!("{x}~{y}") } else { format!("{y}~{x}") };
+    let (s, pairs) = reviewer.get("/api/v1/duplicates?org_unit=04").await;
+    assert_eq!(s, 200, "{pairs}");
+    let found = pairs.as_array().unwrap().iter().find(|p| p["id"] == pair.as_str()).unwrap_or_else(|| panic!("seed {seed}: pair not flagged: {pairs}"));
+    assert_eq!(found["commune"], "04705");
+    let (s, b) = reviewer.post(&format!("/api/v1/duplicates/{pair}/not-duplicate"), json!({})).await;
+    assert!(s < 300, "{s} {b}");
+    // (Not counted in `made`: these two are 2025Q4 cases with no services, so the figures
+    // checked above for 2025 would move; they are checked before these were made.)
+
     let live: Vec<_> = {
         let mut v = Vec::new();
         for p in periods {
