@@ -243,6 +243,9 @@ impl Db {
                         )));
                     }
                 }
+                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !self.record_ids_of(&unit.code)?.is_empty() {
+                    return Err(DbError::Invalid(format!("`{}` has records: it stays a commune", unit.code)));
+                }
                 unit.merged_into = was.merged_into.clone();
                 unit.effective = was.effective.clone();
                 was.parent != unit.parent

@@ -843,6 +843,16 @@ mod tests {
     }
 
     #[test]
+    fn a_commune_with_records_keeps_its_level() {
+        let db = db_with_commune();
+        assert!(db.put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "district"), None).is_ok(), "no records yet");
+        db.put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "commune"), None).unwrap();
+        push_one(&db);
+        let err = db.put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "district"), None).unwrap_err();
+        assert!(err.to_string().contains("stays a commune"), "{err}");
+    }
+
+    #[test]
     fn a_forged_cursor_past_the_feed_end_is_answered_with_the_feed_end() {
         let db = db_with_commune();
         push_one(&db);
