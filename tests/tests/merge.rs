@@ -249,6 +249,10 @@ async fn merged_communes_count_once_on_the_new_map() {
     }
     assert_eq!(figures(&admin, "04", "2025").await, before_province[0], "a move inside the province leaves its figures");
 
+    // The district's reviewer approves 2025S1 on the old map.
+    let (s, b) = Api::login(&url, "review").await.post("/api/v1/approvals", json!({"org_unit": "047", "period": "2025S1"})).await;
+    assert!(s < 300, "{s} {b}");
+
     // The merges, with the server running.
     let (s, b) = admin.post("/api/v1/org-units/04701/merge", json!({"into": "04705", "effective": "2025-07-01"})).await;
     assert_eq!(s, 200, "{b}");
@@ -301,6 +305,14 @@ async fn merged_communes_count_once_on_the_new_map() {
     assert!(s == 404 && b["error"]["message"].as_str().unwrap().contains("merged into `04705`"), "{s} {b}");
     // The report lists the communes of today's map only.
     let reviewer = Api::login(&url, "review").await;
+    // The approval taken on the old map stays readable, its approved figures kept; today's
+    // figures are its successor's, not its own.
+    let (s, list) = admin.get("/api/v1/approvals?org_unit=04").await;
+    assert_eq!(s, 200, "{list}");
+    let old = list.as_array().unwrap().iter().find(|a| a["org_unit"] == "047").unwrap_or_else(|| panic!("{list}"));
+    assert_eq!((old["merged_into"].clone(), old["current_figures"].clone()), (json!("04"), Value::Null), "{old}");
+    let approved = old["figures"]["indicators"].as_array().unwrap_or_else(|| panic!("{old}"));
+    assert!(approved.iter().any(|i| i["id"] == "gbv_victims_supported" && i["denominator"].as_i64() > Some(0)), "{old}");
     let (s, b) = reviewer.get("/api/v1/records?org_unit=04").await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b.as_array().map(Vec::len), Some(made.len()), "the province's reviewer reads every record, old codes included");

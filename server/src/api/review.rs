@@ -82,9 +82,17 @@ pub(super) async fn list_approvals(State(state): State<Shared>, Authed(p): Authe
                 continue;
             }
             let per = parse_period(&a.period)?;
-            let current = serde_json::to_value(db.indicators(&a.org_unit, per)?).expect("report serialises");
             let mut v = serde_json::to_value(&a).expect("approval serialises");
-            v["current_figures"] = current;
+            // An approval taken on the old map, of a unit merged since, stays readable as the
+            // record of what was reported; today's figures are its successor's, not its own.
+            let tree = db.tree();
+            match tree.get(&a.org_unit).filter(|u| !u.is_current()) {
+                Some(_) => {
+                    v["current_figures"] = Value::Null;
+                    v["merged_into"] = tree.current(&a.org_unit).map(|u| Value::String(u.code.clone())).unwrap_or(Value::Null);
+                }
+                None => v["current_figures"] = serde_json::to_value(db.indicators(&a.org_unit, per)?).expect("report serialises"),
+            }
             v["changed_since_approval"] = Value::Bool(a.changes_after > 0);
             out.push(v);
         }
