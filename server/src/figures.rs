@@ -200,13 +200,15 @@ impl Db {
     pub(crate) fn reaggregate(&self, old: &OrgTree, new: &OrgTree, communes: &[String], batch: &mut Batch) -> Result<NewSums, DbError> {
         let mut pending = Pending::default();
         for c in communes {
-            if old.chain(c) == new.chain(c) {
+            // A record of `c` has `c` as its commune: its two chains are computed once per commune.
+            let (was, now) = (old.chain(c), new.chain(c));
+            if was == now {
                 continue;
             }
             for id in self.record_ids_of(c)? {
                 let Some(contribution) = self.get_meta(&id)?.and_then(|m| m.contribution) else { continue };
-                pending.record_change(&|x: &str| old.chain(x), Some(&contribution), None);
-                pending.record_change(&|x: &str| new.chain(x), None, Some(&contribution));
+                pending.record_change(&|x: &str| if x == c { was.clone() } else { old.chain(x) }, Some(&contribution), None);
+                pending.record_change(&|x: &str| if x == c { now.clone() } else { new.chain(x) }, None, Some(&contribution));
             }
         }
         self.flag_approvals(batch, pending.touched())?;

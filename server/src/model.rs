@@ -9,10 +9,14 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Today's date in Vietnam (UTC+7 all year, no daylight saving).
+/// Vietnam's time zone: UTC+7 all year (no daylight saving).
+pub fn vietnam() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(7 * 3600).expect("a valid offset")
+}
+
+/// Today's date in Vietnam.
 pub fn today() -> chrono::NaiveDate {
-    let vietnam = chrono::FixedOffset::east_opt(7 * 3600).expect("a valid offset");
-    chrono::Utc::now().with_timezone(&vietnam).date_naive()
+    chrono::Utc::now().with_timezone(&vietnam()).date_naive()
 }
 
 /// A merge's effective date, `YYYY-MM-DD`.

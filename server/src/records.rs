@@ -763,12 +763,14 @@ impl Db {
         for c in tree.communes_under(unit) {
             let mut any = false;
             // A commune of the current map has the records of every commune merged into it.
-            for id in tree.record_communes_under(&c).iter().map(|r| self.record_ids_of(r)).collect::<Result<Vec<_>, _>>()?.concat() {
-                let Some(meta) = self.get_meta(&id)? else { continue };
-                let in_period = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| period.contains(d));
-                if in_period && !meta.deleted {
-                    any = true;
-                    break;
+            'found: for made_in in tree.record_communes_under(&c) {
+                for id in self.record_ids_of(&made_in)? {
+                    let Some(meta) = self.get_meta(&id)? else { continue };
+                    let in_period = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| period.contains(d));
+                    if in_period && !meta.deleted {
+                        any = true;
+                        break 'found;
+                    }
                 }
             }
             if !any {

@@ -77,6 +77,7 @@ pub(super) async fn list_approvals(State(state): State<Shared>, Authed(p): Authe
     let db = state.db.clone();
     let out = blocking(move || {
         let mut out = Vec::new();
+        let tree = db.tree();
         for a in db.approvals_under(&unit)? {
             if period.is_some_and(|per| per.to_string() != a.period) {
                 continue;
@@ -85,7 +86,6 @@ pub(super) async fn list_approvals(State(state): State<Shared>, Authed(p): Authe
             let mut v = serde_json::to_value(&a).expect("approval serialises");
             // An approval taken on the old map, of a unit merged since, stays readable as the
             // record of what was reported; today's figures are its successor's, not its own.
-            let tree = db.tree();
             match tree.get(&a.org_unit).filter(|u| !u.is_current()) {
                 Some(_) => {
                     v["current_figures"] = Value::Null;

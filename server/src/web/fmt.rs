@@ -1,16 +1,13 @@
 //! Names and number/date formats of the pages, in Vietnamese and English.
 
-use chrono::{FixedOffset, NaiveDate, TimeZone};
+use chrono::{NaiveDate, TimeZone};
 use indicators::{Half, IndicatorId, IndicatorValue, Period, PeriodKind};
 use maud::{html, Markup};
 
 use super::page::Lang;
 use crate::model::Role;
 
-/// Vietnam is on UTC+7 all year (no daylight saving).
-fn vietnam() -> FixedOffset {
-    FixedOffset::east_opt(7 * 3600).expect("a valid offset")
-}
+use crate::model::vietnam;
 
 pub fn today() -> NaiveDate {
     crate::model::today()
