@@ -242,11 +242,12 @@ impl Db {
     /// idempotent for the phone, at most one live token per family exists at any time, and if
     /// the "lost" token shows up after all, the family is revoked as for any reuse.
     pub fn use_refresh(&self, token: &str) -> Result<Result<Rotation, RefreshError>, DbError> {
-        let _g = self.inner.refresh_lock.lock();
+        // One write transaction: two replicas given the same token at once rotate it once.
+        let tx = self.kv().begin_write()?;
         let k = key("rt/", &[token_hash(token).as_bytes()]);
-        let Some(mut rec) = get_json::<RefreshRecord>(self.kv(), &k)? else { return Ok(Err(RefreshError::Unknown)) };
+        let Some(mut rec) = get_json::<RefreshRecord>(&*tx, &k)? else { return Ok(Err(RefreshError::Unknown)) };
         let fam_key = key("rf/", &[rec.family.as_bytes()]);
-        if self.kv().get(&fam_key)?.is_some() {
+        if tx.get(&fam_key)?.is_some() {
             return Ok(Err(RefreshError::Reused));
         }
         let now = now_secs();
@@ -254,20 +255,20 @@ impl Db {
         if rec.used {
             let lost = match &rec.successor {
                 Some(h) if now - rec.used_at <= REFRESH_GRACE_SECS => {
-                    get_json::<RefreshRecord>(self.kv(), &key("rt/", &[h.as_bytes()]))?.is_some_and(|s| !s.used)
+                    get_json::<RefreshRecord>(&*tx, &key("rt/", &[h.as_bytes()]))?.is_some_and(|s| !s.used)
                 }
                 _ => false,
             };
             if !lost {
                 b.put(fam_key, b"revoked".to_vec());
-                self.commit(b)?;
+                tx.commit(b)?;
                 return Ok(Err(RefreshError::Reused));
             }
             // The lost token is spent, not forgotten: should it turn up after all (it was not
             // lost, so the retry came from someone else), it revokes the family as reuse does.
             if let Some(h) = &rec.successor {
                 let hk = key("rt/", &[h.as_bytes()]);
-                if let Some(mut lost) = get_json::<RefreshRecord>(self.kv(), &hk)? {
+                if let Some(mut lost) = get_json::<RefreshRecord>(&*tx, &hk)? {
                     lost.used = true;
                     lost.used_at = now;
                     b.put(hk, to_json(&lost));
@@ -293,7 +294,7 @@ impl Db {
         rec.used_at = now;
         rec.successor = Some(token_hash(&next));
         b.put(k, to_json(&rec));
-        self.commit(b)?;
+        tx.commit(b)?;
         Ok(Ok(Rotation { username: rec.username, device_id: rec.device_id, family: rec.family, epoch: rec.epoch, token: next }))
     }
 

@@ -15,12 +15,12 @@ const END: u32 = u32::MAX;
 
 /// Writes a backup of `db` to `out` (via a temporary file, renamed when complete).
 ///
-/// The backup is one consistent point of the sync state: it holds the feed lock shared, so no
-/// push commits while it runs (pushes wait, pulls continue) and every record, its feed entry,
-/// the feed sequence number and the figures are copied as of the same moment. Everything
-/// acknowledged before the backup began is in it.
+/// The backup is one consistent point of the store: it is read in one consistent read
+/// ([`Kv::begin_read`]), so every record, its feed entry, the feed sequence number and the
+/// figures are copied as of the same moment (on the embedded store, pushes wait while it runs;
+/// pulls continue). Everything acknowledged before the backup began is in it.
 pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
-    let _consistent = db.inner.feed_lock.read();
+    let cut = db.kv().begin_read().map_err(|e| e.to_string())?;
     let tmp = out.with_extension("partial");
     // A backup holds everything the store does: readable by its owner only.
     let mut options = std::fs::OpenOptions::new();
@@ -36,8 +36,7 @@ pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
         w.write_all(bytes).map_err(|e| StoreError::Io(e.to_string()))
     };
     put(&mut w, MAGIC).map_err(|e| e.to_string())?;
-    db.kv()
-        .for_each(&mut |k, v| {
+    cut.for_each(&mut |k, v| {
             put(&mut w, &(k.len() as u32).to_be_bytes())?;
             put(&mut w, k)?;
             put(&mut w, &(v.len() as u32).to_be_bytes())?;
@@ -176,9 +175,8 @@ pub fn restore(from: &Path, data_dir: &Path, passphrase: Option<&str>) -> Result
         for (k, v) in chunk {
             b.put(k.clone(), v.clone());
         }
-        kv.apply(b).map_err(|e| e.to_string())?;
+        kv.write(b).map_err(|e| e.to_string())?;
     }
-    kv.flush().map_err(|e| e.to_string())?;
     // Prove the result opens as a store before declaring success. On the same handle: sled
     // releases its file lock a moment after the last handle drops, so a reopen could race it.
     Db::open(Box::new(kv)).map_err(|e| format!("the restored store in {} does not open ({e})", data_dir.display()))?;

@@ -9,21 +9,20 @@
 //!   number of its latest change, so a phone asks "what moved after my cursor" per commune.
 //! - `x/{actor}` → the user and device that first pushed changes with that Automerge actor
 //! - `a/{seq:be64}` audit entry · `ac/{seq:be64}` signed audit checkpoint · `k/...` server keys
-//!   · `n/seq` last feed sequence number
+//!   · `n/seq` last feed sequence number · `n/tree` version of the org tree
 //! - `c/...` materialized figures (see `figures.rs`)
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 // parking_lot's locks do not poison: a panic in one request (say, inside Automerge while
-// merging a hostile push) fails that request and leaves every lock usable by the next.
-use parking_lot::{Condvar, Mutex, RwLock};
+// merging a hostile push) fails that request and leaves the caches usable by the next.
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Device, OrgTree, OrgUnit, User};
-use crate::store::{prefix_end, Batch, Kv, StoreError};
+use crate::store::{prefix_end, Batch, Kv, KvRead, StoreError, WriteTx};
 
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +64,7 @@ pub(crate) fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(kv: &dyn Kv, k: &[u8]) -> Result<Option<T>, DbError> {
+pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(kv: &dyn KvRead, k: &[u8]) -> Result<Option<T>, DbError> {
     match kv.get(k)? {
         None => Ok(None),
         Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(&String::from_utf8_lossy(&k[..k.len().min(2)]), e)),
@@ -122,14 +121,7 @@ impl AuditCheckpoint {
     }
 }
 
-/// What to audit: who did what to which target.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub user: String,
-    pub device_id: Option<String>,
-    pub action: &'static str,
-    pub target: String,
-}
+pub use sync_core::plan::AuditEvent;
 
 /// What a merge did, for the one who asked.
 #[derive(Debug, Clone, Serialize)]
@@ -143,13 +135,42 @@ pub struct Merged {
     pub users_left: Vec<String>,
 }
 
-/// State of the group commit (see [`Db::wait_durable`]).
-#[derive(Default)]
-struct FlushGate {
-    flushing: bool,
+/// Whether `unit` may be written as it is (code, name, level, an existing parent, no cycle).
+fn check_org_unit(tree: &OrgTree, unit: &OrgUnit) -> Result<(), DbError> {
+    if !sync_protocol::schema::is_org_unit_code(&unit.code) {
+        return Err(DbError::Invalid(format!("`{}` is not an org-unit code (2 to 12 digits)", unit.code)));
+    }
+    let name = unit.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(DbError::Invalid("org-unit name must be 1 to 200 characters".into()));
+    }
+    if unit.level.is_empty() || unit.level.len() > 40 {
+        return Err(DbError::Invalid("org-unit level must be 1 to 40 characters".into()));
+    }
+    if let Some(parent) = &unit.parent {
+        let Some(p) = tree.get(parent) else {
+            return Err(DbError::Invalid(format!("unknown parent org unit `{parent}`")));
+        };
+        if let (Some(s), false) = (&p.merged_into, tree.get(&unit.code).is_some_and(|u| !u.is_current())) {
+            return Err(DbError::Invalid(format!("`{parent}` was merged into `{s}`: units go under the current map")));
+        }
+        if tree.is_within(parent, &unit.code) {
+            return Err(DbError::Invalid(format!("moving `{}` under `{parent}` would make a cycle", unit.code)));
+        }
+    }
+    Ok(())
 }
 
 /// The data layer. Cheap to clone (an `Arc` inside).
+///
+/// Correctness lives in the store's write transactions ([`Kv::begin_write`]): each write that
+/// reads before it writes (a push, a tree change, an approval, a user created, a refresh token
+/// rotated, an audit entry appended) does both in one transaction, which no other writer of
+/// any process can interleave. What is held here is caches, each with its rule:
+/// - the org tree, with the version (`n/tree`) it was read at: a write transaction reads the
+///   version and reloads the tree when it changed; other readers do so on a shared store;
+/// - the counters (`figures.rs`), kept only on a store no other process writes, and brought up
+///   to date by each write before the next may begin.
 #[derive(Clone)]
 pub struct Db {
     pub(crate) inner: Arc<Inner>,
@@ -157,53 +178,52 @@ pub struct Db {
 
 pub(crate) struct Inner {
     pub(crate) kv: Box<dyn Kv>,
-    pub(crate) tree: RwLock<Arc<OrgTree>>,
-    /// Writers hold it for apply + flush; feed readers hold it shared, so a reader sees every
-    /// record at one consistent sequence number and only data that is already durable.
-    pub(crate) feed_lock: RwLock<()>,
-    /// Highest feed sequence number that is durable (flushed).
-    pub(crate) durable_seq: AtomicU64,
-    /// Highest feed sequence number applied to the store (maybe not flushed yet). Written
-    /// under the feed write lock.
-    pub(crate) applied_seq: AtomicU64,
-    /// Group commit: one flush at a time; writers and readers waiting for durability share it.
-    flush_gate: Mutex<FlushGate>,
-    flush_done: Condvar,
-    audit_lock: Mutex<()>,
-    user_lock: Mutex<()>,
-    pub(crate) refresh_lock: Mutex<()>,
-    /// Materialized counters by key (`c/{unit}/{quarter}`), a cache of what is in the store:
-    /// filled on read, replaced after each committed write (see `figures.rs`).
+    tree: Mutex<(u64, Arc<OrgTree>)>,
+    /// Materialized counters by key (`c/{unit}/{quarter}`), a cache of what is in the store
+    /// (see `figures.rs`).
     pub(crate) counters_cache: Mutex<crate::figures::CountersCache>,
+}
+
+const TREE_VERSION: &[u8] = b"n/tree";
+const AUDIT_SEED: &str = "audit-ed25519-seed";
+
+fn signing_key(seed: &[u8]) -> Result<ed25519_dalek::SigningKey, DbError> {
+    let seed: [u8; 32] = seed.try_into().map_err(|_| corrupt("audit key", "not 32 bytes"))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// The audit key as a write transaction reads it ([`Db::open`] made it).
+fn audit_key_in(r: &dyn KvRead) -> Result<ed25519_dalek::SigningKey, DbError> {
+    let seed = r.get(&key("k/", &[AUDIT_SEED.as_bytes()]))?.ok_or_else(|| corrupt("audit key", "missing"))?;
+    signing_key(&seed)
+}
+
+fn read_u64(kv: &dyn KvRead, k: &[u8]) -> Result<u64, DbError> {
+    match kv.get(k)? {
+        Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| corrupt(&String::from_utf8_lossy(k), "bad length"))?)),
+        None => Ok(0),
+    }
+}
+
+fn load_tree(kv: &dyn KvRead) -> Result<OrgTree, DbError> {
+    let units: Vec<OrgUnit> = kv
+        .range(b"o/", &prefix_end(b"o/"), usize::MAX)?
+        .into_iter()
+        .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("org unit", e)))
+        .collect::<Result<_, _>>()?;
+    Ok(OrgTree::new(units))
 }
 
 impl Db {
     pub fn open(kv: Box<dyn Kv>) -> Result<Self, DbError> {
-        let units: Vec<OrgUnit> = kv
-            .range(b"o/", &prefix_end(b"o/"), usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("org unit", e)))
-            .collect::<Result<_, _>>()?;
-        let seq = match kv.get(b"n/seq")? {
-            Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| corrupt("n/seq", "bad length"))?),
-            None => 0,
-        };
+        let version = read_u64(kv.as_ref(), TREE_VERSION)?;
+        let tree = load_tree(kv.as_ref())?;
         let db = Db {
-            inner: Arc::new(Inner {
-                kv,
-                tree: RwLock::new(Arc::new(OrgTree::new(units))),
-                feed_lock: RwLock::new(()),
-                durable_seq: AtomicU64::new(seq),
-                applied_seq: AtomicU64::new(seq),
-                flush_gate: Mutex::new(FlushGate::default()),
-                flush_done: Condvar::new(),
-                audit_lock: Mutex::new(()),
-                user_lock: Mutex::new(()),
-                refresh_lock: Mutex::new(()),
-                counters_cache: Mutex::new(Default::default()),
-            }),
+            inner: Arc::new(Inner { kv, tree: Mutex::new((version, Arc::new(tree))), counters_cache: Mutex::new(Default::default()) }),
         };
         db.verify_audit_chain_tail()?;
+        // Created now, not inside the first audited write (which could not write it).
+        db.audit_key()?;
         Ok(db)
     }
 
@@ -211,15 +231,46 @@ impl Db {
         self.inner.kv.as_ref()
     }
 
+    /// The org tree. On a store other processes write too, checked against the stored version
+    /// first (one read).
     pub fn tree(&self) -> Arc<OrgTree> {
-        self.inner.tree.read().clone()
+        if self.kv().shared() {
+            if let Ok(t) = self.tree_in(self.kv()) {
+                return t;
+            }
+        }
+        self.inner.tree.lock().1.clone()
     }
 
-    /// Applies a batch and waits until it is durable.
+    /// The org tree as `r` sees it (in a write transaction: the tree the write must use).
+    pub(crate) fn tree_in(&self, r: &dyn KvRead) -> Result<Arc<OrgTree>, DbError> {
+        let version = read_u64(r, TREE_VERSION)?;
+        {
+            let cached = self.inner.tree.lock();
+            if cached.0 == version {
+                return Ok(cached.1.clone());
+            }
+        }
+        let tree = Arc::new(load_tree(r)?);
+        let mut cached = self.inner.tree.lock();
+        if cached.0 < version {
+            *cached = (version, tree.clone());
+        }
+        Ok(tree)
+    }
+
+    /// Writes a batch in a transaction of its own (durable on return).
     pub fn commit(&self, batch: Batch) -> Result<(), DbError> {
-        self.kv().apply(batch)?;
-        self.kv().flush()?;
-        Ok(())
+        Ok(self.kv().write(batch)?)
+    }
+
+    /// The last feed sequence number.
+    pub fn feed_seq(&self) -> Result<u64, DbError> {
+        read_u64(self.kv(), b"n/seq")
+    }
+
+    pub(crate) fn feed_seq_in(r: &dyn KvRead) -> Result<u64, DbError> {
+        read_u64(r, b"n/seq")
     }
 
     // ---- org units -------------------------------------------------------------------------
@@ -227,11 +278,11 @@ impl Db {
     /// Adds an org unit, or updates its name/parent/level (moving it in the tree). A move
     /// re-aggregates the figures of the records under the unit in the same atomic write.
     pub fn put_org_unit(&self, unit: OrgUnit, audit: Option<AuditEvent>) -> Result<(), DbError> {
-        // The feed write lock keeps every record write out while the counters move: a push
-        // computes its figures on the tree it finds under this lock.
-        let _w = self.inner.feed_lock.write();
-        self.check_org_unit(&unit)?;
-        let old = self.tree();
+        // One write transaction: no record is written while the counters move, and a push
+        // computes its figures on the tree it finds in its own transaction.
+        let tx = self.kv().begin_write()?;
+        let old = self.tree_in(&*tx)?;
+        check_org_unit(&old, &unit)?;
         let mut unit = OrgUnit { name: unit.name.trim().to_string(), ..unit };
         let moved = match old.get(&unit.code) {
             Some(was) => {
@@ -243,7 +294,7 @@ impl Db {
                         )));
                     }
                 }
-                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !self.record_ids_of(&unit.code)?.is_empty() {
+                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !Self::record_ids_in(&*tx, &unit.code)?.is_empty() {
                     return Err(DbError::Invalid(format!("`{}` has records: it stays a commune", unit.code)));
                 }
                 unit.merged_into = was.merged_into.clone();
@@ -256,7 +307,7 @@ impl Db {
         batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&unit));
         let communes = if moved { old.record_communes_under(&unit.code) } else { Vec::new() };
         let new = Arc::new(old.with(std::iter::once(unit)));
-        self.commit_tree_change(batch, &old, new, &communes, audit)
+        self.commit_tree_change(tx, batch, &old, new, &communes, audit)
     }
 
     /// Merges org unit `code` into `into` from the date `effective` on: `code` stays in the
@@ -272,8 +323,8 @@ impl Db {
         today: chrono::NaiveDate,
         audit: Option<AuditEvent>,
     ) -> Result<Merged, DbError> {
-        let _w = self.inner.feed_lock.write();
-        let old = self.tree();
+        let tx = self.kv().begin_write()?;
+        let old = self.tree_in(&*tx)?;
         let unit = old.get(code).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{code}`")))?;
         let successor = old.get(into).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{into}`")))?;
         if let (Some(s), Some(d)) = (&unit.merged_into, &unit.effective) {
@@ -311,58 +362,50 @@ impl Db {
         }
         let mut targets_carried = Vec::new();
         let prefix = key("t/", &[code.as_bytes(), b""]);
-        for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
+        for (k, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
             let indicator = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
             let theirs = key("t/", &[into.as_bytes(), indicator.as_bytes()]);
-            if self.kv().get(&theirs)?.is_none() {
+            if tx.get(&theirs)?.is_none() {
                 batch.put(theirs, v);
                 targets_carried.push(indicator);
             }
         }
-        let users_left = self.list_users()?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
+        let users_left = Self::users_in(&*tx)?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
         let communes = old.record_communes_under(code);
         let new = Arc::new(old.with(changed));
-        self.commit_tree_change(batch, &old, new, &communes, audit)?;
+        self.commit_tree_change(tx, batch, &old, new, &communes, audit)?;
         Ok(Merged { unit: merged, children_moved: old.children(code).to_vec(), targets_carried, users_left })
     }
 
-    /// Writes a tree change with the figures of `communes`' records moved from their chains in
-    /// `old` to those in `new`, flags the approvals that changes, and installs `new`. The
-    /// caller holds the feed write lock.
-    fn commit_tree_change(&self, mut batch: Batch, old: &OrgTree, new: Arc<OrgTree>, communes: &[String], audit: Option<AuditEvent>) -> Result<(), DbError> {
-        let sums = self.reaggregate(old, &new, communes, &mut batch)?;
-        self.apply_audited(batch, audit)?;
-        *self.inner.tree.write() = new;
-        self.cache_counters(sums);
-        self.kv().flush()?;
+    /// Writes a tree change in `tx` with the figures of `communes`' records moved from their
+    /// chains in `old` to those in `new`, flags the approvals that changes, bumps the tree's
+    /// version and installs `new` as the cached tree.
+    fn commit_tree_change(
+        &self,
+        tx: Box<dyn WriteTx + '_>,
+        mut batch: Batch,
+        old: &OrgTree,
+        new: Arc<OrgTree>,
+        communes: &[String],
+        audit: Option<AuditEvent>,
+    ) -> Result<(), DbError> {
+        let sums = self.reaggregate(&*tx, old, &new, communes, &mut batch)?;
+        let version = read_u64(&*tx, TREE_VERSION)? + 1;
+        batch.put(TREE_VERSION.to_vec(), version.to_be_bytes().to_vec());
+        self.audit_into(&*tx, &mut batch, audit)?;
+        let mut sums = Some(sums);
+        tx.commit_then(batch, &mut || {
+            *self.inner.tree.lock() = (version, new.clone());
+            if let Some(s) = sums.take() {
+                self.cache_counters(s);
+            }
+        })?;
         Ok(())
     }
 
     /// Whether `unit` may be written as it is (code, name, level, an existing parent, no cycle).
     pub fn check_org_unit(&self, unit: &OrgUnit) -> Result<(), DbError> {
-        if !sync_protocol::schema::is_org_unit_code(&unit.code) {
-            return Err(DbError::Invalid(format!("`{}` is not an org-unit code (2 to 12 digits)", unit.code)));
-        }
-        let name = unit.name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(DbError::Invalid("org-unit name must be 1 to 200 characters".into()));
-        }
-        if unit.level.is_empty() || unit.level.len() > 40 {
-            return Err(DbError::Invalid("org-unit level must be 1 to 40 characters".into()));
-        }
-        let tree = self.tree();
-        if let Some(parent) = &unit.parent {
-            let Some(p) = tree.get(parent) else {
-                return Err(DbError::Invalid(format!("unknown parent org unit `{parent}`")));
-            };
-            if let (Some(s), false) = (&p.merged_into, tree.get(&unit.code).is_some_and(|u| !u.is_current())) {
-                return Err(DbError::Invalid(format!("`{parent}` was merged into `{s}`: units go under the current map")));
-            }
-            if tree.is_within(parent, &unit.code) {
-                return Err(DbError::Invalid(format!("moving `{}` under `{parent}` would make a cycle", unit.code)));
-            }
-        }
-        Ok(())
+        check_org_unit(&self.tree(), unit)
     }
 
     // ---- users and devices -----------------------------------------------------------------
@@ -372,8 +415,11 @@ impl Db {
     }
 
     pub fn list_users(&self) -> Result<Vec<User>, DbError> {
-        self.kv()
-            .range(b"u/", &prefix_end(b"u/"), usize::MAX)?
+        Self::users_in(self.kv())
+    }
+
+    fn users_in(r: &dyn KvRead) -> Result<Vec<User>, DbError> {
+        r.range(b"u/", &prefix_end(b"u/"), usize::MAX)?
             .into_iter()
             .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("user", e)))
             .collect()
@@ -381,14 +427,16 @@ impl Db {
 
     /// Writes a user; `create` refuses an existing username.
     pub fn put_user(&self, user: &User, create: bool, audit: Option<AuditEvent>) -> Result<(), DbError> {
-        // Serialised so that two admins creating the same username cannot both succeed.
-        let _g = self.inner.user_lock.lock();
-        if create && self.get_user(&user.username)?.is_some() {
+        // One transaction, so that two admins creating the same username cannot both succeed.
+        let tx = self.kv().begin_write()?;
+        let k = key("u/", &[user.username.as_bytes()]);
+        if create && tx.get(&k)?.is_some() {
             return Err(DbError::Conflict(format!("user `{}` already exists", user.username)));
         }
         let mut batch = Batch::default();
-        batch.put(key("u/", &[user.username.as_bytes()]), to_json(user));
-        self.commit_audited(batch, audit)
+        batch.put(k, to_json(user));
+        self.audit_into(&*tx, &mut batch, audit)?;
+        Ok(tx.commit(batch)?)
     }
 
     pub fn get_device(&self, username: &str, device_id: &str) -> Result<Option<Device>, DbError> {
@@ -418,19 +466,17 @@ impl Db {
     }
 
     /// Commits `batch` together with an audit entry, atomically and durably.
-    pub fn commit_audited(&self, batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
-        self.apply_audited(batch, ev)?;
-        self.kv().flush()?;
-        Ok(())
+    pub fn commit_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
+        let tx = self.kv().begin_write()?;
+        self.audit_into(&*tx, &mut batch, ev)?;
+        Ok(tx.commit(batch)?)
     }
 
-    /// Applies `batch` together with an audit entry, atomically, without waiting for the disk
-    /// (callers then wait with [`Db::wait_durable`] or flush). The audit lock is held from
-    /// reading the chain's tail until the entry is applied, so entries never fork.
-    pub(crate) fn apply_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
-        let Some(ev) = ev else { return Ok(self.kv().apply(batch)?) };
-        let _g = self.inner.audit_lock.lock();
-        let (seq, prev_hash) = match self.kv().last_in(b"a/", &prefix_end(b"a/"))? {
+    /// Puts the audit entry of `ev` into `batch`, linked to the chain's tail as write
+    /// transaction `tx` sees it: the transaction is the only writer, so entries never fork.
+    pub(crate) fn audit_into(&self, tx: &dyn KvRead, batch: &mut Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
+        let Some(ev) = ev else { return Ok(()) };
+        let (seq, prev_hash) = match tx.last_in(b"a/", &prefix_end(b"a/"))? {
             Some((_, v)) => {
                 let last: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
                 (last.seq + 1, last.hash)
@@ -451,53 +497,21 @@ impl Db {
         batch.put(key("a/", &[&seq.to_be_bytes()]), to_json(&entry));
         if seq % AUDIT_CHECKPOINT_EVERY == 0 {
             use ed25519_dalek::Signer;
-            let signature = self.audit_key()?.sign(&AuditCheckpoint::message(seq, &entry.hash));
+            let signature = audit_key_in(tx)?.sign(&AuditCheckpoint::message(seq, &entry.hash));
             let ck = AuditCheckpoint { seq, hash: entry.hash.clone(), signature: hex::encode(signature.to_bytes()) };
             batch.put(key("ac/", &[&seq.to_be_bytes()]), to_json(&ck));
         }
-        Ok(self.kv().apply(batch)?)
+        Ok(())
     }
 
-    /// The key that signs audit checkpoints.
+    /// The key that signs audit checkpoints (made the first time the store is opened).
     fn audit_key(&self) -> Result<ed25519_dalek::SigningKey, DbError> {
-        let seed = self.secret("audit-ed25519-seed", || {
+        let seed = self.secret(AUDIT_SEED, || {
             let mut seed = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
             seed.to_vec()
         })?;
-        let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| corrupt("audit key", "not 32 bytes"))?;
-        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
-    }
-
-    /// Returns once feed sequence number `seq` (already applied) is durable. Group commit: if
-    /// no flush is running, this caller flushes everything applied so far; otherwise it waits
-    /// for the running flush and checks again. N concurrent writers thus share a few flushes
-    /// instead of paying one each, and nobody is answered before their data is on disk.
-    pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), DbError> {
-        // Never wait for more than has been applied: a cursor is client data, and a forged one
-        // must not make this loop flush forever.
-        let seq = seq.min(self.inner.applied_seq.load(Ordering::Acquire));
-        let mut gate = self.inner.flush_gate.lock();
-        loop {
-            if self.durable_seq() >= seq {
-                return Ok(());
-            }
-            if gate.flushing {
-                self.inner.flush_done.wait(&mut gate);
-                continue;
-            }
-            gate.flushing = true;
-            let target = self.inner.applied_seq.load(Ordering::Acquire);
-            drop(gate);
-            let result = self.kv().flush();
-            gate = self.inner.flush_gate.lock();
-            gate.flushing = false;
-            if result.is_ok() {
-                self.inner.durable_seq.fetch_max(target, Ordering::AcqRel);
-            }
-            self.inner.flush_done.notify_all();
-            result?;
-        }
+        signing_key(&seed)
     }
 
     /// Audit entries with `seq > since`, oldest first, at most `limit`.
@@ -564,16 +578,16 @@ impl Db {
         if let Some(v) = self.kv().get(&k)? {
             return Ok(v);
         }
+        // Made in a transaction: two processes creating it at once agree on one value.
+        let tx = self.kv().begin_write()?;
+        if let Some(v) = tx.get(&k)? {
+            return Ok(v);
+        }
         let v = make();
         let mut b = Batch::default();
         b.put(k, v.clone());
-        self.commit(b)?;
+        tx.commit(b)?;
         Ok(v)
-    }
-
-    /// Durable feed high-water mark.
-    pub fn durable_seq(&self) -> u64 {
-        self.inner.durable_seq.load(Ordering::Acquire)
     }
 }
 

@@ -4,68 +4,26 @@
 //! Keys: `c/{unit}/{quarter}` → [`Counters`] (JSON); `t/{unit}/{indicator}` → milestones.
 //! The arithmetic (contributions, deltas, reports) is the pure `indicators` crate's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestones, Period, Quarter, Targets};
 
+use sync_core::plan::CounterDeltas;
+
 use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
 use crate::model::OrgTree;
-use crate::store::{prefix_end, Batch};
+use crate::store::{prefix_end, Batch, KvRead};
 
 fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
     key("c/", &[unit.as_bytes(), q.to_string().as_bytes()])
 }
 
-/// Figure changes gathered during one write, applied to the stored counters at the end.
-#[derive(Default)]
-pub struct Pending {
-    deltas: HashMap<(String, Quarter), Counters>,
-}
-
-impl Pending {
-    /// Adds one record's change: its old contribution out, the new one in.
-    pub fn record_change(
-        &mut self,
-        chain: &impl Fn(&str) -> Vec<String>,
-        old: Option<&Contribution>,
-        new: Option<&Contribution>,
-    ) {
-        for (unit, q, d) in indicators::deltas(old, new, |c| chain(c)) {
-            self.deltas.entry((unit, q)).or_default().add(&d);
-        }
-    }
-
-    /// Every (unit, quarter) whose counters this write changes.
-    pub fn touched(&self) -> Vec<(String, Quarter)> {
-        self.deltas.iter().filter(|(_, d)| !d.is_zero()).map(|(k, _)| k.clone()).collect()
-    }
-
-    /// Reads the current counters of every touched (unit, quarter), adds the deltas and puts
-    /// the sums into `batch`. Must run under the feed write lock (read-modify-write). Returns
-    /// the new sums, for [`Db::cache_counters`] once the batch is committed.
-    pub fn write_into(self, db: &Db, batch: &mut Batch) -> Result<NewSums, DbError> {
-        let mut sums = Vec::with_capacity(self.deltas.len());
-        for ((unit, q), delta) in self.deltas {
-            if delta.is_zero() {
-                continue;
-            }
-            let k = counter_key(&unit, q);
-            let mut sum = db.counters_by_key(&k)?;
-            sum.add(&delta);
-            if sum.is_zero() {
-                batch.delete(k.clone());
-            } else {
-                batch.put(k.clone(), to_json(&sum));
-            }
-            sums.push((k, sum));
-        }
-        Ok(NewSums(sums))
-    }
-}
-
-/// The in-memory copy of stored counters. `epoch` counts writes: a reader that missed the
-/// cache and read the store only caches what it read if no write happened meanwhile, so a
-/// value read just before a write can never overwrite the newer one in the cache.
+/// The in-memory copy of stored counters, kept only on a store no other process writes. A
+/// write transaction reads its counters through it (no other writer can run meanwhile) and
+/// puts its sums in once its batch is applied, before the next writer may begin. `epoch`
+/// counts writes: a reader outside a transaction that missed the cache and read the store
+/// only caches what it read if no write happened meanwhile, so a value read just before a
+/// write can never overwrite the newer one in the cache.
 #[derive(Default)]
 pub(crate) struct CountersCache {
     epoch: u64,
@@ -87,6 +45,9 @@ impl Db {
     }
 
     fn counters_by_key(&self, k: &[u8]) -> Result<Counters, DbError> {
+        if self.kv().shared() {
+            return Ok(get_json(self.kv(), k)?.unwrap_or_default());
+        }
         let epoch = {
             let cache = self.inner.counters_cache.lock();
             if let Some(c) = cache.map.get(k) {
@@ -105,8 +66,31 @@ impl Db {
         Ok(c)
     }
 
-    /// Puts sums that are now in the store into the cache (after their batch is committed).
+    /// Adds `deltas` to the counters as write transaction `tx` reads them, into `batch`.
+    /// Returns the new sums, for [`Db::cache_counters`] once the batch is applied.
+    pub(crate) fn add_counters(&self, tx: &dyn KvRead, deltas: &CounterDeltas, batch: &mut Batch) -> Result<NewSums, DbError> {
+        let mut sums = Vec::new();
+        for ((unit, q), delta) in deltas.iter() {
+            let k = counter_key(unit, *q);
+            // Through the cache: in a write transaction nobody else changes the counters, and
+            // a shared store bypasses the cache.
+            let mut sum = if self.kv().shared() { get_json(tx, &k)?.unwrap_or_default() } else { self.counters_by_key(&k)? };
+            sum.add(delta);
+            if sum.is_zero() {
+                batch.delete(k.clone());
+            } else {
+                batch.put(k.clone(), to_json(&sum));
+            }
+            sums.push((k, sum));
+        }
+        Ok(NewSums(sums))
+    }
+
+    /// Puts sums that are now in the store into the cache (after their batch is applied).
     pub(crate) fn cache_counters(&self, sums: NewSums) {
+        if self.kv().shared() {
+            return;
+        }
         let mut cache = self.inner.counters_cache.lock();
         cache.epoch += 1;
         if cache.map.len() + sums.0.len() > CACHE_LIMIT {
@@ -178,54 +162,54 @@ impl Db {
         Ok(indicators::report(unit, period, &chain, &targets, |q| sums.get(&q).cloned().unwrap_or_default(), &communes))
     }
 
-    /// Moves one record's contribution (old out, new in) in the stored counters, under the
-    /// feed lock and without flushing: exactly the per-record work the write path adds to a
-    /// batch. Public for `bench-indicators`, which times it.
+    /// Moves one record's contribution (old out, new in) in the stored counters, in a write
+    /// transaction of its own: exactly the per-record work the write path adds to a batch.
+    /// Public for `bench-indicators`, which times it.
     pub fn apply_figure_change(&self, old: Option<&Contribution>, new: Option<&Contribution>) -> Result<(), DbError> {
-        let _w = self.inner.feed_lock.write();
-        let tree = self.tree();
+        let tx = self.kv().begin_write()?;
+        let tree = self.tree_in(&*tx)?;
         let chain = |c: &str| tree.chain(c);
-        let mut pending = Pending::default();
-        pending.record_change(&chain, old, new);
+        let mut deltas = CounterDeltas::default();
+        deltas.record_change(&chain, old, new);
         let mut batch = Batch::default();
-        let sums = pending.write_into(self, &mut batch)?;
-        self.kv().apply(batch)?;
-        self.cache_counters(sums);
+        let mut sums = Some(self.add_counters(&*tx, &deltas, &mut batch)?);
+        tx.commit_then(batch, &mut || self.cache_counters(sums.take().expect("applied once")))?;
         Ok(())
     }
 
     /// Moves the figures of every record of `communes` from its chain in `old` to its chain in
     /// `new` (a unit moved or merged), into `batch`, and flags the approvals that changes. Runs
-    /// under the feed write lock; reads only record metadata (each holds its contribution).
-    pub(crate) fn reaggregate(&self, old: &OrgTree, new: &OrgTree, communes: &[String], batch: &mut Batch) -> Result<NewSums, DbError> {
-        let mut pending = Pending::default();
+    /// in write transaction `tx`; reads only record metadata (each holds its contribution).
+    pub(crate) fn reaggregate(&self, tx: &dyn KvRead, old: &OrgTree, new: &OrgTree, communes: &[String], batch: &mut Batch) -> Result<NewSums, DbError> {
+        let mut deltas = CounterDeltas::default();
         for c in communes {
             // A record of `c` has `c` as its commune: its two chains are computed once per commune.
             let (was, now) = (old.chain(c), new.chain(c));
             if was == now {
                 continue;
             }
-            for id in self.record_ids_of(c)? {
-                let Some(contribution) = self.get_meta(&id)?.and_then(|m| m.contribution) else { continue };
-                pending.record_change(&|x: &str| if x == c { was.clone() } else { old.chain(x) }, Some(&contribution), None);
-                pending.record_change(&|x: &str| if x == c { now.clone() } else { new.chain(x) }, None, Some(&contribution));
+            for id in Self::record_ids_in(tx, c)? {
+                let Some(contribution) = Self::meta_in(tx, &id)?.and_then(|m| m.contribution) else { continue };
+                deltas.record_change(&|x: &str| if x == c { was.clone() } else { old.chain(x) }, Some(&contribution), None);
+                deltas.record_change(&|x: &str| if x == c { now.clone() } else { new.chain(x) }, None, Some(&contribution));
             }
         }
-        self.flag_approvals(batch, pending.touched())?;
-        pending.write_into(self, batch)
+        Self::flag_approvals(tx, batch, deltas.touched())?;
+        self.add_counters(tx, &deltas, batch)
     }
 
     /// Recomputes every counter from the records themselves (recovery), replacing the stored
     /// ones, and returns how many records were read.
     pub fn rebuild_figures(&self) -> Result<usize, DbError> {
-        let _w = self.inner.feed_lock.write();
-        let tree = self.tree();
+        let tx = self.kv().begin_write()?;
+        let tree = self.tree_in(&*tx)?;
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
         let mut metas = Vec::new();
         let mut n = 0;
-        for (k, _) in self.kv().range(b"m/", &prefix_end(b"m/"), usize::MAX)? {
+        for (k, v) in tx.range(b"m/", &prefix_end(b"m/"), usize::MAX)? {
             let id = sync_protocol::RecordId(k[2..].try_into().map_err(|_| corrupt("meta", "bad key"))?);
-            let Some(doc) = self.load_doc(&id)? else { continue };
+            let Some(bytes) = tx.get(&key("r/", &[&id.0]))? else { continue };
+            let doc = sync_protocol::automerge::AutoCommit::load(&bytes).map_err(|e| corrupt("record document", e))?;
             let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
             let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
             if let Some(c) = &c {
@@ -233,24 +217,22 @@ impl Db {
                     sums.entry((unit, q)).or_default().add(&d);
                 }
             }
-            metas.push((k, c));
+            let mut meta: crate::records::RecordMeta = serde_json::from_slice(&v).map_err(|e| corrupt("meta", e))?;
+            meta.contribution = c;
+            metas.push((k, meta));
             n += 1;
         }
         let mut batch = Batch::default();
-        for (k, _) in self.kv().range(b"c/", &prefix_end(b"c/"), usize::MAX)? {
+        for (k, _) in tx.range(b"c/", &prefix_end(b"c/"), usize::MAX)? {
             batch.delete(k);
         }
         for ((unit, q), c) in sums {
             batch.put(counter_key(&unit, q), to_json(&c));
         }
-        for (k, c) in metas {
-            if let Some(mut meta) = get_json::<crate::records::RecordMeta>(self.kv(), &k)? {
-                meta.contribution = c;
-                batch.put(k, to_json(&meta));
-            }
+        for (k, meta) in metas {
+            batch.put(k, to_json(&meta));
         }
-        self.commit(batch)?;
-        self.clear_counters_cache();
+        tx.commit_then(batch, &mut || self.clear_counters_cache())?;
         Ok(n)
     }
 

@@ -16,66 +16,16 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sync_protocol::automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ReadDoc, Value as AmValue};
-use sync_protocol::doc::{self, ConflictValue, DocError};
+use sync_core::push::{Context, EditError, Merged, Verdict};
+use sync_protocol::automerge::{ActorId, AutoCommit};
+use sync_protocol::doc::{self, DocError};
 use sync_protocol::{Record, RecordId, RecordKind};
 
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
-use crate::records::Verdict;
-use crate::store::{prefix_end, Batch};
+use crate::store::{prefix_end, Batch, KvRead};
 
-/// A conflict as kept in the index: the field and its competing values (actor = device).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StoredConflict {
-    pub path: String,
-    pub values: Vec<ConflictValue>,
-}
-
-/// Every conflict of a document: fields with different concurrent values (see
-/// [`doc::conflicts`]) and, for a deleted record, edits made concurrently with the delete
-/// (reported on `deleted`: `true` from the deleter, `false` from each concurrent editor).
-pub fn detect_conflicts(doc: &mut AutoCommit) -> Result<Vec<StoredConflict>, DocError> {
-    let mut out: Vec<StoredConflict> =
-        doc::conflicts(doc)?.into_iter().map(|c| StoredConflict { path: c.path, values: c.values }).collect();
-    if out.iter().any(|c| c.path == "deleted") {
-        return Ok(out);
-    }
-    let winner = doc.get(ObjId::Root, "deleted").ok().flatten();
-    let Some((AmValue::Scalar(v), op)) = winner else { return Ok(out) };
-    if !matches!(v.as_ref(), sync_protocol::automerge::ScalarValue::Boolean(true)) {
-        return Ok(out);
-    }
-    let Some(del) = doc.hash_for_opid(&op) else { return Ok(out) };
-    let after: Vec<(ChangeHash, String, i64)> = doc
-        .get_changes(&[del])
-        .iter()
-        .filter(|c| c.hash() != del)
-        .map(|c| (c.hash(), c.actor_id().to_hex_string(), c.timestamp()))
-        .collect();
-    let mut editors: Vec<ConflictValue> = Vec::new();
-    for (hash, actor, at) in after {
-        // `hash` is concurrent with the delete when the delete is not in its history.
-        let concurrent = doc.get_changes(&[hash]).iter().any(|c| c.hash() == del);
-        if concurrent && !editors.iter().any(|e| e.actor == actor) {
-            editors.push(ConflictValue { value: Value::Bool(false), actor, at });
-        }
-    }
-    if !editors.is_empty() {
-        let meta = doc.get_change_meta_by_hash(&del).map(|m| (m.actor.to_hex_string(), m.timestamp));
-        let (actor, at) = meta.unwrap_or_default();
-        let mut values = vec![ConflictValue { value: Value::Bool(true), actor, at }];
-        values.extend(editors);
-        out.push(StoredConflict { path: "deleted".into(), values });
-    }
-    Ok(out)
-}
-
-/// (sex, birth year) of the person a record describes, when both are known.
-pub fn duplicate_key(record: &Record) -> Option<(String, i64)> {
-    let person = record.person()?;
-    Some((person.sex.clone()?, person.birth_year?))
-}
+pub use sync_core::conflicts::{detect_conflicts, duplicate_key, StoredConflict};
 
 fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
     key("q/", &[commune.as_bytes(), &id.0])
@@ -219,38 +169,44 @@ impl Db {
         Ok(ActorId::from(bytes))
     }
 
-    /// Applies `change` to record `id` as `who` (through the server's actor for them), checks it
-    /// and writes it like a pushed change. Runs under the feed write lock.
+    /// Applies each edit to its record as `who` (through the server's actor for them), checks
+    /// the results like a pushed change and writes them, with `audit`, in one transaction.
     fn server_change(
         &self,
         who: &Principal,
         edits: Vec<(RecordId, Box<dyn FnOnce(&mut AutoCommit) -> Result<(), DocError> + '_>)>,
         audit: AuditEvent,
     ) -> Result<(), DbError> {
-        let _w = self.inner.feed_lock.write();
-        let tree = self.tree();
+        // Made before the transaction: creating it is a write of its own.
         let actor = self.actor_for(&who.username)?;
+        let tx = self.kv().begin_write()?;
+        let tree = self.tree_in(&*tx)?;
         let on_behalf = Principal { device_id: "server".into(), ..who.clone() };
+        let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs() };
         let mut writes = Vec::new();
         for (id, edit) in edits {
-            let meta = self.get_meta(&id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
-            if !who.may_access_records_of(&tree, &meta.commune) {
+            let stored = Self::stored_in(&*tx, &id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
+            if !who.may_access_records_of(&tree, &stored.meta.commune) {
                 return Err(forbidden("that record is outside your scope"));
             }
-            let mut d = self.load_doc(&id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
-            let old_heads = d.get_heads();
-            d.set_actor(actor.clone());
-            edit(&mut d).map_err(|e| DbError::Invalid(e.to_string()))?;
-            match self.prepare_doc(&on_behalf, &tree, id, Some(meta), &old_heads, d)? {
+            let merged = match Merged::edited(id, stored, actor.clone(), edit) {
+                Ok(m) => m,
+                Err(EditError::Corrupt(e)) => return Err(corrupt("record", e)),
+                Err(EditError::Invalid(e)) => return Err(DbError::Invalid(e)),
+            };
+            let verdict = match merged {
+                Ok(m) => Self::decide(&*tx, ctx, m)?,
+                Err(v) => v,
+            };
+            match verdict {
                 Verdict::Write(p) => writes.push(*p),
                 Verdict::Unchanged => {}
                 Verdict::Refuse(sync_protocol::wire::PushOutcome::Rejected { reason }) => return Err(DbError::Invalid(reason)),
                 Verdict::Refuse(_) => return Err(DbError::Invalid("the change could not be applied".into())),
             }
         }
-        let seq = self.write_locked(&on_behalf, writes, Some(audit))?;
-        drop(_w);
-        self.wait_durable(seq)
+        self.write_prepared(tx, &on_behalf, writes, Some(audit))?;
+        Ok(())
     }
 
     /// Resolves conflict `conflict_id` (`{record_id}~{path}`) with `value` (one of the
@@ -372,9 +328,10 @@ impl Db {
     /// Approves `unit`'s figures for `period`: refused while a conflict is open under it.
     pub fn approve(&self, who: &Principal, unit: &str, period: indicators::Period) -> Result<Approval, DbError> {
         self.check_reviewer(who, unit)?;
-        // Under the feed lock from the figures read to the write: a change either lands before
-        // (and is in the approved figures) or after (and flags the approval), never in between.
-        let _w = self.inner.feed_lock.write();
+        // In one write transaction from the figures read to the write: a change either lands
+        // before (and is in the approved figures) or after (and flags the approval), never in
+        // between. Nothing else writes meanwhile, so the figures read are the transaction's.
+        let tx = self.kv().begin_write()?;
         let open = self.open_conflicts(unit)?;
         if open > 0 {
             return Err(DbError::Conflict(format!("{open} record(s) with open conflicts under {unit}: resolve them before approving")));
@@ -393,7 +350,9 @@ impl Db {
         };
         let mut batch = Batch::default();
         batch.put(key("ap/", &[unit.as_bytes(), period.to_string().as_bytes()]), to_json(&approval));
-        self.commit_audited(batch, Some(AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") }))?;
+        let ev = AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") };
+        self.audit_into(&*tx, &mut batch, Some(ev))?;
+        tx.commit(batch)?;
         Ok(approval)
     }
 
@@ -410,12 +369,13 @@ impl Db {
         Ok(out)
     }
 
-    /// Flags, within `batch`, every approval whose unit and period a write changes.
-    pub(crate) fn flag_approvals(&self, batch: &mut Batch, touched: Vec<(String, indicators::Quarter)>) -> Result<(), DbError> {
+    /// Flags, within `batch`, every approval whose unit and period a write changes, as write
+    /// transaction `tx` reads them.
+    pub(crate) fn flag_approvals(tx: &dyn KvRead, batch: &mut Batch, touched: Vec<(String, indicators::Quarter)>) -> Result<(), DbError> {
         let mut changed: HashMap<Vec<u8>, Approval> = HashMap::new();
         for (unit, q) in touched {
             let prefix = key("ap/", &[unit.as_bytes(), b""]);
-            for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
+            for (k, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
                 let mut a = match changed.remove(&k) {
                     Some(a) => a,
                     None => serde_json::from_slice::<Approval>(&v).map_err(|e| corrupt("approval", e))?,

@@ -51,9 +51,9 @@ async fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResul
 
 pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<Response> {
     require_metrics_reader(&state, &headers).await?;
-    // sled reads its files' sizes for this: off the async workers.
+    // Store reads (and sled's file sizes): off the async workers.
     let db = state.db.clone();
-    let size_on_disk = blocking(move || Ok(db.kv().size_on_disk())).await?;
+    let (feed_seq, size_on_disk) = blocking(move || Ok((db.feed_seq()?, db.kv().size_on_disk()))).await?;
     let m = &state.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let body = format!(
@@ -77,7 +77,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
         g(&m.login_failures),
         g(&m.logins_refused),
         g(&m.refresh_failures),
-        state.db.durable_seq(),
+        feed_seq,
         size_on_disk,
     ) + &prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())

@@ -1,0 +1,225 @@
+//! Storage: an ordered key-value store with serialised, atomic, durable write transactions,
+//! behind the [`Kv`] trait.
+//!
+//! Everything the server keeps (documents, the change feed, users, figures, the audit chain)
+//! lives in one keyspace under short prefixes (see `db.rs`), so one [`Batch`] can change a
+//! document, its feed entry and the figures it moves atomically. [`SledKv`] is the embedded
+//! store; [`MemKv`] serves unit tests. `tests::conformance` runs the same suite against each.
+
+/// Storage failures. Small on purpose: callers either retry later or report a server error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} cannot be opened: {reason}. If it was damaged, restore it from a backup with `gesync-server restore --data-dir DIR --from FILE`")]
+    Open { path: String, reason: String },
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An atomic group of writes.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), Some(value.into())));
+    }
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// Reads of an ordered key-value store.
+pub trait KvRead {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries with `start <= key < end`, in key order, at most `limit` of them.
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// The last entry with `start <= key < end`, if any.
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Every entry, in key order (backup).
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>;
+}
+
+/// A write transaction: from [`Kv::begin_write`] until it commits or is dropped, no other
+/// write transaction on the same store runs, in this process or in any other process sharing
+/// the store. Its reads see every transaction committed before it began.
+pub trait WriteTx: KvRead {
+    /// Applies `batch` atomically and returns once it is durable. Dropping the transaction
+    /// instead writes nothing.
+    fn commit(self: Box<Self>, batch: Batch) -> Result<(), StoreError> {
+        self.commit_then(batch, &mut || {})
+    }
+    /// [`WriteTx::commit`] that runs `applied` once the batch is applied and before another
+    /// write transaction of this process may begin: where an in-process cache of what the
+    /// batch changed is brought up to date.
+    fn commit_then(self: Box<Self>, batch: Batch, applied: &mut dyn FnMut()) -> Result<(), StoreError>;
+}
+
+/// An ordered key-value store with serialised, atomic, durable write transactions: the seam
+/// below which each backend guarantees its part of the invariants (see `ARCHITECTURE.md`).
+///
+/// Reads on the store itself see the latest committed state, key by key; [`Kv::begin_read`]
+/// gives one consistent cut for reading several keys.
+pub trait Kv: KvRead + Send + Sync + 'static {
+    fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
+    /// A consistent read of the whole store: no transaction is half-visible in it.
+    fn begin_read(&self) -> Result<Box<dyn KvRead + '_>, StoreError>;
+    /// Returns once everything visible to reads is durable: callers wait for this before they
+    /// hand out what they read (a store whose commits are durable once visible returns at once).
+    fn wait_durable(&self) -> Result<(), StoreError>;
+    /// Whether other processes may write to the store too: then nothing read may be cached
+    /// across requests without checking it is still current.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Bytes on disk, for metrics (0 for memory).
+    fn size_on_disk(&self) -> u64;
+    /// A short description for logs and `/healthz` (never credentials).
+    fn describe(&self) -> String;
+    /// Writes `batch` in a transaction of its own (a convenience over [`Kv::begin_write`]).
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.begin_write()?.commit(batch)
+    }
+}
+
+/// The end of the prefix range: the smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xFF; prefix.len() + 1]
+}
+
+mod local;
+pub use local::{MemKv, SledKv};
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_directory_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kv = SledKv::open(&data).unwrap();
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+        // A backup of it likewise.
+        let db = crate::Db::open(Box::new(kv)).unwrap();
+        let out = dir.path().join("backup.gsb");
+        crate::backup::write_backup(&db, &out).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// The conformance suite every [`Kv`] implementation must pass.
+    pub(crate) fn conformance(kv: &dyn Kv) {
+        assert_eq!(kv.get(b"a").unwrap(), None);
+        let mut b = Batch::default();
+        b.put(b"a/1".to_vec(), b"one".to_vec());
+        b.put(b"a/2".to_vec(), b"two".to_vec());
+        b.put(b"a/3".to_vec(), b"three".to_vec());
+        b.put(b"b/1".to_vec(), b"other".to_vec());
+        kv.write(b).unwrap();
+        assert_eq!(kv.get(b"a/2").unwrap().as_deref(), Some(&b"two"[..]));
+
+        let all = kv.range(b"a/", &prefix_end(b"a/"), 100).unwrap();
+        let keys: Vec<&[u8]> = all.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(keys, [&b"a/1"[..], b"a/2", b"a/3"]);
+        assert_eq!(kv.range(b"a/", &prefix_end(b"a/"), 2).unwrap().len(), 2);
+        assert_eq!(kv.range(b"a/2", b"a/3", 10).unwrap().len(), 1, "end is exclusive");
+        assert!(kv.range(b"z", b"a", 10).unwrap().is_empty(), "inverted range is empty");
+        assert_eq!(kv.last_in(b"a/", &prefix_end(b"a/")).unwrap().unwrap().0, b"a/3");
+        assert_eq!(kv.last_in(b"c/", &prefix_end(b"c/")).unwrap(), None);
+
+        // A batch mixing puts and deletes applies as a whole, in order.
+        let mut b = Batch::default();
+        b.delete(b"a/1".to_vec());
+        b.put(b"a/4".to_vec(), b"four".to_vec());
+        b.put(b"a/4".to_vec(), b"FOUR".to_vec());
+        kv.write(b).unwrap();
+        assert_eq!(kv.get(b"a/1").unwrap(), None);
+        assert_eq!(kv.get(b"a/4").unwrap().as_deref(), Some(&b"FOUR"[..]));
+
+        let mut seen = Vec::new();
+        kv.for_each(&mut |k, _| {
+            seen.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 4);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "for_each is in key order");
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+
+        // A transaction dropped without committing writes nothing.
+        {
+            let tx = kv.begin_write().unwrap();
+            assert_eq!(tx.get(b"a/2").unwrap().as_deref(), Some(&b"two"[..]));
+        }
+        assert_eq!(kv.get(b"a/2").unwrap().as_deref(), Some(&b"two"[..]));
+    }
+
+    /// Write transactions are serialised: read-modify-writes from many threads lose nothing,
+    /// and a consistent read never sees one half-applied.
+    pub(crate) fn concurrent_transactions(kv: &(dyn Kv + Sync)) {
+        const THREADS: u64 = 4;
+        const EACH: u64 = 50;
+        let read = |tx: &dyn KvRead, k: &[u8]| tx.get(k).unwrap().map(|v| u64::from_be_bytes(v.try_into().unwrap())).unwrap_or(0);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for _ in 0..EACH {
+                        let tx = kv.begin_write().unwrap();
+                        // Two keys that must always move together.
+                        let (x, y) = (read(&*tx, b"t/x"), read(&*tx, b"t/y"));
+                        let mut b = Batch::default();
+                        b.put(b"t/x".to_vec(), (x + 1).to_be_bytes().to_vec());
+                        b.put(b"t/y".to_vec(), (y + 1).to_be_bytes().to_vec());
+                        tx.commit(b).unwrap();
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..EACH {
+                    let cut = kv.begin_read().unwrap();
+                    assert_eq!(read(&*cut, b"t/x"), read(&*cut, b"t/y"), "a consistent read");
+                }
+            });
+        });
+        assert_eq!(read(kv, b"t/x"), THREADS * EACH, "no update lost");
+        kv.wait_durable().unwrap();
+    }
+
+    #[test]
+    fn mem_kv_conforms() {
+        conformance(&MemKv::default());
+        concurrent_transactions(&MemKv::default());
+    }
+
+    #[test]
+    fn sled_kv_conforms_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let kv = SledKv::open(dir.path()).unwrap();
+            conformance(&kv);
+            concurrent_transactions(&kv);
+        }
+        let kv = SledKv::open(dir.path()).unwrap();
+        assert_eq!(kv.get(b"a/4").unwrap().as_deref(), Some(&b"FOUR"[..]));
+    }
+}

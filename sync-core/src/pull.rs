@@ -1,0 +1,288 @@
+//! Planning one pull page, step by step, without reading anything itself.
+//!
+//! The driver reads the feed entries of the caller's communes after its cursor
+//! ([`page_entries`] bounds and orders them), then runs a [`PagePlanner`]: each
+//! [`PagePlanner::step`] either asks for one record's metadata or stored document, or gives
+//! the finished [`Page`]. The page keeps to the phone's byte budget; a record larger than the
+//! page on its own goes in slices of its stored document, which the phone resumes.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sync_protocol::automerge::{AutoCommit, ChangeHash};
+use sync_protocol::wire::{Hash, PartResume, PullDoc, PullPart, SyncRequest, DEFAULT_PAGE_BYTES, MIN_PAGE_BYTES};
+use sync_protocol::{heads_from_wire, RecordId};
+
+use crate::meta::RecordMeta;
+use crate::{corrupt, Corrupt};
+
+/// Records per pull page at most.
+pub const PAGE_RECORDS: usize = 2000;
+
+/// How one pull page is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSpec {
+    /// Bytes of changes the answer may carry.
+    pub budget: usize,
+    /// Whether a record larger than the budget may go in slices (version 2 phones, which name a
+    /// page size); a version 1 phone gets such a record whole, as it always did.
+    pub slices: bool,
+    pub resume: Option<PartResume>,
+}
+
+impl PageSpec {
+    pub fn of(req: &SyncRequest) -> PageSpec {
+        match req.page_bytes {
+            0 => PageSpec { budget: DEFAULT_PAGE_BYTES as usize, slices: false, resume: None },
+            n => PageSpec { budget: n.clamp(MIN_PAGE_BYTES, DEFAULT_PAGE_BYTES) as usize, slices: true, resume: req.resume },
+        }
+    }
+}
+
+/// One pull page: what the phone gets and where its cursor goes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Page {
+    pub docs: Vec<PullDoc>,
+    pub part: Option<PullPart>,
+    /// The cursor after this page.
+    pub next: u64,
+    /// The feed's end this page was read against.
+    pub high: u64,
+    pub more: bool,
+}
+
+/// The opaque cursor handed to phones: the feed position and a fingerprint of the scope it was
+/// computed for, so that a user moved to another commune starts again from zero.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cursor {
+    pub seq: u64,
+    pub scope: u64,
+}
+
+impl Cursor {
+    /// The feed position of a cursor made for `scope`; `None` for one made for another scope
+    /// (the user moved), or none at all, or anything else: the phone starts from the beginning.
+    pub fn decode(bytes: &[u8], scope: u64) -> Option<u64> {
+        match postcard::from_bytes::<Cursor>(bytes) {
+            Ok(c) if c.scope == scope => Some(c.seq),
+            _ => None,
+        }
+    }
+
+    pub fn encode(self) -> Vec<u8> {
+        postcard::to_allocvec(&self).expect("a cursor encodes")
+    }
+}
+
+/// FNV-1a over the sorted commune list: stable across restarts and builds.
+pub fn scope_fingerprint(communes: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for c in communes {
+        for b in c.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// The entries of one page, in feed order, and the cursor after them, from each commune's feed
+/// entries in `(cursor, high]` (each list in order, at most [`PAGE_RECORDS`] long: a full list
+/// may have more past its end, so nothing past its last entry is complete).
+pub fn page_entries(per_commune: Vec<Vec<(u64, RecordId)>>, high: u64) -> (Vec<(u64, RecordId)>, u64) {
+    let mut bound = high;
+    for got in &per_commune {
+        if got.len() >= PAGE_RECORDS {
+            bound = bound.min(got.last().map(|e| e.0).unwrap_or(high));
+        }
+    }
+    let mut entries: Vec<(u64, RecordId)> = per_commune.into_iter().flatten().filter(|(s, _)| *s <= bound).collect();
+    entries.sort_unstable();
+    let mut next = bound;
+    if entries.len() >= PAGE_RECORDS {
+        entries.truncate(PAGE_RECORDS);
+        next = entries.last().map(|e| e.0).unwrap_or(bound);
+    }
+    (entries, next)
+}
+
+/// What the planner needs next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The metadata of this record.
+    Meta(RecordId),
+    /// The stored document of this record.
+    Doc(RecordId),
+}
+
+/// One step of planning a page.
+#[derive(Debug)]
+pub enum Step {
+    Need(Need),
+    Done(Page),
+}
+
+/// The driver's answer to a [`Need`].
+#[derive(Debug)]
+pub enum Answer {
+    Meta(Option<RecordMeta>),
+    Doc(Option<Vec<u8>>),
+}
+
+/// Plans one page over entries in feed order (see the module documentation).
+pub struct PagePlanner {
+    cursor: u64,
+    entries: Vec<(u64, RecordId)>,
+    /// Heads each record pushed in this same request now has on the phone.
+    pushed: HashMap<RecordId, Vec<Hash>>,
+    want_full: HashSet<RecordId>,
+    spec: PageSpec,
+    page: Page,
+    bytes: usize,
+    at: usize,
+    meta: Option<RecordMeta>,
+}
+
+impl PagePlanner {
+    /// `entries` and `next` as [`page_entries`] gives them; `high` the feed's end they were read
+    /// against.
+    pub fn new(
+        cursor: u64,
+        high: u64,
+        (entries, next): (Vec<(u64, RecordId)>, u64),
+        pushed: HashMap<RecordId, Vec<Hash>>,
+        want_full: &[RecordId],
+        spec: PageSpec,
+    ) -> PagePlanner {
+        // A cursor past the feed's end (only a forged or foreign one can be) is answered with
+        // the feed's end.
+        let (entries, next) = if cursor >= high { (Vec::new(), high) } else { (entries, next) };
+        PagePlanner {
+            cursor,
+            entries,
+            pushed,
+            want_full: want_full.iter().copied().collect(),
+            spec,
+            page: Page { next, high, more: next < high, ..Page::default() },
+            bytes: 0,
+            at: 0,
+            meta: None,
+        }
+    }
+
+    /// Takes the answer to the last [`Need`] (none at the first call) and goes on until it
+    /// needs something more or the page is done.
+    pub fn step(&mut self, answer: Option<Answer>) -> Result<Step, Corrupt> {
+        match answer {
+            None => {}
+            Some(Answer::Meta(None)) => self.at += 1,
+            Some(Answer::Meta(Some(m))) => {
+                if m.history.back().is_none() {
+                    self.at += 1;
+                } else {
+                    self.meta = Some(m);
+                }
+            }
+            Some(Answer::Doc(doc)) => {
+                let meta = self.meta.take().expect("a document is asked after its metadata");
+                if let Some(done) = self.place(meta, doc)? {
+                    return Ok(Step::Done(done));
+                }
+                self.at += 1;
+            }
+        }
+        loop {
+            let Some(&(seq, id)) = self.entries.get(self.at) else {
+                return Ok(Step::Done(std::mem::take(&mut self.page)));
+            };
+            let Some(meta) = &self.meta else { return Ok(Step::Need(Need::Meta(id))) };
+            let current = &meta.history.back().expect("checked on arrival").1;
+            let resumed = self.page.docs.is_empty() && self.spec.slices && self.spec.resume.is_some_and(|r| r.id == id && r.seq == seq);
+            if !resumed && heads_from_wire(current).iter().all(|h| self.known(meta).contains(h)) {
+                // The phone already has the current heads (its own push): nothing to send.
+                self.meta = None;
+                self.at += 1;
+                continue;
+            }
+            return Ok(Step::Need(Need::Doc(id)));
+        }
+    }
+
+    /// The heads the phone is known to have of a record.
+    fn known(&self, meta: &RecordMeta) -> Vec<ChangeHash> {
+        let id = self.entries[self.at].1;
+        let mut known = Vec::new();
+        if !self.want_full.contains(&id) {
+            known.extend(meta.heads_at(self.cursor).unwrap_or_default());
+            if let Some(h) = self.pushed.get(&id) {
+                known.extend(heads_from_wire(h));
+            }
+        }
+        known
+    }
+
+    /// Puts the current entry's record in the page, given its stored document; `Some` when the
+    /// page is finished with it.
+    fn place(&mut self, meta: RecordMeta, doc: Option<Vec<u8>>) -> Result<Option<Page>, Corrupt> {
+        let Some(doc) = doc else { return Ok(None) };
+        let (seq, id) = self.entries[self.at];
+        let current = meta.history.back().expect("checked on arrival").1.clone();
+        // Everything before this entry is in this page or already on the phone.
+        let before = if self.at == 0 { self.cursor } else { self.entries[self.at - 1].0 };
+        if self.page.docs.is_empty() && self.spec.slices {
+            if let Some(r) = self.spec.resume.filter(|r| r.id == id && r.seq == seq) {
+                return Ok(Some(self.slice((seq, id), &current, &doc, r.offset, before)));
+            }
+        }
+        let known = self.known(&meta);
+        // The common case needs no Automerge work: a phone with nothing of the record gets the
+        // stored document as it is.
+        let changes = if known.is_empty() {
+            None
+        } else {
+            let mut d = AutoCommit::load(&doc).map_err(|e| corrupt("record document", e))?;
+            Some(d.save_after(&known))
+        };
+        let len = changes.as_ref().map_or(doc.len(), Vec::len);
+        if len == 0 {
+            return Ok(None);
+        }
+        if self.bytes + len > self.spec.budget {
+            if self.page.docs.is_empty() && self.spec.slices {
+                // Too large for any page on its own: its stored document goes in slices.
+                return Ok(Some(self.slice((seq, id), &current, &doc, 0, before)));
+            }
+            if !self.page.docs.is_empty() {
+                // Cut here: the phone has everything before this entry.
+                self.page.next = before;
+                self.page.more = true;
+                return Ok(Some(std::mem::take(&mut self.page)));
+            }
+        }
+        let changes = changes.unwrap_or(doc);
+        self.bytes += changes.len();
+        self.page.docs.push(PullDoc { id, changes, heads: current });
+        Ok(None)
+    }
+
+    /// A page holding one slice of record `id`'s stored document `doc` (at feed position
+    /// `seq`) from `offset`. The cursor stays at `before` until the last slice, which moves it
+    /// past the record. An offset the document does not have (it shrank? a forged resume)
+    /// starts over.
+    fn slice(&mut self, (seq, id): (u64, RecordId), heads: &[Hash], doc: &[u8], offset: u64, before: u64) -> Page {
+        let mut page = std::mem::take(&mut self.page);
+        let total = doc.len();
+        let start = if offset as usize >= total { 0 } else { offset as usize };
+        let end = (start + self.spec.budget).min(total);
+        page.docs.clear();
+        page.part = Some(PullPart { id, seq, offset: start as u64, total: total as u64, bytes: doc[start..end].to_vec(), heads: heads.to_vec() });
+        if end == total {
+            page.next = seq;
+            page.more = seq < page.high;
+        } else {
+            page.next = before;
+            page.more = true;
+        }
+        page
+    }
+}

@@ -1,0 +1,252 @@
+//! One pushed record, merged onto its stored version and checked: pure functions of the push,
+//! the stored version and a [`Context`].
+//!
+//! Two steps, because one check needs stored state that only the merge reveals:
+//! 1. [`merge`] (or [`Merged::edited`] for a change the server makes on a reviewer's behalf)
+//!    applies the changes and lists the Automerge actors of the new changes;
+//! 2. the driver looks up who owns those actors, and [`decide`] gives the [`Verdict`]: schema,
+//!    fixed fields, scope, actor ownership, the figures contribution, conflicts, size.
+
+use std::collections::HashMap;
+
+use sync_protocol::automerge::{AutoCommit, ChangeHash};
+use sync_protocol::doc;
+use sync_protocol::wire::{PushDoc, PushOutcome};
+use sync_protocol::{heads_to_wire, RecordId};
+
+use crate::conflicts::{detect_conflicts, duplicate_key, StoredConflict};
+use crate::meta::{ActorOwner, RecordMeta, HISTORY};
+use crate::org::{OrgTree, Principal, COMMUNE_LEVEL};
+use crate::{corrupt, Corrupt};
+
+/// Largest stored document of one record. A case record is a few KB; this leaves room for years
+/// of edits while no single record can grow without bound (each new phone must pull it).
+pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+/// Most new changes one push may bring to one record.
+pub const MAX_CHANGES_PER_PUSH: usize = 5_000;
+
+/// Who pushes, on which map, when.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub who: &'a Principal,
+    pub tree: &'a OrgTree,
+    /// Unix seconds, for the metadata's `updated_at`.
+    pub now: i64,
+}
+
+/// A record as a store holds it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub meta: RecordMeta,
+    /// The saved Automerge document.
+    pub doc: Vec<u8>,
+}
+
+/// A pushed record, checked, ready to be written.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub id: RecordId,
+    /// The stored version it was merged onto (`None` for a new record): a store commits it only
+    /// if that is still the stored version.
+    pub base_seq: Option<u64>,
+    pub doc: Vec<u8>,
+    /// The new metadata; its `seq` (and latest history point) are given at commit.
+    pub meta: RecordMeta,
+    pub old_contribution: Option<indicators::Contribution>,
+    pub conflicts: Vec<StoredConflict>,
+    /// Actors of the new changes that nobody owned yet: they become the pusher's device's.
+    pub new_actors: Vec<String>,
+}
+
+/// What becomes of one pushed record.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Nothing new (a retried push): acknowledge without writing.
+    Unchanged,
+    Write(Box<Prepared>),
+    Refuse(PushOutcome),
+}
+
+pub(crate) fn reject(reason: String) -> Verdict {
+    Verdict::Refuse(PushOutcome::Rejected { reason })
+}
+
+/// A record with its new changes applied, waiting for the owners of the actors that made them.
+#[derive(Debug)]
+pub struct Merged {
+    id: RecordId,
+    meta: Option<RecordMeta>,
+    doc: AutoCommit,
+    actors: Vec<String>,
+}
+
+impl Merged {
+    /// A document with changes applied onto the stored version whose heads were `old_heads`
+    /// (and whose metadata is `meta`; `None` for a new record).
+    pub fn from_doc(id: RecordId, meta: Option<RecordMeta>, old_heads: Vec<ChangeHash>, mut doc: AutoCommit) -> Result<Merged, Verdict> {
+        if doc.get_heads() == old_heads {
+            return Err(Verdict::Unchanged);
+        }
+        let changes = doc.get_changes(&old_heads);
+        if changes.len() > MAX_CHANGES_PER_PUSH {
+            return Err(reject(format!("{} changes in one push to one record: at most {MAX_CHANGES_PER_PUSH}", changes.len())));
+        }
+        let mut actors: Vec<String> = Vec::new();
+        for change in changes {
+            let actor = change.actor_id().to_hex_string();
+            if !actors.contains(&actor) {
+                actors.push(actor);
+            }
+        }
+        Ok(Merged { id, meta, doc, actors })
+    }
+
+    /// The server's own change to a stored record (a reviewer's resolution, a duplicate merge):
+    /// `edit` runs on the stored document with `actor`, the server's actor for that reviewer.
+    pub fn edited(
+        id: RecordId,
+        stored: Stored,
+        actor: sync_protocol::automerge::ActorId,
+        edit: impl FnOnce(&mut AutoCommit) -> Result<(), doc::DocError>,
+    ) -> Result<Result<Merged, Verdict>, EditError> {
+        let mut d = AutoCommit::load(&stored.doc).map_err(|e| EditError::Corrupt(corrupt("record document", e)))?;
+        let old_heads = d.get_heads();
+        d.set_actor(actor);
+        edit(&mut d).map_err(|e| EditError::Invalid(e.to_string()))?;
+        Ok(Merged::from_doc(id, Some(stored.meta), old_heads, d))
+    }
+
+    /// The Automerge actors of the new changes: [`decide`] needs to know who owns each.
+    pub fn actors(&self) -> &[String] {
+        &self.actors
+    }
+
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+}
+
+/// Why the server's own edit of a record failed.
+#[derive(Debug)]
+pub enum EditError {
+    Corrupt(Corrupt),
+    /// The edit itself was refused (a value the schema does not allow...).
+    Invalid(String),
+}
+
+/// Applies a pushed record's changes onto its stored version (`None`: the server has none).
+/// `Err` is the verdict already reached: refused, nothing new, or "send it whole".
+pub fn merge(ctx: Context<'_>, push: &PushDoc, stored: Option<Stored>) -> Result<Result<Merged, Verdict>, Corrupt> {
+    let (meta, bytes) = match stored {
+        Some(s) => (Some(s.meta), Some(s.doc)),
+        None => (None, None),
+    };
+    if let Some(m) = &meta {
+        if !ctx.who.may_access_records_of(ctx.tree, &m.commune) {
+            return Ok(Err(reject(format!("record {} belongs to a commune outside your scope", push.id))));
+        }
+    }
+    // Automerge inflates deflated chunks without a limit: bound them before it sees them.
+    if let Err(e) = sync_protocol::inflate::check_inflation(&push.changes, sync_protocol::inflate::MAX_INFLATED_BYTES) {
+        return Ok(Err(reject(format!("the pushed changes are refused: {e}"))));
+    }
+    let mut doc = match bytes {
+        Some(b) => AutoCommit::load(&b).map_err(|e| corrupt("record document", e))?,
+        None => AutoCommit::new(),
+    };
+    let old_heads = doc.get_heads();
+    if doc.load_incremental(&push.changes).is_err() {
+        return Ok(Err(reject("the pushed changes are not valid Automerge data".into())));
+    }
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Ok(Err(Verdict::Refuse(PushOutcome::NeedFull)));
+    }
+    // Automerge applies what it can of damaged or cut bytes and only warns: acknowledge only a
+    // push that holds every change the phone says it has, or the phone would take its unsent
+    // changes for stored. A phone that sent what it has whole gets a refusal.
+    if push.heads.iter().any(|h| doc.get_change_by_hash(&ChangeHash(*h)).is_none()) {
+        return Ok(Err(if meta.is_none() || old_heads.is_empty() {
+            reject("the pushed changes do not hold the heads they claim (damaged or cut short): sync again".into())
+        } else {
+            Verdict::Refuse(PushOutcome::NeedFull)
+        }));
+    }
+    Ok(Merged::from_doc(push.id, meta, old_heads, doc))
+}
+
+/// Checks a merged record and prepares its write. `owners` holds the owner of each of
+/// [`Merged::actors`] that has one (an actor missing from it is new and becomes the pusher's).
+pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOwner>) -> Result<Verdict, Corrupt> {
+    let Merged { id, meta, doc: mut d, actors, .. } = merged;
+    let heads = d.get_heads();
+    let kind = match doc::check_doc(&d) {
+        Ok(k) => k,
+        Err(e) => return Ok(reject(e.to_string())),
+    };
+    let communes = doc::all_root_strings(&d, "commune").map_err(|e| corrupt("doc", e))?;
+    let commune = match (&meta, communes.as_slice()) {
+        (Some(m), [c]) if *c == m.commune && kind == m.kind => c.clone(),
+        (Some(m), _) if kind != m.kind => return Ok(reject("field `kind` is fixed when the record is created".into())),
+        (Some(_), _) => return Ok(reject("field `commune` is fixed when the record is created".into())),
+        (None, [c]) => c.clone(),
+        (None, _) => return Ok(reject("field `commune` must have exactly one value".into())),
+    };
+    if meta.is_none() {
+        match ctx.tree.get(&commune) {
+            Some(u) if u.level == COMMUNE_LEVEL => {}
+            Some(_) => return Ok(reject(format!("`{commune}` is not a commune"))),
+            None => return Ok(reject(format!("unknown commune `{commune}`"))),
+        }
+        if !ctx.who.may_access_records_of(ctx.tree, &commune) {
+            return Ok(reject(format!("commune `{commune}` is outside your scope")));
+        }
+    }
+    // Every change's actor must belong to this device (or be new, and then it becomes this
+    // device's): a phone cannot write in another device's name.
+    let mut new_actors = Vec::new();
+    for actor in actors {
+        match owners.get(&actor) {
+            Some(owner) if owner.username == ctx.who.username && owner.device_id == ctx.who.device_id => {}
+            Some(_) => return Ok(reject("the changes claim an Automerge actor that belongs to another device".into())),
+            None => new_actors.push(actor),
+        }
+    }
+    let view = doc::view(&d).map_err(|e| corrupt("doc", e))?;
+    let conflicts = detect_conflicts(&mut d).map_err(|e| corrupt("doc", e))?;
+    // Parsed once: the figures, the metadata and the duplicate check read the typed view.
+    let typed = sync_protocol::Record::parse(&view);
+    let contribution = typed.as_ref().and_then(indicators::Contribution::from_typed);
+    let mut history = meta.as_ref().map(|m| m.history.clone()).unwrap_or_default();
+    history.push_back((0, heads_to_wire(&heads))); // the sequence number is given at commit
+    while history.len() > HISTORY {
+        history.pop_front();
+    }
+    let doc_bytes = doc::save_record(&mut d);
+    if doc_bytes.len() > MAX_RECORD_BYTES {
+        return Ok(reject(format!(
+            "the record would be {} KB, more than the {} KB one record may hold: start a new record for further notes",
+            doc_bytes.len() / 1024,
+            MAX_RECORD_BYTES / 1024
+        )));
+    }
+    Ok(Verdict::Write(Box::new(Prepared {
+        id,
+        base_seq: meta.as_ref().map(|m| m.seq),
+        doc: doc_bytes,
+        old_contribution: meta.as_ref().and_then(|m| m.contribution.clone()),
+        meta: RecordMeta {
+            kind,
+            commune,
+            seq: 0,
+            deleted: typed.as_ref().is_some_and(sync_protocol::Record::deleted),
+            date: typed.as_ref().and_then(sync_protocol::Record::date).map(|d| d.format("%Y-%m-%d").to_string()),
+            history,
+            updated_at: ctx.now,
+            contribution,
+            dup: typed.as_ref().and_then(duplicate_key),
+            conflicts: conflicts.len() as u32,
+        },
+        conflicts,
+        new_actors,
+    })))
+}

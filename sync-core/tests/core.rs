@@ -1,0 +1,235 @@
+//! The core's verdicts, plans and pages, each on in-memory data.
+
+mod support;
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use sync_core::meta::ActorOwner;
+use sync_core::plan::CommitPlan;
+use sync_core::pull::{Cursor, PageSpec};
+use sync_core::push::{decide, merge, Context, Merged, Verdict};
+use sync_protocol::automerge::{ActorId, AutoCommit};
+use sync_protocol::wire::{PartResume, PushDoc, PushOutcome, SyncRequest, MIN_PAGE_BYTES};
+use sync_protocol::{doc, heads_to_wire, RecordId, RecordKind};
+
+use support::{officer, reviewer, tree, MemServer};
+
+fn news(commune: &str, date: &str) -> AutoCommit {
+    doc::new_record(RecordKind::NewsItem, &json!({"commune": commune, "published_on": date}), ActorId::random()).unwrap()
+}
+
+fn push_of(id: RecordId, d: &mut AutoCommit) -> PushDoc {
+    PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
+}
+
+fn verdict(server: &MemServer, who: &sync_core::org::Principal, push: &PushDoc) -> Verdict {
+    let tree = tree();
+    let ctx = Context { who, tree: &tree, now: 0 };
+    match merge(ctx, push, server.records.get(&push.id).cloned()).unwrap() {
+        Ok(m) => {
+            let owners: HashMap<String, ActorOwner> = m.actors().iter().filter_map(|a| server.owners.get(a).map(|o| (a.clone(), o.clone()))).collect();
+            decide(ctx, m, &owners).unwrap()
+        }
+        Err(v) => v,
+    }
+}
+
+fn refused(v: &Verdict) -> String {
+    match v {
+        Verdict::Refuse(PushOutcome::Rejected { reason }) => reason.clone(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_record_is_checked_for_scope_schema_and_actor() {
+    let (tree, server) = (tree(), MemServer::default());
+    let an = officer("an", "04701", "an-1");
+    let mut d = news("04701", "2025-02-01");
+    let id = RecordId::random();
+    let Verdict::Write(p) = verdict(&server, &an, &push_of(id, &mut d)) else { panic!("accepted") };
+    assert_eq!((p.meta.commune.as_str(), p.meta.seq, p.base_seq), ("04701", 0, None));
+    assert_eq!(p.new_actors, vec![d.get_actor().to_hex_string()], "the new actor becomes the device's");
+    assert_eq!(p.meta.date.as_deref(), Some("2025-02-01"));
+    assert_eq!(p.meta.history.back().unwrap().1, heads_to_wire(&d.get_heads()));
+
+    // Another commune's record, an unknown commune, a district as commune: refused.
+    assert!(refused(&verdict(&server, &an, &push_of(RecordId::random(), &mut news("04702", "2025-02-01")))).contains("outside your scope"));
+    assert!(refused(&verdict(&server, &an, &push_of(RecordId::random(), &mut news("09999", "2025-02-01")))).contains("unknown commune"));
+    assert!(refused(&verdict(&server, &reviewer("d", "w"), &push_of(RecordId::random(), &mut news("047", "2025-02-01")))).contains("not a commune"));
+    // Bytes that are not Automerge.
+    let junk = PushDoc { id: RecordId::random(), changes: b"not automerge".to_vec(), heads: vec![] };
+    let why = refused(&verdict(&server, &an, &junk));
+    assert!(why.contains("not Automerge data"), "{why}");
+    let _ = tree;
+}
+
+#[test]
+fn edits_are_merged_onto_the_stored_version_and_retries_change_nothing() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let an = officer("an", "04701", "an-1");
+    let mut d = news("04701", "2025-02-01");
+    let id = RecordId::random();
+    let first = push_of(id, &mut d);
+    let Verdict::Write(p) = verdict(&server, &an, &first) else { panic!() };
+    server.commit(CommitPlan::of(&an, &tree, vec![*p], None));
+    assert!(matches!(verdict(&server, &an, &first), Verdict::Unchanged), "a retried push");
+
+    // An edit that only carries the new change, from the same device.
+    let before = d.get_heads();
+    doc::set_path(&mut d, "title", &json!("Tin mới")).unwrap();
+    let edit = PushDoc { id, changes: d.save_after(&before), heads: heads_to_wire(&d.get_heads()) };
+    let Verdict::Write(p) = verdict(&server, &an, &edit) else { panic!() };
+    assert_eq!(p.base_seq, Some(1));
+    assert!(p.new_actors.is_empty(), "the actor is already the device's");
+
+    // The same changes from another device of the same commune: the actor is not theirs.
+    let binh = officer("binh", "04701", "binh-1");
+    assert!(refused(&verdict(&server, &binh, &edit)).contains("another device"));
+
+    // An edit whose dependencies the server lacks: send the whole document.
+    let mut other = AutoCommit::load(&d.save()).unwrap();
+    let mid = other.get_heads();
+    doc::set_path(&mut other, "title", &json!("một")).unwrap();
+    let after_mid = other.get_heads();
+    doc::set_path(&mut other, "title", &json!("hai")).unwrap();
+    let gap = PushDoc { id, changes: other.save_after(&after_mid), heads: heads_to_wire(&other.get_heads()) };
+    let _ = mid;
+    assert!(matches!(verdict(&server, &an, &gap), Verdict::Refuse(PushOutcome::NeedFull)));
+
+    // `commune` and `kind` are fixed.
+    let mut moved = AutoCommit::load(&server.records[&id].doc).unwrap();
+    let stored = moved.get_heads();
+    moved.set_actor(d.get_actor().clone());
+    sync_protocol::automerge::transaction::Transactable::put(&mut moved, sync_protocol::automerge::ROOT, "commune", "04702").unwrap();
+    let push = PushDoc { id, changes: moved.save_after(&stored), heads: heads_to_wire(&moved.get_heads()) };
+    assert!(refused(&verdict(&server, &an, &push)).contains("`commune` is fixed"));
+}
+
+#[test]
+fn a_plan_moves_counters_along_the_chain_and_claims_each_actor_once() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let an = officer("an", "04701", "an-1");
+    let actor = ActorId::random();
+    let mut writes = Vec::new();
+    let mut ids = Vec::new();
+    for date in ["2025-02-01", "2025-03-01"] {
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": date}), actor.clone()).unwrap();
+        let id = RecordId::random();
+        ids.push(id);
+        let Verdict::Write(p) = verdict(&server, &an, &push_of(id, &mut d)) else { panic!() };
+        writes.push(*p);
+    }
+    let plan = CommitPlan::of(&an, &tree, writes, None);
+    assert_eq!(plan.actor_claims, vec![(actor.to_hex_string(), ActorOwner { username: "an".into(), device_id: "an-1".into() })]);
+    let q1: indicators::Quarter = "2025Q1".parse::<indicators::Period>().unwrap().quarters()[0];
+    let mut touched = plan.counters.touched();
+    touched.sort();
+    assert_eq!(touched, [("04".to_string(), q1), ("047".to_string(), q1), ("04701".to_string(), q1)]);
+    server.commit(plan);
+    for unit in ["04701", "047", "04"] {
+        assert_eq!(server.counters[&(unit.to_string(), q1)].news_items(), 2, "{unit}");
+    }
+    // Deleting one: its contribution leaves every unit of the chain.
+    let mut d = AutoCommit::load(&server.records[&ids[0]].doc).unwrap();
+    d.set_actor(actor);
+    let before = d.get_heads();
+    doc::delete_record(&mut d, "recorded twice").unwrap();
+    let push = PushDoc { id: ids[0], changes: d.save_after(&before), heads: heads_to_wire(&d.get_heads()) };
+    let Verdict::Write(p) = verdict(&server, &an, &push) else { panic!() };
+    assert!(p.meta.deleted);
+    server.commit(CommitPlan::of(&an, &tree, vec![*p], None));
+    assert_eq!(server.counters[&("047".to_string(), q1)].news_items(), 1);
+    assert_eq!(server.counters, server.recomputed_counters(&tree));
+}
+
+#[test]
+fn the_server_edits_a_record_on_a_reviewers_behalf() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let an = officer("an", "04701", "an-1");
+    let mut d = news("04701", "2025-02-01");
+    let id = RecordId::random();
+    let Verdict::Write(p) = verdict(&server, &an, &push_of(id, &mut d)) else { panic!() };
+    server.commit(CommitPlan::of(&an, &tree, vec![*p], None));
+    let dung = reviewer("dung", "server");
+    let ctx = Context { who: &dung, tree: &tree, now: 0 };
+    let merged = Merged::edited(id, server.records[&id].clone(), ActorId::random(), |d| doc::set_path(d, "title", &json!("Đã rà soát"))).unwrap().unwrap();
+    let Verdict::Write(p) = decide(ctx, merged, &HashMap::new()).unwrap() else { panic!() };
+    assert_eq!(p.base_seq, Some(1));
+    // An edit that changes nothing is no write.
+    let same = Merged::edited(id, server.records[&id].clone(), ActorId::random(), |_| Ok(())).unwrap();
+    assert!(matches!(same, Err(Verdict::Unchanged)));
+}
+
+#[test]
+fn pages_keep_to_their_budget_and_large_records_go_in_resumable_slices() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let an = officer("an", "04701", "an-1");
+    // A record far larger than a small page: notes rewritten many times.
+    let mut big = news("04701", "2025-02-01");
+    for i in 0..40 {
+        let text: String = (0..600).map(|j| char::from(b'a' + ((i * 7 + j * 13) % 26) as u8)).collect();
+        doc::set_path(&mut big, "title", &json!(text)).unwrap();
+    }
+    let big_id = RecordId::random();
+    let mut small: Vec<RecordId> = Vec::new();
+    let mut pushes = vec![push_of(big_id, &mut big)];
+    for _ in 0..30 {
+        let id = RecordId::random();
+        small.push(id);
+        pushes.push(push_of(id, &mut news("04701", "2025-02-01")));
+    }
+    for p in &pushes {
+        let Verdict::Write(w) = verdict(&server, &an, p) else { panic!() };
+        server.commit(CommitPlan::of(&an, &tree, vec![*w], None));
+    }
+    let scope = vec!["04701".to_string()];
+    let spec = |resume| PageSpec::of(&SyncRequest { page_bytes: MIN_PAGE_BYTES, resume, ..Default::default() });
+    // The first page is the big record's first slice; slices resume where the phone is.
+    let mut got: Vec<u8> = Vec::new();
+    let mut cursor = 0;
+    let mut resume = None;
+    let mut pages = 0;
+    loop {
+        let page = server.pull(&scope, cursor, HashMap::new(), &[], spec(resume));
+        pages += 1;
+        let bytes: usize = page.docs.iter().map(|d| d.changes.len()).sum::<usize>() + page.part.as_ref().map_or(0, |p| p.bytes.len());
+        assert!(bytes <= MIN_PAGE_BYTES as usize, "{bytes} bytes in a {MIN_PAGE_BYTES}-byte page");
+        if let Some(part) = &page.part {
+            assert_eq!(part.offset as usize, got.len());
+            got.extend(&part.bytes);
+            resume = Some(PartResume { id: part.id, seq: part.seq, offset: got.len() as u64 });
+        } else {
+            resume = None;
+        }
+        for d in &page.docs {
+            assert!(small.contains(&d.id));
+        }
+        cursor = page.next;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(got, server.records[&big_id].doc, "the slices make up the stored document");
+    assert!(pages > 5, "{pages} pages");
+    // The phone's own push is not sent back; a cursor past the end answers the end.
+    let pushed: HashMap<RecordId, Vec<[u8; 32]>> = pushes.iter().map(|p| (p.id, p.heads.clone())).collect();
+    let none = server.pull(&scope, 0, pushed, &[], PageSpec::of(&SyncRequest::default()));
+    assert!(none.docs.is_empty() && !none.more && none.next == server.seq);
+    let forged = server.pull(&scope, u64::MAX, HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
+    assert_eq!((forged.next, forged.docs.len()), (server.seq, 0));
+}
+
+#[test]
+fn a_cursor_made_for_another_scope_starts_over() {
+    let c = Cursor { seq: 42, scope: 7 };
+    assert_eq!(Cursor::decode(&c.encode(), 7), Some(42));
+    assert_eq!(Cursor::decode(&c.encode(), 8), None);
+    assert_eq!(Cursor::decode(b"\xff\xff", 7), None);
+    assert_eq!(Cursor::decode(&[], 7), None);
+}
