@@ -298,6 +298,16 @@ impl Db {
         Ok(Ok(Rotation { username: rec.username, device_id: rec.device_id, family: rec.family, epoch: rec.epoch, token: next }))
     }
 
+    /// The tokens of a refresh family that may still be exchanged (never more than one).
+    pub fn live_refresh_tokens(&self, family: &str) -> Result<usize, DbError> {
+        let mut n = 0;
+        for (_, v) in self.kv().range(b"rt/", &crate::store::prefix_end(b"rt/"), usize::MAX)? {
+            let rec: RefreshRecord = serde_json::from_slice(&v).map_err(|e| crate::db::corrupt("refresh token", e))?;
+            n += usize::from(rec.family == family && !rec.used);
+        }
+        Ok(n)
+    }
+
     /// Revokes the family of a refresh token (logout).
     pub fn revoke_refresh_family_of(&self, token: &str) -> Result<(), DbError> {
         if let Some(rec) = get_json::<RefreshRecord>(self.kv(), &key("rt/", &[token_hash(token).as_bytes()]))? {

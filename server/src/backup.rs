@@ -8,7 +8,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::db::Db;
-use crate::store::{Batch, Kv, SledKv, StoreError};
+use crate::store::{Batch, Kv, PgKv, SledKv, StoreError};
 
 const MAGIC: &[u8] = b"GESYNC-BACKUP-1\n";
 const END: u32 = u32::MAX;
@@ -141,10 +141,11 @@ pub fn is_sealed(from: &Path) -> bool {
     std::fs::File::open(from).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == SEALED_MAGIC
 }
 
-/// Restores a verified backup into `data_dir`, which must not hold a store yet. An encrypted
-/// backup needs its passphrase. The token-signing key is not restored (see
-/// [`SIGNING_KEY_ENTRY`]).
-pub fn restore(from: &Path, data_dir: &Path, passphrase: Option<&str>) -> Result<u64, String> {
+/// Restores a verified backup into `storage`: an empty directory, or a database that holds no
+/// data yet. The file is the same whichever store wrote it, so this is also how a deployment
+/// moves from the embedded store to PostgreSQL. An encrypted backup needs its passphrase. The
+/// token-signing key is not restored (see [`SIGNING_KEY_ENTRY`]).
+pub fn restore(from: &Path, storage: &crate::server::Storage, passphrase: Option<&str>) -> Result<u64, String> {
     let entries = if is_sealed(from) {
         use chacha20poly1305::aead::{Aead, KeyInit};
         let passphrase = passphrase.ok_or_else(|| format!("{} is encrypted: give its passphrase with --passphrase-stdin", from.display()))?;
@@ -165,10 +166,22 @@ pub fn restore(from: &Path, data_dir: &Path, passphrase: Option<&str>) -> Result
         read_backup(from)?
     };
     let entries: Vec<_> = entries.into_iter().filter(|(k, _)| k != SIGNING_KEY_ENTRY).collect();
-    if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        return Err(format!("{} is not empty: restore into a new, empty directory", data_dir.display()));
-    }
-    let kv = SledKv::open(data_dir).map_err(|e| e.to_string())?;
+    let (kv, place): (Box<dyn Kv>, String) = match storage {
+        crate::server::Storage::Embedded(data_dir) => {
+            if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+                return Err(format!("{} is not empty: restore into a new, empty directory", data_dir.display()));
+            }
+            (Box::new(SledKv::open(data_dir).map_err(|e| e.to_string())?), data_dir.display().to_string())
+        }
+        crate::server::Storage::Postgres(config) => {
+            let kv = PgKv::open(config).map_err(|e| e.to_string())?;
+            if !kv.is_empty().map_err(|e| e.to_string())? {
+                return Err(format!("the database ({}) already holds data: restore into a new, empty database", kv.describe()));
+            }
+            let place = kv.describe();
+            (Box::new(kv), place)
+        }
+    };
     let n = entries.len() as u64;
     for chunk in entries.chunks(10_000) {
         let mut b = Batch::default();
@@ -179,6 +192,6 @@ pub fn restore(from: &Path, data_dir: &Path, passphrase: Option<&str>) -> Result
     }
     // Prove the result opens as a store before declaring success. On the same handle: sled
     // releases its file lock a moment after the last handle drops, so a reopen could race it.
-    Db::open(Box::new(kv)).map_err(|e| format!("the restored store in {} does not open ({e})", data_dir.display()))?;
+    Db::open(kv).map_err(|e| format!("the restored store in {place} does not open ({e})"))?;
     Ok(n)
 }

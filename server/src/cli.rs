@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use crate::api::level_for;
 use crate::model::{OrgUnit, Role, User};
-use crate::server::{ensure_self_signed, open_db, run, Config, Tls};
+use crate::server::{ensure_self_signed, open_db, run, Config, Storage, Tls};
 use crate::{auth, backup, demo};
 
 #[derive(Parser)]
-#[command(name = "gesync-server", version, about = "gesync sync server: merges field records, keeps them in sled, computes the indicators")]
+#[command(name = "gesync-server", version, about = "gesync sync server: merges field records, keeps them (in sled, or PostgreSQL), computes the indicators")]
 struct Cli {
     /// Optional config file of GESYNC_*=value lines (environment variables and flags win).
     #[arg(long, global = true, env = "GESYNC_CONFIG")]
@@ -38,19 +38,20 @@ enum Cmd {
     /// Write a checked backup of the store (see also `restore`); while a server runs on the
     /// store, it is asked to write the backup over its admin socket.
     Backup {
-        #[arg(long, env = "GESYNC_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         out: PathBuf,
         /// Encrypt the backup with a passphrase read from the first line of standard input.
         #[arg(long)]
         passphrase_stdin: bool,
     },
-    /// Restore a backup into an empty data directory (the token-signing key is made anew:
-    /// access tokens issued before stop working; phones refresh theirs).
+    /// Restore a backup (of either store) into an empty data directory or an empty database
+    /// (the token-signing key is made anew: access tokens issued before stop working; phones
+    /// refresh theirs).
     Restore {
-        #[arg(long, env = "GESYNC_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         from: PathBuf,
         /// The passphrase of an encrypted backup, from the first line of standard input.
@@ -61,8 +62,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct ServeArgs {
-    #[arg(long, env = "GESYNC_DATA_DIR")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(long, env = "GESYNC_LISTEN")]
     listen: SocketAddr,
     #[arg(long, env = "GESYNC_TLS_CERT", requires = "tls_key", conflicts_with = "plain_http")]
@@ -91,12 +92,51 @@ struct ServeArgs {
     metrics_token: Option<String>,
 }
 
+/// Where the data is: the embedded store in `--data-dir`, or PostgreSQL with `--database`.
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// The embedded store's directory (the default store; not needed with `--database`).
+    #[arg(long, env = "GESYNC_DATA_DIR", required_unless_present = "database")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded store: postgres://USER:PASSWORD@HOST:PORT/DB. Prefer
+    /// the environment variable: a password on the command line is visible to other users.
+    #[arg(long, env = "GESYNC_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Connections to PostgreSQL this process keeps at most.
+    #[arg(long, env = "GESYNC_DB_POOL_SIZE", value_name = "N", default_value_t = 8)]
+    db_pool_size: u32,
+    /// Longest a PostgreSQL statement may run before it is cancelled.
+    #[arg(long, env = "GESYNC_DB_STATEMENT_TIMEOUT", value_name = "SECS", default_value_t = 30)]
+    db_statement_timeout: u64,
+}
+
+impl StoreArgs {
+    fn storage(&self) -> Result<Storage, String> {
+        match (&self.database, &self.data_dir) {
+            (Some(url), _) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err("--database takes a postgres://USER:PASSWORD@HOST:PORT/DB URL".into());
+                }
+                if self.db_pool_size == 0 || self.db_statement_timeout == 0 {
+                    return Err("--db-pool-size and --db-statement-timeout must be at least 1".into());
+                }
+                let mut config = crate::store::PgConfig::new(url.clone());
+                config.pool_size = self.db_pool_size;
+                config.statement_timeout = std::time::Duration::from_secs(self.db_statement_timeout);
+                Ok(Storage::Postgres(config))
+            }
+            (None, Some(dir)) => Ok(Storage::Embedded(dir.clone())),
+            (None, None) => Err("give --data-dir DIR (the embedded store) or --database URL (PostgreSQL)".into()),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum AdminCmd {
     /// Create a user; the password is read from standard input.
     CreateUser {
-        #[arg(long, env = "GESYNC_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         username: String,
         #[arg(long)]
@@ -108,8 +148,8 @@ enum AdminCmd {
     },
     /// Add an org unit, or move/rename an existing one (same code).
     AddOrgUnit {
-        #[arg(long, env = "GESYNC_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         code: String,
         #[arg(long)]
@@ -124,8 +164,8 @@ enum AdminCmd {
     /// Merge an org unit into another from a date on: its records and children pass to the
     /// successor, it stays in the history; figures are made on the new map.
     MergeOrgUnit {
-        #[arg(long, env = "GESYNC_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The unit merged away.
         #[arg(long)]
         code: String,
@@ -138,8 +178,8 @@ enum AdminCmd {
     },
     /// Recompute every indicator counter from the records (recovery); prints the record count.
     RebuildFigures {
-        #[arg(long, env = "GESYNC_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -217,7 +257,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let seeded = demo::seed(&db).map_err(|e| format!("cannot seed demo data: {e}"))?;
             let (tls, fp) = ensure_self_signed(&data_dir, &[listen.ip().to_string()])?;
             let cert = std::fs::canonicalize(&tls.cert).unwrap_or(tls.cert.clone());
-            let config = Config { data_dir, listen, tls: Some(tls), limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: None };
+            let config = Config { storage: Storage::Embedded(data_dir), listen, tls: Some(tls), limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: None };
             runtime()?.block_on(run(config, db, |addr| {
                 let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
                 println!("gesync demo {}", if seeded { "(demo data created)" } else { "(existing data)" });
@@ -251,7 +291,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
                     }
                 }
             }
-            let db = open_db(&a.data_dir)?;
+            let storage = a.store.storage()?;
+            let db = storage.open()?;
             if a.idle_timeout == 0 || a.max_connections == 0 {
                 return Err("--idle-timeout and --max-connections must be at least 1".into());
             }
@@ -260,13 +301,13 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 max_connections: a.max_connections,
                 ..Default::default()
             };
-            let config = Config { data_dir: a.data_dir, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy, metrics_token: a.metrics_token };
+            let config = Config { storage, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy, metrics_token: a.metrics_token };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             runtime()?.block_on(run(config, db, |addr| {
                 println!("gesync-server listening on {scheme}://{addr}/");
             }))
         }
-        Cmd::Admin(AdminCmd::CreateUser { data_dir, username, role, org_unit, password_stdin: _ }) => {
+        Cmd::Admin(AdminCmd::CreateUser { store, username, role, org_unit, password_stdin: _ }) => {
             let role: Role = role.parse()?;
             if !crate::api::valid_username(&username) {
                 return Err("a username is 3 to 64 letters, digits, `.`, `_` or `-`".into());
@@ -275,7 +316,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             std::io::stdin().read_to_string(&mut password).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
             let password = password.trim_end_matches(['\n', '\r']).to_string();
             auth::check_password_policy(&password)?;
-            let db = open_existing(&data_dir)?;
+            let db = open_existing(&store)?;
             let tree = db.tree();
             let Some(unit) = tree.get(&org_unit) else {
                 return Err(format!("unknown org unit `{org_unit}`: add it first with `gesync-server admin add-org-unit`"));
@@ -289,9 +330,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             println!("created user {username} ({role})");
             Ok(())
         }
-        Cmd::Admin(AdminCmd::AddOrgUnit { data_dir, code, name, parent, level }) => {
+        Cmd::Admin(AdminCmd::AddOrgUnit { store, code, name, parent, level }) => {
             // The first unit of a new deployment creates the store.
-            let db = open_db(&data_dir).map_err(|e| in_use(&data_dir, e))?;
+            let db = open_store(&store)?;
             let code: sync_protocol::OrgUnitCode = code.parse().map_err(|e: sync_protocol::BadOrgUnitCode| e.to_string())?;
             let tree = db.tree();
             let level = level_for(&tree, code.as_str(), level.as_deref()).map_err(|e| e.replace("give the level", "give it with --level"))?;
@@ -300,9 +341,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             println!("org unit {code} saved ({level})");
             Ok(())
         }
-        Cmd::Admin(AdminCmd::MergeOrgUnit { data_dir, code, into, effective }) => {
+        Cmd::Admin(AdminCmd::MergeOrgUnit { store, code, into, effective }) => {
             let effective = crate::model::parse_effective(&effective)?;
-            let db = open_existing(&data_dir)?;
+            let db = open_existing(&store)?;
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "org_unit_merge", target: format!("{code} into {into} from {effective}") };
             let m = db.merge_org_unit(&code, &into, effective, crate::model::today(), Some(ev)).map_err(|e| e.to_string())?;
             println!("org unit {code} merged into {into} from {effective}");
@@ -317,23 +358,23 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Admin(AdminCmd::RebuildFigures { data_dir }) => {
-            let db = open_existing(&data_dir)?;
+        Cmd::Admin(AdminCmd::RebuildFigures { store }) => {
+            let db = open_existing(&store)?;
             let n = db.rebuild_figures().map_err(|e| e.to_string())?;
             println!("{{\"records\": {n}}}");
             Ok(())
         }
-        Cmd::Backup { data_dir, out, passphrase_stdin } => {
+        Cmd::Backup { store, out, passphrase_stdin } => {
             let passphrase = passphrase_stdin.then(read_passphrase).transpose()?;
             // With a passphrase the plain backup is written beside the target first (mode 0600)
             // and replaced by the encrypted one.
             let plain = if passphrase.is_some() { out.with_extension("plain-partial") } else { out.clone() };
-            let n = match open_existing(&data_dir) {
-                Ok(db) => backup::write_backup(&db, &plain)?,
+            let n = match (open_existing(&store), store.storage()?.data_dir()) {
+                (Ok(db), _) => backup::write_backup(&db, &plain)?,
                 // sled's lock says a server holds the store: it writes the backup for us.
                 #[cfg(unix)]
-                Err(e) if is_in_use(&e) => crate::admin_socket::request_backup(&data_dir, &plain)?,
-                Err(e) => return Err(e),
+                (Err(e), Some(dir)) if is_in_use(&e) => crate::admin_socket::request_backup(dir, &plain)?,
+                (Err(e), _) => return Err(e),
             };
             if let Some(p) = passphrase {
                 backup::encrypt_file(&plain, &out, &p)?;
@@ -341,9 +382,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             println!("{{\"entries\": {n}, \"file\": {:?}}}", out.display().to_string());
             Ok(())
         }
-        Cmd::Restore { data_dir, from, passphrase_stdin } => {
+        Cmd::Restore { store, from, passphrase_stdin } => {
             let passphrase = passphrase_stdin.then(read_passphrase).transpose()?;
-            let n = backup::restore(&from, &data_dir, passphrase.as_deref())?;
+            let n = backup::restore(&from, &store.storage()?, passphrase.as_deref())?;
             println!("{{\"entries\": {n}}}");
             Ok(())
         }
@@ -361,12 +402,25 @@ fn read_passphrase() -> Result<String, String> {
     Ok(p)
 }
 
-/// Opens a data dir that must already hold a store (admin commands never create one by typo).
-fn open_existing(dir: &Path) -> Result<crate::Db, String> {
-    if !dir.join("conf").exists() && !dir.join("db").exists() {
-        return Err(format!("{} holds no gesync store (start `gesync-server serve` or `demo` there first)", dir.display()));
+/// Opens the store, creating it if need be.
+fn open_store(store: &StoreArgs) -> Result<crate::Db, String> {
+    let storage = store.storage()?;
+    match storage.data_dir() {
+        Some(dir) => open_db(dir).map_err(|e| in_use(dir, e)),
+        None => storage.open(),
     }
-    open_db(dir).map_err(|e| in_use(dir, e))
+}
+
+/// Opens a store that must already exist: an embedded store's directory must hold one (admin
+/// commands never create one by typo); a database is set up by whoever opens it first.
+fn open_existing(store: &StoreArgs) -> Result<crate::Db, String> {
+    let storage = store.storage()?;
+    if let Some(dir) = storage.data_dir() {
+        if !dir.join("conf").exists() && !dir.join("db").exists() {
+            return Err(format!("{} holds no gesync store (start `gesync-server serve` or `demo` there first)", dir.display()));
+        }
+    }
+    open_store(store)
 }
 
 const IN_USE: &str = "is in use by a running server";

@@ -185,6 +185,20 @@ pub(crate) struct Inner {
 }
 
 const TREE_VERSION: &[u8] = b"n/tree";
+
+/// How often a server on a shared store checks whether another replica changed the org tree.
+pub const TREE_WATCH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps the cached tree of a shared store current, on a thread of its own, until the data
+/// layer is dropped. A failed read (the database is away) is tried again at the next tick.
+fn watch_tree(inner: std::sync::Weak<Inner>) {
+    let _ = std::thread::Builder::new().name("gesync-tree-watch".into()).spawn(move || loop {
+        std::thread::sleep(TREE_WATCH);
+        let Some(inner) = inner.upgrade() else { return };
+        let db = Db { inner };
+        let _ = db.tree_in(db.kv());
+    });
+}
 const AUDIT_SEED: &str = "audit-ed25519-seed";
 
 fn signing_key(seed: &[u8]) -> Result<ed25519_dalek::SigningKey, DbError> {
@@ -224,6 +238,9 @@ impl Db {
         db.verify_audit_chain_tail()?;
         // Created now, not inside the first audited write (which could not write it).
         db.audit_key()?;
+        if db.kv().shared() {
+            watch_tree(Arc::downgrade(&db.inner));
+        }
         Ok(db)
     }
 
@@ -231,15 +248,22 @@ impl Db {
         self.inner.kv.as_ref()
     }
 
-    /// The org tree. On a store other processes write too, checked against the stored version
-    /// first (one read).
+    /// The org tree as cached (no store read: callable anywhere). On a store only this process
+    /// writes, it is always current. On a shared store, another replica's tree change reaches
+    /// it within [`TREE_WATCH`]; every write transaction, and [`Db::current_tree`], read the
+    /// stored version instead.
     pub fn tree(&self) -> Arc<OrgTree> {
-        if self.kv().shared() {
-            if let Ok(t) = self.tree_in(self.kv()) {
-                return t;
-            }
-        }
         self.inner.tree.lock().1.clone()
+    }
+
+    /// The org tree at its stored version (one store read on a shared store): what decides a
+    /// sync's scope.
+    pub fn current_tree(&self) -> Result<Arc<OrgTree>, DbError> {
+        if self.kv().shared() {
+            self.tree_in(self.kv())
+        } else {
+            Ok(self.tree())
+        }
     }
 
     /// The org tree as `r` sees it (in a write transaction: the tree the write must use).

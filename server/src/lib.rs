@@ -18,6 +18,8 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod cli;
+#[cfg(test)]
+mod conformance;
 pub mod conn;
 pub mod db;
 pub mod demo;

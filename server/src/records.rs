@@ -184,7 +184,7 @@ impl Db {
     /// [`Db::sync`] that stops, writing nothing, once `abandoned` is set (the client went away):
     /// checked between the records it merges and the records it reads, never inside a write.
     pub fn sync_unless(&self, who: &Principal, req: &SyncRequest, abandoned: &AtomicBool) -> Result<SyncResponse, DbError> {
-        let tree = self.tree();
+        let tree = self.current_tree()?;
         let communes = who.record_communes(&tree);
         let mut results = self.push(who, &tree, &req.push, abandoned)?;
         let mut uploaded = None;

@@ -16,13 +16,43 @@ use tower_http::timeout::TimeoutLayer;
 use crate::api::{self, AppState, Shared};
 use crate::conn::{GuardedAcceptor, Limits};
 use crate::db::Db;
-use crate::store::SledKv;
+use crate::store::{PgConfig, PgKv, SledKv};
+
+/// Where the server keeps its data.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The embedded sled store in this directory (the default).
+    Embedded(PathBuf),
+    /// PostgreSQL, shared by any number of server processes.
+    Postgres(PgConfig),
+}
+
+impl Storage {
+    /// Opens the store and the data layer on it. Fails closed on a damaged store.
+    pub fn open(&self) -> Result<Db, String> {
+        match self {
+            Storage::Embedded(dir) => open_db(dir),
+            Storage::Postgres(config) => {
+                let kv = PgKv::open(config).map_err(|e| e.to_string())?;
+                Db::open(Box::new(kv)).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The embedded store's directory, if that is the store.
+    pub fn data_dir(&self) -> Option<&Path> {
+        match self {
+            Storage::Embedded(dir) => Some(dir),
+            Storage::Postgres(_) => None,
+        }
+    }
+}
 
 /// The server's settings: defaults in code, `GESYNC_*` environment variables override them,
 /// command-line flags win (clap's `env` attribute implements exactly that order).
 #[derive(Clone)]
 pub struct Config {
-    pub data_dir: PathBuf,
+    pub storage: Storage,
     pub listen: SocketAddr,
     pub tls: Option<Tls>,
     pub limits: Limits,
@@ -35,7 +65,7 @@ pub struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Key paths are not secrets, but their contents are: never print PEM data.
-        f.debug_struct("Config").field("data_dir", &self.data_dir).field("listen", &self.listen).field("tls", &self.tls.is_some()).field("limits", &self.limits).field("trusted_proxies", &self.trusted_proxies).field("metrics_token", &self.metrics_token.is_some()).finish()
+        f.debug_struct("Config").field("storage", &self.storage).field("listen", &self.listen).field("tls", &self.tls.is_some()).field("limits", &self.limits).field("trusted_proxies", &self.trusted_proxies).field("metrics_token", &self.metrics_token.is_some()).finish()
     }
 }
 
@@ -161,10 +191,19 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
 
 /// Opens everything and serves until SIGINT/SIGTERM (used by `serve` and `demo`).
 pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) -> Result<(), String> {
-    // While the server holds the store's lock, `gesync-server backup` asks it over this socket.
+    // While the server holds the embedded store's lock, `gesync-server backup` asks it over
+    // this socket (a shared database is read by `backup` directly).
     #[cfg(unix)]
-    let _admin = crate::admin_socket::listen(db.clone(), &config.data_dir)?;
-    let state = AppState::with_config(db, config.limits, config.trusted_proxies, config.metrics_token).map_err(|e| e.to_string())?;
+    let _admin = match config.storage.data_dir() {
+        Some(dir) => Some(crate::admin_socket::listen(db.clone(), dir)?),
+        None => None,
+    };
+    // Reads the signing keys: a store call, off the async workers.
+    let (limits, proxies, token) = (config.limits, config.trusted_proxies, config.metrics_token);
+    let state = tokio::task::spawn_blocking(move || AppState::with_config(db, limits, proxies, token))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     on_listening(listener.local_addr().map_err(|e| e.to_string())?);
     launch(state, listener, config.tls, shutdown_signal()).await.map_err(|e| format!("server failed: {e}"))

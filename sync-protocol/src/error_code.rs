@@ -69,6 +69,9 @@ codes! {
     TooManySyncs = "too_many_syncs",
     /// The server is saturated: retry after `Retry-After`.
     Busy = "busy",
+    /// The server cannot reach its database: retry after `Retry-After` (another replica may
+    /// answer meanwhile).
+    StoreUnavailable = "store_unavailable",
     Internal = "internal",
 }
 

@@ -53,11 +53,12 @@ pub fn serve_if_child() {
     if args.get(1).map(String::as_str) != Some("--serve") {
         return;
     }
-    let dir = std::path::PathBuf::from(&args[2]);
+    // A directory (the embedded store) or a postgres:// URL.
+    let storage = crate::TestStore::from_arg(&args[2]).storage();
     let listen: SocketAddr = args[3].parse().expect("address");
-    let db = gesync_server::open_db(&dir).expect("store");
+    let db = storage.open().expect("store");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(gesync_server::server::run(gesync_server::Config { data_dir: dir, listen, tls: None, limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: Some(crate::METRICS_TOKEN.into()) }, db, |_| {})).unwrap();
+    rt.block_on(gesync_server::server::run(gesync_server::Config { storage, listen, tls: None, limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: Some(crate::METRICS_TOKEN.into()) }, db, |_| {})).unwrap();
     std::process::exit(0);
 }
 

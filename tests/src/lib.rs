@@ -154,6 +154,65 @@ impl TestServer {
     }
 }
 
+/// Where a test's server keeps its data: the embedded store in a directory, or a database of
+/// its own on the test command's PostgreSQL.
+#[derive(Clone, Debug)]
+pub enum TestStore {
+    Embedded(PathBuf),
+    Postgres(String),
+}
+
+impl TestStore {
+    /// A new, empty database on the test command's PostgreSQL (`GESYNC_TEST_PG`).
+    pub fn postgres() -> TestStore {
+        TestStore::Postgres(gesync_server::store::pg::create_test_database(&gesync_server::store::pg::test_admin_url()))
+    }
+
+    pub fn storage(&self) -> gesync_server::server::Storage {
+        match self {
+            TestStore::Embedded(dir) => gesync_server::server::Storage::Embedded(dir.clone()),
+            TestStore::Postgres(url) => gesync_server::server::Storage::Postgres(gesync_server::store::PgConfig::new(url.clone())),
+        }
+    }
+
+    /// A `postgres://` URL or a directory.
+    pub fn from_arg(arg: &str) -> TestStore {
+        if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+            TestStore::Postgres(arg.to_string())
+        } else {
+            TestStore::Embedded(PathBuf::from(arg))
+        }
+    }
+
+    /// The argument [`TestStore::from_arg`] reads back.
+    pub fn arg(&self) -> String {
+        match self {
+            TestStore::Embedded(dir) => dir.display().to_string(),
+            TestStore::Postgres(url) => url.clone(),
+        }
+    }
+
+    /// Opens the data layer on it (the server must not hold an embedded store meanwhile).
+    pub fn open(&self) -> Db {
+        self.storage().open().unwrap()
+    }
+
+    /// Seeds it with [`TREE`] and [`ACCOUNTS`] (and `extra_officers`), on a thread of its own:
+    /// the store is never used from an async worker.
+    pub fn seed(&self, extra_officers: usize) {
+        let store = self.clone();
+        std::thread::spawn(move || seed(&store.open(), extra_officers)).join().expect("seeded");
+    }
+
+    /// The command-line flags that select it.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            TestStore::Embedded(dir) => vec!["--data-dir".into(), dir.display().to_string()],
+            TestStore::Postgres(url) => vec!["--database".into(), url.clone()],
+        }
+    }
+}
+
 /// The `gesync-server` binary as a child process (for SIGKILL tests).
 pub struct ServerProcess {
     pub child: Child,
@@ -162,11 +221,20 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn spawn(bin: &Path, dir: &Path) -> ServerProcess {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        Self::spawn_on(bin, &TestStore::Embedded(dir.to_path_buf()))
+    }
+
+    /// `serve` on `store`, on a free loopback port.
+    pub fn spawn_on(bin: &Path, store: &TestStore) -> ServerProcess {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::spawn_at(bin, store, addr)
+    }
+
+    /// `serve` on `store` at `addr` (a restart keeps the address).
+    pub fn spawn_at(bin: &Path, store: &TestStore, addr: SocketAddr) -> ServerProcess {
         let child = Command::new(bin)
-            .args(["serve", "--data-dir"])
-            .arg(dir)
+            .arg("serve")
+            .args(store.args())
             .args(["--listen", &addr.to_string(), "--plain-http"])
             .env("GESYNC_LOG", "warn")
             .env("GESYNC_METRICS_TOKEN", METRICS_TOKEN)
@@ -174,9 +242,13 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let mut child = child;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(std::time::Instant::now() < deadline, "server did not start");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("server exited at start: {status}");
+            }
             std::thread::sleep(Duration::from_millis(30));
         }
         ServerProcess { child, addr }
@@ -424,4 +496,39 @@ pub fn cpu_s(pid: u32) -> f64 {
             Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
         })
         .unwrap_or(0.0)
+}
+
+/// A round-robin TCP proxy in front of several server replicas, like a load balancer without
+/// sticky sessions: each new connection goes to the next replica that accepts it.
+pub mod round_robin {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Starts the proxy; returns its address and the number of connections sent to each target.
+    pub async fn start(targets: Vec<SocketAddr>) -> (SocketAddr, Arc<Vec<AtomicUsize>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts: Arc<Vec<AtomicUsize>> = Arc::new(targets.iter().map(|_| AtomicUsize::new(0)).collect());
+        let next = Arc::new(AtomicUsize::new(0));
+        let c = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (targets, next, c) = (targets.clone(), next.clone(), c.clone());
+                tokio::spawn(async move {
+                    for _ in 0..targets.len() {
+                        let i = next.fetch_add(1, Ordering::Relaxed) % targets.len();
+                        if let Ok(mut server) = TcpStream::connect(targets[i]).await {
+                            c[i].fetch_add(1, Ordering::Relaxed);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, counts)
+    }
 }

@@ -40,7 +40,7 @@ pub use users::{create_user_checked, revoke_device_checked, update_user_checked,
 
 use auth::{login, logout, me, refresh};
 use figures::{calendar, get_indicators, report_file};
-use ops::{audit_log, metrics};
+use ops::{audit_log, healthz, metrics};
 use org_units::{add_org_unit, list_org_units, merge_org_unit, set_target};
 use records::{get_record, list_records};
 use review::{approve_period, dismiss_duplicate, list_approvals, list_conflicts, list_duplicates, merge_duplicate, resolve_conflict};
@@ -266,7 +266,7 @@ pub const AUTH_BODY_LIMIT: usize = 4 * 1024;
 
 pub fn router(state: Shared) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/auth/login", post(login).layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT)))
         .route("/api/v1/auth/refresh", post(refresh).layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT)))

@@ -1,7 +1,8 @@
 //! Operating the server: the admin's view of the hash-chained audit log (`GET /api/v1/audit`,
 //! with the chain's verification) and `/metrics` (the counters of [`super::Metrics`] and the
-//! latency histograms, for the monitoring token or an admin). `/healthz` is answered in the
-//! router itself.
+//! latency histograms, for the monitoring token or an admin), and `/healthz`: "ok" while the
+//! store answers, 503 with `store_unavailable` while it does not (a replica that lost its
+//! database).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,6 +48,12 @@ async fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResul
         }
     }
     require_admin(&principal_from_bearer(state, bearer).await?)
+}
+
+pub(super) async fn healthz(State(state): State<Shared>) -> AppResult<&'static str> {
+    let db = state.db.clone();
+    blocking(move || Ok(db.kv().check().map_err(crate::db::DbError::from)?)).await?;
+    Ok("ok")
 }
 
 pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<Response> {

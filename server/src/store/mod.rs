@@ -13,6 +13,10 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("storage I/O failed: {0}")]
     Io(String),
+    /// The database cannot be reached (a shared store): a replica answers 503 and retries on
+    /// the next request.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -85,6 +89,10 @@ pub trait Kv: KvRead + Send + Sync + 'static {
     fn size_on_disk(&self) -> u64;
     /// A short description for logs and `/healthz` (never credentials).
     fn describe(&self) -> String;
+    /// Whether the store answers (`/healthz`).
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Writes `batch` in a transaction of its own (a convenience over [`Kv::begin_write`]).
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
         self.begin_write()?.commit(batch)
@@ -104,7 +112,9 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 mod local;
+pub mod pg;
 pub use local::{MemKv, SledKv};
+pub use pg::{PgConfig, PgKv};
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -176,13 +186,20 @@ pub(crate) mod tests {
 
     /// Write transactions are serialised: read-modify-writes from many threads lose nothing,
     /// and a consistent read never sees one half-applied.
-    pub(crate) fn concurrent_transactions(kv: &(dyn Kv + Sync)) {
+    pub(crate) fn concurrent_transactions(kv: &dyn Kv) {
+        concurrent_transactions_on(&[kv]);
+    }
+
+    /// [`concurrent_transactions`] with the writers spread over several handles of one store
+    /// (replicas, for a store that allows more than one).
+    pub(crate) fn concurrent_transactions_on(handles: &[&dyn Kv]) {
         const THREADS: u64 = 4;
         const EACH: u64 = 50;
         let read = |tx: &dyn KvRead, k: &[u8]| tx.get(k).unwrap().map(|v| u64::from_be_bytes(v.try_into().unwrap())).unwrap_or(0);
         std::thread::scope(|s| {
-            for _ in 0..THREADS {
-                s.spawn(|| {
+            for t in 0..THREADS {
+                let kv = handles[t as usize % handles.len()];
+                s.spawn(move || {
                     for _ in 0..EACH {
                         let tx = kv.begin_write().unwrap();
                         // Two keys that must always move together.
@@ -194,15 +211,18 @@ pub(crate) mod tests {
                     }
                 });
             }
-            s.spawn(|| {
+            let reader = handles[handles.len() - 1];
+            s.spawn(move || {
                 for _ in 0..EACH {
-                    let cut = kv.begin_read().unwrap();
+                    let cut = reader.begin_read().unwrap();
                     assert_eq!(read(&*cut, b"t/x"), read(&*cut, b"t/y"), "a consistent read");
                 }
             });
         });
-        assert_eq!(read(kv, b"t/x"), THREADS * EACH, "no update lost");
-        kv.wait_durable().unwrap();
+        for kv in handles {
+            assert_eq!(read(*kv, b"t/x"), THREADS * EACH, "no update lost");
+            kv.wait_durable().unwrap();
+        }
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! The conformance suite every store runs: the memory store, sled on disk, and PostgreSQL, once
+//! through one handle and once through two handles on the same database (two replicas).
+//!
+//! The key-value contract (`store::tests`) and then the invariants the data layer stands on,
+//! under concurrent writers: phones pushing and editing from several threads, a reviewer
+//! pulling while they do, audit entries and refresh-token rotations racing.
+//! - the feed never skips: a reader that pulls while others write ends with every record at
+//!   its stored version;
+//! - the counters are exact: they equal a rebuild from the documents;
+//! - the audit chain is one linear, verifiable chain holding every entry;
+//! - a refresh-token family has one live token, however many replicas exchange it at once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::json;
+use sync_protocol::automerge::{ActorId, AutoCommit};
+use sync_protocol::wire::{PushDoc, PushOutcome, SyncRequest};
+use sync_protocol::{doc, heads_from_wire, heads_to_wire, RecordId, RecordKind};
+
+use crate::db::{AuditEvent, Db};
+use crate::model::{OrgUnit, Principal, Role};
+use crate::store::{Kv, MemKv, PgConfig, PgKv, SledKv};
+
+const WRITERS: usize = 4;
+const RECORDS_EACH: usize = 12;
+
+fn officer(i: usize) -> Principal {
+    let commune = if i % 2 == 0 { "04701" } else { "04702" };
+    Principal { username: format!("officer{i}"), role: Role::CommuneOfficer, org_unit: commune.into(), device_id: format!("phone{i}") }
+}
+
+fn reviewer() -> Principal {
+    Principal { username: "reviewer".into(), role: Role::DistrictStaff, org_unit: "047".into(), device_id: "web".into() }
+}
+
+fn setup(db: &Db) {
+    for (code, parent, level) in [("04", None, "province"), ("047", Some("04"), "district"), ("04701", Some("047"), "commune"), ("04702", Some("047"), "commune")] {
+        db.put_org_unit(OrgUnit::new(code, code, parent.map(Into::into), level), None).unwrap();
+    }
+}
+
+fn push(db: &Db, who: &Principal, id: RecordId, d: &mut AutoCommit, since: &[sync_protocol::automerge::ChangeHash]) {
+    let req = SyncRequest { push: vec![PushDoc { id, changes: d.save_after(since), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
+    let resp = db.sync(who, &req).unwrap();
+    assert_eq!(resp.results[0].outcome, PushOutcome::Accepted, "{:?}", resp.results);
+}
+
+/// Pulls from `cursor` to the end, keeping what it gets; returns the new cursor.
+fn pull_all(db: &Db, who: &Principal, cursor: Vec<u8>, held: &mut HashMap<RecordId, AutoCommit>) -> Vec<u8> {
+    let mut cursor = cursor;
+    loop {
+        let r = db.sync(who, &SyncRequest { cursor: cursor.clone(), ..Default::default() }).unwrap();
+        for p in r.pull {
+            let d = held.entry(p.id).or_default();
+            d.load_incremental(&p.changes).unwrap();
+            assert_eq!(d.get_heads(), heads_from_wire(&p.heads), "a pulled record arrives whole");
+        }
+        cursor = r.cursor;
+        if !r.more {
+            return cursor;
+        }
+    }
+}
+
+/// The data layer's invariants under concurrent writers, on the handles `dbs` of one store.
+pub(crate) fn invariants(dbs: &[Db]) {
+    let db = &dbs[0];
+    setup(db);
+    for d in dbs {
+        // Every handle sees the tree another made (a replica reads the tree's version).
+        assert_eq!(d.tree().communes_under("047"), ["04701", "04702"]);
+    }
+    let (rotation_token, family) = db.issue_refresh("reviewer", "web", 0).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (held, rotated) = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let db = &dbs[i % dbs.len()];
+                s.spawn(move || {
+                    let who = officer(i);
+                    let mut mine = Vec::new();
+                    for n in 0..RECORDS_EACH {
+                        let quarter_day = ["2025-01-10", "2025-04-10", "2025-07-10"][n % 3];
+                        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": who.org_unit, "published_on": quarter_day, "title": format!("{n}")}), ActorId::random()).unwrap();
+                        let id = RecordId::random();
+                        push(db, &who, id, &mut d, &[]);
+                        mine.push((id, d));
+                        // Edit an earlier record: its date moves its counters between quarters.
+                        if n % 3 == 2 {
+                            let (id, d) = &mut mine[n / 2];
+                            let before = d.get_heads();
+                            doc::set_path(d, "published_on", &json!("2025-10-01")).unwrap();
+                            push(db, &who, *id, d, &before);
+                        }
+                        db.audit(AuditEvent { user: who.username.clone(), device_id: None, action: "test", target: format!("{n}") }).unwrap();
+                    }
+                })
+            })
+            .collect();
+        // A reviewer pulls while the phones push, from the last handle.
+        let puller = s.spawn(|| {
+            let reader = dbs.last().unwrap();
+            let mut held = HashMap::new();
+            let mut cursor = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                cursor = pull_all(reader, &reviewer(), cursor, &mut held);
+            }
+            pull_all(reader, &reviewer(), cursor, &mut held);
+            held
+        });
+        // Replicas given the same refresh token at once (a phone retrying a lost answer): the
+        // exchanges happen one after another, and one token of the family stays live.
+        let rotations: Vec<_> = dbs.iter().cycle().take(4).map(|d| s.spawn(|| d.use_refresh(&rotation_token).unwrap())).collect();
+        let rotated: Vec<bool> = rotations.into_iter().map(|h| h.join().unwrap().is_ok()).collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (puller.join().unwrap(), rotated)
+    });
+    assert!(rotated[0] || rotated.iter().any(|ok| *ok), "{rotated:?}");
+    assert_eq!(db.live_refresh_tokens(&family).unwrap(), 1, "one live token per family: {rotated:?}");
+
+    // The reader that pulled during the writes holds every record at its stored version.
+    let mut stored: BTreeMap<RecordId, Vec<sync_protocol::automerge::ChangeHash>> = BTreeMap::new();
+    for c in ["04701", "04702"] {
+        for id in db.record_ids_of(c).unwrap() {
+            stored.insert(id, db.load_doc(&id).unwrap().unwrap().get_heads());
+        }
+    }
+    assert_eq!(stored.len(), WRITERS * RECORDS_EACH);
+    let mut held: BTreeMap<RecordId, Vec<sync_protocol::automerge::ChangeHash>> = held.into_iter().map(|(id, mut d)| (id, d.get_heads())).collect();
+    assert_eq!(held.len(), stored.len(), "the pull skipped records");
+    assert!(held.iter_mut().all(|(id, h)| stored[id] == *h), "a pulled record is behind its stored version");
+
+    // The counters equal a rebuild from the documents, on every handle.
+    let live = db.all_counters().unwrap();
+    let q4: indicators::Quarter = "2025Q4".parse::<indicators::Period>().unwrap().quarters()[0];
+    assert_eq!(db.counters("047", q4).unwrap().news_items(), (WRITERS * RECORDS_EACH / 3) as i64, "the edits moved their records to Q4");
+    dbs.last().unwrap().rebuild_figures().unwrap();
+    for d in dbs {
+        assert_eq!(d.all_counters().unwrap(), live, "counters equal a rebuild");
+        assert_eq!(d.counters("047", q4).unwrap().news_items(), (WRITERS * RECORDS_EACH / 3) as i64, "no handle serves a stale cache");
+    }
+    // One chain, every entry.
+    for d in dbs {
+        assert_eq!(d.verify_audit_chain().unwrap(), Ok((WRITERS * RECORDS_EACH) as u64));
+    }
+    assert_eq!(db.feed_seq().unwrap(), (WRITERS * RECORDS_EACH + WRITERS * RECORDS_EACH / 3) as u64, "one sequence number per write, none skipped");
+}
+
+#[test]
+fn the_memory_store_conforms() {
+    let kv = MemKv::default();
+    crate::store::tests::conformance(&kv);
+    crate::store::tests::concurrent_transactions(&kv);
+    invariants(&[Db::open(Box::new(MemKv::default())).unwrap()]);
+}
+
+#[test]
+fn sled_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = SledKv::open(&dir.path().join("kv")).unwrap();
+    crate::store::tests::conformance(&kv);
+    crate::store::tests::concurrent_transactions(&kv);
+    invariants(&[Db::open(Box::new(SledKv::open(&dir.path().join("db")).unwrap())).unwrap()]);
+}
+
+fn pg() -> PgKv {
+    PgKv::open(&PgConfig::new(crate::store::pg::create_test_database(&crate::store::pg::test_admin_url()))).unwrap()
+}
+
+#[test]
+fn postgres_conforms() {
+    let kv = pg();
+    crate::store::tests::conformance(&kv);
+    crate::store::tests::concurrent_transactions(&kv);
+    invariants(&[Db::open(Box::new(pg())).unwrap()]);
+}
+
+/// Two handles on one database: two replicas in one process, each with its own pool and caches.
+#[test]
+fn two_postgres_handles_on_one_database_conform() {
+    let url = crate::store::pg::create_test_database(&crate::store::pg::test_admin_url());
+    let open = || PgKv::open(&PgConfig::new(url.clone())).unwrap();
+    let (a, b) = (open(), open());
+    crate::store::tests::concurrent_transactions_on(&[&a, &b]);
+    let url2 = crate::store::pg::create_test_database(&crate::store::pg::test_admin_url());
+    let open2 = || Db::open(Box::new(PgKv::open(&PgConfig::new(url2.clone())).unwrap())).unwrap();
+    invariants(&[open2(), open2()]);
+}
+
+#[test]
+fn migrations_run_once_when_replicas_start_together() {
+    let url = crate::store::pg::create_test_database(&crate::store::pg::test_admin_url());
+    let kvs: Vec<PgKv> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| PgKv::open(&PgConfig::new(url.clone())).unwrap())).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(kvs[0].is_empty().unwrap());
+    let dbs: Vec<Db> = kvs.into_iter().map(|kv| Db::open(Box::new(kv)).unwrap()).collect();
+    // The audit key and the other secrets are made once: every replica holds the same.
+    let keys: Vec<Vec<u8>> = dbs.iter().map(|d| d.secret("probe", || uuid::Uuid::new_v4().as_bytes().to_vec()).unwrap()).collect();
+    assert!(keys.windows(2).all(|w| w[0] == w[1]));
+}
+
+/// A wrong password or an unreachable server is one clear error, without the password.
+#[test]
+fn a_bad_database_url_is_refused_clearly() {
+    let admin = crate::store::pg::test_admin_url();
+    let wrong = admin.replacen("gesync:", "gesync:not-the-password-", 1);
+    let err = PgKv::open(&PgConfig::new(wrong)).err().expect("refused").to_string();
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert!(err.contains("password") || err.contains("authentication"), "{err}");
+    let mut closed = PgConfig::new("postgres://gesync:x@127.0.0.1:1/gesync");
+    closed.acquire_timeout = std::time::Duration::from_secs(2);
+    assert!(PgKv::open(&closed).is_err());
+    let kv: &dyn Kv = &pg();
+    assert!(kv.shared() && kv.check().is_ok());
+}

@@ -1,0 +1,385 @@
+//! The PostgreSQL store: the same ordered keyspace as the embedded one, in one table, shared by
+//! any number of server processes.
+//!
+//! - **Write transactions** begin by locking the one row of `gesync_write_lock` (`SELECT …
+//!   FOR UPDATE`). Every write transaction of every replica takes that row first, so they run
+//!   one at a time across replicas, in the order they commit: what one transaction reads (the
+//!   feed's last sequence number, the counters, the audit chain's tail, a refresh token) no
+//!   other can change before it commits. Its batch is written with one upsert and one delete,
+//!   and `COMMIT` returns once PostgreSQL has it durable (`synchronous_commit` stays on).
+//! - **The feed cannot skip.** Sequence numbers are given inside those transactions, one after
+//!   the other from `n/seq`: number N+1 is given only after the transaction holding N has
+//!   committed, so a reader that sees N+1 sees N as well. No `SERIAL` is used.
+//! - **Consistent reads** (a pull page, a backup) are `REPEATABLE READ, READ ONLY`
+//!   transactions: one snapshot of everything committed.
+//! - **Migrations** are embedded, numbered, and applied by the first process to take the
+//!   advisory lock [`MIGRATION_LOCK`]; replicas starting at the same moment wait for it and
+//!   then find nothing left to do.
+//!
+//! The server calls the store from blocking threads; this store runs its queries on a small
+//! runtime of its own and waits for them there (never on the server's async workers).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::{Batch, Kv, KvRead, StoreError, WriteTx};
+
+/// The advisory lock held while migrations run (an arbitrary constant: "gesync" in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x6765_7379_6e63;
+
+/// The schema, one migration per step; never edit a released step, add one.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE gesync_kv (k BYTEA PRIMARY KEY, v BYTEA NOT NULL);
+     CREATE TABLE gesync_write_lock (id INT PRIMARY KEY);
+     INSERT INTO gesync_write_lock VALUES (1);",
+)];
+
+/// How the store connects (part of the server's configuration).
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`
+    pub url: String,
+    /// Connections in the pool of this process.
+    pub pool_size: u32,
+    /// Longest a statement may run before PostgreSQL cancels it.
+    pub statement_timeout: Duration,
+    /// Longest a request waits for a connection (the database is down or the pool is busy).
+    pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it holds the password.
+        f.debug_struct("PgConfig").field("pool_size", &self.pool_size).field("statement_timeout", &self.statement_timeout).finish_non_exhaustive()
+    }
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> PgConfig {
+        PgConfig { url: url.into(), pool_size: 8, statement_timeout: Duration::from_secs(30), acquire_timeout: Duration::from_secs(3) }
+    }
+}
+
+fn io(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The PostgreSQL store.
+pub struct PgKv {
+    pool: PgPool,
+    rt: Arc<tokio::runtime::Runtime>,
+    name: String,
+}
+
+impl PgKv {
+    /// Connects, and creates or migrates the schema (safely when several processes start at once).
+    pub fn open(config: &PgConfig) -> Result<PgKv, StoreError> {
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(|e| StoreError::Open { path: "the --database URL".into(), reason: redact(&e.to_string(), &config.url) })?;
+        let name = format!("postgres {}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("postgres"));
+        let timeout_ms = config.statement_timeout.as_millis().to_string();
+        let options = options.options([("statement_timeout", timeout_ms.as_str()), ("idle_in_transaction_session_timeout", "60000")]);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gesync-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let pool = rt.block_on(async {
+            PgPoolOptions::new()
+                .max_connections(config.pool_size.max(2))
+                .acquire_timeout(config.acquire_timeout)
+                .test_before_acquire(true)
+                .connect_with(options)
+                .await
+        });
+        let pool = pool.map_err(|e| StoreError::Open { path: name.clone(), reason: redact(&e.to_string(), &config.url) })?;
+        let kv = PgKv { pool, rt: Arc::new(rt), name };
+        kv.migrate()?;
+        Ok(kv)
+    }
+
+    fn run<T>(&self, f: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
+        self.rt.block_on(f).map_err(io)
+    }
+
+    /// Applies the migrations this database lacks, under the advisory lock.
+    fn migrate(&self) -> Result<(), StoreError> {
+        self.run(async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+            let result = async {
+                sqlx::query("CREATE TABLE IF NOT EXISTS gesync_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                    .execute(&mut *conn)
+                    .await?;
+                let done: Vec<i32> = sqlx::query_scalar("SELECT version FROM gesync_migrations").fetch_all(&mut *conn).await?;
+                for (version, sql) in MIGRATIONS {
+                    if done.contains(version) {
+                        continue;
+                    }
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                    sqlx::query("INSERT INTO gesync_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            }
+            .await;
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+            result
+        })
+    }
+
+    /// Empties the store (tests and `restore` into a database that must be empty check first).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let any: Option<i32> = self.run(sqlx::query_scalar("SELECT 1 FROM gesync_kv LIMIT 1").fetch_optional(&self.pool))?;
+        Ok(any.is_none())
+    }
+}
+
+/// An error text without the URL's password.
+fn redact(text: &str, url: &str) -> String {
+    let userinfo = url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(u, _)| u);
+    match userinfo.and_then(|u| u.split_once(':')).map(|(_, p)| p) {
+        Some(p) if !p.is_empty() => text.replace(p, "***"),
+        _ => text.to_string(),
+    }
+}
+
+const GET: &str = "SELECT v FROM gesync_kv WHERE k = $1";
+const RANGE: &str = "SELECT k, v FROM gesync_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3";
+const LAST: &str = "SELECT k, v FROM gesync_kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT 1";
+const FIRST_PAGE: &str = "SELECT k, v FROM gesync_kv ORDER BY k LIMIT $1";
+const NEXT_PAGE: &str = "SELECT k, v FROM gesync_kv WHERE k > $1 ORDER BY k LIMIT $2";
+/// Entries read at a time by `for_each`.
+const PAGE: usize = 1000;
+
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn pairs(rows: Vec<sqlx::postgres::PgRow>) -> Pairs {
+    rows.into_iter().map(|r| (r.get::<Vec<u8>, _>(0), r.get::<Vec<u8>, _>(1))).collect()
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+async fn q_get<'e>(e: impl sqlx::PgExecutor<'e>, key: &[u8]) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(GET).bind(key).fetch_optional(e).await
+}
+
+async fn q_range<'e>(e: impl sqlx::PgExecutor<'e>, start: &[u8], end: &[u8], n: usize) -> Result<Pairs, sqlx::Error> {
+    sqlx::query(RANGE).bind(start).bind(end).bind(limit(n)).fetch_all(e).await.map(pairs)
+}
+
+async fn q_last<'e>(e: impl sqlx::PgExecutor<'e>, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+    Ok(sqlx::query(LAST).bind(start).bind(end).fetch_optional(e).await?.map(|r| (r.get(0), r.get(1))))
+}
+
+async fn q_page<'e>(e: impl sqlx::PgExecutor<'e>, after: Option<&[u8]>) -> Result<Pairs, sqlx::Error> {
+    match after {
+        None => sqlx::query(FIRST_PAGE).bind(limit(PAGE)).fetch_all(e).await.map(pairs),
+        Some(k) => sqlx::query(NEXT_PAGE).bind(k).bind(limit(PAGE)).fetch_all(e).await.map(pairs),
+    }
+}
+
+/// Every entry in key order, a page at a time.
+fn for_each_paged(
+    mut page: impl FnMut(Option<&[u8]>) -> Result<Pairs, StoreError>,
+    f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let rows = page(after.as_deref())?;
+        for (k, v) in &rows {
+            f(k, v)?;
+        }
+        match rows.last() {
+            Some((k, _)) if rows.len() == PAGE => after = Some(k.clone()),
+            _ => return Ok(()),
+        }
+    }
+}
+
+impl KvRead for PgKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(q_get(&self.pool, key))
+    }
+    fn range(&self, start: &[u8], end: &[u8], n: usize) -> Result<Pairs, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.run(q_range(&self.pool, start, end, n))
+    }
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        if start >= end {
+            return Ok(None);
+        }
+        self.run(q_last(&self.pool, start, end))
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        for_each_paged(|after| self.run(q_page(&self.pool, after)), f)
+    }
+}
+
+/// An open transaction (a write transaction holding the write lock, or a consistent read).
+struct Open {
+    tx: Mutex<Option<Transaction<'static, Postgres>>>,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+/// Runs one query on an open transaction's connection and waits for it.
+macro_rules! on_tx {
+    ($open:expr, |$c:ident| $query:expr) => {{
+        let mut guard = $open.tx.lock();
+        let $c: &mut sqlx::PgConnection = &mut **guard.as_mut().expect("a transaction is open until it ends");
+        $open.rt.block_on($query).map_err(io)
+    }};
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        // Not committed: roll back now rather than leave it to the pool, so the write lock is
+        // released at once.
+        if let Some(tx) = self.tx.lock().take() {
+            let _ = self.rt.block_on(tx.rollback());
+        }
+    }
+}
+
+impl KvRead for Open {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        on_tx!(self, |c| q_get(c, key))
+    }
+    fn range(&self, start: &[u8], end: &[u8], n: usize) -> Result<Pairs, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        on_tx!(self, |c| q_range(c, start, end, n))
+    }
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        if start >= end {
+            return Ok(None);
+        }
+        on_tx!(self, |c| q_last(c, start, end))
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        for_each_paged(|after| on_tx!(self, |c| q_page(c, after)), f)
+    }
+}
+
+impl WriteTx for Open {
+    fn commit_then(self: Box<Self>, batch: Batch, applied: &mut dyn FnMut()) -> Result<(), StoreError> {
+        // The batch's final state per key: later writes of a key replace earlier ones.
+        let mut last: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = std::collections::BTreeMap::new();
+        for (k, v) in batch.ops {
+            last.insert(k, v);
+        }
+        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in last {
+            match v {
+                Some(v) => {
+                    keys.push(k);
+                    values.push(v);
+                }
+                None => gone.push(k),
+            }
+        }
+        let tx = self.tx.lock().take().expect("a transaction is open until it ends");
+        self.rt
+            .block_on(async move {
+                let mut tx = tx;
+                if !gone.is_empty() {
+                    sqlx::query("DELETE FROM gesync_kv WHERE k = ANY($1)").bind(gone).execute(&mut *tx).await?;
+                }
+                if !keys.is_empty() {
+                    sqlx::query("INSERT INTO gesync_kv (k, v) SELECT * FROM UNNEST($1::BYTEA[], $2::BYTEA[]) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
+                        .bind(keys)
+                        .bind(values)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            })
+            .map_err(io)?;
+        applied();
+        Ok(())
+    }
+}
+
+impl Kv for PgKv {
+    fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
+        let tx = self.run(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
+            Ok(tx)
+        })?;
+        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt.clone() }))
+    }
+
+    fn begin_read(&self) -> Result<Box<dyn KvRead + '_>, StoreError> {
+        let tx = self.run(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            Ok(tx)
+        })?;
+        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt.clone() }))
+    }
+
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        // A commit is durable before it is visible.
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.run(sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())").fetch_one(&self.pool)).map(|n| n as u64).unwrap_or(0)
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.run(sqlx::query("SELECT 1").execute(&self.pool)).map(|_| ())
+    }
+}
+
+/// For tests: a new, empty database on the PostgreSQL server of `admin_url` (the test command's
+/// throw-away cluster), whose URL is returned. Runs on a thread of its own, so it may be called
+/// from async tests too.
+#[doc(hidden)]
+pub fn create_test_database(admin_url: &str) -> String {
+    let admin = admin_url.to_string();
+    std::thread::spawn(move || {
+        let name = format!("gesync_test_{}", uuid::Uuid::new_v4().simple());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&admin).await.expect("the test PostgreSQL answers (GESYNC_TEST_PG)");
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("CREATE DATABASE");
+        });
+        let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DB");
+        format!("{base}/{name}")
+    })
+    .join()
+    .expect("the database was made")
+}
+
+/// For tests: the test command's PostgreSQL (`GESYNC_TEST_PG`), which `scripts/test.sh`
+/// starts; a test that needs it fails with this explanation rather than pass without it.
+#[doc(hidden)]
+pub fn test_admin_url() -> String {
+    std::env::var("GESYNC_TEST_PG").unwrap_or_else(|_| {
+        panic!("GESYNC_TEST_PG is not set: run the tests with `bash scripts/test.sh`, which starts a throw-away PostgreSQL and sets it")
+    })
+}

@@ -1,0 +1,241 @@
+//! Several `gesync-server serve --database …` processes on one PostgreSQL, behind a
+//! round-robin TCP proxy (a load balancer without sticky sessions), answer as one server:
+//! - phones of two communes sync through the proxy while one replica is SIGKILLed and started
+//!   again;
+//! - two officers make a conflicting edit; the district reviewer sees it on one replica and
+//!   resolves it through another;
+//! - at the end every replica returns the same records, figures and a valid audit chain, and
+//!   every phone of a commune holds the same records, none lost or doubled.
+//!
+//! And the database itself restarted during syncs: phones retry, nothing acknowledged is lost.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tests::{seed_from_env, Api, ServerProcess, TestStore, PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
+
+fn phone(dir: &Path, name: &str) -> Client {
+    Client::open(dir.join(name), FixedKey(StoreKey::random())).unwrap()
+}
+
+/// Syncs until it succeeds (a replica may die under it, the database may restart).
+async fn sync_until_done(c: &mut Client) {
+    for attempt in 0..200 {
+        match c.sync(|_| {}).await {
+            Ok(r) => {
+                assert_eq!(r.rejected, 0, "nothing refused");
+                if c.pending_count() == 0 {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = (attempt, e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    panic!("the phone never finished syncing");
+}
+
+/// The records a phone holds: id → view (without its local sync state).
+fn held(c: &Client) -> BTreeMap<String, Value> {
+    c.list(None)
+        .unwrap()
+        .into_iter()
+        .map(|mut v| {
+            let o = v.as_object_mut().unwrap();
+            o.remove("sync_status");
+            o.remove("conflicts");
+            (o["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// What a replica answers: the district's records, the figures, the audit chain's verdict
+/// (reading records is audited: the chain's length is compared separately).
+async fn answers(url: &str) -> (BTreeMap<String, Value>, Value, Value) {
+    let district = Api::login(url, "district").await;
+    let (s, list) = district.get("/api/v1/records?org_unit=047").await;
+    assert_eq!(s, 200, "{list}");
+    let records = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.as_object_mut().unwrap().remove("conflicts");
+            (v["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    let (s, figures) = district.get("/api/v1/indicators?org_unit=047&period=2025").await;
+    assert_eq!(s, 200, "{figures}");
+    let admin = Api::login(url, "admin").await;
+    let (s, audit) = admin.get("/api/v1/audit?limit=1").await;
+    assert_eq!(s, 200, "{audit}");
+    (records, figures, audit["chain"]["valid"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
+    let seed = seed_from_env("replicas_behind_a_round_robin_proxy_answer_as_one_server");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let store = TestStore::postgres();
+    store.seed(0);
+    let mut replicas: Vec<ServerProcess> = (0..3).map(|_| ServerProcess::spawn_on(Path::new(BIN), &store)).collect();
+    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let (proxy, per_replica) = tests::round_robin::start(addrs.clone()).await;
+    let url = format!("http://{proxy}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut phones = Vec::new();
+    for (name, user) in [("a", "officer1"), ("b", "officer1b"), ("c", "officer2")] {
+        let mut p = phone(dir.path(), name);
+        p.login(&url, user, PASSWORD, None).await.unwrap();
+        phones.push(p);
+    }
+    let commune = |i: usize| if i < 2 { "04701" } else { "04702" };
+
+    // Rounds of records and syncs; in round 2, replica 1 is SIGKILLed mid-round and started
+    // again on the same address.
+    for round in 0..5 {
+        for (i, p) in phones.iter_mut().enumerate() {
+            for n in 0..rng.gen_range(2..6) {
+                let date = ["2025-02-10", "2025-05-10", "2025-08-10"][(round + n) % 3];
+                p.create(RecordKind::NewsItem, &json!({"commune": commune(i), "published_on": date, "title": format!("{round}/{n}")})).unwrap();
+            }
+        }
+        if round == 2 {
+            let killed = replicas.remove(1);
+            let addr = killed.addr;
+            killed.kill();
+            for p in phones.iter_mut() {
+                sync_until_done(p).await;
+            }
+            replicas.insert(1, ServerProcess::spawn_at(Path::new(BIN), &store, addr));
+        } else {
+            for p in phones.iter_mut() {
+                sync_until_done(p).await;
+            }
+        }
+    }
+
+    // A conflicting edit of one 04701 record by its two officers.
+    let shared = phones[0].ids(None)[0];
+    for p in phones.iter_mut() {
+        sync_until_done(p).await;
+    }
+    phones[0].set(shared, "title", &json!("sửa bởi a")).unwrap();
+    phones[1].set(shared, "title", &json!("sửa bởi b")).unwrap();
+    sync_until_done(&mut phones[0]).await;
+    sync_until_done(&mut phones[1]).await;
+    // Seen on replica 0, resolved through replica 2.
+    let on_0 = Api::login(&format!("http://{}", addrs[0]), "district").await;
+    let (s, queue) = on_0.get("/api/v1/conflicts?org_unit=047").await;
+    assert_eq!(s, 200);
+    let queue = queue.as_array().unwrap().clone();
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0]["path"], "title");
+    let cid = queue[0]["id"].as_str().unwrap().to_string();
+    let on_2 = Api::login(&format!("http://{}", addrs[2]), "district").await;
+    assert_eq!(on_2.post(&format!("/api/v1/conflicts/{cid}/resolve"), json!({"value": "đã thống nhất"})).await.0, 204);
+    assert!(on_0.get("/api/v1/conflicts?org_unit=047").await.1.as_array().unwrap().is_empty(), "replica 0 sees the resolution");
+
+    for _ in 0..2 {
+        for p in phones.iter_mut() {
+            sync_until_done(p).await;
+        }
+    }
+
+    // Every replica answers the same.
+    let first = answers(&format!("http://{}", addrs[0])).await;
+    for a in &addrs[1..] {
+        let other = answers(&format!("http://{a}")).await;
+        assert_eq!(other.0, first.0, "replica {a} lists other records");
+        assert_eq!(other.1, first.1, "replica {a} gives other figures");
+        assert_eq!(other.2, first.2, "replica {a} finds another audit chain");
+    }
+    // One audit chain: every replica reads the same entries, back to back.
+    let admins = [Api::login(&format!("http://{}", addrs[0]), "admin").await, Api::login(&format!("http://{}", addrs[1]), "admin").await, Api::login(&format!("http://{}", addrs[2]), "admin").await];
+    let mut chains = Vec::new();
+    for admin in &admins {
+        chains.push(admin.get("/api/v1/audit?limit=10000").await.1);
+    }
+    assert!(chains.iter().all(|c| *c == chains[0]), "the replicas read one audit chain");
+    assert_eq!(chains[0]["chain"]["valid"], true);
+    let (records, figures, chain) = first;
+    assert_eq!(chain, true);
+    assert_eq!(records[&shared.to_string()]["title"], "đã thống nhất");
+    // Every phone of a commune holds exactly its commune's records, at the server's version.
+    let total: usize = phones.iter().map(|p| p.ids(None).len()).sum();
+    for (i, p) in phones.iter().enumerate() {
+        let mine: BTreeMap<String, Value> = records.iter().filter(|(_, v)| v["commune"] == commune(i)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(held(p), mine, "phone {i} (seed {seed})");
+    }
+    assert_eq!(total, records.iter().filter(|(_, v)| v["commune"] == "04701").count() * 2 + records.iter().filter(|(_, v)| v["commune"] == "04702").count());
+    // The proxy spread the phones over the replicas.
+    let used = per_replica.iter().filter(|n| n.load(std::sync::atomic::Ordering::Relaxed) > 0).count();
+    assert!(used >= 2, "connections per replica: {:?}", per_replica.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>());
+    for r in replicas {
+        r.kill();
+    }
+    // The figures the replicas kept up together equal a rebuild from the records.
+    let out = tests::run_cli(Path::new(BIN), &["admin", "rebuild-figures", "--database", &match &store { TestStore::Postgres(u) => u.clone(), _ => unreachable!() }], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = ServerProcess::spawn_on(Path::new(BIN), &store);
+    assert_eq!(answers(&again.url()).await.1, figures, "figures equal a rebuild");
+    again.kill();
+}
+
+/// The test command's `pg_ctl` for its cluster (see `scripts/test.sh`).
+fn pg_ctl(action: &str) {
+    let ctl = std::env::var("GESYNC_TEST_PG_CTL").expect("GESYNC_TEST_PG_CTL: run the tests with `bash scripts/test.sh`");
+    let status = std::process::Command::new("sh").arg("-c").arg(format!("{ctl} -m fast {action}")).stdout(std::process::Stdio::null()).status().unwrap();
+    assert!(status.success(), "pg_ctl {action}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restart_during_syncs_loses_nothing_acknowledged() {
+    let store = TestStore::postgres();
+    store.seed(0);
+    let server = ServerProcess::spawn_on(Path::new(BIN), &store);
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = phone(dir.path(), "a");
+    a.login(&url, "officer1", PASSWORD, None).await.unwrap();
+    for n in 0..20 {
+        a.create(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-03-01", "title": format!("{n}")})).unwrap();
+    }
+    sync_until_done(&mut a).await;
+    let acknowledged = held(&a);
+
+    // The database stops: the replica answers 503 with a clear error, and /healthz says so.
+    pg_ctl("stop");
+    for n in 0..10 {
+        a.create(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-03-02", "title": format!("while down {n}")})).unwrap();
+    }
+    assert!(a.sync(|_| {}).await.is_err(), "no sync while the database is down");
+    let health = reqwest::get(format!("{url}/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert_eq!(a.pending_count(), 10, "nothing was taken for stored");
+
+    // It comes back: the same replica recovers by itself, the phone's retries go through.
+    pg_ctl("start");
+    sync_until_done(&mut a).await;
+    assert_eq!(reqwest::get(format!("{url}/healthz")).await.unwrap().status().as_u16(), 200);
+    let (records, _, chain) = answers(&url).await;
+    assert_eq!(records.len(), 30);
+    for id in acknowledged.keys() {
+        assert!(records.contains_key(id), "acknowledged record {id} lost");
+    }
+    assert_eq!(chain, true);
+    server.kill();
+}
