@@ -162,15 +162,17 @@ impl Db {
         Ok(indicators::report(unit, period, &chain, &targets, |q| sums.get(&q).cloned().unwrap_or_default(), &communes))
     }
 
-    /// Moves one record's contribution (old out, new in) in the stored counters, in a write
-    /// transaction of its own: exactly the per-record work the write path adds to a batch.
-    /// Public for `bench-indicators`, which times it.
-    pub fn apply_figure_change(&self, old: Option<&Contribution>, new: Option<&Contribution>) -> Result<(), DbError> {
+    /// Moves records' contributions (each old one out, its new one in) in the stored counters,
+    /// in one write transaction: exactly the per-record work the write path adds to a
+    /// request's batch, which `bench-indicators` times (divided by the number of changes).
+    pub fn apply_figure_changes(&self, changes: &[(Option<Contribution>, Option<Contribution>)]) -> Result<(), DbError> {
         let tx = self.kv().begin_write()?;
         let tree = self.tree_in(&*tx)?;
         let chain = |c: &str| tree.chain(c);
         let mut deltas = CounterDeltas::default();
-        deltas.record_change(&chain, old, new);
+        for (old, new) in changes {
+            deltas.record_change(&chain, old.as_ref(), new.as_ref());
+        }
         let mut batch = Batch::default();
         let mut sums = Some(self.add_counters(&*tx, &deltas, &mut batch)?);
         tx.commit_then(batch, &mut || self.cache_counters(sums.take().expect("applied once")))?;

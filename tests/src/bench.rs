@@ -70,12 +70,17 @@ pub struct ServerChild {
 }
 
 impl ServerChild {
-    /// Starts the child and waits until it accepts connections.
+    /// Starts the child on the embedded store in `data` and waits until it accepts connections.
     pub fn spawn(data: &Path) -> ServerChild {
+        Self::spawn_on(&crate::TestStore::Embedded(data.to_path_buf()))
+    }
+
+    /// Starts the child on `store` and waits until it accepts connections.
+    pub fn spawn_on(store: &crate::TestStore) -> ServerChild {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--serve", data.to_str().unwrap(), &addr.to_string()])
+            .args(["--serve", &store.arg(), &addr.to_string()])
             .env("GESYNC_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -101,5 +106,38 @@ impl Drop for ServerChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The store of a benchmark: the embedded one in `dir`, or, with `--database URL` (an
+/// administrator's URL of a PostgreSQL server), a new database made on that server.
+pub fn store_from_args(dir: &Path) -> crate::TestStore {
+    match arg_str("--database") {
+        Some(url) => crate::TestStore::Postgres(gesync_server::store::pg::create_test_database(&url)),
+        None => crate::TestStore::Embedded(dir.to_path_buf()),
+    }
+}
+
+/// `--replicas N` (default 1): server processes on the store; more than one needs `--database`.
+pub fn replicas_from_args(store: &crate::TestStore) -> usize {
+    let n = arg("--replicas", 1);
+    if n == 0 || (n > 1 && matches!(store, crate::TestStore::Embedded(_))) {
+        eprintln!("error: --replicas takes 1, or more with --database (the embedded store has one server)");
+        std::process::exit(1);
+    }
+    n
+}
+
+/// Runs `f` on the data layer of `store`, on a thread of its own (never on an async worker).
+pub fn with_db<T: Send + 'static>(store: &crate::TestStore, f: impl FnOnce(&gesync_server::Db) -> T + Send + 'static) -> T {
+    let store = store.clone();
+    std::thread::spawn(move || f(&store.open())).join().expect("the store opens")
+}
+
+/// Where clients connect: the one server, or a round-robin proxy in front of the replicas.
+pub async fn entry(servers: &[ServerChild]) -> SocketAddr {
+    match servers {
+        [one] => one.addr,
+        many => crate::round_robin::start(many.iter().map(|s| s.addr).collect()).await.0,
     }
 }

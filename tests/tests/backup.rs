@@ -265,3 +265,46 @@ async fn an_encrypted_backup_restores_with_its_passphrase_and_a_new_signing_key(
     assert_eq!(status, 401, "an access token signed before the restore");
     server.kill();
 }
+
+/// The upgrade path: a backup of the embedded store restores into an empty PostgreSQL database,
+/// which then serves the same records and figures (and refuses a second restore).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_backup_restores_into_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = store_with_records(dir.path()).await;
+    let data = dir.path().join("server");
+    let sled = tests::TestStore::Embedded(data.clone());
+    let server = ServerProcess::spawn(Path::new(BIN), &data);
+    let on_sled = fleet::server_records(&server.url(), &layout).await;
+    server.kill();
+    assert_eq!(on_sled.len(), 2 * 40);
+    let counters = tests::bench::with_db(&sled, |db| db.all_counters().unwrap());
+
+    let file = dir.path().join("sled.gsb");
+    let out = cli(&["backup", "--data-dir", data.to_str().unwrap(), "--out", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pg = tests::TestStore::postgres();
+    let url = match &pg {
+        tests::TestStore::Postgres(u) => u.clone(),
+        _ => unreachable!(),
+    };
+    let out = cli(&["restore", "--database", &url, "--from", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (pg_counters, chain) = tests::bench::with_db(&pg, |db| (db.all_counters().unwrap(), db.verify_audit_chain().unwrap()));
+    assert_eq!(pg_counters, counters, "the same figures");
+    assert!(chain.is_ok(), "the audit chain came along intact: {chain:?}");
+    let server = ServerProcess::spawn_on(Path::new(BIN), &pg);
+    let on_pg = fleet::server_records(&server.url(), &layout).await;
+    assert_eq!(on_pg, on_sled, "the same records");
+    server.kill();
+
+    // A database that holds data already is refused, in one line, without the password.
+    let out = cli(&["restore", "--database", &url, "--from", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("already holds data"), "{stderr}");
+    let password = url.split_once("://").and_then(|(_, r)| r.split_once('@')).and_then(|(u, _)| u.split_once(':')).map(|(_, p)| p.to_string()).unwrap();
+    assert!(!stderr.contains(&password), "the password leaked: {stderr}");
+}

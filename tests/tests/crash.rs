@@ -1,5 +1,6 @@
 //! Acknowledged means durable: the server process is SIGKILLed right after it acknowledged a
-//! batch, then restarted on the same store; every acknowledged change is there.
+//! batch, then restarted on the same store; every acknowledged change is there. On the embedded
+//! store and on PostgreSQL.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +9,7 @@ use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tests::{seed_from_env, Api, ServerProcess, PASSWORD};
+use tests::{seed_from_env, Api, ServerProcess, TestStore, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
 
@@ -30,20 +31,24 @@ fn local_views(c: &Client) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn seed_store(dir: &Path) {
-    let db = gesync_server::open_db(dir).unwrap();
-    tests::seed(&db, 0);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_right_after_an_ack_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    sigkill_after_acks(TestStore::Embedded(dir.path().join("server")), dir.path(), "sigkill_right_after_an_ack_loses_nothing").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_right_after_an_ack_loses_nothing() {
-    let seed = seed_from_env("sigkill_right_after_an_ack_loses_nothing");
-    let mut rng = StdRng::seed_from_u64(seed);
+async fn sigkill_right_after_an_ack_loses_nothing_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    seed_store(&data);
-    let mut phone = Client::open(dir.path().join("phone"), FixedKey(StoreKey::random())).unwrap();
-    let mut server = ServerProcess::spawn(Path::new(BIN), &data);
+    sigkill_after_acks(TestStore::postgres(), dir.path(), "sigkill_right_after_an_ack_loses_nothing_on_postgres").await;
+}
+
+async fn sigkill_after_acks(store: TestStore, dir: &Path, name: &str) {
+    let seed = seed_from_env(name);
+    let mut rng = StdRng::seed_from_u64(seed);
+    store.seed(0);
+    let mut phone = Client::open(dir.join("phone"), FixedKey(StoreKey::random())).unwrap();
+    let mut server = ServerProcess::spawn_on(Path::new(BIN), &store);
     phone.login(&server.url(), "officer1", PASSWORD, None).await.unwrap();
     for round in 0..6 {
         for _ in 0..rng.gen_range(1..20) {
@@ -59,7 +64,7 @@ async fn sigkill_right_after_an_ack_loses_nothing() {
         assert_eq!(phone.pending_count(), 0, "everything acknowledged");
         // Acknowledged: kill at once, no graceful shutdown.
         server.kill();
-        server = ServerProcess::spawn(Path::new(BIN), &data);
+        server = ServerProcess::spawn_on(Path::new(BIN), &store);
         let on_server = views(&server.url()).await;
         assert_eq!(on_server, local_views(&phone), "round {round}: acknowledged changes lost (seed {seed})");
         // The restarted server has a new port: the phone logs in again, which makes it push

@@ -127,17 +127,32 @@ async fn sync_requests(url: &str) -> u64 {
 /// and every change a phone holds as acknowledged is in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
-    let seed = seed_from_env("sigkill_during_concurrent_syncs_loses_no_acknowledged_change");
+    let dir = tempfile::tempdir().unwrap();
+    let store = tests::TestStore::Embedded(dir.path().join("server"));
+    sigkill_during_syncs(store, dir.path(), "sigkill_during_concurrent_syncs_loses_no_acknowledged_change").await;
+}
+
+/// (b) on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_concurrent_syncs_on_postgres_loses_no_acknowledged_change() {
+    let dir = tempfile::tempdir().unwrap();
+    sigkill_during_syncs(tests::TestStore::postgres(), dir.path(), "sigkill_during_concurrent_syncs_on_postgres_loses_no_acknowledged_change").await;
+}
+
+async fn sigkill_during_syncs(store: tests::TestStore, dir: &Path, name: &str) {
+    let seed = seed_from_env(name);
     let rounds: usize = std::env::var("GESYNC_KILL_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
     let mut config = FleetConfig::new(8, 0);
     config.phones_per_commune = 4;
-    let layout = seeded_store(&data, config);
-    let mut server = ServerProcess::spawn(Path::new(BIN), &data);
+    let layout = Layout::new(config);
+    {
+        let layout = layout.clone();
+        tests::bench::with_db(&store, move |db| layout.seed(db));
+    }
+    let mut server = ServerProcess::spawn_on(Path::new(BIN), &store);
     let mut transport = TimedTransport::new(&server.url());
-    let mut phones = fleet::phones(&layout, &dir.path().join("phones"), transport.clone());
+    let mut phones = fleet::phones(&layout, &dir.join("phones"), transport.clone());
     phones = login_all(phones, &server.url()).await;
     let mut kills_in_flight = 0;
     // `rounds` kills, and more (up to 4x) until at least one lands while syncs are in flight.
@@ -164,17 +179,19 @@ async fn sigkill_during_concurrent_syncs_loses_no_acknowledged_change() {
         phones = p;
         kills_in_flight += usize::from(!done_before_kill && s.errors > 0);
         // The store opens, and holds every acknowledged change.
-        {
-            let db = gesync_server::open_db(&data).unwrap_or_else(|e| panic!("round {round}: the store does not open after SIGKILL: {e} (seed {seed})"));
-            for p in &phones {
-                for (id, view) in acknowledged(p) {
-                    let on_server = db.record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
-                    assert_eq!(on_server.as_ref(), Some(&view), "round {round}: {} lost an acknowledged change of {id} (seed {seed})", p.username);
-                }
+        let acks: Vec<(String, String, Value)> = phones.iter().flat_map(|p| acknowledged(p).into_iter().map(|(id, v)| (p.username.clone(), id, v))).collect();
+        let storage = store.storage();
+        std::thread::spawn(move || {
+            let db = storage.open().unwrap_or_else(|e| panic!("round {round}: the store does not open after SIGKILL: {e} (seed {seed})"));
+            for (who, id, view) in acks {
+                let on_server = db.record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
+                assert_eq!(on_server.as_ref(), Some(&view), "round {round}: {who} lost an acknowledged change of {id} (seed {seed})");
             }
-        }
+        })
+        .join()
+        .expect("every acknowledged change is in the store");
         eprintln!("round {round}: killed after {at:?} ({} sync errors)", s.errors);
-        server = ServerProcess::spawn(Path::new(BIN), &data);
+        server = ServerProcess::spawn_on(Path::new(BIN), &store);
         transport = TimedTransport::new(&server.url());
         phones = retarget(phones, &transport);
         phones = login_all(phones, &server.url()).await;

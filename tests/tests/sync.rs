@@ -167,18 +167,69 @@ async fn a_noop_sync_does_not_grow_with_the_records_held() {
 /// identical JSON views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulation_phones_converge_through_faults_and_restarts() {
-    let seed = seed_from_env("simulation_phones_converge_through_faults_and_restarts");
-    let mut rng = StdRng::seed_from_u64(seed);
-    const PHONES: usize = 6;
     let dir = tempfile::tempdir().unwrap();
     let server_dir = dir.path().join("server");
-    let mut server = TestServer::start_fresh(&server_dir, PHONES).await;
-    let addr = server.addr;
+    let server = Running::InProcess(TestServer::start_fresh(&server_dir, PHONES).await, server_dir);
+    simulate(server, dir.path(), "simulation_phones_converge_through_faults_and_restarts").await;
+}
+
+/// The same simulation on PostgreSQL, the server a process SIGKILLed at each restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulation_on_postgres_converges_through_faults_and_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tests::TestStore::postgres();
+    store.seed(PHONES);
+    let server = Running::Process(tests::ServerProcess::spawn_on(Path::new(BIN), &store), store);
+    simulate(server, dir.path(), "simulation_on_postgres_converges_through_faults_and_kills").await;
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
+const PHONES: usize = 6;
+
+/// A server the simulation restarts on the same address.
+enum Running {
+    InProcess(TestServer, std::path::PathBuf),
+    Process(tests::ServerProcess, tests::TestStore),
+}
+
+impl Running {
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Running::InProcess(s, _) => s.addr,
+            Running::Process(s, _) => s.addr,
+        }
+    }
+    async fn restart(self) -> Running {
+        let addr = self.addr();
+        match self {
+            Running::InProcess(s, dir) => {
+                s.stop().await;
+                Running::InProcess(TestServer::start_on(&dir, addr).await, dir)
+            }
+            Running::Process(s, store) => {
+                s.kill();
+                Running::Process(tests::ServerProcess::spawn_at(Path::new(BIN), &store, addr), store)
+            }
+        }
+    }
+    async fn stop(self) {
+        match self {
+            Running::InProcess(s, _) => s.stop().await,
+            Running::Process(s, _) => s.kill(),
+        }
+    }
+}
+
+async fn simulate(mut server: Running, dir: &Path, name: &str) {
+    let seed = seed_from_env(name);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = dir.to_path_buf();
+    let addr = server.addr();
     let (paddr, counters) = proxy::start(addr).await;
     let url = format!("http://{paddr}");
     let mut phones = Vec::new();
     for i in 0..PHONES {
-        let mut p = phone(&dir.path().join(format!("phone{i}")));
+        let mut p = phone(&dir.join(format!("phone{i}")));
         login(&mut p, &url, &format!("phone{i}")).await;
         phones.push(p);
     }
@@ -219,8 +270,7 @@ async fn simulation_phones_converge_through_faults_and_restarts() {
                 counters.cut_below.store(0, std::sync::atomic::Ordering::Relaxed);
             }
             8 if rng.gen_bool(0.15) => {
-                server.stop().await;
-                server = TestServer::start_on(&server_dir, addr).await;
+                server = server.restart().await;
             }
             _ => {
                 p.sync(|_| {}).await.unwrap();

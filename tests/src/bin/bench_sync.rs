@@ -2,7 +2,10 @@
 //! (its own process, sled on disk, HTTP on loopback behind a byte-counting proxy), driven by
 //! the real client SDK. Prints progress, then one JSON object as the last line.
 //!
-//! Sizes can be reduced for a quick run: `--records 200 --hold 2000 --ingest 10000`.
+//! Sizes can be reduced for a quick run: `--records 200 --hold 2000 --ingest 10000`. With
+//! `--database postgres://USER:PASSWORD@HOST:PORT/DB` (an administrator's URL: a new database is
+//! made there) the server uses PostgreSQL, and `--replicas N` runs N server processes on it
+//! behind a round-robin proxy.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -13,7 +16,7 @@ use sync_protocol::automerge::ActorId;
 use sync_protocol::doc;
 use sync_protocol::wire::{PushDoc, SyncRequest, SyncResponse, CONTENT_TYPE};
 use sync_protocol::{heads_to_wire, RecordId};
-use tests::bench::{arg, gbv_case, serve_if_child, ServerChild};
+use tests::bench::{arg, entry, gbv_case, replicas_from_args, serve_if_child, store_from_args, with_db, ServerChild};
 use tests::{proxy, rss_mb, PASSWORD};
 
 fn main() {
@@ -22,20 +25,25 @@ fn main() {
     rt.block_on(bench(arg("--records", 1000), arg("--hold", 10_000), arg("--ingest", 100_000)));
 }
 
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = tests::metrics_text(&format!("http://{addr}")).await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+/// A counter of `/metrics`, summed over the replicas.
+async fn metric(addrs: &[SocketAddr], name: &str) -> u64 {
+    let mut sum = 0;
+    for addr in addrs {
+        let text = tests::metrics_text(&format!("http://{addr}")).await.unwrap();
+        sum += text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    }
+    sum
 }
 
 async fn bench(records: usize, hold: usize, ingest: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    {
-        let db = gesync_server::open_db(&data).unwrap();
-        tests::seed(&db, 4);
-    }
-    let server = ServerChild::spawn(&data);
-    let addr = server.addr;
+    let store = store_from_args(&tmp.path().join("server"));
+    let replicas = replicas_from_args(&store);
+    with_db(&store, |db| tests::seed(db, 4));
+    let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_on(&store)).collect();
+    let metric_addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let addr = entry(&servers).await;
+    eprintln!("server: {} replica(s) on {}", replicas, if matches!(store, tests::TestStore::Postgres(_)) { "PostgreSQL" } else { "sled" });
     let (paddr, counters) = proxy::start(addr).await;
     let url = format!("http://{paddr}");
 
@@ -48,11 +56,11 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
         save_bytes += doc::new_record(sync_protocol::RecordKind::GbvCase, &gbv_case(i), ActorId::random()).unwrap().save().len();
     }
     counters.reset();
-    let req0 = metric(addr, "gesync_sync_requests_total").await;
+    let req0 = metric(&metric_addrs, "gesync_sync_requests_total").await;
     let t = Instant::now();
     let r = phone.sync(|_| {}).await.unwrap();
     let first_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let first_requests = metric(addr, "gesync_sync_requests_total").await - req0;
+    let first_requests = metric(&metric_addrs, "gesync_sync_requests_total").await - req0;
     let first_bytes = counters.total();
     assert_eq!(r.pushed, records);
     eprintln!("first sync: {records} records, {first_requests} requests, {first_bytes} bytes, {first_ms:.0} ms");
@@ -74,11 +82,11 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     }
     phone.sync(|_| {}).await.unwrap();
     counters.reset();
-    let req0 = metric(addr, "gesync_sync_requests_total").await;
+    let req0 = metric(&metric_addrs, "gesync_sync_requests_total").await;
     let r = phone.sync(|_| {}).await.unwrap();
     assert_eq!((r.pushed, r.pulled), (0, 0));
     let noop_bytes = counters.total();
-    let noop_requests = metric(addr, "gesync_sync_requests_total").await - req0;
+    let noop_requests = metric(&metric_addrs, "gesync_sync_requests_total").await - req0;
     eprintln!("no-op sync holding {hold} records: {noop_requests} request(s), {noop_bytes} bytes");
 
     // 4. Durable ingest: 4 devices push `ingest` records in pages of 500, concurrently. The
@@ -138,9 +146,9 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     }
     let ingest_s = t.elapsed().as_secs_f64();
     let ingest_rate = (per * 4) as f64 / ingest_s;
-    let rss = rss_mb(server.pid());
+    let rss: f64 = servers.iter().map(|s| rss_mb(s.pid())).sum();
     eprintln!("ingest: {} records in {ingest_s:.1} s ({ingest_rate:.0}/s, durable); server RSS {rss:.0} MiB", per * 4);
-    drop(server);
+    drop(servers);
     println!(
         "{}",
         json!({
@@ -149,6 +157,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
             "first_sync_ms": first_ms.round(), "automerge_save_bytes": save_bytes,
             "edit_push_bytes_per_record": edit_bytes.round(), "ingest_records": per * 4,
             "ingest_records_per_s": ingest_rate.round(), "server_rss_mb": rss.round(),
+            "store": if matches!(store, tests::TestStore::Postgres(_)) { "postgres" } else { "sled" }, "replicas": replicas,
         })
     );
 }

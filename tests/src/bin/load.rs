@@ -16,6 +16,10 @@
 //! (`/dev/shm`) when there is one, the server's store staying on disk: real phones write to
 //! their own flash, while a thousand simulated ones writing (and `syncfs`-ing) the server's file
 //! system would flush the server's disk for it and charge it their journal work.
+//! `--database postgres://USER:PASSWORD@HOST:PORT/DB` (an administrator's URL: a new database is
+//! made there) runs the server on PostgreSQL; `--replicas N` runs N server processes on it
+//! behind a round-robin proxy (server CPU and memory are then summed over the replicas;
+//! PostgreSQL's own are not counted).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
-use tests::bench::{arg, arg_parsed, arg_str, serve_if_child, ServerChild};
+use tests::bench::{arg, arg_parsed, arg_str, entry, replicas_from_args, serve_if_child, store_from_args, with_db, ServerChild};
 use tests::{cpu_s, rss_mb};
 
 fn main() {
@@ -46,8 +50,8 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn now(server_pid: u32) -> Cpu {
-        Cpu { server: cpu_s(server_pid), phones: cpu_s(std::process::id()) }
+    fn now(server_pids: &[u32]) -> Cpu {
+        Cpu { server: server_pids.iter().map(|p| cpu_s(*p)).sum(), phones: cpu_s(std::process::id()) }
     }
     fn since(self, from: Cpu) -> Cpu {
         Cpu { server: self.server - from.server, phones: self.phones - from.phones }
@@ -71,11 +75,12 @@ async fn run(config: FleetConfig) {
     let seed: u64 = arg_parsed("--seed").unwrap_or_else(rand::random);
     let layout = Layout::new(config.clone());
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
+    let store = store_from_args(&tmp.path().join("server"));
+    let replicas = replicas_from_args(&store);
     let t = Instant::now();
     {
-        let db = gesync_server::open_db(&data).unwrap();
-        layout.seed(&db);
+        let layout = layout.clone();
+        with_db(&store, move |db| layout.seed(db));
     }
     eprintln!(
         "seeded {} districts, {} communes, {} officers in {:.1} s",
@@ -84,18 +89,19 @@ async fn run(config: FleetConfig) {
         layout.phones.len(),
         t.elapsed().as_secs_f64()
     );
-    let server = ServerChild::spawn(&data);
-    let (addr, pid) = (server.addr, server.pid());
+    let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_on(&store)).collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
+    let addr = entry(&servers).await;
     let url = format!("http://{addr}");
 
     // Peak server memory, sampled.
     let peak_rss = Arc::new(AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (peak, on) = (peak_rss.clone(), sampling.clone());
+        let (peak, on, pids) = (peak_rss.clone(), sampling.clone(), pids.clone());
         std::thread::spawn(move || {
             while on.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_mb(pid) as u64, Ordering::Relaxed);
+                peak.fetch_max(pids.iter().map(|p| rss_mb(*p)).sum::<f64>() as u64, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
@@ -108,7 +114,7 @@ async fn run(config: FleetConfig) {
         None => tempfile::tempdir(),
     }
     .expect("a directory for the phones' stores");
-    eprintln!("server store: {} (disk); phone stores: {}", data.display(), phones_tmp.path().display());
+    eprintln!("server store: {} ({replicas} server process(es)); phone stores: {}", store.arg().split('@').next_back().unwrap_or_default(), phones_tmp.path().display());
     let phones = fleet::phones(&layout, phones_tmp.path(), transport.clone());
     let r = config.records_per_phone;
     let total_records = config.phones * r;
@@ -147,9 +153,9 @@ async fn run(config: FleetConfig) {
             phase("edit", &s);
             phones = edited;
         }
-        let cpu0 = Cpu::now(pid);
+        let cpu0 = Cpu::now(&pids);
         let (synced, s) = fleet::each(phones, sync(n)).await;
-        let c = Cpu::now(pid).since(cpu0);
+        let c = Cpu::now(&pids).since(cpu0);
         phones = synced;
         phase(name, &s);
         eprintln!("         CPU: server {:.1} s, phones {:.1} s", c.server, c.phones);
@@ -168,13 +174,14 @@ async fn run(config: FleetConfig) {
     eprintln!("checked {} server records against {} phones in {:.1} s: {verdict:?}", on_server.len(), phones.len(), t.elapsed().as_secs_f64());
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
-    let rss_end = rss_mb(pid);
+    let rss_end: f64 = pids.iter().map(|p| rss_mb(*p)).sum();
     let request_ms = transport.sync_ms.lock().unwrap().clone();
 
     // Graceful stop, then the store must open and hold the same number of records.
-    let status = server.stop();
-    let reopened = gesync_server::open_db(&data).expect("the store opens after the run");
-    let stored: usize = layout.communes.iter().map(|(c, _)| reopened.record_ids_of(c).unwrap().len()).sum();
+    let status: Vec<String> = servers.into_iter().map(|s| s.stop().to_string()).collect();
+    let status = status.join(", ");
+    let communes: Vec<String> = layout.communes.iter().map(|(c, _)| c.clone()).collect();
+    let stored: usize = with_db(&store, move |db| communes.iter().map(|c| db.record_ids_of(c).unwrap().len()).sum());
     eprintln!("server stopped ({status}); the store reopens with {stored} records");
     // A record the API listed but the reopened store lacks was not durable.
     let lost = verdict.lost + on_server.len().saturating_sub(stored);
