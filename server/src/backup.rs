@@ -145,7 +145,7 @@ pub fn is_sealed(from: &Path) -> bool {
 /// data yet. The file is the same whichever store wrote it, so this is also how a deployment
 /// moves from the embedded store to PostgreSQL. An encrypted backup needs its passphrase. The
 /// token-signing key is not restored (see [`SIGNING_KEY_ENTRY`]).
-pub fn restore(from: &Path, storage: &crate::server::Storage, passphrase: Option<&str>) -> Result<u64, String> {
+pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<&str>) -> Result<u64, String> {
     let entries = if is_sealed(from) {
         use chacha20poly1305::aead::{Aead, KeyInit};
         let passphrase = passphrase.ok_or_else(|| format!("{} is encrypted: give its passphrase with --passphrase-stdin", from.display()))?;
@@ -167,13 +167,13 @@ pub fn restore(from: &Path, storage: &crate::server::Storage, passphrase: Option
     };
     let entries: Vec<_> = entries.into_iter().filter(|(k, _)| k != SIGNING_KEY_ENTRY).collect();
     let (kv, place): (Box<dyn Kv>, String) = match storage {
-        crate::server::Storage::Embedded(data_dir) => {
+        crate::store::Storage::Embedded(data_dir) => {
             if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
                 return Err(format!("{} is not empty: restore into a new, empty directory", data_dir.display()));
             }
             (Box::new(SledKv::open(data_dir).map_err(|e| e.to_string())?), data_dir.display().to_string())
         }
-        crate::server::Storage::Postgres(config) => {
+        crate::store::Storage::Postgres(config) => {
             let kv = PgKv::open(config).map_err(|e| e.to_string())?;
             if !kv.is_empty().map_err(|e| e.to_string())? {
                 return Err(format!("the database ({}) already holds data: restore into a new, empty database", kv.describe()));
@@ -194,4 +194,26 @@ pub fn restore(from: &Path, storage: &crate::server::Storage, passphrase: Option
     // releases its file lock a moment after the last handle drops, so a reopen could race it.
     Db::open(kv).map_err(|e| format!("the restored store in {place} does not open ({e})"))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::SledKv;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_directory_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kv = SledKv::open(&data).unwrap();
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+        // A backup of it likewise.
+        let db = crate::db::Db::open(Box::new(kv)).unwrap();
+        let out = dir.path().join("backup.gsb");
+        super::write_backup(&db, &out).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
 }

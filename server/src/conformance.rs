@@ -67,8 +67,14 @@ pub(crate) fn invariants(dbs: &[Db]) {
     let db = &dbs[0];
     setup(db);
     for d in dbs {
-        // Every handle sees the tree another made (a replica reads the tree's version).
-        assert_eq!(d.tree().communes_under("047"), ["04701", "04702"]);
+        // Every handle sees the tree another made: at once where it reads the stored version,
+        // and in its cached tree within the watch interval.
+        assert_eq!(d.current_tree().unwrap().communes_under("047"), ["04701", "04702"]);
+        let deadline = std::time::Instant::now() + crate::db::TREE_WATCH * 4;
+        while d.tree().communes_under("047").len() != 2 {
+            assert!(std::time::Instant::now() < deadline, "the cached tree never caught up");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     let (rotation_token, family) = db.issue_refresh("reviewer", "web", 0).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);

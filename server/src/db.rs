@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Device, OrgTree, OrgUnit, User};
-use crate::store::{prefix_end, Batch, Kv, KvRead, StoreError, WriteTx};
+use crate::store::{prefix_end, Batch, Kv, KvRead, StoreError};
 
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
@@ -123,42 +123,18 @@ impl AuditCheckpoint {
 
 pub use sync_core::plan::AuditEvent;
 
-/// What a merge did, for the one who asked.
-#[derive(Debug, Clone, Serialize)]
-pub struct Merged {
-    pub unit: OrgUnit,
-    /// The units that were the merged unit's children and are now its successor's.
-    pub children_moved: Vec<String>,
-    /// The indicators whose targets passed to the successor (it had none of its own).
-    pub targets_carried: Vec<String>,
-    /// Accounts still assigned to the merged unit: an admin moves them to the successor.
-    pub users_left: Vec<String>,
-}
 
-/// Whether `unit` may be written as it is (code, name, level, an existing parent, no cycle).
-fn check_org_unit(tree: &OrgTree, unit: &OrgUnit) -> Result<(), DbError> {
-    if !sync_protocol::schema::is_org_unit_code(&unit.code) {
-        return Err(DbError::Invalid(format!("`{}` is not an org-unit code (2 to 12 digits)", unit.code)));
-    }
-    let name = unit.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(DbError::Invalid("org-unit name must be 1 to 200 characters".into()));
-    }
-    if unit.level.is_empty() || unit.level.len() > 40 {
-        return Err(DbError::Invalid("org-unit level must be 1 to 40 characters".into()));
-    }
-    if let Some(parent) = &unit.parent {
-        let Some(p) = tree.get(parent) else {
-            return Err(DbError::Invalid(format!("unknown parent org unit `{parent}`")));
-        };
-        if let (Some(s), false) = (&p.merged_into, tree.get(&unit.code).is_some_and(|u| !u.is_current())) {
-            return Err(DbError::Invalid(format!("`{parent}` was merged into `{s}`: units go under the current map")));
-        }
-        if tree.is_within(parent, &unit.code) {
-            return Err(DbError::Invalid(format!("moving `{}` under `{parent}` would make a cycle", unit.code)));
-        }
-    }
-    Ok(())
+
+/// The in-memory copy of stored counters, kept only on a store no other process writes. A
+/// write transaction reads its counters through it (no other writer can run meanwhile) and
+/// puts its sums in once its batch is applied, before the next writer may begin. `epoch`
+/// counts writes: a reader outside a transaction that missed the cache and read the store
+/// only caches what it read if no write happened meanwhile, so a value read just before a
+/// write can never overwrite the newer one in the cache.
+#[derive(Default)]
+pub(crate) struct CountersCache {
+    pub(crate) epoch: u64,
+    pub(crate) map: std::collections::HashMap<Vec<u8>, indicators::Counters>,
 }
 
 /// The data layer. Cheap to clone (an `Arc` inside).
@@ -178,13 +154,13 @@ pub struct Db {
 
 pub(crate) struct Inner {
     pub(crate) kv: Box<dyn Kv>,
-    tree: Mutex<(u64, Arc<OrgTree>)>,
+    pub(crate) tree: Mutex<(u64, Arc<OrgTree>)>,
     /// Materialized counters by key (`c/{unit}/{quarter}`), a cache of what is in the store
     /// (see `figures.rs`).
-    pub(crate) counters_cache: Mutex<crate::figures::CountersCache>,
+    pub(crate) counters_cache: Mutex<CountersCache>,
 }
 
-const TREE_VERSION: &[u8] = b"n/tree";
+pub(crate) const TREE_VERSION: &[u8] = b"n/tree";
 
 /// How often a server on a shared store checks whether another replica changed the org tree.
 pub const TREE_WATCH: std::time::Duration = std::time::Duration::from_millis(500);
@@ -212,7 +188,7 @@ fn audit_key_in(r: &dyn KvRead) -> Result<ed25519_dalek::SigningKey, DbError> {
     signing_key(&seed)
 }
 
-fn read_u64(kv: &dyn KvRead, k: &[u8]) -> Result<u64, DbError> {
+pub(crate) fn read_u64(kv: &dyn KvRead, k: &[u8]) -> Result<u64, DbError> {
     match kv.get(k)? {
         Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| corrupt(&String::from_utf8_lossy(k), "bad length"))?)),
         None => Ok(0),
@@ -297,141 +273,6 @@ impl Db {
         read_u64(r, b"n/seq")
     }
 
-    // ---- org units -------------------------------------------------------------------------
-
-    /// Adds an org unit, or updates its name/parent/level (moving it in the tree). A move
-    /// re-aggregates the figures of the records under the unit in the same atomic write.
-    pub fn put_org_unit(&self, unit: OrgUnit, audit: Option<AuditEvent>) -> Result<(), DbError> {
-        // One write transaction: no record is written while the counters move, and a push
-        // computes its figures on the tree it finds in its own transaction.
-        let tx = self.kv().begin_write()?;
-        let old = self.tree_in(&*tx)?;
-        check_org_unit(&old, &unit)?;
-        let mut unit = OrgUnit { name: unit.name.trim().to_string(), ..unit };
-        let moved = match old.get(&unit.code) {
-            Some(was) => {
-                if let Some(successor) = &was.merged_into {
-                    if unit.parent != was.parent || unit.level != was.level {
-                        return Err(DbError::Invalid(format!(
-                            "`{}` was merged into `{successor}`: it stays in the history as it was (only its name may change)",
-                            unit.code
-                        )));
-                    }
-                }
-                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !Self::record_ids_in(&*tx, &unit.code)?.is_empty() {
-                    return Err(DbError::Invalid(format!("`{}` has records: it stays a commune", unit.code)));
-                }
-                unit.merged_into = was.merged_into.clone();
-                unit.effective = was.effective.clone();
-                was.parent != unit.parent
-            }
-            None => false,
-        };
-        let mut batch = Batch::default();
-        batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&unit));
-        let communes = if moved { old.record_communes_under(&unit.code) } else { Vec::new() };
-        let new = Arc::new(old.with(std::iter::once(unit)));
-        self.commit_tree_change(tx, batch, &old, new, &communes, audit)
-    }
-
-    /// Merges org unit `code` into `into` from the date `effective` on: `code` stays in the
-    /// history, marked `merged_into`; its children pass to `into`; its records count for
-    /// `into` from now on, for every period (reports are made on the current map); its
-    /// targets carry over where `into` has none of its own. The figures move in the same
-    /// atomic write as the tree.
-    pub fn merge_org_unit(
-        &self,
-        code: &str,
-        into: &str,
-        effective: chrono::NaiveDate,
-        today: chrono::NaiveDate,
-        audit: Option<AuditEvent>,
-    ) -> Result<Merged, DbError> {
-        let tx = self.kv().begin_write()?;
-        let old = self.tree_in(&*tx)?;
-        let unit = old.get(code).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{code}`")))?;
-        let successor = old.get(into).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{into}`")))?;
-        if let (Some(s), Some(d)) = (&unit.merged_into, &unit.effective) {
-            return Err(DbError::Conflict(format!("`{code}` was already merged into `{s}` on {d}")));
-        }
-        if let Some(current) = old.current(into).filter(|_| !successor.is_current()) {
-            return Err(DbError::Invalid(format!("`{into}` was itself merged into `{}`: merge into that one", current.code)));
-        }
-        if code == into || old.is_within(into, code) {
-            return Err(DbError::Invalid(format!("`{code}` cannot be merged into itself or a unit under it")));
-        }
-        let fits = if unit.level == crate::model::COMMUNE_LEVEL {
-            successor.level == unit.level
-        } else {
-            successor.level == unit.level || old.is_within(code, into)
-        };
-        if !fits {
-            return Err(DbError::Invalid(format!(
-                "a {} cannot be merged into a {}: merge a unit into one of its own level (or a district into its province)",
-                unit.level, successor.level
-            )));
-        }
-        if effective > today {
-            return Err(DbError::Invalid(format!("the merge takes effect on {effective}, after today ({today}): record it on or after that day")));
-        }
-        let mut batch = Batch::default();
-        let merged = OrgUnit { merged_into: Some(into.to_string()), effective: Some(effective.to_string()), ..unit.clone() };
-        batch.put(key("o/", &[code.as_bytes()]), to_json(&merged));
-        let mut changed = vec![merged.clone()];
-        for child in old.children(code) {
-            let mut c = old.get(child).expect("a child is in the tree").clone();
-            c.parent = Some(into.to_string());
-            batch.put(key("o/", &[child.as_bytes()]), to_json(&c));
-            changed.push(c);
-        }
-        let mut targets_carried = Vec::new();
-        let prefix = key("t/", &[code.as_bytes(), b""]);
-        for (k, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
-            let indicator = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
-            let theirs = key("t/", &[into.as_bytes(), indicator.as_bytes()]);
-            if tx.get(&theirs)?.is_none() {
-                batch.put(theirs, v);
-                targets_carried.push(indicator);
-            }
-        }
-        let users_left = Self::users_in(&*tx)?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
-        let communes = old.record_communes_under(code);
-        let new = Arc::new(old.with(changed));
-        self.commit_tree_change(tx, batch, &old, new, &communes, audit)?;
-        Ok(Merged { unit: merged, children_moved: old.children(code).to_vec(), targets_carried, users_left })
-    }
-
-    /// Writes a tree change in `tx` with the figures of `communes`' records moved from their
-    /// chains in `old` to those in `new`, flags the approvals that changes, bumps the tree's
-    /// version and installs `new` as the cached tree.
-    fn commit_tree_change(
-        &self,
-        tx: Box<dyn WriteTx + '_>,
-        mut batch: Batch,
-        old: &OrgTree,
-        new: Arc<OrgTree>,
-        communes: &[String],
-        audit: Option<AuditEvent>,
-    ) -> Result<(), DbError> {
-        let sums = self.reaggregate(&*tx, old, &new, communes, &mut batch)?;
-        let version = read_u64(&*tx, TREE_VERSION)? + 1;
-        batch.put(TREE_VERSION.to_vec(), version.to_be_bytes().to_vec());
-        self.audit_into(&*tx, &mut batch, audit)?;
-        let mut sums = Some(sums);
-        tx.commit_then(batch, &mut || {
-            *self.inner.tree.lock() = (version, new.clone());
-            if let Some(s) = sums.take() {
-                self.cache_counters(s);
-            }
-        })?;
-        Ok(())
-    }
-
-    /// Whether `unit` may be written as it is (code, name, level, an existing parent, no cycle).
-    pub fn check_org_unit(&self, unit: &OrgUnit) -> Result<(), DbError> {
-        check_org_unit(&self.tree(), unit)
-    }
-
     // ---- users and devices -----------------------------------------------------------------
 
     pub fn get_user(&self, username: &str) -> Result<Option<User>, DbError> {
@@ -442,7 +283,7 @@ impl Db {
         Self::users_in(self.kv())
     }
 
-    fn users_in(r: &dyn KvRead) -> Result<Vec<User>, DbError> {
+    pub(crate) fn users_in(r: &dyn KvRead) -> Result<Vec<User>, DbError> {
         r.range(b"u/", &prefix_end(b"u/"), usize::MAX)?
             .into_iter()
             .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("user", e)))

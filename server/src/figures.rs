@@ -4,30 +4,33 @@
 //! Keys: `c/{unit}/{quarter}` → [`Counters`] (JSON); `t/{unit}/{indicator}` → milestones.
 //! The arithmetic (contributions, deltas, reports) is the pure `indicators` crate's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestones, Period, Quarter, Targets};
 
 use sync_core::plan::CounterDeltas;
 
 use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
-use crate::model::OrgTree;
 use crate::store::{prefix_end, Batch, KvRead};
 
 fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
     key("c/", &[unit.as_bytes(), q.to_string().as_bytes()])
 }
 
-/// The in-memory copy of stored counters, kept only on a store no other process writes. A
-/// write transaction reads its counters through it (no other writer can run meanwhile) and
-/// puts its sums in once its batch is applied, before the next writer may begin. `epoch`
-/// counts writes: a reader outside a transaction that missed the cache and read the store
-/// only caches what it read if no write happened meanwhile, so a value read just before a
-/// write can never overwrite the newer one in the cache.
-#[derive(Default)]
-pub(crate) struct CountersCache {
-    epoch: u64,
-    map: std::collections::HashMap<Vec<u8>, Counters>,
+/// A district's approval of a period.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approval {
+    pub org_unit: String,
+    pub period: String,
+    pub approved_by: String,
+    pub approved_at: i64,
+    /// The figures as approved (the `GET /api/v1/indicators` shape).
+    pub figures: Value,
+    /// Record changes synced after the approval that altered these figures.
+    pub changes_after: u64,
+    pub last_change_at: Option<i64>,
 }
 
 /// Counter sums written by a batch, to be cached once the batch is durable.
@@ -179,27 +182,6 @@ impl Db {
         Ok(())
     }
 
-    /// Moves the figures of every record of `communes` from its chain in `old` to its chain in
-    /// `new` (a unit moved or merged), into `batch`, and flags the approvals that changes. Runs
-    /// in write transaction `tx`; reads only record metadata (each holds its contribution).
-    pub(crate) fn reaggregate(&self, tx: &dyn KvRead, old: &OrgTree, new: &OrgTree, communes: &[String], batch: &mut Batch) -> Result<NewSums, DbError> {
-        let mut deltas = CounterDeltas::default();
-        for c in communes {
-            // A record of `c` has `c` as its commune: its two chains are computed once per commune.
-            let (was, now) = (old.chain(c), new.chain(c));
-            if was == now {
-                continue;
-            }
-            for id in Self::record_ids_in(tx, c)? {
-                let Some(contribution) = Self::meta_in(tx, &id)?.and_then(|m| m.contribution) else { continue };
-                deltas.record_change(&|x: &str| if x == c { was.clone() } else { old.chain(x) }, Some(&contribution), None);
-                deltas.record_change(&|x: &str| if x == c { now.clone() } else { new.chain(x) }, None, Some(&contribution));
-            }
-        }
-        Self::flag_approvals(tx, batch, deltas.touched())?;
-        self.add_counters(tx, &deltas, batch)
-    }
-
     /// Recomputes every counter from the records themselves (recovery), replacing the stored
     /// ones, and returns how many records were read.
     pub fn rebuild_figures(&self) -> Result<usize, DbError> {
@@ -219,7 +201,7 @@ impl Db {
                     sums.entry((unit, q)).or_default().add(&d);
                 }
             }
-            let mut meta: crate::records::RecordMeta = serde_json::from_slice(&v).map_err(|e| corrupt("meta", e))?;
+            let mut meta: sync_core::meta::RecordMeta = serde_json::from_slice(&v).map_err(|e| corrupt("meta", e))?;
             meta.contribution = c;
             metas.push((k, meta));
             n += 1;
@@ -245,5 +227,32 @@ impl Db {
             .into_iter()
             .map(|(k, v)| Ok((String::from_utf8_lossy(&k).to_string(), serde_json::from_slice(&v).map_err(|e| corrupt("counters", e))?)))
             .collect()
+    }
+
+    /// Flags, within `batch`, every approval whose unit and period a write changes, as write
+    /// transaction `tx` reads them.
+    pub(crate) fn flag_approvals(tx: &dyn KvRead, batch: &mut Batch, touched: Vec<(String, indicators::Quarter)>) -> Result<(), DbError> {
+        let mut changed: HashMap<Vec<u8>, Approval> = HashMap::new();
+        for (unit, q) in touched {
+            let prefix = key("ap/", &[unit.as_bytes(), b""]);
+            for (k, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
+                let mut a = match changed.remove(&k) {
+                    Some(a) => a,
+                    None => serde_json::from_slice::<Approval>(&v).map_err(|e| corrupt("approval", e))?,
+                };
+                let hit = a.period.parse::<indicators::Period>().map(|p| p.quarters().contains(&q)).unwrap_or(false);
+                if hit {
+                    a.changes_after += 1;
+                    a.last_change_at = Some(crate::db::now_secs());
+                }
+                changed.insert(k, a);
+            }
+        }
+        for (k, a) in changed {
+            if a.last_change_at.is_some() {
+                batch.put(k, to_json(&a));
+            }
+        }
+        Ok(())
     }
 }

@@ -26,6 +26,7 @@ pub mod demo;
 pub mod error;
 mod figures;
 pub mod model;
+pub mod org_units;
 pub mod records;
 pub mod report_file;
 pub mod review;

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sync_core::conflicts::StoredConflict;
 use sync_core::plan::CommitPlan;
 use sync_core::pull::{page_entries, scope_fingerprint, Answer, Cursor, Need, Page, PagePlanner, PageSpec, Step, PAGE_RECORDS};
 use sync_core::push::{Context, Merged, Prepared, Stored, Verdict};
@@ -106,6 +107,20 @@ struct Upload {
 
 fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
     key("f/", &[commune.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// The review index: `q/{commune}/{id16}` → the record's open conflicts.
+pub(crate) fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
+    key("q/", &[commune.as_bytes(), &id.0])
+}
+
+/// Puts a record's conflicts into the index (or removes it from there) within `batch`.
+pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, conflicts: &[StoredConflict]) {
+    if conflicts.is_empty() {
+        batch.delete(conflict_key(commune, id));
+    } else {
+        batch.put(conflict_key(commune, id), to_json(&conflicts));
+    }
 }
 
 fn seq_of_feed_key(k: &[u8]) -> u64 {
@@ -346,7 +361,7 @@ impl Db {
             }
             batch.put(feed_key(&w.meta.commune, seq), w.id.0.to_vec());
             w.meta.stamp(seq);
-            crate::review::index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
+            index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
             batch.put(key("r/", &[&w.id.0]), std::mem::take(&mut w.doc));
             batch.put(key("m/", &[&w.id.0]), to_json(&w.meta));
         }

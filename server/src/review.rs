@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sync_core::push::{Context, EditError, Merged, Verdict};
 use sync_protocol::automerge::{ActorId, AutoCommit};
@@ -23,22 +23,10 @@ use sync_protocol::{Record, RecordId, RecordKind};
 
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
-use crate::store::{prefix_end, Batch, KvRead};
+use crate::records::conflict_key;
+use crate::store::{prefix_end, Batch};
 
 pub use sync_core::conflicts::{detect_conflicts, duplicate_key, StoredConflict};
-
-fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
-    key("q/", &[commune.as_bytes(), &id.0])
-}
-
-/// Puts a record's conflicts into the index (or removes it from there) within `batch`.
-pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, conflicts: &[StoredConflict]) {
-    if conflicts.is_empty() {
-        batch.delete(conflict_key(commune, id));
-    } else {
-        batch.put(conflict_key(commune, id), to_json(&conflicts));
-    }
-}
 
 /// One competing value as the district sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -72,19 +60,7 @@ pub struct DuplicatePair {
     pub b: Value,
 }
 
-/// A district's approval of a period.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Approval {
-    pub org_unit: String,
-    pub period: String,
-    pub approved_by: String,
-    pub approved_at: i64,
-    /// The figures as approved (the `GET /api/v1/indicators` shape).
-    pub figures: Value,
-    /// Record changes synced after the approval that altered these figures.
-    pub changes_after: u64,
-    pub last_change_at: Option<i64>,
-}
+pub use crate::figures::Approval;
 
 /// Days between two `YYYY-MM-DD` dates.
 fn days_apart(a: &str, b: &str) -> Option<i64> {
@@ -125,7 +101,7 @@ impl Db {
     pub fn conflicts_under(&self, who: &Principal, unit: &str) -> Result<Vec<ConflictEntry>, DbError> {
         self.check_reviewer(who, unit)?;
         let mut out = Vec::new();
-        let mut owners: HashMap<String, Option<crate::records::ActorOwner>> = HashMap::new();
+        let mut owners: HashMap<String, Option<sync_core::meta::ActorOwner>> = HashMap::new();
         for commune in self.tree().record_communes_under(unit) {
             let prefix = key("q/", &[commune.as_bytes(), b""]);
             for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
@@ -367,32 +343,5 @@ impl Db {
             }
         }
         Ok(out)
-    }
-
-    /// Flags, within `batch`, every approval whose unit and period a write changes, as write
-    /// transaction `tx` reads them.
-    pub(crate) fn flag_approvals(tx: &dyn KvRead, batch: &mut Batch, touched: Vec<(String, indicators::Quarter)>) -> Result<(), DbError> {
-        let mut changed: HashMap<Vec<u8>, Approval> = HashMap::new();
-        for (unit, q) in touched {
-            let prefix = key("ap/", &[unit.as_bytes(), b""]);
-            for (k, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
-                let mut a = match changed.remove(&k) {
-                    Some(a) => a,
-                    None => serde_json::from_slice::<Approval>(&v).map_err(|e| corrupt("approval", e))?,
-                };
-                let hit = a.period.parse::<indicators::Period>().map(|p| p.quarters().contains(&q)).unwrap_or(false);
-                if hit {
-                    a.changes_after += 1;
-                    a.last_change_at = Some(now_secs());
-                }
-                changed.insert(k, a);
-            }
-        }
-        for (k, a) in changed {
-            if a.last_change_at.is_some() {
-                batch.put(k, to_json(&a));
-            }
-        }
-        Ok(())
     }
 }

@@ -16,34 +16,18 @@ use tower_http::timeout::TimeoutLayer;
 use crate::api::{self, AppState, Shared};
 use crate::conn::{GuardedAcceptor, Limits};
 use crate::db::Db;
-use crate::store::{PgConfig, PgKv, SledKv};
-
-/// Where the server keeps its data.
-#[derive(Clone, Debug)]
-pub enum Storage {
-    /// The embedded sled store in this directory (the default).
-    Embedded(PathBuf),
-    /// PostgreSQL, shared by any number of server processes.
-    Postgres(PgConfig),
-}
+pub use crate::store::Storage;
+use crate::store::{PgKv, SledKv};
 
 impl Storage {
     /// Opens the store and the data layer on it. Fails closed on a damaged store.
-    pub fn open(&self) -> Result<Db, String> {
+    pub fn open(&self) -> Result<crate::db::Db, String> {
         match self {
             Storage::Embedded(dir) => open_db(dir),
             Storage::Postgres(config) => {
                 let kv = PgKv::open(config).map_err(|e| e.to_string())?;
                 Db::open(Box::new(kv)).map_err(|e| e.to_string())
             }
-        }
-    }
-
-    /// The embedded store's directory, if that is the store.
-    pub fn data_dir(&self) -> Option<&Path> {
-        match self {
-            Storage::Embedded(dir) => Some(dir),
-            Storage::Postgres(_) => None,
         }
     }
 }

@@ -325,7 +325,17 @@ impl Api {
         if let Some(d) = device_id {
             body["device_id"] = d.into();
         }
-        let r: serde_json::Value = http.post(format!("{url}/api/v1/auth/login")).json(&body).send().await.unwrap().json().await.unwrap();
+        // A server busy hashing other logins (the whole suite runs at once) asks to wait.
+        let mut r: serde_json::Value = serde_json::Value::Null;
+        for _ in 0..40 {
+            let resp = http.post(format!("{url}/api/v1/auth/login")).json(&body).send().await.unwrap();
+            let busy = resp.status().as_u16() == 503;
+            r = resp.json().await.unwrap();
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let token = r["access_token"].as_str().unwrap_or_else(|| panic!("login of {user} failed: {r}")).to_string();
         Api { url: url.to_string(), token, http }
     }

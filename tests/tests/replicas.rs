@@ -44,6 +44,19 @@ async fn sync_until_done(c: &mut Client) {
     panic!("the phone never finished syncing");
 }
 
+/// Logs in, retrying while the server asks to wait (a busy or restarting replica, the hashing
+/// queue full while the whole test suite runs at once), as a phone does.
+async fn login(c: &mut Client, url: &str, user: &str) {
+    for _ in 0..60 {
+        match c.login(url, user, PASSWORD, None).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => panic!("login of {user}: {e}"),
+        }
+    }
+    panic!("login of {user} never went through");
+}
+
 /// The records a phone holds: id → view (without its local sync state).
 fn held(c: &Client) -> BTreeMap<String, Value> {
     c.list(None)
@@ -97,7 +110,7 @@ async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
     let mut phones = Vec::new();
     for (name, user) in [("a", "officer1"), ("b", "officer1b"), ("c", "officer2")] {
         let mut p = phone(dir.path(), name);
-        p.login(&url, user, PASSWORD, None).await.unwrap();
+        login(&mut p, &url, user).await;
         phones.push(p);
     }
     let commune = |i: usize| if i < 2 { "04701" } else { "04702" };
@@ -208,7 +221,7 @@ async fn a_database_restart_during_syncs_loses_nothing_acknowledged() {
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
     let mut a = phone(dir.path(), "a");
-    a.login(&url, "officer1", PASSWORD, None).await.unwrap();
+    login(&mut a, &url, "officer1").await;
     for n in 0..20 {
         a.create(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-03-01", "title": format!("{n}")})).unwrap();
     }

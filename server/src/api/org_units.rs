@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sync_protocol::OrgUnitCode;
 
-use crate::db::Merged;
+use crate::org_units::Merged;
 use crate::error::{AppError, AppResult};
 use crate::model::{OrgTree, OrgUnit, Principal};
 

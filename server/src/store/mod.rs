@@ -116,26 +116,28 @@ pub mod pg;
 pub use local::{MemKv, SledKv};
 pub use pg::{PgConfig, PgKv};
 
+/// Where the server keeps its data.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The embedded sled store in this directory (the default).
+    Embedded(std::path::PathBuf),
+    /// PostgreSQL, shared by any number of server processes.
+    Postgres(PgConfig),
+}
+
+impl Storage {
+    /// The embedded store's directory, if that is the store.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Storage::Embedded(dir) => Some(dir),
+            Storage::Postgres(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    #[cfg(unix)]
-    #[test]
-    fn the_store_directory_is_its_owners_alone() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let kv = SledKv::open(&data).unwrap();
-        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
-        // A backup of it likewise.
-        let db = crate::Db::open(Box::new(kv)).unwrap();
-        let out = dir.path().join("backup.gsb");
-        crate::backup::write_backup(&db, &out).unwrap();
-        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
-    }
 
     /// The conformance suite every [`Kv`] implementation must pass.
     pub(crate) fn conformance(kv: &dyn Kv) {

@@ -62,7 +62,7 @@ impl std::fmt::Debug for PgConfig {
 
 impl PgConfig {
     pub fn new(url: impl Into<String>) -> PgConfig {
-        PgConfig { url: url.into(), pool_size: 8, statement_timeout: Duration::from_secs(30), acquire_timeout: Duration::from_secs(3) }
+        PgConfig { url: url.into(), pool_size: 8, statement_timeout: Duration::from_secs(30), acquire_timeout: Duration::from_secs(10) }
     }
 }
 
