@@ -227,13 +227,12 @@ impl Db {
             .collect();
         let scope = scope_fingerprint(&communes);
         let known = Cursor::decode(&req.cursor, scope);
-        let cursor = known.unwrap_or(0);
-        let page = self.pull(&communes, cursor, accepted, &req.want_full, PageSpec::of(req))?;
+        let page = self.pull(&communes, known, accepted, &req.want_full, PageSpec::of(req))?;
         let remaining = if req.count { Some(self.count_feed(&communes, page.next, page.high)?) } else { None };
         Ok(SyncResponse {
             results,
             pull: page.docs,
-            cursor: Cursor { seq: page.next, scope }.encode(),
+            cursor: Cursor { seq: page.next, scope, read_at: page.high }.encode(),
             more: page.more,
             part: page.part,
             remaining,
@@ -380,7 +379,8 @@ impl Db {
     }
 
     /// Reads the feed of `communes` after `cursor` in one consistent read and plans the page.
-    fn pull(&self, communes: &[String], cursor: u64, pushed: HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId], spec: PageSpec) -> Result<Page, DbError> {
+    fn pull(&self, communes: &[String], from: Option<Cursor>, pushed: HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId], spec: PageSpec) -> Result<Page, DbError> {
+        let cursor = from.map_or(0, |c| c.seq);
         let page = {
             let cut = self.kv().begin_read()?;
             let high = Self::feed_seq_in(&*cut)?;
@@ -395,7 +395,7 @@ impl Db {
                     );
                 }
             }
-            let mut planner = PagePlanner::new(cursor, high, page_entries(per_commune, high), pushed, want_full, spec);
+            let mut planner = PagePlanner::new(from, high, page_entries(per_commune, high), pushed, want_full, communes, spec);
             let mut answer = None;
             loop {
                 match planner.step(answer.take()).map_err(core_corrupt)? {
@@ -531,11 +531,11 @@ mod tests {
         let db = db_with_commune();
         push_one(&db);
         let scope = scope_fingerprint(&officer().record_communes(&db.tree()));
-        let forged = Cursor { seq: u64::MAX, scope }.encode();
+        let forged = Cursor { seq: u64::MAX, scope, read_at: u64::MAX }.encode();
         // Returns (it used to wait for a sequence number that never becomes durable).
         let resp = db.sync(&officer(), &SyncRequest { cursor: forged, ..Default::default() }).unwrap();
         assert!(resp.pull.is_empty());
-        assert_eq!(Cursor::decode(&resp.cursor, scope), Some(db.feed_seq().unwrap()));
+        assert_eq!(Cursor::decode(&resp.cursor, scope).map(|c| c.seq), Some(db.feed_seq().unwrap()));
     }
 
     /// A case whose 600-character notes were rewritten `edits` times (Automerge keeps every

@@ -35,9 +35,19 @@ pub struct RecordMeta {
 }
 
 impl RecordMeta {
-    /// Heads as of feed sequence `seq` (the latest point at or before it).
-    pub fn heads_at(&self, seq: u64) -> Option<Vec<ChangeHash>> {
-        self.history.iter().rev().find(|(s, _)| *s <= seq).map(|(_, h)| heads_from_wire(h))
+    /// The heads a phone surely holds of this record, given its cursor: the version at feed
+    /// position `cursor` or before it, **if** that version was still the record's latest when the
+    /// phone read the feed that far. The phone's reads went up to `read_at` at most (the feed's
+    /// end when its cursor was given); a version superseded at or before `read_at` may have left
+    /// the feed before the phone got to it, so nothing is assumed (`None`: the phone gets the
+    /// whole document). Without this condition a phone that read a page while the record moved
+    /// on would be sent only the changes after a version it never received.
+    pub fn delivered_heads(&self, cursor: u64, read_at: u64) -> Option<Vec<ChangeHash>> {
+        let i = self.history.iter().rposition(|(s, _)| *s <= cursor)?;
+        match self.history.get(i + 1) {
+            Some((next, _)) if *next <= read_at => None,
+            _ => Some(heads_from_wire(&self.history[i].1)),
+        }
     }
 
     /// Gives the record the feed sequence number its store assigned at commit: its `seq` and

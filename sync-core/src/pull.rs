@@ -5,6 +5,10 @@
 //! [`PagePlanner::step`] either asks for one record's metadata or stored document, or gives
 //! the finished [`Page`]. The page keeps to the phone's byte budget; a record larger than the
 //! page on its own goes in slices of its stored document, which the phone resumes.
+//!
+//! A record the phone names in `want_full` (it could not apply the changes it was sent: they
+//! build on a version it never received, because the record moved on in the feed before the
+//! phone read that far) is sent whole, first, whether or not it is among this page's entries.
 
 use std::collections::{HashMap, HashSet};
 
@@ -51,20 +55,33 @@ pub struct Page {
     pub more: bool,
 }
 
-/// The opaque cursor handed to phones: the feed position and a fingerprint of the scope it was
-/// computed for, so that a user moved to another commune starts again from zero.
+/// The opaque cursor handed to phones: the feed position, a fingerprint of the scope it was
+/// computed for (a user moved to another commune starts again from zero), and the feed's end
+/// when it was given (`read_at`, see [`RecordMeta::delivered_heads`]).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Cursor {
     pub seq: u64,
     pub scope: u64,
+    pub read_at: u64,
+}
+
+/// The cursor phones hold from before `read_at` existed.
+#[derive(Deserialize)]
+struct CursorV1 {
+    seq: u64,
+    scope: u64,
 }
 
 impl Cursor {
-    /// The feed position of a cursor made for `scope`; `None` for one made for another scope
-    /// (the user moved), or none at all, or anything else: the phone starts from the beginning.
-    pub fn decode(bytes: &[u8], scope: u64) -> Option<u64> {
-        match postcard::from_bytes::<Cursor>(bytes) {
-            Ok(c) if c.scope == scope => Some(c.seq),
+    /// The cursor, if it was made for `scope`; `None` for one made for another scope (the user
+    /// moved), or none at all, or anything else: the phone starts from the beginning. A cursor
+    /// of the earlier form is taken as read at its own position.
+    pub fn decode(bytes: &[u8], scope: u64) -> Option<Cursor> {
+        if let Ok((c, [])) = postcard::take_from_bytes::<Cursor>(bytes) {
+            return (c.scope == scope && c.read_at >= c.seq).then_some(c);
+        }
+        match postcard::take_from_bytes::<CursorV1>(bytes) {
+            Ok((c, [])) if c.scope == scope => Some(Cursor { seq: c.seq, scope, read_at: c.seq }),
             _ => None,
         }
     }
@@ -132,6 +149,8 @@ pub enum Answer {
 /// Plans one page over entries in feed order (see the module documentation).
 pub struct PagePlanner {
     cursor: u64,
+    /// The feed's end when the phone's cursor was given.
+    read_at: u64,
     entries: Vec<(u64, RecordId)>,
     /// Heads each record pushed in this same request now has on the phone.
     pushed: HashMap<RecordId, Vec<Hash>>,
@@ -141,23 +160,38 @@ pub struct PagePlanner {
     bytes: usize,
     at: usize,
     meta: Option<RecordMeta>,
+    /// Records the phone asked whole that are not among this page's entries (it could not apply
+    /// an earlier page's changes of them): sent whole first, if in `scope`.
+    extra: Vec<RecordId>,
+    extra_at: usize,
+    scope: Vec<String>,
 }
 
 impl PagePlanner {
     /// `entries` and `next` as [`page_entries`] gives them; `high` the feed's end they were read
-    /// against.
+    /// against; `scope` the communes whose records the phone may receive.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        cursor: u64,
+        from: Option<Cursor>,
         high: u64,
         (entries, next): (Vec<(u64, RecordId)>, u64),
         pushed: HashMap<RecordId, Vec<Hash>>,
         want_full: &[RecordId],
+        scope: &[String],
         spec: PageSpec,
     ) -> PagePlanner {
+        let (cursor, read_at) = from.map_or((0, 0), |c| (c.seq, c.read_at));
         // A cursor past the feed's end (only a forged or foreign one can be) is answered with
         // the feed's end.
         let (entries, next) = if cursor >= high { (Vec::new(), high) } else { (entries, next) };
+        let mut extra: Vec<RecordId> = want_full.iter().copied().filter(|id| !entries.iter().any(|(_, e)| e == id)).collect();
+        extra.sort();
+        extra.dedup();
         PagePlanner {
+            read_at,
+            extra,
+            extra_at: 0,
+            scope: scope.to_vec(),
             cursor,
             entries,
             pushed,
@@ -173,6 +207,14 @@ impl PagePlanner {
     /// Takes the answer to the last [`Need`] (none at the first call) and goes on until it
     /// needs something more or the page is done.
     pub fn step(&mut self, answer: Option<Answer>) -> Result<Step, Corrupt> {
+        let answer = if self.extra_at < self.extra.len() {
+            if let Some(need) = self.whole(answer) {
+                return Ok(Step::Need(need));
+            }
+            None
+        } else {
+            answer
+        };
         match answer {
             None => {}
             Some(Answer::Meta(None)) => self.at += 1,
@@ -208,12 +250,41 @@ impl PagePlanner {
         }
     }
 
+    /// The records asked whole that are not among the entries: each one's metadata, then its
+    /// document, which goes into the page as it is stored. Returns what it needs next, or
+    /// `None` once they are all done (then the entries' turn begins, with no answer pending).
+    fn whole(&mut self, answer: Option<Answer>) -> Option<Need> {
+        let id = self.extra[self.extra_at];
+        match answer {
+            None => {}
+            Some(Answer::Meta(Some(m))) if self.scope.contains(&m.commune) && m.history.back().is_some() => {
+                self.meta = Some(m);
+                return Some(Need::Doc(id));
+            }
+            // Unknown, or outside the phone's scope: nothing is said about it.
+            Some(Answer::Meta(_)) => self.extra_at += 1,
+            Some(Answer::Doc(doc)) => {
+                let meta = self.meta.take().expect("a document is asked after its metadata");
+                if let Some(doc) = doc {
+                    // At least one record per page; past the budget, the phone asks again next time.
+                    if self.page.docs.is_empty() || self.bytes + doc.len() <= self.spec.budget {
+                        self.bytes += doc.len();
+                        let heads = meta.history.back().expect("checked on arrival").1.clone();
+                        self.page.docs.push(PullDoc { id, changes: doc, heads });
+                    }
+                }
+                self.extra_at += 1;
+            }
+        }
+        self.extra.get(self.extra_at).map(|id| Need::Meta(*id))
+    }
+
     /// The heads the phone is known to have of a record.
     fn known(&self, meta: &RecordMeta) -> Vec<ChangeHash> {
         let id = self.entries[self.at].1;
         let mut known = Vec::new();
         if !self.want_full.contains(&id) {
-            known.extend(meta.heads_at(self.cursor).unwrap_or_default());
+            known.extend(meta.delivered_heads(self.cursor, self.read_at).unwrap_or_default());
             if let Some(h) = self.pushed.get(&id) {
                 known.extend(heads_from_wire(h));
             }

@@ -196,7 +196,7 @@ fn pages_keep_to_their_budget_and_large_records_go_in_resumable_slices() {
     let mut resume = None;
     let mut pages = 0;
     loop {
-        let page = server.pull(&scope, cursor, HashMap::new(), &[], spec(resume));
+        let page = server.pull(&scope, Some(Cursor { seq: cursor, scope: 0, read_at: cursor }).filter(|c| c.seq > 0), HashMap::new(), &[], spec(resume));
         pages += 1;
         let bytes: usize = page.docs.iter().map(|d| d.changes.len()).sum::<usize>() + page.part.as_ref().map_or(0, |p| p.bytes.len());
         assert!(bytes <= MIN_PAGE_BYTES as usize, "{bytes} bytes in a {MIN_PAGE_BYTES}-byte page");
@@ -219,17 +219,43 @@ fn pages_keep_to_their_budget_and_large_records_go_in_resumable_slices() {
     assert!(pages > 5, "{pages} pages");
     // The phone's own push is not sent back; a cursor past the end answers the end.
     let pushed: HashMap<RecordId, Vec<[u8; 32]>> = pushes.iter().map(|p| (p.id, p.heads.clone())).collect();
-    let none = server.pull(&scope, 0, pushed, &[], PageSpec::of(&SyncRequest::default()));
+    let none = server.pull(&scope, None, pushed, &[], PageSpec::of(&SyncRequest::default()));
     assert!(none.docs.is_empty() && !none.more && none.next == server.seq);
-    let forged = server.pull(&scope, u64::MAX, HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
+    let forged = server.pull(&scope, Some(Cursor { seq: u64::MAX, scope: 0, read_at: u64::MAX }), HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
     assert_eq!((forged.next, forged.docs.len()), (server.seq, 0));
 }
 
 #[test]
 fn a_cursor_made_for_another_scope_starts_over() {
-    let c = Cursor { seq: 42, scope: 7 };
-    assert_eq!(Cursor::decode(&c.encode(), 7), Some(42));
+    let c = Cursor { seq: 42, scope: 7, read_at: 50 };
+    assert_eq!(Cursor::decode(&c.encode(), 7), Some(c));
+    // The earlier form, which phones hold: read at its own position.
+    let old = postcard::to_allocvec(&(42u64, 7u64)).unwrap();
+    assert_eq!(Cursor::decode(&old, 7), Some(Cursor { seq: 42, scope: 7, read_at: 42 }));
+    assert_eq!(Cursor::decode(&old, 8), None);
+    // Read before its own position: not a cursor this server made.
+    assert_eq!(Cursor::decode(&Cursor { seq: 42, scope: 7, read_at: 41 }.encode(), 7), None);
     assert_eq!(Cursor::decode(&c.encode(), 8), None);
     assert_eq!(Cursor::decode(b"\xff\xff", 7), None);
     assert_eq!(Cursor::decode(&[], 7), None);
+}
+
+/// A phone is taken to hold a record's version only if it could not have missed it: the version
+/// at or before its cursor, still the latest when the phone read the feed that far. (The seeded
+/// simulation found the case: a reviewer paging while an officer's edit moved the record on was
+/// sent only the changes after a version it never had, and silently diverged.)
+#[test]
+fn only_versions_the_phone_read_are_taken_as_known() {
+    let (h1, h5, h9) = ([1u8; 32], [5u8; 32], [9u8; 32]);
+    let mut d = news("04701", "2025-01-01");
+    let id = RecordId::random();
+    let Verdict::Write(p) = verdict(&MemServer::default(), &officer("an", "04701", "an-1"), &push_of(id, &mut d)) else { panic!() };
+    let mut meta = p.meta;
+    meta.history = [(1, vec![h1]), (5, vec![h5]), (9, vec![h9])].into_iter().collect();
+    let heads = |h: [u8; 32]| Some(vec![sync_protocol::automerge::ChangeHash(h)]);
+    assert_eq!(meta.delivered_heads(6, 6), heads(h5), "read at 6: version 5 was the latest then");
+    assert_eq!(meta.delivered_heads(6, 8), heads(h5), "superseded only after the read");
+    assert_eq!(meta.delivered_heads(6, 10), None, "superseded at 9, before the read at 10: it may have left the feed unread");
+    assert_eq!(meta.delivered_heads(0, 10), None, "nothing read yet");
+    assert_eq!(meta.delivered_heads(12, 12), heads(h9));
 }

@@ -67,11 +67,11 @@ impl MemServer {
         let communes = who.record_communes(tree);
         let scope = scope_fingerprint(&communes);
         let known = Cursor::decode(&req.cursor, scope);
-        let page = self.pull(&communes, known.unwrap_or(0), accepted, &req.want_full, PageSpec::of(req));
+        let page = self.pull(&communes, known, accepted, &req.want_full, PageSpec::of(req));
         SyncResponse {
             results,
             pull: page.docs,
-            cursor: Cursor { seq: page.next, scope }.encode(),
+            cursor: Cursor { seq: page.next, scope, read_at: page.high }.encode(),
             more: page.more,
             part: page.part,
             remaining: None,
@@ -105,13 +105,14 @@ impl MemServer {
         }
     }
 
-    pub fn pull(&self, communes: &[String], cursor: u64, pushed: HashMap<RecordId, Vec<[u8; 32]>>, want_full: &[RecordId], spec: PageSpec) -> Page {
+    pub fn pull(&self, communes: &[String], from: Option<Cursor>, pushed: HashMap<RecordId, Vec<[u8; 32]>>, want_full: &[RecordId], spec: PageSpec) -> Page {
+        let cursor = from.map_or(0, |c| c.seq);
         let per_commune = communes
             .iter()
             .filter(|_| cursor < self.seq)
             .map(|c| self.feed.range((c.clone(), cursor + 1)..=(c.clone(), self.seq)).take(PAGE_RECORDS).map(|((_, s), id)| (*s, *id)).collect())
             .collect();
-        let mut planner = PagePlanner::new(cursor, self.seq, page_entries(per_commune, self.seq), pushed, want_full, spec);
+        let mut planner = PagePlanner::new(from, self.seq, page_entries(per_commune, self.seq), pushed, want_full, communes, spec);
         let mut answer = None;
         loop {
             match planner.step(answer.take()).expect("stored data decodes") {
@@ -145,7 +146,9 @@ impl MemServer {
 /// A phone: its documents, what it knows the server has, its cursor.
 pub struct Phone {
     pub who: Principal,
-    pub docs: HashMap<RecordId, AutoCommit>,
+    /// The phone's Automerge actor, in every document it holds (seeded: a run replays).
+    pub actor: sync_protocol::automerge::ActorId,
+    pub docs: BTreeMap<RecordId, AutoCommit>,
     /// The heads the server is known to have of each record.
     pub server_heads: HashMap<RecordId, Vec<ChangeHash>>,
     pub cursor: Vec<u8>,
@@ -155,8 +158,14 @@ pub struct Phone {
 }
 
 impl Phone {
-    pub fn new(who: Principal, page_bytes: u32) -> Phone {
-        Phone { who, docs: HashMap::new(), server_heads: HashMap::new(), cursor: Vec::new(), page_bytes, part: None, want_full: Vec::new() }
+    pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
+        Phone { who, actor, docs: BTreeMap::new(), server_heads: HashMap::new(), cursor: Vec::new(), page_bytes, part: None, want_full: Vec::new() }
+    }
+
+    /// The phone's copy of a record (an empty document with the phone's actor if new to it).
+    fn doc(&mut self, id: RecordId) -> &mut AutoCommit {
+        let actor = self.actor.clone();
+        self.docs.entry(id).or_insert_with(|| AutoCommit::new().with_actor(actor))
     }
 
     /// Syncs until the server has nothing more: returns the number of exchanges.
@@ -194,7 +203,7 @@ impl Phone {
                 }
             }
             for pd in resp.pull {
-                let doc = self.docs.entry(pd.id).or_default();
+                let doc = self.doc(pd.id);
                 doc.load_incremental(&pd.changes).unwrap();
                 if doc.get_missing_deps(&[]).is_empty() {
                     self.server_heads.insert(pd.id, heads_from_wire(&pd.heads));
@@ -210,7 +219,7 @@ impl Phone {
                 assert_eq!(held.len() as u64, part.offset, "slices come in order");
                 held.extend(&part.bytes);
                 if held.len() as u64 == part.total {
-                    let doc = self.docs.entry(part.id).or_default();
+                    let doc = self.doc(part.id);
                     doc.load_incremental(&held).unwrap();
                     self.server_heads.insert(part.id, heads_from_wire(&part.heads));
                 } else {
