@@ -167,6 +167,81 @@ impl Db {
         get_json(self.kv(), &key("x/", &[actor.as_bytes()]))
     }
 
+    /// The metadata of several records as `r` holds them (one read).
+    pub(crate) fn metas_in(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key("m/", &[&id.0])).collect();
+        r.get_many(&keys)?
+            .into_iter()
+            .map(|v| v.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("m/", e))).transpose())
+            .collect()
+    }
+
+    /// Several records as `r` holds them (two reads: metadata, then the documents there are).
+    fn stored_many(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<Stored>>, DbError> {
+        let metas = Self::metas_in(r, ids)?;
+        let keys: Vec<Vec<u8>> = ids.iter().zip(&metas).filter(|(_, m)| m.is_some()).map(|(id, _)| key("r/", &[&id.0])).collect();
+        let mut docs = r.get_many(&keys)?.into_iter();
+        metas
+            .into_iter()
+            .map(|m| match m {
+                None => Ok(None),
+                Some(meta) => {
+                    let doc = docs.next().flatten().ok_or_else(|| corrupt("record", "metadata without its document"))?;
+                    Ok(Some(Stored { meta, doc }))
+                }
+            })
+            .collect()
+    }
+
+    /// The owners of `actors` that have one, as `r` holds them (one read).
+    fn owners_in(r: &dyn KvRead, actors: &[String]) -> Result<HashMap<String, ActorOwner>, DbError> {
+        let keys: Vec<Vec<u8>> = actors.iter().map(|a| key("x/", &[a.as_bytes()])).collect();
+        let mut owners = HashMap::new();
+        for (actor, v) in actors.iter().zip(r.get_many(&keys)?) {
+            if let Some(v) = v {
+                owners.insert(actor.clone(), serde_json::from_slice(&v).map_err(|e| corrupt("x/", e))?);
+            }
+        }
+        Ok(owners)
+    }
+
+    /// Merges and checks the pushed records against what `r` holds, with a few batched reads:
+    /// the stored versions, then (after the merges) the owners of the new changes' actors.
+    fn prepare_all(&self, r: &dyn KvRead, ctx: Context<'_>, pushes: &[PushDoc], abandoned: &AtomicBool) -> Result<Vec<Verdict>, DbError> {
+        let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
+        let stored = Self::stored_many(r, &ids)?;
+        let mut merged: Vec<Result<Merged, Verdict>> = Vec::with_capacity(pushes.len());
+        for (p, s) in pushes.iter().zip(stored) {
+            if abandoned.load(Ordering::Relaxed) {
+                return Err(DbError::Cancelled);
+            }
+            let mut m = None;
+            let v = contained(&p.id, || {
+                fault_point("prepare");
+                match sync_core::push::merge(ctx, p, s).map_err(core_corrupt)? {
+                    Ok(done) => {
+                        m = Some(done);
+                        Ok(Verdict::Unchanged)
+                    }
+                    Err(v) => Ok(v),
+                }
+            })?;
+            merged.push(m.ok_or(v));
+        }
+        let mut actors: Vec<String> = merged.iter().filter_map(|m| m.as_ref().ok()).flat_map(|m| m.actors().iter().cloned()).collect();
+        actors.sort();
+        actors.dedup();
+        let owners = Self::owners_in(r, &actors)?;
+        merged
+            .into_iter()
+            .zip(pushes)
+            .map(|(m, p)| match m {
+                Ok(m) => contained(&p.id, || sync_core::push::decide(ctx, m, &owners).map_err(core_corrupt)),
+                Err(v) => Ok(v),
+            })
+            .collect()
+    }
+
     /// Merges and checks one pushed record against what `r` holds: the core's two steps, with
     /// the owners of the new changes' actors looked up in between.
     fn prepare(&self, r: &dyn KvRead, ctx: Context<'_>, push: &PushDoc) -> Result<Verdict, DbError> {
@@ -288,22 +363,18 @@ impl Db {
             return Ok(Vec::new());
         }
         let ctx = Context { who, tree, now: now_secs() };
-        let mut verdicts = Vec::with_capacity(pushes.len());
-        for p in pushes {
-            if abandoned.load(Ordering::Relaxed) {
-                return Err(DbError::Cancelled);
-            }
-            verdicts.push(contained(&p.id, || self.prepare(self.kv(), ctx, p))?);
-        }
+        let verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
         let mut outcomes = Vec::with_capacity(pushes.len());
         if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
             let tx = self.kv().begin_write()?;
+            let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
+            let now_stored = Self::metas_in(&*tx, &ids)?;
             let mut writes: Vec<Prepared> = Vec::new();
-            for (push, verdict) in pushes.iter().zip(verdicts) {
+            for ((push, verdict), stored) in pushes.iter().zip(verdicts).zip(now_stored) {
                 let verdict = match verdict {
                     // Someone else wrote this record since we prepared it: merge again onto
                     // what is stored now.
-                    Verdict::Write(p) if Self::meta_in(&*tx, &p.id)?.map(|m| m.seq) != p.base_seq => contained(&push.id, || self.prepare(&*tx, ctx, push))?,
+                    Verdict::Write(p) if stored.map(|m| m.seq) != p.base_seq => contained(&push.id, || self.prepare(&*tx, ctx, push))?,
                     v => v,
                 };
                 match verdict {
@@ -350,10 +421,13 @@ impl Db {
     pub(crate) fn commit_plan(&self, tx: Box<dyn WriteTx + '_>, plan: CommitPlan) -> Result<u64, DbError> {
         let mut seq = Self::feed_seq_in(&*tx)?;
         let mut batch = Batch::default();
-        for mut w in plan.records {
-            if Self::meta_in(&*tx, &w.id)?.map(|m| m.seq) != w.base_seq {
+        let ids: Vec<RecordId> = plan.records.iter().map(|w| w.id).collect();
+        for (w, stored) in plan.records.iter().zip(Self::metas_in(&*tx, &ids)?) {
+            if stored.map(|m| m.seq) != w.base_seq {
                 return Err(DbError::Conflict(format!("record {} changed since its write was planned", w.id)));
             }
+        }
+        for mut w in plan.records {
             seq += 1;
             if let Some(old) = w.base_seq {
                 batch.delete(feed_key(&w.meta.commune, old));
@@ -395,11 +469,15 @@ impl Db {
                     );
                 }
             }
-            let mut planner = PagePlanner::new(from, high, page_entries(per_commune, high), pushed, want_full, communes, spec);
+            let entries = page_entries(per_commune, high);
+            // The page's metadata in one read (a remote store's round trips add up per record).
+            let ids: Vec<RecordId> = entries.0.iter().map(|(_, id)| *id).chain(want_full.iter().copied()).collect();
+            let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(Self::metas_in(&*cut, &ids)?).filter_map(|(id, m)| Some((id, m?))).collect();
+            let mut planner = PagePlanner::new(from, high, entries, pushed, want_full, communes, spec);
             let mut answer = None;
             loop {
                 match planner.step(answer.take()).map_err(core_corrupt)? {
-                    Step::Need(Need::Meta(id)) => answer = Some(Answer::Meta(Self::meta_in(&*cut, &id)?)),
+                    Step::Need(Need::Meta(id)) => answer = Some(Answer::Meta(metas.remove(&id))),
                     Step::Need(Need::Doc(id)) => answer = Some(Answer::Doc(cut.get(&key("r/", &[&id.0]))?)),
                     Step::Done(page) => break page,
                 }

@@ -45,6 +45,11 @@ impl Batch {
 /// Reads of an ordered key-value store.
 pub trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The values of several keys, in the order asked (one round trip where the store is
+    /// remote).
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     /// Entries with `start <= key < end`, in key order, at most `limit` of them.
     fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// The last entry with `start <= key < end`, if any.

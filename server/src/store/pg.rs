@@ -174,6 +174,12 @@ async fn q_get<'e>(e: impl sqlx::PgExecutor<'e>, key: &[u8]) -> Result<Option<Ve
     sqlx::query_scalar(GET).bind(key).fetch_optional(e).await
 }
 
+async fn q_many<'e>(e: impl sqlx::PgExecutor<'e>, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, sqlx::Error> {
+    let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+        sqlx::query("SELECT k, v FROM gesync_kv WHERE k = ANY($1)").bind(keys).fetch_all(e).await.map(pairs)?.into_iter().collect();
+    Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+}
+
 async fn q_range<'e>(e: impl sqlx::PgExecutor<'e>, start: &[u8], end: &[u8], n: usize) -> Result<Pairs, sqlx::Error> {
     sqlx::query(RANGE).bind(start).bind(end).bind(limit(n)).fetch_all(e).await.map(pairs)
 }
@@ -210,6 +216,12 @@ fn for_each_paged(
 impl KvRead for PgKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.run(q_get(&self.pool, key))
+    }
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(q_many(&self.pool, keys))
     }
     fn range(&self, start: &[u8], end: &[u8], n: usize) -> Result<Pairs, StoreError> {
         if start >= end {
@@ -256,6 +268,12 @@ impl Drop for Open {
 impl KvRead for Open {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         on_tx!(self, |c| q_get(c, key))
+    }
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_tx!(self, |c| q_many(c, keys))
     }
     fn range(&self, start: &[u8], end: &[u8], n: usize) -> Result<Pairs, StoreError> {
         if start >= end {
