@@ -73,11 +73,17 @@ impl Db {
     /// Returns the new sums, for [`Db::cache_counters`] once the batch is applied.
     pub(crate) fn add_counters(&self, tx: &dyn KvRead, deltas: &CounterDeltas, batch: &mut Batch) -> Result<NewSums, DbError> {
         let mut sums = Vec::new();
-        for ((unit, q), delta) in deltas.iter() {
-            let k = counter_key(unit, *q);
-            // Through the cache: in a write transaction nobody else changes the counters, and
-            // a shared store bypasses the cache.
-            let mut sum = if self.kv().shared() { get_json(tx, &k)?.unwrap_or_default() } else { self.counters_by_key(&k)? };
+        let touched: Vec<(Vec<u8>, &Counters)> = deltas.iter().map(|((unit, q), d)| (counter_key(unit, *q), d)).collect();
+        // A shared store is read in the transaction, all keys at once; otherwise through the
+        // cache (in a write transaction nobody else changes the counters).
+        let stored: Vec<Option<Counters>> = if self.kv().shared() {
+            let keys: Vec<Vec<u8>> = touched.iter().map(|(k, _)| k.clone()).collect();
+            tx.get_many(&keys)?.into_iter().map(|v| v.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("counters", e))).transpose()).collect::<Result<_, _>>()?
+        } else {
+            touched.iter().map(|(k, _)| self.counters_by_key(k).map(Some)).collect::<Result<_, _>>()?
+        };
+        for ((k, delta), stored) in touched.into_iter().zip(stored) {
+            let mut sum = stored.unwrap_or_default();
             sum.add(delta);
             if sum.is_zero() {
                 batch.delete(k.clone());
@@ -232,26 +238,23 @@ impl Db {
     /// Flags, within `batch`, every approval whose unit and period a write changes, as write
     /// transaction `tx` reads them.
     pub(crate) fn flag_approvals(tx: &dyn KvRead, batch: &mut Batch, touched: Vec<(String, indicators::Quarter)>) -> Result<(), DbError> {
+        if touched.is_empty() {
+            return Ok(());
+        }
+        // Approvals are few (units × periods approved): read them in one range.
         let mut changed: HashMap<Vec<u8>, Approval> = HashMap::new();
-        for (unit, q) in touched {
-            let prefix = key("ap/", &[unit.as_bytes(), b""]);
-            for (k, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
-                let mut a = match changed.remove(&k) {
-                    Some(a) => a,
-                    None => serde_json::from_slice::<Approval>(&v).map_err(|e| corrupt("approval", e))?,
-                };
-                let hit = a.period.parse::<indicators::Period>().map(|p| p.quarters().contains(&q)).unwrap_or(false);
-                if hit {
-                    a.changes_after += 1;
-                    a.last_change_at = Some(crate::db::now_secs());
-                }
+        for (k, v) in tx.range(b"ap/", &prefix_end(b"ap/"), usize::MAX)? {
+            let mut a: Approval = serde_json::from_slice(&v).map_err(|e| corrupt("approval", e))?;
+            let Ok(period) = a.period.parse::<indicators::Period>() else { continue };
+            let hits = touched.iter().filter(|(unit, q)| *unit == a.org_unit && period.quarters().contains(q)).count() as u64;
+            if hits > 0 {
+                a.changes_after += hits;
+                a.last_change_at = Some(crate::db::now_secs());
                 changed.insert(k, a);
             }
         }
         for (k, a) in changed {
-            if a.last_change_at.is_some() {
-                batch.put(k, to_json(&a));
-            }
+            batch.put(k, to_json(&a));
         }
         Ok(())
     }

@@ -1,13 +1,15 @@
 //! # gesync-server
 //!
-//! The server of gesync: it merges the Automerge documents phones push, keeps them durably in
-//! sled, serves each phone the changes in its scope, and keeps the indicator figures of every
-//! org unit current.
+//! The server of gesync: it merges the Automerge documents phones push, keeps them durably (in
+//! sled, or in PostgreSQL shared by several server processes), serves each phone the changes in
+//! its scope, and keeps the indicator figures of every org unit current.
 //!
-//! Code map: [`store`] (the `Kv` trait, sled and memory), [`db`] (tables on top of it: org
-//! units, users, devices, audit), `records` (push/pull of the sync protocol), `figures`
-//! (materialized indicator counters), [`auth`] (passwords, tokens, throttling), [`model`]
-//! (roles and the access policy), [`api`] (HTTP handlers), [`report_file`] and [`xlsx`] (the
+//! Code map: [`store`] (the `Kv` trait: write transactions and consistent reads; sled, memory,
+//! PostgreSQL), [`db`] (tables on top of it: the org tree, users, devices, audit, secrets),
+//! [`org_units`] (adding, moving, merging units), `records` (push/pull of the sync protocol,
+//! driving the sans-IO core of `sync-core`), `figures` (materialized indicator counters,
+//! approvals' flags), [`review`], [`auth`] (passwords, tokens, throttling), [`model`]
+//! (accounts; the roles and access policy of `sync-core`), [`api`] (HTTP handlers), [`report_file`] and [`xlsx`] (the
 //! report as a CSV or Excel download), [`server`] (TLS, launch, shutdown), [`demo`] (demo
 //! data), [`web`] (the web pages).
 #![forbid(unsafe_code)]
