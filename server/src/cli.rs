@@ -221,8 +221,11 @@ pub fn main() {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
         Err(e) => {
+            // clap lists missing arguments on the lines below its first: one line with them.
             let text = e.render().to_string();
-            fail(text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: "));
+            let line: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let line = line.join(" ");
+            fail(if line.is_empty() { "bad arguments" } else { line.trim_start_matches("error: ") });
         }
     };
     tracing_subscriber::fmt()

@@ -13,6 +13,9 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("storage I/O failed: {0}")]
     Io(String),
+    /// A setting that cannot work (a malformed database URL).
+    #[error("{0}")]
+    Config(String),
     /// The database cannot be reached (a shared store): a replica answers 503 and retries on
     /// the next request.
     #[error("the database is unreachable: {0}")]

@@ -81,7 +81,7 @@ impl PgKv {
     /// Connects, and creates or migrates the schema (safely when several processes start at once).
     pub fn open(config: &PgConfig) -> Result<PgKv, StoreError> {
         let options = PgConnectOptions::from_str(&config.url)
-            .map_err(|e| StoreError::Open { path: "the --database URL".into(), reason: redact(&e.to_string(), &config.url) })?;
+            .map_err(|e| StoreError::Config(format!("the --database URL is not a PostgreSQL URL: {}", redact(&e.to_string(), &config.url))))?;
         let name = format!("postgres {}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("postgres"));
         let timeout_ms = config.statement_timeout.as_millis().to_string();
         let options = options.options([("statement_timeout", timeout_ms.as_str()), ("idle_in_transaction_session_timeout", "60000")]);
@@ -99,7 +99,7 @@ impl PgKv {
                 .connect_with(options)
                 .await
         });
-        let pool = pool.map_err(|e| StoreError::Open { path: name.clone(), reason: redact(&e.to_string(), &config.url) })?;
+        let pool = pool.map_err(|e| StoreError::Unavailable(format!("cannot connect to {name}: {}", redact(&e.to_string(), &config.url))))?;
         let kv = PgKv { pool, rt: Arc::new(rt), name };
         kv.migrate()?;
         Ok(kv)
