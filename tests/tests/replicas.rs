@@ -250,5 +250,8 @@ async fn a_database_restart_during_syncs_loses_nothing_acknowledged() {
         assert!(records.contains_key(id), "acknowledged record {id} lost");
     }
     assert_eq!(chain, true);
-    server.kill();
+    // A graceful stop on PostgreSQL ends cleanly.
+    let mut server = server;
+    let _ = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+    assert!(server.child.wait().unwrap().success(), "SIGTERM: a clean exit");
 }

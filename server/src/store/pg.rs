@@ -73,8 +73,19 @@ fn io(e: sqlx::Error) -> StoreError {
 /// The PostgreSQL store.
 pub struct PgKv {
     pool: PgPool,
-    rt: Arc<tokio::runtime::Runtime>,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    rt: Option<Arc<tokio::runtime::Runtime>>,
     name: String,
+}
+
+impl Drop for PgKv {
+    fn drop(&mut self) {
+        // The store is dropped at the end of `serve`, inside the server's own runtime, where a
+        // runtime may not be dropped (it would block); it may be shut down in the background.
+        if let Some(rt) = self.rt.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl PgKv {
@@ -100,13 +111,17 @@ impl PgKv {
                 .await
         });
         let pool = pool.map_err(|e| StoreError::Unavailable(format!("cannot connect to {name}: {}", redact(&e.to_string(), &config.url))))?;
-        let kv = PgKv { pool, rt: Arc::new(rt), name };
+        let kv = PgKv { pool, rt: Some(Arc::new(rt)), name };
         kv.migrate()?;
         Ok(kv)
     }
 
+    fn rt(&self) -> &Arc<tokio::runtime::Runtime> {
+        self.rt.as_ref().expect("the runtime lives as long as the store")
+    }
+
     fn run<T>(&self, f: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
-        self.rt.block_on(f).map_err(io)
+        self.rt().block_on(f).map_err(io)
     }
 
     /// Applies the migrations this database lacks, under the advisory lock.
@@ -338,7 +353,7 @@ impl Kv for PgKv {
             sqlx::query("SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
             Ok(tx)
         })?;
-        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt.clone() }))
+        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone() }))
     }
 
     fn begin_read(&self) -> Result<Box<dyn KvRead + '_>, StoreError> {
@@ -347,7 +362,7 @@ impl Kv for PgKv {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
             Ok(tx)
         })?;
-        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt.clone() }))
+        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone() }))
     }
 
     fn wait_durable(&self) -> Result<(), StoreError> {
