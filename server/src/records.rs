@@ -22,7 +22,7 @@ use serde_json::Value;
 use sync_core::conflicts::StoredConflict;
 use sync_core::plan::CommitPlan;
 use sync_core::pull::{page_entries, scope_fingerprint, Answer, Cursor, Need, Page, PagePlanner, PageSpec, Step, PAGE_RECORDS};
-use sync_core::push::{Context, Merged, Prepared, Stored, Verdict};
+use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
 use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushPart, PushResult, SyncRequest, SyncResponse, Uploaded, MAX_UPLOAD_BYTES};
@@ -37,10 +37,6 @@ pub use sync_core::push::{MAX_CHANGES_PER_PUSH, MAX_RECORD_BYTES};
 
 /// Most feed entries counted for `remaining` per commune (a progress figure, not a promise).
 const COUNT_CAP: usize = 100_000;
-
-fn reject(reason: String) -> Verdict {
-    Verdict::Refuse(PushOutcome::Rejected { reason })
-}
 
 fn core_corrupt(e: sync_core::Corrupt) -> DbError {
     corrupt("record", e)
@@ -256,12 +252,7 @@ impl Db {
     /// The core's verdict on a merged record, given the owners of its new actors as `r` holds
     /// them.
     pub(crate) fn decide(r: &dyn KvRead, ctx: Context<'_>, merged: Merged) -> Result<Verdict, DbError> {
-        let mut owners = HashMap::new();
-        for actor in merged.actors() {
-            if let Some(owner) = get_json::<ActorOwner>(r, &key("x/", &[actor.as_bytes()]))? {
-                owners.insert(actor.clone(), owner);
-            }
-        }
+        let owners = Self::owners_in(r, merged.actors())?;
         sync_core::push::decide(ctx, merged, &owners).map_err(core_corrupt)
     }
 

@@ -67,7 +67,8 @@ pub enum Verdict {
     Refuse(PushOutcome),
 }
 
-pub(crate) fn reject(reason: String) -> Verdict {
+/// A refusal with its reason, for the phone.
+pub fn reject(reason: String) -> Verdict {
     Verdict::Refuse(PushOutcome::Rejected { reason })
 }
 

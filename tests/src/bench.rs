@@ -128,12 +128,6 @@ pub fn replicas_from_args(store: &crate::TestStore) -> usize {
     n
 }
 
-/// Runs `f` on the data layer of `store`, on a thread of its own (never on an async worker).
-pub fn with_db<T: Send + 'static>(store: &crate::TestStore, f: impl FnOnce(&gesync_server::Db) -> T + Send + 'static) -> T {
-    let store = store.clone();
-    std::thread::spawn(move || f(&store.open())).join().expect("the store opens")
-}
-
 /// Where clients connect: the one server, or a round-robin proxy in front of the replicas.
 pub async fn entry(servers: &[ServerChild]) -> SocketAddr {
     match servers {

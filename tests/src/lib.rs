@@ -197,11 +197,16 @@ impl TestStore {
         self.storage().open().unwrap()
     }
 
-    /// Seeds it with [`TREE`] and [`ACCOUNTS`] (and `extra_officers`), on a thread of its own:
-    /// the store is never used from an async worker.
-    pub fn seed(&self, extra_officers: usize) {
+    /// Runs `f` on its data layer, on a thread of its own: the store is never used from an
+    /// async worker (PostgreSQL's would refuse).
+    pub fn with_db<T: Send + 'static>(&self, f: impl FnOnce(&Db) -> T + Send + 'static) -> T {
         let store = self.clone();
-        std::thread::spawn(move || seed(&store.open(), extra_officers)).join().expect("seeded");
+        std::thread::spawn(move || f(&store.open())).join().expect("the store opens")
+    }
+
+    /// Seeds it with [`TREE`] and [`ACCOUNTS`] (and `extra_officers`).
+    pub fn seed(&self, extra_officers: usize) {
+        self.with_db(move |db| seed(db, extra_officers));
     }
 
     /// The command-line flags that select it.
@@ -373,6 +378,36 @@ impl Api {
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
+}
+
+/// A phone's records without local-only fields (`sync_status`, `sync_error`, `conflicts`), by id.
+pub fn phone_views(c: &client_sdk::Client) -> std::collections::BTreeMap<String, serde_json::Value> {
+    c.list(None)
+        .unwrap()
+        .into_iter()
+        .map(|mut v| {
+            let o = v.as_object_mut().unwrap();
+            for k in ["sync_status", "sync_error", "conflicts"] {
+                o.remove(k);
+            }
+            (o["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// The server's records of `unit`, as its district staff `district` read them, without
+/// `conflicts`, by id.
+pub async fn server_views(url: &str, district: &str, unit: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let (_, list) = Api::login(url, district).await.get(&format!("/api/v1/records?org_unit={unit}")).await;
+    list.as_array()
+        .unwrap_or_else(|| panic!("record list: {list}"))
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.as_object_mut().unwrap().remove("conflicts");
+            (v["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
 }
 
 /// The seed of a randomised test: `GESYNC_SEED` if set, else from the clock. Always printed.

@@ -278,7 +278,7 @@ async fn a_sled_backup_restores_into_postgres() {
     let on_sled = fleet::server_records(&server.url(), &layout).await;
     server.kill();
     assert_eq!(on_sled.len(), 2 * 40);
-    let counters = tests::bench::with_db(&sled, |db| db.all_counters().unwrap());
+    let counters = sled.with_db(|db| db.all_counters().unwrap());
 
     let file = dir.path().join("sled.gsb");
     let out = cli(&["backup", "--data-dir", data.to_str().unwrap(), "--out", file.to_str().unwrap()]);
@@ -291,7 +291,7 @@ async fn a_sled_backup_restores_into_postgres() {
     let out = cli(&["restore", "--database", &url, "--from", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let (pg_counters, chain) = tests::bench::with_db(&pg, |db| (db.all_counters().unwrap(), db.verify_audit_chain().unwrap()));
+    let (pg_counters, chain) = pg.with_db(|db| (db.all_counters().unwrap(), db.verify_audit_chain().unwrap()));
     assert_eq!(pg_counters, counters, "the same figures");
     assert!(chain.is_ok(), "the audit chain came along intact: {chain:?}");
     let server = ServerProcess::spawn_on(Path::new(BIN), &pg);

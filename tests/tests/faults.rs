@@ -148,7 +148,7 @@ async fn sigkill_during_syncs(store: tests::TestStore, dir: &Path, name: &str) {
     let layout = Layout::new(config);
     {
         let layout = layout.clone();
-        tests::bench::with_db(&store, move |db| layout.seed(db));
+        store.with_db(move |db| layout.seed(db));
     }
     let mut server = ServerProcess::spawn_on(Path::new(BIN), &store);
     let mut transport = TimedTransport::new(&server.url());

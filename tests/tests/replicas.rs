@@ -57,36 +57,11 @@ async fn login(c: &mut Client, url: &str, user: &str) {
     panic!("login of {user} never went through");
 }
 
-/// The records a phone holds: id → view (without its local sync state).
-fn held(c: &Client) -> BTreeMap<String, Value> {
-    c.list(None)
-        .unwrap()
-        .into_iter()
-        .map(|mut v| {
-            let o = v.as_object_mut().unwrap();
-            o.remove("sync_status");
-            o.remove("conflicts");
-            (o["id"].as_str().unwrap().to_string(), v)
-        })
-        .collect()
-}
-
 /// What a replica answers: the district's records, the figures, the audit chain's verdict
 /// (reading records is audited: the chain's length is compared separately).
 async fn answers(url: &str) -> (BTreeMap<String, Value>, Value, Value) {
+    let records = tests::server_views(url, "district", "047").await;
     let district = Api::login(url, "district").await;
-    let (s, list) = district.get("/api/v1/records?org_unit=047").await;
-    assert_eq!(s, 200, "{list}");
-    let records = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            let mut v = v.clone();
-            v.as_object_mut().unwrap().remove("conflicts");
-            (v["id"].as_str().unwrap().to_string(), v)
-        })
-        .collect();
     let (s, figures) = district.get("/api/v1/indicators?org_unit=047&period=2025").await;
     assert_eq!(s, 200, "{figures}");
     let admin = Api::login(url, "admin").await;
@@ -189,7 +164,7 @@ async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
     let total: usize = phones.iter().map(|p| p.ids(None).len()).sum();
     for (i, p) in phones.iter().enumerate() {
         let mine: BTreeMap<String, Value> = records.iter().filter(|(_, v)| v["commune"] == commune(i)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        assert_eq!(held(p), mine, "phone {i} (seed {seed})");
+        assert_eq!(tests::phone_views(p), mine, "phone {i} (seed {seed})");
     }
     assert_eq!(total, records.iter().filter(|(_, v)| v["commune"] == "04701").count() * 2 + records.iter().filter(|(_, v)| v["commune"] == "04702").count());
     // The proxy spread the phones over the replicas.
@@ -226,7 +201,7 @@ async fn a_database_restart_during_syncs_loses_nothing_acknowledged() {
         a.create(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-03-01", "title": format!("{n}")})).unwrap();
     }
     sync_until_done(&mut a).await;
-    let acknowledged = held(&a);
+    let acknowledged = tests::phone_views(&a);
 
     // The database stops: the replica answers 503 with a clear error, and /healthz says so.
     pg_ctl("stop");

@@ -1,13 +1,12 @@
 //! End-to-end sync through the real server (sled on disk, HTTP on loopback) and the real SDK.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tests::{proxy, seed_from_env, Api, TestServer, PASSWORD};
+use tests::{phone_views, proxy, seed_from_env, server_views, TestServer, PASSWORD};
 
 fn phone(dir: &Path) -> Client {
     Client::open(dir, FixedKey(StoreKey::random())).unwrap()
@@ -24,35 +23,6 @@ fn news(commune: &str, date: &str) -> Value {
 fn case(commune: &str) -> Value {
     json!({"commune": commune, "detected_on": "2025-03-01", "victim": {"sex": "female", "birth_year": 1990},
            "perpetrator": {"detected": true, "prosecuted": false}})
-}
-
-/// The phone's records without local-only fields, keyed by id.
-fn phone_views(c: &Client) -> BTreeMap<String, Value> {
-    c.list(None)
-        .unwrap()
-        .into_iter()
-        .map(|mut v| {
-            let o = v.as_object_mut().unwrap();
-            for k in ["sync_status", "sync_error", "conflicts"] {
-                o.remove(k);
-            }
-            (o["id"].as_str().unwrap().to_string(), v)
-        })
-        .collect()
-}
-
-/// The server's records of a commune, as district staff read them, without `conflicts`.
-async fn server_views(url: &str, commune: &str) -> BTreeMap<String, Value> {
-    let (_, list) = Api::login(url, "district").await.get(&format!("/api/v1/records?org_unit={commune}")).await;
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            let mut v = v.clone();
-            v.as_object_mut().unwrap().remove("conflicts");
-            (v["id"].as_str().unwrap().to_string(), v)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +50,7 @@ async fn two_phones_exchange_records_and_edits() {
     b.sync(|_| {}).await.unwrap();
     a.sync(|_| {}).await.unwrap();
     assert_eq!(phone_views(&a), phone_views(&b));
-    assert_eq!(phone_views(&a), server_views(&url, "04701").await);
+    assert_eq!(phone_views(&a), server_views(&url, "district", "04701").await);
     // A second sync with nothing new moves nothing.
     let r = a.sync(|_| {}).await.unwrap();
     assert_eq!((r.pushed, r.pulled), (0, 0));
@@ -108,7 +78,7 @@ async fn a_bad_record_is_refused_with_its_reason_and_the_good_ones_are_kept() {
         SyncStatus::Rejected { reason } => assert!(reason.contains("unknown commune"), "{reason}"),
         s => panic!("expected a rejection, got {s:?}"),
     }
-    let on_server = server_views(&server.url(), "04702").await;
+    let on_server = server_views(&server.url(), "district", "04702").await;
     assert!(on_server.is_empty(), "nothing of the refused record was stored");
     server.stop().await;
 }
@@ -289,6 +259,6 @@ async fn simulate(mut server: Running, dir: &Path, name: &str) {
         assert_eq!(p.pending_count(), 0, "phone {i} still has pending changes (seed {seed})");
         assert_eq!(phone_views(p), reference, "phone {i} differs from phone 0 (seed {seed})");
     }
-    assert_eq!(server_views(&url, "04701").await, reference, "server differs (seed {seed})");
+    assert_eq!(server_views(&url, "district", "04701").await, reference, "server differs (seed {seed})");
     server.stop().await;
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 // parking_lot's locks do not poison: a panic in one request leaves them usable by the next.
-use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockWriteGuard};
 
 use super::{Batch, Kv, KvRead, StoreError, WriteTx};
 
@@ -94,28 +94,30 @@ impl<E: Engine> KvRead for Local<E> {
     }
 }
 
-/// A write transaction of a [`Local`] store: it holds the write lock until it commits.
-struct LocalWrite<'a, E> {
+/// A hold on a [`Local`] store: with the write guard, a write transaction (no other writer
+/// until it commits); with the read guard, a consistent read (no write applies while it lasts).
+/// Its reads are the store's own.
+struct Held<'a, E, G> {
     kv: &'a Local<E>,
-    _alone: RwLockWriteGuard<'a, ()>,
+    _guard: G,
 }
 
-impl<E: Engine> KvRead for LocalWrite<'_, E> {
+impl<E: Engine, G> KvRead for Held<'_, E, G> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv.engine.get(key)
+        self.kv.get(key)
     }
     fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.kv.engine.range(start, end, limit)
+        self.kv.range(start, end, limit)
     }
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.kv.engine.last_in(start, end)
+        self.kv.last_in(start, end)
     }
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        self.kv.engine.for_each(f)
+        self.kv.for_each(f)
     }
 }
 
-impl<E: Engine> WriteTx for LocalWrite<'_, E> {
+impl<'a, E: Engine> WriteTx for Held<'a, E, RwLockWriteGuard<'a, ()>> {
     fn commit_then(self: Box<Self>, batch: Batch, applied: &mut dyn FnMut()) -> Result<(), StoreError> {
         let kv = self.kv;
         if batch.is_empty() {
@@ -130,33 +132,12 @@ impl<E: Engine> WriteTx for LocalWrite<'_, E> {
     }
 }
 
-/// A consistent read of a [`Local`] store: no write transaction applies while it lasts.
-struct LocalRead<'a, E> {
-    kv: &'a Local<E>,
-    _cut: RwLockReadGuard<'a, ()>,
-}
-
-impl<E: Engine> KvRead for LocalRead<'_, E> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv.engine.get(key)
-    }
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.kv.engine.range(start, end, limit)
-    }
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.kv.engine.last_in(start, end)
-    }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        self.kv.engine.for_each(f)
-    }
-}
-
 impl<E: Engine> Kv for Local<E> {
     fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
-        Ok(Box::new(LocalWrite { kv: self, _alone: self.lock.write() }))
+        Ok(Box::new(Held { kv: self, _guard: self.lock.write() }))
     }
     fn begin_read(&self) -> Result<Box<dyn KvRead + '_>, StoreError> {
-        Ok(Box::new(LocalRead { kv: self, _cut: self.lock.read() }))
+        Ok(Box::new(Held { kv: self, _guard: self.lock.read() }))
     }
     fn wait_durable(&self) -> Result<(), StoreError> {
         self.wait_for(self.applied.load(Ordering::Acquire))

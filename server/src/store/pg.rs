@@ -124,6 +124,16 @@ impl PgKv {
         self.rt().block_on(f).map_err(io)
     }
 
+    /// Begins a transaction whose first statement is `first` (the write lock, or the snapshot).
+    fn begin(&self, first: &'static str) -> Result<Open, StoreError> {
+        let tx = self.run(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(first).execute(&mut *tx).await?;
+            Ok(tx)
+        })?;
+        Ok(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone() })
+    }
+
     /// Applies the migrations this database lacks, under the advisory lock.
     fn migrate(&self) -> Result<(), StoreError> {
         self.run(async {
@@ -348,21 +358,11 @@ impl WriteTx for Open {
 
 impl Kv for PgKv {
     fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
-        let tx = self.run(async {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
-            Ok(tx)
-        })?;
-        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone() }))
+        Ok(Box::new(self.begin("SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE")?))
     }
 
     fn begin_read(&self) -> Result<Box<dyn KvRead + '_>, StoreError> {
-        let tx = self.run(async {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-            Ok(tx)
-        })?;
-        Ok(Box::new(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone() }))
+        Ok(Box::new(self.begin("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?))
     }
 
     fn wait_durable(&self) -> Result<(), StoreError> {

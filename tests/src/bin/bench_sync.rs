@@ -16,7 +16,7 @@ use sync_protocol::automerge::ActorId;
 use sync_protocol::doc;
 use sync_protocol::wire::{PushDoc, SyncRequest, SyncResponse, CONTENT_TYPE};
 use sync_protocol::{heads_to_wire, RecordId};
-use tests::bench::{arg, entry, gbv_case, replicas_from_args, serve_if_child, store_from_args, with_db, ServerChild};
+use tests::bench::{arg, entry, gbv_case, replicas_from_args, serve_if_child, store_from_args, ServerChild};
 use tests::{proxy, rss_mb, PASSWORD};
 
 fn main() {
@@ -39,7 +39,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let store = store_from_args(&tmp.path().join("server"));
     let replicas = replicas_from_args(&store);
-    with_db(&store, |db| tests::seed(db, 4));
+    store.seed(4);
     let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_on(&store)).collect();
     let metric_addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let addr = entry(&servers).await;

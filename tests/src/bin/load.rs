@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
-use tests::bench::{arg, arg_parsed, arg_str, entry, replicas_from_args, serve_if_child, store_from_args, with_db, ServerChild};
+use tests::bench::{arg, arg_parsed, arg_str, entry, replicas_from_args, serve_if_child, store_from_args, ServerChild};
 use tests::{cpu_s, rss_mb};
 
 fn main() {
@@ -80,7 +80,7 @@ async fn run(config: FleetConfig) {
     let t = Instant::now();
     {
         let layout = layout.clone();
-        with_db(&store, move |db| layout.seed(db));
+        store.with_db(move |db| layout.seed(db));
     }
     eprintln!(
         "seeded {} districts, {} communes, {} officers in {:.1} s",
@@ -181,7 +181,7 @@ async fn run(config: FleetConfig) {
     let status: Vec<String> = servers.into_iter().map(|s| s.stop().to_string()).collect();
     let status = status.join(", ");
     let communes: Vec<String> = layout.communes.iter().map(|(c, _)| c.clone()).collect();
-    let stored: usize = with_db(&store, move |db| communes.iter().map(|c| db.record_ids_of(c).unwrap().len()).sum());
+    let stored: usize = store.with_db(move |db| communes.iter().map(|c| db.record_ids_of(c).unwrap().len()).sum());
     eprintln!("server stopped ({status}); the store reopens with {stored} records");
     // A record the API listed but the reopened store lacks was not durable.
     let lost = verdict.lost + on_server.len().saturating_sub(stored);
