@@ -300,6 +300,11 @@ impl Client {
         }
         let holds_records = !self.store.records().is_empty();
         self.store.update_state(|s| {
+            if new_server {
+                // Another server's epoch says nothing of this one.
+                s.epoch = None;
+                s.reoffer.clear();
+            }
             if new_server || new_user {
                 s.cursor.clear();
                 // Another user's records may be here: the next scope the server sends decides.

@@ -71,6 +71,14 @@ pub(crate) struct State {
     /// store that never held another scope's records (nothing to drop when one arrives).
     #[serde(default)]
     pub scope: Option<Vec<String>>,
+    /// The store epoch the server last named (`SyncResponse::epoch`); `None` before the first
+    /// sync with a server that names one.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    /// Records to offer the server again, at the heads it last acknowledged: the server named a
+    /// new epoch (a restored backup, a failover), so it may have forgotten them.
+    #[serde(default)]
+    pub reoffer: BTreeSet<RecordId>,
 }
 
 impl fmt::Debug for State {
@@ -230,6 +238,8 @@ impl Store {
             refresh_token: None,
             cursor: Vec::new(),
             scope: None,
+            epoch: None,
+            reoffer: BTreeSet::new(),
         };
         let store = Store::with_state(dir, Box::new(keys), key, state);
         store.save_state()?;

@@ -118,6 +118,9 @@ pub struct SyncProgress {
     pub bytes_down: u64,
     /// A large record coming in slices: bytes received of its total.
     pub part: Option<(u64, u64)>,
+    /// Records still to offer the server again after it named a new epoch (a restored
+    /// backup, a failover): the phone checks that the server holds every record it holds.
+    pub to_offer: usize,
     /// Failed exchanges retried so far.
     pub retries: usize,
     /// While waiting to retry: why, and for how long.
@@ -137,6 +140,8 @@ struct Round {
     partial: Option<Partial>,
     /// The large record going up in slices, and how many bytes of it the server holds.
     upload: Option<(RecordId, u64)>,
+    /// Records offered (pushed with no changes) in the request in flight.
+    offered: HashSet<RecordId>,
     received: u64,
     to_receive: Option<u64>,
 }
@@ -156,6 +161,8 @@ impl Round {
 
     /// An exchange failed before its answer was applied: what it carried goes again.
     fn undo(&mut self, push: &[PushDoc], server_heads: &HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId]) {
+        // Offers stay in the store's list until answered: the next request carries them again.
+        self.offered.clear();
         for p in push {
             let server = server_heads.get(&p.id).cloned().unwrap_or_default();
             self.tried.remove(&(p.id, p.heads.clone(), server));
@@ -318,6 +325,7 @@ impl Client {
                     offset: p.bytes.len() as u64,
                 }),
                 push_part,
+                actor: self.store.actor().to_bytes().to_vec(),
             };
             let body = request.encode_as(framing);
             let started = Instant::now();
@@ -390,6 +398,7 @@ impl Client {
             bytes_up: report.bytes_up,
             bytes_down: report.bytes_down,
             part: round.partial.as_ref().map(|p| (p.bytes.len() as u64, p.total)),
+            to_offer: self.store.state().reoffer.len(),
             retries: report.retries,
             retrying,
         }
@@ -415,6 +424,23 @@ impl Client {
             .collect();
         let mut push = Vec::new();
         let mut size = 64;
+        // After a new epoch: offers first ("do you hold these heads?"), a few dozen bytes each.
+        // A pending record needs none: its own push settles it (a server lacking its base asks
+        // for it whole).
+        round.offered.clear();
+        for id in &self.store.state().reoffer {
+            let Ok(meta) = self.store.meta(*id) else { continue };
+            if meta.server_heads.is_empty() || meta.status() == SyncStatus::Pending {
+                continue;
+            }
+            let cost = 32 * meta.server_heads.len() + 24;
+            if size + cost > budget && !push.is_empty() {
+                break;
+            }
+            size += cost;
+            round.offered.insert(*id);
+            push.push(PushDoc { id: *id, changes: Vec::new(), heads: meta.server_heads.clone() });
+        }
         for (id, meta) in candidates {
             // A record the server has nothing of goes as stored (a whole document), unloaded.
             let changes = if meta.server_heads.is_empty() {
@@ -513,11 +539,38 @@ impl Client {
         report: &mut SyncReport,
         round: &mut Round,
     ) -> Result<()> {
+        // A new epoch: the server may have forgotten what it acknowledged (a restored backup, a
+        // failover). Every record it was known to hold is offered again; the server's cursor
+        // for this phone already starts from the beginning, so the scope comes again too.
+        let mut reoffer = self.store.state().reoffer.clone();
+        let mut new_epoch = None;
+        if response.epoch != 0 && self.store.state().epoch != Some(response.epoch) {
+            new_epoch = Some(response.epoch);
+            if self.store.state().epoch.is_some() {
+                reoffer = self.store.records().keys().copied().collect();
+                // Slices kept or sent are positions in the old history.
+                round.partial = None;
+                round.upload = None;
+                self.store.clear_partial()?;
+            }
+        }
+        let offered = std::mem::take(&mut round.offered);
         for result in response.results {
             let Some(heads) = pushed.get(&result.id).cloned() else {
                 continue;
             };
             if self.store.meta(result.id).is_err() {
+                continue;
+            }
+            if offered.contains(&result.id) {
+                // An offer: the server holds these heads, or it asks for the whole record.
+                reoffer.remove(&result.id);
+                if result.outcome == PushOutcome::NeedFull {
+                    self.store.update_meta(result.id, |m| {
+                        m.server_heads.clear();
+                        m.rejected = None;
+                    })?;
+                }
                 continue;
             }
             match result.outcome {
@@ -548,6 +601,8 @@ impl Client {
         round.received += response.pull.len() as u64;
         let pulled_any = !response.pull.is_empty();
         for pulled in response.pull {
+            // The server holds what it sends: nothing to offer of it.
+            reoffer.remove(&pulled.id);
             if self.apply_pull(pulled.id, &pulled.changes, &pulled.heads, round)? {
                 report.pulled += 1;
             }
@@ -578,10 +633,19 @@ impl Client {
         }
         // The round's verdicts in one journal write; pulled records reach the disk before the
         // cursor moves past them (the same sync carries the journal along).
+        // Only a record the server was known to hold, with nothing pending, needs an offer: a
+        // pending one's own push settles it (a server lacking its base asks for it whole).
+        reoffer.retain(|id| self.store.meta(*id).is_ok_and(|m| !m.server_heads.is_empty() && m.status() != SyncStatus::Pending));
         self.store.flush_acks(false)?;
         self.store.make_durable()?;
         let cursor = response.cursor;
-        self.store.update_state(|s| s.cursor = cursor)
+        self.store.update_state(|s| {
+            s.cursor = cursor;
+            s.reoffer = reoffer;
+            if let Some(epoch) = new_epoch {
+                s.epoch = Some(epoch);
+            }
+        })
     }
 
     /// Removes the records of communes this phone's user may no longer see (the user moved to

@@ -144,7 +144,8 @@ pub fn is_sealed(from: &Path) -> bool {
 /// Restores a verified backup into `storage`: an empty directory, or a database that holds no
 /// data yet. The file is the same whichever store wrote it, so this is also how a deployment
 /// moves from the embedded store to PostgreSQL. An encrypted backup needs its passphrase. The
-/// token-signing key is not restored (see [`SIGNING_KEY_ENTRY`]).
+/// token-signing key is not restored (see [`SIGNING_KEY_ENTRY`]), nor the store's epoch: the
+/// restored store starts a new one.
 pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<&str>) -> Result<u64, String> {
     let entries = if is_sealed(from) {
         use chacha20poly1305::aead::{Aead, KeyInit};
@@ -165,7 +166,9 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     } else {
         read_backup(from)?
     };
-    let entries: Vec<_> = entries.into_iter().filter(|(k, _)| k != SIGNING_KEY_ENTRY).collect();
+    // The store's epoch is not restored: the restored store gets a new one when it opens, so
+    // that phones which synced after the backup was taken offer again what it lacks.
+    let entries: Vec<_> = entries.into_iter().filter(|(k, _)| k != SIGNING_KEY_ENTRY && k != crate::db::EPOCH && k != crate::db::EPOCH_AT).collect();
     let (kv, place): (Box<dyn Kv>, String) = match storage {
         crate::store::Storage::Embedded(data_dir) => {
             if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
@@ -192,7 +195,9 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     }
     // Prove the result opens as a store before declaring success. On the same handle: sled
     // releases its file lock a moment after the last handle drops, so a reopen could race it.
-    Db::open(kv).map_err(|e| format!("the restored store in {place} does not open ({e})"))?;
+    let db = Db::open(kv).map_err(|e| format!("the restored store in {place} does not open ({e})"))?;
+    // A new epoch, with the relay window open: phones push back what the backup lacks.
+    db.set_epoch(true).map_err(|e| format!("the restored store in {place}: {e}"))?;
     Ok(n)
 }
 

@@ -181,6 +181,13 @@ enum AdminCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Mark the store's history as new, after a failover onto a standby that may have been
+    /// behind or any restore done outside `restore`: phones offer again every record they hold
+    /// and pull their scope again, so nothing they hold is lost.
+    NewEpoch {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Loads `GESYNC_*=value` lines from the config file into the environment, without overriding
@@ -359,6 +366,14 @@ fn real_main(cli: Cli) -> Result<(), String> {
             if !m.users_left.is_empty() {
                 println!("accounts still on {code} (move them to {into}): {}", m.users_left.join(", "));
             }
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::NewEpoch { store }) => {
+            let db = open_existing(&store)?;
+            let epoch = db.set_epoch(true).map_err(|e| e.to_string())?;
+            let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "store_new_epoch", target: format!("{epoch:016x}") };
+            db.audit(ev).map_err(|e| e.to_string())?;
+            println!("{{\"epoch\": \"{epoch:016x}\"}}");
             Ok(())
         }
         Cmd::Admin(AdminCmd::RebuildFigures { store }) => {

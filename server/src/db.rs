@@ -4,12 +4,14 @@
 //! Keyspace (one prefix per table; all multi-key changes go through one atomic [`Batch`]):
 //! - `o/{code}` org unit · `u/{username}` user · `d/{username}/{device_id}` device
 //! - `r/{id16}` record document (`doc::save_record`) · `m/{id16}` record meta
-//! - `up/{username}/{device_id}` a large record's upload in progress (slices of a `PushPart`)
+//! - `up/{username}/{device_id}`, `us/{username}/{device_id}/{offset}` a large record's upload in
+//!   progress (`uploads.rs`)
 //! - `f/{commune}/{seq:be64}` → id16: the change feed. Each record appears once, at the sequence
 //!   number of its latest change, so a phone asks "what moved after my cursor" per commune.
 //! - `x/{actor}` → the user and device that first pushed changes with that Automerge actor
 //! - `a/{seq:be64}` audit entry · `ac/{seq:be64}` signed audit checkpoint · `k/...` server keys
-//!   · `n/seq` last feed sequence number · `n/tree` version of the org tree
+//!   · `n/seq` last feed sequence number · `n/tree` version of the org tree · `n/epoch` the
+//!   store's epoch (which history the feed belongs to; never copied by a backup's restore)
 //! - `c/...` materialized figures (see `figures.rs`)
 
 use std::sync::Arc;
@@ -40,6 +42,13 @@ pub enum DbError {
     /// The request was abandoned (its client went away) before anything was written.
     #[error("the request was abandoned")]
     Cancelled,
+    /// Unfinished uploads are at their bound (per account or in total): nothing was stored;
+    /// retry later.
+    #[error("{0}")]
+    UploadsFull(String),
+    /// The account has as many live devices as it may: an admin removes (revokes) an old one.
+    #[error("this account already has {0} devices in use, the most it may have: ask an administrator to remove one it no longer uses")]
+    TooManyDevices(usize),
 }
 
 pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> DbError {
@@ -158,9 +167,28 @@ pub(crate) struct Inner {
     /// Materialized counters by key (`c/{unit}/{quarter}`), a cache of what is in the store
     /// (see `figures.rs`).
     pub(crate) counters_cache: Mutex<CountersCache>,
+    pub(crate) upload_limits: Mutex<crate::uploads::UploadLimits>,
 }
 
 pub(crate) const TREE_VERSION: &[u8] = b"n/tree";
+
+/// Most devices in use (not revoked) one account may have: a few phones and browsers. Every
+/// device may hold an unfinished upload, so this also bounds what one account can make the
+/// server keep.
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 6;
+
+/// The store's epoch: a random id made with the store, made anew by every restore (which does
+/// not copy it) and by `admin new-epoch` after a failover. Carried in every cursor and sync
+/// answer: a phone that meets another epoch offers everything it holds again, because the
+/// server may have forgotten what it acknowledged (`SyncResponse::epoch`).
+pub(crate) const EPOCH: &[u8] = b"n/epoch";
+/// When the store's epoch was renewed (seconds; 0 for the epoch a new store starts with).
+pub(crate) const EPOCH_AT: &[u8] = b"n/epoch-at";
+
+/// For how long after the store's epoch was renewed phones may relay other devices' changes
+/// (the records they received from others, which the server forgot): long enough for a phone
+/// in a mountain commune to come back into coverage.
+pub const RELAY_WINDOW_SECS: i64 = 90 * 24 * 3600;
 
 /// How often a server on a shared store checks whether another replica changed the org tree.
 pub const TREE_WATCH: std::time::Duration = std::time::Duration::from_millis(500);
@@ -209,11 +237,14 @@ impl Db {
         let version = read_u64(kv.as_ref(), TREE_VERSION)?;
         let tree = load_tree(kv.as_ref())?;
         let db = Db {
-            inner: Arc::new(Inner { kv, tree: Mutex::new((version, Arc::new(tree))), counters_cache: Mutex::new(Default::default()) }),
+            inner: Arc::new(Inner { kv, tree: Mutex::new((version, Arc::new(tree))), counters_cache: Mutex::new(Default::default()), upload_limits: Mutex::new(Default::default()) }),
         };
         db.verify_audit_chain_tail()?;
         // Created now, not inside the first audited write (which could not write it).
         db.audit_key()?;
+        if db.kv().get(EPOCH)?.is_none() {
+            db.set_epoch(false)?;
+        }
         if db.kv().shared() {
             watch_tree(Arc::downgrade(&db.inner));
         }
@@ -304,14 +335,82 @@ impl Db {
         Ok(tx.commit(batch)?)
     }
 
+    /// Changes a user as stored now, in one write transaction (`None`: no such user). A
+    /// disabled account's unfinished uploads go in the same write.
+    pub fn update_user<E: From<DbError>>(&self, username: &str, audit: Option<AuditEvent>, change: impl FnOnce(&mut User) -> Result<(), E>) -> Result<Option<User>, E> {
+        let tx = self.kv().begin_write().map_err(DbError::from)?;
+        let k = key("u/", &[username.as_bytes()]);
+        let Some(mut user) = get_json::<User>(&*tx, &k)? else { return Ok(None) };
+        change(&mut user)?;
+        let mut batch = Batch::default();
+        batch.put(k, to_json(&user));
+        if user.disabled {
+            Self::drop_uploads_into(&*tx, &mut batch, username, None)?;
+        }
+        self.audit_into(&*tx, &mut batch, audit)?;
+        tx.commit(batch).map_err(DbError::from)?;
+        Ok(Some(user))
+    }
+
     pub fn get_device(&self, username: &str, device_id: &str) -> Result<Option<Device>, DbError> {
         get_json(self.kv(), &key("d/", &[username.as_bytes(), device_id.as_bytes()]))
     }
 
     pub fn list_devices(&self, username: &str) -> Result<Vec<Device>, DbError> {
+        Self::devices_in(self.kv(), username)
+    }
+
+    /// Records a login from `device_id`, in one write transaction (so that a revoke racing
+    /// the login always wins): a known device's `last_seen` moves; a revoked one is refused
+    /// (`Ok(false)`); a new one is registered. Past [`MAX_DEVICES_PER_ACCOUNT`] devices in use,
+    /// the account's least recently seen session the server itself named (a browser of the web
+    /// pages, an API login that named no device: [`crate::model::server_made_device`]) is
+    /// retired to make room; such a session holds no unsent work. A phone is never retired
+    /// this way (revoking it wipes it): with only phones in use, the login is refused
+    /// ([`DbError::TooManyDevices`]) until an admin removes an old one.
+    pub fn login_device(&self, username: &str, device_id: &str, now: i64, audit: Option<AuditEvent>) -> Result<bool, DbError> {
+        let tx = self.kv().begin_write()?;
+        let k = key("d/", &[username.as_bytes(), device_id.as_bytes()]);
+        let mut batch = Batch::default();
+        let device = match get_json::<Device>(&*tx, &k)? {
+            Some(d) if d.revoked => return Ok(false),
+            Some(d) => Device { last_seen: now, ..d },
+            None => {
+                let live: Vec<Device> = Self::devices_in(&*tx, username)?.into_iter().filter(|d| !d.revoked).collect();
+                if live.len() >= MAX_DEVICES_PER_ACCOUNT {
+                    let oldest = live.into_iter().filter(|d| crate::model::server_made_device(&d.device_id)).min_by_key(|d| d.last_seen);
+                    let Some(oldest) = oldest else {
+                        return Err(DbError::TooManyDevices(MAX_DEVICES_PER_ACCOUNT));
+                    };
+                    batch.put(key("d/", &[username.as_bytes(), oldest.device_id.as_bytes()]), to_json(&Device { revoked: true, ..oldest.clone() }));
+                    Self::drop_uploads_into(&*tx, &mut batch, username, Some(&oldest.device_id))?;
+                }
+                Device { username: username.to_string(), device_id: device_id.to_string(), first_seen: now, last_seen: now, revoked: false }
+            }
+        };
+        batch.put(k, to_json(&device));
+        self.audit_into(&*tx, &mut batch, audit)?;
+        tx.commit(batch)?;
+        Ok(true)
+    }
+
+    /// Revokes a device, in one write transaction, and drops its unfinished upload; `Ok(false)`
+    /// when there is no such device.
+    pub fn revoke_device(&self, username: &str, device_id: &str, audit: Option<AuditEvent>) -> Result<bool, DbError> {
+        let tx = self.kv().begin_write()?;
+        let k = key("d/", &[username.as_bytes(), device_id.as_bytes()]);
+        let Some(device) = get_json::<Device>(&*tx, &k)? else { return Ok(false) };
+        let mut batch = Batch::default();
+        batch.put(k, to_json(&Device { revoked: true, ..device }));
+        Self::drop_uploads_into(&*tx, &mut batch, username, Some(device_id))?;
+        self.audit_into(&*tx, &mut batch, audit)?;
+        tx.commit(batch)?;
+        Ok(true)
+    }
+
+    fn devices_in(r: &dyn KvRead, username: &str) -> Result<Vec<Device>, DbError> {
         let prefix = key("d/", &[username.as_bytes(), b""]);
-        self.kv()
-            .range(&prefix, &prefix_end(&prefix), usize::MAX)?
+        r.range(&prefix, &prefix_end(&prefix), usize::MAX)?
             .into_iter()
             .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("device", e)))
             .collect()
@@ -433,6 +532,55 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    // ---- the store's epoch ------------------------------------------------------------------
+
+    /// The store's epoch as read in `r` (see [`EPOCH`]).
+    pub(crate) fn epoch_in(r: &dyn KvRead) -> Result<u64, DbError> {
+        match read_u64(r, EPOCH)? {
+            0 => Err(corrupt("store epoch", "missing")),
+            e => Ok(e),
+        }
+    }
+
+    /// The store's epoch.
+    pub fn epoch(&self) -> Result<u64, DbError> {
+        Self::epoch_in(self.kv())
+    }
+
+    /// Gives the store a new epoch (`renew`), or its first one if it has none (two processes
+    /// opening a new store at once agree on one). Phones holding the old one reconcile at their
+    /// next sync: after a failover onto a standby that was behind, or a point-in-time restore,
+    /// what the server acknowledged to them may be gone. A renewed epoch (or one a restore
+    /// made: the restored store has none until it opens) opens the relay window
+    /// ([`Db::relay_open`]).
+    pub fn set_epoch(&self, renew: bool) -> Result<u64, DbError> {
+        let tx = self.kv().begin_write()?;
+        if !renew {
+            if let e @ 1.. = read_u64(&*tx, EPOCH)? {
+                return Ok(e);
+            }
+        }
+        let epoch = loop {
+            let e = rand::random::<u64>();
+            if e != 0 && e != read_u64(&*tx, EPOCH)? {
+                break e;
+            }
+        };
+        let mut b = Batch::default();
+        b.put(EPOCH.to_vec(), epoch.to_be_bytes().to_vec());
+        let at = if renew { now_secs().max(1) } else { 0 };
+        b.put(EPOCH_AT.to_vec(), (at as u64).to_be_bytes().to_vec());
+        tx.commit(b)?;
+        Ok(epoch)
+    }
+
+    /// Whether pushes may relay other devices' changes at `now`: within [`RELAY_WINDOW_SECS`]
+    /// of the epoch's renewal (never for the epoch a store started with).
+    pub fn relay_open(&self, now: i64) -> Result<bool, DbError> {
+        let at = read_u64(self.kv(), EPOCH_AT)? as i64;
+        Ok(at > 0 && now - at < RELAY_WINDOW_SECS)
     }
 
     // ---- server secrets --------------------------------------------------------------------

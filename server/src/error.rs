@@ -61,6 +61,12 @@ impl From<DbError> for AppError {
             DbError::Forbidden(m) => AppError::forbidden(m),
             // Nobody is listening any more; the status only shows in logs.
             DbError::Cancelled => AppError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::Abandoned, "the request was abandoned"),
+            DbError::UploadsFull(m) => {
+                let mut err = AppError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::UploadsFull, m);
+                err.retry_after = Some(600);
+                err
+            }
+            e @ DbError::TooManyDevices(_) => AppError::new(StatusCode::FORBIDDEN, ErrorCode::TooManyDevices, e.to_string()),
             DbError::Store(crate::store::StoreError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "the database is unreachable");
                 let mut err = AppError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable, "the server cannot reach its database just now: retry shortly");

@@ -35,6 +35,7 @@ pub mod review;
 pub mod server;
 pub mod store;
 pub mod throttle;
+pub mod uploads;
 pub mod web;
 pub mod xlsx;
 

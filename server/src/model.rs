@@ -60,6 +60,15 @@ pub struct Device {
     pub revoked: bool,
 }
 
+/// The device ids the server names itself: a browser of the web pages (`web-…`) and an API
+/// login that named no device (`api-…`). Such a session holds no unsent work, so it may be
+/// retired to make room for a new device (`Db::login_device`).
+pub const SERVER_MADE_DEVICE_PREFIXES: [&str; 2] = ["web-", "api-"];
+
+pub fn server_made_device(device_id: &str) -> bool {
+    SERVER_MADE_DEVICE_PREFIXES.iter().any(|p| device_id.starts_with(p))
+}
+
 /// The one device-liveness rule: a device answers for its sessions only while it is registered
 /// and not revoked. A token or session naming a device the store does not know fails closed.
 pub fn device_is_live(device: Option<&Device>) -> bool {

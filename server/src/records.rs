@@ -17,7 +17,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sync_core::conflicts::StoredConflict;
 use sync_core::plan::CommitPlan;
@@ -25,7 +24,7 @@ use sync_core::pull::{page_entries, scope_fingerprint, Answer, Cursor, Need, Pag
 use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
-use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushPart, PushResult, SyncRequest, SyncResponse, Uploaded, MAX_UPLOAD_BYTES};
+use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, Uploaded};
 use sync_protocol::RecordId;
 
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
@@ -84,21 +83,6 @@ pub fn check_request(req: &SyncRequest) -> Result<(), String> {
         return Err("the same record is pushed twice in one request".into());
     }
     Ok(())
-}
-
-/// The upload in progress of a device (one at a time: a new one replaces it).
-fn upload_key(who: &Principal) -> Vec<u8> {
-    key("up/", &[who.username.as_bytes(), who.device_id.as_bytes()])
-}
-
-/// A large record's changes, received slice by slice (`PushPart`). Stored in postcard, not
-/// JSON like the other rows: it is mostly bytes.
-#[derive(Debug, Serialize, Deserialize)]
-struct Upload {
-    id: RecordId,
-    total: u64,
-    heads: Vec<Hash>,
-    bytes: Vec<u8>,
 }
 
 fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
@@ -267,19 +251,16 @@ impl Db {
     pub fn sync_unless(&self, who: &Principal, req: &SyncRequest, abandoned: &AtomicBool) -> Result<SyncResponse, DbError> {
         let tree = self.current_tree()?;
         let communes = who.record_communes(&tree);
-        let mut results = self.push(who, &tree, &req.push, abandoned)?;
+        let own_actor = (!req.actor.is_empty()).then(|| hex::encode(&req.actor));
+        let mut results = self.push(who, &tree, own_actor.as_deref(), &req.push, abandoned)?;
         let mut uploaded = None;
         let mut whole = None;
         if let Some(part) = &req.push_part {
-            let (have, complete) = self.receive_part(who, part)?;
+            let (have, complete) = self.receive_part(who, part, now_secs())?;
             uploaded = Some(Uploaded { id: part.id, have });
             if let Some(doc) = complete {
-                results.extend(self.push(who, &tree, std::slice::from_ref(&doc), abandoned)?);
-                self.commit({
-                    let mut b = Batch::default();
-                    b.delete(upload_key(who));
-                    b
-                })?;
+                results.extend(self.push(who, &tree, own_actor.as_deref(), std::slice::from_ref(&doc), abandoned)?);
+                self.drop_upload(who)?;
                 whole = Some(doc);
             }
         }
@@ -292,49 +273,19 @@ impl Db {
             .map(|(p, _)| (p.id, p.heads.clone()))
             .collect();
         let scope = scope_fingerprint(&communes);
-        let known = Cursor::decode(&req.cursor, scope);
-        let page = self.pull(&communes, known, accepted, &req.want_full, PageSpec::of(req))?;
+        let (page, known, epoch) = self.pull(&communes, &req.cursor, scope, accepted, &req.want_full, PageSpec::of(req))?;
         let remaining = if req.count { Some(self.count_feed(&communes, page.next, page.high)?) } else { None };
         Ok(SyncResponse {
             results,
             pull: page.docs,
-            cursor: Cursor { seq: page.next, scope, read_at: page.high }.encode(),
+            cursor: Cursor { seq: page.next, scope, read_at: page.high, epoch }.encode(),
             more: page.more,
             part: page.part,
             remaining,
             uploaded,
             scope: known.is_none().then_some(communes),
+            epoch,
         })
-    }
-
-    /// Keeps one slice of a device's upload of a large record (durably: the next slice resumes
-    /// after it even across a restart) and says how many bytes the server holds. A slice at or
-    /// before the end of what is held replaces from its offset (a retried slice whose answer was
-    /// lost); one past it is refused with the current count, and the phone resends from there.
-    /// Once whole, the upload is returned as a push (the caller pushes it and forgets it).
-    fn receive_part(&self, who: &Principal, part: &PushPart) -> Result<(u64, Option<PushDoc>), DbError> {
-        let k = upload_key(who);
-        let held = self.kv().get(&k)?.and_then(|v| postcard::from_bytes::<Upload>(&v).ok());
-        let mut up = match held {
-            Some(u) if u.id == part.id && u.total == part.total && u.heads == part.heads => u,
-            _ => Upload { id: part.id, total: part.total, heads: part.heads.clone(), bytes: Vec::new() },
-        };
-        let end = part.offset.saturating_add(part.bytes.len() as u64);
-        if part.total > MAX_UPLOAD_BYTES || end > part.total || part.offset > up.bytes.len() as u64 {
-            // Out of order or out of bounds: nothing stored; the phone resends from `have`.
-            let have = if part.total > MAX_UPLOAD_BYTES { 0 } else { up.bytes.len() as u64 };
-            return Ok((have, None));
-        }
-        up.bytes.truncate(part.offset as usize);
-        up.bytes.extend_from_slice(&part.bytes);
-        let have = up.bytes.len() as u64;
-        if have == up.total {
-            return Ok((have, Some(PushDoc { id: up.id, changes: up.bytes, heads: up.heads })));
-        }
-        let mut b = Batch::default();
-        b.put(k, postcard::to_allocvec(&up).expect("an upload encodes"));
-        self.commit(b)?;
-        Ok((have, None))
     }
 
     /// Feed entries of `communes` in `(after, high]`: the records a phone at `after` still has
@@ -349,11 +300,12 @@ impl Db {
         Ok(n)
     }
 
-    fn push(&self, who: &Principal, tree: &OrgTree, pushes: &[PushDoc], abandoned: &AtomicBool) -> Result<Vec<PushResult>, DbError> {
+    fn push(&self, who: &Principal, tree: &OrgTree, own_actor: Option<&str>, pushes: &[PushDoc], abandoned: &AtomicBool) -> Result<Vec<PushResult>, DbError> {
         if pushes.is_empty() {
             return Ok(Vec::new());
         }
-        let ctx = Context { who, tree, now: now_secs() };
+        let now = now_secs();
+        let ctx = Context { who, tree, now, own_actor, relay_open: self.relay_open(now)? };
         let verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
         let mut outcomes = Vec::with_capacity(pushes.len());
         if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
@@ -443,11 +395,16 @@ impl Db {
         Ok(seq)
     }
 
-    /// Reads the feed of `communes` after `cursor` in one consistent read and plans the page.
-    fn pull(&self, communes: &[String], from: Option<Cursor>, pushed: HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId], spec: PageSpec) -> Result<Page, DbError> {
-        let cursor = from.map_or(0, |c| c.seq);
-        let page = {
+    /// Reads the feed of `communes` after the phone's `cursor` in one consistent read and plans
+    /// the page. Returns it with the cursor as understood (`None`: made for another scope or
+    /// another epoch, or none: the page starts from the beginning) and the store's epoch, read
+    /// in the same cut as the feed.
+    fn pull(&self, communes: &[String], cursor: &[u8], scope: u64, pushed: HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId], spec: PageSpec) -> Result<(Page, Option<Cursor>, u64), DbError> {
+        let (page, from, epoch) = {
             let cut = self.kv().begin_read()?;
+            let epoch = Self::epoch_in(&*cut)?;
+            let from = Cursor::decode(cursor, scope, epoch);
+            let cursor = from.map_or(0, |c| c.seq);
             let high = Self::feed_seq_in(&*cut)?;
             let mut per_commune = Vec::with_capacity(communes.len());
             if cursor < high {
@@ -470,13 +427,13 @@ impl Db {
                 match planner.step(answer.take()).map_err(core_corrupt)? {
                     Step::Need(Need::Meta(id)) => answer = Some(Answer::Meta(metas.remove(&id))),
                     Step::Need(Need::Doc(id)) => answer = Some(Answer::Doc(cut.get(&key("r/", &[&id.0]))?)),
-                    Step::Done(page) => break page,
+                    Step::Done(page) => break (page, from, epoch),
                 }
             }
         };
         // Nothing is served before it is durable.
         self.kv().wait_durable()?;
-        Ok(page)
+        Ok((page, from, epoch))
     }
 }
 
@@ -527,7 +484,7 @@ mod tests {
     use crate::model::{OrgUnit, Role};
     use crate::store::MemKv;
     use serde_json::json;
-    use sync_protocol::wire::{PartResume, MIN_PAGE_BYTES};
+    use sync_protocol::wire::{PartResume, PushPart, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES};
     use sync_protocol::{heads_to_wire, RecordKind};
 
     fn db_with_commune() -> Db {
@@ -600,11 +557,39 @@ mod tests {
         let db = db_with_commune();
         push_one(&db);
         let scope = scope_fingerprint(&officer().record_communes(&db.tree()));
-        let forged = Cursor { seq: u64::MAX, scope, read_at: u64::MAX }.encode();
+        let epoch = db.epoch().unwrap();
+        let forged = Cursor { seq: u64::MAX, scope, read_at: u64::MAX, epoch }.encode();
         // Returns (it used to wait for a sequence number that never becomes durable).
         let resp = db.sync(&officer(), &SyncRequest { cursor: forged, ..Default::default() }).unwrap();
         assert!(resp.pull.is_empty());
-        assert_eq!(Cursor::decode(&resp.cursor, scope).map(|c| c.seq), Some(db.feed_seq().unwrap()));
+        assert_eq!(resp.epoch, epoch);
+        assert_eq!(Cursor::decode(&resp.cursor, scope, epoch).map(|c| c.seq), Some(db.feed_seq().unwrap()));
+    }
+
+    #[test]
+    fn a_new_epoch_sends_a_phone_its_scope_again_and_answers_offers() {
+        let db = db_with_commune();
+        push_one(&db);
+        let first = db.sync(&officer(), &SyncRequest::default()).unwrap();
+        assert_eq!(first.pull.len(), 1);
+        let id = first.pull[0].id;
+        let level = db.sync(&officer(), &SyncRequest { cursor: first.cursor.clone(), ..Default::default() }).unwrap();
+        assert!(level.pull.is_empty() && level.scope.is_none(), "the phone is level");
+        let old = db.epoch().unwrap();
+        let new = db.set_epoch(true).unwrap();
+        assert_ne!(old, new);
+        assert_eq!(db.epoch().unwrap(), new);
+        // The cursor of the old epoch no longer counts: the scope again, from the beginning.
+        let again = db.sync(&officer(), &SyncRequest { cursor: first.cursor, ..Default::default() }).unwrap();
+        assert_eq!((again.epoch, again.pull.len(), again.scope.is_some()), (new, 1, true));
+        // Offers (no changes): heads the server holds are acknowledged, others asked whole.
+        let offer = |heads: Vec<[u8; 32]>, id| PushDoc { id, changes: vec![], heads };
+        let unknown = RecordId([9; 16]);
+        let resp = db.sync(&officer(), &SyncRequest { push: vec![offer(first.pull[0].heads.clone(), id), offer(vec![[7; 32]], id), offer(vec![[7; 32]], unknown)], ..Default::default() }).unwrap();
+        let outcomes: Vec<PushOutcome> = resp.results.into_iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, vec![PushOutcome::Accepted, PushOutcome::NeedFull, PushOutcome::NeedFull]);
+        // Opening the store again keeps its epoch.
+        assert_eq!(db.set_epoch(false).unwrap(), new);
     }
 
     /// A case whose 600-character notes were rewritten `edits` times (Automerge keeps every
@@ -684,7 +669,7 @@ mod tests {
         assert!(r.results.is_empty(), "no verdict before the record is whole");
         // A slice past the end of what is held is not taken: the phone resends from `have`.
         assert_eq!(send(part(8000, 4000)).uploaded.unwrap().have, 4000);
-        // A slice retried after a lost answer replaces from its offset.
+        // A slice retried after a lost answer is taken as held.
         assert_eq!(send(part(0, 4000)).uploaded.unwrap().have, 4000);
         let mut offset = 4000;
         let last = loop {
@@ -698,7 +683,7 @@ mod tests {
         assert_eq!(last.results, vec![PushResult { id, outcome: PushOutcome::Accepted }]);
         let stored = db.load_doc(&id).unwrap().expect("the record is stored").get_heads();
         assert_eq!(heads_to_wire(&stored), heads);
-        assert!(db.kv().get(&upload_key(&officer())).unwrap().is_none(), "the finished upload is forgotten");
+        assert_eq!(db.upload_bytes().unwrap(), 0, "the finished upload is forgotten");
         // Another device's upload, or an upload over the limit, starts from nothing.
         let huge = PushPart { total: MAX_UPLOAD_BYTES + 1, ..part(0, 10) };
         assert_eq!(send(huge).uploaded.unwrap().have, 0);

@@ -159,6 +159,8 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
         shutdown.await;
         h2.graceful_shutdown(Some(Duration::from_secs(30)));
     });
+    // Ends with the server (it holds the store, whose embedded files stay locked meanwhile).
+    let _sweep = AbortOnDrop(expire_uploads_every(state.db.clone(), Duration::from_secs(600)));
     // The pages mark their cookies `Secure` when the connection is HTTPS.
     let transport = crate::web::Transport { https: tls.is_some() };
     let guard = GuardedAcceptor::new(&state.limits);
@@ -171,6 +173,31 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
         }
         None => axum_server::from_tcp(listener).acceptor(guard).handle(handle).serve(make).await,
     }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Drops abandoned uploads now and every `period` while the server runs (see `uploads.rs`).
+fn expire_uploads_every(db: crate::db::Db, period: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let db = db.clone();
+            match tokio::task::spawn_blocking(move || db.expire_uploads(crate::db::now_secs())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(uploads = n, "abandoned uploads dropped"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not drop abandoned uploads"),
+                Err(e) => tracing::warn!(error = %e, "could not drop abandoned uploads"),
+            }
+        }
+    })
 }
 
 /// Opens everything and serves until SIGINT/SIGTERM (used by `serve` and `demo`).

@@ -56,13 +56,24 @@ pub struct Page {
 }
 
 /// The opaque cursor handed to phones: the feed position, a fingerprint of the scope it was
-/// computed for (a user moved to another commune starts again from zero), and the feed's end
-/// when it was given (`read_at`, see [`RecordMeta::delivered_heads`]).
+/// computed for (a user moved to another commune starts again from zero), the feed's end when
+/// it was given (`read_at`, see [`RecordMeta::delivered_heads`]), and the store's epoch (a
+/// cursor of another history, before a restore or a failover, starts again from zero: its
+/// positions name other records now).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Cursor {
     pub seq: u64,
     pub scope: u64,
     pub read_at: u64,
+    pub epoch: u64,
+}
+
+/// The cursor phones hold from before the store epoch existed.
+#[derive(Deserialize)]
+struct CursorV2 {
+    seq: u64,
+    scope: u64,
+    read_at: u64,
 }
 
 /// The cursor phones hold from before `read_at` existed.
@@ -73,15 +84,20 @@ struct CursorV1 {
 }
 
 impl Cursor {
-    /// The cursor, if it was made for `scope`; `None` for one made for another scope (the user
-    /// moved), or none at all, or anything else: the phone starts from the beginning. A cursor
-    /// of the earlier form is taken as read at its own position.
-    pub fn decode(bytes: &[u8], scope: u64) -> Option<Cursor> {
+    /// The cursor, if it was made for `scope` in `epoch`; `None` for one made for another
+    /// scope (the user moved) or in another epoch (the store was restored), or none at all, or
+    /// anything else: the phone starts from the beginning. A cursor of an earlier form, made
+    /// before epochs existed, is taken as this epoch's (the upgrade does not make every phone
+    /// pull its scope again), and one from before `read_at` as read at its own position.
+    pub fn decode(bytes: &[u8], scope: u64, epoch: u64) -> Option<Cursor> {
         if let Ok((c, [])) = postcard::take_from_bytes::<Cursor>(bytes) {
-            return (c.scope == scope && c.read_at >= c.seq).then_some(c);
+            return (c.scope == scope && c.epoch == epoch && c.read_at >= c.seq).then_some(c);
+        }
+        if let Ok((c, [])) = postcard::take_from_bytes::<CursorV2>(bytes) {
+            return (c.scope == scope && c.read_at >= c.seq).then_some(Cursor { seq: c.seq, scope, read_at: c.read_at, epoch });
         }
         match postcard::take_from_bytes::<CursorV1>(bytes) {
-            Ok((c, [])) if c.scope == scope => Some(Cursor { seq: c.seq, scope, read_at: c.seq }),
+            Ok((c, [])) if c.scope == scope => Some(Cursor { seq: c.seq, scope, read_at: c.seq, epoch }),
             _ => None,
         }
     }

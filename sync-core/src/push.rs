@@ -32,6 +32,14 @@ pub struct Context<'a> {
     pub tree: &'a OrgTree,
     /// Unix seconds, for the metadata's `updated_at`.
     pub now: i64,
+    /// The pushing device's own Automerge actor, when it names it (hex): an actor the server
+    /// does not know yet becomes this device's only if it is this one. `None` (older phones,
+    /// the server's own edits): any new actor becomes the pusher's.
+    pub own_actor: Option<&'a str>,
+    /// Whether a push may relay changes made by other devices' actors: only for a while after
+    /// the store's history was rewound (a restored backup, a failover), when phones push back
+    /// what the server forgot, their own and the records they received from others.
+    pub relay_open: bool,
 }
 
 /// A record as a store holds it.
@@ -164,9 +172,11 @@ pub fn merge(ctx: Context<'_>, push: &PushDoc, stored: Option<Stored>) -> Result
     }
     // Automerge applies what it can of damaged or cut bytes and only warns: acknowledge only a
     // push that holds every change the phone says it has, or the phone would take its unsent
-    // changes for stored. A phone that sent what it has whole gets a refusal.
+    // changes for stored. A phone that sent what it has whole gets a refusal. An offer (no
+    // changes: "do you hold these heads?", after the store's epoch changed) of heads the
+    // server lacks is answered "send it whole".
     if push.heads.iter().any(|h| doc.get_change_by_hash(&ChangeHash(*h)).is_none()) {
-        return Ok(Err(if meta.is_none() || old_heads.is_empty() {
+        return Ok(Err(if !push.changes.is_empty() && (meta.is_none() || old_heads.is_empty()) {
             reject("the pushed changes do not hold the heads they claim (damaged or cut short): sync again".into())
         } else {
             Verdict::Refuse(PushOutcome::NeedFull)
@@ -203,13 +213,17 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
         }
     }
     // Every change's actor must belong to this device (or be new, and then it becomes this
-    // device's): a phone cannot write in another device's name.
+    // device's): a phone cannot write in another device's name. After the store's history was
+    // rewound, other devices' changes are relayed (not claimed) while the window is open.
     let mut new_actors = Vec::new();
     for actor in actors {
         match owners.get(&actor) {
             Some(owner) if owner.username == ctx.who.username && owner.device_id == ctx.who.device_id => {}
+            Some(_) if ctx.relay_open => {}
             Some(_) => return Ok(reject("the changes claim an Automerge actor that belongs to another device".into())),
-            None => new_actors.push(actor),
+            None if ctx.own_actor.is_none_or(|own| own == actor) => new_actors.push(actor),
+            None if ctx.relay_open => {}
+            None => return Ok(reject("the changes carry an Automerge actor that is neither this device's nor one the server knows".into())),
         }
     }
     let view = doc::view(&d).map_err(|e| corrupt("doc", e))?;

@@ -24,8 +24,12 @@ fn push_of(id: RecordId, d: &mut AutoCommit) -> PushDoc {
 }
 
 fn verdict(server: &MemServer, who: &sync_core::org::Principal, push: &PushDoc) -> Verdict {
+    verdict_in(server, who, push, None, false)
+}
+
+fn verdict_in(server: &MemServer, who: &sync_core::org::Principal, push: &PushDoc, own_actor: Option<&str>, relay_open: bool) -> Verdict {
     let tree = tree();
-    let ctx = Context { who, tree: &tree, now: 0 };
+    let ctx = Context { who, tree: &tree, now: 0, own_actor, relay_open };
     match merge(ctx, push, server.records.get(&push.id).cloned()).unwrap() {
         Ok(m) => {
             let owners: HashMap<String, ActorOwner> = m.actors().iter().filter_map(|a| server.owners.get(a).map(|o| (a.clone(), o.clone()))).collect();
@@ -146,6 +150,39 @@ fn a_plan_moves_counters_along_the_chain_and_claims_each_actor_once() {
     assert_eq!(server.counters, server.recomputed_counters(&tree));
 }
 
+/// Whose changes a push may carry: its own device's, a new actor only if it is the one the
+/// phone names, and other devices' only while the relay window is open (after a restore).
+#[test]
+fn other_devices_changes_are_taken_only_while_relays_are_open() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let (an, binh) = (officer("an", "04701", "an-1"), officer("binh", "04701", "binh-1"));
+    let mut d = news("04701", "2025-02-01");
+    let an_actor = d.get_actor().to_hex_string();
+    let id = RecordId::random();
+    let Verdict::Write(p) = verdict_in(&server, &an, &push_of(id, &mut d), Some(&an_actor), false) else { panic!("accepted") };
+    assert_eq!(p.new_actors, vec![an_actor.clone()]);
+    server.commit(CommitPlan::of(&an, &tree, vec![*p], None));
+    // An's next edit, pushed by Binh's phone (which received it): another device's actor.
+    doc::set_path(&mut d, "title", &json!("Sửa lại")).unwrap();
+    let stored_heads = AutoCommit::load(&server.records[&id].doc).unwrap().get_heads();
+    let edit = PushDoc { id, changes: d.save_after(&stored_heads), heads: heads_to_wire(&d.get_heads()) };
+    let binh_actor = ActorId::random().to_hex_string();
+    assert!(refused(&verdict_in(&server, &binh, &edit, Some(&binh_actor), false)).contains("belongs to another device"));
+    let Verdict::Write(p) = verdict_in(&server, &binh, &edit, Some(&binh_actor), true) else { panic!("relayed") };
+    assert!(p.new_actors.is_empty(), "a relayed actor is not claimed");
+    // A record the server never saw, made by a device it never saw, pushed by Binh: refused
+    // unless relays are open (then not claimed: its own device claims it when it comes back);
+    // an older phone that names no actor claims it, as before.
+    let mut stranger = news("04701", "2025-03-01");
+    let push = push_of(RecordId::random(), &mut stranger);
+    assert!(refused(&verdict_in(&server, &binh, &push, Some(&binh_actor), false)).contains("neither this device's"));
+    let Verdict::Write(p) = verdict_in(&server, &binh, &push, Some(&binh_actor), true) else { panic!("relayed") };
+    assert!(p.new_actors.is_empty());
+    let Verdict::Write(p) = verdict_in(&server, &binh, &push, None, false) else { panic!("claimed") };
+    assert_eq!(p.new_actors, vec![stranger.get_actor().to_hex_string()]);
+}
+
 #[test]
 fn the_server_edits_a_record_on_a_reviewers_behalf() {
     let tree = tree();
@@ -156,7 +193,7 @@ fn the_server_edits_a_record_on_a_reviewers_behalf() {
     let Verdict::Write(p) = verdict(&server, &an, &push_of(id, &mut d)) else { panic!() };
     server.commit(CommitPlan::of(&an, &tree, vec![*p], None));
     let dung = reviewer("dung", "server");
-    let ctx = Context { who: &dung, tree: &tree, now: 0 };
+    let ctx = Context { who: &dung, tree: &tree, now: 0, own_actor: None, relay_open: false };
     let merged = Merged::edited(id, server.records[&id].clone(), ActorId::random(), |d| doc::set_path(d, "title", &json!("Đã rà soát"))).unwrap().unwrap();
     let Verdict::Write(p) = decide(ctx, merged, &HashMap::new()).unwrap() else { panic!() };
     assert_eq!(p.base_seq, Some(1));
@@ -196,7 +233,7 @@ fn pages_keep_to_their_budget_and_large_records_go_in_resumable_slices() {
     let mut resume = None;
     let mut pages = 0;
     loop {
-        let page = server.pull(&scope, Some(Cursor { seq: cursor, scope: 0, read_at: cursor }).filter(|c| c.seq > 0), HashMap::new(), &[], spec(resume));
+        let page = server.pull(&scope, Some(Cursor { seq: cursor, scope: 0, read_at: cursor, epoch: 1 }).filter(|c| c.seq > 0), HashMap::new(), &[], spec(resume));
         pages += 1;
         let bytes: usize = page.docs.iter().map(|d| d.changes.len()).sum::<usize>() + page.part.as_ref().map_or(0, |p| p.bytes.len());
         assert!(bytes <= MIN_PAGE_BYTES as usize, "{bytes} bytes in a {MIN_PAGE_BYTES}-byte page");
@@ -221,23 +258,28 @@ fn pages_keep_to_their_budget_and_large_records_go_in_resumable_slices() {
     let pushed: HashMap<RecordId, Vec<[u8; 32]>> = pushes.iter().map(|p| (p.id, p.heads.clone())).collect();
     let none = server.pull(&scope, None, pushed, &[], PageSpec::of(&SyncRequest::default()));
     assert!(none.docs.is_empty() && !none.more && none.next == server.seq);
-    let forged = server.pull(&scope, Some(Cursor { seq: u64::MAX, scope: 0, read_at: u64::MAX }), HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
+    let forged = server.pull(&scope, Some(Cursor { seq: u64::MAX, scope: 0, read_at: u64::MAX, epoch: 1 }), HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
     assert_eq!((forged.next, forged.docs.len()), (server.seq, 0));
 }
 
 #[test]
-fn a_cursor_made_for_another_scope_starts_over() {
-    let c = Cursor { seq: 42, scope: 7, read_at: 50 };
-    assert_eq!(Cursor::decode(&c.encode(), 7), Some(c));
-    // The earlier form, which phones hold: read at its own position.
+fn a_cursor_made_for_another_scope_or_epoch_starts_over() {
+    let c = Cursor { seq: 42, scope: 7, read_at: 50, epoch: 99 };
+    assert_eq!(Cursor::decode(&c.encode(), 7, 99), Some(c));
+    // The forms phones hold from before epochs: taken as this epoch's.
+    let v2 = postcard::to_allocvec(&(42u64, 7u64, 50u64)).unwrap();
+    assert_eq!(Cursor::decode(&v2, 7, 99), Some(c));
+    assert_eq!(Cursor::decode(&v2, 8, 99), None);
     let old = postcard::to_allocvec(&(42u64, 7u64)).unwrap();
-    assert_eq!(Cursor::decode(&old, 7), Some(Cursor { seq: 42, scope: 7, read_at: 42 }));
-    assert_eq!(Cursor::decode(&old, 8), None);
+    assert_eq!(Cursor::decode(&old, 7, 99), Some(Cursor { seq: 42, scope: 7, read_at: 42, epoch: 99 }));
+    assert_eq!(Cursor::decode(&old, 8, 99), None);
     // Read before its own position: not a cursor this server made.
-    assert_eq!(Cursor::decode(&Cursor { seq: 42, scope: 7, read_at: 41 }.encode(), 7), None);
-    assert_eq!(Cursor::decode(&c.encode(), 8), None);
-    assert_eq!(Cursor::decode(b"\xff\xff", 7), None);
-    assert_eq!(Cursor::decode(&[], 7), None);
+    assert_eq!(Cursor::decode(&Cursor { seq: 42, scope: 7, read_at: 41, epoch: 99 }.encode(), 7, 99), None);
+    assert_eq!(Cursor::decode(&c.encode(), 8, 99), None);
+    // Made before the store was restored (another epoch): its positions name other records now.
+    assert_eq!(Cursor::decode(&c.encode(), 7, 100), None);
+    assert_eq!(Cursor::decode(b"\xff\xff", 7, 99), None);
+    assert_eq!(Cursor::decode(&[], 7, 99), None);
 }
 
 /// A phone is taken to hold a record's version only if it could not have missed it: the version

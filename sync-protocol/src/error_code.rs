@@ -69,6 +69,11 @@ codes! {
     TooManySyncs = "too_many_syncs",
     /// The server is saturated: retry after `Retry-After`.
     Busy = "busy",
+    /// Unfinished uploads of large records are at their bound (the account's or the server's):
+    /// retry after `Retry-After`.
+    UploadsFull = "uploads_full",
+    /// A login from a new device of an account that has as many devices as it may.
+    TooManyDevices = "too_many_devices",
     /// The server cannot reach its database: retry after `Retry-After` (another replica may
     /// answer meanwhile).
     StoreUnavailable = "store_unavailable",

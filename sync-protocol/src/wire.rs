@@ -11,10 +11,13 @@
 //!
 //! Frame: the 4 bytes `GSYN`, one version byte, then
 //! - version 1: the message in postcard encoding (phones built before paging; still accepted);
-//! - version 2 ([`PROTOCOL_VERSION`]): one flags byte ([`FLAG_ZSTD`]: the rest is zstd
-//!   compressed), then the message in postcard encoding. The phone says in
-//!   [`SyncRequest::accept`] whether it reads compressed answers; a decompressed message is
-//!   bounded by [`MAX_MESSAGE_BYTES`] like a plain one, so nobody can send a bomb.
+//! - version 2: one flags byte ([`FLAG_ZSTD`]: the rest is zstd compressed), then the message
+//!   in postcard encoding. The phone says in [`SyncRequest::accept`] whether it reads compressed
+//!   answers; a decompressed message is bounded by [`MAX_MESSAGE_BYTES`] like a plain one, so
+//!   nobody can send a bomb.
+//! - version 3 ([`PROTOCOL_VERSION`]): as version 2; the answer also names the store's
+//!   [`SyncResponse::epoch`] (which history the server's feed belongs to), so that a phone can
+//!   tell when the server forgot what it had acknowledged (a restored backup, a failover).
 //!
 //! **Do not rename, reorder or remove fields or enum variants of the types in this module**:
 //! postcard is positional, so that would silently break deployed phones. Add a new protocol
@@ -27,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::RecordId;
 
 /// The version this side writes. It reads [`OLDEST_VERSION`]..=`PROTOCOL_VERSION`.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The oldest version still read (and answered in its own version).
 pub const OLDEST_VERSION: u8 = 1;
 const MAGIC: &[u8; 4] = b"GSYN";
@@ -73,9 +76,17 @@ pub struct SyncRequest {
     pub resume: Option<PartResume>,
     /// A slice of one record too large for the upload page (see [`PushPart`]).
     pub push_part: Option<PushPart>,
+    // ---- version 3 ----
+    /// The phone's own Automerge actor (the one its edits are made with); empty if it does not
+    /// say. An actor the server has not seen becomes this device's only if it is this one;
+    /// other devices' changes are taken only while the server accepts relays (after its
+    /// history was rewound, see [`SyncResponse::epoch`]).
+    pub actor: Vec<u8>,
 }
 
-/// One record's outgoing changes.
+/// One record's outgoing changes. With no changes it is an offer: the server answers
+/// [`PushOutcome::Accepted`] when it holds every one of `heads`, [`PushOutcome::NeedFull`] when
+/// it lacks any (the phone then pushes the whole document).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushDoc {
     pub id: RecordId,
@@ -109,6 +120,13 @@ pub struct SyncResponse {
     /// another scope (or it has none): a phone whose user moved drops the records of communes
     /// it may no longer see.
     pub scope: Option<Vec<String>>,
+    // ---- version 3 ----
+    /// The store's epoch: a random id the server's store gets when it is made, and a new one
+    /// whenever its history is rewound (a backup restored, a standby that was behind promoted).
+    /// A phone that held another epoch cannot trust what the server acknowledged before: it
+    /// offers every record it holds again ([`PushDoc`] with no changes: "do you have these
+    /// heads?") and pulls its scope from the start. 0 in answers to older phones.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +238,7 @@ impl Framing {
     pub fn answer(self, request: &SyncRequest) -> Framing {
         Framing { version: self.version, zstd: self.version >= 2 && request.accept & FLAG_ZSTD != 0 }
     }
+
 }
 
 /// The version 1 layouts, read from and written for phones built before paging.
@@ -239,6 +258,35 @@ mod v1 {
         pub pull: Vec<PullDoc>,
         pub cursor: Vec<u8>,
         pub more: bool,
+    }
+}
+
+/// The version 2 layouts (before the store epoch and the phone's actor).
+mod v2 {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Request {
+        pub cursor: Vec<u8>,
+        pub push: Vec<PushDoc>,
+        pub want_full: Vec<RecordId>,
+        pub page_bytes: u32,
+        pub accept: u8,
+        pub count: bool,
+        pub resume: Option<PartResume>,
+        pub push_part: Option<PushPart>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Response {
+        pub results: Vec<PushResult>,
+        pub pull: Vec<PullDoc>,
+        pub cursor: Vec<u8>,
+        pub more: bool,
+        pub part: Option<PullPart>,
+        pub remaining: Option<u64>,
+        pub uploaded: Option<Uploaded>,
+        pub scope: Option<Vec<String>>,
     }
 }
 
@@ -282,7 +330,7 @@ fn unframe(bytes: &[u8]) -> Result<(Framing, std::borrow::Cow<'_, [u8]>), WireEr
     let version = bytes[4];
     match version {
         1 => Ok((Framing { version, zstd: false }, bytes[5..].into())),
-        2 => {
+        2 | 3 => {
             let (&flags, rest) = bytes[5..].split_first().ok_or_else(|| WireError::Malformed("no flags byte".into()))?;
             match flags {
                 0 => Ok((Framing { version, zstd: false }, rest.into())),
@@ -325,10 +373,19 @@ impl SyncRequest {
 
     /// Encodes in the given framing (version 1 drops the version 2 fields).
     pub fn encode_as(&self, framing: Framing) -> Vec<u8> {
-        let payload = if framing.version == 1 {
-            postcard_bytes(&v1::Request { cursor: self.cursor.clone(), push: self.push.clone(), want_full: self.want_full.clone() })
-        } else {
-            postcard_bytes(self)
+        let payload = match framing.version {
+            1 => postcard_bytes(&v1::Request { cursor: self.cursor.clone(), push: self.push.clone(), want_full: self.want_full.clone() }),
+            2 => postcard_bytes(&v2::Request {
+                cursor: self.cursor.clone(),
+                push: self.push.clone(),
+                want_full: self.want_full.clone(),
+                page_bytes: self.page_bytes,
+                accept: self.accept,
+                count: self.count,
+                resume: self.resume,
+                push_part: self.push_part.clone(),
+            }),
+            _ => postcard_bytes(self),
         };
         frame(framing, payload)
     }
@@ -340,11 +397,16 @@ impl SyncRequest {
     /// Decodes any version this side reads, and says how it came.
     pub fn decode_framed(bytes: &[u8]) -> Result<(Self, Framing), WireError> {
         let (framing, payload) = unframe(bytes)?;
-        let msg = if framing.version == 1 {
-            let r: v1::Request = from_postcard(&payload)?;
-            SyncRequest { cursor: r.cursor, push: r.push, want_full: r.want_full, ..Default::default() }
-        } else {
-            from_postcard(&payload)?
+        let msg = match framing.version {
+            1 => {
+                let r: v1::Request = from_postcard(&payload)?;
+                SyncRequest { cursor: r.cursor, push: r.push, want_full: r.want_full, ..Default::default() }
+            }
+            2 => {
+                let v2::Request { cursor, push, want_full, page_bytes, accept, count, resume, push_part } = from_postcard(&payload)?;
+                SyncRequest { cursor, push, want_full, page_bytes, accept, count, resume, push_part, actor: Vec::new() }
+            }
+            _ => from_postcard(&payload)?,
         };
         Ok((msg, framing))
     }
@@ -357,12 +419,22 @@ impl SyncResponse {
     }
 
     /// Encodes in the given framing. A version 1 phone never asked for slices or counts, so it
-    /// is never given any: dropping them loses nothing.
+    /// is never given any: dropping them loses nothing. A version 2 phone is not told the epoch
+    /// (it could not act on it; its cursor still starts again from zero after a restore).
     pub fn encode_as(&self, framing: Framing) -> Vec<u8> {
-        let payload = if framing.version == 1 {
-            postcard_bytes(&v1::Response { results: self.results.clone(), pull: self.pull.clone(), cursor: self.cursor.clone(), more: self.more })
-        } else {
-            postcard_bytes(self)
+        let payload = match framing.version {
+            1 => postcard_bytes(&v1::Response { results: self.results.clone(), pull: self.pull.clone(), cursor: self.cursor.clone(), more: self.more }),
+            2 => postcard_bytes(&v2::Response {
+                results: self.results.clone(),
+                pull: self.pull.clone(),
+                cursor: self.cursor.clone(),
+                more: self.more,
+                part: self.part.clone(),
+                remaining: self.remaining,
+                uploaded: self.uploaded,
+                scope: self.scope.clone(),
+            }),
+            _ => postcard_bytes(self),
         };
         frame(framing, payload)
     }
@@ -373,11 +445,17 @@ impl SyncResponse {
 
     pub fn decode_framed(bytes: &[u8]) -> Result<(Self, Framing), WireError> {
         let (framing, payload) = unframe(bytes)?;
-        let msg = if framing.version == 1 {
-            let r: v1::Response = from_postcard(&payload)?;
-            SyncResponse { results: r.results, pull: r.pull, cursor: r.cursor, more: r.more, ..Default::default() }
-        } else {
-            from_postcard(&payload)?
+        let msg = match framing.version {
+            1 => {
+                let r: v1::Response = from_postcard(&payload)?;
+                SyncResponse { results: r.results, pull: r.pull, cursor: r.cursor, more: r.more, ..Default::default() }
+            }
+            2 => {
+                let r: v2::Response = from_postcard(&payload)?;
+                let v2::Response { results, pull, cursor, more, part, remaining, uploaded, scope } = r;
+                SyncResponse { results, pull, cursor, more, part, remaining, uploaded, scope, epoch: 0 }
+            }
+            _ => from_postcard(&payload)?,
         };
         Ok((msg, framing))
     }
@@ -397,6 +475,7 @@ mod tests {
             count: true,
             resume: Some(PartResume { id: RecordId([3; 16]), seq: 12, offset: 4096 }),
             push_part: Some(PushPart { id: RecordId([4; 16]), offset: 8, total: 20, bytes: vec![6; 12], heads: vec![[2; 32]] }),
+            actor: vec![0xab; 16],
         }
     }
 
@@ -410,6 +489,7 @@ mod tests {
             remaining: Some(1200),
             uploaded: Some(Uploaded { id: RecordId([4; 16]), have: 20 }),
             scope: Some(vec!["04701".into()]),
+            epoch: 0x1234_5678_9abc_def0,
         }
     }
 
@@ -443,6 +523,25 @@ mod tests {
         let (resp, f) = SyncResponse::decode_framed(&sample_response().encode_as(answer)).unwrap();
         assert_eq!(f, v1);
         assert_eq!(resp.pull, sample_response().pull);
+    }
+
+    #[test]
+    fn version_2_phones_are_read_and_answered_in_version_2() {
+        let v2 = Framing { version: 2, zstd: true };
+        let bytes = sample().encode_as(v2);
+        assert_eq!(bytes[4], 2);
+        let (got, framing) = SyncRequest::decode_framed(&bytes).unwrap();
+        assert_eq!((got, framing), (SyncRequest { actor: vec![], ..sample() }, v2), "a version 2 request names no actor");
+        let answer = framing.answer(&sample());
+        assert_eq!(answer, v2);
+        let encoded = sample_response().encode_as(answer);
+        assert_eq!(encoded[4], 2);
+        let (resp, f) = SyncResponse::decode_framed(&encoded).unwrap();
+        assert_eq!(f, v2);
+        assert_eq!(resp, SyncResponse { epoch: 0, ..sample_response() });
+        // Today's phones are told the epoch.
+        let (resp, _) = SyncResponse::decode_framed(&sample_response().encode_as(Framing::ZSTD)).unwrap();
+        assert_eq!(resp.epoch, sample_response().epoch);
     }
 
     #[test]

@@ -83,8 +83,8 @@ fn request() -> impl Strategy<Value = SyncRequest> {
     let resume = prop::option::of((id(), any::<u64>(), any::<u64>()).prop_map(|(id, seq, offset)| PartResume { id, seq, offset }));
     let part = prop::option::of((id(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..32), prop::collection::vec(hash(), 0..2)).prop_map(|(id, offset, total, bytes, heads)| PushPart { id, offset, total, bytes, heads }));
     let v2 = (any::<u32>(), any::<u8>(), any::<bool>(), resume, part);
-    (prop::collection::vec(any::<u8>(), 0..16), prop::collection::vec(push, 0..4), prop::collection::vec(id(), 0..3), v2)
-        .prop_map(|(cursor, push, want_full, (page_bytes, accept, count, resume, push_part))| SyncRequest { cursor, push, want_full, page_bytes, accept, count, resume, push_part })
+    (prop::collection::vec(any::<u8>(), 0..16), prop::collection::vec(push, 0..4), prop::collection::vec(id(), 0..3), v2, prop::collection::vec(any::<u8>(), 0..17))
+        .prop_map(|(cursor, push, want_full, (page_bytes, accept, count, resume, push_part), actor)| SyncRequest { cursor, push, want_full, page_bytes, accept, count, resume, push_part, actor })
 }
 
 fn response() -> impl Strategy<Value = SyncResponse> {
@@ -95,8 +95,8 @@ fn response() -> impl Strategy<Value = SyncResponse> {
     let part = prop::option::of((id(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..32)).prop_map(|(id, seq, offset, total, bytes)| PullPart { id, seq, offset, total, bytes, heads: vec![] }));
     let uploaded = prop::option::of((id(), any::<u64>()).prop_map(|(id, have)| Uploaded { id, have }));
     let scope = prop::option::of(prop::collection::vec("[0-9]{2,5}", 0..3));
-    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>(), part, prop::option::of(any::<u64>()), (uploaded, scope))
-        .prop_map(|(results, pull, cursor, more, part, remaining, (uploaded, scope))| SyncResponse { results, pull, cursor, more, part, remaining, uploaded, scope })
+    (prop::collection::vec(result, 0..4), prop::collection::vec(pull, 0..3), prop::collection::vec(any::<u8>(), 0..16), any::<bool>(), part, prop::option::of(any::<u64>()), (uploaded, scope, any::<u64>()))
+        .prop_map(|(results, pull, cursor, more, part, remaining, (uploaded, scope, epoch))| SyncResponse { results, pull, cursor, more, part, remaining, uploaded, scope, epoch })
 }
 
 /// A mutation of an encoded message: flip, overwrite, insert, delete or truncate.
@@ -167,7 +167,7 @@ fn fuzz_decoder_arbitrary_bytes() {
     // Half the inputs carry the right magic and version, so the fuzzing reaches postcard.
     let input = (any::<bool>(), prop::collection::vec(any::<u8>(), 0..256)).prop_map(|(framed, body)| {
         if framed {
-            // Version 2 with the plain flags byte, or version 1.
+            // The current version with the plain flags byte, or the one before it.
             let version = sync_protocol::wire::PROTOCOL_VERSION - (body.len() % 2) as u8;
             let flags: &[u8] = if version >= 2 { &[0] } else { &[] };
             [b"GSYN".as_slice(), &[version], flags, &body].concat()

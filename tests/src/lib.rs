@@ -70,6 +70,8 @@ pub fn seed(db: &Db, extra_officers: usize) {
 pub struct TestServer {
     pub dir: PathBuf,
     pub addr: SocketAddr,
+    /// The server's data layer (the same handle it serves from).
+    pub db: Db,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -124,7 +126,7 @@ impl TestServer {
     }
 
     fn serve_with(dir: &Path, db: Db, listener: TcpListener, limits: gesync_server::Limits) -> TestServer {
-        let state = AppState::with_limits(db, limits).unwrap();
+        let state = AppState::with_limits(db.clone(), limits).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -134,7 +136,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        TestServer { dir: dir.to_path_buf(), addr, stop: Some(tx), task: Some(task) }
+        TestServer { dir: dir.to_path_buf(), addr, db, stop: Some(tx), task: Some(task) }
     }
 
     pub fn url(&self) -> String {
@@ -142,11 +144,13 @@ impl TestServer {
     }
 
     /// Stops gracefully and waits until the store is closed.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
+    pub async fn stop(self) {
+        let TestServer { db, stop, task, .. } = self;
+        drop(db);
+        if let Some(tx) = stop {
             let _ = tx.send(());
         }
-        if let Some(t) = self.task.take() {
+        if let Some(t) = task {
             let _ = t.await;
         }
         // sled releases its lock when the last handle drops; give the runtime a moment.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use client_sdk::{Client, FixedKey, RecordKind, StoreKey, SyncStatus};
 use serde_json::{json, Value};
-use sync_protocol::wire::{PushDoc, PushOutcome, SyncRequest, SyncResponse, CONTENT_TYPE, MAX_MESSAGE_BYTES};
+use sync_protocol::wire::{PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, CONTENT_TYPE, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES};
 use sync_protocol::RecordId;
 use tests::{TestServer, PASSWORD};
 
@@ -1897,4 +1897,100 @@ async fn metrics_show_latency_histograms_to_an_admin_only() {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
     server.stop().await;
+}
+
+/// Issue "Security, second review", item 1: an officer's account could fill the server's disk
+/// with upload slices (a new device per login, one 16 MiB upload each, every slice rewriting
+/// the whole upload, never expired, kept after revoke). Now: a resend costs nothing, an
+/// account's uploads are bounded (503 `uploads_full`), devices per account are capped with a
+/// clear error, and revoking or disabling drops the uploads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_slices_cannot_fill_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let admin = api.login("admin", None).await.access;
+    let cap = gesync_server::db::MAX_DEVICES_PER_ACCOUNT;
+    let devices: Vec<String> = (0..cap).map(|i| format!("attacker-{i}")).collect();
+    let mut tokens = Vec::new();
+    for d in &devices {
+        tokens.push(api.login("officer1", Some(d)).await.access);
+    }
+    // One more device is refused, naming the cap; the officer's own phones keep working.
+    let r = api.try_login("officer1", PASSWORD, Some("attacker-extra")).await;
+    let (code, message) = r.expect_error(403, "a device past the cap");
+    assert_eq!(code, "too_many_devices");
+    assert!(message.contains(&cap.to_string()), "{message}");
+    api.login("officer1", Some(&devices[0])).await;
+    // Sessions the server named (a script's API logins, browsers) make room for new ones: the
+    // least recently seen is retired, never a phone.
+    let first = api.login("district", None).await.access;
+    for _ in 0..cap {
+        api.login("district", None).await;
+    }
+    api.get("/api/v1/me", &first).await.expect_error(401, "a script session retired past the cap");
+
+    // Slices of 3 MB of a 16 MiB upload from every device, never finished.
+    let slice = |id: u8, offset: u64, len: usize| SyncRequest {
+        push_part: Some(PushPart { id: RecordId([id; 16]), offset, total: MAX_UPLOAD_BYTES, bytes: vec![id; len], heads: vec![[id; 32]] }),
+        ..Default::default()
+    };
+    let held = |token: &str, r: Reply| {
+        assert_eq!(r.status, 200, "{token:.8}: {}", r.text());
+        SyncResponse::decode(&r.bytes).unwrap().uploaded.unwrap().have
+    };
+    const MB3: usize = 3_000_000;
+    let per_account = server.db.upload_limits().per_account;
+    let mut stored = 0u64;
+    let mut refused = None;
+    'devices: for (i, t) in tokens.iter().enumerate() {
+        for k in 0..4 {
+            let r = api.sync(t, slice(i as u8, (k * MB3) as u64, MB3).encode()).await;
+            if r.status == 503 {
+                refused = Some(r);
+                break 'devices;
+            }
+            assert_eq!(held(t, r), ((k + 1) * MB3) as u64);
+            stored += MB3 as u64;
+        }
+    }
+    let refused = refused.expect("the account's uploads are bounded");
+    let (code, _) = refused.expect_error(503, "past the account's bound");
+    assert_eq!(code, "uploads_full");
+    assert!(refused.retry_after.is_some());
+    assert_eq!(server.db.upload_bytes().unwrap(), stored);
+    assert!(stored <= per_account, "{stored} > {per_account}");
+
+    // Resending a slice already held, or one byte of it, stores nothing more.
+    let size = || dir_size(&server.dir);
+    let before = (server.db.upload_bytes().unwrap(), size());
+    for _ in 0..10 {
+        assert_eq!(held(&tokens[0], api.sync(&tokens[0], slice(0, 0, MB3).encode()).await), 4 * MB3 as u64);
+        assert_eq!(held(&tokens[0], api.sync(&tokens[0], slice(0, 5, 1).encode()).await), 4 * MB3 as u64);
+    }
+    assert_eq!(server.db.upload_bytes().unwrap(), before.0);
+    assert!(size() < before.1 + 4_000_000, "ten resends grew the store from {} to {} bytes", before.1, size());
+
+    // Revoking a device drops its upload; disabling the account drops all of them.
+    let r = api.call("POST", &format!("/api/v1/users/officer1/devices/{}/revoke", devices[0]), Some(&admin), Body::Empty).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(server.db.upload_bytes().unwrap(), stored - 4 * MB3 as u64);
+    // The revoked device no longer counts: a new phone may log in.
+    api.login("officer1", Some("new-phone")).await;
+    let r = api.call("PATCH", "/api/v1/users/officer1", Some(&admin), Body::Json(&json!({"disabled": true}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(server.db.upload_bytes().unwrap(), 0);
+    // Abandoned uploads expire (the server sweeps them at start and every few minutes).
+    server.db.set_upload_limits(gesync_server::uploads::UploadLimits { max_age_secs: 0, ..server.db.upload_limits() });
+    let r = api.call("PATCH", "/api/v1/users/officer1", Some(&admin), Body::Json(&json!({"disabled": false}))).await;
+    assert_eq!(r.status, 200);
+    let t = api.login("officer1", Some("new-phone")).await.access;
+    assert_eq!(held(&t, api.sync(&t, slice(9, 0, 1000).encode()).await), 1000);
+    assert_eq!(server.db.expire_uploads(now_secs() + 1).unwrap(), 1);
+    assert_eq!(server.db.upload_bytes().unwrap(), 0);
+    server.stop().await;
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).map(|e| if e.file_type().unwrap().is_dir() { dir_size(&e.path()) } else { e.metadata().unwrap().len() }).sum()
 }

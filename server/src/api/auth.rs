@@ -17,7 +17,7 @@ use sync_protocol::ErrorCode;
 use crate::auth::{self, RefreshError};
 use crate::db::{now_secs, AuditEvent};
 use crate::error::{AppError, AppResult};
-use crate::model::{Device, Principal};
+use crate::model::Principal;
 
 use super::users::valid_username;
 use super::{account_disabled, audit, blocking, device_revoked, scopeguard_histogram, Authed, JsonBody, Shared, HASH_WAIT, MAX_HASH_QUEUE};
@@ -136,15 +136,9 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
     let db = state.db.clone();
     let (un, dev) = (user.username.clone(), device_id.to_string());
     let ev = AuditEvent { user: user.username.clone(), device_id: Some(device_id.to_string()), action: "login", target: ip.to_string() };
-    blocking(move || {
-        let now = now_secs();
-        let device = match db.get_device(&un, &dev)? {
-            Some(d) if d.revoked => return Err(device_revoked()),
-            Some(d) => Device { last_seen: now, ..d },
-            None => Device { username: un.clone(), device_id: dev.clone(), first_seen: now, last_seen: now, revoked: false },
-        };
-        db.put_device(&device, Some(ev))?;
-        Ok(())
+    blocking(move || match db.login_device(&un, &dev, now_secs(), Some(ev))? {
+        true => Ok(()),
+        false => Err(device_revoked()),
     })
     .await?;
     state.metrics.logins.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +195,9 @@ fn scopeguard_dec(counter: &std::sync::atomic::AtomicUsize) -> impl Drop + '_ {
 
 pub(super) async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<LoginBody>) -> AppResult<Response> {
     let _record = scopeguard_histogram("gesync_login_seconds", std::time::Instant::now());
-    let device_id = body.device_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // A login that names no device (a script) gets a session the server names, which may be
+    // retired when the account has too many devices in use.
+    let device_id = body.device_id.unwrap_or_else(|| format!("api-{}", uuid::Uuid::new_v4().simple()));
     if !valid_device_id(&device_id) {
         return Err(AppError::bad_request("device_id must be 1 to 64 letters, digits, '-' or '_'"));
     }

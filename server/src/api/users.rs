@@ -82,46 +82,61 @@ pub struct UserPatch {
     pub password: Option<String>,
 }
 
-/// Applies a user change (shared by the API and the web pages).
+/// Applies a user change (shared by the API and the web pages). The new password is hashed
+/// first (slow, on the hashing permits); then one write transaction reads the user as it is
+/// now, checks and applies the change, so that a change made meanwhile (a disable) is never
+/// undone by this one.
 pub async fn update_user_checked(state: &Shared, by: &Principal, username: &str, b: UserPatch) -> AppResult<User> {
     let db = state.db.clone();
     let un = username.to_string();
-    let mut user = blocking(move || Ok(db.get_user(&un)?)).await?.ok_or_else(|| AppError::not_found("no such user"))?;
-    let tree = state.db.tree();
-    require_admin_of(by, &tree, &user.org_unit)?;
-    let mut end_sessions = false;
-    if let Some(r) = b.role {
-        user.role = r.parse().map_err(AppError::bad_request)?;
-        end_sessions = true;
-    }
-    if let Some(ou) = b.org_unit {
-        if tree.get(&ou).is_none() {
-            return Err(AppError::bad_request("unknown org unit"));
+    let current = blocking(move || Ok(db.get_user(&un)?)).await?.ok_or_else(|| AppError::not_found("no such user"))?;
+    require_admin_of(by, &state.db.tree(), &current.org_unit)?;
+    let role = b.role.map(|r| r.parse().map_err(AppError::bad_request)).transpose()?;
+    let password_hash = match b.password {
+        Some(pw) => {
+            auth::check_password_policy(&pw).map_err(AppError::bad_request)?;
+            Some(hash_new_password(state, pw).await?)
         }
-        require_admin_of(by, &tree, &ou)?;
-        user.org_unit = ou;
-        end_sessions = true;
-    }
-    if end_sessions {
-        check_role_fits(&tree, user.role, &user.org_unit)?;
-    }
-    if let Some(d) = b.disabled {
-        end_sessions |= d && !user.disabled;
-        user.disabled = d;
-    }
-    if let Some(pw) = b.password {
-        auth::check_password_policy(&pw).map_err(AppError::bad_request)?;
-        user.password_hash = hash_new_password(state, pw).await?;
-        end_sessions = true;
-    }
-    if end_sessions {
-        user.session_epoch += 1;
-    }
-    let db = state.db.clone();
-    let u2 = user.clone();
-    let ev = audit(by, "user_update", user.username.clone());
-    blocking(move || Ok(db.put_user(&u2, false, ev)?)).await?;
-    Ok(user)
+        None => None,
+    };
+    let (db, by, un, org_unit, disabled) = (state.db.clone(), by.clone(), username.to_string(), b.org_unit, b.disabled);
+    let ev = audit(&by, "user_update", un.clone());
+    blocking(move || {
+        let tree = db.tree();
+        let changed = db.update_user(&un, ev, |user| -> AppResult<()> {
+            require_admin_of(&by, &tree, &user.org_unit)?;
+            let mut end_sessions = false;
+            if let Some(r) = role {
+                user.role = r;
+                end_sessions = true;
+            }
+            if let Some(ou) = org_unit {
+                if tree.get(&ou).is_none() {
+                    return Err(AppError::bad_request("unknown org unit"));
+                }
+                require_admin_of(&by, &tree, &ou)?;
+                user.org_unit = ou;
+                end_sessions = true;
+            }
+            if end_sessions {
+                check_role_fits(&tree, user.role, &user.org_unit)?;
+            }
+            if let Some(d) = disabled {
+                end_sessions |= d && !user.disabled;
+                user.disabled = d;
+            }
+            if let Some(hash) = password_hash {
+                user.password_hash = hash;
+                end_sessions = true;
+            }
+            if end_sessions {
+                user.session_epoch += 1;
+            }
+            Ok(())
+        })?;
+        changed.ok_or_else(|| AppError::not_found("no such user"))
+    })
+    .await
 }
 
 pub(super) async fn update_user(State(state): State<Shared>, Authed(p): Authed, Path(username): Path<String>, JsonBody(b): JsonBody<UserPatch>) -> AppResult<axum::Json<Value>> {
@@ -151,10 +166,10 @@ pub async fn revoke_device_checked(state: &Shared, by: &Principal, username: Str
     blocking(move || {
         let user = db.get_user(&username)?.ok_or_else(|| AppError::not_found("no such user"))?;
         require_admin_of(&by, &tree, &user.org_unit)?;
-        let mut d = db.get_device(&username, &device_id)?.ok_or_else(|| AppError::not_found("no such device"))?;
-        d.revoked = true;
-        db.put_device(&d, ev)?;
-        Ok(())
+        match db.revoke_device(&username, &device_id, ev)? {
+            true => Ok(()),
+            false => Err(AppError::not_found("no such device")),
+        }
     })
     .await
 }

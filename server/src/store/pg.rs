@@ -29,6 +29,24 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{Batch, Kv, KvRead, StoreError, WriteTx};
 
+/// How a write transaction begins, whatever the database's defaults (a DBA's own settings):
+/// - `READ COMMITTED`, pinned: each statement sees what committed before it, so the reads made
+///   after the lock below see every transaction that held it before. (Under a database default
+///   of `REPEATABLE READ` the snapshot would start before the lock wait, and every contended
+///   write would fail with a serialization error.)
+/// - `lock_timeout`: a writer waits at most this long for the lock row, then fails (503, the
+///   phone retries) rather than queue for ever behind a replica that hung while holding it;
+/// - `idle_in_transaction_session_timeout`: a replica that stops (host frozen, partition) while
+///   holding the lock row has its transaction ended by PostgreSQL after 5 s of silence, so the
+///   others go on; what it had not committed was never acknowledged.
+/// - then the lock row itself.
+const WRITE_TX: [&str; 4] = [
+    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE",
+    "SET LOCAL lock_timeout = '20s'",
+    "SET LOCAL idle_in_transaction_session_timeout = '5s'",
+    "SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE",
+];
+
 /// The advisory lock held while migrations run (an arbitrary constant: "gesync" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x6765_7379_6e63;
 
@@ -124,11 +142,14 @@ impl PgKv {
         self.rt().block_on(f).map_err(io)
     }
 
-    /// Begins a transaction whose first statement is `first` (the write lock, or the snapshot).
-    fn begin(&self, first: &'static str) -> Result<Open, StoreError> {
+    /// Begins a transaction whose first statements are `first` (its isolation level, then the
+    /// write lock; or the snapshot).
+    fn begin(&self, first: &[&'static str]) -> Result<Open, StoreError> {
         let tx = self.run(async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query(first).execute(&mut *tx).await?;
+            for statement in first {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
             Ok(tx)
         })?;
         Ok(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone() })
@@ -358,11 +379,11 @@ impl WriteTx for Open {
 
 impl Kv for PgKv {
     fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
-        Ok(Box::new(self.begin("SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE")?))
+        Ok(Box::new(self.begin(&WRITE_TX)?))
     }
 
     fn begin_read(&self) -> Result<Box<dyn KvRead + '_>, StoreError> {
-        Ok(Box::new(self.begin("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?))
+        Ok(Box::new(self.begin(&["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"])?))
     }
 
     fn wait_durable(&self) -> Result<(), StoreError> {

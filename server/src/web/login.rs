@@ -99,11 +99,11 @@ pub struct LoginForm {
 }
 
 fn valid_web_device(d: &str) -> bool {
-    d.strip_prefix("web-").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    d.strip_prefix(crate::web::WEB_DEVICE_PREFIX).is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn new_web_device() -> String {
-    format!("web-{}", uuid::Uuid::new_v4().simple())
+    format!("{}{}", crate::web::WEB_DEVICE_PREFIX, uuid::Uuid::new_v4().simple())
 }
 
 /// `POST /login`.

@@ -30,6 +30,9 @@ use crate::api::Shared;
 
 pub use page::Transport;
 
+/// The device ids the web pages give browsers (`web-` and 32 hex digits).
+pub const WEB_DEVICE_PREFIX: &str = crate::model::SERVER_MADE_DEVICE_PREFIXES[0];
+
 /// The pages' routes. Merged into the application next to the JSON API (no fallback here: the
 /// API's JSON 404 answers unknown paths).
 pub fn router(state: Shared) -> Router {

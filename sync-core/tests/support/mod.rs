@@ -34,12 +34,14 @@ pub struct MemServer {
     pub owners: HashMap<String, ActorOwner>,
     pub counters: HashMap<(String, Quarter), Counters>,
     pub writes: u64,
+    /// The store's epoch (renewed by [`MemServer::restore`]).
+    pub epoch: u64,
 }
 
 impl MemServer {
     /// One sync exchange: pushes merged and committed as one plan, then one pull page.
     pub fn sync(&mut self, who: &Principal, tree: &OrgTree, req: &SyncRequest) -> SyncResponse {
-        let ctx = Context { who, tree, now: 1_750_000_000 };
+        let ctx = Context { who, tree, now: 1_750_000_000, own_actor: None, relay_open: false };
         let mut results = Vec::new();
         let mut writes = Vec::new();
         for push in &req.push {
@@ -66,17 +68,18 @@ impl MemServer {
             req.push.iter().zip(&results).filter(|(_, r)| r.outcome == PushOutcome::Accepted).map(|(p, _)| (p.id, p.heads.clone())).collect();
         let communes = who.record_communes(tree);
         let scope = scope_fingerprint(&communes);
-        let known = Cursor::decode(&req.cursor, scope);
+        let known = Cursor::decode(&req.cursor, scope, self.epoch);
         let page = self.pull(&communes, known, accepted, &req.want_full, PageSpec::of(req));
         SyncResponse {
             results,
             pull: page.docs,
-            cursor: Cursor { seq: page.next, scope, read_at: page.high }.encode(),
+            cursor: Cursor { seq: page.next, scope, read_at: page.high, epoch: self.epoch }.encode(),
             more: page.more,
             part: page.part,
             remaining: None,
             uploaded: None,
             scope: known.is_none().then_some(communes),
+            epoch: self.epoch,
         }
     }
 
