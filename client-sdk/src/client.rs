@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use automerge::AutoCommit;
 use serde_json::{json, Value};
-use sync_protocol::{doc, heads_to_wire, RecordId, RecordKind};
+use sync_protocol::{doc, RecordId, RecordKind};
 
 use crate::crypto::KeyProvider;
 use crate::error::{Error, Result};
-use crate::store::{sorted, RecordMeta, Store, SyncStatus};
+use crate::store::{RecordMeta, Store, SyncStatus};
 use crate::transport::{
     normalize_server_url, HttpConfig, HttpTransport, LoginRequest, Transport, TransportError,
 };
@@ -146,23 +146,9 @@ impl Client {
         self.store.put_record(id, meta, &doc::save_record(d))
     }
 
-    /// [`Client::write_doc`] for a pulled record: durable only at the next
-    /// `Store::make_durable`, which the sync loop calls before it moves the cursor.
-    /// `whole`: bytes that already hold the document's entire history (a record new to this
-    /// phone, loaded from them alone), stored as they are instead of saving the document again.
-    pub(crate) fn write_pulled_doc(&mut self, id: RecordId, mut meta: RecordMeta, d: &mut AutoCommit, whole: Option<&[u8]>) -> Result<()> {
-        Self::refresh_meta(id, &mut meta, d)?;
-        match whole {
-            Some(bytes) => self.store.put_record_deferred(id, meta, bytes),
-            None => self.store.put_record_deferred(id, meta, &doc::save_record(d)),
-        }
-    }
-
     /// Brings a record's metadata up to date with its document (heads, conflict count).
     fn refresh_meta(id: RecordId, meta: &mut RecordMeta, d: &mut AutoCommit) -> Result<()> {
-        meta.heads = sorted(heads_to_wire(&d.get_heads()));
-        meta.conflicts = doc::conflicts(d).map_err(Error::doc(id))?.len() as u32;
-        Ok(())
+        client_core::refresh_meta(meta, d).map_err(Error::doc(id))
     }
 
     /// The record as JSON: the view of `domain.md` plus `id`, `sync_status`
@@ -302,13 +288,13 @@ impl Client {
         self.store.update_state(|s| {
             if new_server {
                 // Another server's epoch says nothing of this one.
-                s.epoch = None;
-                s.reoffer.clear();
+                s.sync.epoch = None;
+                s.sync.reoffer.clear();
             }
             if new_server || new_user {
-                s.cursor.clear();
+                s.sync.cursor.clear();
                 // Another user's records may be here: the next scope the server sends decides.
-                s.scope = holds_records.then(Vec::new);
+                s.sync.scope = holds_records.then(Vec::new);
             }
             s.server = Some(server);
             s.ca_cert = ca_cert;

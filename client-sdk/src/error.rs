@@ -93,3 +93,13 @@ impl Error {
         }
     }
 }
+
+impl From<client_core::CoreError> for Error {
+    fn from(e: client_core::CoreError) -> Self {
+        match e {
+            client_core::CoreError::BadDocument { id, detail } => Error::BadDocument { id, detail },
+            client_core::CoreError::Protocol(m) => Error::Protocol(m),
+            e @ (client_core::CoreError::TooLarge { .. } | client_core::CoreError::NoSettle(_)) => Error::Config(e.to_string()),
+        }
+    }
+}

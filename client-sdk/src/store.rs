@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use automerge::{ActorId, AutoCommit};
 use serde::{Deserialize, Serialize};
 use sync_protocol::wire::Hash;
-use sync_protocol::{RecordId, RecordKind};
+use sync_protocol::RecordId;
+
+pub use client_core::{Partial, RecordMeta, Rejection, SyncState, SyncStatus};
 
 use crate::crypto::{self, KeyProvider, StoreKey};
 use crate::error::{Error, Result};
@@ -64,21 +66,9 @@ pub(crate) struct State {
     pub access_token: Option<String>,
     #[serde(default)]
     pub refresh_token: Option<String>,
-    /// The server's feed cursor (opaque).
-    #[serde(default)]
-    pub cursor: Vec<u8>,
-    /// The communes whose records this phone may hold, as the server last said; `None` for a
-    /// store that never held another scope's records (nothing to drop when one arrives).
-    #[serde(default)]
-    pub scope: Option<Vec<String>>,
-    /// The store epoch the server last named (`SyncResponse::epoch`); `None` before the first
-    /// sync with a server that names one.
-    #[serde(default)]
-    pub epoch: Option<u64>,
-    /// Records to offer the server again, at the heads it last acknowledged: the server named a
-    /// new epoch (a restored backup, a failover), so it may have forgotten them.
-    #[serde(default)]
-    pub reoffer: BTreeSet<RecordId>,
+    /// The cursor, scope, epoch and records to offer again of syncs with the server.
+    #[serde(flatten)]
+    pub sync: SyncState,
 }
 
 impl fmt::Debug for State {
@@ -89,63 +79,6 @@ impl fmt::Debug for State {
             .field("username", &self.username)
             .field("logged_in", &self.access_token.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-/// Why the server refused a record, and at which heads (a later edit makes it pending again).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Rejection {
-    pub reason: String,
-    pub heads: Vec<Hash>,
-}
-
-/// Sync metadata of one record, kept beside its document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RecordMeta {
-    pub kind: RecordKind,
-    /// The document's heads (sorted).
-    pub heads: Vec<Hash>,
-    /// Heads the server is known to have (sorted; empty when never pushed or when the server
-    /// asked for the whole document).
-    pub server_heads: Vec<Hash>,
-    pub rejected: Option<Rejection>,
-    /// Number of fields holding concurrent values, as of the last change of the document.
-    pub conflicts: u32,
-}
-
-/// Where a record stands with the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SyncStatus {
-    /// Has changes the server does not have yet.
-    Pending,
-    /// The server has every change of this record.
-    Synced,
-    /// The server refused the record's latest changes; a new edit makes it pending again.
-    Rejected { reason: String },
-}
-
-impl SyncStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            SyncStatus::Pending => "pending",
-            SyncStatus::Synced => "synced",
-            SyncStatus::Rejected { .. } => "rejected",
-        }
-    }
-}
-
-impl RecordMeta {
-    pub fn status(&self) -> SyncStatus {
-        if self.heads == self.server_heads {
-            SyncStatus::Synced
-        } else {
-            match &self.rejected {
-                Some(r) if r.heads == self.heads => SyncStatus::Rejected {
-                    reason: r.reason.clone(),
-                },
-                _ => SyncStatus::Pending,
-            }
-        }
     }
 }
 
@@ -161,13 +94,6 @@ struct Ack {
 struct RecordFile {
     meta: RecordMeta,
     doc: Vec<u8>,
-}
-
-/// Sorted heads, so that comparing two sets of heads is comparing two vectors.
-pub(crate) fn sorted(mut heads: Vec<Hash>) -> Vec<Hash> {
-    heads.sort_unstable();
-    heads.dedup();
-    heads
 }
 
 /// The encrypted local store of one phone.
@@ -236,10 +162,7 @@ impl Store {
             username: None,
             access_token: None,
             refresh_token: None,
-            cursor: Vec::new(),
-            scope: None,
-            epoch: None,
-            reoffer: BTreeSet::new(),
+            sync: SyncState::default(),
         };
         let store = Store::with_state(dir, Box::new(keys), key, state);
         store.save_state()?;
@@ -633,17 +556,6 @@ impl Store {
     }
 }
 
-/// The first bytes of a large record's stored document as the server had it at feed position
-/// `seq`, received slice by slice (`sync_protocol::wire::PullPart`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Partial {
-    pub id: RecordId,
-    pub seq: u64,
-    pub total: u64,
-    pub heads: Vec<Hash>,
-    pub bytes: Vec<u8>,
-}
-
 impl Store {
     /// The large record being received, if a sync was interrupted in the middle of one.
     pub(crate) fn partial(&self) -> Result<Option<Partial>> {
@@ -712,5 +624,61 @@ impl<K: KeyProvider + ?Sized> KeyProvider for Box<K> {
     }
     fn forget_key(&self, dir: &Path) -> Result<()> {
         (**self).forget_key(dir)
+    }
+}
+
+/// The session of `client-core` reads and writes the phone's store through this.
+impl client_core::LocalStore for Store {
+    type Error = Error;
+
+    fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    fn records(&self) -> &BTreeMap<RecordId, RecordMeta> {
+        &self.records
+    }
+
+    fn doc_bytes(&self, id: RecordId) -> Result<Vec<u8>> {
+        Store::doc_bytes(self, id)
+    }
+
+    fn update_meta(&mut self, id: RecordId, change: &mut dyn FnMut(&mut RecordMeta)) -> Result<()> {
+        Store::update_meta(self, id, |m| change(m))
+    }
+
+    fn put_pulled(&mut self, id: RecordId, meta: RecordMeta, doc: &[u8]) -> Result<()> {
+        self.put_record_deferred(id, meta, doc)
+    }
+
+    fn remove_record(&mut self, id: RecordId) -> Result<()> {
+        Store::remove_record(self, id)
+    }
+
+    fn partial(&self) -> Result<Option<Partial>> {
+        Store::partial(self)
+    }
+
+    fn put_partial(&mut self, partial: &Partial) -> Result<()> {
+        Store::put_partial(self, partial)
+    }
+
+    fn clear_partial(&mut self) -> Result<()> {
+        Store::clear_partial(self)
+    }
+
+    fn sync_state(&self) -> &SyncState {
+        &self.state.sync
+    }
+
+    fn set_sync_state(&mut self, state: SyncState) -> Result<()> {
+        self.update_state(|s| s.sync = state)
+    }
+
+    /// The round's verdicts in one journal write, then one `syncfs` for the pulled records
+    /// (the journal rides along).
+    fn barrier(&mut self) -> Result<()> {
+        self.flush_acks(false)?;
+        self.make_durable()
     }
 }

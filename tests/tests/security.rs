@@ -1925,10 +1925,13 @@ async fn upload_slices_cannot_fill_the_disk() {
     // Sessions the server named (a script's API logins, browsers) make room for new ones: the
     // least recently seen is retired, never a phone.
     let first = api.login("district", None).await.access;
+    // Devices are seen to the second: the first session is the least recently seen one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for _ in 0..cap {
         api.login("district", None).await;
     }
-    api.get("/api/v1/me", &first).await.expect_error(401, "a script session retired past the cap");
+    let (code, _) = api.get("/api/v1/me", &first).await.expect_error(403, "a script session retired past the cap");
+    assert_eq!(code, "device_revoked");
 
     // Slices of 3 MB of a 16 MiB upload from every device, never finished.
     let slice = |id: u8, offset: u64, len: usize| SyncRequest {

@@ -3,6 +3,8 @@
 //! want_full, paging with `more`, token expiry, device revocation and network failure.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

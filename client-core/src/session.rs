@@ -1,0 +1,703 @@
+//! One sync, as a series of exchanges (pages), decided without IO (see the crate docs).
+//!
+//! Each round: push the pending records that fit in the upload page (after a new store epoch,
+//! first offer the records the server had acknowledged), ask for whole documents the phone
+//! could not apply, send the cursor and the download page size; then apply the verdicts and the
+//! pulled changes, make them durable, and only then store the cursor. An interrupted exchange
+//! costs at most its own page: a re-pushed change is idempotent on the server, a re-pulled one
+//! in Automerge, and a large record coming in slices resumes after the slices kept.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use automerge::AutoCommit;
+use sync_protocol::wire::{
+    Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
+    FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
+};
+use sync_protocol::{doc, heads_from_wire, RecordId};
+
+use crate::error::CoreError;
+use crate::meta::{load_doc, refresh_meta, sorted, Partial, RecordMeta, Rejection, SyncStatus};
+use crate::store::LocalStore;
+
+/// Most rounds one sync makes (at the smallest pages, enough for a province's records).
+pub const MAX_ROUNDS: usize = 100_000;
+/// Largest push a request carries, leaving room under [`MAX_MESSAGE_BYTES`] for framing.
+pub const PUSH_BUDGET: usize = MAX_MESSAGE_BYTES - MAX_MESSAGE_BYTES / 8;
+/// Longest rejection reason kept (the server's reason is meant for the officer, one line).
+const MAX_REASON: usize = 300;
+/// Smallest page either way (the server's own floor): below this, round trips dominate.
+const MIN_PAGE: usize = MIN_PAGE_BYTES as usize;
+/// Longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How a sync behaves on a poor link.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Keep retrying failed exchanges (link down, cut, stalled, server busy) for this long,
+    /// with backoff; zero fails at the first error. Progress is kept either way. (The driver
+    /// applies it: it owns the clock and the waiting.)
+    pub retry_for: Duration,
+    /// Link time one page should take. Shorter pages lose less to a cut; longer ones waste
+    /// less on round trips.
+    pub page_seconds: f64,
+    /// Bytes of changes asked for in the first download page (then adapted).
+    pub first_pull_page: usize,
+    /// Bytes of changes sent in the first upload page (then adapted).
+    pub first_push_page: usize,
+    /// Compress requests, and ask for compressed answers (zstd).
+    pub compress: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions { retry_for: Duration::ZERO, page_seconds: 6.0, first_pull_page: 64 * 1024, first_push_page: 32 * 1024, compress: true }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    /// Records whose changes the server accepted.
+    pub pushed: usize,
+    /// Records changed by what the server sent.
+    pub pulled: usize,
+    /// Records holding conflicting values after the sync.
+    pub conflicts: usize,
+    /// Records the server refused.
+    pub rejected: usize,
+    // The fields below are for programs; `gesync-field sync` prints the four above (contract).
+    /// Exchanges made, failed ones included.
+    #[serde(skip)]
+    pub requests: usize,
+    /// Failed exchanges that were tried again.
+    #[serde(skip)]
+    pub retries: usize,
+    /// Sync bytes sent and received (bodies, as they went on the wire).
+    #[serde(skip)]
+    pub bytes_up: u64,
+    #[serde(skip)]
+    pub bytes_down: u64,
+}
+
+/// Progress, reported after each exchange and before each wait for a retry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub round: usize,
+    pub pushed: usize,
+    pub pulled: usize,
+    pub rejected: usize,
+    /// Records still pending.
+    pub pending: usize,
+    /// True when the server has more to send.
+    pub more: bool,
+    /// Records received from the server in this sync, and how many it had to send in all when
+    /// known: a phone shows "1.040 / 1.200".
+    pub received: u64,
+    pub to_receive: Option<u64>,
+    /// Sync bytes sent and received so far.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// A large record coming in slices: bytes received of its total.
+    pub part: Option<(u64, u64)>,
+    /// Records still to offer the server again after it named a new epoch (a restored
+    /// backup, a failover): the phone checks that the server holds every record it holds.
+    pub to_offer: usize,
+    /// Failed exchanges retried so far.
+    pub retries: usize,
+    /// While waiting to retry: why, and for how long.
+    pub retrying: Option<(String, Duration)>,
+}
+
+/// What the driver does next.
+#[derive(Debug)]
+pub enum Step {
+    /// POST this body to `/api/v1/sync`, then call [`Session::answered`] with the answer's body
+    /// or [`Session::failed`].
+    Send(Vec<u8>),
+    /// Both sides are level.
+    Done(SyncReport),
+}
+
+/// State of one sync across its rounds.
+#[derive(Default)]
+struct Round {
+    /// (record, heads, server heads) already pushed in this sync.
+    tried: HashSet<(RecordId, Vec<Hash>, Vec<Hash>)>,
+    /// Records to ask whole in the next request.
+    want_full: BTreeSet<RecordId>,
+    /// Records already asked whole in this sync.
+    asked_full: HashSet<RecordId>,
+    /// The slices of a large record received so far.
+    partial: Option<Partial>,
+    /// The large record going up in slices, and how many bytes of it the server holds.
+    upload: Option<(RecordId, u64)>,
+    /// Records offered (pushed with no changes) in the request in flight.
+    offered: HashSet<RecordId>,
+    received: u64,
+    to_receive: Option<u64>,
+}
+
+impl Round {
+    fn ask_full(&mut self, id: RecordId) {
+        if !self.asked_full.contains(&id) {
+            self.want_full.insert(id);
+        }
+    }
+}
+
+/// The request in flight: what its answer (or failure) is about.
+struct InFlight {
+    /// Pushed records (offers included) and their heads; a slice's record with its heads.
+    pushed: HashMap<RecordId, Vec<Hash>>,
+    /// The server heads each pushed record was pushed against (to try it again on a failure).
+    server_heads: HashMap<RecordId, Vec<Hash>>,
+    /// Whether the push's last slice went (its record then counts as pushed).
+    part: Option<RecordId>,
+    want_full: Vec<RecordId>,
+    /// Bytes of changes and on the wire, up.
+    up: (usize, usize),
+    sent_at: f64,
+}
+
+/// Page sizes that follow the link. After each exchange the bytes each way and the time taken
+/// give a (pessimistic: round trips included) throughput, and the next page is sized to take
+/// about `page_seconds` at that rate, growing at most twofold per exchange; a failed exchange
+/// halves both pages. When the link keeps dropping, pages are also kept to a quarter of the
+/// time it stays up (measured between failures), so that most pages finish before the next
+/// cut. Sizes are in bytes of changes (what the server budgets), converted from wire bytes with
+/// the compression ratio last seen. Times are seconds on the driver's monotonic clock.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    pull: usize,
+    push: usize,
+    page_seconds: f64,
+    /// How long the link stays up between failures (smoothed), once one was seen.
+    uptime: Option<f64>,
+    /// The last failure, or the start of the sync.
+    last_failure: f64,
+    /// Changes bytes per wire byte, each way.
+    ratio_down: f64,
+    ratio_up: f64,
+}
+
+impl Pacer {
+    pub fn new(o: &SyncOptions, now: f64) -> Pacer {
+        Pacer {
+            pull: o.first_pull_page.clamp(MIN_PAGE, DEFAULT_PAGE_BYTES as usize),
+            push: o.first_push_page.clamp(MIN_PAGE, PUSH_BUDGET),
+            page_seconds: o.page_seconds.max(0.5),
+            uptime: None,
+            last_failure: now,
+            ratio_down: 1.0,
+            ratio_up: 1.0,
+        }
+    }
+
+    /// The download page, in bytes of changes.
+    pub fn pull(&self) -> usize {
+        self.pull
+    }
+
+    /// The upload page, in bytes of changes.
+    pub fn push(&self) -> usize {
+        self.push
+    }
+
+    /// Link time one page should take now.
+    pub fn seconds(&self) -> f64 {
+        match self.uptime {
+            Some(up) => self.page_seconds.min(up / 4.0).max(0.5),
+            None => self.page_seconds,
+        }
+    }
+
+    /// One exchange went through: `(changes, wire)` bytes each way, in `secs`.
+    pub fn exchanged(&mut self, up: (usize, usize), down: (usize, usize), secs: f64) {
+        let secs = secs.max(0.001);
+        // Only a direction that carried enough to measure moves its page.
+        if down.1 >= 2 * 1024 {
+            self.ratio_down = (down.0 as f64 / down.1 as f64).clamp(1.0, 8.0);
+            let target = down.1 as f64 / secs * self.seconds() * self.ratio_down;
+            self.pull = (target as usize).clamp(MIN_PAGE, (self.pull * 2).min(DEFAULT_PAGE_BYTES as usize));
+        }
+        if up.1 >= 2 * 1024 {
+            self.ratio_up = (up.0 as f64 / up.1 as f64).clamp(1.0, 8.0);
+            let target = up.1 as f64 / secs * self.seconds() * self.ratio_up;
+            self.push = (target as usize).clamp(MIN_PAGE, (self.push * 2).min(PUSH_BUDGET));
+        }
+    }
+
+    /// An exchange failed (cut, stalled) at `now`: smaller pages.
+    pub fn failed(&mut self, now: f64) {
+        self.pull = (self.pull / 2).max(MIN_PAGE);
+        self.push = (self.push / 2).max(MIN_PAGE);
+        let up = (now - self.last_failure).max(0.0);
+        self.uptime = Some(match self.uptime {
+            Some(u) => 0.5 * u + 0.5 * up,
+            None => up,
+        });
+        self.last_failure = now;
+    }
+}
+
+/// The wait before try `failures + 1`: exponential from half a second, times `jitter` (the
+/// driver draws it in 0.8..1.2, so that a whole commune's phones do not come back at the same
+/// instant); the server's `Retry-After` wins when it says more.
+pub fn backoff(failures: u32, retry_after: Option<u64>, jitter: f64) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << failures.saturating_sub(1).min(6));
+    let wait = base.mul_f64(jitter.clamp(0.5, 2.0)).min(MAX_BACKOFF);
+    match retry_after {
+        Some(s) => wait.max(Duration::from_secs(s.min(300))),
+        None => wait,
+    }
+}
+
+/// Number of records with changes the server does not have.
+fn pending_count(records: &std::collections::BTreeMap<RecordId, RecordMeta>) -> usize {
+    records.values().filter(|m| m.status() == SyncStatus::Pending).count()
+}
+
+/// One sync of one phone (see the module documentation).
+pub struct Session {
+    framing: Framing,
+    compress: bool,
+    pacer: Pacer,
+    round: Round,
+    report: SyncReport,
+    more: bool,
+    /// Exchanges answered.
+    n: usize,
+    in_flight: Option<InFlight>,
+}
+
+impl Session {
+    /// A new sync over `store`, at `now` (seconds on the driver's monotonic clock). A large
+    /// record whose slices an earlier sync kept resumes where it stopped.
+    pub fn new<S: LocalStore>(store: &S, options: &SyncOptions, now: f64) -> Result<Session, S::Error> {
+        Ok(Session {
+            framing: if options.compress { Framing::ZSTD } else { Framing::PLAIN },
+            compress: options.compress,
+            pacer: Pacer::new(options, now),
+            round: Round { partial: store.partial()?, ..Round::default() },
+            report: SyncReport::default(),
+            more: false,
+            n: 0,
+            in_flight: None,
+        })
+    }
+
+    /// The page sizes as they stand.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    /// The next request, or the end of the sync.
+    pub fn next<S: LocalStore>(&mut self, store: &S, now: f64) -> Result<Step, S::Error> {
+        debug_assert!(self.in_flight.is_none(), "one request at a time");
+        let (push, push_part) = self.build_push(store)?;
+        let want_full: Vec<RecordId> = std::mem::take(&mut self.round.want_full).into_iter().collect();
+        if self.n > 0 && push.is_empty() && push_part.is_none() && want_full.is_empty() && !self.more {
+            let mut report = self.report.clone();
+            report.conflicts = store.records().values().filter(|m| m.conflicts > 0).count();
+            return Ok(Step::Done(report));
+        }
+        if self.n == MAX_ROUNDS {
+            return Err(CoreError::NoSettle(MAX_ROUNDS).into());
+        }
+        self.round.asked_full.extend(want_full.iter().copied());
+        let server_heads: HashMap<RecordId, Vec<Hash>> = push
+            .iter()
+            .map(|p| p.id)
+            .chain(push_part.iter().map(|p| p.id))
+            .filter_map(|id| Some((id, store.records().get(&id)?.server_heads.clone())))
+            .collect();
+        let push_bytes = push.iter().map(|p| p.changes.len()).sum::<usize>() + push_part.as_ref().map_or(0, |p| p.bytes.len());
+        let mut pushed: HashMap<RecordId, Vec<Hash>> = push.iter().map(|p| (p.id, p.heads.clone())).collect();
+        // A slice's verdict comes with the last slice; earlier answers say how much is held.
+        let part = push_part.as_ref().map(|p| {
+            pushed.insert(p.id, p.heads.clone());
+            p.id
+        });
+        let request = SyncRequest {
+            cursor: store.sync_state().cursor.clone(),
+            push,
+            want_full: want_full.clone(),
+            page_bytes: self.pacer.pull as u32,
+            accept: if self.compress { FLAG_ZSTD } else { 0 },
+            count: self.round.to_receive.is_none(),
+            resume: self.round.partial.as_ref().map(|p| PartResume { id: p.id, seq: p.seq, offset: p.bytes.len() as u64 }),
+            push_part,
+            actor: store.actor().to_bytes().to_vec(),
+        };
+        let body = request.encode_as(self.framing);
+        self.report.requests += 1;
+        self.report.bytes_up += body.len() as u64;
+        self.in_flight = Some(InFlight { pushed, server_heads, part, want_full, up: (push_bytes, body.len()), sent_at: now });
+        Ok(Step::Send(body))
+    }
+
+    /// The exchange in flight failed before its answer could be applied (the link dropped or
+    /// stalled, the server was busy): what it carried goes again, in smaller pages. The driver
+    /// decides whether to try again, and waits [`backoff`] first.
+    pub fn failed(&mut self, now: f64) {
+        let Some(f) = self.in_flight.take() else { return };
+        self.report.retries += 1;
+        for (id, heads) in &f.pushed {
+            let server = f.server_heads.get(id).cloned().unwrap_or_default();
+            self.round.tried.remove(&(*id, heads.clone(), server));
+        }
+        for id in f.want_full {
+            self.round.asked_full.remove(&id);
+            self.round.want_full.insert(id);
+        }
+        // Offers stay in the store's list until answered: the next request carries them again.
+        self.round.offered.clear();
+        self.pacer.failed(now);
+    }
+
+    /// Applies the answer to the exchange in flight and stores it: records first, then (after
+    /// [`LocalStore::barrier`]) the cursor.
+    pub fn answered<S: LocalStore>(&mut self, store: &mut S, body: &[u8], now: f64) -> Result<SyncProgress, S::Error> {
+        let f = self.in_flight.take().ok_or_else(|| CoreError::Protocol("an answer with no request in flight".into()))?;
+        let response = SyncResponse::decode(body).map_err(|e| CoreError::Protocol(e.to_string()))?;
+        self.n += 1;
+        self.report.bytes_down += body.len() as u64;
+        let down_bytes = response.pull.iter().map(|p| p.changes.len()).sum::<usize>() + response.part.as_ref().map_or(0, |p| p.bytes.len());
+        self.pacer.exchanged(f.up, (down_bytes, body.len()), now - f.sent_at);
+        self.more = response.more;
+        if let Some(up) = response.uploaded {
+            self.round.upload = Some((up.id, up.have));
+        }
+        let _ = f.part;
+        self.apply(store, &f.pushed, response)?;
+        Ok(self.progress(store, None))
+    }
+
+    /// Progress as it stands (`retrying`: while the driver waits to try again, why and for how
+    /// long).
+    pub fn progress<S: LocalStore>(&self, store: &S, retrying: Option<(String, Duration)>) -> SyncProgress {
+        SyncProgress {
+            round: self.n,
+            pushed: self.report.pushed,
+            pulled: self.report.pulled,
+            rejected: self.report.rejected,
+            pending: pending_count(store.records()),
+            more: self.more,
+            received: self.round.received,
+            to_receive: self.round.to_receive,
+            bytes_up: self.report.bytes_up,
+            bytes_down: self.report.bytes_down,
+            part: self.round.partial.as_ref().map(|p| (p.bytes.len() as u64, p.total)),
+            to_offer: store.sync_state().reoffer.len(),
+            retries: self.report.retries,
+            retrying,
+        }
+    }
+
+    /// The pending records not yet pushed at their current heads in this sync, as many as fit in
+    /// the upload page. A record never pushed, or whose whole document the server asked for,
+    /// goes whole (as stored); the others as the changes after the server's heads. A record
+    /// larger than the page on its own goes up in slices of the page's size ([`PushPart`]),
+    /// resumed where the server's copy ends, and counts as pushed with its last slice. After a
+    /// new epoch, offers go first.
+    fn build_push<S: LocalStore>(&mut self, store: &S) -> Result<(Vec<PushDoc>, Option<PushPart>), S::Error> {
+        let budget = self.pacer.push;
+        let round = &mut self.round;
+        let mut push = Vec::new();
+        let mut size = 64;
+        // "Do you hold these heads?", a few dozen bytes each. A pending record needs none: its
+        // own push settles it (a server lacking its base asks for it whole).
+        round.offered.clear();
+        for id in &store.sync_state().reoffer {
+            let Some(meta) = store.records().get(id) else { continue };
+            if meta.server_heads.is_empty() || meta.status() == SyncStatus::Pending {
+                continue;
+            }
+            let cost = 32 * meta.server_heads.len() + 24;
+            if size + cost > budget && !push.is_empty() {
+                break;
+            }
+            size += cost;
+            round.offered.insert(*id);
+            push.push(PushDoc { id: *id, changes: Vec::new(), heads: meta.server_heads.clone() });
+        }
+        let candidates: Vec<(RecordId, RecordMeta)> = store
+            .records()
+            .iter()
+            .filter(|(id, m)| m.status() == SyncStatus::Pending && !round.tried.contains(&(**id, m.heads.clone(), m.server_heads.clone())))
+            .map(|(id, m)| (*id, m.clone()))
+            .collect();
+        for (id, meta) in candidates {
+            // A record the server has nothing of goes as stored (a whole document), unloaded.
+            let changes = if meta.server_heads.is_empty() {
+                store.doc_bytes(id)?
+            } else {
+                let mut d = load_doc(id, &store.doc_bytes(id)?, store.actor())?;
+                d.save_after(&heads_from_wire(&meta.server_heads))
+            };
+            let cost = changes.len() + 32 * meta.heads.len() + 64;
+            if changes.len() as u64 > MAX_UPLOAD_BYTES {
+                return Err(CoreError::TooLarge { id, bytes: changes.len() }.into());
+            }
+            if size + cost > budget {
+                if !push.is_empty() {
+                    break; // The next round takes it.
+                }
+                if cost > budget.min(PUSH_BUDGET) {
+                    return Ok((push, Some(Self::next_slice(round, id, meta, changes, budget))));
+                }
+            }
+            size += cost;
+            round.tried.insert((id, meta.heads.clone(), meta.server_heads.clone()));
+            push.push(PushDoc { id, changes, heads: meta.heads });
+        }
+        Ok((push, None))
+    }
+
+    /// The next slice of a record going up in slices: from where the server's copy ends (as its
+    /// last answer said), `budget` bytes. The last slice marks the record as pushed in this
+    /// sync, like a whole push.
+    fn next_slice(round: &mut Round, id: RecordId, meta: RecordMeta, changes: Vec<u8>, budget: usize) -> PushPart {
+        let offset = match round.upload {
+            Some((up, have)) if up == id && (have as usize) < changes.len() => have as usize,
+            _ => 0,
+        };
+        let end = (offset + budget).min(changes.len());
+        if end == changes.len() {
+            round.tried.insert((id, meta.heads.clone(), meta.server_heads.clone()));
+        }
+        PushPart { id, offset: offset as u64, total: changes.len() as u64, bytes: changes[offset..end].to_vec(), heads: meta.heads }
+    }
+
+    /// Applies one answer and persists it: records first, the cursor last.
+    fn apply<S: LocalStore>(&mut self, store: &mut S, pushed: &HashMap<RecordId, Vec<Hash>>, response: SyncResponse) -> Result<(), S::Error> {
+        // A new epoch: the server may have forgotten what it acknowledged (a restored backup, a
+        // failover). Every record it was known to hold is offered again; the server's cursor
+        // for this phone already starts from the beginning, so the scope comes again too.
+        let mut state = store.sync_state().clone();
+        if response.epoch != 0 && state.epoch != Some(response.epoch) {
+            if state.epoch.is_some() {
+                state.reoffer = store.records().keys().copied().collect();
+                // Slices kept or sent are positions in the old history.
+                self.round.partial = None;
+                self.round.upload = None;
+                store.clear_partial()?;
+            }
+            state.epoch = Some(response.epoch);
+        }
+        let offered = std::mem::take(&mut self.round.offered);
+        for result in response.results {
+            let Some(heads) = pushed.get(&result.id).cloned() else { continue };
+            if !store.records().contains_key(&result.id) {
+                continue;
+            }
+            if offered.contains(&result.id) {
+                // An offer: the server holds these heads, or it asks for the whole record.
+                state.reoffer.remove(&result.id);
+                if result.outcome == PushOutcome::NeedFull {
+                    store.update_meta(result.id, &mut |m| {
+                        m.server_heads.clear();
+                        m.rejected = None;
+                    })?;
+                }
+                continue;
+            }
+            match result.outcome {
+                PushOutcome::Accepted => {
+                    self.report.pushed += 1;
+                    let mut heads = Some(heads);
+                    store.update_meta(result.id, &mut |m| {
+                        m.server_heads = heads.take().unwrap_or_default();
+                        m.rejected = None;
+                    })?;
+                }
+                PushOutcome::Rejected { reason } => {
+                    self.report.rejected += 1;
+                    let reason: String = reason.replace(['\n', '\r'], " ").chars().take(MAX_REASON).collect();
+                    let mut rejection = Some(Rejection { reason, heads });
+                    store.update_meta(result.id, &mut |m| m.rejected = rejection.take())?;
+                }
+                PushOutcome::NeedFull => store.update_meta(result.id, &mut |m| m.server_heads.clear())?,
+            }
+        }
+        self.round.received += response.pull.len() as u64;
+        let pulled_any = !response.pull.is_empty();
+        for pulled in response.pull {
+            // The server holds what it sends: nothing to offer of it.
+            state.reoffer.remove(&pulled.id);
+            if self.apply_pull(store, pulled.id, &pulled.changes, &pulled.heads)? {
+                self.report.pulled += 1;
+            }
+        }
+        match response.part {
+            Some(part) => {
+                if self.apply_part(store, part)? {
+                    self.report.pulled += 1;
+                }
+            }
+            // The server went on without the record being sliced (it changed, and is now sent
+            // whole or later at a new position): the slices kept are of no use.
+            None if self.round.partial.is_some() && (pulled_any || !response.more) => {
+                self.round.partial = None;
+                store.clear_partial()?;
+            }
+            None => {}
+        }
+        if let Some(remaining) = response.remaining {
+            self.round.to_receive = Some(self.round.received + remaining);
+        }
+        if let Some(scope) = response.scope {
+            // Only a scope that changed can leave records this phone may no longer hold.
+            if state.scope.as_ref().is_some_and(|old| *old != scope) {
+                Self::drop_out_of_scope(store, &scope)?;
+            }
+            state.scope = Some(scope);
+        }
+        // Only a record the server was known to hold, with nothing pending, needs an offer.
+        state.reoffer.retain(|id| store.records().get(id).is_some_and(|m| !m.server_heads.is_empty() && m.status() != SyncStatus::Pending));
+        // Pulled records and verdicts reach the disk before the cursor moves past them.
+        store.barrier()?;
+        state.cursor = response.cursor;
+        store.set_sync_state(state)
+    }
+
+    /// Removes the records of communes this phone's user may no longer see (the user moved to
+    /// another commune). Only records the server holds as they are here go: one with changes
+    /// the server does not have, or that it refused, stays, so the officer sees the reason
+    /// rather than losing the work silently.
+    fn drop_out_of_scope<S: LocalStore>(store: &mut S, scope: &[String]) -> Result<(), S::Error> {
+        let ids: Vec<RecordId> = store.records().iter().filter(|(_, m)| m.status() == SyncStatus::Synced).map(|(id, _)| *id).collect();
+        for id in ids {
+            let d = load_doc(id, &store.doc_bytes(id)?, store.actor())?;
+            let communes = doc::all_root_strings(&d, "commune").map_err(|e| CoreError::BadDocument { id, detail: e.to_string() })?;
+            if !communes.iter().any(|c| scope.contains(c)) {
+                store.remove_record(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one slice of a large record to those kept; with the last one, applies the whole
+    /// document like a pulled record. Returns whether the local document changed.
+    fn apply_part<S: LocalStore>(&mut self, store: &mut S, part: PullPart) -> Result<bool, S::Error> {
+        let PullPart { id, seq, offset, total, bytes, heads } = part;
+        let mut partial = match self.round.partial.take() {
+            Some(p) if p.id == id && p.seq == seq && p.bytes.len() as u64 == offset => p,
+            // A new record, or the server started over (the record changed meanwhile).
+            _ if offset == 0 => Partial { id, seq, total, heads, bytes: Vec::new() },
+            _ => {
+                // Slices that do not follow what is kept: keep nothing, ask again from zero.
+                store.clear_partial()?;
+                return Ok(false);
+            }
+        };
+        partial.bytes.extend_from_slice(&bytes);
+        if (partial.bytes.len() as u64) < partial.total {
+            store.put_partial(&partial)?;
+            self.round.partial = Some(partial);
+            return Ok(false);
+        }
+        self.round.received += 1;
+        let changed = self.apply_pull(store, id, &partial.bytes, &partial.heads)?;
+        // The record is written (made durable) before the slices are forgotten.
+        store.barrier()?;
+        store.clear_partial()?;
+        Ok(changed)
+    }
+
+    /// Applies one pulled record; returns whether the local document changed. A record whose
+    /// changes cannot be applied (missing history) is left as it was and asked for whole.
+    fn apply_pull<S: LocalStore>(&mut self, store: &mut S, id: RecordId, changes: &[u8], heads: &[Hash]) -> Result<bool, S::Error> {
+        let known = store.records().get(&id).cloned();
+        let mut d = match &known {
+            Some(_) => load_doc(id, &store.doc_bytes(id)?, store.actor())?,
+            None => AutoCommit::new().with_actor(store.actor().clone()),
+        };
+        let before = d.get_heads();
+        if d.load_incremental(changes).is_err() {
+            self.round.ask_full(id);
+            return Ok(false);
+        }
+        if !d.get_missing_deps(&heads_from_wire(heads)).is_empty() {
+            self.round.ask_full(id);
+            return Ok(false);
+        }
+        let is_new = known.is_none();
+        let meta = match known {
+            Some(m) => m,
+            None => match doc::kind_of(&d) {
+                Ok(kind) => RecordMeta { kind, heads: vec![], server_heads: vec![], rejected: None, conflicts: 0 },
+                // Not a record this phone understands: keep nothing rather than a broken file.
+                Err(_) => return Ok(false),
+            },
+        };
+        let changed = d.get_heads() != before;
+        let server_heads = sorted(heads.to_vec());
+        if !changed && meta.server_heads == server_heads && !meta.heads.is_empty() {
+            return Ok(false);
+        }
+        let mut meta = RecordMeta { server_heads, ..meta };
+        refresh_meta(&mut meta, &mut d).map_err(|e| CoreError::BadDocument { id, detail: e.to_string() })?;
+        // Bytes that already hold the document's entire history (a record new to this phone,
+        // loaded from them alone) are stored as they are instead of saving the document again.
+        if is_new {
+            store.put_pulled(id, meta, changes)?;
+        } else {
+            store.put_pulled(id, meta, &doc::save_record(&mut d))?;
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_follow_the_link_and_shrink_after_a_cut() {
+        let mut p = Pacer::new(&SyncOptions::default(), 0.0);
+        let first = p.pull;
+        // 8 KB/s down, 2x compression: a 6 s page is ~96 KB of changes, reached in steps of 2x.
+        for _ in 0..6 {
+            let wire = p.pull / 2;
+            p.exchanged((0, 100), (p.pull, wire), wire as f64 / 8000.0);
+        }
+        assert!((90_000..=100_000).contains(&p.pull), "pull page {} (first {first})", p.pull);
+        p.failed(40.0);
+        assert!((45_000..=50_000).contains(&p.pull), "{}", p.pull);
+        assert_eq!(p.seconds(), 6.0, "a link up for 40 s keeps 6 s pages");
+        // A link that then drops every 4 s: pages of a few seconds, then about 1 s.
+        p.failed(44.0);
+        assert_eq!(p.seconds(), 5.5);
+        for i in 2..8 {
+            p.failed(40.0 + 4.0 * i as f64);
+        }
+        assert!(p.seconds() < 1.2, "{}", p.seconds());
+        // A fast link grows the page up to the protocol's default, not past it.
+        let mut p = Pacer::new(&SyncOptions::default(), 0.0);
+        for _ in 0..20 {
+            p.exchanged((0, 100), (p.pull, p.pull), 0.005);
+        }
+        assert_eq!(p.pull, DEFAULT_PAGE_BYTES as usize);
+        // Uploads likewise, on their own rate.
+        let mut p = Pacer::new(&SyncOptions::default(), 0.0);
+        for _ in 0..6 {
+            let wire = p.push;
+            p.exchanged((p.push, wire), (0, 60), wire as f64 / 4000.0);
+        }
+        assert!((22_000..=24_500).contains(&p.push), "push page {}", p.push);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let first = backoff(1, None, 1.0);
+        assert_eq!(first, Duration::from_millis(500));
+        assert_eq!(backoff(1, None, 0.8), Duration::from_millis(400));
+        assert!(backoff(4, None, 1.0) >= Duration::from_secs(3));
+        assert!(backoff(40, None, 1.2) <= MAX_BACKOFF);
+        assert_eq!(backoff(1, Some(45), 1.0), Duration::from_secs(45));
+        assert_eq!(backoff(1, Some(100_000), 1.0), Duration::from_secs(300), "a Retry-After is capped");
+    }
+}
