@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README, and what CI's .ci/run runs): installs what the tests need on a
 # fresh Debian machine, then runs every test of the workspace.
-#   - Chromium and its driver from Debian's packages, for the browser tests (tests/tests/web.rs).
+#   - Chromium and its driver from Debian's packages, for the browser tests (tests/tests/web.rs,
+#     tests/app/ through Playwright from npm).
+#   - For the officer's app's WebAssembly module (scripts/build-app.sh): the wasm32 target,
+#     clang and llvm from Debian's packages, wasm-bindgen-cli from crates.io.
 #   - PostgreSQL from Debian's packages: a throw-away cluster, on loopback only, in a temporary
 #     directory, owned by a normal user, stopped and deleted when the tests end. The tests find
 #     it in GESYNC_TEST_PG (an administrator's URL; each test makes a database of its own).
@@ -54,4 +57,18 @@ export GESYNC_TEST_PG="postgres://gesync:$password@127.0.0.1:$port/postgres"
 export GESYNC_TEST_PG_CTL="${as_user[*]} $bin/pg_ctl -D $pg_dir/data -l $pg_dir/log -w -o '-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c max_connections=300'"
 echo "== PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (throw-away, $pg_dir)" >&2
 
+# The officer's app: rebuild its WebAssembly module from source and check it is the one
+# committed (the demo serves the committed one with nothing else installed).
+bash scripts/build-app.sh
+if ! git diff --quiet -- app/pkg; then
+  echo "error: app/pkg differs from what scripts/build-app.sh builds from the sources: run it and commit app/pkg" >&2
+  git diff --stat -- app/pkg >&2
+  exit 1
+fi
+
 cargo test --workspace
+
+# The officer's app in Debian's Chromium (Playwright from npm, pointed at /usr/bin/chromium;
+# it downloads no browser), against the real server binary.
+cargo build --quiet -p gesync-server --bin gesync-server -p tests --bin seed-phone
+(cd tests/app && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1)

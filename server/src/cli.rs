@@ -29,6 +29,11 @@ enum Cmd {
         data_dir: PathBuf,
         #[arg(long, env = "GESYNC_LISTEN", default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Plain HTTP instead of HTTPS (loopback only): a browser trusts http://127.0.0.1 as a
+        /// secure origin, so the officer's app installs its service worker without a trusted
+        /// certificate.
+        #[arg(long)]
+        plain_http: bool,
     },
     /// Serve the API over HTTPS (or plain HTTP on loopback only).
     Serve(ServeArgs),
@@ -262,16 +267,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn real_main(cli: Cli) -> Result<(), String> {
     let _ = cli.config;
     match cli.cmd {
-        Cmd::Demo { data_dir, listen } => {
+        Cmd::Demo { data_dir, listen, plain_http } => {
+            if plain_http && !listen.ip().is_loopback() {
+                return Err(format!("--plain-http is only allowed on a loopback address, not {listen}"));
+            }
             let db = open_db(&data_dir)?;
             let seeded = demo::seed(&db).map_err(|e| format!("cannot seed demo data: {e}"))?;
             let (tls, fp) = ensure_self_signed(&data_dir, &[listen.ip().to_string()])?;
             let cert = std::fs::canonicalize(&tls.cert).unwrap_or(tls.cert.clone());
-            let config = Config { storage: Storage::Embedded(data_dir), listen, tls: Some(tls), limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: None };
+            let scheme = if plain_http { "http" } else { "https" };
+            let config = Config { storage: Storage::Embedded(data_dir), listen, tls: (!plain_http).then_some(tls), limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: None };
             runtime()?.block_on(run(config, db, |addr| {
                 let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
                 println!("gesync demo {}", if seeded { "(demo data created)" } else { "(existing data)" });
-                println!("  URL:          https://{host}:{}/", addr.port());
+                println!("  URL:          {scheme}://{host}:{}/", addr.port());
+                println!("  officer's app: {scheme}://{host}:{}/app/ (log in as xa.damthuy)", addr.port());
                 println!("  certificate:  {}", cert.display());
                 println!("  fingerprint:  SHA-256 {fp}");
                 println!("  accounts (username / password / role / org unit):");

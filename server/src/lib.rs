@@ -17,6 +17,7 @@
 #[cfg(unix)]
 pub mod admin_socket;
 pub mod api;
+pub mod app_assets;
 pub mod auth;
 pub mod backup;
 pub mod cli;

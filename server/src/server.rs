@@ -120,6 +120,7 @@ pub fn app(state: Shared) -> axum::Router {
     let cap = |t| TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, t);
     api::router(state.clone())
         .merge(crate::web::router(state.clone()))
+        .merge(crate::app_assets::router())
         .layer(cap(limits.request_timeout))
         .merge(api::sync_router(state).layer(cap(limits.sync_timeout)))
         .layer(DefaultBodyLimit::max(sync_protocol::wire::MAX_MESSAGE_BYTES))

@@ -28,14 +28,34 @@ pub enum DocError {
     Malformed(String),
 }
 
+static CLOCK: std::sync::OnceLock<fn() -> i64> = std::sync::OnceLock::new();
+
+/// Sets where the time of a change comes from (Unix seconds), once, on a platform whose
+/// standard library has no clock: WebAssembly in a browser, where the app's module passes the
+/// browser's `Date.now`.
+pub fn set_clock(clock: fn() -> i64) {
+    let _ = CLOCK.set(clock);
+}
+
+/// The wall-clock time in Unix seconds (0 where there is none and none was set).
+fn now_secs() -> i64 {
+    if let Some(clock) = CLOCK.get() {
+        return clock();
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    }
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    {
+        0
+    }
+}
+
 /// Commits pending operations with the wall-clock time, which the server shows as the "when"
 /// of each competing value (advisory: it is the device's clock).
 fn commit(doc: &mut AutoCommit) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(now));
+    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(now_secs()));
 }
 
 fn malformed(msg: impl Into<String>) -> DocError {
