@@ -208,9 +208,9 @@ async function login(user, password) {
     await txn(db, 'readwrite', (tx) => tx.objectStore('kv').put(salt, 'salt'));
   } else {
     phone = Phone.restore(dec.decode(await unseal(key, await kvGet(db, 'state'), 'state')));
-    const sealedRecords = await txn(db, 'readonly', (tx) => req(tx.objectStore('records').getAll()));
-    const ids = await txn(db, 'readonly', (tx) => req(tx.objectStore('records').getAllKeys()));
-    for (let i = 0; i < ids.length; i++) phone.load(await unseal(key, sealedRecords[i], 'record:' + ids[i]));
+    const [sealedRecords, ids] = await txn(db, 'readonly', (tx) => Promise.all([req(tx.objectStore('records').getAll()), req(tx.objectStore('records').getAllKeys())]));
+    const plain = await Promise.all(ids.map((id, i) => unseal(key, sealedRecords[i], 'record:' + id)));
+    for (const bytes of plain) phone.load(bytes);
   }
   S = { user, key, db, phone, session, lastSync: null, failures: 0, retryAt: 0, notice: S_notice };
   S_notice = null;
@@ -359,7 +359,11 @@ function renderNet() {
   const n = document.getElementById('net');
   n.textContent = navigator.onLine ? t('online') : t('offline');
 }
+let shownView = null;
 function render() {
+  // A new screen starts at its top; a screen drawn again (after a sync) keeps its place.
+  const key = JSON.stringify([view.name, view.kind, view.id, !!S]);
+  if (key !== shownView) { window.scrollTo(0, 0); shownView = key; }
   document.documentElement.lang = lang;
   document.getElementById('title').textContent = t('app');
   document.getElementById('lang').textContent = lang === 'vi' ? 'EN' : 'VI';
@@ -435,12 +439,12 @@ function listScreen() {
     h('option', { value: '' }, t('allKinds')), ...['gbv_case', 'trafficking_returnee', 'news_item'].map((k) => h('option', { value: k, selected: filter.kind === k }, t(k))));
   const from = h('input', { type: 'date', id: 'filter-from', value: filter.from, onchange: (e) => { filter.from = e.target.value; render(); } });
   const to = h('input', { type: 'date', id: 'filter-to', value: filter.to, onchange: (e) => { filter.to = e.target.value; render(); } });
-  wrap.append(h('h2', {}, t('records')));
+  const all = JSON.parse(S.phone.listRecords());
+  wrap.append(h('h2', {}, t('records'), ' ', h('span', { class: 'muted', id: 'record-count' }, '(' + num(all.length) + ')')));
   const filtering = filter.kind || filter.from || filter.to;
   wrap.append(h('details', { class: 'card', id: 'filters', open: !!filtering || null }, h('summary', {}, t('search')),
     h('label', { for: 'filter-kind' }, t('kind')), kinds,
     h('div', { class: 'row' }, h('div', {}, h('label', { for: 'filter-from' }, t('from')), from), h('div', {}, h('label', { for: 'filter-to' }, t('to')), to))));
-  const all = JSON.parse(S.phone.listRecords());
   const shown = all.filter((r) => (!filter.kind || r.kind === filter.kind) && (!filter.from || dateOf(r) >= filter.from) && (!filter.to || dateOf(r) <= filter.to));
   const ul = h('ul', { class: 'list', id: 'records' });
   for (const r of shown.slice(0, 300)) {
@@ -583,8 +587,9 @@ function recordScreen(id) {
   const [cls, text] = statusOf(r);
   wrap.append(h('p', {}, h('button', { type: 'button', class: 'link', id: 'back', onclick: () => { view = { name: 'list' }; render(); } }, t('back'))));
   wrap.append(syncBar());
-  wrap.append(h('h2', {}, t(r.kind), ' ', h('span', { class: 'badge ' + cls, id: 'record-state' }, text)));
-  if (view.saved) wrap.append(h('p', { class: 'muted', role: 'status' }, t('saved')));
+  wrap.append(h('h2', {}, t(r.kind)));
+  wrap.append(h('p', {}, h('span', { class: 'badge ' + cls, id: 'record-state' }, text), view.saved ? h('span', { class: 'muted', role: 'status' }, ' ' + t('saved')) : null));
+  view.saved = false;
   if (r.sync_error) wrap.append(h('p', { class: 'alert' }, t('rejectedWhy', { r: r.sync_error })));
   if (r.conflicts.length) {
     const c = h('section', { id: 'conflicts' }, h('h3', {}, t('conflicts')));

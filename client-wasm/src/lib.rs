@@ -26,6 +26,9 @@ struct RecordFile {
     id: RecordId,
     meta: RecordMeta,
     doc: Vec<u8>,
+    /// The record's view and conflicts as of `meta.heads` (JSON), so that opening the app draws
+    /// the list without loading a thousand documents.
+    view: String,
 }
 
 /// The app's store while it is open: every record of this officer, in memory.
@@ -174,6 +177,9 @@ pub struct Phone {
     store: MemStore,
     session: Option<Session>,
     last_report: Option<client_core::SyncReport>,
+    /// Each record's view and conflicts as of its heads: the list is drawn from these without
+    /// loading every document again (a slow phone holds a thousand records).
+    views: std::cell::RefCell<HashMap<RecordId, (Vec<[u8; 32]>, Value)>>,
 }
 
 /// The native API (JSON and bytes), which the `wasm_bindgen` methods wrap.
@@ -195,6 +201,9 @@ impl Phone {
     /// Adds one stored record (the bytes [`Phone::take_writes`] gave).
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), AppError> {
         let file: RecordFile = postcard::from_bytes(bytes).map_err(|e| bad("bad_record_file", e.to_string()))?;
+        if let Ok(view) = serde_json::from_str::<Value>(&file.view) {
+            self.views.borrow_mut().insert(file.id, (file.meta.heads.clone(), view));
+        }
         self.store.records.insert(file.id, file.meta);
         self.store.docs.insert(file.id, file.doc);
         Ok(())
@@ -213,7 +222,10 @@ impl Phone {
         let out = ids
             .into_iter()
             .map(|id| {
-                let file = self.store.records.get(&id).map(|meta| RecordFile { id, meta: meta.clone(), doc: self.store.docs[&id].clone() });
+                let file = self.store.records.get(&id).map(|meta| {
+                    let view = self.cached_view(id, meta).map(|v| v.to_string()).unwrap_or_default();
+                    RecordFile { id, meta: meta.clone(), doc: self.store.docs[&id].clone(), view }
+                });
                 (id.to_string(), file.map(|f| postcard::to_allocvec(&f).expect("a record file encodes")))
             })
             .collect();
@@ -262,17 +274,34 @@ impl Phone {
     pub fn show_record(&self, id: &str) -> Result<Value, AppError> {
         let id = parse_id(id)?;
         let meta = self.store.records.get(&id).ok_or_else(|| bad("unknown_record", format!("no record {id}")))?;
+        let mut view = self.cached_view(id, meta)?;
+        let obj = view.as_object_mut().expect("a record view is an object");
+        let status = meta.status();
+        obj.insert("sync_status".into(), json!(status.as_str()));
+        if let SyncStatus::Rejected { reason } = status {
+            obj.insert("sync_error".into(), json!(reason));
+        }
+        Ok(view)
+    }
+
+    /// The record's view as of its heads, from the cache or made (and cached).
+    fn cached_view(&self, id: RecordId, meta: &RecordMeta) -> Result<Value, AppError> {
+        if let Some((_, v)) = self.views.borrow().get(&id).filter(|(heads, _)| *heads == meta.heads) {
+            return Ok(v.clone());
+        }
+        let v = self.document_view(id)?;
+        self.views.borrow_mut().insert(id, (meta.heads.clone(), v.clone()));
+        Ok(v)
+    }
+
+    /// The document's view with its id and conflicts (what does not depend on the sync state).
+    fn document_view(&self, id: RecordId) -> Result<Value, AppError> {
         let mut d = load_doc(id, &self.store.doc_bytes(id)?, self.store.actor_id())?;
         let mut view = doc::view(&d)?;
         let conflicts = doc::conflicts(&mut d)?;
         let mine = self.store.actor_id().to_hex_string();
         let obj = view.as_object_mut().expect("a record view is an object");
         obj.insert("id".into(), json!(id.to_string()));
-        let status = meta.status();
-        obj.insert("sync_status".into(), json!(status.as_str()));
-        if let SyncStatus::Rejected { reason } = status {
-            obj.insert("sync_error".into(), json!(reason));
-        }
         let conflicts: Vec<Value> = conflicts
             .into_iter()
             .map(|c| {

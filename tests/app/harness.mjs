@@ -121,5 +121,7 @@ export async function indicator(url, unit, period, id) {
 /** Screenshots for docs/app/ (what an officer sees), when GESYNC_APP_SCREENSHOTS is set. */
 export async function screenshot(page, name) {
   const dir = process.env.GESYNC_APP_SCREENSHOTS;
-  if (dir) await page.screenshot({ path: join(dir, name + '.png') });
+  if (!dir) return;
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: join(dir, name + '.png') });
 }
