@@ -66,6 +66,31 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A stable code an app can switch on (the message is for people).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Schema(_) => "schema",
+            Error::BadDocument { .. } => "bad_document",
+            Error::BadId(_) => "bad_id",
+            Error::UnknownRecord(_) => "unknown_record",
+            Error::BadJson { .. } => "bad_json",
+            Error::NotLoggedIn => "not_logged_in",
+            Error::SessionExpired => "session_expired",
+            Error::LoginRefused(_) => "login_refused",
+            Error::Throttled { .. } => "throttled",
+            Error::Busy { .. } => "busy",
+            Error::DeviceRevoked => "device_revoked",
+            Error::AccountDisabled => "account_disabled",
+            Error::Unreachable { .. } => "unreachable",
+            Error::Server { .. } => "server",
+            Error::Protocol(_) => "protocol",
+            Error::Config(_) => "config",
+            Error::Decrypt => "decrypt",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Io { .. } => "io",
+        }
+    }
+
     /// Whether the same call may succeed if tried again later: the link dropped or stalled, or
     /// the server is busy or restarting. Everything else (a refusal, a bad record, an ended
     /// session) needs a person.

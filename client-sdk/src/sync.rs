@@ -110,5 +110,6 @@ mod tests {
         assert!(cut.is_transient() && busy.is_transient());
         assert!(!Error::SessionExpired.is_transient());
         assert!(!Error::Server { status: 400, message: String::new() }.is_transient());
+        assert_eq!((Error::DeviceRevoked.code(), cut.code(), busy.code()), ("device_revoked", "unreachable", "throttled"));
     }
 }

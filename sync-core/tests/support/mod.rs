@@ -10,9 +10,9 @@ use sync_core::org::{OrgTree, OrgUnit, Principal, Role};
 use sync_core::plan::CommitPlan;
 use sync_core::pull::{page_entries, scope_fingerprint, Answer, Cursor, Need, Page, PagePlanner, PageSpec, Step, PAGE_RECORDS};
 use sync_core::push::{decide, merge, Context, Stored, Verdict};
-use sync_protocol::automerge::{AutoCommit, ChangeHash};
-use sync_protocol::wire::{PartResume, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse};
-use sync_protocol::{heads_from_wire, heads_to_wire, RecordId};
+use sync_protocol::automerge::AutoCommit;
+use sync_protocol::wire::{PushOutcome, PushResult, SyncRequest, SyncResponse};
+use sync_protocol::RecordId;
 
 /// Province 04, district 047, communes 04701 and 04702.
 pub fn tree() -> OrgTree {
@@ -25,7 +25,7 @@ pub fn principal(name: &str, role: Role, unit: &str, device: &str) -> Principal 
 }
 
 /// A server as a map of records, a feed and counters, applying the core's plans.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct MemServer {
     pub records: HashMap<RecordId, Stored>,
     /// (commune, seq) → record: each record once, at its latest change.
@@ -34,14 +34,17 @@ pub struct MemServer {
     pub owners: HashMap<String, ActorOwner>,
     pub counters: HashMap<(String, Quarter), Counters>,
     pub writes: u64,
-    /// The store's epoch (renewed by [`MemServer::restore`]).
+    /// The store's epoch (renewed by [`MemServer::restored`]).
     pub epoch: u64,
+    /// Whether pushes may relay other devices' changes (after a restore).
+    pub relay: bool,
 }
 
 impl MemServer {
     /// One sync exchange: pushes merged and committed as one plan, then one pull page.
     pub fn sync(&mut self, who: &Principal, tree: &OrgTree, req: &SyncRequest) -> SyncResponse {
-        let ctx = Context { who, tree, now: 1_750_000_000, own_actor: None, relay_open: false };
+        let own = (!req.actor.is_empty()).then(|| sync_protocol::automerge::ActorId::from(req.actor.clone()).to_hex_string());
+        let ctx = Context { who, tree, now: 1_750_000_000, own_actor: own.as_deref(), relay_open: self.relay };
         let mut results = Vec::new();
         let mut writes = Vec::new();
         for push in &req.push {
@@ -81,6 +84,11 @@ impl MemServer {
             scope: known.is_none().then_some(communes),
             epoch: self.epoch,
         }
+    }
+
+    /// This server as a backup of it restored: the same data, a new epoch, relays open.
+    pub fn restored(&self, epoch: u64) -> MemServer {
+        MemServer { epoch, relay: true, ..self.clone() }
     }
 
     /// Applies a plan as a store must: new sequence numbers, feed moves, exact counters.
@@ -146,97 +154,129 @@ impl MemServer {
     }
 }
 
-/// A phone: its documents, what it knows the server has, its cursor.
+/// A phone's store as the phone's session (`client-core`) needs it, in memory.
+#[derive(Default)]
+pub struct SimStore {
+    actor: Option<sync_protocol::automerge::ActorId>,
+    records: BTreeMap<RecordId, client_core::RecordMeta>,
+    docs: HashMap<RecordId, Vec<u8>>,
+    partial: Option<client_core::Partial>,
+    state: client_core::SyncState,
+}
+
+impl client_core::LocalStore for SimStore {
+    type Error = client_core::CoreError;
+    fn actor(&self) -> &sync_protocol::automerge::ActorId {
+        self.actor.as_ref().unwrap()
+    }
+    fn records(&self) -> &BTreeMap<RecordId, client_core::RecordMeta> {
+        &self.records
+    }
+    fn doc_bytes(&self, id: RecordId) -> Result<Vec<u8>, Self::Error> {
+        Ok(self.docs[&id].clone())
+    }
+    fn update_meta(&mut self, id: RecordId, change: &mut dyn FnMut(&mut client_core::RecordMeta)) -> Result<(), Self::Error> {
+        change(self.records.get_mut(&id).unwrap());
+        Ok(())
+    }
+    fn put_pulled(&mut self, id: RecordId, meta: client_core::RecordMeta, doc: &[u8]) -> Result<(), Self::Error> {
+        self.records.insert(id, meta);
+        self.docs.insert(id, doc.to_vec());
+        Ok(())
+    }
+    fn remove_record(&mut self, id: RecordId) -> Result<(), Self::Error> {
+        self.records.remove(&id);
+        self.docs.remove(&id);
+        Ok(())
+    }
+    fn partial(&self) -> Result<Option<client_core::Partial>, Self::Error> {
+        Ok(self.partial.clone())
+    }
+    fn put_partial(&mut self, partial: &client_core::Partial) -> Result<(), Self::Error> {
+        self.partial = Some(partial.clone());
+        Ok(())
+    }
+    fn clear_partial(&mut self) -> Result<(), Self::Error> {
+        self.partial = None;
+        Ok(())
+    }
+    fn sync_state(&self) -> &client_core::SyncState {
+        &self.state
+    }
+    fn set_sync_state(&mut self, state: client_core::SyncState) -> Result<(), Self::Error> {
+        self.state = state;
+        Ok(())
+    }
+    fn barrier(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl SimStore {
+    /// Records with changes the server does not have.
+    pub fn pending(&self) -> usize {
+        self.records.values().filter(|m| m.status() == client_core::SyncStatus::Pending).count()
+    }
+}
+
+/// A phone: its store, driven by the phone's real sync session (`client_core::Session`), the
+/// one `client-sdk` and the app's WebAssembly module drive.
 pub struct Phone {
     pub who: Principal,
     /// The phone's Automerge actor, in every document it holds (seeded: a run replays).
     pub actor: sync_protocol::automerge::ActorId,
-    pub docs: BTreeMap<RecordId, AutoCommit>,
-    /// The heads the server is known to have of each record.
-    pub server_heads: HashMap<RecordId, Vec<ChangeHash>>,
-    pub cursor: Vec<u8>,
+    pub store: SimStore,
+    /// The first download page the session asks for (then it adapts).
     pub page_bytes: u32,
-    part: Option<(PartResume, Vec<u8>)>,
-    want_full: Vec<RecordId>,
+    /// The phone's clock, seconds: each exchange takes 0.05 s of it.
+    clock: f64,
 }
 
 impl Phone {
     pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
-        Phone { who, actor, docs: BTreeMap::new(), server_heads: HashMap::new(), cursor: Vec::new(), page_bytes, part: None, want_full: Vec::new() }
+        let store = SimStore { actor: Some(actor.clone()), ..SimStore::default() };
+        Phone { who, actor, store, page_bytes, clock: 0.0 }
     }
 
-    /// The phone's copy of a record (an empty document with the phone's actor if new to it).
-    fn doc(&mut self, id: RecordId) -> &mut AutoCommit {
-        let actor = self.actor.clone();
-        self.docs.entry(id).or_insert_with(|| AutoCommit::new().with_actor(actor))
+    /// The ids of the records the phone holds.
+    pub fn ids(&self) -> Vec<RecordId> {
+        self.store.records.keys().copied().collect()
     }
 
-    /// Syncs until the server has nothing more: returns the number of exchanges.
+    /// The phone's copy of a record.
+    pub fn doc(&self, id: RecordId) -> AutoCommit {
+        client_core::load_doc(id, &self.store.docs[&id], &self.actor).unwrap()
+    }
+
+    /// Writes a record made or edited on the phone (pending until it is pushed).
+    pub fn put(&mut self, id: RecordId, mut d: AutoCommit) {
+        let kind = sync_protocol::doc::kind_of(&d).unwrap();
+        let mut meta = self.store.records.get(&id).cloned().unwrap_or(client_core::RecordMeta { kind, heads: vec![], server_heads: vec![], rejected: None, conflicts: 0 });
+        client_core::refresh_meta(&mut meta, &mut d).unwrap();
+        self.store.docs.insert(id, sync_protocol::doc::save_record(&mut d));
+        self.store.records.insert(id, meta);
+    }
+
+    /// Syncs until the session is done: returns the number of exchanges.
     pub fn sync(&mut self, server: &mut MemServer, tree: &OrgTree) -> usize {
+        let options = client_core::SyncOptions { first_pull_page: self.page_bytes as usize, first_push_page: self.page_bytes as usize, ..Default::default() };
+        let mut session = client_core::Session::new(&self.store, &options, self.clock).unwrap();
         let mut exchanges = 0;
         loop {
+            self.clock += 0.05;
+            let body = match session.next(&self.store, self.clock).unwrap() {
+                client_core::Step::Done(report) => {
+                    assert_eq!(report.rejected, 0, "{}'s push was refused", self.who.username);
+                    return exchanges;
+                }
+                client_core::Step::Send(body) => body,
+            };
             exchanges += 1;
             assert!(exchanges < 1000, "a sync that does not finish");
-            let mut push: Vec<PushDoc> = Vec::new();
-            for (id, d) in self.docs.iter_mut() {
-                let heads = d.get_heads();
-                let have = self.server_heads.get(id).cloned();
-                if have.as_ref() != Some(&heads) {
-                    push.push(PushDoc { id: *id, changes: d.save_after(&have.unwrap_or_default()), heads: heads_to_wire(&heads) });
-                }
-            }
-            let req = SyncRequest {
-                cursor: self.cursor.clone(),
-                push: push.clone(),
-                want_full: std::mem::take(&mut self.want_full),
-                page_bytes: self.page_bytes,
-                resume: self.part.as_ref().map(|(r, _)| *r),
-                ..Default::default()
-            };
+            let (req, framing) = SyncRequest::decode_framed(&body).unwrap();
+            assert!(req.push_part.is_none(), "the simulation's records fit a page");
             let resp = server.sync(&self.who, tree, &req);
-            for (p, r) in push.iter().zip(&resp.results) {
-                match &r.outcome {
-                    PushOutcome::Accepted => {
-                        self.server_heads.insert(p.id, heads_from_wire(&p.heads));
-                    }
-                    PushOutcome::NeedFull => {
-                        self.server_heads.remove(&p.id);
-                    }
-                    PushOutcome::Rejected { reason } => panic!("{}'s push of {} was refused: {reason}", self.who.username, p.id),
-                }
-            }
-            for pd in resp.pull {
-                let doc = self.doc(pd.id);
-                doc.load_incremental(&pd.changes).unwrap();
-                if doc.get_missing_deps(&[]).is_empty() {
-                    self.server_heads.insert(pd.id, heads_from_wire(&pd.heads));
-                } else {
-                    self.want_full.push(pd.id);
-                }
-            }
-            if let Some(part) = resp.part {
-                let mut held = match self.part.take() {
-                    Some((r, bytes)) if r.id == part.id && r.seq == part.seq && r.offset == part.offset => bytes,
-                    _ => Vec::new(),
-                };
-                assert_eq!(held.len() as u64, part.offset, "slices come in order");
-                held.extend(&part.bytes);
-                if held.len() as u64 == part.total {
-                    let doc = self.doc(part.id);
-                    doc.load_incremental(&held).unwrap();
-                    self.server_heads.insert(part.id, heads_from_wire(&part.heads));
-                } else {
-                    self.part = Some((PartResume { id: part.id, seq: part.seq, offset: held.len() as u64 }, held));
-                }
-            }
-            self.cursor = resp.cursor;
-            let unsent = self.docs.iter_mut().any(|(id, d)| {
-                let heads = d.get_heads();
-                self.server_heads.get(id) != Some(&heads)
-            });
-            if !resp.more && !unsent && self.want_full.is_empty() && self.part.is_none() {
-                return exchanges;
-            }
+            session.answered(&mut self.store, &resp.encode_as(framing.answer(&req)), self.clock).unwrap();
         }
     }
 }
