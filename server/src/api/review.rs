@@ -22,7 +22,13 @@ pub(super) struct UnitQuery {
 pub(super) async fn list_conflicts(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<UnitQuery>) -> AppResult<axum::Json<Value>> {
     let unit = q.org_unit.unwrap_or_else(|| p.org_unit.clone());
     let db = state.db.clone();
-    let list = blocking(move || Ok(db.conflicts_under(&p, &unit)?)).await?;
+    // Competing values of victims' records, with who and which device: audited, as the page is.
+    let list = blocking(move || {
+        let list = db.conflicts_under(&p, &unit)?;
+        db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "conflicts_list", target: unit })?;
+        Ok(list)
+    })
+    .await?;
     Ok(axum::Json(serde_json::to_value(list).expect("conflicts serialise")))
 }
 
