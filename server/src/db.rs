@@ -283,11 +283,18 @@ impl Db {
             }
         }
         let tree = Arc::new(load_tree(r)?);
+        self.cache_tree(version, tree.clone());
+        Ok(tree)
+    }
+
+    /// Puts the tree of `version` in the cache unless the cache holds a newer one: on a shared
+    /// store another replica's newer tree may have been read meanwhile, and the cache never
+    /// moves backwards.
+    pub(crate) fn cache_tree(&self, version: u64, tree: Arc<OrgTree>) {
         let mut cached = self.inner.tree.lock();
         if cached.0 < version {
-            *cached = (version, tree.clone());
+            *cached = (version, tree);
         }
-        Ok(tree)
     }
 
     /// Writes a batch in a transaction of its own (durable on return).
@@ -611,6 +618,16 @@ mod tests {
 
     fn ev(action: &'static str, target: &str) -> AuditEvent {
         AuditEvent { user: "admin".into(), device_id: None, action, target: target.into() }
+    }
+
+    #[test]
+    fn the_cached_tree_never_moves_backwards() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let newer = Arc::new(OrgTree::new([OrgUnit::new("04", "Cao Bằng", None, "province")]));
+        db.cache_tree(7, newer);
+        db.cache_tree(6, Arc::new(OrgTree::new([])));
+        assert!(db.tree().get("04").is_some(), "an older tree read late does not replace a newer one");
+        assert_eq!(db.inner.tree.lock().0, 7);
     }
 
     #[test]

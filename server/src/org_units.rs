@@ -172,7 +172,7 @@ impl Db {
         self.audit_into(&*tx, &mut batch, audit)?;
         let mut sums = Some(sums);
         tx.commit_then(batch, &mut || {
-            *self.inner.tree.lock() = (version, new.clone());
+            self.cache_tree(version, new.clone());
             if let Some(s) = sums.take() {
                 self.cache_counters(s);
             }

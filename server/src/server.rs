@@ -117,6 +117,7 @@ pub fn fingerprint(cert_pem: &Path) -> Result<String, String> {
 /// The full application: API and web pages with limits, timeouts and security headers.
 pub fn app(state: Shared) -> axum::Router {
     let limits = state.limits;
+    let proxies = state.trusted_proxies.clone();
     let cap = |t| TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, t);
     api::router(state.clone())
         .merge(crate::web::router(state.clone()))
@@ -137,6 +138,27 @@ pub fn app(state: Shared) -> axum::Router {
             header::CONTENT_SECURITY_POLICY,
             html_only(HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")),
         ))
+        .layer(axum::middleware::from_fn(move |req, next| https_behind_proxy(proxies.clone(), req, next)))
+}
+
+/// HTTPS as the browser sees it: TLS ended in this process, or in a trusted proxy that says so
+/// (`X-Forwarded-Proto: https` from an address given with `--trusted-proxy`). Such a request's
+/// cookies are `Secure` (the pages read `Transport`), and its answer carries HSTS, so that a
+/// browser never comes back over plain HTTP.
+async fn https_behind_proxy(trusted: Vec<std::net::IpAddr>, mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let tls = req.extensions().get::<crate::web::Transport>().is_none_or(|t| t.https);
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let forwarded = peer.is_some_and(|p| trusted.contains(&p))
+        && req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")));
+    let https = tls || forwarded;
+    if forwarded {
+        req.extensions_mut().insert(crate::web::Transport { https: true });
+    }
+    let mut res = next.run(req).await;
+    if https {
+        res.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+    res
 }
 
 /// Page-only headers (framing, CSP) matter for documents a browser renders; binary sync answers

@@ -2032,3 +2032,52 @@ async fn the_audit_log_is_scoped_and_conflict_listings_are_audited() {
     assert!(entries.iter().any(|e| e["user"] == "district" && e["action"] == "conflicts_list" && e["target"] == "047"), "the API's conflict listing is audited");
     server.stop().await;
 }
+
+/// Issue "Security, second review", item 10: behind a proxy that ends TLS, the server set no
+/// HSTS and its cookies were not `Secure`. A trusted proxy's `X-Forwarded-Proto: https` now
+/// makes both so; the same header from anyone else changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_cookies_are_secure_and_hsts_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = gesync_server::open_db(dir.path()).unwrap();
+        tests::seed(&db, 0);
+    }
+    let bin = env!("CARGO_BIN_EXE_gesync-server-under-test");
+    let spawn = |port: u16, trusted: bool| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}"), "--plain-http"]).env("GESYNC_LOG", "warn");
+        if trusted {
+            cmd.args(["--trusted-proxy", "127.0.0.1"]);
+        }
+        cmd.spawn().unwrap()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let get = |proto: Option<&'static str>| async move {
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            let mut rb = http.get(format!("http://127.0.0.1:{port}/login"));
+            if let Some(p) = proto {
+                rb = rb.header("x-forwarded-proto", p);
+            }
+            if let Ok(r) = rb.send().await {
+                let hsts = r.headers().get("strict-transport-security").is_some();
+                let secure = r.headers().get_all("set-cookie").iter().all(|c| c.to_str().unwrap().contains("; Secure"));
+                assert!(r.headers().get_all("set-cookie").iter().count() > 0);
+                return (hsts, secure);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the server did not start");
+    };
+    gesync_server::server::install_crypto_provider();
+    let mut child = spawn(port, true);
+    assert_eq!(get(Some("https")).await, (true, true), "a trusted proxy that ended TLS");
+    assert_eq!(get(None).await, (false, false), "plain HTTP on loopback, no proxy header");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut child = spawn(port, false);
+    assert_eq!(get(Some("https")).await, (false, false), "the header from an address not trusted");
+    let _ = child.kill();
+    let _ = child.wait();
+}
