@@ -101,12 +101,16 @@ struct ServeArgs {
 #[derive(Args, Clone)]
 struct StoreArgs {
     /// The embedded store's directory (the default store; not needed with `--database`).
-    #[arg(long, env = "GESYNC_DATA_DIR", required_unless_present = "database")]
+    #[arg(long, env = "GESYNC_DATA_DIR", required_unless_present_any = ["database", "database_url_file"])]
     data_dir: Option<PathBuf>,
     /// PostgreSQL instead of the embedded store: postgres://USER:PASSWORD@HOST:PORT/DB. Prefer
-    /// the environment variable: a password on the command line is visible to other users.
+    /// `--database-url-file` or the environment: a password on the command line is visible to
+    /// other users.
     #[arg(long, env = "GESYNC_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     database: Option<String>,
+    /// The `--database` URL read from a file (its first line), readable by this service only.
+    #[arg(long, env = "GESYNC_DATABASE_URL_FILE", value_name = "FILE", conflicts_with = "database")]
+    database_url_file: Option<PathBuf>,
     /// Connections to PostgreSQL this process keeps at most.
     #[arg(long, env = "GESYNC_DB_POOL_SIZE", value_name = "N", default_value_t = 8)]
     db_pool_size: u32,
@@ -117,7 +121,19 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn storage(&self) -> Result<Storage, String> {
-        match (&self.database, &self.data_dir) {
+        let from_file = match &self.database_url_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("cannot read --database-url-file {}: {e}", f.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        match (from_file.as_ref().or(self.database.as_ref()), &self.data_dir) {
             (Some(url), _) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                     return Err("--database takes a postgres://USER:PASSWORD@HOST:PORT/DB URL".into());
