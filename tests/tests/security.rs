@@ -294,6 +294,10 @@ const FIGURES: [(u16, u16); 4] = [(200, 200), (200, 403), (200, 403), (200, 403)
 /// harmless: unique names, a throwaway device, values equal to the defaults.
 const MATRIX: &[Row] = &[
     Row { method: "GET", route: "/healthz", path: "/healthz", body: Payload::None, anon: 200, expect: ALL_200 },
+    // The officer's app: public files (its data lives sealed on the phone and comes by sync).
+    Row { method: "GET", route: "/app", path: "/app", body: Payload::None, anon: 200, expect: ALL_200 },
+    Row { method: "GET", route: "/app/", path: "/app/", body: Payload::None, anon: 200, expect: ALL_200 },
+    Row { method: "GET", route: "/app/{*path}", path: "/app/pkg/client_wasm.js", body: Payload::None, anon: 200, expect: ALL_200 },
     // Usage figures: the monitoring system's token (not used here) or an admin.
     Row { method: "GET", route: "/metrics", path: "/metrics", body: Payload::None, anon: 401, expect: ADMIN_ONLY_200 },
     Row {
@@ -510,6 +514,11 @@ fn expand(template: &str, unit: &str, record: &str, n: u32) -> String {
 fn path_matches_route(path: &str, route: &str) -> bool {
     let path = path.split('?').next().unwrap_or_default();
     let (p, r): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), route.split('/').collect());
+    // A `{*rest}` segment takes one or more segments.
+    if r.last().is_some_and(|l| l.starts_with("{*")) {
+        let fixed = r.len() - 1;
+        return p.len() >= r.len() && p[..fixed] == r[..fixed] && p[fixed..].iter().all(|s| !s.is_empty());
+    }
     p.len() == r.len() && p.iter().zip(&r).all(|(p, r)| (r.starts_with('{') && r.ends_with('}') && !p.is_empty()) || p == r)
 }
 
