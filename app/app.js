@@ -2,7 +2,7 @@
 // (client-core and sync-protocol, the same Rust code gesync-field runs); this file is the
 // screens, IndexedDB sealed with a key derived from the officer's password (WebCrypto), and
 // fetch. Nothing here logs record contents, tokens or passwords.
-import init, { Phone, schema as coreSchema, backoffMs } from './pkg/client_wasm.js';
+import init, { Phone, schema as coreSchema, backoffMs, refusal } from './pkg/client_wasm.js';
 
 // ---- words -------------------------------------------------------------------------------
 const WORDS = {
@@ -291,16 +291,21 @@ async function sync() {
       }
       phone.failed(now());
       const code = await errorCode(r);
-      if (code === 'device_revoked' || code === 'account_disabled') return wipeBecause(code === 'device_revoked' ? 'revoked' : 'disabled');
-      if (r.status === 401 && !refreshed) {
+      // What a refusal means is decided by the core (the same rule as gesync-field's).
+      const what = refusal(r.status, code);
+      if (what === 'wipe_device_revoked') return wipeBecause('revoked');
+      if (what === 'wipe_account_disabled') return wipeBecause('disabled');
+      if (what === 'refresh' && !refreshed) {
         const ok = await refreshTokens();
         if (ok.ok) { refreshed = true; continue; }
-        if (ok.code === 'device_revoked' || ok.code === 'account_disabled') return wipeBecause(ok.code === 'device_revoked' ? 'revoked' : 'disabled');
+        const again = refusal(ok.status, ok.code);
+        if (again === 'wipe_device_revoked') return wipeBecause('revoked');
+        if (again === 'wipe_account_disabled') return wipeBecause('disabled');
         S.session.access = null; await saveSession();
         syncError = t('sessionEnded'); return;
       }
-      if (r.status === 401) { syncError = t('sessionEnded'); return; }
-      if ([408, 429, 500, 502, 503, 504].includes(r.status)) {
+      if (what === 'refresh') { syncError = t('sessionEnded'); return; }
+      if (what === 'retry_later') {
         const ra = Number(r.headers.get('Retry-After'));
         return scheduleRetry(r.status === 429 ? t('throttled', { s: ra || 60 }) : t('busy'), Number.isFinite(ra) && ra > 0 ? ra : null);
       }

@@ -354,6 +354,29 @@ export function backoffMs(failures, retry_after, jitter) {
 }
 
 /**
+ * What to do with a refused request (`status`, the API's error `code`): `wipe_device_revoked`,
+ * `wipe_account_disabled`, `refresh`, `retry_later` or `fail` (client-core decides).
+ * @param {number} status
+ * @param {string} code
+ * @returns {string}
+ */
+export function refusal(status, code) {
+    let deferred3_0;
+    let deferred3_1;
+    try {
+        const val2 = +status;
+        const ptr0 = passStringToWasm0(code, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.refusal(val2, ptr0, len0);
+        deferred3_0 = ret[0];
+        deferred3_1 = ret[1];
+        return getStringFromWasm0(ret[0], ret[1]);
+    } finally {
+        wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+    }
+}
+
+/**
  * The schema for the app's forms, as JSON text.
  * @returns {string}
  */

@@ -254,6 +254,48 @@ pub fn backoff(failures: u32, retry_after: Option<u64>, jitter: f64) -> Duration
     }
 }
 
+/// What a driver does when the server refuses an exchange (or a login or a refresh), from the
+/// HTTP status and the API's error code (`sync_protocol::ErrorCode`): decided here, once, for
+/// every driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The device was revoked: wipe every record on the phone and say why.
+    WipeDeviceRevoked,
+    /// The account was disabled: wipe likewise.
+    WipeAccountDisabled,
+    /// The access token expired or was not taken: refresh it once and try again; if the refresh
+    /// is refused too, the session has ended (log in again).
+    Refresh,
+    /// A transient refusal (busy, throttled, the database away, a timeout): keep everything,
+    /// wait [`backoff`] (at least `Retry-After`) and try again.
+    RetryLater,
+    /// Anything else: stop and show the server's message.
+    Fail,
+}
+
+impl Refusal {
+    pub fn of(status: u16, code: &str) -> Refusal {
+        match (status, code) {
+            (_, "device_revoked") => Refusal::WipeDeviceRevoked,
+            (_, "account_disabled") => Refusal::WipeAccountDisabled,
+            (401, _) => Refusal::Refresh,
+            (408 | 429 | 500 | 502 | 503 | 504, _) => Refusal::RetryLater,
+            _ => Refusal::Fail,
+        }
+    }
+
+    /// A stable name for drivers in other languages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::WipeDeviceRevoked => "wipe_device_revoked",
+            Refusal::WipeAccountDisabled => "wipe_account_disabled",
+            Refusal::Refresh => "refresh",
+            Refusal::RetryLater => "retry_later",
+            Refusal::Fail => "fail",
+        }
+    }
+}
+
 /// Number of records with changes the server does not have.
 fn pending_count(records: &std::collections::BTreeMap<RecordId, RecordMeta>) -> usize {
     records.values().filter(|m| m.status() == SyncStatus::Pending).count()
@@ -688,6 +730,17 @@ mod tests {
             p.exchanged((p.push, wire), (0, 60), wire as f64 / 4000.0);
         }
         assert!((22_000..=24_500).contains(&p.push), "push page {}", p.push);
+    }
+
+    #[test]
+    fn refusals_are_told_apart_once_for_every_driver() {
+        assert_eq!(Refusal::of(403, "device_revoked"), Refusal::WipeDeviceRevoked);
+        assert_eq!(Refusal::of(403, "account_disabled"), Refusal::WipeAccountDisabled);
+        assert_eq!(Refusal::of(401, "token_expired"), Refusal::Refresh);
+        assert_eq!(Refusal::of(503, "uploads_full"), Refusal::RetryLater);
+        assert_eq!(Refusal::of(429, "throttled"), Refusal::RetryLater);
+        assert_eq!(Refusal::of(400, "bad_sync_message"), Refusal::Fail);
+        assert_eq!(Refusal::of(403, "forbidden"), Refusal::Fail);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use client_core::{Session, Step};
+use client_core::{Refusal, Session, Step};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -83,14 +83,17 @@ impl Client {
         loop {
             match transport.sync(&access, body.clone()).await {
                 Ok(bytes) => return Ok(bytes),
-                Err(e) if e.is_device_revoked() => return Err(self.revoked()),
-                Err(e) if e.is_account_disabled() => return Err(self.disabled()),
-                Err(e) if e.is_unauthorized() && !refreshed => {
-                    access = self.refresh(transport).await?;
-                    refreshed = true;
-                }
-                Err(e) if e.is_unauthorized() => return Err(Error::SessionExpired),
-                Err(e) => return Err(e.into()),
+                // What a refusal means is decided by the core (the same rule as the app's).
+                Err(e) => match e.refusal() {
+                    Some(Refusal::WipeDeviceRevoked) => return Err(self.revoked()),
+                    Some(Refusal::WipeAccountDisabled) => return Err(self.disabled()),
+                    Some(Refusal::Refresh) if !refreshed => {
+                        access = self.refresh(transport).await?;
+                        refreshed = true;
+                    }
+                    Some(Refusal::Refresh) => return Err(Error::SessionExpired),
+                    _ => return Err(e.into()),
+                },
             }
         }
     }

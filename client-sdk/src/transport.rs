@@ -92,6 +92,15 @@ impl TransportError {
         }
     }
 
+    /// What the phone does with this refusal (`client_core::Refusal`, the one rule every
+    /// driver follows); `None` when the server gave no answer at all.
+    pub fn refusal(&self) -> Option<client_core::Refusal> {
+        match self {
+            TransportError::Status { status, code, .. } => Some(client_core::Refusal::of(*status, code)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_device_revoked(&self) -> bool {
         self.error_code() == Some(ErrorCode::DeviceRevoked)
     }
@@ -100,9 +109,6 @@ impl TransportError {
         self.error_code() == Some(ErrorCode::AccountDisabled)
     }
 
-    pub(crate) fn is_unauthorized(&self) -> bool {
-        matches!(self, TransportError::Status { status: 401, .. })
-    }
 }
 
 impl From<TransportError> for Error {

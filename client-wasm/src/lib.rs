@@ -503,6 +503,13 @@ pub fn js_schema() -> String {
     schema_json().to_string()
 }
 
+/// What to do with a refused request (`status`, the API's error `code`): `wipe_device_revoked`,
+/// `wipe_account_disabled`, `refresh`, `retry_later` or `fail` (client-core decides).
+#[wasm_bindgen(js_name = refusal)]
+pub fn js_refusal(status: u16, code: &str) -> String {
+    client_core::Refusal::of(status, code).as_str().to_string()
+}
+
 /// The wait before the next try of a failed sync, in milliseconds (`jitter` drawn by the app in
 /// 0.8..1.2; `retry_after` in seconds, or a negative number for none).
 #[wasm_bindgen(js_name = backoffMs)]
