@@ -305,7 +305,8 @@ impl Db {
             return Ok(Vec::new());
         }
         let now = now_secs();
-        let ctx = Context { who, tree, now, own_actor, relay_open: self.relay_open(now)? };
+        let inflation = std::cell::Cell::new(sync_protocol::inflate::MAX_INFLATED_PER_REQUEST);
+        let ctx = Context { who, tree, now, own_actor, relay_open: self.relay_open(now)?, inflation: Some(&inflation) };
         let verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
         let mut outcomes = Vec::with_capacity(pushes.len());
         if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {

@@ -158,7 +158,7 @@ impl Db {
         let tx = self.kv().begin_write()?;
         let tree = self.tree_in(&*tx)?;
         let on_behalf = Principal { device_id: "server".into(), ..who.clone() };
-        let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs(), own_actor: None, relay_open: false };
+        let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs(), own_actor: None, relay_open: false, inflation: None };
         let mut writes = Vec::new();
         for (id, edit) in edits {
             let stored = Self::stored_in(&*tx, &id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;

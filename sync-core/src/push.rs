@@ -40,6 +40,9 @@ pub struct Context<'a> {
     /// the store's history was rewound (a restored backup, a failover), when phones push back
     /// what the server forgot, their own and the records they received from others.
     pub relay_open: bool,
+    /// Bytes the request's pushes may still inflate to, all records together
+    /// ([`sync_protocol::inflate::MAX_INFLATED_PER_REQUEST`]); `None`: only each record's bound.
+    pub inflation: Option<&'a std::cell::Cell<usize>>,
 }
 
 /// A record as a store holds it.
@@ -155,9 +158,23 @@ pub fn merge(ctx: Context<'_>, push: &PushDoc, stored: Option<Stored>) -> Result
             return Ok(Err(reject(format!("record {} belongs to a commune outside your scope", push.id))));
         }
     }
-    // Automerge inflates deflated chunks without a limit: bound them before it sees them.
-    if let Err(e) = sync_protocol::inflate::check_inflation(&push.changes, sync_protocol::inflate::MAX_INFLATED_BYTES) {
-        return Ok(Err(reject(format!("the pushed changes are refused: {e}"))));
+    // Automerge inflates deflated chunks without a limit: bound them before it sees them, each
+    // record and the whole request.
+    let left = ctx.inflation.map_or(usize::MAX, |c| c.get());
+    match sync_protocol::inflate::check_inflation(&push.changes, sync_protocol::inflate::MAX_INFLATED_BYTES.min(left)) {
+        Ok(n) => {
+            if let Some(c) = ctx.inflation {
+                c.set(c.get().saturating_sub(n));
+            }
+        }
+        Err(e) if left < sync_protocol::inflate::MAX_INFLATED_BYTES => {
+            // Spent: the records after this one are refused without inflating anything.
+            if let Some(c) = ctx.inflation {
+                c.set(0);
+            }
+            return Ok(Err(reject(format!("the pushed changes are refused: this request's records inflate past {} bytes in all ({e}): sync again", sync_protocol::inflate::MAX_INFLATED_PER_REQUEST))));
+        }
+        Err(e) => return Ok(Err(reject(format!("the pushed changes are refused: {e}")))),
     }
     let mut doc = match bytes {
         Some(b) => AutoCommit::load(&b).map_err(|e| corrupt("record document", e))?,

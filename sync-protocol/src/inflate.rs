@@ -19,6 +19,9 @@ const DEFLATE_BIT: u64 = 0b1000;
 
 /// The most a record's bytes (a push, a stored document) may inflate to.
 pub const MAX_INFLATED_BYTES: usize = 32 * 1024 * 1024;
+/// The most all the records pushed in one sync request may inflate to together: a request of
+/// many records each just under [`MAX_INFLATED_BYTES`] would otherwise cost gigabytes of work.
+pub const MAX_INFLATED_PER_REQUEST: usize = 64 * 1024 * 1024;
 
 /// Why bytes were refused before Automerge parsed them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2117,3 +2117,44 @@ fn the_database_password_stays_off_command_lines_and_out_of_errors() {
     let password = url.split_once("://").and_then(|(_, r)| r.split_once('@')).and_then(|(u, _)| u.split_once(':')).map(|(_, p)| p.to_string()).unwrap();
     assert!(!stderr.contains(&password));
 }
+
+/// Issue "Security, second review", item 6: the inflation bound was per record, so one request
+/// of many records each just under it cost gigabytes of inflation. The request has a bound of
+/// its own now: past it, the remaining records are refused without being inflated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_many_bombs_is_bounded_as_a_whole() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let officer = api.login("officer1", None).await;
+    // An Automerge "compressed change" chunk of 30 MiB of zeros: under the per-record bound.
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..30 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let body = enc.finish().unwrap();
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = body.len() as u64;
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        chunk.push(if len > 0 { b | 0x80 } else { b });
+        if len == 0 {
+            break;
+        }
+    }
+    chunk.extend(body);
+    let push: Vec<PushDoc> = (0..40).map(|_| PushDoc { id: RecordId::random(), changes: chunk.clone(), heads: vec![[1; 32]] }).collect();
+    let req = SyncRequest { push, ..Default::default() };
+    assert!(req.encode().len() < MAX_MESSAGE_BYTES);
+    let r = api.sync(&officer.access, req.encode()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp = SyncResponse::decode(&r.bytes).unwrap();
+    let in_all = resp.results.iter().filter(|r| matches!(&r.outcome, PushOutcome::Rejected { reason } if reason.contains("in all"))).count();
+    // 64 MiB for the request: two records of 30 MiB are looked at, the 38 others are not.
+    assert_eq!(in_all, 38, "{:?}", resp.results.iter().map(|r| &r.outcome).collect::<Vec<_>>());
+    assert!(resp.results.iter().all(|r| matches!(r.outcome, PushOutcome::Rejected { .. })));
+    server.stop().await;
+}

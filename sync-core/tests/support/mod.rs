@@ -44,7 +44,7 @@ impl MemServer {
     /// One sync exchange: pushes merged and committed as one plan, then one pull page.
     pub fn sync(&mut self, who: &Principal, tree: &OrgTree, req: &SyncRequest) -> SyncResponse {
         let own = (!req.actor.is_empty()).then(|| sync_protocol::automerge::ActorId::from(req.actor.clone()).to_hex_string());
-        let ctx = Context { who, tree, now: 1_750_000_000, own_actor: own.as_deref(), relay_open: self.relay };
+        let ctx = Context { who, tree, now: 1_750_000_000, own_actor: own.as_deref(), relay_open: self.relay, inflation: None };
         let mut results = Vec::new();
         let mut writes = Vec::new();
         for push in &req.push {
