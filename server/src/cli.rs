@@ -82,9 +82,14 @@ struct ServeArgs {
     /// idle keep-alive connection, a slow-loris client).
     #[arg(long, env = "GESYNC_IDLE_TIMEOUT", value_name = "SECS", default_value_t = 30)]
     idle_timeout: u64,
-    /// Most connections open at once; further ones are closed at once.
-    #[arg(long, env = "GESYNC_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Most connections open at once; further ones are closed at once. By default 10,000, or
+    /// fewer when the process's open-file limit would not allow them.
+    #[arg(long, env = "GESYNC_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections open at once from one client address (an IPv6 /64 is one address;
+    /// trusted proxies are not counted).
+    #[arg(long, env = "GESYNC_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N", default_value_t = 512)]
+    max_connections_per_address: usize,
     /// The address of a reverse proxy or load balancer in front of the server, whose
     /// `X-Forwarded-For` then names the client (for login throttling and the audit); repeat the
     /// flag, or comma-separate the list in the environment. Without it, the header is ignored.
@@ -329,12 +334,27 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             let storage = a.store.storage()?;
             let db = storage.open()?;
-            if a.idle_timeout == 0 || a.max_connections == 0 {
-                return Err("--idle-timeout and --max-connections must be at least 1".into());
+            if a.idle_timeout == 0 || a.max_connections == Some(0) || a.max_connections_per_address == 0 {
+                return Err("--idle-timeout, --max-connections and --max-connections-per-address must be at least 1".into());
+            }
+            // Each connection is an open file: a cap past the process's limit would fail at
+            // accept, for everyone, exactly when the server is busiest.
+            let nofile = crate::conn::open_file_limit();
+            let fits = nofile.map(|n| n.saturating_sub(128).max(16) as usize);
+            let max_connections = match (a.max_connections, fits) {
+                (Some(n), Some(f)) if n > f => return Err(format!("--max-connections {n} is more than the open-file limit allows ({}); raise it (ulimit -n) or give a smaller cap", nofile.unwrap_or(0))),
+                (Some(n), _) => n,
+                (None, Some(f)) => f.min(10_000),
+                (None, None) => 10_000,
+            };
+            match nofile {
+                Some(n) => eprintln!("connections: at most {max_connections} open at once, {} per address (open-file limit {n})", a.max_connections_per_address),
+                None => eprintln!("connections: at most {max_connections} open at once, {} per address", a.max_connections_per_address),
             }
             let limits = crate::conn::Limits {
                 idle: std::time::Duration::from_secs(a.idle_timeout),
-                max_connections: a.max_connections,
+                max_connections,
+                per_address: a.max_connections_per_address,
                 ..Default::default()
             };
             let config = Config { storage, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy, metrics_token: a.metrics_token };

@@ -5,11 +5,14 @@
 //! bounds *stalls*, not sizes: every accepted connection is wrapped in [`Guarded`], whose reads
 //! and writes fail once no byte has moved for [`Limits::idle`] (which also closes idle
 //! keep-alive connections), and at most [`Limits::max_connections`] connections are open at
-//! once (a new one past that is closed at once). A slow-loris client thus holds one connection
-//! slot for at most `idle` per byte it trickles, and never a lock: the sync handler reads its
-//! whole body before it touches the store.
+//! once (a new one past that is closed at once), at most [`Limits::per_address`] from one client
+//! address, and a request's head must arrive within [`Limits::head`] (set on the HTTP/1 server
+//! in `launch`). A slow-loris client thus holds a few slots for a few seconds, never all of
+//! them, and never a lock: the sync handler reads its whole body before it touches the store.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,6 +35,13 @@ pub struct Limits {
     pub sync_timeout: Duration,
     /// Whole-request cap of every other route.
     pub request_timeout: Duration,
+    /// Most connections open at once from one client address (an IPv6 /64 counts as one
+    /// address; trusted proxies are not counted). Generous: a carrier's NAT puts many phones
+    /// behind one address.
+    pub per_address: usize,
+    /// A request's head (its line and headers, a few hundred bytes) must arrive within this:
+    /// a client trickling a byte just often enough to beat `idle` is closed all the same.
+    pub head: Duration,
 }
 
 impl Default for Limits {
@@ -41,8 +51,32 @@ impl Default for Limits {
             max_connections: 10_000,
             sync_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(60),
+            per_address: 512,
+            head: Duration::from_secs(20),
         }
     }
+}
+
+/// The address a connection counts against: an IPv6 client is one /64 (one subscriber's
+/// prefix), an IPv4-mapped address is its IPv4 address.
+pub fn client_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// The process's open-file limit (soft), from `/proc/self/limits` where there is one.
+pub fn open_file_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// An `axum_server` acceptor that applies [`Limits`] to each TCP connection (under TLS, the
@@ -51,11 +85,39 @@ impl Default for Limits {
 pub struct GuardedAcceptor {
     idle: Duration,
     slots: Arc<Semaphore>,
+    per_address: usize,
+    /// Addresses not counted (trusted proxies: every client comes through them).
+    exempt: Arc<Vec<IpAddr>>,
+    open: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl GuardedAcceptor {
-    pub fn new(limits: &Limits) -> GuardedAcceptor {
-        GuardedAcceptor { idle: limits.idle, slots: Arc::new(Semaphore::new(limits.max_connections)) }
+    pub fn new(limits: &Limits, exempt: &[IpAddr]) -> GuardedAcceptor {
+        GuardedAcceptor {
+            idle: limits.idle,
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            per_address: limits.per_address.max(1),
+            exempt: Arc::new(exempt.to_vec()),
+            open: Arc::default(),
+        }
+    }
+}
+
+/// One connection counted against its client address, until it closes.
+struct AddressSlot {
+    open: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -69,12 +131,28 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for GuardedAcc
             tracing::warn!("connection refused: the connection limit is reached");
             return std::future::ready(Err(io::Error::other("connection limit reached")));
         };
+        let peer = stream.peer_addr().map(|a| a.ip());
+        let address = match peer {
+            Ok(ip) if !self.exempt.contains(&ip) => {
+                let ip = client_group(ip);
+                let mut open = self.open.lock();
+                let n = open.entry(ip).or_insert(0);
+                if *n >= self.per_address {
+                    drop(open);
+                    tracing::debug!("connection refused: one address holds as many connections as it may");
+                    return std::future::ready(Err(io::Error::other("connection limit per address reached")));
+                }
+                *n += 1;
+                Some(AddressSlot { open: self.open.clone(), ip })
+            }
+            _ => None,
+        };
         // Small writes (a page's last bytes, a short answer) should not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let mut io = TimeoutStream::new(stream);
         io.set_read_timeout(Some(self.idle));
         io.set_write_timeout(Some(self.idle));
-        std::future::ready(Ok((Guarded { io: Box::pin(io), _slot: permit }, service)))
+        std::future::ready(Ok((Guarded { io: Box::pin(io), _slot: permit, _address: address }, service)))
     }
 }
 
@@ -82,6 +160,7 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for GuardedAcc
 pub struct Guarded {
     io: Pin<Box<TimeoutStream<TcpStream>>>,
     _slot: OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
 }
 
 impl AsyncRead for Guarded {

@@ -186,15 +186,26 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
     let _sweep = AbortOnDrop(expire_uploads_every(state.db.clone(), Duration::from_secs(600)));
     // The pages mark their cookies `Secure` when the connection is HTTPS.
     let transport = crate::web::Transport { https: tls.is_some() };
-    let guard = GuardedAcceptor::new(&state.limits);
+    let guard = GuardedAcceptor::new(&state.limits, &state.trusted_proxies);
+    let head = state.limits.head;
     let make = app(state).layer(axum::Extension(transport)).into_make_service_with_connect_info::<SocketAddr>();
+    // A request's head must arrive within `head`, however slowly its bytes trickle.
+    fn http1<A>(server: &mut axum_server::Server<A>, head: Duration) {
+        server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(head);
+    }
     match tls {
         Some(tls) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(guard);
-            axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(make).await
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle);
+            http1(&mut server, head);
+            server.serve(make).await
         }
-        None => axum_server::from_tcp(listener).acceptor(guard).handle(handle).serve(make).await,
+        None => {
+            let mut server = axum_server::from_tcp(listener).acceptor(guard).handle(handle);
+            http1(&mut server, head);
+            server.serve(make).await
+        }
     }
 }
 

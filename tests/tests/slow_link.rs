@@ -224,3 +224,56 @@ async fn one_account_holds_at_most_a_few_syncs_at_once() {
     assert_eq!(sync(officer.token.clone()).await.0, 200);
     server.stop().await;
 }
+
+/// Issue "Security, second review", item 3: twenty sockets from one address, each sending a
+/// partial request head one byte at a time just often enough to beat the stall bound, kept the
+/// server from answering `/healthz`. Now one address holds at most its share of the
+/// connections, and a head that does not arrive within its deadline ends the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_from_one_address_cannot_hold_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = gesync_server::Limits { idle: Duration::from_secs(5), max_connections: 20, per_address: 8, head: Duration::from_secs(2), ..Default::default() };
+    let server = tests::TestServer::start_fresh_with(dir.path(), 0, limits).await;
+    let mut socks = Vec::new();
+    for _ in 0..20 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut c = s.connect(server.addr).await.unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+        socks.push(c);
+    }
+    // Ended by the server: closed, reset, or answered (a 408) — anything but silence.
+    async fn ended(c: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        !matches!(tokio::time::timeout(wait, c.read(&mut buf)).await, Err(_))
+    }
+    // The server answers others meanwhile.
+    gesync_server::server::install_crypto_provider();
+    let health = tokio::time::timeout(Duration::from_secs(3), reqwest::get(format!("{}/healthz", server.url()))).await.expect("/healthz answered in time").unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let mut open = Vec::new();
+    for mut c in socks {
+        if !ended(&mut c, Duration::from_millis(300)).await {
+            open.push(c);
+        }
+    }
+    assert!(open.len() <= 8, "{} connections from one address kept", open.len());
+    assert!(!open.is_empty());
+    // The kept ones trickle a byte a second (within the 5 s stall bound) and are ended all the
+    // same by the 2 s deadline for the whole head.
+    let trickling = std::time::Instant::now();
+    while !open.is_empty() && trickling.elapsed() < Duration::from_secs(8) {
+        let mut still = Vec::new();
+        for mut c in open {
+            let _ = c.write_all(b"X").await;
+            if !ended(&mut c, Duration::from_millis(100)).await {
+                still.push(c);
+            }
+        }
+        open = still;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    // (Trickling every second, they never meet the 5 s stall bound: the head deadline ends them.)
+    assert!(open.is_empty(), "{} trickling heads still held after {:?}", open.len(), trickling.elapsed());
+    server.stop().await;
+}
