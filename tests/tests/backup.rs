@@ -191,13 +191,13 @@ async fn a_damaged_store_is_refused_at_start_with_a_pointer_to_restore() {
 
     // 1. sled's config file damaged.
     let broken = dir.path().join("conf-damaged");
-    copy_dir(&data, &broken);
+    tests::copy_dir(&data, &broken);
     damage(&broken.join("conf"), 0, 8);
     assert_refused(&broken, "damaged conf");
 
     // 2. The log truncated to its first bytes (a lost file tail, a bad copy).
     let broken = dir.path().join("db-truncated");
-    copy_dir(&data, &broken);
+    tests::copy_dir(&data, &broken);
     let f = std::fs::OpenOptions::new().write(true).open(broken.join("db")).unwrap();
     f.set_len(100).unwrap();
     assert_refused(&broken, "truncated db");
@@ -208,17 +208,6 @@ async fn a_damaged_store_is_refused_at_start_with_a_pointer_to_restore() {
     let _ = seed;
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else if e.file_name() != "admin.sock" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 fn cli_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;

@@ -152,7 +152,7 @@ async fn admin_new_epoch_after_a_failover_loses_nothing() {
     // The standby: a copy of the files as they are now (the server stopped for the copy).
     server.kill();
     let standby = dir.path().join("standby");
-    copy_dir(&data, &standby);
+    tests::copy_dir(&data, &standby);
     let server = ServerProcess::spawn_at(Path::new(BIN), &store, addr);
     let (phones, _) = fleet::each(phones, |p| fleet::create(p, 4)).await;
     let phones = sync_all(sync_all(phones, &url).await, &url).await;
@@ -172,14 +172,3 @@ async fn admin_new_epoch_after_a_failover_loses_nothing() {
     assert_eq!(on_server.len(), 20);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else if e.file_name() != "admin.sock" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}

@@ -74,6 +74,30 @@ impl Reply {
     }
 }
 
+/// An Automerge "compressed change" chunk whose body inflates to `mib` MiB of zeros (Automerge
+/// would refuse it once inflated: the point is that the server never inflates it that far).
+fn compressed_zeros_chunk(mib: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        enc.write_all(&zeros).unwrap();
+    }
+    let body = enc.finish().unwrap();
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = body.len() as u64;
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        chunk.push(if len > 0 { b | 0x80 } else { b });
+        if len == 0 {
+            break;
+        }
+    }
+    chunk.extend(body);
+    chunk
+}
+
 /// An access token and a refresh token.
 struct Tokens {
     access: String,
@@ -1815,29 +1839,12 @@ async fn an_admin_manages_only_their_own_subtree_and_roles_fit_levels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_that_would_inflate_past_the_bound_is_refused_uninflated() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_fresh(dir.path(), 0).await;
     let api = Api::new(&server);
     let officer = api.login("officer1", None).await;
     // An Automerge "compressed change" chunk of 1 GiB of zeros: about 1 MB on the wire.
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..1024 {
-        enc.write_all(&zeros).unwrap();
-    }
-    let body = enc.finish().unwrap();
-    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut len = body.len() as u64;
-    loop {
-        let b = (len & 0x7f) as u8;
-        len >>= 7;
-        chunk.push(if len > 0 { b | 0x80 } else { b });
-        if len == 0 {
-            break;
-        }
-    }
-    chunk.extend(body);
+    let chunk = compressed_zeros_chunk(1024);
     assert!(chunk.len() < MAX_MESSAGE_BYTES);
     let id = RecordId::random();
     let req = SyncRequest { push: vec![PushDoc { id, changes: chunk, heads: vec![[1; 32]] }], ..Default::default() };
@@ -2123,29 +2130,12 @@ fn the_database_password_stays_off_command_lines_and_out_of_errors() {
 /// its own now: past it, the remaining records are refused without being inflated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_of_many_bombs_is_bounded_as_a_whole() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_fresh(dir.path(), 0).await;
     let api = Api::new(&server);
     let officer = api.login("officer1", None).await;
     // An Automerge "compressed change" chunk of 30 MiB of zeros: under the per-record bound.
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..30 {
-        enc.write_all(&zeros).unwrap();
-    }
-    let body = enc.finish().unwrap();
-    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut len = body.len() as u64;
-    loop {
-        let b = (len & 0x7f) as u8;
-        len >>= 7;
-        chunk.push(if len > 0 { b | 0x80 } else { b });
-        if len == 0 {
-            break;
-        }
-    }
-    chunk.extend(body);
+    let chunk = compressed_zeros_chunk(30);
     let push: Vec<PushDoc> = (0..40).map(|_| PushDoc { id: RecordId::random(), changes: chunk.clone(), heads: vec![[1; 32]] }).collect();
     let req = SyncRequest { push, ..Default::default() };
     assert!(req.encode().len() < MAX_MESSAGE_BYTES);
