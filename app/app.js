@@ -134,19 +134,29 @@ async function saveSession() {
   const sealed = await seal(S.key, enc.encode(JSON.stringify(S.session)), 'session');
   await txn(S.db, 'readwrite', (tx) => tx.objectStore('kv').put(sealed, 'session'));
 }
-// Writes what the core changed: the records, then the state, in one transaction.
-async function persist() {
-  const w = S.phone.takeWrites();
+// Writes what the core changed: the records, then the state, in one transaction. One write
+// at a time, in order: an edit saved while a sync answer is being stored must not let an older
+// copy of a record land on disk after a newer one.
+let writing = Promise.resolve();
+function persist() {
+  const next = writing.then(persistNow, persistNow);
+  writing = next.catch(() => {});
+  return next;
+}
+async function persistNow() {
+  const s = S;
+  if (!s) return;
+  const w = s.phone.takeWrites();
   try {
     if (w.count === 0 && !w.state) return;
+    // Everything read from the module before the first wait: the writes are this moment's.
+    const plain = [];
+    for (let i = 0; i < w.count; i++) plain.push([w.id(i), w.bytes(i)]);
+    const stateText = w.state ? s.phone.state() : null;
     const puts = [];
-    for (let i = 0; i < w.count; i++) {
-      const id = w.id(i);
-      const bytes = w.bytes(i);
-      puts.push([id, bytes ? await seal(S.key, bytes, 'record:' + id) : null]);
-    }
-    const state = w.state ? await seal(S.key, enc.encode(S.phone.state()), 'state') : null;
-    await txn(S.db, 'readwrite', (tx) => {
+    for (const [id, bytes] of plain) puts.push([id, bytes ? await seal(s.key, bytes, 'record:' + id) : null]);
+    const state = stateText ? await seal(s.key, enc.encode(stateText), 'state') : null;
+    await txn(s.db, 'readwrite', (tx) => {
       const rs = tx.objectStore('records');
       for (const [id, sealed] of puts) sealed ? rs.put(sealed, id) : rs.delete(id);
       if (state) tx.objectStore('kv').put(state, 'state');
@@ -230,6 +240,8 @@ async function wipeStore(user) {
   forgetUser(user);
 }
 async function lock(wipe) {
+  if (!S) return;
+  await writing; // what is being written finishes first
   if (!S) return;
   const user = S.user;
   S.phone.free();
