@@ -35,5 +35,5 @@ mod store;
 
 pub use error::CoreError;
 pub use meta::{load_doc, refresh_meta, sorted, Partial, RecordMeta, Rejection, SyncState, SyncStatus};
-pub use session::{backoff, Pacer, Refusal, Session, Step, SyncOptions, SyncProgress, SyncReport, MAX_ROUNDS, PUSH_BUDGET};
+pub use session::{backoff, pending_count, Pacer, Refusal, Session, Step, SyncOptions, SyncProgress, SyncReport, MAX_ROUNDS, PUSH_BUDGET};
 pub use store::LocalStore;

@@ -153,8 +153,6 @@ struct InFlight {
     pushed: HashMap<RecordId, Vec<Hash>>,
     /// The server heads each pushed record was pushed against (to try it again on a failure).
     server_heads: HashMap<RecordId, Vec<Hash>>,
-    /// Whether the push's last slice went (its record then counts as pushed).
-    part: Option<RecordId>,
     want_full: Vec<RecordId>,
     /// Bytes of changes and on the wire, up.
     up: (usize, usize),
@@ -297,7 +295,7 @@ impl Refusal {
 }
 
 /// Number of records with changes the server does not have.
-fn pending_count(records: &std::collections::BTreeMap<RecordId, RecordMeta>) -> usize {
+pub fn pending_count(records: &std::collections::BTreeMap<RecordId, RecordMeta>) -> usize {
     records.values().filter(|m| m.status() == SyncStatus::Pending).count()
 }
 
@@ -358,10 +356,9 @@ impl Session {
         let push_bytes = push.iter().map(|p| p.changes.len()).sum::<usize>() + push_part.as_ref().map_or(0, |p| p.bytes.len());
         let mut pushed: HashMap<RecordId, Vec<Hash>> = push.iter().map(|p| (p.id, p.heads.clone())).collect();
         // A slice's verdict comes with the last slice; earlier answers say how much is held.
-        let part = push_part.as_ref().map(|p| {
+        if let Some(p) = &push_part {
             pushed.insert(p.id, p.heads.clone());
-            p.id
-        });
+        }
         let request = SyncRequest {
             cursor: store.sync_state().cursor.clone(),
             push,
@@ -376,7 +373,7 @@ impl Session {
         let body = request.encode_as(self.framing);
         self.report.requests += 1;
         self.report.bytes_up += body.len() as u64;
-        self.in_flight = Some(InFlight { pushed, server_heads, part, want_full, up: (push_bytes, body.len()), sent_at: now });
+        self.in_flight = Some(InFlight { pushed, server_heads, want_full, up: (push_bytes, body.len()), sent_at: now });
         Ok(Step::Send(body))
     }
 
@@ -412,7 +409,6 @@ impl Session {
         if let Some(up) = response.uploaded {
             self.round.upload = Some((up.id, up.have));
         }
-        let _ = f.part;
         self.apply(store, &f.pushed, response)?;
         Ok(self.progress(store, None))
     }

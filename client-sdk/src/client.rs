@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use automerge::AutoCommit;
+use client_core::Refusal;
 use serde_json::{json, Value};
 use sync_protocol::{doc, RecordId, RecordKind};
 
@@ -211,11 +212,7 @@ impl Client {
 
     /// Number of records with changes the server does not have yet.
     pub fn pending_count(&self) -> usize {
-        self.store
-            .records()
-            .values()
-            .filter(|m| m.status() == SyncStatus::Pending)
-            .count()
+        client_core::pending_count(self.store.records())
     }
 
     /// Logs in to `server` and keeps the server URL, CA certificate path, user name and tokens in
@@ -256,8 +253,8 @@ impl Client {
         };
         let tokens = match transport.login(&request).await {
             Ok(t) => t,
-            Err(e) if e.is_device_revoked() => return Err(self.revoked()),
-            Err(e) if e.is_account_disabled() => return Err(self.disabled()),
+            Err(e) if e.refusal() == Some(Refusal::WipeDeviceRevoked) => return Err(self.revoked()),
+            Err(e) if e.refusal() == Some(Refusal::WipeAccountDisabled) => return Err(self.disabled()),
             Err(TransportError::Status {
                 status: 401 | 403,
                 message,
@@ -395,8 +392,8 @@ impl Client {
                 })?;
                 Ok(access)
             }
-            Err(e) if e.is_device_revoked() => Err(self.revoked()),
-            Err(e) if e.is_account_disabled() => Err(self.disabled()),
+            Err(e) if e.refusal() == Some(Refusal::WipeDeviceRevoked) => Err(self.revoked()),
+            Err(e) if e.refusal() == Some(Refusal::WipeAccountDisabled) => Err(self.disabled()),
             Err(TransportError::Status {
                 status: 400 | 401 | 403,
                 ..

@@ -101,13 +101,6 @@ impl TransportError {
         }
     }
 
-    pub(crate) fn is_device_revoked(&self) -> bool {
-        self.error_code() == Some(ErrorCode::DeviceRevoked)
-    }
-
-    pub(crate) fn is_account_disabled(&self) -> bool {
-        self.error_code() == Some(ErrorCode::AccountDisabled)
-    }
 
 }
 

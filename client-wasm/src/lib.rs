@@ -326,7 +326,7 @@ impl Phone {
 
     /// Records with changes the server does not have yet.
     pub fn pending(&self) -> usize {
-        self.store.records.values().filter(|m| m.status() == SyncStatus::Pending).count()
+        client_core::pending_count(&self.store.records)
     }
 
     /// Starts a sync (`options`: `{"page_seconds", "first_pull_page", "compress"}`, all optional).

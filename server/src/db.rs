@@ -389,8 +389,7 @@ impl Db {
                     let Some(oldest) = oldest else {
                         return Err(DbError::TooManyDevices(MAX_DEVICES_PER_ACCOUNT));
                     };
-                    batch.put(key("d/", &[username.as_bytes(), oldest.device_id.as_bytes()]), to_json(&Device { revoked: true, ..oldest.clone() }));
-                    Self::drop_uploads_into(&*tx, &mut batch, username, Some(&oldest.device_id))?;
+                    Self::revoke_into(&*tx, &mut batch, oldest)?;
                 }
                 Device { username: username.to_string(), device_id: device_id.to_string(), first_seen: now, last_seen: now, revoked: false }
             }
@@ -408,11 +407,18 @@ impl Db {
         let k = key("d/", &[username.as_bytes(), device_id.as_bytes()]);
         let Some(device) = get_json::<Device>(&*tx, &k)? else { return Ok(false) };
         let mut batch = Batch::default();
-        batch.put(k, to_json(&Device { revoked: true, ..device }));
-        Self::drop_uploads_into(&*tx, &mut batch, username, Some(device_id))?;
+        Self::revoke_into(&*tx, &mut batch, device)?;
         self.audit_into(&*tx, &mut batch, audit)?;
         tx.commit(batch)?;
         Ok(true)
+    }
+
+    /// Puts into `batch` a device marked revoked and the removal of its unfinished upload, as
+    /// read in the write transaction `r`.
+    fn revoke_into(r: &dyn KvRead, batch: &mut Batch, device: Device) -> Result<(), DbError> {
+        Self::drop_uploads_into(r, batch, &device.username, Some(&device.device_id))?;
+        batch.put(key("d/", &[device.username.as_bytes(), device.device_id.as_bytes()]), to_json(&Device { revoked: true, ..device }));
+        Ok(())
     }
 
     fn devices_in(r: &dyn KvRead, username: &str) -> Result<Vec<Device>, DbError> {
@@ -564,14 +570,13 @@ impl Db {
     /// ([`Db::relay_open`]).
     pub fn set_epoch(&self, renew: bool) -> Result<u64, DbError> {
         let tx = self.kv().begin_write()?;
-        if !renew {
-            if let e @ 1.. = read_u64(&*tx, EPOCH)? {
-                return Ok(e);
-            }
+        let current = read_u64(&*tx, EPOCH)?;
+        if !renew && current != 0 {
+            return Ok(current);
         }
         let epoch = loop {
             let e = rand::random::<u64>();
-            if e != 0 && e != read_u64(&*tx, EPOCH)? {
+            if e != 0 && e != current {
                 break e;
             }
         };

@@ -121,11 +121,16 @@ impl Db {
         }
         let after = have + new.len() as u64;
         // The bounds, counting what is held now without this device's upload (replaced or
-        // continued here).
-        let others = |prefix: &[u8]| -> Result<u64, DbError> {
-            Ok(heads_under(&*tx, prefix)?.iter().filter(|(k, _)| *k != hk).map(|(k, h)| h.as_ref().map_or(k.len() as u64, |h| h.have)).sum())
-        };
-        let account = others(&key("up/", &[user.as_bytes(), b""]))?;
+        // continued here): one read of every upload head.
+        let mine = key("up/", &[user.as_bytes(), b""]);
+        let (mut account, mut all) = (0u64, 0u64);
+        for (k, h) in heads_under(&*tx, b"up/")?.iter().filter(|(k, _)| *k != hk) {
+            let held = h.as_ref().map_or(k.len() as u64, |h| h.have);
+            all += held;
+            if k.starts_with(&mine) {
+                account += held;
+            }
+        }
         if account + after > limits.per_account {
             return Err(DbError::UploadsFull(format!(
                 "this account's unfinished uploads would hold {} bytes, more than its limit of {} bytes: finish or abandon the upload on another of its phones, or wait for it to expire",
@@ -133,7 +138,7 @@ impl Db {
                 limits.per_account
             )));
         }
-        if others(b"up/")? + after > limits.total {
+        if all + after > limits.total {
             return Err(DbError::UploadsFull("the server holds too many unfinished uploads just now: try again later".into()));
         }
         let mut batch = Batch::default();

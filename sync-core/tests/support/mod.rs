@@ -215,7 +215,7 @@ impl client_core::LocalStore for SimStore {
 impl SimStore {
     /// Records with changes the server does not have.
     pub fn pending(&self) -> usize {
-        self.records.values().filter(|m| m.status() == client_core::SyncStatus::Pending).count()
+        client_core::pending_count(&self.records)
     }
 }
 
