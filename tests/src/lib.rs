@@ -438,8 +438,8 @@ pub mod proxy {
         pub up: AtomicU64,
         pub down: AtomicU64,
         pub connections: AtomicU64,
-        /// When non-zero, each connection is cut after a pseudo-random number of bytes below
-        /// this bound (seeded per connection from `cut_seed`).
+        /// When non-zero, every other connection is cut after a pseudo-random number of bytes
+        /// below this bound (seeded per connection from `cut_seed`).
         pub cut_below: AtomicU64,
         pub cut_seed: AtomicU64,
         pub cuts: AtomicU64,
@@ -476,8 +476,10 @@ pub mod proxy {
                         z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
                         z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
                         z ^= z >> 31;
-                        // Half of the connections pass untouched, so progress is always possible.
-                        if z % 2 == 0 { u64::MAX } else { 1 + (z >> 1) % bound }
+                        // Every other connection passes untouched, so progress is always
+                        // possible; the others are cut, so any two connections see a cut
+                        // whatever the seed (a coin per connection let a run cut nothing).
+                        if n % 2 == 0 { u64::MAX } else { 1 + z % bound }
                     };
                     pipe(client, server, c, budget).await;
                 });

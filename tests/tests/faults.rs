@@ -68,7 +68,7 @@ async fn cut_connections_phones_retry_until_synced_and_the_end_state_is_exact() 
     let (phones, s2) = fleet::each(phones, |p| fleet::sync(p, true)).await;
     let (phones, s3) = fleet::each(phones, |p| fleet::sync(p, true)).await;
     let cuts = counters.cuts.load(Ordering::Relaxed);
-    eprintln!("cuts {cuts}, failed attempts {} (seed {seed})", s1.errors + s2.errors + s3.errors);
+    eprintln!("cuts {cuts}, connections {}, failed attempts {} (seed {seed})", counters.connections.load(Ordering::Relaxed), s1.errors + s2.errors + s3.errors);
     // Cut requests are retried, once inside the SDK and then by the phone's own loop, so a cut
     // need not surface as a failed attempt; that the proxy did cut is what must hold.
     assert!(cuts > 0, "the proxy cut nothing (seed {seed})");
