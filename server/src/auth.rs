@@ -90,6 +90,8 @@ pub struct Claims {
 pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// HMAC-SHA256 key of the device proofs ([`Keys::device_proof`]).
+    device_proof: Vec<u8>,
 }
 
 impl Keys {
@@ -103,10 +105,36 @@ impl Keys {
         })?;
         use ed25519_dalek::pkcs8::DecodePrivateKey;
         let sk = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|e| crate::db::corrupt("jwt key", e))?;
+        let device_proof = db.secret("device-proof-hmac", || {
+            let mut key = vec![0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            key
+        })?;
         Ok(Keys {
             encoding: EncodingKey::from_ed_der(&der),
             decoding: DecodingKey::from_ed_der(sk.verifying_key().as_bytes()),
+            device_proof,
         })
+    }
+
+    /// The proof that `device_id` logged in as `username` here: given with every successful
+    /// login, kept by the phone (or in the browser's device cookie) and shown with the next
+    /// password login, so that the throttle can tell the owner's device from anyone naming its
+    /// id (`crate::throttle::Caller`). 128 bits of HMAC-SHA256, hex.
+    pub fn device_proof(&self, username: &str, device_id: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.device_proof).expect("HMAC takes any key length");
+        mac.update(username.to_lowercase().as_bytes());
+        mac.update(&[0]);
+        mac.update(device_id.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// True when `proof` is the device proof of (`username`, `device_id`); compared as hashes,
+    /// so the time taken says nothing about how much of it was right.
+    pub fn is_device_proof(&self, username: &str, device_id: &str, proof: &str) -> bool {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.device_proof(username, device_id).as_bytes()) == sha2::Sha256::digest(proof.as_bytes())
     }
 
     pub fn issue_access(&self, p: &Principal, epoch: u64, family: Option<&str>) -> String {

@@ -100,6 +100,11 @@ struct ServeArgs {
     /// admin's access token reads `/metrics`.
     #[arg(long, env = "GESYNC_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// A file outside the store (another disk, a mount the database's administrators cannot
+    /// write) where each signed audit checkpoint is appended as it is made: the audit log is
+    /// then checked against it, so that its tail cannot be cut off unseen.
+    #[arg(long, env = "GESYNC_AUDIT_WITNESS", value_name = "FILE")]
+    audit_witness: Option<PathBuf>,
 }
 
 /// Where the data is: the embedded store in `--data-dir`, or PostgreSQL with `--database`.
@@ -297,7 +302,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let (tls, fp) = ensure_self_signed(&data_dir, &[listen.ip().to_string()])?;
             let cert = std::fs::canonicalize(&tls.cert).unwrap_or(tls.cert.clone());
             let scheme = if plain_http { "http" } else { "https" };
-            let config = Config { storage: Storage::Embedded(data_dir), listen, tls: (!plain_http).then_some(tls), limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: None };
+            let config = Config { storage: Storage::Embedded(data_dir), listen, tls: (!plain_http).then_some(tls), limits: Default::default(), trusted_proxies: Vec::new(), metrics_token: None, audit_witness: None };
             runtime()?.block_on(run(config, db, |addr| {
                 let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
                 println!("gesync demo {}", if seeded { "(demo data created)" } else { "(existing data)" });
@@ -357,7 +362,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 per_address: a.max_connections_per_address,
                 ..Default::default()
             };
-            let config = Config { storage, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy, metrics_token: a.metrics_token };
+            let config = Config { storage, listen: a.listen, tls, limits, trusted_proxies: a.trusted_proxy, metrics_token: a.metrics_token, audit_witness: a.audit_witness };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             runtime()?.block_on(run(config, db, |addr| {
                 println!("gesync-server listening on {scheme}://{addr}/");

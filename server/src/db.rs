@@ -113,20 +113,54 @@ impl AuditEntry {
 /// Every this many audit entries, the chain's head is signed (an `ac/` checkpoint).
 pub const AUDIT_CHECKPOINT_EVERY: u64 = 64;
 
-/// A signed statement "the audit chain had `seq` entries, the last one hashing to `hash`",
-/// signed with the server's audit key (Ed25519, `k/audit-ed25519-seed`, kept across restores).
-/// Rewriting or cutting the chain before a checkpoint then needs that key, not just write
-/// access to the entries: a chain shorter than its latest checkpoint is a truncated one.
+/// A signed statement "the audit chain had `seq` entries, the last one hashing to `hash`, and
+/// the checkpoint before this one was signed `prev`", signed with the server's audit key
+/// (Ed25519, `k/audit-ed25519-seed`, kept across restores). Rewriting or cutting the chain
+/// before a checkpoint then needs that key, not just write access to the entries; a checkpoint
+/// deleted from the middle breaks the next one's `prev`, and one missing at a multiple of
+/// [`AUDIT_CHECKPOINT_EVERY`] is itself a break. What the store alone cannot show is a tail cut
+/// off together with its checkpoints: for that the latest checkpoint also leaves the store (the
+/// log, the admin's page, and the `--audit-witness` file: [`Db::verify_audit_chain_against`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditCheckpoint {
     pub seq: u64,
     pub hash: String,
+    /// The previous checkpoint's signature ("" for the first); absent in checkpoints written
+    /// before it was signed (they verify as they were signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
     pub signature: String,
 }
 
 impl AuditCheckpoint {
-    fn message(seq: u64, hash: &str) -> Vec<u8> {
-        [b"gesync audit checkpoint\0".as_slice(), &seq.to_be_bytes(), hash.as_bytes()].concat()
+    fn message(seq: u64, hash: &str, prev: Option<&str>) -> Vec<u8> {
+        match prev {
+            None => [b"gesync audit checkpoint\0".as_slice(), &seq.to_be_bytes(), hash.as_bytes()].concat(),
+            Some(prev) => [b"gesync audit checkpoint v2\0".as_slice(), &seq.to_be_bytes(), hash.as_bytes(), b"\0", prev.as_bytes()].concat(),
+        }
+    }
+}
+
+/// Where the latest checkpoint was seen outside the store (the `--audit-witness` file's last
+/// line): the chain must reach it, with that very signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditWitness {
+    pub seq: u64,
+    pub signature: String,
+}
+
+impl AuditWitness {
+    /// The line the witness file gets for `ck`.
+    pub fn line(ck: &AuditCheckpoint) -> String {
+        format!("{} {}", ck.seq, ck.signature)
+    }
+
+    /// The last well-formed line of a witness file's text.
+    pub fn last_in(text: &str) -> Option<AuditWitness> {
+        text.lines().rev().find_map(|l| {
+            let (seq, sig) = l.trim().split_once(' ')?;
+            Some(AuditWitness { seq: seq.parse().ok()?, signature: sig.to_string() })
+        })
     }
 }
 
@@ -474,8 +508,18 @@ impl Db {
         batch.put(key("a/", &[&seq.to_be_bytes()]), to_json(&entry));
         if seq % AUDIT_CHECKPOINT_EVERY == 0 {
             use ed25519_dalek::Signer;
-            let signature = audit_key_in(tx)?.sign(&AuditCheckpoint::message(seq, &entry.hash));
-            let ck = AuditCheckpoint { seq, hash: entry.hash.clone(), signature: hex::encode(signature.to_bytes()) };
+            let prev = match seq.checked_sub(AUDIT_CHECKPOINT_EVERY).filter(|s| *s > 0) {
+                // A checkpoint deleted from the store leaves this one naming none: the chain's
+                // verification shows the gap; the audit goes on being written meanwhile.
+                Some(before) => tx
+                    .get(&key("ac/", &[&before.to_be_bytes()]))?
+                    .and_then(|v| serde_json::from_slice::<AuditCheckpoint>(&v).ok())
+                    .map(|ck| ck.signature)
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            let signature = audit_key_in(tx)?.sign(&AuditCheckpoint::message(seq, &entry.hash, Some(&prev)));
+            let ck = AuditCheckpoint { seq, hash: entry.hash.clone(), prev: Some(prev), signature: hex::encode(signature.to_bytes()) };
             batch.put(key("ac/", &[&seq.to_be_bytes()]), to_json(&ck));
         }
         Ok(())
@@ -501,10 +545,33 @@ impl Db {
             .collect()
     }
 
+    /// The latest signed checkpoint of the audit chain.
+    pub fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>, DbError> {
+        match self.kv().last_in(b"ac/", &prefix_end(b"ac/"))? {
+            Some((_, v)) => Ok(Some(serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Db::verify_audit_chain`], and that the chain reaches the checkpoint `witness` saw
+    /// outside the store, signed the same: a tail cut off with its checkpoints is broken at the
+    /// first entry it lost.
+    pub fn verify_audit_chain_against(&self, witness: Option<&AuditWitness>) -> Result<Result<u64, u64>, DbError> {
+        let count = match self.verify_audit_chain()? {
+            Ok(count) => count,
+            broken => return Ok(broken),
+        };
+        let Some(w) = witness else { return Ok(Ok(count)) };
+        let here = self.kv().get(&key("ac/", &[&w.seq.to_be_bytes()]))?;
+        let same = here.and_then(|v| serde_json::from_slice::<AuditCheckpoint>(&v).ok()).is_some_and(|ck| ck.signature == w.signature);
+        Ok(if same { Ok(count) } else { Err(w.seq.min(count + 1)) })
+    }
+
     /// Verifies the whole audit chain: each entry's hash, that each links to the one before,
-    /// and every signed checkpoint: its signature, and that the entry it names is there with
-    /// that hash. Returns the number of entries, or the first broken (or missing) sequence
-    /// number: a chain cut short of its latest checkpoint is broken just past its end.
+    /// and every signed checkpoint: its signature, that the entry it names is there with that
+    /// hash, that it names the checkpoint before it, and that none is missing. Returns the
+    /// number of entries, or the first broken (or missing) sequence number: a chain cut short
+    /// of its latest checkpoint is broken just past its end.
     pub fn verify_audit_chain(&self) -> Result<Result<u64, u64>, DbError> {
         let mut prev = "0".repeat(64);
         let mut count = 0;
@@ -519,20 +586,31 @@ impl Db {
             count += 1;
         }
         let key = self.audit_key()?.verifying_key();
+        // The checkpoint expected next, and the signature its `prev` must name.
+        let (mut expected, mut prev_signature) = (AUDIT_CHECKPOINT_EVERY, String::new());
         for (_, v) in self.kv().range(b"ac/", &prefix_end(b"ac/"), usize::MAX)? {
             let ck: AuditCheckpoint = serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?;
+            if ck.seq != expected {
+                // One is missing (or one was added where none is ever made).
+                return Ok(Err(expected.min(ck.seq)));
+            }
             let signed = hex::decode(&ck.signature)
                 .ok()
                 .and_then(|s| ed25519_dalek::Signature::from_slice(&s).ok())
-                .is_some_and(|sig| key.verify_strict(&AuditCheckpoint::message(ck.seq, &ck.hash), &sig).is_ok());
-            if !signed {
+                .is_some_and(|sig| key.verify_strict(&AuditCheckpoint::message(ck.seq, &ck.hash, ck.prev.as_deref()), &sig).is_ok());
+            if !signed || ck.prev.as_ref().is_some_and(|p| *p != prev_signature) {
                 return Ok(Err(ck.seq));
             }
+            expected += AUDIT_CHECKPOINT_EVERY;
+            prev_signature = ck.signature.clone();
             match hashes.get((ck.seq as usize).wrapping_sub(1)) {
                 Some(h) if *h == ck.hash => {}
                 Some(_) => return Ok(Err(ck.seq)),
                 None => return Ok(Err(count + 1)),
             }
+        }
+        if expected <= count {
+            return Ok(Err(expected));
         }
         Ok(Ok(count))
     }
@@ -691,6 +769,70 @@ mod tests {
         }
         db.commit(b).unwrap();
         assert_eq!(db.verify_audit_chain().unwrap(), Err(AUDIT_CHECKPOINT_EVERY), "a rewritten chain");
+    }
+
+    /// Issue "Security, second review", item 2: entries after 100 and their checkpoints were
+    /// deleted from a backup (no key needed) and the chain verified as valid.
+    #[test]
+    fn checkpoints_deleted_from_the_middle_or_with_the_tail_are_found() {
+        let db = Db::open(Box::new(MemKv::default())).unwrap();
+        let n = 10 * AUDIT_CHECKPOINT_EVERY + 20;
+        for i in 0..n {
+            db.audit(ev("login", &format!("user{i}"))).unwrap();
+        }
+        let latest = db.latest_audit_checkpoint().unwrap().expect("checkpoints were made");
+        assert_eq!(latest.seq, 10 * AUDIT_CHECKPOINT_EVERY);
+        let witness = AuditWitness::last_in(&format!("garbage\n{}\n", AuditWitness::line(&latest))).unwrap();
+        assert_eq!(db.verify_audit_chain_against(Some(&witness)).unwrap(), Ok(n));
+        let snapshot: Vec<_> = db.kv().range(b"", &[0xff], usize::MAX).unwrap();
+        let restore = |db: &Db| {
+            let mut b = Batch::default();
+            for (k, v) in &snapshot {
+                b.put(k.clone(), v.clone());
+            }
+            db.commit(b).unwrap();
+        };
+        // A checkpoint deleted from the middle, its entries kept.
+        let mut b = Batch::default();
+        b.delete(key("ac/", &[&(3 * AUDIT_CHECKPOINT_EVERY).to_be_bytes()]));
+        db.commit(b).unwrap();
+        assert_eq!(db.verify_audit_chain().unwrap(), Err(3 * AUDIT_CHECKPOINT_EVERY), "a checkpoint missing in the middle");
+        restore(&db);
+        // The last checkpoints deleted, every entry kept.
+        let mut b = Batch::default();
+        for k in 8..=10 {
+            b.delete(key("ac/", &[&(k * AUDIT_CHECKPOINT_EVERY).to_be_bytes()]));
+        }
+        db.commit(b).unwrap();
+        assert_eq!(db.verify_audit_chain().unwrap(), Err(8 * AUDIT_CHECKPOINT_EVERY), "entries past their missing checkpoints");
+        restore(&db);
+        // The tail cut at 100 with its checkpoints: consistent in the store, but not with the
+        // checkpoint seen outside it.
+        let mut b = Batch::default();
+        for seq in 101..=n {
+            b.delete(key("a/", &[&seq.to_be_bytes()]));
+            if seq % AUDIT_CHECKPOINT_EVERY == 0 {
+                b.delete(key("ac/", &[&seq.to_be_bytes()]));
+            }
+        }
+        db.commit(b).unwrap();
+        assert_eq!(db.verify_audit_chain().unwrap(), Ok(100), "the store alone cannot tell");
+        assert_eq!(db.verify_audit_chain_against(Some(&witness)).unwrap(), Err(101), "the witness can");
+        // A checkpoint made again past the cut, without the key, cannot stand in for it.
+        restore(&db);
+        let mut forged = latest.clone();
+        forged.signature = "00".repeat(64);
+        let mut b = Batch::default();
+        b.put(key("ac/", &[&latest.seq.to_be_bytes()]), to_json(&forged));
+        db.commit(b).unwrap();
+        assert_eq!(db.verify_audit_chain().unwrap(), Err(latest.seq));
+        // The next checkpoint names the one before it: a chain of signatures.
+        restore(&db);
+        for i in 0..AUDIT_CHECKPOINT_EVERY {
+            db.audit(ev("login", &format!("more{i}"))).unwrap();
+        }
+        let next = db.latest_audit_checkpoint().unwrap().unwrap();
+        assert_eq!((next.seq, next.prev.as_deref()), (11 * AUDIT_CHECKPOINT_EVERY, Some(latest.signature.as_str())));
     }
 
     #[test]

@@ -44,12 +44,14 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The monitoring system's bearer token for `/metrics` (a secret: not in `Debug`).
     pub metrics_token: Option<String>,
+    /// Where each signed audit checkpoint is also written (`--audit-witness`).
+    pub audit_witness: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Key paths are not secrets, but their contents are: never print PEM data.
-        f.debug_struct("Config").field("storage", &self.storage).field("listen", &self.listen).field("tls", &self.tls.is_some()).field("limits", &self.limits).field("trusted_proxies", &self.trusted_proxies).field("metrics_token", &self.metrics_token.is_some()).finish()
+        f.debug_struct("Config").field("storage", &self.storage).field("listen", &self.listen).field("tls", &self.tls.is_some()).field("limits", &self.limits).field("trusted_proxies", &self.trusted_proxies).field("metrics_token", &self.metrics_token.is_some()).field("audit_witness", &self.audit_witness).finish()
     }
 }
 
@@ -125,6 +127,7 @@ pub fn app(state: Shared) -> axum::Router {
         .layer(cap(limits.request_timeout))
         .merge(api::sync_router(state).layer(cap(limits.sync_timeout)))
         .layer(DefaultBodyLimit::max(sync_protocol::wire::MAX_MESSAGE_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         // A panic in a handler answers that request 500 (JSON), and only that request.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             tracing::error!("a request handler panicked");
@@ -139,6 +142,23 @@ pub fn app(state: Shared) -> axum::Router {
             html_only(HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")),
         ))
         .layer(axum::middleware::from_fn(move |req, next| https_behind_proxy(proxies.clone(), req, next)))
+}
+
+/// A body declared longer than its route takes is refused from its head, before any of it is
+/// read: a phone on 2G learns at once instead of after uploading it, and a client whose upload
+/// is cut still had the answer sent first. (Bodies without a length are bounded as they are
+/// read, by `DefaultBodyLimit`.)
+async fn refuse_declared_oversize(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let path = req.uri().path();
+    let limit = if path.starts_with("/api/v1/auth/") || path == "/login" { api::AUTH_BODY_LIMIT } else { sync_protocol::wire::MAX_MESSAGE_BYTES };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let e = crate::error::AppError::new(StatusCode::PAYLOAD_TOO_LARGE, sync_protocol::ErrorCode::TooLarge, format!("request bodies here are at most {limit} bytes"));
+        let mut res = axum::response::IntoResponse::into_response(e);
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    next.run(req).await
 }
 
 /// HTTPS as the browser sees it: TLS ended in this process, or in a trusted proxy that says so
@@ -184,6 +204,7 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
     });
     // Ends with the server (it holds the store, whose embedded files stay locked meanwhile).
     let _sweep = AbortOnDrop(expire_uploads_every(state.db.clone(), Duration::from_secs(600)));
+    let _witness = AbortOnDrop(witness_audit_every(state.db.clone(), state.audit_witness.clone(), Duration::from_secs(10)));
     // The pages mark their cookies `Secure` when the connection is HTTPS.
     let transport = crate::web::Transport { https: tls.is_some() };
     let guard = GuardedAcceptor::new(&state.limits, &state.trusted_proxies);
@@ -217,6 +238,48 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Every `period`, takes the audit chain's newest signed checkpoint out of the store: one log
+/// line, and one line appended to the witness file when there is one (see
+/// `crate::db::AuditCheckpoint`: a store rolled back past it no longer verifies). At start, says
+/// at once whether the store still reaches the witness's last checkpoint.
+fn witness_audit_every(db: crate::db::Db, witness: Option<PathBuf>, period: Duration) -> tokio::task::JoinHandle<()> {
+    use crate::db::AuditWitness;
+    tokio::spawn(async move {
+        let seen = witness.as_ref().and_then(|w| std::fs::read_to_string(w).ok()).and_then(|t| AuditWitness::last_in(&t));
+        let mut last = seen.as_ref().map(|w| w.seq).unwrap_or(0);
+        if let Some(w) = seen {
+            let db = db.clone();
+            match tokio::task::spawn_blocking(move || db.verify_audit_chain_against(Some(&w))).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(at))) => tracing::error!(broken_at = at, "the audit log does not reach the checkpoint in its witness file: entries were removed (or the store was restored: see docs/reliability.md)"),
+                _ => tracing::warn!("could not check the audit log against its witness file"),
+            }
+        }
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let db = db.clone();
+            let Ok(Ok(Some(ck))) = tokio::task::spawn_blocking(move || db.latest_audit_checkpoint()).await else { continue };
+            if ck.seq <= last {
+                continue;
+            }
+            last = ck.seq;
+            tracing::info!(entries = ck.seq, signature = %ck.signature, "audit checkpoint");
+            if let Some(path) = &witness {
+                use std::io::Write;
+                let line = format!("{}\n", AuditWitness::line(&ck));
+                let written = std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| {
+                    f.write_all(line.as_bytes())?;
+                    f.sync_data()
+                });
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, file = %path.display(), "could not write the audit witness");
+                }
+            }
+        }
+    })
+}
+
 /// Drops abandoned uploads now and every `period` while the server runs (see `uploads.rs`).
 fn expire_uploads_every(db: crate::db::Db, period: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -244,8 +307,8 @@ pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) 
         None => None,
     };
     // Reads the signing keys: a store call, off the async workers.
-    let (limits, proxies, token) = (config.limits, config.trusted_proxies, config.metrics_token);
-    let state = tokio::task::spawn_blocking(move || AppState::with_config(db, limits, proxies, token))
+    let (limits, proxies, token, witness) = (config.limits, config.trusted_proxies, config.metrics_token, config.audit_witness);
+    let state = tokio::task::spawn_blocking(move || AppState::with_config(db, limits, proxies, token, witness))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

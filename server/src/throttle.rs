@@ -1,28 +1,35 @@
 //! Login and refresh throttling with decaying scores.
 //!
-//! Each failed attempt adds 1 to a score that leaks away at a steady rate, so a burst is
-//! remembered for a while and then forgotten, whatever happens next (no counter that only a
-//! success resets). Three scores guard a login:
-//! - per (account, address): one place guessing one account. Counted **on admission**, before
-//!   the password is hashed, so a burst of concurrent guesses cannot all pass the check;
-//!   a success clears it.
-//! - per account, across addresses: a distributed guess at one account; also counted on
-//!   admission (a success takes its own attempt back).
-//! - per address: a spray over many accounts from one place. Counted on failure only, and
-//!   generous, because an office, a NAT or a carrier puts many officers behind one address:
-//!   one bad actor there must not lock the others out.
+//! Each attempt adds 1 to a score that leaks away at a steady rate, so a burst is remembered for
+//! a while and then forgotten, whatever happens next (no counter that only a success resets).
+//! Every score is charged **on admission**, before the password is hashed, so a burst of
+//! concurrent attempts cannot all pass the check; a success takes its own charge back, so only
+//! failures (and attempts still in flight) weigh: failures are slowed, successes are not.
+//! Addresses are grouped as the connection limits group them: an IPv6 client is its /64.
 //!
-//! A login from a **known device** of the account (a device that logged in as this user before
-//! and is not revoked) is held only to its own (account, device) score: an attacker guessing the
-//! account from elsewhere, or from behind the officer's own carrier address, does not refuse the
-//! officer's own phone its correct password.
+//! An attempt from a **proven device** (one that logged in as this account before, is not
+//! revoked, and presents the device proof the server gave it then: `crate::auth::DeviceProofs`)
+//! is held only to its own (account, device) score. Nobody else can charge that score: a
+//! device id is not a secret (admins see it in the audit, reviewers in conflicts), the proof is.
+//! So guesses at the account, from anywhere, never refuse the officer's own phone its password.
+//!
+//! Any other attempt is held to three scores:
+//! - per (account, address): one place guessing one account; a success clears it.
+//! - per account, across addresses: a distributed guess at one account. When it is over, an
+//!   address that has not failed for this account may still try through a narrow lane of its
+//!   own (`FRESH`): the officer's new phone is not locked out by guesses from four other
+//!   places, and an attacker gains one try per two minutes per account from it.
+//! - per address: a spray over many accounts from one place; generous, because an office, a
+//!   NAT or a carrier puts many officers behind one address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
-/// How one score is judged: `free` failures pass, then each extra one costs `leak` of waiting;
+use crate::conn::client_group;
+
+/// How one score is judged: `free` attempts pass, then each extra one costs `leak` of waiting;
 /// the score leaks 1 per `leak`.
 #[derive(Debug, Clone, Copy)]
 struct Rule {
@@ -32,6 +39,7 @@ struct Rule {
 
 const PAIR: Rule = Rule { free: 5.0, leak: Duration::from_secs(60) };
 const ACCOUNT: Rule = Rule { free: 20.0, leak: Duration::from_secs(30) };
+const FRESH: Rule = Rule { free: 3.0, leak: Duration::from_secs(120) };
 const ADDRESS: Rule = Rule { free: 100.0, leak: Duration::from_secs(3) };
 const REFRESH: Rule = Rule { free: 30.0, leak: Duration::from_secs(2) };
 /// The longest wait ever asked.
@@ -44,6 +52,7 @@ enum Key {
     Pair(String, IpAddr),
     Device(String, String),
     Account(String),
+    Fresh(String),
     Address(IpAddr),
     Refresh(IpAddr),
 }
@@ -65,9 +74,19 @@ fn rule(k: &Key) -> Rule {
     match k {
         Key::Pair(..) | Key::Device(..) => PAIR,
         Key::Account(_) => ACCOUNT,
+        Key::Fresh(_) => FRESH,
         Key::Address(_) => ADDRESS,
         Key::Refresh(_) => REFRESH,
     }
+}
+
+/// Who a login attempt comes from, as far as the throttle is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// A device of the account, not revoked, that presented its device proof.
+    ProvenDevice(&'a str),
+    /// Anyone else (a new phone, a new browser, a claimed device id without its proof).
+    Anyone,
 }
 
 /// The scores (in memory: a restart forgets them, which only ever lets a few more attempts in).
@@ -81,9 +100,8 @@ pub struct Throttle {
 #[must_use]
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
-    account: String,
-    pair: Key,
-    ip: IpAddr,
+    /// The scores charged on admission.
+    charged: Vec<Key>,
 }
 
 impl Throttle {
@@ -96,11 +114,14 @@ impl Throttle {
         *e = Score { value: (e.now(r, now) + delta).max(0.0), at: now };
     }
 
+    fn score(scores: &HashMap<Key, Score>, k: &Key, now: Instant) -> f64 {
+        scores.get(k).map(|s| s.now(rule(k), now)).unwrap_or(0.0)
+    }
+
     /// How long `k` must wait before one more attempt passes its rule.
     fn wait(scores: &HashMap<Key, Score>, k: &Key, now: Instant) -> Duration {
         let r = rule(k);
-        let score = scores.get(k).map(|s| s.now(r, now)).unwrap_or(0.0);
-        let over = score + 1.0 - r.free;
+        let over = Self::score(scores, k, now) + 1.0 - r.free;
         if over <= 0.0 {
             Duration::ZERO
         } else {
@@ -109,34 +130,40 @@ impl Throttle {
     }
 
     /// Admits a login attempt for `account` (a valid user name; case is folded here) from `ip`,
-    /// or says how long to wait. `known_device`: the device the attempt names, when it logged in
-    /// as this account before and is not revoked.
-    pub fn admit(&self, account: &str, ip: IpAddr, known_device: Option<&str>) -> Result<Attempt<'_>, Duration> {
+    /// or says how long to wait.
+    pub fn admit(&self, account: &str, ip: IpAddr, from: Caller<'_>) -> Result<Attempt<'_>, Duration> {
         let account = account.to_lowercase();
+        let ip = client_group(ip);
         let now = Instant::now();
         let mut scores = self.scores.lock();
-        let pair = match known_device {
-            Some(device) => Key::Device(account.clone(), device.to_string()),
-            None => Key::Pair(account.clone(), ip),
+        let charged = match from {
+            Caller::ProvenDevice(device) => vec![Key::Device(account, device.to_string())],
+            Caller::Anyone => {
+                let pair = Key::Pair(account.clone(), ip);
+                let mut keys = vec![pair.clone(), Key::Address(ip), Key::Account(account.clone())];
+                let over = |k: &Key| Self::wait(&scores, k, now);
+                if over(&keys[2]) > Duration::ZERO && Self::score(&scores, &pair, now) == 0.0 {
+                    // The account is under a distributed guess; this address has not failed
+                    // for it: the narrow lane.
+                    keys[2] = Key::Fresh(account);
+                }
+                keys
+            }
         };
-        let mut keys = vec![pair.clone()];
-        if known_device.is_none() {
-            keys.push(Key::Account(account.clone()));
-            keys.push(Key::Address(ip));
-        }
-        let wait = keys.iter().map(|k| Self::wait(&scores, k, now)).max().unwrap_or_default();
+        let wait = charged.iter().map(|k| Self::wait(&scores, k, now)).max().unwrap_or_default();
         if wait > Duration::ZERO {
             return Err(wait);
         }
-        Self::add(&mut scores, pair.clone(), 1.0, now);
-        Self::add(&mut scores, Key::Account(account.clone()), 1.0, now);
-        Ok(Attempt { throttle: self, account, pair, ip })
+        for k in &charged {
+            Self::add(&mut scores, k.clone(), 1.0, now);
+        }
+        Ok(Attempt { throttle: self, charged })
     }
 
     /// A refresh from `ip` may go ahead, or must wait this long.
     pub fn admit_refresh(&self, ip: IpAddr) -> Result<(), Duration> {
         let scores = self.scores.lock();
-        match Self::wait(&scores, &Key::Refresh(ip), Instant::now()) {
+        match Self::wait(&scores, &Key::Refresh(client_group(ip)), Instant::now()) {
             Duration::ZERO => Ok(()),
             wait => Err(wait),
         }
@@ -145,23 +172,37 @@ impl Throttle {
     /// A refresh from `ip` presented a token that is unknown, expired or reused.
     pub fn refresh_failed(&self, ip: IpAddr) {
         let mut scores = self.scores.lock();
-        Self::add(&mut scores, Key::Refresh(ip), 1.0, Instant::now());
+        Self::add(&mut scores, Key::Refresh(client_group(ip)), 1.0, Instant::now());
     }
 }
 
 impl Attempt<'_> {
-    /// The password was right: the pair's score is cleared and the account's attempt taken back.
+    /// The password was right: the (account, address) or device score is cleared and every
+    /// other charge taken back.
     pub fn succeeded(self) {
         let now = Instant::now();
         let mut scores = self.throttle.scores.lock();
-        scores.remove(&self.pair);
-        Throttle::add(&mut scores, Key::Account(self.account.clone()), -1.0, now);
+        for k in self.charged {
+            match k {
+                Key::Pair(..) | Key::Device(..) => {
+                    scores.remove(&k);
+                }
+                k => Throttle::add(&mut scores, k, -1.0, now),
+            }
+        }
     }
 
-    /// The password was wrong (or the account unknown or disabled): the address is charged too.
-    pub fn failed(self) {
+    /// The password was wrong (or the account unknown or disabled): the charges stay.
+    pub fn failed(self) {}
+
+    /// The attempt was never judged (the server was too busy to hash it): every charge is
+    /// taken back, so that a busy server does not count its own refusals against anyone.
+    pub fn withdrawn(self) {
+        let now = Instant::now();
         let mut scores = self.throttle.scores.lock();
-        Throttle::add(&mut scores, Key::Address(self.ip), 1.0, Instant::now());
+        for k in self.charged {
+            Throttle::add(&mut scores, k, -1.0, now);
+        }
     }
 }
 
@@ -173,41 +214,98 @@ mod tests {
         IpAddr::from([10, 0, 0, n])
     }
 
+    const ANYONE: Caller<'static> = Caller::Anyone;
+
     #[test]
     fn one_place_guessing_one_account_waits_and_a_burst_is_counted_on_admission() {
         let t = Throttle::default();
         // Admitted but not yet answered (a concurrent burst): each still counts.
-        let burst: Vec<_> = (0..5).map(|_| t.admit("officer", ip(1), None).expect("free attempts")).collect();
-        let wait = t.admit("officer", ip(1), None).err().expect("the sixth waits");
+        let burst: Vec<_> = (0..5).map(|_| t.admit("officer", ip(1), ANYONE).expect("free attempts")).collect();
+        let wait = t.admit("officer", ip(1), ANYONE).err().expect("the sixth waits");
         assert!(wait >= Duration::from_secs(50) && wait <= Duration::from_secs(61), "{wait:?}");
         burst.into_iter().for_each(Attempt::failed);
         // Another account from the same place, and the same account from elsewhere, go on.
-        t.admit("other", ip(1), None).unwrap().succeeded();
-        t.admit("officer", ip(2), None).unwrap().succeeded();
+        t.admit("other", ip(1), ANYONE).unwrap().succeeded();
+        t.admit("officer", ip(2), ANYONE).unwrap().succeeded();
     }
 
     #[test]
     fn many_failures_from_one_address_do_not_lock_out_its_other_officers() {
         let t = Throttle::default();
         for n in 0..60 {
-            t.admit(&format!("guess{n}"), ip(1), None).unwrap().failed();
+            t.admit(&format!("guess{n}"), ip(1), ANYONE).unwrap().failed();
         }
-        t.admit("officer", ip(1), None).expect("an officer behind the same NAT").succeeded();
+        t.admit("officer", ip(1), ANYONE).expect("an officer behind the same NAT").succeeded();
+    }
+
+    /// Issue "Security, second review", item 7: the address is charged on admission, so a burst
+    /// of names from one place stops at the rule, not after hashing every one of them.
+    #[test]
+    fn a_spray_from_one_address_is_stopped_on_admission_and_ipv6_counts_by_its_64() {
+        let t = Throttle::default();
+        let burst: Vec<_> = (0..100).map(|n| t.admit(&format!("name{n}"), ip(1), ANYONE).expect("the free ones")).collect();
+        assert!(t.admit("name-x", ip(1), ANYONE).is_err(), "the 101st in flight from one address");
+        assert!(t.admit("name-x", ip(2), ANYONE).is_ok(), "another address");
+        // Successes take their charge back: an office's logins never add up.
+        burst.into_iter().for_each(Attempt::succeeded);
+        t.admit("name-y", ip(1), ANYONE).expect("after the successes").succeeded();
+        // One IPv6 subscriber is one /64, whatever the interface bits.
+        let v6 = |host: u16| IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, host]);
+        for n in 0..100u16 {
+            t.admit(&format!("v6-{n}"), v6(n), ANYONE).unwrap().failed();
+        }
+        assert!(t.admit("v6-x", v6(999), ANYONE).is_err(), "a new interface id in the same /64");
+        assert!(t.admit("v6-x", IpAddr::from([0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]), ANYONE).is_ok(), "the next /64");
+    }
+
+    /// Issue "Security, second review", item 4 (a): guesses from four places held the account
+    /// shut for the owner's new phone too.
+    #[test]
+    fn a_distributed_guess_leaves_a_narrow_lane_for_a_new_address() {
+        let t = Throttle::default();
+        for n in 0..4 {
+            for _ in 0..5 {
+                t.admit("officer", ip(n), ANYONE).unwrap().failed();
+            }
+        }
+        assert!(t.admit("officer", ip(0), ANYONE).is_err(), "a guessing address goes on waiting");
+        t.admit("officer", ip(50), ANYONE).expect("the owner's new phone from a new address").succeeded();
+        // The lane is narrow: new addresses get three tries between them, then wait.
+        for n in 60..63 {
+            t.admit("officer", ip(n), ANYONE).expect("the lane").failed();
+        }
+        assert!(t.admit("officer", ip(70), ANYONE).is_err(), "the lane is spent");
+    }
+
+    /// Issue "Security, second review", item 4 (b): the exemption named a device id, which is no
+    /// secret; now it needs the device's proof, and only attempts with the proof charge it.
+    #[test]
+    fn only_a_proven_device_is_spared_and_nobody_else_can_charge_it() {
+        let t = Throttle::default();
+        for n in 0..20 {
+            t.admit("officer", ip(n), ANYONE).unwrap().failed();
+        }
+        // Five more guesses naming the phone's device id, without its proof, are anyone's.
+        for _ in 0..5 {
+            let _ = t.admit("officer", ip(7), ANYONE).map(Attempt::failed);
+        }
+        assert!(t.admit("officer", ip(7), ANYONE).is_err(), "an unproven device behind the guessers' address waits");
+        t.admit("officer", ip(101), Caller::ProvenDevice("phone-1")).expect("the officer's own phone").succeeded();
+        t.admit("officer", ip(7), Caller::ProvenDevice("phone-1")).expect("even behind the guessers' address").succeeded();
+        // The phone's own wrong passwords are its own to wait for.
+        for _ in 0..5 {
+            t.admit("officer", ip(101), Caller::ProvenDevice("phone-1")).unwrap().failed();
+        }
+        assert!(t.admit("officer", ip(101), Caller::ProvenDevice("phone-1")).is_err());
     }
 
     #[test]
-    fn a_distributed_guess_at_one_account_spares_its_known_devices() {
+    fn a_withdrawn_attempt_costs_nothing() {
         let t = Throttle::default();
-        for n in 0..20 {
-            t.admit("officer", ip(n), None).unwrap().failed();
+        for _ in 0..50 {
+            t.admit("officer", ip(1), ANYONE).unwrap().withdrawn();
         }
-        assert!(t.admit("officer", ip(100), None).is_err(), "a new device must wait");
-        t.admit("officer", ip(101), Some("phone-1")).expect("the officer's own phone").succeeded();
-        // Even from the address the guesses come from.
-        for _ in 0..5 {
-            let _ = t.admit("officer", ip(7), None).map(Attempt::failed);
-        }
-        t.admit("officer", ip(7), Some("phone-1")).expect("the officer's phone behind the same NAT").succeeded();
+        t.admit("officer", ip(1), ANYONE).expect("fifty attempts the server was too busy to judge").succeeded();
     }
 
     #[test]
@@ -215,7 +313,7 @@ mod tests {
         let t = Throttle::default();
         let old = Instant::now() - Duration::from_secs(10 * 60);
         t.scores.lock().insert(Key::Pair("officer".into(), ip(1)), Score { value: 8.0, at: old });
-        t.admit("officer", ip(1), None).expect("8 failures ten minutes ago have leaked away").succeeded();
+        t.admit("officer", ip(1), ANYONE).expect("8 failures ten minutes ago have leaked away").succeeded();
         for _ in 0..30 {
             t.refresh_failed(ip(3));
         }

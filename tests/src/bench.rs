@@ -59,7 +59,7 @@ pub fn serve_if_child() {
     let db = storage.open().expect("store");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     // A thousand simulated phones share one loopback address: not a slow-loris client.
-    rt.block_on(gesync_server::server::run(gesync_server::Config { storage, listen, tls: None, limits: gesync_server::Limits { per_address: usize::MAX, ..Default::default() }, trusted_proxies: Vec::new(), metrics_token: Some(crate::METRICS_TOKEN.into()) }, db, |_| {})).unwrap();
+    rt.block_on(gesync_server::server::run(gesync_server::Config { storage, listen, tls: None, limits: gesync_server::Limits { per_address: usize::MAX, ..Default::default() }, trusted_proxies: Vec::new(), metrics_token: Some(crate::METRICS_TOKEN.into()), audit_witness: None }, db, |_| {})).unwrap();
     std::process::exit(0);
 }
 

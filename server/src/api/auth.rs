@@ -18,9 +18,10 @@ use crate::auth::{self, RefreshError};
 use crate::db::{now_secs, AuditEvent};
 use crate::error::{AppError, AppResult};
 use crate::model::Principal;
+use crate::throttle::Caller;
 
 use super::users::valid_username;
-use super::{account_disabled, audit, blocking, device_revoked, scopeguard_histogram, Authed, JsonBody, Shared, HASH_WAIT, MAX_HASH_QUEUE};
+use super::{account_disabled, audit, blocking, device_revoked, scopeguard_histogram, Authed, JsonBody, Shared, HASH_QUEUE_PER_ADDRESS, HASH_WAIT, MAX_HASH_QUEUE};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +29,8 @@ pub(super) struct LoginBody {
     username: String,
     password: String,
     device_id: Option<String>,
+    /// The proof this device was given at its last login here (see `Keys::device_proof`).
+    device_proof: Option<String>,
 }
 
 fn valid_device_id(d: &str) -> bool {
@@ -85,7 +88,7 @@ fn tokens_json(access: String, refresh: String) -> Value {
 /// on admission (`crate::throttle`); a bounded wait for one of the hashing permits (503 with
 /// `Retry-After` at once when the queue is full, so a login storm is answered, not timed out);
 /// the argon2 check on the blocking pool, holding its permit to the end.
-pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: &str, device_id: &str) -> AppResult<(Principal, u64)> {
+pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: &str, device_id: &str, device_proof: Option<&str>) -> AppResult<(Principal, u64)> {
     let denied = || AppError::unauthorized("wrong username or password, or the account is disabled");
     if !valid_username(username) || password.len() > MAX_PASSWORD_BYTES {
         state.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
@@ -104,13 +107,25 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
         })
         .await?
     };
-    let attempt = state.throttle.admit(username, ip, known_device.then_some(device_id)).map_err(|wait| {
+    // A device id is no secret; its proof is, and only a live device of this account has one.
+    let caller = match (known_device, device_proof) {
+        (true, Some(proof)) if state.keys.is_device_proof(username, device_id, proof) => Caller::ProvenDevice(device_id),
+        _ => Caller::Anyone,
+    };
+    let attempt = state.throttle.admit(username, ip, caller).map_err(|wait| {
         state.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
         let mut e = AppError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Throttled, "too many failed logins: wait before trying again");
         e.retry_after = Some(wait.as_secs().max(1));
         e
     })?;
-    let permit = hashing_permit(state).await?;
+    let permit = match hashing_permit(state, ip).await {
+        Ok(permit) => permit,
+        Err(e) => {
+            attempt.withdrawn();
+            return Err(e);
+        }
+    };
+    state.metrics.password_checks.fetch_add(1, Ordering::Relaxed);
     let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| auth::dummy_hash().to_string());
     let pw = password.to_string();
     let ok = tokio::task::spawn_blocking(move || {
@@ -160,8 +175,11 @@ pub(super) async fn hash_new_password(state: &Shared, password: String) -> AppRe
     .await?)
 }
 
-/// One of the argon2 permits, or 503 with `Retry-After` when too many logins already wait.
-async fn hashing_permit(state: &Shared) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
+/// One of the argon2 permits, or 503 with `Retry-After` when too many logins already wait, in
+/// all or from `ip`'s address group (one place may hold [`HASH_QUEUE_PER_ADDRESS`] of the
+/// queue's places: a burst of made-up names from one address no longer makes an officer
+/// elsewhere wait behind it).
+async fn hashing_permit(state: &Shared, ip: IpAddr) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
     let busy = |waiting: usize| {
         state.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
         let mut e = AppError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, "the server is busy with other logins: try again shortly");
@@ -175,10 +193,43 @@ async fn hashing_permit(state: &Shared) -> AppResult<tokio::sync::OwnedSemaphore
     if waiting >= MAX_HASH_QUEUE {
         return Err(busy(waiting));
     }
+    let Some(_place) = AddressPlace::take(&state.hash_queue_by_address, crate::conn::client_group(ip)) else {
+        return Err(busy(waiting));
+    };
     match tokio::time::timeout(HASH_WAIT, state.hashing.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_)) => Err(AppError::internal()),
         Err(_) => Err(busy(state.hash_queue.load(Ordering::Acquire))),
+    }
+}
+
+/// One of an address group's places in the hashing queue, given back when dropped.
+struct AddressPlace<'a> {
+    by_address: &'a std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl<'a> AddressPlace<'a> {
+    fn take(by_address: &'a std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>, ip: IpAddr) -> Option<Self> {
+        let mut map = by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= HASH_QUEUE_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressPlace { by_address, ip })
+    }
+}
+
+impl Drop for AddressPlace<'_> {
+    fn drop(&mut self) {
+        let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -201,8 +252,13 @@ pub(super) async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, J
     if !valid_device_id(&device_id) {
         return Err(AppError::bad_request("device_id must be 1 to 64 letters, digits, '-' or '_'"));
     }
-    let (p, epoch) = authenticate(&state, ip, &body.username, &body.password, &device_id).await?;
-    Ok(axum::Json(tokens_response(&state, &p, epoch).await?).into_response())
+    if body.device_proof.as_ref().is_some_and(|p| p.len() > 64) {
+        return Err(AppError::bad_request("device_proof is at most 64 characters"));
+    }
+    let (p, epoch) = authenticate(&state, ip, &body.username, &body.password, &device_id, body.device_proof.as_deref()).await?;
+    let mut answer = tokens_response(&state, &p, epoch).await?;
+    answer["device_proof"] = json!(state.keys.device_proof(&p.username, &p.device_id));
+    Ok(axum::Json(answer).into_response())
 }
 
 #[derive(Deserialize)]

@@ -33,6 +33,7 @@ mod sync;
 mod users;
 
 pub use auth::{authenticate, ClientIp};
+pub(crate) use ops::audit_chain;
 pub use figures::report_rows;
 pub use org_units::{level_for, merge_org_unit_checked, NewOrgUnit, OrgUnitMerge};
 pub use sync::SyncSlot;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub hashing: Arc<tokio::sync::Semaphore>,
     /// Logins waiting for a hashing permit (bounded: past it, 503 at once).
     pub hash_queue: std::sync::atomic::AtomicUsize,
+    /// Of those, how many per address group (bounded by [`HASH_QUEUE_PER_ADDRESS`]).
+    pub hash_queue_by_address: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
     /// Connection and request limits (see [`crate::conn`]).
     pub limits: crate::conn::Limits,
     /// Proxies whose `X-Forwarded-For` names the client (see [`ClientIp`]).
@@ -67,6 +70,10 @@ pub struct AppState {
     /// The bearer token a monitoring system presents at `/metrics` (`GESYNC_METRICS_TOKEN`);
     /// without one, only an admin's access token reads it.
     pub metrics_token: Option<String>,
+    /// The file outside the store where each signed audit checkpoint is written as it is made
+    /// (`--audit-witness`): a tail cut off the audit log together with its checkpoints shows
+    /// against it (see `crate::db::AuditCheckpoint`).
+    pub audit_witness: Option<std::path::PathBuf>,
 }
 
 /// Sync requests one user may have in flight at once: a phone syncs one page at a time, so a
@@ -77,6 +84,9 @@ pub const SYNCS_PER_USER: usize = 4;
 const HASHING_PERMITS: usize = 2;
 /// Logins that may wait for a hashing permit; more are answered 503 at once.
 const MAX_HASH_QUEUE: usize = 400;
+/// Places in that queue one address group may hold: a carrier NAT's officers still fill both
+/// permits from them, and one place cannot push everyone else out.
+const HASH_QUEUE_PER_ADDRESS: usize = 32;
 /// Longest a login waits for a hashing permit before it is answered 503.
 const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -89,6 +99,9 @@ pub struct Metrics {
     pub records_accepted: AtomicU64,
     pub records_rejected: AtomicU64,
     pub login_failures: AtomicU64,
+    /// Passwords checked with argon2 (a malformed user name, a throttled or a refused attempt
+    /// is answered without one).
+    pub password_checks: AtomicU64,
     pub logins: AtomicU64,
     /// Logins answered 429 (throttled) or 503 (hashing queue full).
     pub logins_refused: AtomicU64,
@@ -104,10 +117,10 @@ impl AppState {
     }
 
     pub fn with_limits(db: Db, limits: crate::conn::Limits) -> Result<Shared, crate::db::DbError> {
-        Self::with_config(db, limits, Vec::new(), None)
+        Self::with_config(db, limits, Vec::new(), None, None)
     }
 
-    pub fn with_config(db: Db, limits: crate::conn::Limits, trusted_proxies: Vec<IpAddr>, metrics_token: Option<String>) -> Result<Shared, crate::db::DbError> {
+    pub fn with_config(db: Db, limits: crate::conn::Limits, trusted_proxies: Vec<IpAddr>, metrics_token: Option<String>, audit_witness: Option<std::path::PathBuf>) -> Result<Shared, crate::db::DbError> {
         let keys = Keys::load(&db)?;
         prometheus();
         Ok(Arc::new(AppState {
@@ -117,10 +130,12 @@ impl AppState {
             metrics: Metrics::default(),
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_PERMITS)),
             hash_queue: std::sync::atomic::AtomicUsize::new(0),
+            hash_queue_by_address: Default::default(),
             limits,
             trusted_proxies,
             syncs_in_flight: Default::default(),
             metrics_token: metrics_token.filter(|t| !t.is_empty()),
+            audit_witness,
         }))
     }
 }

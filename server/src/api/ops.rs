@@ -26,6 +26,7 @@ pub(super) struct AuditQuery {
 pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(q): Q<AuditQuery>) -> AppResult<axum::Json<Value>> {
     require_admin(&p)?;
     let db = state.db.clone();
+    let witness = state.audit_witness.clone();
     let (entries, chain) = blocking(move || {
         // Scoped like the users: an entry made by an account shows to the admins of that
         // account's unit; one made by no account (the command line, a login of no account)
@@ -46,14 +47,31 @@ pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(
                 break;
             }
         }
-        Ok((shown, db.verify_audit_chain()?))
+        Ok((shown, audit_chain(&db, witness.as_deref())?))
     })
     .await?;
-    let chain = match chain {
+    Ok(axum::Json(json!({"entries": entries, "chain": chain})))
+}
+
+/// The audit chain as an admin reads it (the API and the users page): whether it verifies, and
+/// against what: its newest signed checkpoint, to be noted down outside the store, and the
+/// witness file's last checkpoint when the server keeps one (`--audit-witness`).
+pub(crate) fn audit_chain(db: &crate::db::Db, witness: Option<&std::path::Path>) -> Result<Value, crate::db::DbError> {
+    let seen = witness.and_then(|w| std::fs::read_to_string(w).ok()).and_then(|t| crate::db::AuditWitness::last_in(&t));
+    let mut chain = match db.verify_audit_chain_against(seen.as_ref())? {
         Ok(n) => json!({"valid": true, "entries": n}),
         Err(seq) => json!({"valid": false, "broken_at": seq}),
     };
-    Ok(axum::Json(json!({"entries": entries, "chain": chain})))
+    chain["checkpoint"] = match db.latest_audit_checkpoint()? {
+        Some(ck) => json!({"entries": ck.seq, "signature": ck.signature}),
+        None => Value::Null,
+    };
+    chain["witness"] = match (witness, seen) {
+        (None, _) => Value::Null,
+        (Some(_), Some(w)) => json!({"entries": w.seq}),
+        (Some(_), None) => json!({"entries": 0}),
+    };
+    Ok(chain)
 }
 
 /// `/metrics` shows who uses the system how much: the monitoring token, or an admin.
@@ -94,6 +112,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
          # TYPE gesync_logins_total counter\ngesync_logins_total {}\n\
          # TYPE gesync_login_failures_total counter\ngesync_login_failures_total {}\n\
          # TYPE gesync_logins_refused_total counter\ngesync_logins_refused_total {}\n\
+         # TYPE gesync_password_checks_total counter\ngesync_password_checks_total {}\n\
          # TYPE gesync_refresh_failures_total counter\ngesync_refresh_failures_total {}\n\
          # TYPE gesync_feed_sequence gauge\ngesync_feed_sequence {}\n\
          # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n",
@@ -105,6 +124,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
         g(&m.logins),
         g(&m.login_failures),
         g(&m.logins_refused),
+        g(&m.password_checks),
         g(&m.refresh_failures),
         feed_seq,
         size_on_disk,

@@ -503,5 +503,9 @@ mod url_tests {
         let err = PgKv::open(&PgConfig::new("postgres://gesync@127.0.0.1:1/gesync?pass=TopSecret9")).err().expect("refused").to_string();
         assert!(err.contains("`pass`") && !err.contains("TopSecret9"), "{err}");
         assert!(check_url_params("postgres://u:p@h/db?sslmode=disable&application_name=gesync").is_ok());
+        // The driver's own error quotes a bad parameter value: shown through `PgKv::open`,
+        // whatever the value held is replaced.
+        let err = PgKv::open(&PgConfig::new("postgres://gesync@127.0.0.1:1/gesync?sslmode=Pa55w0rd-pasted-here")).err().expect("refused").to_string();
+        assert!(err.contains("not a PostgreSQL URL") && !err.contains("Pa55w0rd"), "{err}");
     }
 }

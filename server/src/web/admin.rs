@@ -86,7 +86,9 @@ pub async fn users(State(state): State<Shared>, web: Web, Query(q): Query<Done>)
     web.require_admin()?;
     let db = state.db.clone();
     let tree = state.db.tree();
-    let users: Vec<_> = blocking(move || Ok(db.list_users()?)).await?.into_iter().filter(|u| web.p().may_administer(&tree, &u.org_unit)).collect();
+    let witness = state.audit_witness.clone();
+    let (users, chain) = blocking(move || Ok((db.list_users()?, crate::api::audit_chain(&db, witness.as_deref())?))).await?;
+    let users: Vec<_> = users.into_iter().filter(|u| web.p().may_administer(&tree, &u.org_unit)).collect();
     let lang = web.lang;
     let body = html! {
         h1 { (web.t("Người dùng", "Users")) }
@@ -127,6 +129,24 @@ pub async fn users(State(state): State<Shared>, web: Web, Query(q): Query<Done>)
                 div { button type="submit" { (web.t("Tạo tài khoản", "Create")) } }
             }
             p.muted { (web.t("Tên đăng nhập: 3–64 chữ cái không dấu, chữ số, dấu chấm, gạch dưới hoặc gạch ngang.", "Username: 3–64 letters, digits, '.', '_' or '-'.")) }
+        }
+        h2 { (web.t("Nhật ký kiểm tra", "Audit log")) }
+        div.card #audit-chain {
+            @if chain["valid"] == true {
+                p { span.badge.met { (web.t("Nguyên vẹn", "Intact")) } " " (chain["entries"]) " " (web.t("mục", "entries")) }
+            } @else {
+                p { span.badge.unmet { (web.t("Bị sửa hoặc bị cắt", "Altered or cut")) } " " (web.t("từ mục", "from entry")) " " (chain["broken_at"]) }
+            }
+            @if let Some(sig) = chain["checkpoint"]["signature"].as_str() {
+                p {
+                    (web.t("Điểm ký mới nhất", "Latest signed checkpoint")) ": " (chain["checkpoint"]["entries"]) " "
+                    (web.t("mục", "entries")) ", " code { (sig.get(..16).unwrap_or(sig)) }
+                }
+                p.muted { (web.t(
+                    "Ghi lại hai giá trị này ở nơi khác. Nếu sau này số mục nhỏ hơn hoặc chữ ký khác, nhật ký đã bị cắt.",
+                    "Note these two values somewhere else. If the count is ever lower, or the signature differs, the log was cut.",
+                )) }
+            }
         }
     };
     Ok(page(&web, web.t("Người dùng", "Users"), Section::Users, body))

@@ -116,14 +116,18 @@ pub async fn submit(State(state): State<Shared>, anon: Anon, ClientIp(ip): Clien
     let lang = anon.lang;
     // One device per browser; a browser an admin revoked signs in as a new device (revoking
     // ends sessions; disabling the account is what locks a person out).
-    let mut device_id = cookie(&headers, DEVICE_COOKIE).filter(|d| valid_web_device(d)).unwrap_or_else(new_web_device);
+    // The cookie holds the browser's device id and, after a sign-in, that device's proof
+    // (`Keys::device_proof`): the throttle spares a browser that signed in here before.
+    let kept = cookie(&headers, DEVICE_COOKIE).unwrap_or_default();
+    let (kept_device, kept_proof) = kept.split_once('.').map(|(d, p)| (d.to_string(), Some(p.to_string()))).unwrap_or((kept.clone(), None));
+    let mut device_id = Some(kept_device).filter(|d| valid_web_device(d)).unwrap_or_else(new_web_device);
     {
         let (db, u, d) = (state.db.clone(), f.username.clone(), device_id.clone());
         if blocking(move || Ok(db.get_device(&u, &d)?)).await?.is_some_and(|d| d.revoked) {
             device_id = new_web_device();
         }
     }
-    let (principal, epoch) = match authenticate(&state, ip, &f.username, &f.password, &device_id).await {
+    let (principal, epoch) = match authenticate(&state, ip, &f.username, &f.password, &device_id, kept_proof.as_deref()).await {
         Ok(ok) => ok,
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
             let secs = e.retry_after.unwrap_or(60);
@@ -148,7 +152,8 @@ pub async fn submit(State(state): State<Shared>, anon: Anon, ClientIp(ip): Clien
     let mut res = Redirect::to(target).into_response();
     let h = res.headers_mut();
     h.append(header::SET_COOKIE, set_cookie(session::COOKIE, &token, "/", session::TTL_SECS, anon.https));
-    h.append(header::SET_COOKIE, set_cookie(DEVICE_COOKIE, &device_id, "/login", 5 * 365 * 24 * 3600, anon.https));
+    let device_cookie = format!("{device_id}.{}", state.keys.device_proof(&principal.username, &device_id));
+    h.append(header::SET_COOKIE, set_cookie(DEVICE_COOKIE, &device_cookie, "/login", 5 * 365 * 24 * 3600, anon.https));
     h.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", "/login", 0, anon.https));
     Ok(res)
 }
