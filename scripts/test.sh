@@ -20,6 +20,7 @@ pg_bin() {
 missing=()
 command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || missing+=(postgresql)
+command -v mvn >/dev/null && command -v javac >/dev/null || missing+=(maven default-jdk-headless)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages) for the tests" >&2
   as_root apt-get update -qq
@@ -72,3 +73,10 @@ cargo test --workspace
 # it downloads no browser), against the real server binary.
 cargo build --quiet -p gesync-server --bin gesync-server -p tests --bin seed-phone
 (cd tests/app && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1)
+
+# The native apps' bindings of the phone core (client-ffi): generated from the built library
+# (Kotlin and Swift; Swift is not compiled here), then the Kotlin ones compiled and tested on the
+# JVM by Maven (Debian's maven and JDK; Kotlin, JNA and JUnit from Maven Central; the Kotlin
+# compiler without its daemon) against the real server binary built above.
+bash scripts/build-kotlin.sh
+(cd bindings/kotlin && mvn -B --no-transfer-progress test)

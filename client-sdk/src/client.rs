@@ -13,7 +13,7 @@ use crate::crypto::KeyProvider;
 use crate::error::{Error, Result};
 use crate::store::{RecordMeta, Store, SyncStatus};
 use crate::transport::{
-    normalize_server_url, HttpConfig, HttpTransport, LoginRequest, Transport, TransportError,
+    normalize_server_url, HttpConfig, HttpTransport, LoginRequest, Tokens, Transport, TransportError,
 };
 
 /// A phone: its local store plus the way to reach the server.
@@ -253,20 +253,35 @@ impl Client {
         };
         let tokens = match transport.login(&request).await {
             Ok(t) => t,
-            Err(e) if e.refusal() == Some(Refusal::WipeDeviceRevoked) => return Err(self.revoked()),
-            Err(e) if e.refusal() == Some(Refusal::WipeAccountDisabled) => return Err(self.disabled()),
-            Err(TransportError::Status {
-                status: 401 | 403,
-                message,
-                ..
-            }) => {
-                return Err(Error::LoginRefused(if message.is_empty() {
-                    "wrong username or password".into()
-                } else {
-                    message
-                }))
+            Err(e) => return Err(self.login_refused(e)),
+        };
+        self.logged_in(&server, username, ca_cert.as_deref(), tokens)
+    }
+
+    /// The error to show for a refused login; a revoked device or a disabled account wipes the
+    /// store first. (For a driver that makes the login call itself, as [`Client::login`] does.)
+    pub fn login_refused(&mut self, e: TransportError) -> Error {
+        if let Some(wiped) = self.wipe_if_refused(&e) {
+            return wiped;
+        }
+        match e {
+            TransportError::Status { status: 401 | 403, message, .. } => {
+                Error::LoginRefused(if message.is_empty() { "wrong username or password".into() } else { message })
             }
-            Err(e) => return Err(e.into()),
+            e => e.into(),
+        }
+    }
+
+    /// Keeps what a login to `server` as `username` gave (the tokens; the password is not kept),
+    /// with the CA certificate to trust for it. Logging in to another server makes every record
+    /// pending again; another user starts the pull from the beginning. (For a driver that makes
+    /// the login call itself, as [`Client::login`] does.)
+    pub fn logged_in(&mut self, server: &str, username: &str, ca_cert: Option<&Path>, tokens: Tokens) -> Result<()> {
+        self.live()?;
+        let server = normalize_server_url(server)?;
+        let ca_cert: Option<PathBuf> = match ca_cert {
+            Some(p) => Some(p.canonicalize().map_err(Error::io("find the CA certificate", p))?),
+            None => None,
         };
         let new_server = self.store.server() != Some(server.as_str());
         let new_user = self.store.username() != Some(username);
@@ -384,27 +399,73 @@ impl Client {
             return Err(Error::SessionExpired);
         };
         match transport.refresh(&refresh_token).await {
-            Ok(tokens) => {
-                let access = tokens.access_token.clone();
-                self.store.update_state(|s| {
-                    s.access_token = Some(tokens.access_token);
-                    s.refresh_token = Some(tokens.refresh_token);
-                })?;
-                Ok(access)
-            }
-            Err(e) if e.refusal() == Some(Refusal::WipeDeviceRevoked) => Err(self.revoked()),
-            Err(e) if e.refusal() == Some(Refusal::WipeAccountDisabled) => Err(self.disabled()),
-            Err(TransportError::Status {
-                status: 400 | 401 | 403,
-                ..
-            }) => {
-                self.store.update_state(|s| {
+            Ok(tokens) => self.refreshed(tokens),
+            Err(e) => Err(self.refresh_refused(e)),
+        }
+    }
+
+    /// Keeps the tokens a refresh gave and returns the new access token.
+    pub fn refreshed(&mut self, tokens: Tokens) -> Result<String> {
+        let access = tokens.access_token.clone();
+        self.store.update_state(|s| {
+            s.access_token = Some(tokens.access_token);
+            s.refresh_token = Some(tokens.refresh_token);
+        })?;
+        Ok(access)
+    }
+
+    /// The error to show for a refused refresh: a revoked device or a disabled account wipes the
+    /// store; a refresh token the server no longer takes ends the session
+    /// ([`Error::SessionExpired`], the tokens forgotten).
+    pub fn refresh_refused(&mut self, e: TransportError) -> Error {
+        if let Some(wiped) = self.wipe_if_refused(&e) {
+            return wiped;
+        }
+        match e {
+            TransportError::Status { status: 400 | 401 | 403, .. } => {
+                match self.store.update_state(|s| {
                     s.access_token = None;
                     s.refresh_token = None;
-                })?;
-                Err(Error::SessionExpired)
+                }) {
+                    Ok(()) => Error::SessionExpired,
+                    Err(e) => e,
+                }
             }
-            Err(e) => Err(e.into()),
+            e => e.into(),
         }
+    }
+
+    /// Wipes the store when the server's refusal says so (`client_core::Refusal`: a revoked
+    /// device, a disabled account) and returns the error to show; `None` for any other failure.
+    pub fn wipe_if_refused(&mut self, e: &TransportError) -> Option<Error> {
+        match e.refusal() {
+            Some(Refusal::WipeDeviceRevoked) => Some(self.revoked()),
+            Some(Refusal::WipeAccountDisabled) => Some(self.disabled()),
+            _ => None,
+        }
+    }
+
+    /// Deletes the key and every record of this store, by the officer's choice (logging out and
+    /// leaving nothing on the phone). The client is unusable afterwards.
+    pub fn wipe(&mut self) -> Result<()> {
+        self.wiped = true;
+        self.store.wipe()
+    }
+
+    /// The store, for a driver that runs a `client_core::Session` over it itself (the native
+    /// bindings, whose app makes the HTTP calls).
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The access token to send with a sync request (`None` before a login and after the
+    /// session ended). For a driver that makes the HTTP calls itself.
+    pub fn access_token(&self) -> Option<&str> {
+        self.store.state().access_token.as_deref()
+    }
+
+    /// The refresh token, for a driver that makes the refresh call itself.
+    pub fn refresh_token(&self) -> Option<&str> {
+        self.store.state().refresh_token.as_deref()
     }
 }

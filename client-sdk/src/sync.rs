@@ -85,8 +85,9 @@ impl Client {
                 Ok(bytes) => return Ok(bytes),
                 // What a refusal means is decided by the core (the same rule as the app's).
                 Err(e) => match e.refusal() {
-                    Some(Refusal::WipeDeviceRevoked) => return Err(self.revoked()),
-                    Some(Refusal::WipeAccountDisabled) => return Err(self.disabled()),
+                    Some(Refusal::WipeDeviceRevoked | Refusal::WipeAccountDisabled) => {
+                        return Err(self.wipe_if_refused(&e).expect("a wipe refusal wipes"))
+                    }
                     Some(Refusal::Refresh) if !refreshed => {
                         access = self.refresh(transport).await?;
                         refreshed = true;
