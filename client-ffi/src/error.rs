@@ -66,7 +66,8 @@ pub enum GesyncError {
     /// A file of the store could not be read or written.
     #[error("{reason}")]
     Io { reason: String },
-    /// The app's [`crate::KeyProvider`] failed; thrown by the app's own implementation too.
+    /// For the app's own [`crate::KeyProvider`] to throw (no key kept, the keystore locked);
+    /// the library reports the store's opening as failed with `Config`, naming the provider.
     #[error("{reason}")]
     Key { reason: String },
     /// A call out of order (an answer with no request in flight, a step with no sync begun).

@@ -54,12 +54,13 @@ impl SyncRun {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// A failure that may pass: the next step is a wait.
-    fn retry_later(&mut self, retry_after: Option<u64>, code: &str, reason: String) {
+    /// A failure that may pass: the next step is a wait, saying why as the error would
+    /// (`unreachable`, `busy`, `throttled`, `server`).
+    fn retry_later(&mut self, retry_after: Option<u64>, why: GesyncError) {
         self.failures += 1;
         let jitter = rand::thread_rng().gen_range(0.8..1.2);
         let wait = client_core::backoff(self.failures, retry_after, jitter);
-        self.wait = Some((wait, code.to_string(), reason));
+        self.wait = Some((wait, why.code(), why.to_string()));
     }
 }
 
@@ -208,7 +209,7 @@ impl Phone {
                     Some(Refusal::Refresh) => Err(client_sdk::Error::SessionExpired.into()),
                     Some(Refusal::RetryLater) => {
                         r.session.failed(r.now());
-                        r.retry_later(answer.retry_after_seconds, "server", refused.to_string());
+                        r.retry_later(answer.retry_after_seconds, client_sdk::Error::from(refused).into());
                         Ok(())
                     }
                     _ => Err(client.wipe_if_refused(&refused).unwrap_or_else(|| refused.into()).into()),
@@ -226,7 +227,7 @@ impl Phone {
             InFlight::Refresh => {
                 let refused = refusal_of(&answer);
                 if refused.refusal() == Some(Refusal::RetryLater) {
-                    r.retry_later(answer.retry_after_seconds, "server", refused.to_string());
+                    r.retry_later(answer.retry_after_seconds, client_sdk::Error::from(refused).into());
                     Ok(())
                 } else {
                     Err(client.refresh_refused(refused).into())
@@ -253,7 +254,7 @@ impl Phone {
             Some(InFlight::Refresh) => {}
             None => return Err(GesyncError::usage("no request in flight")),
         }
-        r.retry_later(None, "unreachable", reason);
+        r.retry_later(None, GesyncError::Unreachable { reason });
         Ok(())
     }
 

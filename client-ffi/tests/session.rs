@@ -104,7 +104,7 @@ fn the_app_driven_sync_waits_after_failures_refreshes_once_and_is_wiped_when_rev
     // Busy with Retry-After: the wait is at least what the server asked.
     phone.answer(refusal(503, "busy", Some(7))).unwrap();
     match phone.next_step().unwrap() {
-        SyncStep::Wait { millis, failures: 2, .. } => assert!(millis >= 7000, "{millis}"),
+        SyncStep::Wait { millis, failures: 2, code, .. } => assert!(millis >= 7000 && code == "busy", "{millis} {code}"),
         other => panic!("{other:?}"),
     }
 
