@@ -12,9 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet -p gesync-ffi --features bindgen --lib --bin uniffi-bindgen
-lib=target/debug/libgesync_ffi.so
-case "$(uname -s)" in Darwin) lib=target/debug/libgesync_ffi.dylib ;; esac
+debug="${CARGO_TARGET_DIR:-target}/debug"
+lib="$debug/libgesync_ffi.so"
+case "$(uname -s)" in Darwin) lib="$debug/libgesync_ffi.dylib" ;; esac
 rm -rf bindings/kotlin/generated bindings/swift/generated
-target/debug/uniffi-bindgen generate --no-format --library "$lib" --language kotlin --out-dir bindings/kotlin/generated/kotlin
-target/debug/uniffi-bindgen generate --no-format --library "$lib" --language swift --out-dir bindings/swift/generated
+"$debug/uniffi-bindgen" generate --no-format --library "$lib" --language kotlin --out-dir bindings/kotlin/generated/kotlin
+"$debug/uniffi-bindgen" generate --no-format --library "$lib" --language swift --out-dir bindings/swift/generated
 echo "== bindings generated from $lib: bindings/kotlin/generated, bindings/swift/generated (Swift: not compiled here)" >&2
