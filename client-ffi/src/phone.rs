@@ -206,7 +206,7 @@ fn runtime(slot: &mut Option<tokio::runtime::Runtime>) -> Result<&tokio::runtime
 /// which value.
 fn record(client: &Client, id: RecordId) -> Result<Record> {
     let store = client.store();
-    let meta = LocalStore::records(store).get(&id).cloned().ok_or_else(|| client_sdk::Error::UnknownRecord(id))?;
+    let meta = LocalStore::records(store).get(&id).cloned().ok_or(client_sdk::Error::UnknownRecord(id))?;
     let bytes = LocalStore::doc_bytes(store, id)?;
     let mut d = client_core::load_doc(id, &bytes, store.actor())?;
     let mut view = doc::view(&d)?;
