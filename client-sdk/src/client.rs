@@ -250,6 +250,12 @@ impl Client {
             username: username.to_string(),
             password: password.to_string(),
             device_id: self.store.device_id().to_string(),
+            // The proof belongs to (user, device): another user's is no use.
+            device_proof: self
+                .store
+                .device_proof()
+                .filter(|_| self.store.username() == Some(username))
+                .map(str::to_string),
         };
         let tokens = match transport.login(&request).await {
             Ok(t) => t,
@@ -313,6 +319,9 @@ impl Client {
             s.username = Some(username.to_string());
             s.access_token = Some(tokens.access_token);
             s.refresh_token = Some(tokens.refresh_token);
+            if tokens.device_proof.is_some() || new_user {
+                s.device_proof = tokens.device_proof;
+            }
         })
     }
 

@@ -66,6 +66,9 @@ pub(crate) struct State {
     pub access_token: Option<String>,
     #[serde(default)]
     pub refresh_token: Option<String>,
+    /// What the server gave this device at its last password login (`LoginRequest`).
+    #[serde(default)]
+    pub device_proof: Option<String>,
     /// The cursor, scope, epoch and records to offer again of syncs with the server.
     #[serde(flatten)]
     pub sync: SyncState,
@@ -162,6 +165,7 @@ impl Store {
             username: None,
             access_token: None,
             refresh_token: None,
+            device_proof: None,
             sync: SyncState::default(),
         };
         let store = Store::with_state(dir, Box::new(keys), key, state);
@@ -364,6 +368,11 @@ impl Store {
     /// The user this store last logged in as.
     pub fn username(&self) -> Option<&str> {
         self.state.username.as_deref()
+    }
+
+    /// The device proof of the last password login (see `LoginRequest::device_proof`).
+    pub fn device_proof(&self) -> Option<&str> {
+        self.state.device_proof.as_deref()
     }
 
     pub(crate) fn state(&self) -> &State {

@@ -24,6 +24,10 @@ pub struct LoginRequest {
     pub username: String,
     pub password: String,
     pub device_id: String,
+    /// The proof the server gave this device at its last login as this user: with it, guesses
+    /// at the account from elsewhere do not hold this device's login back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_proof: Option<String>,
 }
 
 impl fmt::Debug for LoginRequest {
@@ -44,6 +48,9 @@ pub struct Tokens {
     pub token_type: String,
     #[serde(default)]
     pub expires_in: u64,
+    /// Given by a password login (not by a refresh): keep it for the next password login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_proof: Option<String>,
 }
 
 impl fmt::Debug for Tokens {
@@ -499,15 +506,17 @@ mod tests {
             refresh_token: "RRR".into(),
             token_type: "Bearer".into(),
             expires_in: 5,
+            device_proof: Some("DDD".into()),
         };
         let l = LoginRequest {
             username: "u".into(),
             password: "PPP".into(),
             device_id: "d".into(),
+            device_proof: Some("QQQ".into()),
         };
         let shown = format!("{t:?} {l:?}");
         assert!(
-            !shown.contains("AAA") && !shown.contains("RRR") && !shown.contains("PPP"),
+            !["AAA", "RRR", "PPP", "DDD", "QQQ"].iter().any(|s| shown.contains(s)),
             "{shown}"
         );
     }

@@ -40,6 +40,13 @@ enum Cmd {
     /// Accounts and org units, with the server stopped.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Read the whole store: documents and metadata against their checksums and each other,
+    /// the feed, the figures against a recomputation, the audit chain. Exits 1 naming each
+    /// problem (a server on the store runs the same check in the background at start).
+    Check {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Write a checked backup of the store (see also `restore`); while a server runs on the
     /// store, it is asked to write the backup over its admin socket.
     Backup {
@@ -426,6 +433,25 @@ fn real_main(cli: Cli) -> Result<(), String> {
             db.audit(ev).map_err(|e| e.to_string())?;
             println!("{{\"epoch\": \"{epoch:016x}\"}}");
             Ok(())
+        }
+        Cmd::Check { store } => {
+            // The store's own checks at open come first: a store that does not open is damaged.
+            let db = open_existing(&store).map_err(|e| if is_in_use(&e) { format!("{e} (a running server checks its store itself at start: see its log and /healthz)") } else { e })?;
+            // A damaged store may make the storage layer itself give up: said in one line, not
+            // a crash report.
+            std::panic::set_hook(Box::new(|_| {}));
+            let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check()))
+                .map_err(|_| "the store could not be read to its end (the storage layer failed on damaged data): restore it from a backup".to_string())?
+                .map_err(|e| format!("the store could not be read to its end: {e}"))?;
+            for p in &report.problems {
+                eprintln!("{p}");
+            }
+            println!("{{\"records\": {}, \"audit_entries\": {}, \"problems\": {}}}", report.records, report.audit_entries, report.problems.len());
+            if report.is_sound() {
+                Ok(())
+            } else {
+                Err(format!("the store has {} problem(s), listed above", report.problems.len()))
+            }
         }
         Cmd::Admin(AdminCmd::RebuildFigures { store }) => {
             let db = open_existing(&store)?;

@@ -15,7 +15,7 @@ use sync_core::plan::CounterDeltas;
 use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
 use crate::store::{prefix_end, Batch, KvRead};
 
-fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
+pub(crate) fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
     key("c/", &[unit.as_bytes(), q.to_string().as_bytes()])
 }
 
@@ -198,7 +198,7 @@ impl Db {
         let mut n = 0;
         for (k, v) in tx.range(b"m/", &prefix_end(b"m/"), usize::MAX)? {
             let id = sync_protocol::RecordId(k[2..].try_into().map_err(|_| corrupt("meta", "bad key"))?);
-            let Some(bytes) = tx.get(&key("r/", &[&id.0]))? else { continue };
+            let Some(bytes) = Self::doc_bytes_in(&*tx, &id)? else { continue };
             let doc = sync_protocol::automerge::AutoCommit::load(&bytes).map_err(|e| corrupt("record document", e))?;
             let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
             let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
@@ -207,7 +207,7 @@ impl Db {
                     sums.entry((unit, q)).or_default().add(&d);
                 }
             }
-            let mut meta: sync_core::meta::RecordMeta = serde_json::from_slice(&v).map_err(|e| corrupt("meta", e))?;
+            let mut meta = crate::records::parse_meta(&id, v)?;
             meta.contribution = c;
             metas.push((k, meta));
             n += 1;
@@ -220,7 +220,7 @@ impl Db {
             batch.put(counter_key(&unit, q), to_json(&c));
         }
         for (k, meta) in metas {
-            batch.put(k, to_json(&meta));
+            batch.put(k, crate::records::seal(&to_json(&meta)));
         }
         tx.commit_then(batch, &mut || self.clear_counters_cache())?;
         Ok(n)

@@ -20,6 +20,7 @@ pub mod api;
 pub mod app_assets;
 pub mod auth;
 pub mod backup;
+pub mod check;
 pub mod cli;
 #[cfg(test)]
 mod conformance;

@@ -103,6 +103,49 @@ pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, c
     }
 }
 
+/// The tag of a sealed value (a byte neither an Automerge document nor JSON starts with).
+const SEALED: u8 = 0xC5;
+/// Bytes of SHA-256 a sealed value carries.
+const SEAL_LEN: usize = 8;
+
+/// A record's document and metadata are stored sealed: [`SEALED`], the first 8 bytes of the
+/// value's SHA-256, the value. Damage to the stored bytes (a bad sector, a torn copy) then
+/// shows on every read, and the record is refused instead of served or merged. Values stored
+/// before sealing (no tag) are read as they are.
+pub(crate) fn seal(value: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(1 + SEAL_LEN + value.len());
+    out.push(SEALED);
+    out.extend_from_slice(&sha2::Sha256::digest(value)[..SEAL_LEN]);
+    out.extend_from_slice(value);
+    out
+}
+
+/// The value inside a sealed one, or an error naming the damaged record.
+pub(crate) fn unseal(what: &str, id: &RecordId, mut stored: Vec<u8>) -> Result<Vec<u8>, DbError> {
+    use sha2::Digest;
+    if stored.first() != Some(&SEALED) {
+        return Ok(stored);
+    }
+    if stored.len() < 1 + SEAL_LEN || sha2::Sha256::digest(&stored[1 + SEAL_LEN..])[..SEAL_LEN] != stored[1..1 + SEAL_LEN] {
+        return Err(corrupt(&format!("record {id}"), format!("its {what} does not match its checksum (damaged on disk)")));
+    }
+    stored.drain(..1 + SEAL_LEN);
+    Ok(stored)
+}
+
+pub(crate) fn parse_meta(id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
+    serde_json::from_slice(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
+}
+
+/// For reads that go on past a damaged record (the pull): the record is left out, and said.
+fn or_skip<T>(r: Result<Option<T>, DbError>) -> Option<T> {
+    r.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a damaged record was left out of an answer: run `gesync-server check`");
+        None
+    })
+}
+
 fn seq_of_feed_key(k: &[u8]) -> u64 {
     let n = k.len();
     u64::from_be_bytes(k[n - 8..].try_into().expect("feed keys end with 8 bytes"))
@@ -114,19 +157,24 @@ impl Db {
     }
 
     pub(crate) fn meta_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
-        get_json(r, &key("m/", &[&id.0]))
+        r.get(&key("m/", &[&id.0]))?.map(|v| parse_meta(id, v)).transpose()
+    }
+
+    /// A record's stored document bytes as `r` holds them (checked against their checksum).
+    pub(crate) fn doc_bytes_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<Vec<u8>>, DbError> {
+        r.get(&key("r/", &[&id.0]))?.map(|v| unseal("document", id, v)).transpose()
     }
 
     /// A record as `r` holds it: metadata and document.
     pub(crate) fn stored_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<Stored>, DbError> {
         let Some(meta) = Self::meta_in(r, id)? else { return Ok(None) };
-        let doc = r.get(&key("r/", &[&id.0]))?.ok_or_else(|| corrupt("record", "metadata without its document"))?;
+        let doc = Self::doc_bytes_in(r, id)?.ok_or_else(|| corrupt("record", "metadata without its document"))?;
         Ok(Some(Stored { meta, doc }))
     }
 
     /// Loads a record's document.
     pub fn load_doc(&self, id: &RecordId) -> Result<Option<AutoCommit>, DbError> {
-        match self.kv().get(&key("r/", &[&id.0]))? {
+        match Self::doc_bytes_in(self.kv(), id)? {
             None => Ok(None),
             Some(bytes) => AutoCommit::load(&bytes).map(Some).map_err(|e| corrupt("record document", e)),
         }
@@ -150,10 +198,14 @@ impl Db {
     /// The metadata of several records as `r` holds them (one read).
     pub(crate) fn metas_in(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| key("m/", &[&id.0])).collect();
-        r.get_many(&keys)?
-            .into_iter()
-            .map(|v| v.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("m/", e))).transpose())
-            .collect()
+        r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta(id, v)).transpose()).collect()
+    }
+
+    /// [`Db::metas_in`] for a read that goes on past damage: a damaged record's metadata is
+    /// left out (logged).
+    fn metas_or_skip(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key("m/", &[&id.0])).collect();
+        Ok(r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| or_skip(v.map(|v| parse_meta(id, v)).transpose())).collect())
     }
 
     /// Several records as `r` holds them (two reads: metadata, then the documents there are).
@@ -163,11 +215,12 @@ impl Db {
         let mut docs = r.get_many(&keys)?.into_iter();
         metas
             .into_iter()
-            .map(|m| match m {
+            .zip(ids)
+            .map(|(m, id)| match m {
                 None => Ok(None),
                 Some(meta) => {
                     let doc = docs.next().flatten().ok_or_else(|| corrupt("record", "metadata without its document"))?;
-                    Ok(Some(Stored { meta, doc }))
+                    Ok(Some(Stored { meta, doc: unseal("document", id, doc)? }))
                 }
             })
             .collect()
@@ -379,8 +432,8 @@ impl Db {
             batch.put(feed_key(&w.meta.commune, seq), w.id.0.to_vec());
             w.meta.stamp(seq);
             index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
-            batch.put(key("r/", &[&w.id.0]), std::mem::take(&mut w.doc));
-            batch.put(key("m/", &[&w.id.0]), to_json(&w.meta));
+            batch.put(key("r/", &[&w.id.0]), seal(&std::mem::take(&mut w.doc)));
+            batch.put(key("m/", &[&w.id.0]), seal(&to_json(&w.meta)));
         }
         for (actor, owner) in &plan.actor_claims {
             batch.put(key("x/", &[actor.as_bytes()]), to_json(owner));
@@ -421,13 +474,14 @@ impl Db {
             let entries = page_entries(per_commune, high);
             // The page's metadata in one read (a remote store's round trips add up per record).
             let ids: Vec<RecordId> = entries.0.iter().map(|(_, id)| *id).chain(want_full.iter().copied()).collect();
-            let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(Self::metas_in(&*cut, &ids)?).filter_map(|(id, m)| Some((id, m?))).collect();
+            // A damaged record is left out of the page (and logged), never served.
+            let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(Self::metas_or_skip(&*cut, &ids)?).filter_map(|(id, m)| Some((id, m?))).collect();
             let mut planner = PagePlanner::new(from, high, entries, pushed, want_full, communes, spec);
             let mut answer = None;
             loop {
                 match planner.step(answer.take()).map_err(core_corrupt)? {
                     Step::Need(Need::Meta(id)) => answer = Some(Answer::Meta(metas.remove(&id))),
-                    Step::Need(Need::Doc(id)) => answer = Some(Answer::Doc(cut.get(&key("r/", &[&id.0]))?)),
+                    Step::Need(Need::Doc(id)) => answer = Some(Answer::Doc(or_skip(Self::doc_bytes_in(&*cut, &id)))),
                     Step::Done(page) => break (page, from, epoch),
                 }
             }

@@ -205,6 +205,7 @@ pub async fn launch(state: Shared, listener: TcpListener, tls: Option<Tls>, shut
     // Ends with the server (it holds the store, whose embedded files stay locked meanwhile).
     let _sweep = AbortOnDrop(expire_uploads_every(state.db.clone(), Duration::from_secs(600)));
     let _witness = AbortOnDrop(witness_audit_every(state.db.clone(), state.audit_witness.clone(), Duration::from_secs(10)));
+    let _check = AbortOnDrop(check_store(state.clone()));
     // The pages mark their cookies `Secure` when the connection is HTTPS.
     let transport = crate::web::Transport { https: tls.is_some() };
     let guard = GuardedAcceptor::new(&state.limits, &state.trusted_proxies);
@@ -277,6 +278,35 @@ fn witness_audit_every(db: crate::db::Db, witness: Option<PathBuf>, period: Dura
                 }
             }
         }
+    })
+}
+
+/// The full store check (`crate::check`), once, in the background after start: its findings go
+/// to the log and to `/healthz`.
+fn check_store(state: Shared) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let db = state.db.clone();
+        let found = match tokio::task::spawn_blocking(move || db.check()).await {
+            Ok(Ok(report)) if report.is_sound() => {
+                tracing::info!(records = report.records, audit_entries = report.audit_entries, "store check: sound");
+                return;
+            }
+            Ok(Ok(report)) => {
+                for p in &report.problems {
+                    tracing::error!(problem = %p, "store check");
+                }
+                format!("{} problem(s) found (see the log; `gesync-server check` lists them)", report.problems.len())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "store check: the store could not be read to its end");
+                "the store could not be read to its end (see the log)".to_string()
+            }
+            Err(_) => {
+                tracing::error!("store check: the storage layer failed on damaged data");
+                "the storage layer failed on damaged data (see the log)".to_string()
+            }
+        };
+        *state.store_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
     })
 }
 

@@ -297,3 +297,168 @@ async fn a_sled_backup_restores_into_postgres() {
     let password = url.split_once("://").and_then(|(_, r)| r.split_once('@')).and_then(|(u, _)| u.split_once(':')).map(|(_, p)| p.to_string()).unwrap();
     assert!(!stderr.contains(&password), "the password leaked: {stderr}");
 }
+
+/// Issue "Nothing lost", item 3: 4 KiB overwritten at several places in the store's files.
+/// `check` must find every overwrite that hit live data (a record refused, missing or
+/// different), and no read ever returns altered content: a record is either as it was or
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwritten_bytes_are_found_by_check_and_never_served() {
+    use rand::{Rng, SeedableRng};
+    let seed = seed_from_env("overwritten_bytes_are_found_by_check_and_never_served");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = store_with_records(dir.path()).await;
+    let data = dir.path().join("server");
+    let out = cli(&["check", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "a sound store: {}", String::from_utf8_lossy(&out.stderr));
+    let (ids, expected) = {
+        let db = gesync_server::open_db(&data).unwrap();
+        let ids: Vec<_> = layout.communes.iter().flat_map(|(c, _)| db.record_ids_of(c).unwrap()).collect();
+        let views: Vec<_> = ids.iter().map(|id| db.record_view(id).unwrap().expect("a stored record")).collect();
+        (ids, views)
+    };
+    assert!(!ids.is_empty());
+    // Inconsistencies no checksum shows: a record's feed entry gone, a counter changed.
+    let edited = dir.path().join("edited");
+    tests::copy_dir(&data, &edited);
+    {
+        let db = gesync_server::open_db(&edited).unwrap();
+        let mut b = gesync_server::store::Batch::default();
+        let (feed_key, _) = db.kv().range(b"f/", b"f0", 1).unwrap().remove(0);
+        b.delete(feed_key);
+        let (counter_key, _) = db.kv().range(b"c/", b"c0", 1).unwrap().remove(0);
+        b.put(counter_key, br#"{"news_items":999}"#.to_vec());
+        db.commit(b).unwrap();
+    }
+    let out = cli(&["check", "--data-dir", edited.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not in the feed") && stderr.contains("stored figures differ"), "{stderr}");
+    let size = std::fs::metadata(data.join("db")).unwrap().len();
+    let mut hit = 0;
+    for round in 0..8 {
+        let broken = dir.path().join(format!("damaged-{round}"));
+        tests::copy_dir(&data, &broken);
+        let at = rng.gen_range(0..size.saturating_sub(4096).max(1));
+        damage(&broken.join("db"), at, 4096);
+        let check = cli(&["check", "--data-dir", broken.to_str().unwrap()]);
+        let (mut same, mut refused, mut missing) = (0, 0, 0);
+        match gesync_server::open_db(&broken) {
+            Err(_) => refused = ids.len(),
+            Ok(db) => {
+                for (id, want) in ids.iter().zip(&expected) {
+                    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.record_view(id)));
+                    match got {
+                        Ok(Ok(Some(v))) => {
+                            assert_eq!(&v, want, "offset {at}: record {id} served altered (seed {seed})");
+                            same += 1;
+                        }
+                        Ok(Ok(None)) => missing += 1,
+                        Ok(Err(_)) | Err(_) => refused += 1,
+                    }
+                }
+            }
+        }
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        eprintln!("offset {at} of {size}: {same} as they were, {refused} refused, {missing} missing; check: {} {}", check.status, stderr.lines().next().unwrap_or(""));
+        if refused + missing > 0 {
+            hit += 1;
+            assert!(!check.status.success(), "offset {at}: records damaged and check passed (seed {seed})");
+        }
+    }
+    eprintln!("{hit} of 8 overwrites hit live data (seed {seed})");
+}
+
+/// Issue "Nothing lost", item 3: a record's stored bytes altered in place (a bad sector under a
+/// database, a torn copy, an edit by hand) must be found by its checksum: `check` names it, a
+/// read refuses it, a phone's pull leaves it out and gets the rest, and nothing altered is
+/// ever served. On the embedded store and on PostgreSQL.
+async fn a_record_damaged_in_place_is_named_refused_and_never_served(store: tests::TestStore, dir: &Path) {
+    let mut config = FleetConfig::new(2, 0);
+    config.phones_per_commune = 2;
+    let layout = Layout::new(config);
+    {
+        let layout = layout.clone();
+        store.with_db(move |db| layout.seed(db));
+    }
+    let server = ServerProcess::spawn_on(Path::new(BIN), &store);
+    let u = server.url();
+    let phones = fleet::phones(&layout, &dir.join("phones"), TimedTransport::new(&u));
+    let (phones, _) = fleet::each(phones, move |p| fleet::login(p, u.clone())).await;
+    let (phones, _) = fleet::each(phones, |p| fleet::create(p, 10)).await;
+    let (_, s) = fleet::each(phones, |p| fleet::sync(p, false)).await;
+    assert_eq!(s.errors, 0);
+    server.kill();
+    let communes: Vec<String> = layout.communes.iter().map(|(c, _)| c.clone()).collect();
+    // Two records damaged: one's document, the other's metadata, one byte each, mid-value.
+    let (expected, damaged) = store.with_db(move |db| {
+        let ids: Vec<_> = communes.iter().flat_map(|c| db.record_ids_of(c).unwrap()).collect();
+        let expected: BTreeMap<String, Value> = ids.iter().map(|id| (id.to_string(), fleet::comparable(db.record_view(id).unwrap().unwrap()))).collect();
+        let mut b = gesync_server::store::Batch::default();
+        for (id, prefix) in ids.iter().take(2).zip([b"r/", b"m/"]) {
+            let k = [prefix.as_slice(), &id.0].concat();
+            let mut v = db.kv().get(&k).unwrap().expect("stored");
+            let mid = v.len() / 2;
+            v[mid] ^= 0x20;
+            b.put(k, v);
+        }
+        db.commit(b).unwrap();
+        (expected, ids[..2].iter().map(|id| id.to_string()).collect::<Vec<_>>())
+    });
+    let mut args = vec!["check".to_string()];
+    args.extend(store.args());
+    let out = Command::new(BIN).args(&args).env("GESYNC_LOG", "warn").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for id in &damaged {
+        assert!(stderr.contains(&format!("record {id}")) && stderr.contains("checksum"), "check did not name {id}: {stderr}");
+    }
+    // Served again: a new phone of each commune gets every record but the damaged ones, each as
+    // it was; the damaged ones are refused when asked for.
+    let server = ServerProcess::spawn_on(Path::new(BIN), &store);
+    let u = server.url();
+    // The server's own full check, run after start, says it through /healthz.
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let health = reqwest::get(format!("{u}/healthz")).await.unwrap().text().await.unwrap();
+        if health.contains("store check: 2 problem(s)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/healthz never told of the damage: {health}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let phones = fleet::phones(&layout, &dir.join("new-phones"), TimedTransport::new(&u));
+    let (phones, _) = fleet::each(phones, move |p| fleet::login(p, u.clone())).await;
+    let (phones, s) = fleet::each(phones, |p| fleet::sync(p, false)).await;
+    assert_eq!(s.errors, 0, "a pull past a damaged record");
+    let mut received = BTreeMap::new();
+    for p in &phones {
+        for v in p.client.list(None).unwrap() {
+            received.insert(v["id"].as_str().unwrap().to_string(), fleet::comparable(v));
+        }
+    }
+    for (id, v) in &received {
+        assert!(!damaged.contains(id), "damaged record {id} was served");
+        assert_eq!(Some(v), expected.get(id), "record {id} served altered");
+    }
+    assert_eq!(received.len(), expected.len() - 2, "every sound record reaches the phones");
+    let district = tests::Api::login(&server.url(), &Layout::district_user(&layout.districts[0])).await;
+    for id in &damaged {
+        let (status, _) = district.get(&format!("/api/v1/records/{id}")).await;
+        assert_eq!(status, 500, "record {id} read through the API");
+    }
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_damaged_in_place_is_refused_on_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    a_record_damaged_in_place_is_named_refused_and_never_served(tests::TestStore::Embedded(dir.path().join("server")), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_damaged_in_place_is_refused_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    a_record_damaged_in_place_is_named_refused_and_never_served(tests::TestStore::postgres(), dir.path()).await;
+}

@@ -2418,3 +2418,23 @@ async fn an_audit_log_cut_with_its_checkpoints_shows_against_the_witness_file() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The SDK keeps the device proof a login gives and shows it at the next password login: five
+/// wrong guesses naming the phone's device id from the phone's own address do not hold the
+/// phone back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_keeps_its_device_proof_and_is_not_held_back_by_guesses_naming_its_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let mut client = phone(&dir.path().join("phone"));
+    client.login(&server.url(), "officer2", PASSWORD, None).await.unwrap();
+    let device = client.store().device_id().to_string();
+    assert!(client.store().device_proof().is_some_and(|p| p.len() == 32), "the proof is kept");
+    for n in 0..5 {
+        api.try_login("officer2", &format!("wrong-password-{n}"), Some(&device)).await.expect_error(401, "a guess naming the phone");
+    }
+    api.try_login("officer2", PASSWORD, Some(&device)).await.expect_error(429, "the phone's id without its proof");
+    client.login(&server.url(), "officer2", PASSWORD, None).await.expect("the phone, with its proof, from the same address");
+    server.stop().await;
+}

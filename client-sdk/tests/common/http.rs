@@ -45,6 +45,7 @@ async fn login(State(fake): State<Arc<FakeServer>>, Json(body): Json<Value>) -> 
             .as_str()
             .expect("the SDK sends its device id")
             .into(),
+        device_proof: body["device_proof"].as_str().map(Into::into),
     };
     match fake.login(&req).await {
         Ok(t) => Json(t).into_response(),

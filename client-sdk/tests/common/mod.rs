@@ -87,6 +87,7 @@ impl FakeServer {
             refresh_token: format!("refresh-{}", s.issued),
             token_type: "Bearer".into(),
             expires_in: 900,
+            device_proof: None,
         };
         s.access.push(t.access_token.clone());
         s.refresh.push(t.refresh_token.clone());

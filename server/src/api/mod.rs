@@ -74,6 +74,9 @@ pub struct AppState {
     /// (`--audit-witness`): a tail cut off the audit log together with its checkpoints shows
     /// against it (see `crate::db::AuditCheckpoint`).
     pub audit_witness: Option<std::path::PathBuf>,
+    /// What the full store check run after start found (`None` until it ends): `/healthz` says
+    /// it (see `crate::check`).
+    pub store_check: std::sync::Mutex<Option<String>>,
 }
 
 /// Sync requests one user may have in flight at once: a phone syncs one page at a time, so a
@@ -136,6 +139,7 @@ impl AppState {
             syncs_in_flight: Default::default(),
             metrics_token: metrics_token.filter(|t| !t.is_empty()),
             audit_witness,
+            store_check: std::sync::Mutex::new(None),
         }))
     }
 }

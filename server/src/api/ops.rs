@@ -90,10 +90,17 @@ async fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResul
     require_admin(&principal_from_bearer(state, bearer).await?)
 }
 
-pub(super) async fn healthz(State(state): State<Shared>) -> AppResult<&'static str> {
+/// "ok" while the store answers; once the full check run after start has found damage, the
+/// answer says so (still 200: the other records are served, and a load balancer that ejected
+/// every replica of a damaged store would serve nothing).
+pub(super) async fn healthz(State(state): State<Shared>) -> AppResult<String> {
     let db = state.db.clone();
     blocking(move || Ok(db.kv().check().map_err(crate::db::DbError::from)?)).await?;
-    Ok("ok")
+    let found = state.store_check.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(match found {
+        Some(problems) => format!("ok; store check: {problems}"),
+        None => "ok".into(),
+    })
 }
 
 pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> AppResult<Response> {
