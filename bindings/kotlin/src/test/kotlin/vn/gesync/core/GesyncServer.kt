@@ -19,6 +19,7 @@ class GesyncServer : AutoCloseable {
     val dir: File = Files.createTempDirectory("gesync-kotlin-server-").toFile()
     val url: String
     private val process: Process
+    private val orphan: Thread
     private val http: HttpClient = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build()
 
     init {
@@ -32,6 +33,10 @@ class GesyncServer : AutoCloseable {
         pb.redirectOutput(File(dir, "server.out"))
         pb.redirectError(File(dir, "server.err"))
         process = pb.start()
+        // Should the test JVM end without `close` (a crash, a kill), the server goes with it.
+        val orphan = Thread { process.destroyForcibly() }
+        Runtime.getRuntime().addShutdownHook(orphan)
+        this.orphan = orphan
         val deadline = System.nanoTime() + Duration.ofSeconds(120).toNanos()
         while (true) {
             check(process.isAlive) { "the server exited at start: " + File(dir, "server.err").readText().takeLast(2000) }
@@ -62,6 +67,7 @@ class GesyncServer : AutoCloseable {
     }
 
     override fun close() {
+        runCatching { Runtime.getRuntime().removeShutdownHook(orphan) }
         process.destroy()
         if (!process.waitFor(20, java.util.concurrent.TimeUnit.SECONDS)) process.destroyForcibly().waitFor()
         dir.deleteRecursively()
