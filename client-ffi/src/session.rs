@@ -95,8 +95,8 @@ impl Phone {
     /// answer to [`Phone::login_answer`]. The request carries the password: log none of it.
     pub fn login_request(&self, server: String, username: String, password: String) -> Result<HttpRequest> {
         let server = normalize_server_url(&server)?;
-        let device_id = self.lock().client.store().device_id().to_string();
-        Ok(json_post(format!("{server}/api/v1/auth/login"), json!({"username": username, "password": password, "device_id": device_id})))
+        let body = serde_json::to_value(self.lock().client.login_request(&username, &password)).expect("a login request serialises");
+        Ok(json_post(format!("{server}/api/v1/auth/login"), body))
     }
 
     /// Keeps what the login answer gave (the tokens), or throws why it was refused

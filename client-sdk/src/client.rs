@@ -215,6 +215,24 @@ impl Client {
         client_core::pending_count(self.store.records())
     }
 
+    /// The body of a password login from this device as `username`: its device id, and the
+    /// device proof its last login as that user gave (the server then holds this device only to
+    /// its own failures). For a driver that makes the login call itself; [`Client::login`]
+    /// sends the same.
+    pub fn login_request(&self, username: &str, password: &str) -> LoginRequest {
+        LoginRequest {
+            username: username.to_string(),
+            password: password.to_string(),
+            device_id: self.store.device_id().to_string(),
+            // The proof belongs to (user, device): another user's is no use.
+            device_proof: self
+                .store
+                .device_proof()
+                .filter(|_| self.store.username() == Some(username))
+                .map(str::to_string),
+        }
+    }
+
     /// Logs in to `server` and keeps the server URL, CA certificate path, user name and tokens in
     /// the store (the password is not kept). Logging in to another server makes every record
     /// pending again; another user starts the pull from the beginning.
@@ -246,17 +264,7 @@ impl Client {
                 t
             }
         };
-        let request = LoginRequest {
-            username: username.to_string(),
-            password: password.to_string(),
-            device_id: self.store.device_id().to_string(),
-            // The proof belongs to (user, device): another user's is no use.
-            device_proof: self
-                .store
-                .device_proof()
-                .filter(|_| self.store.username() == Some(username))
-                .map(str::to_string),
-        };
+        let request = self.login_request(username, password);
         let tokens = match transport.login(&request).await {
             Ok(t) => t,
             Err(e) => return Err(self.login_refused(e)),

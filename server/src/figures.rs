@@ -13,6 +13,7 @@ use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestone
 use sync_core::plan::CounterDeltas;
 
 use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
+use crate::model::OrgTree;
 use crate::store::{prefix_end, Batch, KvRead};
 
 pub(crate) fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
@@ -117,8 +118,13 @@ impl Db {
 
     /// All targets set on any unit.
     pub fn targets(&self) -> Result<Targets, DbError> {
+        Self::targets_in(self.kv())
+    }
+
+    /// The targets as `r` reads them.
+    pub(crate) fn targets_in(r: &dyn KvRead) -> Result<Targets, DbError> {
         let mut t = Targets::default();
-        for (k, v) in self.kv().range(b"t/", &prefix_end(b"t/"), usize::MAX)? {
+        for (k, v) in r.range(b"t/", &prefix_end(b"t/"), usize::MAX)? {
             let text = String::from_utf8_lossy(&k[2..]).to_string();
             let (unit, ind) = text.split_once('/').ok_or_else(|| corrupt("target", "bad key"))?;
             let ind: IndicatorId = ind.parse().map_err(|e| corrupt("target", e))?;
@@ -140,7 +146,17 @@ impl Db {
 
     /// The figures of `unit` for `period`, from the materialized counters only.
     pub fn indicators(&self, unit: &str, period: Period) -> Result<IndicatorReport, DbError> {
-        let tree = self.tree();
+        Self::report(&self.tree(), &self.targets()?, unit, period, |u, q| self.counters(u, q))
+    }
+
+    /// [`Db::indicators`] as `r` (a write transaction) reads the tree, the targets and the
+    /// counters: what an approval records is what the store held when it was taken.
+    pub(crate) fn indicators_in(&self, r: &dyn KvRead, unit: &str, period: Period) -> Result<IndicatorReport, DbError> {
+        let tree = self.tree_in(r)?;
+        Self::report(&tree, &Self::targets_in(r)?, unit, period, |u, q| Ok(get_json(r, &counter_key(u, q))?.unwrap_or_default()))
+    }
+
+    fn report(tree: &OrgTree, targets: &Targets, unit: &str, period: Period, counters: impl Fn(&str, Quarter) -> Result<Counters, DbError>) -> Result<IndicatorReport, DbError> {
         match tree.get(unit) {
             None => return Err(DbError::NotFound(format!("unknown org unit `{unit}`"))),
             Some(u) if !u.is_current() => {
@@ -154,21 +170,20 @@ impl Db {
             Some(_) => {}
         }
         let chain = tree.chain(unit);
-        let targets = self.targets()?;
         let quarters = period.quarters();
         let mut sums = BTreeMap::new();
         for &q in &quarters {
-            sums.insert(q, self.counters(unit, q)?);
+            sums.insert(q, counters(unit, q)?);
         }
         let mut communes = Vec::new();
         for c in tree.communes_under(unit) {
             let mut news = Vec::with_capacity(quarters.len());
             for &q in &quarters {
-                news.push(u32::try_from(self.counters(&c, q)?.news_items()).unwrap_or(0));
+                news.push(u32::try_from(counters(&c, q)?.news_items()).unwrap_or(0));
             }
             communes.push((c, news));
         }
-        Ok(indicators::report(unit, period, &chain, &targets, |q| sums.get(&q).cloned().unwrap_or_default(), &communes))
+        Ok(indicators::report(unit, period, &chain, targets, |q| sums.get(&q).cloned().unwrap_or_default(), &communes))
     }
 
     /// Moves records' contributions (each old one out, its new one in) in the stored counters,

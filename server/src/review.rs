@@ -24,7 +24,7 @@ use sync_protocol::{Record, RecordId, RecordKind};
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
 use crate::records::conflict_key;
-use crate::store::{prefix_end, Batch};
+use crate::store::{prefix_end, Batch, KvRead};
 
 pub use sync_core::conflicts::{detect_conflicts, duplicate_key, StoredConflict};
 
@@ -131,10 +131,14 @@ impl Db {
 
     /// Number of records with open conflicts under `unit`.
     pub fn open_conflicts(&self, unit: &str) -> Result<usize, DbError> {
+        Self::open_conflicts_in(self.kv(), &self.tree(), unit)
+    }
+
+    fn open_conflicts_in(r: &dyn KvRead, tree: &crate::model::OrgTree, unit: &str) -> Result<usize, DbError> {
         let mut n = 0;
-        for commune in self.tree().record_communes_under(unit) {
+        for commune in tree.record_communes_under(unit) {
             let prefix = key("q/", &[commune.as_bytes(), b""]);
-            n += self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)?.len();
+            n += r.range(&prefix, &prefix_end(&prefix), usize::MAX)?.len();
         }
         Ok(n)
     }
@@ -306,13 +310,15 @@ impl Db {
         self.check_reviewer(who, unit)?;
         // In one write transaction from the figures read to the write: a change either lands
         // before (and is in the approved figures) or after (and flags the approval), never in
-        // between. Nothing else writes meanwhile, so the figures read are the transaction's.
+        // between. Everything is read through the transaction: the tree, the review index and
+        // the counters as the store holds them under the lock, not through the pool or a cache
+        // (a replica's write lock held while waiting for a pool connection stops every replica).
         let tx = self.kv().begin_write()?;
-        let open = self.open_conflicts(unit)?;
+        let open = Self::open_conflicts_in(&*tx, &*self.tree_in(&*tx)?, unit)?;
         if open > 0 {
             return Err(DbError::Conflict(format!("{open} record(s) with open conflicts under {unit}: resolve them before approving")));
         }
-        let figures = serde_json::to_value(self.indicators(unit, period)?).expect("report serialises");
+        let figures = serde_json::to_value(self.indicators_in(&*tx, unit, period)?).expect("report serialises");
         #[cfg(test)]
         AFTER_FIGURES_READ.with(|h| h.borrow().as_ref().map(|h| h()));
         let approval = Approval {

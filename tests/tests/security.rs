@@ -1975,7 +1975,8 @@ async fn metrics_show_latency_histograms_to_an_admin_only() {
     api.get("/metrics", &officer.access).await.expect_error(403, "metrics for a commune officer");
     let admin = api.login("admin", None).await;
     let text = api.get("/metrics", &admin.access).await.text();
-    for series in ["gesync_sync_requests_total", "gesync_sync_seconds_bucket", "gesync_login_seconds_count"] {
+    // A login writes (its device, the audit): the write lock's hold time is measured.
+    for series in ["gesync_sync_requests_total", "gesync_sync_seconds_bucket", "gesync_login_seconds_count", "gesync_write_lock_held_seconds_bucket", "gesync_password_checks_total"] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
     server.stop().await;

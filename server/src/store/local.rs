@@ -100,6 +100,8 @@ impl<E: Engine> KvRead for Local<E> {
 struct Held<'a, E, G> {
     kv: &'a Local<E>,
     _guard: G,
+    /// A write transaction's time holding the write lock.
+    _held: Option<super::LockHeld>,
 }
 
 impl<E: Engine, G> KvRead for Held<'_, E, G> {
@@ -134,10 +136,11 @@ impl<'a, E: Engine> WriteTx for Held<'a, E, RwLockWriteGuard<'a, ()>> {
 
 impl<E: Engine> Kv for Local<E> {
     fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
-        Ok(Box::new(Held { kv: self, _guard: self.lock.write() }))
+        let guard = self.lock.write();
+        Ok(Box::new(Held { kv: self, _guard: guard, _held: Some(super::LockHeld::from_now()) }))
     }
     fn begin_read(&self) -> Result<Box<dyn KvRead + '_>, StoreError> {
-        Ok(Box::new(Held { kv: self, _guard: self.lock.read() }))
+        Ok(Box::new(Held { kv: self, _guard: self.lock.read(), _held: None }))
     }
     fn wait_durable(&self) -> Result<(), StoreError> {
         self.wait_for(self.applied.load(Ordering::Acquire))

@@ -61,6 +61,23 @@ pub trait KvRead {
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>;
 }
 
+/// How long a write transaction holds the store's write lock, from when it has it to when it
+/// commits or rolls back: `gesync_write_lock_held_seconds` on `/metrics` (every replica's
+/// writes wait for it on a shared store).
+pub(crate) struct LockHeld(std::time::Instant);
+
+impl LockHeld {
+    pub(crate) fn from_now() -> LockHeld {
+        LockHeld(std::time::Instant::now())
+    }
+}
+
+impl Drop for LockHeld {
+    fn drop(&mut self) {
+        metrics::histogram!("gesync_write_lock_held_seconds").record(self.0.elapsed().as_secs_f64());
+    }
+}
+
 /// A write transaction: from [`Kv::begin_write`] until it commits or is dropped, no other
 /// write transaction on the same store runs, in this process or in any other process sharing
 /// the store. Its reads see every transaction committed before it began.

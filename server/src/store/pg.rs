@@ -47,6 +47,9 @@ const WRITE_TX: [&str; 4] = [
     "SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE",
 ];
 
+/// How long `/healthz` waits for the database before saying it is unavailable.
+const HEALTH_WAIT: Duration = Duration::from_secs(5);
+
 /// The advisory lock held while migrations run (an arbitrary constant: "gesync" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x6765_7379_6e63;
 
@@ -91,6 +94,11 @@ fn io(e: sqlx::Error) -> StoreError {
 /// The PostgreSQL store.
 pub struct PgKv {
     pool: PgPool,
+    /// `/healthz`'s own connection, outside the pool: in a write rush that holds every pooled
+    /// connection the health check still answers, and it never takes a connection a write
+    /// waits for. Opened when first needed, and again after it breaks.
+    health: Mutex<Option<sqlx::PgConnection>>,
+    options: PgConnectOptions,
     /// Always `Some` until dropped (see the `Drop` impl).
     rt: Option<Arc<tokio::runtime::Runtime>>,
     name: String,
@@ -126,11 +134,11 @@ impl PgKv {
                 .max_connections(config.pool_size.max(2))
                 .acquire_timeout(config.acquire_timeout)
                 .test_before_acquire(true)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
         });
         let pool = pool.map_err(|e| StoreError::Unavailable(format!("cannot connect to {name}: {}", redact(&e.to_string(), &config.url))))?;
-        let kv = PgKv { pool, rt: Some(Arc::new(rt)), name };
+        let kv = PgKv { pool, health: Mutex::new(None), options, rt: Some(Arc::new(rt)), name };
         kv.migrate()?;
         Ok(kv)
     }
@@ -153,7 +161,9 @@ impl PgKv {
             }
             Ok(tx)
         })?;
-        Ok(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone() })
+        // The write lock is the last statement of a write transaction's start.
+        let held = first.last().is_some_and(|s| s.contains("FOR UPDATE")).then(super::LockHeld::from_now);
+        Ok(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone(), _held: held })
     }
 
     /// Applies the migrations this database lacks, under the advisory lock.
@@ -339,6 +349,9 @@ impl KvRead for PgKv {
 struct Open {
     tx: Mutex<Option<Transaction<'static, Postgres>>>,
     rt: Arc<tokio::runtime::Runtime>,
+    /// A write transaction's time holding the write lock (dropped after the commit or the
+    /// rollback).
+    _held: Option<super::LockHeld>,
 }
 
 /// Runs one query on an open transaction's connection and waits for it.
@@ -453,7 +466,20 @@ impl Kv for PgKv {
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        self.run(sqlx::query("SELECT 1").execute(&self.pool)).map(|_| ())
+        use sqlx::Connection;
+        let mut health = self.health.lock();
+        let result = self.run(async {
+            if health.is_none() {
+                *health = Some(tokio::time::timeout(HEALTH_WAIT, sqlx::PgConnection::connect_with(&self.options)).await.map_err(|_| sqlx::Error::PoolTimedOut)??);
+            }
+            let conn = health.as_mut().expect("just opened");
+            tokio::time::timeout(HEALTH_WAIT, sqlx::query("SELECT 1").execute(&mut *conn)).await.map_err(|_| sqlx::Error::PoolTimedOut)?
+        });
+        if result.is_err() {
+            // Broken or stuck: the next check opens a new one.
+            *health = None;
+        }
+        result.map(|_| ())
     }
 }
 
