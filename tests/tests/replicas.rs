@@ -230,3 +230,93 @@ async fn a_database_restart_during_syncs_loses_nothing_acknowledged() {
     let _ = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
     assert!(server.child.wait().unwrap().success(), "SIGTERM: a clean exit");
 }
+
+/// Whether some session holds the write lock row now (`FOR UPDATE NOWAIT` from psql).
+fn write_lock_is_held(url: &str) -> bool {
+    let out = std::process::Command::new("psql")
+        .args([url, "-Atqc", "BEGIN; SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE NOWAIT; ROLLBACK;"])
+        .output()
+        .expect("psql (PostgreSQL's client, installed with the server by scripts/test.sh)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() || stderr.contains("could not obtain lock"), "psql: {stderr}");
+    !out.status.success()
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+/// Issue "Nothing lost", item 2: a replica frozen (SIGSTOP: a host frozen, a partition) while it
+/// holds the write lock held every replica's writes for as long as the TCP timeout. Now the
+/// database ends the frozen session within about 5 s (`idle_in_transaction_session_timeout`),
+/// the other replica's writes go on, the frozen one recovers after SIGCONT, and nothing
+/// acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_frozen_while_it_holds_the_write_lock_holds_no_one_back() {
+    let store = TestStore::postgres();
+    store.seed(0);
+    let TestStore::Postgres(db_url) = store.clone() else { unreachable!() };
+    let a = ServerProcess::spawn_on(Path::new(BIN), &store);
+    let b = ServerProcess::spawn_on(Path::new(BIN), &store);
+    let dir = tempfile::tempdir().unwrap();
+    let mut on_a = phone(dir.path(), "a");
+    let mut on_b = phone(dir.path(), "b");
+    login(&mut on_a, &a.url(), "officer1").await;
+    login(&mut on_b, &b.url(), "officer1").await;
+    let news = |n: usize, title: &str| json!({"commune": "04701", "published_on": "2025-03-01", "title": format!("{title} {n}")});
+
+    // Freeze A at a moment it holds the lock: push large batches through it and stop it again
+    // and again until the lock is seen held while it is stopped.
+    let mut frozen = false;
+    let mut batch = 0;
+    while !frozen && batch < 30 {
+        batch += 1;
+        for n in 0..300 {
+            on_a.create(RecordKind::NewsItem, &news(n, &format!("a{batch}"))).unwrap();
+        }
+        let mut syncing = tokio::spawn(async move {
+            let r = on_a.sync(|_| {}).await.map(|_| ());
+            (on_a, r)
+        });
+        let done = loop {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            signal(a.child.id(), "-STOP");
+            if write_lock_is_held(&db_url) {
+                frozen = true;
+                break None;
+            }
+            signal(a.child.id(), "-CONT");
+            if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), &mut syncing).await {
+                break Some(r.unwrap());
+            }
+        };
+        match done {
+            Some((phone, _)) => on_a = phone,
+            None => {
+                // A is frozen with the lock: B's writes go on all the same.
+                on_b.create(RecordKind::NewsItem, &news(0, "b")).unwrap();
+                let started = std::time::Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(60), on_b.sync(|_| {})).await;
+                let took = started.elapsed();
+                eprintln!("batch {batch}: replica A frozen holding the lock; B's sync took {took:?}");
+                assert!(matches!(r, Ok(Ok(_))), "B's sync while A is frozen: {r:?}");
+                assert_eq!(on_b.pending_count(), 0, "B's record acknowledged");
+                signal(a.child.id(), "-CONT");
+                let (phone, r) = syncing.await.unwrap();
+                eprintln!("A's sync that was frozen mid-write ended: {r:?}");
+                on_a = phone;
+            }
+        }
+    }
+    assert!(frozen, "A was never caught holding the lock in 30 batches");
+    // A recovers by itself; everything either phone holds as acknowledged is stored.
+    sync_until_done(&mut on_a).await;
+    sync_until_done(&mut on_b).await;
+    assert_eq!(reqwest::get(format!("{}/healthz", a.url())).await.unwrap().status().as_u16(), 200);
+    let (records, _, chain) = answers(&b.url()).await;
+    for id in tests::phone_views(&on_a).keys().chain(tests::phone_views(&on_b).keys()) {
+        assert!(records.contains_key(id), "acknowledged record {id} lost");
+    }
+    assert_eq!(records.len(), batch * 300 + 1);
+    assert_eq!(chain, true);
+}
