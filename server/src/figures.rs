@@ -4,7 +4,7 @@
 //! Keys: `c/{unit}/{quarter}` → [`Counters`] (JSON); `t/{unit}/{indicator}` → milestones.
 //! The arithmetic (contributions, deltas, reports) is the pure `indicators` crate's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -256,19 +256,23 @@ impl Db {
         if touched.is_empty() {
             return Ok(());
         }
-        // Approvals are few (units × periods approved): read them in one range.
-        let mut changed: HashMap<Vec<u8>, Approval> = HashMap::new();
-        for (k, v) in tx.range(b"ap/", &prefix_end(b"ap/"), usize::MAX)? {
-            let mut a: Approval = serde_json::from_slice(&v).map_err(|e| corrupt("approval", e))?;
-            let Ok(period) = a.period.parse::<indicators::Period>() else { continue };
-            let hits = touched.iter().filter(|(unit, q)| *unit == a.org_unit && period.quarters().contains(q)).count() as u64;
-            if hits > 0 {
-                a.changes_after += hits;
-                a.last_change_at = Some(crate::db::now_secs());
-                changed.insert(k, a);
+        // Only the approvals a touched (unit, quarter) can be in: the quarter's own, its
+        // half-year's and its year's, in one batched read (the write lock is held: a push must
+        // not read every approval ever taken).
+        let mut hits: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for (unit, q) in &touched {
+            let half = if q.q() <= 2 { "S1" } else { "S2" };
+            for period in [q.to_string(), format!("{}{half}", q.year()), q.year().to_string()] {
+                *hits.entry(key("ap/", &[unit.as_bytes(), period.as_bytes()])).or_default() += 1;
             }
         }
-        for (k, a) in changed {
+        let keys: Vec<Vec<u8>> = hits.keys().cloned().collect();
+        let values = tx.get_many(&keys)?;
+        for (k, v) in keys.into_iter().zip(values) {
+            let Some(v) = v else { continue };
+            let mut a: Approval = serde_json::from_slice(&v).map_err(|e| corrupt("approval", e))?;
+            a.changes_after += hits[&k];
+            a.last_change_at = Some(crate::db::now_secs());
             batch.put(k, to_json(&a));
         }
         Ok(())

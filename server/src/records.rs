@@ -816,6 +816,21 @@ mod tests {
         assert_eq!(stored.changes_after, 1, "the push waited for the approval and flagged it");
     }
 
+    /// A change flags exactly the approvals of its quarter, its half-year and its year, of every
+    /// unit it counts for (read by key, not by scanning every approval under the write lock).
+    #[test]
+    fn a_change_flags_the_approvals_of_its_quarter_half_year_and_year_only() {
+        let db = db_with_commune();
+        let reviewer = Principal { username: "d".into(), role: Role::DistrictStaff, org_unit: "047".into(), device_id: "w".into() };
+        for p in ["2025", "2025S1", "2025S2", "2025Q1", "2025Q2", "2024"] {
+            db.approve(&reviewer, "047", p.parse().unwrap()).unwrap();
+        }
+        push_one(&db); // published 2025-01-01: Q1
+        let flagged: std::collections::BTreeMap<String, u64> = db.approvals_under("047").unwrap().into_iter().map(|a| (a.period, a.changes_after)).collect();
+        let want: std::collections::BTreeMap<String, u64> = [("2024", 0), ("2025", 1), ("2025Q1", 1), ("2025Q2", 0), ("2025S1", 1), ("2025S2", 0)].into_iter().map(|(p, n)| (p.to_string(), n)).collect();
+        assert_eq!(flagged, want);
+    }
+
     #[test]
     fn a_record_is_bounded_in_size_and_in_changes_per_push() {
         let db = db_with_commune();
