@@ -196,8 +196,12 @@ impl Db {
             if was == now {
                 continue;
             }
-            for id in Self::record_ids_in(tx, c)? {
-                let Some(contribution) = Self::meta_in(tx, &id)?.and_then(|m| m.contribution) else { continue };
+            // The commune's metadata in batched reads, not one round trip per record (a
+            // province merge moves ~10⁵ records while every replica's writes wait).
+            let ids = Self::record_ids_in(tx, c)?;
+            let metas = ids.chunks(1000).map(|chunk| Self::metas_in(tx, chunk)).collect::<Result<Vec<_>, _>>()?;
+            for meta in metas.into_iter().flatten() {
+                let Some(contribution) = meta.and_then(|m| m.contribution) else { continue };
                 deltas.record_change(&|x: &str| if x == c { was.clone() } else { old.chain(x) }, Some(&contribution), None);
                 deltas.record_change(&|x: &str| if x == c { now.clone() } else { new.chain(x) }, None, Some(&contribution));
             }
