@@ -202,12 +202,17 @@ pub struct PhaseStats {
     /// Wall time of each successful `Client::sync` call, ms.
     pub sync_ms: Vec<f64>,
     pub wall_s: f64,
+    /// Records the server accepted from the phones, and records the phones received.
+    pub pushed: usize,
+    pub pulled: usize,
 }
 
 impl PhaseStats {
     pub fn merge(&mut self, o: PhaseStats) {
         self.calls += o.calls;
         self.errors += o.errors;
+        self.pushed += o.pushed;
+        self.pulled += o.pulled;
         self.sync_ms.extend(o.sync_ms);
         self.wall_s += o.wall_s;
     }
@@ -308,6 +313,8 @@ pub async fn sync(mut p: Phone, retry: bool) -> (Phone, PhaseStats) {
         match r {
             Ok(rep) if rep.rejected == 0 => {
                 s.sync_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                s.pushed += rep.pushed;
+                s.pulled += rep.pulled;
                 if !retry || p.client.pending_count() == 0 {
                     return (p, s);
                 }

@@ -20,6 +20,10 @@
 //! made there) runs the server on PostgreSQL; `--replicas N` runs N server processes on it
 //! behind a round-robin proxy (server CPU and memory are then summed over the replicas;
 //! PostgreSQL's own are not counted).
+//!
+//! `server_cpu_us` in the JSON: the server's CPU per pushed and per delivered record, the
+//! least-squares fit of cpu = a·pushed + b·delivered over the three sync phases (each request's
+//! fixed cost is spread over its records).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
@@ -145,6 +149,8 @@ async fn run(config: FleetConfig) {
     };
     // The three sync phases, each timed and charged its CPU (the edit phase between is not).
     let mut sync_cpu = Cpu::default();
+    // Server CPU, records pushed and records delivered, of each sync phase.
+    let mut by_phase: Vec<(f64, usize, usize)> = Vec::new();
     let mut push_s = 0.0;
     let mut phones = phones;
     for (n, name) in [(1, "sync"), (2, "sync2"), (3, "pull")] {
@@ -160,6 +166,7 @@ async fn run(config: FleetConfig) {
         phase(name, &s);
         eprintln!("         CPU: server {:.1} s, phones {:.1} s", c.server, c.phones);
         sync_cpu = Cpu { server: sync_cpu.server + c.server, phones: sync_cpu.phones + c.phones };
+        by_phase.push((c.server, s.pushed, s.pulled));
         if n == 1 {
             push_s = s.wall_s;
         }
@@ -167,6 +174,27 @@ async fn run(config: FleetConfig) {
         syncs.merge(s);
     }
     let total_s = t_all.elapsed().as_secs_f64();
+    // The server's CPU per pushed and per delivered record: the least-squares fit of
+    // cpu = a·pushed + b·delivered over the three sync phases (whose mixes differ: the last one
+    // only delivers). Each request's fixed cost is spread over its records.
+    let (pushed, delivered) = by_phase.iter().fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
+    let (per_pushed, per_delivered) = {
+        let (mut pp, mut pd, mut dd, mut pc, mut dc) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for &(c, p, d) in &by_phase {
+            let (p, d) = (p as f64, d as f64);
+            (pp, pd, dd, pc, dc) = (pp + p * p, pd + p * d, dd + d * d, pc + p * c, dc + d * c);
+        }
+        let det = pp * dd - pd * pd;
+        if det.abs() < f64::EPSILON {
+            (0.0, 0.0)
+        } else {
+            (((pc * dd - dc * pd) / det).max(0.0), ((dc * pp - pc * pd) / det).max(0.0))
+        }
+    };
+    for (n, (c, p, d)) in by_phase.iter().enumerate() {
+        eprintln!("   sync phase {}: server CPU {c:.2} s, {p} records pushed, {d} delivered", n + 1);
+    }
+    eprintln!("server CPU: {:.0} µs per pushed record, {:.0} µs per delivered record (fit over the three phases)", per_pushed * 1e6, per_delivered * 1e6);
 
     let t = Instant::now();
     let on_server = fleet::server_records(&url, &layout).await;
@@ -209,6 +237,8 @@ async fn run(config: FleetConfig) {
             "records_per_s": (total_records as f64 / push_s).round(),
             "total_s": (total_s * 10.0).round() / 10.0,
             "sync_cpu_s": {"server": (sync_cpu.server * 10.0).round() / 10.0, "phones": (sync_cpu.phones * 10.0).round() / 10.0},
+            "server_cpu_us": {"per_pushed_record": (per_pushed * 1e6).round(), "per_delivered_record": (per_delivered * 1e6).round(),
+                              "pushed": pushed, "delivered": delivered},
             "server_rss_mb": peak_rss.load(Ordering::Relaxed).max(rss_end as u64),
             "logins": {"at_once": at_once, "wall_s": (logins.wall_s * 10.0).round() / 10.0, "answers": logins.calls,
                        "slowest_answer_s": (fleet::percentile(&logins.sync_ms, 100.0) / 100.0).round() / 10.0},
