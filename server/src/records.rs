@@ -3,7 +3,8 @@
 //! Write path (one sync request): every pushed record is merged and checked by the core
 //! *outside* any transaction (the CPU-heavy Automerge work, each inside [`contained`]). Then, in
 //! one write transaction, each prepared record is checked to still be based on the stored
-//! version (else it is prepared again on what is stored now), the core turns the request's
+//! version (else the lock is let go, it is prepared again on what is stored now, and the lock
+//! taken again; after [`MERGES_OUTSIDE_THE_LOCK`] such rounds, under the lock), the core turns the request's
 //! writes into one [`CommitPlan`], and [`Db::commit_plan`] puts it into one batch: new feed
 //! sequence numbers, documents, metadata, counters, the review index, actor claims, approval
 //! flags, the audit entry. The transaction returns once that batch is durable; only then is
@@ -67,6 +68,10 @@ fn fault_point(_name: &'static str) {
         panic!("injected panic at {_name}");
     }
 }
+
+/// Rounds of merging a raced record again with the write lock released, before it is merged
+/// under the lock (which always ends).
+const MERGES_OUTSIDE_THE_LOCK: usize = 3;
 
 /// Most records one request may push or ask whole: a phone's page holds far fewer, and each
 /// costs the server a merge (or a load) whatever its size.
@@ -360,17 +365,41 @@ impl Db {
         let now = now_secs();
         let inflation = std::cell::Cell::new(sync_protocol::inflate::MAX_INFLATED_PER_REQUEST);
         let ctx = Context { who, tree, now, own_actor, relay_open: self.relay_open(now)?, inflation: Some(&inflation) };
-        let verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
+        let mut verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
         let mut outcomes = Vec::with_capacity(pushes.len());
-        if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
+        let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
+        let mut tries = 0;
+        let tx = loop {
+            if !verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
+                break None;
+            }
             let tx = self.kv().begin_write()?;
-            let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
             let now_stored = Self::metas_in(&*tx, &ids)?;
+            let stale: Vec<usize> = verdicts
+                .iter()
+                .zip(&now_stored)
+                .enumerate()
+                .filter(|(_, (v, stored))| matches!(v, Verdict::Write(p) if stored.as_ref().map(|m| m.seq) != p.base_seq))
+                .map(|(i, _)| i)
+                .collect();
+            tries += 1;
+            if stale.is_empty() || tries > MERGES_OUTSIDE_THE_LOCK {
+                break Some((tx, now_stored));
+            }
+            // Someone else wrote these records since they were prepared: merge them again onto
+            // what is stored now with the lock released (Automerge's work holds no one back),
+            // then take it again. After a few rounds lost to a busy record, under the lock.
+            drop(tx);
+            for i in stale {
+                verdicts[i] = contained(&pushes[i].id, || self.prepare(self.kv(), ctx, &pushes[i]))?;
+            }
+        };
+        if let Some((tx, now_stored)) = tx {
             let mut writes: Vec<Prepared> = Vec::new();
             for ((push, verdict), stored) in pushes.iter().zip(verdicts).zip(now_stored) {
                 let verdict = match verdict {
-                    // Someone else wrote this record since we prepared it: merge again onto
-                    // what is stored now.
+                    // Still raced after the rounds outside the lock: merged again under it,
+                    // onto what is stored now (this always ends).
                     Verdict::Write(p) if stored.map(|m| m.seq) != p.base_seq => contained(&push.id, || self.prepare(&*tx, ctx, push))?,
                     v => v,
                 };
@@ -814,6 +843,44 @@ mod tests {
         let now = serde_json::to_value(db.indicators("047", period).unwrap()).unwrap();
         assert!(stored.changes_after == 1 || stored.figures == now, "the change is neither in the approved figures nor flagged");
         assert_eq!(stored.changes_after, 1, "the push waited for the approval and flagged it");
+    }
+
+    /// Four phones editing one record at once, each pushing ten edits: every push races the
+    /// others, is merged again (outside the lock, then under it when it keeps losing), and every
+    /// edit of every phone is in the stored record.
+    #[test]
+    fn edits_racing_on_one_record_are_all_kept() {
+        let db = db_with_commune();
+        let mut first = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        let id = RecordId::random();
+        let req = SyncRequest { push: vec![PushDoc { id, changes: first.save(), heads: heads_to_wire(&first.get_heads()) }], ..Default::default() };
+        assert_eq!(db.sync(&officer(), &req).unwrap().results[0].outcome, PushOutcome::Accepted);
+        let base = first.save();
+        let lasts: Vec<Vec<sync_protocol::automerge::ChangeHash>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    let (db, base) = (&db, &base);
+                    s.spawn(move || {
+                        let mut d = AutoCommit::load(base).unwrap().with_actor(sync_protocol::automerge::ActorId::random());
+                        for n in 0..10 {
+                            let before = d.get_heads();
+                            doc::set_path(&mut d, "title", &json!(format!("phone {t} edit {n}"))).unwrap();
+                            let req = SyncRequest { push: vec![PushDoc { id, changes: d.save_after(&before), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
+                            assert_eq!(db.sync(&officer(), &req).unwrap().results[0].outcome, PushOutcome::Accepted);
+                        }
+                        d.get_heads()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut stored = db.load_doc(&id).unwrap().unwrap();
+        for heads in lasts {
+            for h in heads {
+                assert!(stored.get_change_by_hash(&h).is_some(), "a phone's last edit is missing");
+            }
+        }
+        assert_eq!(db.get_meta(&id).unwrap().unwrap().seq, db.feed_seq().unwrap(), "the record is at the feed's end once");
     }
 
     /// A change flags exactly the approvals of its quarter, its half-year and its year, of every
