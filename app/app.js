@@ -299,7 +299,13 @@ async function sync() {
         progress = JSON.parse(phone.answered(new Uint8Array(await r.arrayBuffer()), now()));
         await persist();
         refreshed = false;
-        renderSyncBar();
+        // On the list, what arrived shows as it arrives (a first sync on 2G takes minutes),
+        // redrawn at most every 3 s and keeping the officer's place; elsewhere only the bar moves.
+        if (view.name === 'list' && Date.now() - listDrawnAt > 3000) {
+          const y = window.scrollY;
+          render();
+          window.scrollTo(0, y);
+        } else renderSyncBar();
         continue;
       }
       phone.failed(now());
@@ -362,6 +368,7 @@ const h = (tag, attrs = {}, ...kids) => {
   return e;
 };
 let view = { name: 'list' };
+let listDrawnAt = 0;
 let loginMessage = null;
 let filter = { kind: '', from: '', to: '' };
 
@@ -446,6 +453,7 @@ function renderSyncBar() {
 }
 
 function listScreen() {
+  listDrawnAt = Date.now();
   const wrap = h('div');
   if (S.notice) wrap.append(h('p', { class: 'alert' }, S.notice));
   if (S.persisted === false && S.phone.pending() > 0) wrap.append(h('p', { class: 'notice', id: 'persist-warning' }, t('persistRefused')));

@@ -38,6 +38,11 @@ test('2G: a first sync of 1,200 records completes with progress shown, a cut in 
     }, min, { timeout: 180000 });
     const shown = await (await progress(300)).jsonValue();
     assert.match(shown, /\/ 1\.\d{3} hồ sơ/);
+    // The list fills while the sync goes on, not only at its end.
+    await page.waitForFunction(() => {
+      const n = Number((document.querySelector('#record-count')?.textContent || '').replace(/[^\d]/g, ''));
+      return n > 0 && document.querySelector('#progress') !== null;
+    }, null, { timeout: 30000 });
     await screenshot(page, '06-dong-bo-2g');
     // The link drops for three seconds in the middle.
     await cdp.send('Network.emulateNetworkConditions', { ...G2, offline: true });
