@@ -3,8 +3,7 @@
 //! Write path (one sync request): every pushed record is merged and checked by the core
 //! *outside* any transaction (the CPU-heavy Automerge work, each inside [`contained`]). Then, in
 //! one write transaction, each prepared record is checked to still be based on the stored
-//! version (else the lock is let go, it is prepared again on what is stored now, and the lock
-//! taken again; after [`MERGES_OUTSIDE_THE_LOCK`] such rounds, under the lock), the core turns the request's
+//! version (else it is prepared again on what is stored now), the core turns the request's
 //! writes into one [`CommitPlan`], and [`Db::commit_plan`] puts it into one batch: new feed
 //! sequence numbers, documents, metadata, counters, the review index, actor claims, approval
 //! flags, the audit entry. The transaction returns once that batch is durable; only then is
@@ -68,10 +67,6 @@ fn fault_point(_name: &'static str) {
         panic!("injected panic at {_name}");
     }
 }
-
-/// Rounds of merging a raced record again with the write lock released, before it is merged
-/// under the lock (which always ends).
-const MERGES_OUTSIDE_THE_LOCK: usize = 3;
 
 /// Most records one request may push or ask whole: a phone's page holds far fewer, and each
 /// costs the server a merge (or a load) whatever its size.
@@ -365,41 +360,20 @@ impl Db {
         let now = now_secs();
         let inflation = std::cell::Cell::new(sync_protocol::inflate::MAX_INFLATED_PER_REQUEST);
         let ctx = Context { who, tree, now, own_actor, relay_open: self.relay_open(now)?, inflation: Some(&inflation) };
-        let mut verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
+        let verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
         let mut outcomes = Vec::with_capacity(pushes.len());
-        let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
-        let mut tries = 0;
-        let tx = loop {
-            if !verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
-                break None;
-            }
+        if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
+            // A record written meanwhile is merged again under the lock (tried: letting the
+            // lock go for it and queueing again made a rush of concurrent edits slower on
+            // PostgreSQL, every lost round costing a whole queue wait).
             let tx = self.kv().begin_write()?;
+            let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
             let now_stored = Self::metas_in(&*tx, &ids)?;
-            let stale: Vec<usize> = verdicts
-                .iter()
-                .zip(&now_stored)
-                .enumerate()
-                .filter(|(_, (v, stored))| matches!(v, Verdict::Write(p) if stored.as_ref().map(|m| m.seq) != p.base_seq))
-                .map(|(i, _)| i)
-                .collect();
-            tries += 1;
-            if stale.is_empty() || tries > MERGES_OUTSIDE_THE_LOCK {
-                break Some((tx, now_stored));
-            }
-            // Someone else wrote these records since they were prepared: merge them again onto
-            // what is stored now with the lock released (Automerge's work holds no one back),
-            // then take it again. After a few rounds lost to a busy record, under the lock.
-            drop(tx);
-            for i in stale {
-                verdicts[i] = contained(&pushes[i].id, || self.prepare(self.kv(), ctx, &pushes[i]))?;
-            }
-        };
-        if let Some((tx, now_stored)) = tx {
             let mut writes: Vec<Prepared> = Vec::new();
             for ((push, verdict), stored) in pushes.iter().zip(verdicts).zip(now_stored) {
                 let verdict = match verdict {
-                    // Still raced after the rounds outside the lock: merged again under it,
-                    // onto what is stored now (this always ends).
+                    // Someone else wrote this record since we prepared it: merge again onto
+                    // what is stored now.
                     Verdict::Write(p) if stored.map(|m| m.seq) != p.base_seq => contained(&push.id, || self.prepare(&*tx, ctx, push))?,
                     v => v,
                 };
@@ -845,9 +819,9 @@ mod tests {
         assert_eq!(stored.changes_after, 1, "the push waited for the approval and flagged it");
     }
 
-    /// Four phones editing one record at once, each pushing ten edits: every push races the
-    /// others, is merged again (outside the lock, then under it when it keeps losing), and every
-    /// edit of every phone is in the stored record.
+    /// Four phones editing one record at once, each pushing ten edits: a push that raced the
+    /// others is merged again onto what is stored, and every edit of every phone is in the
+    /// stored record.
     #[test]
     fn edits_racing_on_one_record_are_all_kept() {
         let db = db_with_commune();
