@@ -141,8 +141,8 @@ impl AuditCheckpoint {
     }
 }
 
-/// Where the latest checkpoint was seen outside the store (the `--audit-witness` file's last
-/// line): the chain must reach it, with that very signature.
+/// A checkpoint seen outside the store (a line of the `--audit-witness` file): the chain must
+/// hold it, with that very signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditWitness {
     pub seq: u64,
@@ -155,12 +155,14 @@ impl AuditWitness {
         format!("{} {}", ck.seq, ck.signature)
     }
 
-    /// The last well-formed line of a witness file's text.
-    pub fn last_in(text: &str) -> Option<AuditWitness> {
-        text.lines().rev().find_map(|l| {
-            let (seq, sig) = l.trim().split_once(' ')?;
-            Some(AuditWitness { seq: seq.parse().ok()?, signature: sig.to_string() })
-        })
+    /// Every well-formed line of a witness file's text, in order.
+    pub fn all_in(text: &str) -> Vec<AuditWitness> {
+        text.lines()
+            .filter_map(|l| {
+                let (seq, sig) = l.trim().split_once(' ')?;
+                Some(AuditWitness { seq: seq.parse().ok()?, signature: sig.to_string() })
+            })
+            .collect()
     }
 }
 
@@ -553,18 +555,28 @@ impl Db {
         }
     }
 
-    /// [`Db::verify_audit_chain`], and that the chain reaches the checkpoint `witness` saw
-    /// outside the store, signed the same: a tail cut off with its checkpoints is broken at the
-    /// first entry it lost.
-    pub fn verify_audit_chain_against(&self, witness: Option<&AuditWitness>) -> Result<Result<u64, u64>, DbError> {
+    /// [`Db::verify_audit_chain`], and that the chain holds every checkpoint `witnessed`
+    /// outside the store, each signed the same: a tail cut off with its checkpoints is broken at
+    /// the first entry it lost, and stays so when the chain has grown back past the cut (its new
+    /// checkpoints sign other entries).
+    pub fn verify_audit_chain_against(&self, witnessed: &[AuditWitness]) -> Result<Result<u64, u64>, DbError> {
         let count = match self.verify_audit_chain()? {
             Ok(count) => count,
             broken => return Ok(broken),
         };
-        let Some(w) = witness else { return Ok(Ok(count)) };
-        let here = self.kv().get(&key("ac/", &[&w.seq.to_be_bytes()]))?;
-        let same = here.and_then(|v| serde_json::from_slice::<AuditCheckpoint>(&v).ok()).is_some_and(|ck| ck.signature == w.signature);
-        Ok(if same { Ok(count) } else { Err(w.seq.min(count + 1)) })
+        if witnessed.is_empty() {
+            return Ok(Ok(count));
+        }
+        let mut here = std::collections::HashMap::new();
+        for (_, v) in self.kv().range(b"ac/", &prefix_end(b"ac/"), usize::MAX)? {
+            let ck: AuditCheckpoint = serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?;
+            here.insert(ck.seq, ck.signature);
+        }
+        let first_missing = witnessed.iter().filter(|w| here.get(&w.seq) != Some(&w.signature)).map(|w| w.seq).min();
+        Ok(match first_missing {
+            None => Ok(count),
+            Some(seq) => Err(seq.min(count + 1)),
+        })
     }
 
     /// Verifies the whole audit chain: each entry's hash, that each links to the one before,
@@ -782,8 +794,9 @@ mod tests {
         }
         let latest = db.latest_audit_checkpoint().unwrap().expect("checkpoints were made");
         assert_eq!(latest.seq, 10 * AUDIT_CHECKPOINT_EVERY);
-        let witness = AuditWitness::last_in(&format!("garbage\n{}\n", AuditWitness::line(&latest))).unwrap();
-        assert_eq!(db.verify_audit_chain_against(Some(&witness)).unwrap(), Ok(n));
+        let witness = AuditWitness::all_in(&format!("garbage\n{}\n", AuditWitness::line(&latest)));
+        assert_eq!(witness.len(), 1);
+        assert_eq!(db.verify_audit_chain_against(&witness).unwrap(), Ok(n));
         let snapshot: Vec<_> = db.kv().range(b"", &[0xff], usize::MAX).unwrap();
         let restore = |db: &Db| {
             let mut b = Batch::default();
@@ -817,7 +830,7 @@ mod tests {
         }
         db.commit(b).unwrap();
         assert_eq!(db.verify_audit_chain().unwrap(), Ok(100), "the store alone cannot tell");
-        assert_eq!(db.verify_audit_chain_against(Some(&witness)).unwrap(), Err(101), "the witness can");
+        assert_eq!(db.verify_audit_chain_against(&witness).unwrap(), Err(101), "the witness can");
         // A checkpoint made again past the cut, without the key, cannot stand in for it.
         restore(&db);
         let mut forged = latest.clone();
@@ -833,6 +846,25 @@ mod tests {
         }
         let next = db.latest_audit_checkpoint().unwrap().unwrap();
         assert_eq!((next.seq, next.prev.as_deref()), (11 * AUDIT_CHECKPOINT_EVERY, Some(latest.signature.as_str())));
+        // Cut at 100 again and grown back past the cut: consistent in the store, but its new
+        // checkpoints sign other entries than the witness saw.
+        let mut b = Batch::default();
+        for (k, _) in db.kv().range(b"a/", &prefix_end(b"a/"), usize::MAX).unwrap() {
+            if u64::from_be_bytes(k[2..10].try_into().unwrap()) > 100 {
+                b.delete(k);
+            }
+        }
+        for (k, _) in db.kv().range(b"ac/", &prefix_end(b"ac/"), usize::MAX).unwrap() {
+            if u64::from_be_bytes(k[3..11].try_into().unwrap()) > 100 {
+                b.delete(k);
+            }
+        }
+        db.commit(b).unwrap();
+        for i in 100..n + 10 {
+            db.audit(ev("login", &format!("regrown{i}"))).unwrap();
+        }
+        assert_eq!(db.verify_audit_chain().unwrap(), Ok(n + 10), "consistent in the store");
+        assert_eq!(db.verify_audit_chain_against(&witness).unwrap(), Err(latest.seq), "still broken against the witness");
     }
 
     #[test]

@@ -242,15 +242,15 @@ impl Drop for AbortOnDrop {
 /// Every `period`, takes the audit chain's newest signed checkpoint out of the store: one log
 /// line, and one line appended to the witness file when there is one (see
 /// `crate::db::AuditCheckpoint`: a store rolled back past it no longer verifies). At start, says
-/// at once whether the store still reaches the witness's last checkpoint.
+/// at once whether the store still holds every checkpoint the witness file recorded.
 fn witness_audit_every(db: crate::db::Db, witness: Option<PathBuf>, period: Duration) -> tokio::task::JoinHandle<()> {
     use crate::db::AuditWitness;
     tokio::spawn(async move {
-        let seen = witness.as_ref().and_then(|w| std::fs::read_to_string(w).ok()).and_then(|t| AuditWitness::last_in(&t));
-        let mut last = seen.as_ref().map(|w| w.seq).unwrap_or(0);
-        if let Some(w) = seen {
+        let seen = witness.as_ref().and_then(|w| std::fs::read_to_string(w).ok()).map(|t| AuditWitness::all_in(&t)).unwrap_or_default();
+        let mut last = seen.iter().map(|w| w.seq).max().unwrap_or(0);
+        if !seen.is_empty() {
             let db = db.clone();
-            match tokio::task::spawn_blocking(move || db.verify_audit_chain_against(Some(&w))).await {
+            match tokio::task::spawn_blocking(move || db.verify_audit_chain_against(&seen)).await {
                 Ok(Ok(Ok(_))) => {}
                 Ok(Ok(Err(at))) => tracing::error!(broken_at = at, "the audit log does not reach the checkpoint in its witness file: entries were removed (or the store was restored: see docs/reliability.md)"),
                 _ => tracing::warn!("could not check the audit log against its witness file"),

@@ -57,8 +57,8 @@ pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(
 /// against what: its newest signed checkpoint, to be noted down outside the store, and the
 /// witness file's last checkpoint when the server keeps one (`--audit-witness`).
 pub(crate) fn audit_chain(db: &crate::db::Db, witness: Option<&std::path::Path>) -> Result<Value, crate::db::DbError> {
-    let seen = witness.and_then(|w| std::fs::read_to_string(w).ok()).and_then(|t| crate::db::AuditWitness::last_in(&t));
-    let mut chain = match db.verify_audit_chain_against(seen.as_ref())? {
+    let seen = witness.and_then(|w| std::fs::read_to_string(w).ok()).map(|t| crate::db::AuditWitness::all_in(&t)).unwrap_or_default();
+    let mut chain = match db.verify_audit_chain_against(&seen)? {
         Ok(n) => json!({"valid": true, "entries": n}),
         Err(seq) => json!({"valid": false, "broken_at": seq}),
     };
@@ -66,10 +66,9 @@ pub(crate) fn audit_chain(db: &crate::db::Db, witness: Option<&std::path::Path>)
         Some(ck) => json!({"entries": ck.seq, "signature": ck.signature}),
         None => Value::Null,
     };
-    chain["witness"] = match (witness, seen) {
-        (None, _) => Value::Null,
-        (Some(_), Some(w)) => json!({"entries": w.seq}),
-        (Some(_), None) => json!({"entries": 0}),
+    chain["witness"] = match witness {
+        None => Value::Null,
+        Some(_) => json!({"entries": seen.iter().map(|w| w.seq).max().unwrap_or(0)}),
     };
     Ok(chain)
 }
