@@ -47,6 +47,13 @@ enum Cmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Apply the PostgreSQL schema's numbered migrations (`server/migrations/`) this database
+    /// lacks, as its owner: `serve` then needs no DDL rights. Moves a database from before the
+    /// `gesync` schema (table `gesync_kv`) into it. Stop the replicas first.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Write a checked backup of the store (see also `restore`); while a server runs on the
     /// store, it is asked to write the backup over its admin socket.
     Backup {
@@ -452,6 +459,25 @@ fn real_main(cli: Cli) -> Result<(), String> {
             } else {
                 Err(format!("the store has {} problem(s), listed above", report.problems.len()))
             }
+        }
+        Cmd::Migrate { store } => {
+            let Storage::Postgres(config) = store.storage()? else {
+                return Err("migrate applies to a PostgreSQL database (--database URL): the embedded store has no schema to migrate".into());
+            };
+            let kv = crate::store::PgKv::open_for_migration(&config).map_err(|e| e.to_string())?;
+            let applied = kv.migrate().map_err(|e| e.to_string())?;
+            // Records stored before their de-identified facts were kept get them now (the
+            // rebuild rewrites every record's metadata, and the figures, from the documents).
+            let missing = kv.records_without_facts().map_err(|e| e.to_string())?;
+            let db = crate::Db::open(Box::new(kv)).map_err(|e| e.to_string())?;
+            let refreshed = if missing > 0 { db.rebuild_figures().map_err(|e| e.to_string())? } else { 0 };
+            let applied: Vec<String> = applied.iter().map(i32::to_string).collect();
+            println!(
+                "{{\"schema_version\": {}, \"applied\": [{}], \"records_refreshed\": {refreshed}}}",
+                crate::store::pg::schema_version_needed(),
+                applied.join(", ")
+            );
+            Ok(())
         }
         Cmd::Admin(AdminCmd::RebuildFigures { store }) => {
             let db = open_existing(&store)?;

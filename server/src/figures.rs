@@ -217,6 +217,7 @@ impl Db {
             let doc = sync_protocol::automerge::AutoCommit::load(&bytes).map_err(|e| corrupt("record document", e))?;
             let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
             let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
+            let facts = sync_core::facts::facts(&view);
             if let Some(c) = &c {
                 for (unit, q, d) in indicators::deltas(None, Some(c), |x| tree.chain(x)) {
                     sums.entry((unit, q)).or_default().add(&d);
@@ -224,6 +225,7 @@ impl Db {
             }
             let mut meta = crate::records::parse_meta(&id, v)?;
             meta.contribution = c;
+            meta.facts = facts;
             metas.push((k, meta));
             n += 1;
         }

@@ -14,6 +14,7 @@
 //! - [`meta`] and [`conflicts`]: what a store keeps beside each record's document.
 
 pub mod conflicts;
+pub mod facts;
 pub mod meta;
 pub mod org;
 pub mod plan;

@@ -277,6 +277,7 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
             contribution,
             dup: typed.as_ref().and_then(duplicate_key),
             conflicts: conflicts.len() as u32,
+            facts: crate::facts::facts(&view),
         },
         conflicts,
         new_actors,

@@ -234,7 +234,7 @@ async fn a_database_restart_during_syncs_loses_nothing_acknowledged() {
 /// Whether some session holds the write lock row now (`FOR UPDATE NOWAIT` from psql).
 fn write_lock_is_held(url: &str) -> bool {
     let out = std::process::Command::new("psql")
-        .args([url, "-Atqc", "BEGIN; SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE NOWAIT; ROLLBACK;"])
+        .args([url, "-Atqc", "BEGIN; SELECT id FROM gesync.write_lock WHERE id = 1 FOR UPDATE NOWAIT; ROLLBACK;"])
         .output()
         .expect("psql (PostgreSQL's client, installed with the server by scripts/test.sh)");
     let stderr = String::from_utf8_lossy(&out.stderr);

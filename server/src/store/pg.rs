@@ -1,7 +1,9 @@
-//! The PostgreSQL store: the same ordered keyspace as the embedded one, in one table, shared by
-//! any number of server processes.
+//! The PostgreSQL store: the same ordered keyspace as the embedded one, in one table of the
+//! `gesync` schema (`gesync.kv`), shared by any number of server processes; beside it, tables a
+//! DBA and a statistician can read, which the database keeps from the keyspace itself (see
+//! `server/migrations/0002_reporting.sql`).
 //!
-//! - **Write transactions** begin by locking the one row of `gesync_write_lock` (`SELECT …
+//! - **Write transactions** begin by locking the one row of `gesync.write_lock` (`SELECT …
 //!   FOR UPDATE`). Every write transaction of every replica takes that row first, so they run
 //!   one at a time across replicas, in the order they commit: what one transaction reads (the
 //!   feed's last sequence number, the counters, the audit chain's tail, a refresh token) no
@@ -12,9 +14,11 @@
 //!   committed, so a reader that sees N+1 sees N as well. No `SERIAL` is used.
 //! - **Consistent reads** (a pull page, a backup) are `REPEATABLE READ, READ ONLY`
 //!   transactions: one snapshot of everything committed.
-//! - **Migrations** are embedded, numbered, and applied by the first process to take the
-//!   advisory lock [`MIGRATION_LOCK`]; replicas starting at the same moment wait for it and
-//!   then find nothing left to do.
+//! - **Migrations** are the numbered SQL files of `server/migrations/`, embedded, applied by
+//!   `gesync-server migrate` (or by the first `serve` on an empty database, if its role may)
+//!   under the advisory lock [`MIGRATION_LOCK`]; replicas starting at the same moment wait for
+//!   it and then find nothing left to do. A `serve` whose role has no DDL rights only checks
+//!   the schema's version, and says to run `migrate` when it is behind.
 //!
 //! The server calls the store from blocking threads; this store runs its queries on a small
 //! runtime of its own and waits for them there (never on the server's async workers).
@@ -44,7 +48,7 @@ const WRITE_TX: [&str; 4] = [
     "SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE",
     "SET LOCAL lock_timeout = '20s'",
     "SET LOCAL idle_in_transaction_session_timeout = '5s'",
-    "SELECT id FROM gesync_write_lock WHERE id = 1 FOR UPDATE",
+    "SELECT id FROM gesync.write_lock WHERE id = 1 FOR UPDATE",
 ];
 
 /// How long `/healthz` waits for the database before saying it is unavailable.
@@ -53,13 +57,17 @@ const HEALTH_WAIT: Duration = Duration::from_secs(5);
 /// The advisory lock held while migrations run (an arbitrary constant: "gesync" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x6765_7379_6e63;
 
-/// The schema, one migration per step; never edit a released step, add one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE gesync_kv (k BYTEA PRIMARY KEY, v BYTEA NOT NULL);
-     CREATE TABLE gesync_write_lock (id INT PRIMARY KEY);
-     INSERT INTO gesync_write_lock VALUES (1);",
-)];
+/// The schema's numbered migrations (`server/migrations/`), in order: never edit a released
+/// one, add one. Each runs in a transaction of its own, recorded in `gesync.schema_migrations`.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "keyspace", include_str!("../../migrations/0001_keyspace.sql")),
+    (2, "reporting", include_str!("../../migrations/0002_reporting.sql")),
+];
+
+/// The schema version this server needs (its last migration).
+pub fn schema_version_needed() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
 
 /// How the store connects (part of the server's configuration).
 #[derive(Clone)]
@@ -117,6 +125,13 @@ impl Drop for PgKv {
 impl PgKv {
     /// Connects, and creates or migrates the schema (safely when several processes start at once).
     pub fn open(config: &PgConfig) -> Result<PgKv, StoreError> {
+        let kv = Self::open_for_migration(config)?;
+        kv.ensure_schema()?;
+        Ok(kv)
+    }
+
+    /// Connects without looking at the schema: [`PgKv::migrate`] comes next.
+    pub fn open_for_migration(config: &PgConfig) -> Result<PgKv, StoreError> {
         check_url_params(&config.url)?;
         let options = PgConnectOptions::from_str(&config.url)
             .map_err(|e| StoreError::Config(format!("the --database URL is not a PostgreSQL URL: {}", redact(&e.to_string(), &config.url))))?;
@@ -138,9 +153,7 @@ impl PgKv {
                 .await
         });
         let pool = pool.map_err(|e| StoreError::Unavailable(format!("cannot connect to {name}: {}", redact(&e.to_string(), &config.url))))?;
-        let kv = PgKv { pool, health: Mutex::new(None), options, rt: Some(Arc::new(rt)), name };
-        kv.migrate()?;
-        Ok(kv)
+        Ok(PgKv { pool, health: Mutex::new(None), options, rt: Some(Arc::new(rt)), name })
     }
 
     fn rt(&self) -> &Arc<tokio::runtime::Runtime> {
@@ -166,38 +179,96 @@ impl PgKv {
         Ok(Open { tx: Mutex::new(Some(tx)), rt: self.rt().clone(), _held: held })
     }
 
-    /// Applies the migrations this database lacks, under the advisory lock.
-    fn migrate(&self) -> Result<(), StoreError> {
+    /// The schema version the database is at (0: none yet).
+    pub fn schema_version(&self) -> Result<i32, StoreError> {
         self.run(async {
+            let mut conn = self.pool.acquire().await?;
+            version_of(&mut conn).await
+        })
+    }
+
+    /// Makes sure the schema is the one this server needs: as it is, or migrated here when this
+    /// role may (the first `serve` on an empty database); else says to run `migrate`.
+    fn ensure_schema(&self) -> Result<(), StoreError> {
+        let (at, needed) = (self.schema_version()?, schema_version_needed());
+        if at > needed {
+            return Err(StoreError::Config(format!(
+                "the database's gesync schema is at version {at}, newer than this server's {needed}: run the newer gesync-server"
+            )));
+        }
+        if at == needed {
+            return Ok(());
+        }
+        match self.migrate() {
+            Err(StoreError::Config(reason)) => Err(StoreError::Config(format!(
+                "the database's gesync schema is at version {at} and this server needs {needed}, but {reason}: run `gesync-server migrate --database URL` as the database's owner"
+            ))),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Applies the migrations this database lacks, under the advisory lock (replicas starting
+    /// at once wait, then find nothing left to do); returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<i32>, StoreError> {
+        let result = self.rt().block_on(async {
             let mut conn = self.pool.acquire().await?;
             sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
             let result = async {
-                sqlx::query("CREATE TABLE IF NOT EXISTS gesync_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                let mut applied = Vec::new();
+                if version_of(&mut conn).await? < schema_version_needed() {
+                    sqlx::raw_sql(
+                        "CREATE SCHEMA IF NOT EXISTS gesync;
+                         CREATE TABLE IF NOT EXISTS gesync.schema_migrations (version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                    )
                     .execute(&mut *conn)
                     .await?;
-                let done: Vec<i32> = sqlx::query_scalar("SELECT version FROM gesync_migrations").fetch_all(&mut *conn).await?;
-                for (version, sql) in MIGRATIONS {
+                }
+                let done: Vec<i32> = match version_of(&mut conn).await? {
+                    0 => Vec::new(),
+                    _ => sqlx::query_scalar("SELECT version FROM gesync.schema_migrations").fetch_all(&mut *conn).await?,
+                };
+                for (version, name, sql) in MIGRATIONS {
                     if done.contains(version) {
                         continue;
                     }
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                     sqlx::raw_sql(sql).execute(&mut *tx).await?;
-                    sqlx::query("INSERT INTO gesync_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
+                    sqlx::query("INSERT INTO gesync.schema_migrations (version, name) VALUES ($1, $2)").bind(version).bind(name).execute(&mut *tx).await?;
                     tx.commit().await?;
+                    applied.push(*version);
                 }
-                Ok::<_, sqlx::Error>(())
+                Ok::<_, sqlx::Error>(applied)
             }
             .await;
             sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
             result
+        });
+        result.map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => StoreError::Config(format!("this role may not change the schema ({})", d.message())),
+            _ => io(e),
         })
+    }
+
+    /// Records whose metadata holds no de-identified facts yet (stored before they were kept):
+    /// `migrate` fills them in.
+    pub fn records_without_facts(&self) -> Result<i64, StoreError> {
+        self.run(sqlx::query_scalar("SELECT count(*) FROM gesync.records WHERE facts IS NULL").fetch_one(&self.pool))
     }
 
     /// Empties the store (tests and `restore` into a database that must be empty check first).
     pub fn is_empty(&self) -> Result<bool, StoreError> {
-        let any: Option<i32> = self.run(sqlx::query_scalar("SELECT 1 FROM gesync_kv LIMIT 1").fetch_optional(&self.pool))?;
+        let any: Option<i32> = self.run(sqlx::query_scalar("SELECT 1 FROM gesync.kv LIMIT 1").fetch_optional(&self.pool))?;
         Ok(any.is_none())
     }
+}
+
+/// The schema version recorded in the database (0 when there is no `gesync` schema yet).
+async fn version_of(conn: &mut sqlx::PgConnection) -> Result<i32, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('gesync.schema_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    if !exists {
+        return Ok(0);
+    }
+    sqlx::query_scalar("SELECT COALESCE(max(version), 0) FROM gesync.schema_migrations").fetch_one(&mut *conn).await
 }
 
 /// An error text without the URL's password.
@@ -257,11 +328,11 @@ fn check_url_params(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-const GET: &str = "SELECT v FROM gesync_kv WHERE k = $1";
-const RANGE: &str = "SELECT k, v FROM gesync_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3";
-const LAST: &str = "SELECT k, v FROM gesync_kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT 1";
-const FIRST_PAGE: &str = "SELECT k, v FROM gesync_kv ORDER BY k LIMIT $1";
-const NEXT_PAGE: &str = "SELECT k, v FROM gesync_kv WHERE k > $1 ORDER BY k LIMIT $2";
+const GET: &str = "SELECT v FROM gesync.kv WHERE k = $1";
+const RANGE: &str = "SELECT k, v FROM gesync.kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3";
+const LAST: &str = "SELECT k, v FROM gesync.kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT 1";
+const FIRST_PAGE: &str = "SELECT k, v FROM gesync.kv ORDER BY k LIMIT $1";
+const NEXT_PAGE: &str = "SELECT k, v FROM gesync.kv WHERE k > $1 ORDER BY k LIMIT $2";
 /// Entries read at a time by `for_each`.
 const PAGE: usize = 1000;
 
@@ -281,7 +352,7 @@ async fn q_get<'e>(e: impl sqlx::PgExecutor<'e>, key: &[u8]) -> Result<Option<Ve
 
 async fn q_many<'e>(e: impl sqlx::PgExecutor<'e>, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, sqlx::Error> {
     let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
-        sqlx::query("SELECT k, v FROM gesync_kv WHERE k = ANY($1)").bind(keys).fetch_all(e).await.map(pairs)?.into_iter().collect();
+        sqlx::query("SELECT k, v FROM gesync.kv WHERE k = ANY($1)").bind(keys).fetch_all(e).await.map(pairs)?.into_iter().collect();
     Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
 }
 
@@ -422,10 +493,10 @@ impl WriteTx for Open {
             .block_on(async move {
                 let mut tx = tx;
                 if !gone.is_empty() {
-                    sqlx::query("DELETE FROM gesync_kv WHERE k = ANY($1)").bind(gone).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM gesync.kv WHERE k = ANY($1)").bind(gone).execute(&mut *tx).await?;
                 }
                 if !keys.is_empty() {
-                    sqlx::query("INSERT INTO gesync_kv (k, v) SELECT * FROM UNNEST($1::BYTEA[], $2::BYTEA[]) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
+                    sqlx::query("INSERT INTO gesync.kv (k, v) SELECT * FROM UNNEST($1::BYTEA[], $2::BYTEA[]) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
                         .bind(keys)
                         .bind(values)
                         .execute(&mut *tx)

@@ -1,0 +1,314 @@
+//! The PostgreSQL schema a province's DBA and statistician read (`gesync` schema, contract.md):
+//! - after a seeded load on two replicas, with targets set on the tree and a commune merged,
+//!   every row of `gesync.v_figures` equals `GET /api/v1/indicators`, and again after
+//!   `admin rebuild-figures`; `gesync.v_records` holds every record not deleted and no free
+//!   text; the role `gesync_reporting` reads the two views and nothing else;
+//! - a database laid out before the schema (`public.gesync_kv`, records without facts) moves
+//!   into it with `migrate`, losing nothing; a `serve` whose role may not change the schema
+//!   says to run `migrate`, and runs once it has, with rights on two tables only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tests::{seed_from_env, Api, ServerProcess, TestStore, PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
+/// Words every free-text field of the load carries: none may reach a reporting view.
+const SECRET: &str = "BÍ-MẬT";
+
+fn url_of(store: &TestStore) -> String {
+    match store {
+        TestStore::Postgres(u) => u.clone(),
+        TestStore::Embedded(_) => unreachable!("these tests run on PostgreSQL"),
+    }
+}
+
+/// `sql` through psql as the URL's role: its rows (fields split on `|`), or psql's error.
+fn psql(url: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-AtqF", "|", "-c", sql])
+        .output()
+        .expect("psql (PostgreSQL's client, installed with the server by scripts/test.sh)");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect())
+}
+
+fn psql_ok(url: &str, sql: &str) -> Vec<Vec<String>> {
+    psql(url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The same database as `url`, as another role.
+fn as_role(url: &str, role: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (_, host_db) = rest.rsplit_once('@').unwrap();
+    format!("{scheme}://{role}:{password}@{host_db}")
+}
+
+fn phone(dir: &Path, name: &str) -> Client {
+    Client::open(dir.join(name), FixedKey(StoreKey::random())).unwrap()
+}
+
+async fn login(c: &mut Client, url: &str, user: &str) {
+    for _ in 0..60 {
+        match c.login(url, user, PASSWORD, None).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => panic!("login of {user}: {e}"),
+        }
+    }
+    panic!("login of {user} never went through");
+}
+
+async fn sync(c: &mut Client) {
+    for _ in 0..50 {
+        if let Ok(r) = c.sync(|_| {}).await {
+            assert_eq!(r.rejected, 0, "nothing refused");
+            if c.pending_count() == 0 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the phone never finished syncing");
+}
+
+/// A random date in 2024 or 2025.
+fn date(rng: &mut StdRng) -> String {
+    format!("{}-{:02}-{:02}", rng.gen_range(2024..=2025), rng.gen_range(1..=12), rng.gen_range(1..=28))
+}
+
+/// Random records of `commune` on `p`, some deleted; returns how many are left undeleted.
+fn make_records(p: &mut Client, rng: &mut StdRng, commune: &str, n: usize) -> usize {
+    let mut kept = 0;
+    for i in 0..n {
+        let services: Vec<Value> = (0..rng.gen_range(0..3))
+            .map(|_| json!({"kind": (["health", "legal_aid", "safe_shelter"][rng.gen_range(0..3)]), "provided_on": date(rng), "provider": format!("{SECRET} trạm y tế")}))
+            .collect();
+        let record = match rng.gen_range(0..3) {
+            0 => (
+                RecordKind::GbvCase,
+                json!({"commune": commune, "detected_on": date(rng), "setting": "domestic", "violence_types": ["physical"],
+                       "victim": {"sex": (["female", "male", "unknown"][rng.gen_range(0..3)]), "birth_year": rng.gen_range(1950..2015), "ethnic_minority": rng.gen_bool(0.5), "disability": rng.gen_bool(0.2)},
+                       "services": services,
+                       "perpetrator": {"detected": rng.gen_bool(0.8), "sex": "male", "prosecuted": rng.gen_bool(0.3), "counselled": rng.gen_bool(0.5)},
+                       "notes": format!("{SECRET} ghi chú {i}")}),
+            ),
+            1 => (
+                RecordKind::TraffickingReturnee,
+                json!({"commune": commune, "identified_on": date(rng), "sex": "female", "birth_year": rng.gen_range(1970..2012),
+                       "needs_support": rng.gen_bool(0.8), "support": services.iter().map(|s| json!({"kind": "health", "provided_on": s["provided_on"]})).collect::<Vec<_>>(),
+                       "reintegrated": rng.gen_bool(0.5)}),
+            ),
+            _ => (RecordKind::NewsItem, json!({"commune": commune, "published_on": date(rng), "channel": "loudspeaker", "title": format!("{SECRET} tin {i}")})),
+        };
+        let id = p.create(record.0, &record.1).unwrap();
+        if rng.gen_bool(0.1) {
+            p.delete(id, &format!("{SECRET} nhập trùng")).unwrap();
+        } else {
+            kept += 1;
+        }
+    }
+    kept
+}
+
+/// Four news items in every quarter of 2025: a commune that is news-compliant for the year.
+fn make_compliant(p: &mut Client, commune: &str) -> usize {
+    for month in [2, 5, 8, 11] {
+        for day in 1..=4 {
+            p.create(RecordKind::NewsItem, &json!({"commune": commune, "published_on": format!("2025-{month:02}-{day:02}"), "channel": "bulletin_board", "title": SECRET})).unwrap();
+        }
+    }
+    16
+}
+
+/// Every row of `v_figures`: (unit, period, indicator) → (numerator, denominator, target).
+type Figures = BTreeMap<(String, String, String), (i64, i64, Option<f64>)>;
+
+fn view_figures(url: &str) -> Figures {
+    psql_ok(url, "SELECT org_unit, period, indicator, numerator, denominator, target FROM gesync.v_figures")
+        .into_iter()
+        .map(|r| ((r[0].clone(), r[1].clone(), r[2].clone()), (r[3].parse().unwrap(), r[4].parse().unwrap(), (!r[5].is_empty()).then(|| r[5].parse().unwrap()))))
+        .collect()
+}
+
+/// What the API says for every (unit, period) of `rows`, in the same shape.
+async fn api_figures(api: &Api, rows: &Figures) -> Figures {
+    let mut out = Figures::new();
+    let asked: BTreeSet<(String, String)> = rows.keys().map(|(u, p, _)| (u.clone(), p.clone())).collect();
+    for (unit, period) in asked {
+        let (s, body) = api.get(&format!("/api/v1/indicators?org_unit={unit}&period={period}")).await;
+        assert_eq!(s, 200, "{unit} {period}: {body}");
+        for v in body["indicators"].as_array().unwrap() {
+            let key = (unit.clone(), period.clone(), v["id"].as_str().unwrap().to_string());
+            out.insert(key, (v["numerator"].as_i64().unwrap(), v["denominator"].as_i64().unwrap(), v["target"].as_f64()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_else() {
+    let seed = seed_from_env("the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_else");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let store = TestStore::postgres();
+    store.seed(0);
+    let url = url_of(&store);
+    let replicas = [ServerProcess::spawn_on(Path::new(BIN), &store), ServerProcess::spawn_on(Path::new(BIN), &store)];
+    let dir = tempfile::tempdir().unwrap();
+
+    // Phones of three communes, on either replica.
+    let mut kept = 0;
+    let mut phones = Vec::new();
+    for (i, (user, commune)) in [("officer1", "04701"), ("officer2", "04702"), ("officer3", "04801")].into_iter().enumerate() {
+        let mut p = phone(dir.path(), user);
+        login(&mut p, &replicas[i % 2].url(), user).await;
+        let n = rng.gen_range(25..45);
+        kept += make_records(&mut p, &mut rng, commune, n);
+        if commune != "04801" {
+            kept += make_compliant(&mut p, commune);
+        }
+        sync(&mut p).await;
+        phones.push(p);
+    }
+    // Targets on the tree, through one replica; a merge through the other; more records after.
+    let admin1 = Api::login(&replicas[1].url(), "admin").await;
+    assert_eq!(admin1.put("/api/v1/targets/047/gbv_victims_supported", json!({"2025": 0.75, "2030": 0.85})).await.0, 204);
+    assert_eq!(admin1.put("/api/v1/targets/04/perpetrators_counselled", json!({"2024": 0.4, "2025": 0.6})).await.0, 204);
+    let admin0 = Api::login(&replicas[0].url(), "admin").await;
+    let (s, merged) = admin0.post("/api/v1/org-units/04702/merge", json!({"into": "04701", "effective": "2025-07-01"})).await;
+    assert_eq!(s, 200, "{merged}");
+    kept += make_records(&mut phones[0], &mut rng, "04701", 10);
+    sync(&mut phones[0]).await;
+
+    // Every row of the view equals the API's figures; every unit on today's map has a row for
+    // every period of both years.
+    let rows = view_figures(&url);
+    let units: BTreeSet<&str> = rows.keys().map(|(u, _, _)| u.as_str()).collect();
+    assert_eq!(units, BTreeSet::from(["04", "047", "04701", "048", "04801", "04901"]), "today's map (04702 was merged)");
+    let periods: BTreeSet<&str> = rows.keys().map(|(_, p, _)| p.as_str()).collect();
+    let expected: BTreeSet<String> = [2024, 2025].iter().flat_map(|y| ["Q1", "Q2", "Q3", "Q4", "S1", "S2", ""].map(|s| format!("{y}{s}"))).collect();
+    assert_eq!(periods, expected.iter().map(String::as_str).collect());
+    assert_eq!(rows.len(), 6 * 14 * 4);
+    let api = api_figures(&admin0, &rows).await;
+    assert_eq!(rows, api, "v_figures against GET /api/v1/indicators (seed {seed})");
+    // Not vacuous: each indicator has something counted, a unit's own target and a merge show.
+    for ind in ["gbv_victims_supported", "perpetrators_counselled", "trafficking_returnees_supported", "communes_news_compliant"] {
+        assert!(rows.iter().any(|((_, _, i), (n, d, _))| i == ind && *n > 0 && *d > 0), "{ind} counts nothing (seed {seed})");
+    }
+    assert_eq!(rows[&("04701".into(), "2025".into(), "gbv_victims_supported".into())].2, Some(0.75), "the district's own target");
+    assert_eq!(rows[&("04".into(), "2024".into(), "perpetrators_counselled".into())].2, Some(0.4), "the province's own target");
+    assert_eq!(rows[&("047".into(), "2025".into(), "communes_news_compliant".into())].0, 1, "04701 compliant, 04702 merged into it");
+
+    // `admin rebuild-figures` recomputes the counters from the documents: the view follows.
+    for r in replicas {
+        r.kill();
+    }
+    let out = tests::run_cli(Path::new(BIN), &["admin", "rebuild-figures", "--database", &url], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(view_figures(&url), rows, "v_figures after a rebuild");
+
+    // v_records: every record not deleted, de-identified, counted for today's commune.
+    let records = psql_ok(&url, "SELECT row_to_json(v)::text FROM gesync.v_records v");
+    assert_eq!(records.len(), kept);
+    let text: String = records.iter().map(|r| r.join("|")).collect::<Vec<_>>().join("\n");
+    assert!(!text.contains(SECRET), "free text reached v_records");
+    let merged_rows = psql_ok(&url, "SELECT count(*) FROM gesync.v_records WHERE recorded_in = '04702' AND commune = '04701'");
+    assert_ne!(merged_rows[0][0], "0", "04702's records count for 04701");
+    let bands = psql_ok(&url, "SELECT count(*) FROM gesync.v_records WHERE kind = 'gbv_case' AND (birth_year_band IS NULL OR age_band IS NULL OR sex IS NULL)");
+    assert_eq!(bands[0][0], "0", "every case has its sex and bands");
+
+    // The reporting role reads the two views and nothing else.
+    let role = format!("stat_{}", seed % 1_000_000_007);
+    psql_ok(&url, &format!("CREATE ROLE {role} LOGIN PASSWORD 'thong-ke-{seed}' IN ROLE gesync_reporting"));
+    let stat = as_role(&url, &role, &format!("thong-ke-{seed}"));
+    let reads = psql(&stat, "SELECT count(*) FROM gesync.v_figures");
+    let records_read = psql(&stat, "SELECT count(*) FROM gesync.v_records");
+    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.counters", "gesync.org_units", "gesync.schema_migrations"]
+        .into_iter()
+        .map(|t| (t, psql(&stat, &format!("SELECT count(*) FROM {t}"))))
+        .collect();
+    let write = psql(&stat, "DELETE FROM gesync.kv");
+    psql_ok(&url, &format!("DROP ROLE {role}"));
+    assert_eq!(reads.unwrap()[0][0], rows.len().to_string());
+    assert_eq!(records_read.unwrap()[0][0], kept.to_string());
+    for (table, r) in refused {
+        assert!(r.as_ref().is_err_and(|e| e.contains("permission denied")), "{table}: {r:?}");
+    }
+    assert!(write.is_err_and(|e| e.contains("permission denied")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_rights() {
+    let store = TestStore::postgres();
+    store.seed(0);
+    let url = url_of(&store);
+    let server = ServerProcess::spawn_on(Path::new(BIN), &store);
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = phone(dir.path(), "a");
+    login(&mut p, &server.url(), "officer1").await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let kept = make_records(&mut p, &mut rng, "04701", 20) + make_compliant(&mut p, "04701");
+    sync(&mut p).await;
+    let before = (tests::server_views(&server.url(), "district", "047").await, Api::login(&server.url(), "district").await.get("/api/v1/indicators?org_unit=047&period=2025").await.1);
+    server.kill();
+
+    // The layout of the previous release: the keyspace in `public`, no schema, and record
+    // metadata from before it was sealed or held facts.
+    psql_ok(
+        &url,
+        "CREATE TABLE public.gesync_kv AS SELECT k, v FROM gesync.kv;
+         ALTER TABLE public.gesync_kv ADD PRIMARY KEY (k);
+         CREATE TABLE public.gesync_write_lock (id INT PRIMARY KEY); INSERT INTO public.gesync_write_lock VALUES (1);
+         CREATE TABLE public.gesync_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+         INSERT INTO public.gesync_migrations VALUES (1);
+         UPDATE public.gesync_kv SET v = convert_to((convert_from(substr(v, 10), 'UTF8')::JSONB - 'facts')::TEXT, 'UTF8')
+          WHERE substr(k, 1, 2) = 'm/'::BYTEA;
+         DROP SCHEMA gesync CASCADE;",
+    );
+
+    // A runtime role with no DDL rights: `serve` refuses, naming `migrate`.
+    let app = format!("gesync_app_{}", uuid::Uuid::new_v4().simple());
+    psql_ok(&url, &format!("CREATE ROLE {app} LOGIN PASSWORD 'app-password'"));
+    let app_url = as_role(&url, &app, "app-password");
+    let out = Command::new(BIN).args(["serve", "--database", &app_url, "--listen", "127.0.0.1:9", "--plain-http"]).env("GESYNC_LOG", "warn").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("gesync-server migrate") && !stderr.contains("app-password"), "{stderr}");
+
+    // The owner migrates: both steps applied, every record's facts filled in.
+    let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["applied"], json!([1, 2]));
+    assert!(report["records_refreshed"].as_u64().unwrap() >= kept as u64, "{report}");
+    assert_eq!(psql_ok(&url, "SELECT to_regclass('public.gesync_kv') IS NULL")[0][0], "t", "the old table moved");
+    assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.records WHERE facts IS NULL")[0][0], "0");
+    assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.v_records")[0][0], kept.to_string());
+    // Again: nothing left to do.
+    let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
+    assert!(out.status.success());
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["applied"], json!([]));
+
+    // The runtime role, with rights on the keyspace and the lock row only, now serves: syncs
+    // write records (the reporting tables follow through the owner's trigger), nothing is lost.
+    psql_ok(&url, &format!("GRANT USAGE ON SCHEMA gesync TO {app}; GRANT SELECT, INSERT, UPDATE, DELETE ON gesync.kv, gesync.write_lock TO {app}; GRANT SELECT ON gesync.schema_migrations TO {app}"));
+    let server = ServerProcess::spawn_on(Path::new(BIN), &TestStore::Postgres(app_url));
+    let after = (tests::server_views(&server.url(), "district", "047").await, Api::login(&server.url(), "district").await.get("/api/v1/indicators?org_unit=047&period=2025").await.1);
+    assert_eq!(after, before, "records and figures after the migration");
+    let count = || psql_ok(&url, "SELECT count(*) FROM gesync.records")[0][0].parse::<usize>().unwrap();
+    let stored = count();
+    make_records(&mut p, &mut rng, "04701", 3);
+    login(&mut p, &server.url(), "officer1").await;
+    sync(&mut p).await;
+    assert_eq!(count(), stored + 3, "the new records are in the reporting tables");
+    server.kill();
+    psql_ok(&url, &format!("REVOKE ALL ON ALL TABLES IN SCHEMA gesync FROM {app}; REVOKE ALL ON SCHEMA gesync FROM {app}; DROP ROLE {app}"));
+}
