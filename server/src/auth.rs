@@ -34,6 +34,11 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Whether `u` may be a username: 3 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_username(u: &str) -> bool {
+    (3..=64).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Checks the password policy; the message never contains the password.
 pub fn check_password_policy(password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_LEN {

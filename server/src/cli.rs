@@ -141,10 +141,17 @@ struct StoreArgs {
     /// Longest a PostgreSQL statement may run before it is cancelled.
     #[arg(long, env = "GESYNC_DB_STATEMENT_TIMEOUT", value_name = "SECS", default_value_t = 30)]
     db_statement_timeout: u64,
+    /// The embedded store's page cache, MiB: most of the server's memory on a large store.
+    #[arg(long, env = "GESYNC_SLED_CACHE_MB", value_name = "MIB", default_value_t = crate::store::DEFAULT_SLED_CACHE_MB)]
+    sled_cache_mb: u64,
 }
 
 impl StoreArgs {
     fn storage(&self) -> Result<Storage, String> {
+        if self.sled_cache_mb < 8 {
+            return Err("--sled-cache-mb must be at least 8".into());
+        }
+        crate::store::set_sled_cache_mb(self.sled_cache_mb);
         let from_file = match &self.database_url_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
@@ -384,7 +391,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
         }
         Cmd::Admin(AdminCmd::CreateUser { store, username, role, org_unit, password_stdin: _ }) => {
             let role: Role = role.parse()?;
-            if !crate::api::valid_username(&username) {
+            if !crate::auth::valid_username(&username) {
                 return Err("a username is 3 to 64 letters, digits, `.`, `_` or `-`".into());
             }
             let mut password = String::new();

@@ -34,6 +34,14 @@ pub struct Approval {
     pub last_change_at: Option<i64>,
 }
 
+impl Approval {
+    /// The approval of `unit` for `period`, if any, among `approvals`.
+    pub fn find<'a>(approvals: &'a [Approval], unit: &str, period: Period) -> Option<&'a Approval> {
+        let p = period.to_string();
+        approvals.iter().find(|a| a.org_unit == unit && a.period == p)
+    }
+}
+
 /// Counter sums written by a batch, to be cached once the batch is durable.
 #[must_use = "cache the sums after the batch is committed"]
 pub struct NewSums(Vec<(Vec<u8>, Counters)>);

@@ -46,12 +46,30 @@ pub fn gbv_case(i: usize) -> Value {
     })
 }
 
+/// Pins this process to `cpu` (with `taskset`, before it starts any thread: the threads it
+/// starts later inherit the pin). A benchmark that runs phones and server on one machine pins
+/// them apart so that the server's own latency shows, not the phones' competition for its core.
+pub fn pin_self_to(cpu: usize) {
+    let pid = std::process::id().to_string();
+    let ok = Command::new("taskset").args(["-cp", &cpu.to_string(), &pid]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("error: cannot pin to CPU {cpu} with taskset (util-linux)");
+        std::process::exit(1);
+    }
+}
+
+/// The environment variable by which a benchmark asks its server child to pin itself.
+pub const SERVER_CPU_ENV: &str = "GESYNC_BENCH_SERVER_CPU";
+
 /// In the child started by [`ServerChild::spawn`] (`BIN --serve DIR ADDR`): runs the real
 /// server until SIGTERM and exits. Otherwise returns at once. Call first thing in `main`.
 pub fn serve_if_child() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) != Some("--serve") {
         return;
+    }
+    if let Some(cpu) = std::env::var(SERVER_CPU_ENV).ok().and_then(|v| v.parse().ok()) {
+        pin_self_to(cpu);
     }
     // A directory (the embedded store) or a postgres:// URL.
     let storage = crate::TestStore::from_arg(&args[2]).storage();
@@ -78,14 +96,19 @@ impl ServerChild {
 
     /// Starts the child on `store` and waits until it accepts connections.
     pub fn spawn_on(store: &crate::TestStore) -> ServerChild {
+        Self::spawn_pinned(store, None)
+    }
+
+    /// [`ServerChild::spawn_on`], the child pinned to CPU `cpu` if given.
+    pub fn spawn_pinned(store: &crate::TestStore, cpu: Option<usize>) -> ServerChild {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--serve", &store.arg(), &addr.to_string()])
-            .env("GESYNC_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args(["--serve", &store.arg(), &addr.to_string()]).env("GESYNC_LOG", "warn").stdout(Stdio::null());
+        if let Some(cpu) = cpu {
+            command.env(SERVER_CPU_ENV, cpu.to_string());
+        }
+        let child = command.spawn().unwrap();
         while std::net::TcpStream::connect(addr).is_err() {
             std::thread::sleep(Duration::from_millis(20));
         }

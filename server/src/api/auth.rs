@@ -14,13 +14,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sync_protocol::ErrorCode;
 
-use crate::auth::{self, RefreshError};
+use crate::auth::{self, valid_username, RefreshError};
 use crate::db::{now_secs, AuditEvent};
 use crate::error::{AppError, AppResult};
 use crate::model::Principal;
 use crate::throttle::Caller;
 
-use super::users::valid_username;
 use super::{account_disabled, audit, blocking, device_revoked, scopeguard_histogram, Authed, JsonBody, Shared, HASH_QUEUE_PER_ADDRESS, HASH_WAIT, MAX_HASH_QUEUE};
 
 #[derive(Deserialize)]

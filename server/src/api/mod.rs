@@ -37,7 +37,7 @@ pub(crate) use ops::audit_chain;
 pub use figures::report_rows;
 pub use org_units::{level_for, merge_org_unit_checked, NewOrgUnit, OrgUnitMerge};
 pub use sync::SyncSlot;
-pub use users::{create_user_checked, revoke_device_checked, update_user_checked, valid_username, NewUserInput, UserPatch};
+pub use users::{create_user_checked, revoke_device_checked, update_user_checked, NewUserInput, UserPatch};
 
 use auth::{login, logout, me, refresh};
 use figures::{calendar, get_indicators, report_file};

@@ -1,14 +1,14 @@
 //! Users and their devices: `GET`/`POST /api/v1/users`, `PATCH /api/v1/users/{username}`, a
 //! user's devices and their revocation. The checked operations ([`create_user_checked`],
 //! [`update_user_checked`], [`revoke_device_checked`]) are shared with the web pages, so both
-//! apply the same checks and audit; [`valid_username`] is also the command line's rule.
+//! apply the same checks and audit; [`crate::auth::valid_username`] is also the command line's rule.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth;
+use crate::auth::{self, valid_username};
 use crate::error::{AppError, AppResult};
 use crate::model::{Principal, Role, User};
 
@@ -17,10 +17,6 @@ use super::{audit, blocking, check_role_fits, require_admin, require_admin_of, A
 
 fn user_json(u: &User) -> Value {
     json!({"username": u.username, "role": u.role, "org_unit": u.org_unit, "disabled": u.disabled})
-}
-
-pub fn valid_username(u: &str) -> bool {
-    (3..=64).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 pub(super) async fn list_users(State(state): State<Shared>, Authed(p): Authed) -> AppResult<axum::Json<Value>> {

@@ -229,6 +229,28 @@ fn io(e: sled::Error) -> StoreError {
     }
 }
 
+/// sled's page cache in MiB, when the command line set it (0: not set).
+static SLED_CACHE_MB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// sled's page cache by default, MiB. The cache is most of an embedded server's memory on a
+/// large store (see README, "Measured figures"); sled keeps it within about this bound.
+pub const DEFAULT_SLED_CACHE_MB: u64 = 128;
+
+/// Sets sled's page cache for the stores this process opens from now on (`--sled-cache-mb`).
+pub fn set_sled_cache_mb(mb: u64) {
+    SLED_CACHE_MB.store(mb.max(8), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The page cache a store opened now gets: the command line's, else `GESYNC_SLED_CACHE_MB`
+/// (a process started without the command line: benchmarks, tests), else the default.
+fn sled_cache_bytes() -> u64 {
+    let mb = match SLED_CACHE_MB.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::env::var("GESYNC_SLED_CACHE_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_SLED_CACHE_MB),
+        n => n,
+    };
+    mb.max(8) * 1024 * 1024
+}
+
 impl Local<SledEngine> {
     /// Opens (or creates) the store in `dir`. A store that sled reports as corrupt is refused:
     /// serving half of it would silently lose acknowledged changes.
@@ -246,7 +268,7 @@ impl Local<SledEngine> {
         // briefly: wait for it a little before reporting the store as in use.
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
-            match sled::Config::new().path(dir).cache_capacity(256 * 1024 * 1024).open() {
+            match sled::Config::new().path(dir).cache_capacity(sled_cache_bytes()).open() {
                 Ok(db) => return Ok(Local::new(SledEngine { db }, format!("sled at {}", dir.display()))),
                 // sled reports the lock as `ErrorKind::Other` with this text.
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {

@@ -138,7 +138,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 mod local;
 pub mod pg;
-pub use local::{MemKv, SledKv};
+pub use local::{set_sled_cache_mb, MemKv, SledKv, DEFAULT_SLED_CACHE_MB};
 pub use pg::{PgConfig, PgKv};
 
 /// Where the server keeps its data.

@@ -72,7 +72,7 @@ fn read(db: &Db, unit: OrgUnit, period: Period) -> WebResult<Overview> {
     let calendar = db.calendar_status(&unit.code, period, fmt::today())?;
     let parent = unit.parent.as_deref().and_then(|p| tree.get(p)).cloned();
     let approvals = db.approvals_under(&unit.code)?;
-    let approval = super::review::approval_of(&approvals, &unit.code, period).cloned();
+    let approval = crate::review::Approval::find(&approvals, &unit.code, period).cloned();
     let open_conflicts = db.open_conflicts(&unit.code)?;
     let has_districts = tree.has_districts(&unit.code);
     Ok(Overview { unit, parent, period, total, communes, by_quarter, calendar, approval, open_conflicts, has_districts })
@@ -100,7 +100,7 @@ pub async fn overview(State(state): State<Shared>, web: Web, Query(q): Query<Fig
             a href={ "/report/" (o.unit.code) "/" (o.period) } { (web.t("Bản in báo cáo", "Printable report")) }
         }
         p.status-line {
-            strong { (web.t("Phê duyệt: ", "Approval: ")) } (super::review::approval_badge(lang, o.approval.as_ref()))
+            strong { (web.t("Phê duyệt: ", "Approval: ")) } (fmt::approval_badge(lang, o.approval.as_ref()))
             @if web.p().is_reviewer() {
                 " " a href={ "/review/approval?unit=" (o.unit.code) "&period=" (o.period) } { (web.t("Phê duyệt số liệu", "Approve the figures")) }
                 " · "

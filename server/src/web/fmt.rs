@@ -4,10 +4,30 @@ use chrono::{NaiveDate, TimeZone};
 use indicators::{Half, IndicatorId, IndicatorValue, Period, PeriodKind};
 use maud::{html, Markup};
 
-use super::page::Lang;
 use crate::model::Role;
 
 use crate::model::vietnam;
+
+/// The pages' language (which one a request asks for is `page`'s business).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Vi,
+    En,
+}
+
+impl Lang {
+    /// Picks the Vietnamese or the English text.
+    pub fn t<'a>(self, vi: &'a str, en: &'a str) -> &'a str {
+        match self {
+            Lang::Vi => vi,
+            Lang::En => en,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        self.t("vi", "en")
+    }
+}
 
 pub fn today() -> NaiveDate {
     crate::model::today()
@@ -222,5 +242,16 @@ mod tests {
         assert_eq!(role_at(Lang::En, Role::DistrictStaff, Some("province")), "Province reviewer");
         assert_eq!(role_at(Lang::Vi, Role::DistrictStaff, None), "Cán bộ rà soát cấp trên xã");
         assert_eq!(role_at(Lang::Vi, Role::ProvinceStaff, Some("province")), "Cán bộ tỉnh");
+    }
+}
+
+/// "Đã phê duyệt" / "Đã phê duyệt, số liệu đã thay đổi sau đó" / "Chưa phê duyệt".
+pub fn approval_badge(lang: Lang, a: Option<&crate::review::Approval>) -> Markup {
+    html! {
+        @match a {
+            Some(a) if a.changes_after > 0 => span.badge.unmet.approval { (lang.t("Đã phê duyệt, số liệu đã thay đổi sau đó", "Approved; figures changed since")) },
+            Some(a) => span.badge.met.approval { (lang.t("Đã phê duyệt ngày ", "Approved on ")) (datetime(lang, a.approved_at).split(' ').next().unwrap_or_default()) },
+            None => span.badge.none.approval { (lang.t("Chưa phê duyệt", "Not approved")) },
+        }
     }
 }

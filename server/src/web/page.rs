@@ -26,28 +26,13 @@ fn https(parts: &Parts) -> bool {
     parts.extensions.get::<Transport>().is_none_or(|t| t.https)
 }
 
-/// The pages' language: Vietnamese unless `?lang=en` (or the cookie it leaves) says English.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lang {
-    Vi,
-    En,
-}
+pub use super::fmt::Lang;
 
 const LANG_COOKIE: &str = "gesync_lang";
 
+/// Which language a request asks for: Vietnamese unless `?lang=en` (or the cookie it leaves)
+/// says English.
 impl Lang {
-    /// Picks the Vietnamese or the English text.
-    pub fn t<'a>(self, vi: &'a str, en: &'a str) -> &'a str {
-        match self {
-            Lang::Vi => vi,
-            Lang::En => en,
-        }
-    }
-
-    pub fn code(self) -> &'static str {
-        self.t("vi", "en")
-    }
-
     fn parse(s: &str) -> Option<Lang> {
         match s {
             "vi" => Some(Lang::Vi),

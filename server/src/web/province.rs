@@ -9,7 +9,6 @@ use maud::html;
 
 use super::district::{cell, figures_target, period_selector, FiguresQuery};
 use super::fmt;
-use super::review::{approval_badge, approval_of};
 use super::page::{blocking, page, Lang, Section, Web, WebResult};
 use crate::api::Shared;
 use crate::model::OrgUnit;
@@ -73,7 +72,7 @@ pub async fn view(State(state): State<Shared>, web: Web, Query(q): Query<Figures
                             " " span.muted { "(" (fmt::level(lang, &u.level)) ", " (u.code) ")" }
                         }
                         @for id in IndicatorId::ALL { (cell(lang, r, id)) }
-                        td.approval { (approval_badge(lang, approval_of(&approvals, &u.code, period))) }
+                        td.approval { (fmt::approval_badge(lang, crate::review::Approval::find(&approvals, &u.code, period))) }
                     }
                 }
                 tr.total data-unit=(unit.code) {

@@ -389,23 +389,6 @@ pub async fn merge(State(state): State<Shared>, Path(id): Path<String>, Posted {
 
 // ---- approval --------------------------------------------------------------------------------
 
-/// The approval of `unit` for `period`, if any, among `approvals`.
-pub fn approval_of<'a>(approvals: &'a [Approval], unit: &str, period: Period) -> Option<&'a Approval> {
-    let p = period.to_string();
-    approvals.iter().find(|a| a.org_unit == unit && a.period == p)
-}
-
-/// "Đã phê duyệt" / "Đã phê duyệt, số liệu đã thay đổi sau đó" / "Chưa phê duyệt".
-pub fn approval_badge(lang: Lang, a: Option<&Approval>) -> Markup {
-    html! {
-        @match a {
-            Some(a) if a.changes_after > 0 => span.badge.unmet.approval { (lang.t("Đã phê duyệt, số liệu đã thay đổi sau đó", "Approved; figures changed since")) },
-            Some(a) => span.badge.met.approval { (lang.t("Đã phê duyệt ngày ", "Approved on ")) (fmt::datetime(lang, a.approved_at).split(' ').next().unwrap_or_default()) },
-            None => span.badge.none.approval { (lang.t("Chưa phê duyệt", "Not approved")) },
-        }
-    }
-}
-
 /// `GET /review/approval?unit=&period=`.
 pub async fn approval(State(state): State<Shared>, web: Web, Query(q): Query<ReviewQuery>) -> WebResult {
     require_reviewer(&web)?;
@@ -413,13 +396,13 @@ pub async fn approval(State(state): State<Shared>, web: Web, Query(q): Query<Rev
     let db = state.db.clone();
     let code = unit.code.clone();
     let (open, approvals, current) = blocking(move || Ok((db.open_conflicts(&code)?, db.approvals_under(&code)?, db.indicators(&code, period)?))).await?;
-    let a = approval_of(&approvals, &unit.code, period);
+    let a = Approval::find(&approvals, &unit.code, period);
     let lang = web.lang;
     let body = html! {
         h1 { (web.t("Phê duyệt số liệu", "Approve the figures")) ": " (unit.name) }
         (done_notice(lang, q.done.as_deref()))
         div.bar { (super::district::period_selector(&web, "/review/approval", &unit.code, period)) }
-        h2 { (fmt::period(lang, period)) " " (approval_badge(lang, a)) }
+        h2 { (fmt::period(lang, period)) " " (fmt::approval_badge(lang, a)) }
         @if let Some(a) = a {
             p id="approval-state" {
                 (web.t("Phê duyệt bởi ", "Approved by ")) strong { (a.approved_by) } (web.t(" lúc ", " at ")) (fmt::datetime(lang, a.approved_at)) "."

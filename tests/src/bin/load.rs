@@ -21,6 +21,9 @@
 //! behind a round-robin proxy (server CPU and memory are then summed over the replicas;
 //! PostgreSQL's own are not counted).
 //!
+//! `--pin`: the server process on CPU 0 and the phones on CPU 1 (`taskset`), so that the
+//! server's own latency shows rather than the phones' competition for its core.
+//!
 //! `server_cpu_us` in the JSON: the server's CPU per pushed and per delivered record, the
 //! least-squares fit of cpu = a·pushed + b·delivered over the three sync phases (each request's
 //! fixed cost is spread over its records).
@@ -32,11 +35,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
-use tests::bench::{arg, arg_parsed, arg_str, entry, replicas_from_args, serve_if_child, store_from_args, ServerChild};
+use tests::bench::{arg, arg_parsed, arg_str, entry, pin_self_to, replicas_from_args, serve_if_child, store_from_args, ServerChild};
 use tests::{cpu_s, rss_mb};
 
 fn main() {
     serve_if_child();
+    if pinned() {
+        // The server on the first CPU (see `run`), these phones on the second: the server's
+        // own latency shows, not the phones' competition for its core.
+        pin_self_to(1);
+    }
     let mut config = FleetConfig::new(arg("--phones", 1000), arg("--records-per-phone", 20));
     config.phones_per_commune = arg("--phones-per-commune", config.phones_per_commune);
     config.communes_per_district = arg("--communes-per-district", config.communes_per_district);
@@ -44,6 +52,11 @@ fn main() {
     // phone's disk write from stalling the others' network I/O.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(8).enable_all().build().unwrap();
     rt.block_on(run(config));
+}
+
+/// `--pin`: the server process on CPU 0, the phones on CPU 1.
+fn pinned() -> bool {
+    std::env::args().any(|a| a == "--pin")
 }
 
 /// CPU seconds used by the server process and by this one (the phones).
@@ -93,7 +106,7 @@ async fn run(config: FleetConfig) {
         layout.phones.len(),
         t.elapsed().as_secs_f64()
     );
-    let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_on(&store)).collect();
+    let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_pinned(&store, pinned().then_some(0))).collect();
     let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
     let addr = entry(&servers).await;
     let url = format!("http://{addr}");
@@ -219,6 +232,7 @@ async fn run(config: FleetConfig) {
         json!({
             "phones": config.phones,
             "spread_ms": spread,
+            "pinned": pinned(),
             "seed": seed,
             "records": total_records,
             "communes": layout.communes.len(),
