@@ -1,11 +1,13 @@
 -- gesync schema, step 2: tables a DBA can read, and read-only views for reporting.
 --
 -- The tables below hold, in columns, what the keyspace (`gesync.kv`) holds as bytes: the org
--- tree with its merges, the materialised counters per (org unit, quarter), the targets, and one
--- row per record (never its document or any free text). The database keeps them itself: a
--- trigger on `gesync.kv` rewrites the affected rows in the same transaction as every change to
--- the keyspace, so they are never behind it, on any replica, whatever wrote the change (a sync,
--- a merge, a restore, `admin rebuild-figures`). Nobody writes them by hand.
+-- tree with its merges, the targets, and one row per record (its kind, commune, dates, what it
+-- adds to the figures, its de-identified facts; never its document or any free text). The
+-- database keeps them itself: a trigger on `gesync.kv` rewrites the affected row in the same
+-- transaction as every change to the keyspace, so they are never behind it, on any replica,
+-- whatever wrote the change (a sync, a merge, a restore, `admin rebuild-figures`). Nobody
+-- writes them by hand. The trigger reads small JSON values only (a record's reporting row is
+-- written for it, beside its document): the write path, which holds the write lock, pays little.
 --
 -- `v_figures` and `v_records` are what a statistician reads; the role `gesync_reporting` may
 -- read those two views and nothing else.
@@ -19,16 +21,6 @@ CREATE TABLE gesync.org_units (
     merged_on   DATE
 );
 COMMENT ON TABLE gesync.org_units IS 'The org-unit tree, merged units included (merged_into, merged_on); today''s map is the units with merged_into IS NULL';
-
-CREATE TABLE gesync.counters (
-    org_unit TEXT NOT NULL,
-    year     INT NOT NULL,
-    quarter  SMALLINT NOT NULL CHECK (quarter BETWEEN 1 AND 4),
-    counter  TEXT NOT NULL,               -- 'gbv_victims_supported.num', '….den.sex.female', 'news_items'
-    value    BIGINT NOT NULL,
-    PRIMARY KEY (org_unit, year, quarter, counter)
-);
-COMMENT ON TABLE gesync.counters IS 'Materialised sums per (org unit, quarter), in long format, at every unit on each record''s chain on today''s map';
 
 CREATE TABLE gesync.targets (
     org_unit       TEXT NOT NULL,
@@ -55,25 +47,23 @@ CREATE TABLE gesync.records (
     id          UUID PRIMARY KEY,
     kind        TEXT NOT NULL,            -- 'gbv_case', 'trafficking_returnee', 'news_item'
     commune     TEXT NOT NULL,            -- where it was recorded (fixed at creation)
-    feed_seq    BIGINT NOT NULL,          -- position of its latest change in the sync feed
     record_date DATE,                     -- detected_on, identified_on or published_on
+    quarter     TEXT,                     -- '2025Q3', the quarter it counts in (NULL: nowhere)
     deleted     BOOLEAN NOT NULL,
     updated_at  TIMESTAMPTZ NOT NULL,
+    counts      JSONB NOT NULL,           -- what it adds: {"gbv_victims_supported.num": 1, ...}
     facts       JSONB                     -- de-identified: no names, notes, providers, titles
 );
 CREATE INDEX records_by_commune ON gesync.records (commune, record_date);
-COMMENT ON TABLE gesync.records IS 'One row per record: its metadata and de-identified facts (the document itself stays in gesync.kv)';
+COMMENT ON TABLE gesync.records IS 'One row per record: its metadata, what it adds to the figures, its de-identified facts (the document itself stays in gesync.kv)';
 
 -- Rewrites the rows that one keyspace entry stands for (`val` NULL: the entry was removed).
--- Keys: 'c/{unit}/{YYYYQn}' counters (JSON name -> count); 'o/{code}' an org unit (JSON);
--- 't/{unit}/{indicator}' a target (JSON year -> fraction); 'm/' + 16 bytes a record's metadata
--- (JSON, sealed: 0xC5, 8 bytes of its SHA-256, the JSON). A sealed value that fails its
--- checksum (damaged) leaves no row, as the server leaves the record out of its answers. A key
--- of another form under these prefixes is not the server's and is left alone.
+-- Keys: 'o/{code}' an org unit (JSON); 't/{unit}/{indicator}' a target (JSON year -> fraction);
+-- 'fx/' + 16 bytes a record's reporting row (JSON, see sync-core/src/facts.rs). A key of
+-- another form under these prefixes is not the server's and is left alone.
 CREATE FUNCTION gesync.project(key BYTEA, val BYTEA) RETURNS VOID
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, gesync AS $$
 DECLARE
-    prefix BYTEA := substr(key, 1, 2);
     shown  TEXT := encode(key, 'escape');   -- bytes that are not ASCII escaped: never fails
     rest   TEXT;
     unit   TEXT;
@@ -81,22 +71,23 @@ DECLARE
     doc    JSONB;
     rid    UUID;
 BEGIN
-    IF prefix = 'c/'::BYTEA AND shown ~ '^c/[0-9]{2,12}/[0-9]{4}Q[1-4]$' THEN
-        rest := convert_from(substr(key, 3), 'UTF8');
-        unit := split_part(rest, '/', 1);
-        part := split_part(rest, '/', 2);
-        doc := COALESCE(convert_from(val, 'UTF8')::JSONB, '{}'::JSONB);
-        -- Only the counters that changed are written (a record moves a few of the dozens).
-        DELETE FROM gesync.counters
-         WHERE org_unit = unit AND year = left(part, 4)::INT AND quarter = right(part, 1)::SMALLINT
-           AND NOT doc ? counter;
-        INSERT INTO gesync.counters
-        SELECT unit, left(part, 4)::INT, right(part, 1)::SMALLINT, e.key, e.value::BIGINT
-          FROM jsonb_each_text(doc) AS e
-        ON CONFLICT (org_unit, year, quarter, counter) DO UPDATE SET value = EXCLUDED.value
-         WHERE counters.value IS DISTINCT FROM EXCLUDED.value;
-    ELSIF prefix = 'o/'::BYTEA AND shown ~ '^o/[0-9]{2,12}$' THEN
-        unit := convert_from(substr(key, 3), 'UTF8');
+    IF substr(key, 1, 3) = 'fx/'::BYTEA AND length(key) = 19 THEN
+        rid := encode(substr(key, 4), 'hex')::UUID;
+        IF val IS NULL THEN
+            DELETE FROM gesync.records WHERE id = rid;
+        ELSE
+            doc := convert_from(val, 'UTF8')::JSONB;
+            INSERT INTO gesync.records
+            VALUES (rid, doc->>'kind', doc->>'commune', (doc->>'date')::DATE, doc->>'quarter',
+                    COALESCE((doc->>'deleted')::BOOLEAN, false), to_timestamp((doc->>'updated_at')::BIGINT),
+                    COALESCE(doc->'counts', '{}'::JSONB), NULLIF(doc->'facts', 'null'::JSONB))
+            ON CONFLICT (id) DO UPDATE
+               SET kind = EXCLUDED.kind, commune = EXCLUDED.commune, record_date = EXCLUDED.record_date,
+                   quarter = EXCLUDED.quarter, deleted = EXCLUDED.deleted, updated_at = EXCLUDED.updated_at,
+                   counts = EXCLUDED.counts, facts = EXCLUDED.facts;
+        END IF;
+    ELSIF shown ~ '^o/[0-9]{2,12}$' THEN
+        unit := substr(shown, 3);
         IF val IS NULL THEN
             DELETE FROM gesync.org_units WHERE code = unit;
         ELSE
@@ -107,8 +98,8 @@ BEGIN
                SET name = EXCLUDED.name, parent = EXCLUDED.parent, level = EXCLUDED.level,
                    merged_into = EXCLUDED.merged_into, merged_on = EXCLUDED.merged_on;
         END IF;
-    ELSIF prefix = 't/'::BYTEA AND shown ~ '^t/[0-9]{2,12}/[a-z_]+$' THEN
-        rest := convert_from(substr(key, 3), 'UTF8');
+    ELSIF shown ~ '^t/[0-9]{2,12}/[a-z_]+$' THEN
+        rest := substr(shown, 3);
         unit := split_part(rest, '/', 1);
         part := split_part(rest, '/', 2);
         DELETE FROM gesync.targets WHERE org_unit = unit AND indicator = part;
@@ -116,28 +107,6 @@ BEGIN
             INSERT INTO gesync.targets
             SELECT unit, part, e.key::INT, e.value::DOUBLE PRECISION
               FROM jsonb_each_text(convert_from(val, 'UTF8')::JSONB) AS e;
-        END IF;
-    ELSIF prefix = 'm/'::BYTEA AND length(key) = 18 THEN
-        rid := encode(substr(key, 3), 'hex')::UUID;
-        IF val IS NOT NULL AND get_byte(val, 0) = 197 THEN   -- sealed
-            IF length(val) < 9 OR substr(sha256(substr(val, 10)), 1, 8) <> substr(val, 2, 8) THEN
-                val := NULL;
-            ELSE
-                val := substr(val, 10);
-            END IF;
-        END IF;
-        IF val IS NULL THEN
-            DELETE FROM gesync.records WHERE id = rid;
-        ELSE
-            doc := convert_from(val, 'UTF8')::JSONB;
-            INSERT INTO gesync.records
-            VALUES (rid, doc->>'kind', doc->>'commune', (doc->>'seq')::BIGINT, (doc->>'date')::DATE,
-                    COALESCE((doc->>'deleted')::BOOLEAN, false), to_timestamp((doc->>'updated_at')::BIGINT),
-                    NULLIF(doc->'facts', 'null'::JSONB))
-            ON CONFLICT (id) DO UPDATE
-               SET kind = EXCLUDED.kind, commune = EXCLUDED.commune, feed_seq = EXCLUDED.feed_seq,
-                   record_date = EXCLUDED.record_date, deleted = EXCLUDED.deleted,
-                   updated_at = EXCLUDED.updated_at, facts = EXCLUDED.facts;
         END IF;
     END IF;
 END
@@ -157,20 +126,22 @@ END
 $$;
 REVOKE ALL ON FUNCTION gesync.project_kv() FROM PUBLIC;
 
--- Only the four families of keys above: the trigger costs nothing on the others (the feed,
--- documents, accounts, audit).
+-- Only the three families of keys above: the trigger costs nothing on the others (the feed,
+-- documents, counters, accounts, audit).
 CREATE TRIGGER kv_projects AFTER INSERT OR UPDATE ON gesync.kv
     FOR EACH ROW
-    WHEN (substr(NEW.k, 1, 2) IN ('c/'::BYTEA, 'o/'::BYTEA, 't/'::BYTEA, 'm/'::BYTEA))
+    WHEN (substr(NEW.k, 1, 2) IN ('o/'::BYTEA, 't/'::BYTEA) OR substr(NEW.k, 1, 3) = 'fx/'::BYTEA)
     EXECUTE FUNCTION gesync.project_kv();
 CREATE TRIGGER kv_projects_removal AFTER DELETE ON gesync.kv
     FOR EACH ROW
-    WHEN (substr(OLD.k, 1, 2) IN ('c/'::BYTEA, 'o/'::BYTEA, 't/'::BYTEA, 'm/'::BYTEA))
+    WHEN (substr(OLD.k, 1, 2) IN ('o/'::BYTEA, 't/'::BYTEA) OR substr(OLD.k, 1, 3) = 'fx/'::BYTEA)
     EXECUTE FUNCTION gesync.project_kv();
 
 -- What the keyspace already holds (a store from before this step).
+-- (Records stored before their reporting rows were kept have none yet: `gesync-server migrate`
+-- writes them, from the documents, right after this step.)
 SELECT gesync.project(k, v) FROM gesync.kv
- WHERE substr(k, 1, 2) IN ('c/'::BYTEA, 'o/'::BYTEA, 't/'::BYTEA, 'm/'::BYTEA);
+ WHERE substr(k, 1, 2) IN ('o/'::BYTEA, 't/'::BYTEA) OR substr(k, 1, 3) = 'fx/'::BYTEA;
 
 -- The figures of every unit on today's map, for every period (quarters, half-years and the year)
 -- of every year with something counted: the numbers of `GET /api/v1/indicators`. A rate's
@@ -181,17 +152,28 @@ WITH RECURSIVE
 units AS (
     SELECT code, level FROM gesync.org_units WHERE merged_into IS NULL
 ),
--- Each unit on today's map, and every unit above it (itself at depth 0).
+-- Every unit (merged ones too), and each unit its records count in: itself, then its
+-- successor if it was merged, else its parent, up to the root (itself at depth 0).
 up (unit, ancestor, depth) AS (
-    SELECT code, code, 0 FROM units
+    SELECT code, code, 0 FROM gesync.org_units
     UNION ALL
     SELECT up.unit, COALESCE(o.merged_into, o.parent), up.depth + 1
       FROM up JOIN gesync.org_units o ON o.code = up.ancestor
      WHERE COALESCE(o.merged_into, o.parent) IS NOT NULL AND up.depth < 64
 ),
+-- What the records add, per unit and quarter: the server's materialised counters, remade.
+counted AS (
+    SELECT up.ancestor AS org_unit, left(r.quarter, 4)::INT AS year, right(r.quarter, 1)::INT AS quarter,
+           e.key AS counter, SUM(e.value::BIGINT) AS value
+      FROM gesync.records r
+     CROSS JOIN LATERAL jsonb_each_text(r.counts) AS e
+      JOIN up ON up.unit = r.commune
+     WHERE r.quarter IS NOT NULL
+     GROUP BY 1, 2, 3, 4
+),
 periods (period, year, quarters) AS (
     SELECT y.year || p.suffix, y.year, p.quarters
-      FROM (SELECT DISTINCT year FROM gesync.counters) AS y
+      FROM (SELECT DISTINCT year FROM counted) AS y
      CROSS JOIN (VALUES ('Q1', ARRAY[1]), ('Q2', ARRAY[2]), ('Q3', ARRAY[3]), ('Q4', ARRAY[4]),
                         ('S1', ARRAY[1, 2]), ('S2', ARRAY[3, 4]), ('', ARRAY[1, 2, 3, 4])) AS p (suffix, quarters)
 ),
@@ -203,7 +185,7 @@ rates AS (
            COALESCE(SUM(c.value) FILTER (WHERE c.counter = i.indicator || '.num'), 0)::BIGINT AS numerator,
            COALESCE(SUM(c.value) FILTER (WHERE c.counter = i.indicator || '.den'), 0)::BIGINT AS denominator
       FROM units u CROSS JOIN periods p CROSS JOIN rate_ids i
-      LEFT JOIN gesync.counters c
+      LEFT JOIN counted c
              ON c.org_unit = u.code AND c.year = p.year AND c.quarter = ANY (p.quarters)
             AND c.counter IN (i.indicator || '.num', i.indicator || '.den')
      GROUP BY u.code, p.period, p.year, i.indicator
@@ -211,7 +193,7 @@ rates AS (
 -- A commune is news-compliant for a period with at least 4 news items in every one of its quarters.
 compliant AS (
     SELECT u.code AS commune, p.period,
-           (SELECT count(*) FROM gesync.counters c
+           (SELECT count(*) FROM counted c
              WHERE c.org_unit = u.code AND c.year = p.year AND c.quarter = ANY (p.quarters)
                AND c.counter = 'news_items' AND c.value >= 4) = cardinality(p.quarters) AS ok
       FROM units u CROSS JOIN periods p

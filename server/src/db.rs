@@ -3,7 +3,8 @@
 //!
 //! Keyspace (one prefix per table; all multi-key changes go through one atomic [`Batch`]):
 //! - `o/{code}` org unit · `u/{username}` user · `d/{username}/{device_id}` device
-//! - `r/{id16}` record document (`doc::save_record`) · `m/{id16}` record meta
+//! - `r/{id16}` record document (`doc::save_record`) · `m/{id16}` record meta ·
+//!   `fx/{id16}` its reporting row (`sync_core::facts::report_row`, plain JSON)
 //! - `up/{username}/{device_id}`, `us/{username}/{device_id}/{offset}` a large record's upload in
 //!   progress (`uploads.rs`)
 //! - `f/{commune}/{seq:be64}` → id16: the change feed. Each record appears once, at the sequence

@@ -211,8 +211,9 @@ impl Db {
         Ok(())
     }
 
-    /// Recomputes every counter from the records themselves (recovery), replacing the stored
-    /// ones, and returns how many records were read.
+    /// Recomputes every counter, and every record's contribution and reporting row, from the
+    /// records themselves (recovery; `migrate`), replacing the stored ones, and returns how
+    /// many records were read.
     pub fn rebuild_figures(&self) -> Result<usize, DbError> {
         let tx = self.kv().begin_write()?;
         let tree = self.tree_in(&*tx)?;
@@ -233,8 +234,7 @@ impl Db {
             }
             let mut meta = crate::records::parse_meta(&id, v)?;
             meta.contribution = c;
-            meta.facts = facts;
-            metas.push((k, meta));
+            metas.push((k, id, meta, facts));
             n += 1;
         }
         let mut batch = Batch::default();
@@ -244,7 +244,8 @@ impl Db {
         for ((unit, q), c) in sums {
             batch.put(counter_key(&unit, q), to_json(&c));
         }
-        for (k, meta) in metas {
+        for (k, id, meta, facts) in metas {
+            batch.put(crate::records::report_key(&id), to_json(&sync_core::facts::report_row(&meta, facts.as_ref())));
             batch.put(k, crate::records::seal(&to_json(&meta)));
         }
         tx.commit_then(batch, &mut || self.clear_counters_cache())?;

@@ -35,6 +35,7 @@ pub mod records;
 pub mod report_file;
 pub mod review;
 pub mod server;
+pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod uploads;

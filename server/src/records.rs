@@ -103,6 +103,12 @@ pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, c
     }
 }
 
+/// A record's reporting row: `fx/{id16}` → [`sync_core::facts::report_row`] (plain JSON: on
+/// PostgreSQL the database reads it into `gesync.records`).
+pub(crate) fn report_key(id: &RecordId) -> Vec<u8> {
+    key("fx/", &[&id.0])
+}
+
 /// The tag of a sealed value (a byte neither an Automerge document nor JSON starts with).
 const SEALED: u8 = 0xC5;
 /// Bytes of SHA-256 a sealed value carries.
@@ -437,6 +443,7 @@ impl Db {
             index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
             batch.put(key("r/", &[&w.id.0]), seal(&std::mem::take(&mut w.doc)));
             batch.put(key("m/", &[&w.id.0]), seal(&to_json(&w.meta)));
+            batch.put(report_key(&w.id), to_json(&sync_core::facts::report_row(&w.meta, w.facts.as_ref())));
         }
         for (actor, owner) in &plan.actor_claims {
             batch.put(key("x/", &[actor.as_bytes()]), to_json(owner));

@@ -6,9 +6,43 @@
 //! dropped, so no text can pass as an enumeration); a birth year becomes a five-year band and
 //! the age band of `domain.md` at the record's date. Nested maps and lists keep their shape.
 
+use indicators::IndicatorId;
 use serde_json::{Map, Value};
 use sync_protocol::schema::{fields, name, Field, FieldType};
 use sync_protocol::Record;
+
+use crate::meta::RecordMeta;
+
+/// A record's reporting row: what a store keeps beside it for tables people read (on
+/// PostgreSQL, `gesync.records`, from which `v_figures` and `v_records` are made). JSON:
+/// `kind`, `commune`, `date`, `deleted`, `updated_at`, `quarter` and `counts` (the totals the
+/// record adds to the figures: `gbv_victims_supported.num`, `….den`, `news_items`, …; none when
+/// it counts nowhere), `facts` ([`facts`]). Small, so that writing it costs little.
+pub fn report_row(meta: &RecordMeta, facts: Option<&Value>) -> Value {
+    let mut counts = Map::new();
+    if let Some(c) = &meta.contribution {
+        for id in IndicatorId::RATES {
+            for (side, n) in [("num", c.counters.numerator(id)), ("den", c.counters.denominator(id))] {
+                if n != 0 {
+                    counts.insert(format!("{}.{side}", id.as_str()), Value::from(n));
+                }
+            }
+        }
+        if c.counters.news_items() != 0 {
+            counts.insert("news_items".into(), Value::from(c.counters.news_items()));
+        }
+    }
+    serde_json::json!({
+        "kind": meta.kind,
+        "commune": meta.commune,
+        "date": meta.date,
+        "deleted": meta.deleted,
+        "updated_at": meta.updated_at,
+        "quarter": meta.contribution.as_ref().map(|c| c.quarter.to_string()),
+        "counts": counts,
+        "facts": facts,
+    })
+}
 
 /// Years per birth-year band: `1985-1989`.
 const BAND_YEARS: i64 = 5;

@@ -32,10 +32,6 @@ pub struct RecordMeta {
     /// Number of fields holding concurrent values.
     #[serde(default)]
     pub conflicts: u32,
-    /// The record's de-identified facts ([`crate::facts::facts`]), for reporting; `None` for
-    /// records stored before they were kept (`migrate` fills them in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub facts: Option<serde_json::Value>,
 }
 
 impl RecordMeta {

@@ -37,6 +37,8 @@ pub struct RecordWrite {
     /// The record's open conflicts: the review index holds exactly these afterwards (none:
     /// the record leaves the index).
     pub conflicts: Vec<StoredConflict>,
+    /// Its de-identified facts, for its reporting row ([`crate::facts::report_row`]).
+    pub facts: Option<serde_json::Value>,
 }
 
 /// Counter deltas per (org unit, quarter): each record's old contribution out, the new one in,
@@ -92,7 +94,7 @@ impl CommitPlan {
                     plan.actor_claims.push((actor, ActorOwner { username: who.username.clone(), device_id: who.device_id.clone() }));
                 }
             }
-            plan.records.push(RecordWrite { id: p.id, base_seq: p.base_seq, doc: p.doc, meta: p.meta, conflicts: p.conflicts });
+            plan.records.push(RecordWrite { id: p.id, base_seq: p.base_seq, doc: p.doc, meta: p.meta, conflicts: p.conflicts, facts: p.facts });
         }
         plan
     }

@@ -67,6 +67,8 @@ pub struct Prepared {
     pub conflicts: Vec<StoredConflict>,
     /// Actors of the new changes that nobody owned yet: they become the pusher's device's.
     pub new_actors: Vec<String>,
+    /// The record's de-identified facts, for its reporting row ([`crate::facts::report_row`]).
+    pub facts: Option<serde_json::Value>,
 }
 
 /// What becomes of one pushed record.
@@ -277,8 +279,8 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
             contribution,
             dup: typed.as_ref().and_then(duplicate_key),
             conflicts: conflicts.len() as u32,
-            facts: crate::facts::facts(&view),
         },
+        facts: crate::facts::facts(&view),
         conflicts,
         new_actors,
     })))

@@ -231,7 +231,7 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     let stat = as_role(&url, &role, &format!("thong-ke-{seed}"));
     let reads = psql(&stat, "SELECT count(*) FROM gesync.v_figures");
     let records_read = psql(&stat, "SELECT count(*) FROM gesync.v_records");
-    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.counters", "gesync.org_units", "gesync.schema_migrations"]
+    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations"]
         .into_iter()
         .map(|t| (t, psql(&stat, &format!("SELECT count(*) FROM {t}"))))
         .collect();
@@ -260,8 +260,8 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     let before = (tests::server_views(&server.url(), "district", "047").await, Api::login(&server.url(), "district").await.get("/api/v1/indicators?org_unit=047&period=2025").await.1);
     server.kill();
 
-    // The layout of the previous release: the keyspace in `public`, no schema, and record
-    // metadata from before it was sealed or held facts.
+    // The layout of the previous release: the keyspace in `public`, no schema, records from
+    // before their documents and metadata were sealed and before reporting rows were kept.
     psql_ok(
         &url,
         "CREATE TABLE public.gesync_kv AS SELECT k, v FROM gesync.kv;
@@ -269,8 +269,8 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
          CREATE TABLE public.gesync_write_lock (id INT PRIMARY KEY); INSERT INTO public.gesync_write_lock VALUES (1);
          CREATE TABLE public.gesync_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
          INSERT INTO public.gesync_migrations VALUES (1);
-         UPDATE public.gesync_kv SET v = convert_to((convert_from(substr(v, 10), 'UTF8')::JSONB - 'facts')::TEXT, 'UTF8')
-          WHERE substr(k, 1, 2) = 'm/'::BYTEA;
+         UPDATE public.gesync_kv SET v = substr(v, 10) WHERE substr(k, 1, 2) IN ('m/'::BYTEA, 'r/'::BYTEA);
+         DELETE FROM public.gesync_kv WHERE substr(k, 1, 3) = 'fx/'::BYTEA;
          DROP SCHEMA gesync CASCADE;",
     );
 
@@ -283,7 +283,7 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     assert!(!out.status.success());
     assert!(stderr.contains("gesync-server migrate") && !stderr.contains("app-password"), "{stderr}");
 
-    // The owner migrates: both steps applied, every record's facts filled in.
+    // The owner migrates: both steps applied, every record's reporting row written.
     let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();

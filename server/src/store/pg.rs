@@ -249,10 +249,15 @@ impl PgKv {
         })
     }
 
-    /// Records whose metadata holds no de-identified facts yet (stored before they were kept):
-    /// `migrate` fills them in.
-    pub fn records_without_facts(&self) -> Result<i64, StoreError> {
-        self.run(sqlx::query_scalar("SELECT count(*) FROM gesync.records WHERE facts IS NULL").fetch_one(&self.pool))
+    /// Records without a reporting row (stored before those were kept): `migrate` writes them.
+    pub fn records_without_report_rows(&self) -> Result<i64, StoreError> {
+        self.run(
+            sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM gesync.kv WHERE k >= 'm/'::BYTEA AND k < 'm0'::BYTEA AND length(k) = 18)
+                      - (SELECT count(*) FROM gesync.records)",
+            )
+            .fetch_one(&self.pool),
+        )
     }
 
     /// Empties the store (tests and `restore` into a database that must be empty check first).

@@ -12,7 +12,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::page::{self, bare, blocking, cookie, set_cookie, Anon, Lang, Posted, Web, WebError, WebResult};
-use super::session;
+use crate::sessions as session;
 use crate::api::{authenticate, ClientIp, Shared};
 use crate::db::AuditEvent;
 use crate::model::Role;

@@ -21,7 +21,6 @@ mod login;
 mod page;
 mod province;
 mod review;
-mod session;
 
 use axum::routing::{get, post};
 use axum::Router;

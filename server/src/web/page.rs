@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{html, Markup, DOCTYPE};
 use serde::de::DeserializeOwned;
 
-use super::session::{self, Session};
+use crate::sessions::{self as session, Session};
 use crate::api::Shared;
 use crate::error::AppError;
 use crate::model::{Principal, Role};

@@ -1,4 +1,5 @@
-//! Server-side web sessions.
+//! Server-side web sessions: the repository of `w/` (the web pages use it; no other module
+//! knows its keys).
 //!
 //! The browser holds only a random 256-bit session id in an `HttpOnly`, `SameSite=Strict`
 //! cookie (`Secure` over HTTPS). The store keeps, under `w/{sha256(id) hex}`, who the session
