@@ -191,6 +191,9 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
             (Box::new(kv), place)
         }
     };
+    // Reporting rows go only where tables for people are kept (a backup of PostgreSQL restored
+    // into the embedded store leaves them out; the other way, they are written below).
+    let entries: Vec<_> = if kv.keeps_report_rows() { entries } else { entries.into_iter().filter(|(k, _)| !crate::records::is_report_key(k)).collect() };
     let n = entries.len() as u64;
     for chunk in entries.chunks(10_000) {
         let mut b = Batch::default();
@@ -204,6 +207,10 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     let db = Db::open(kv).map_err(|e| format!("the restored store in {place} does not open ({e})"))?;
     // A new epoch, with the relay window open: phones push back what the backup lacks.
     db.set_epoch(true).map_err(|e| format!("the restored store in {place}: {e}"))?;
+    // A backup from before records kept reporting rows: they are written now, from the documents.
+    if db.report_rows_missing().map_err(|e| format!("the restored store in {place}: {e}"))? {
+        db.rebuild_figures().map_err(|e| format!("the restored store in {place}: {e}"))?;
+    }
     Ok(n)
 }
 

@@ -475,9 +475,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let applied = kv.migrate().map_err(|e| e.to_string())?;
             // Records stored before their reporting rows were kept get them now (the rebuild
             // rewrites every record's metadata, reporting row and the figures from the documents).
-            let missing = kv.records_without_report_rows().map_err(|e| e.to_string())?;
             let db = crate::Db::open(Box::new(kv)).map_err(|e| e.to_string())?;
-            let refreshed = if missing > 0 { db.rebuild_figures().map_err(|e| e.to_string())? } else { 0 };
+            let refreshed = if db.report_rows_missing().map_err(|e| e.to_string())? { db.rebuild_figures().map_err(|e| e.to_string())? } else { 0 };
             let applied: Vec<String> = applied.iter().map(i32::to_string).collect();
             println!(
                 "{{\"schema_version\": {}, \"applied\": [{}], \"records_refreshed\": {refreshed}}}",

@@ -244,8 +244,11 @@ impl Db {
         for ((unit, q), c) in sums {
             batch.put(counter_key(&unit, q), to_json(&c));
         }
+        let report_rows = self.kv().keeps_report_rows();
         for (k, id, meta, facts) in metas {
-            batch.put(crate::records::report_key(&id), to_json(&sync_core::facts::report_row(&meta, facts.as_ref())));
+            if report_rows {
+                batch.put(crate::records::report_key(&id), to_json(&sync_core::facts::report_row(&meta, facts.as_ref())));
+            }
             batch.put(k, crate::records::seal(&to_json(&meta)));
         }
         tx.commit_then(batch, &mut || self.clear_counters_cache())?;

@@ -104,9 +104,15 @@ pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, c
 }
 
 /// A record's reporting row: `fx/{id16}` → [`sync_core::facts::report_row`] (plain JSON: on
-/// PostgreSQL the database reads it into `gesync.records`).
+/// PostgreSQL the database reads it into `gesync.records`). Kept only by stores that keep
+/// tables for people ([`crate::store::Kv::keeps_report_rows`]).
 pub(crate) fn report_key(id: &RecordId) -> Vec<u8> {
     key("fx/", &[&id.0])
+}
+
+/// Whether `k` is a reporting row's key (a restore into a store that keeps none leaves them out).
+pub(crate) fn is_report_key(k: &[u8]) -> bool {
+    k.starts_with(b"fx/")
 }
 
 /// The tag of a sealed value (a byte neither an Automerge document nor JSON starts with).
@@ -158,6 +164,27 @@ fn seq_of_feed_key(k: &[u8]) -> u64 {
 }
 
 impl Db {
+    /// Whether some record has no reporting row on a store that keeps them (the rows were not
+    /// kept when it was written, or it came from a store that does not keep them): `migrate`
+    /// and `restore` then write them all ([`Db::rebuild_figures`]).
+    pub fn report_rows_missing(&self) -> Result<bool, DbError> {
+        if !self.kv().keeps_report_rows() {
+            return Ok(false);
+        }
+        let count = |prefix: &[u8], key_len: usize| -> Result<usize, DbError> {
+            let (mut n, mut from, end) = (0, prefix.to_vec(), crate::store::prefix_end(prefix));
+            loop {
+                let page = self.kv().range(&from, &end, 10_000)?;
+                n += page.iter().filter(|(k, _)| k.len() == key_len).count();
+                match page.last() {
+                    Some((k, _)) if page.len() == 10_000 => from = [k.as_slice(), &[0]].concat(),
+                    _ => return Ok(n),
+                }
+            }
+        };
+        Ok(count(b"m/", 18)? != count(b"fx/", 19)?)
+    }
+
     pub fn get_meta(&self, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
         Self::meta_in(self.kv(), id)
     }
@@ -443,7 +470,9 @@ impl Db {
             index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
             batch.put(key("r/", &[&w.id.0]), seal(&std::mem::take(&mut w.doc)));
             batch.put(key("m/", &[&w.id.0]), seal(&to_json(&w.meta)));
-            batch.put(report_key(&w.id), to_json(&sync_core::facts::report_row(&w.meta, w.facts.as_ref())));
+            if self.kv().keeps_report_rows() {
+                batch.put(report_key(&w.id), to_json(&sync_core::facts::report_row(&w.meta, w.facts.as_ref())));
+            }
         }
         for (actor, owner) in &plan.actor_claims {
             batch.put(key("x/", &[actor.as_bytes()]), to_json(owner));

@@ -13,7 +13,7 @@ use sync_protocol::Record;
 
 use crate::meta::RecordMeta;
 
-/// A record's reporting row: what a store keeps beside it for tables people read (on
+/// A record's reporting row: what a store that keeps tables people read keeps beside it (on
 /// PostgreSQL, `gesync.records`, from which `v_figures` and `v_records` are made). JSON:
 /// `kind`, `commune`, `date`, `deleted`, `updated_at`, `quarter` and `counts` (the totals the
 /// record adds to the figures: `gbv_victims_supported.num`, `….den`, `news_items`, …; none when

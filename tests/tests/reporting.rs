@@ -312,3 +312,40 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     server.kill();
     psql_ok(&url, &format!("REVOKE ALL ON ALL TABLES IN SCHEMA gesync FROM {app}; REVOKE ALL ON SCHEMA gesync FROM {app}; DROP ROLE {app}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_moves_to_postgres_with_its_reporting_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = TestStore::Embedded(dir.path().join("server"));
+    sled.seed(0);
+    let server = ServerProcess::spawn_on(Path::new(BIN), &sled);
+    let mut p = phone(dir.path(), "a");
+    login(&mut p, &server.url(), "officer1").await;
+    let kept = make_records(&mut p, &mut StdRng::seed_from_u64(11), "04701", 15) + make_compliant(&mut p, "04701");
+    sync(&mut p).await;
+    let figures = Api::login(&server.url(), "district").await.get("/api/v1/indicators?org_unit=047&period=2025").await.1;
+    server.kill();
+    // The embedded store keeps no reporting rows (nothing would read them).
+    let rows = sled.with_db(|db| {
+        use gesync_server::store::KvRead;
+        db.kv().range(b"fx/", b"fx0", usize::MAX).unwrap().len()
+    });
+    assert_eq!(rows, 0);
+    let file = dir.path().join("old.gsb");
+    let data = dir.path().join("server").display().to_string();
+    let out = tests::run_cli(Path::new(BIN), &["backup", "--data-dir", &data, "--out", &file.display().to_string()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let pg = TestStore::postgres();
+    let url = url_of(&pg);
+    let out = tests::run_cli(Path::new(BIN), &["restore", "--database", &url, "--from", &file.display().to_string()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.v_records")[0][0], kept.to_string());
+    let server = ServerProcess::spawn_on(Path::new(BIN), &pg);
+    let api = Api::login(&server.url(), "district").await;
+    assert_eq!(api.get("/api/v1/indicators?org_unit=047&period=2025").await.1, figures, "figures after the move");
+    let rows = view_figures(&url);
+    let admin = Api::login(&server.url(), "admin").await;
+    assert_eq!(rows, api_figures(&admin, &rows).await, "v_figures after the move");
+    server.kill();
+}

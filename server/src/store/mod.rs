@@ -110,6 +110,11 @@ pub trait Kv: KvRead + Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+    /// Whether the store keeps tables people read beside the keyspace (PostgreSQL's `gesync`
+    /// schema): then each record change also writes the record's reporting row for them.
+    fn keeps_report_rows(&self) -> bool {
+        false
+    }
     /// Bytes on disk, for metrics (0 for memory).
     fn size_on_disk(&self) -> u64;
     /// A short description for logs and `/healthz` (never credentials).

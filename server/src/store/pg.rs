@@ -249,17 +249,6 @@ impl PgKv {
         })
     }
 
-    /// Records without a reporting row (stored before those were kept): `migrate` writes them.
-    pub fn records_without_report_rows(&self) -> Result<i64, StoreError> {
-        self.run(
-            sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM gesync.kv WHERE k >= 'm/'::BYTEA AND k < 'm0'::BYTEA AND length(k) = 18)
-                      - (SELECT count(*) FROM gesync.records)",
-            )
-            .fetch_one(&self.pool),
-        )
-    }
-
     /// Empties the store (tests and `restore` into a database that must be empty check first).
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         let any: Option<i32> = self.run(sqlx::query_scalar("SELECT 1 FROM gesync.kv LIMIT 1").fetch_optional(&self.pool))?;
@@ -516,6 +505,9 @@ impl WriteTx for Open {
 }
 
 impl Kv for PgKv {
+    fn keeps_report_rows(&self) -> bool {
+        true
+    }
     fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
         Ok(Box::new(self.begin(&WRITE_TX)?))
     }
