@@ -272,27 +272,7 @@ fn load_config_file() -> Result<(), String> {
 }
 
 /// Runs the command line with the process arguments; exits the process on error.
-/// Caps glibc's malloc arenas at two, unless the operator set `MALLOC_ARENA_MAX` (theirs wins),
-/// by starting the program again with that variable (the same process id, arguments and
-/// standard streams). glibc gives threads that contend for memory arenas of their own, up to
-/// eight per core, and keeps what each frees: after a 100,000-record ingest on two cores that
-/// was about 90 MiB of the server's RSS (README, "Measured figures"), for 10–20% more ingest
-/// speed. Call first thing, before any thread starts.
-pub fn lean_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::os::unix::process::CommandExt;
-        if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-            return;
-        }
-        let Ok(exe) = std::env::current_exe() else { return };
-        // `exec` returns only if it failed: the program then goes on as it is.
-        let _ = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env("MALLOC_ARENA_MAX", "2").exec();
-    }
-}
-
 pub fn main() {
-    lean_allocator();
     if let Err(e) = load_config_file() {
         fail(&e);
     }

@@ -68,8 +68,6 @@ pub fn serve_if_child() {
     if args.get(1).map(String::as_str) != Some("--serve") {
         return;
     }
-    // As `gesync-server` does, so that the figures are the server's.
-    gesync_server::cli::lean_allocator();
     if let Some(cpu) = std::env::var(SERVER_CPU_ENV).ok().and_then(|v| v.parse().ok()) {
         pin_self_to(cpu);
     }
