@@ -596,3 +596,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Logs the phone in, retrying while the server asks to wait (a busy or restarting replica, the
+/// hashing queue full while the whole test suite runs at once), as a phone does.
+pub async fn login_phone(c: &mut client_sdk::Client, url: &str, user: &str) {
+    for _ in 0..60 {
+        match c.login(url, user, PASSWORD, None).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => panic!("login of {user}: {e}"),
+        }
+    }
+    panic!("login of {user} never went through");
+}

@@ -17,7 +17,7 @@ use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tests::{seed_from_env, Api, ServerProcess, TestStore, PASSWORD};
+use tests::{login_phone as login, seed_from_env, Api, ServerProcess, TestStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
 
@@ -44,18 +44,6 @@ async fn sync_until_done(c: &mut Client) {
     panic!("the phone never finished syncing");
 }
 
-/// Logs in, retrying while the server asks to wait (a busy or restarting replica, the hashing
-/// queue full while the whole test suite runs at once), as a phone does.
-async fn login(c: &mut Client, url: &str, user: &str) {
-    for _ in 0..60 {
-        match c.login(url, user, PASSWORD, None).await {
-            Ok(_) => return,
-            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => panic!("login of {user}: {e}"),
-        }
-    }
-    panic!("login of {user} never went through");
-}
 
 /// What a replica answers: the district's records, the figures, the audit chain's verdict
 /// (reading records is audited: the chain's length is compared separately).

@@ -16,7 +16,7 @@ use client_sdk::{Client, FixedKey, RecordKind, StoreKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tests::{seed_from_env, Api, ServerProcess, TestStore, PASSWORD};
+use tests::{login_phone as login, seed_from_env, Api, ServerProcess, TestStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gesync-server-under-test");
 /// Words every free-text field of the load carries: none may reach a reporting view.
@@ -56,16 +56,6 @@ fn phone(dir: &Path, name: &str) -> Client {
     Client::open(dir.join(name), FixedKey(StoreKey::random())).unwrap()
 }
 
-async fn login(c: &mut Client, url: &str, user: &str) {
-    for _ in 0..60 {
-        match c.login(url, user, PASSWORD, None).await {
-            Ok(_) => return,
-            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => panic!("login of {user}: {e}"),
-        }
-    }
-    panic!("login of {user} never went through");
-}
 
 async fn sync(c: &mut Client) {
     for _ in 0..50 {
@@ -327,7 +317,6 @@ async fn an_embedded_store_moves_to_postgres_with_its_reporting_rows() {
     server.kill();
     // The embedded store keeps no reporting rows (nothing would read them).
     let rows = sled.with_db(|db| {
-        use gesync_server::store::KvRead;
         db.kv().range(b"fx/", b"fx0", usize::MAX).unwrap().len()
     });
     assert_eq!(rows, 0);
