@@ -60,6 +60,7 @@ async fn answers(url: &str) -> (BTreeMap<String, Value>, Value, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
+    let _cluster = CLUSTER.read().await;
     let seed = seed_from_env("replicas_behind_a_round_robin_proxy_answer_as_one_server");
     let mut rng = StdRng::seed_from_u64(seed);
     let store = TestStore::postgres();
@@ -169,6 +170,10 @@ async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
     again.kill();
 }
 
+/// The restart test stops the whole PostgreSQL cluster: it runs alone (writer); the other tests
+/// of this file, which would meet the stopped database, share it (readers).
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The test command's `pg_ctl` for its cluster (see `scripts/test.sh`).
 fn pg_ctl(action: &str) {
     let ctl = std::env::var("GESYNC_TEST_PG_CTL").expect("GESYNC_TEST_PG_CTL: run the tests with `bash scripts/test.sh`");
@@ -178,6 +183,7 @@ fn pg_ctl(action: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_restart_during_syncs_loses_nothing_acknowledged() {
+    let _cluster = CLUSTER.write().await;
     let store = TestStore::postgres();
     store.seed(0);
     let server = ServerProcess::spawn_on(Path::new(BIN), &store);
@@ -241,6 +247,7 @@ fn signal(pid: u32, sig: &str) {
 /// acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_frozen_while_it_holds_the_write_lock_holds_no_one_back() {
+    let _cluster = CLUSTER.read().await;
     let store = TestStore::postgres();
     store.seed(0);
     let TestStore::Postgres(db_url) = store.clone() else { unreachable!() };
