@@ -156,6 +156,11 @@ impl AuditWitness {
         format!("{} {}", ck.seq, ck.signature)
     }
 
+    /// Every checkpoint the witness file at `path` recorded (none when it cannot be read yet).
+    pub fn read(path: &std::path::Path) -> Vec<AuditWitness> {
+        std::fs::read_to_string(path).map(|t| Self::all_in(&t)).unwrap_or_default()
+    }
+
     /// Every well-formed line of a witness file's text, in order.
     pub fn all_in(text: &str) -> Vec<AuditWitness> {
         text.lines()
@@ -820,16 +825,21 @@ mod tests {
         db.commit(b).unwrap();
         assert_eq!(db.verify_audit_chain().unwrap(), Err(8 * AUDIT_CHECKPOINT_EVERY), "entries past their missing checkpoints");
         restore(&db);
+        // Every entry after `last` deleted, with the checkpoints past it: a tail cut off.
+        let cut_after = |db: &Db, last: u64| {
+            let mut b = Batch::default();
+            for prefix in [&b"a/"[..], b"ac/"] {
+                for (k, _) in db.kv().range(prefix, &prefix_end(prefix), usize::MAX).unwrap() {
+                    if u64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap()) > last {
+                        b.delete(k);
+                    }
+                }
+            }
+            db.commit(b).unwrap();
+        };
         // The tail cut at 100 with its checkpoints: consistent in the store, but not with the
         // checkpoint seen outside it.
-        let mut b = Batch::default();
-        for seq in 101..=n {
-            b.delete(key("a/", &[&seq.to_be_bytes()]));
-            if seq % AUDIT_CHECKPOINT_EVERY == 0 {
-                b.delete(key("ac/", &[&seq.to_be_bytes()]));
-            }
-        }
-        db.commit(b).unwrap();
+        cut_after(&db, 100);
         assert_eq!(db.verify_audit_chain().unwrap(), Ok(100), "the store alone cannot tell");
         assert_eq!(db.verify_audit_chain_against(&witness).unwrap(), Err(101), "the witness can");
         // A checkpoint made again past the cut, without the key, cannot stand in for it.
@@ -849,18 +859,7 @@ mod tests {
         assert_eq!((next.seq, next.prev.as_deref()), (11 * AUDIT_CHECKPOINT_EVERY, Some(latest.signature.as_str())));
         // Cut at 100 again and grown back past the cut: consistent in the store, but its new
         // checkpoints sign other entries than the witness saw.
-        let mut b = Batch::default();
-        for (k, _) in db.kv().range(b"a/", &prefix_end(b"a/"), usize::MAX).unwrap() {
-            if u64::from_be_bytes(k[2..10].try_into().unwrap()) > 100 {
-                b.delete(k);
-            }
-        }
-        for (k, _) in db.kv().range(b"ac/", &prefix_end(b"ac/"), usize::MAX).unwrap() {
-            if u64::from_be_bytes(k[3..11].try_into().unwrap()) > 100 {
-                b.delete(k);
-            }
-        }
-        db.commit(b).unwrap();
+        cut_after(&db, 100);
         for i in 100..n + 10 {
             db.audit(ev("login", &format!("regrown{i}"))).unwrap();
         }

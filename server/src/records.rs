@@ -454,6 +454,7 @@ impl Db {
     pub(crate) fn commit_plan(&self, tx: Box<dyn WriteTx + '_>, plan: CommitPlan) -> Result<u64, DbError> {
         let mut seq = Self::feed_seq_in(&*tx)?;
         let mut batch = Batch::default();
+        let report_rows = self.kv().keeps_report_rows();
         let ids: Vec<RecordId> = plan.records.iter().map(|w| w.id).collect();
         for (w, stored) in plan.records.iter().zip(Self::metas_in(&*tx, &ids)?) {
             if stored.map(|m| m.seq) != w.base_seq {
@@ -470,7 +471,7 @@ impl Db {
             index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
             batch.put(key("r/", &[&w.id.0]), seal(&std::mem::take(&mut w.doc)));
             batch.put(key("m/", &[&w.id.0]), seal(&to_json(&w.meta)));
-            if self.kv().keeps_report_rows() {
+            if report_rows {
                 batch.put(report_key(&w.id), to_json(&sync_core::facts::report_row(&w.meta, w.facts.as_ref())));
             }
         }

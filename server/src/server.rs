@@ -246,7 +246,7 @@ impl Drop for AbortOnDrop {
 fn witness_audit_every(db: crate::db::Db, witness: Option<PathBuf>, period: Duration) -> tokio::task::JoinHandle<()> {
     use crate::db::AuditWitness;
     tokio::spawn(async move {
-        let seen = witness.as_ref().and_then(|w| std::fs::read_to_string(w).ok()).map(|t| AuditWitness::all_in(&t)).unwrap_or_default();
+        let seen = witness.as_deref().map(AuditWitness::read).unwrap_or_default();
         let mut last = seen.iter().map(|w| w.seq).max().unwrap_or(0);
         if !seen.is_empty() {
             let db = db.clone();

@@ -57,7 +57,7 @@ pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(
 /// against what: its newest signed checkpoint, to be noted down outside the store, and the
 /// witness file's last checkpoint when the server keeps one (`--audit-witness`).
 pub(crate) fn audit_chain(db: &crate::db::Db, witness: Option<&std::path::Path>) -> Result<Value, crate::db::DbError> {
-    let seen = witness.and_then(|w| std::fs::read_to_string(w).ok()).map(|t| crate::db::AuditWitness::all_in(&t)).unwrap_or_default();
+    let seen = witness.map(crate::db::AuditWitness::read).unwrap_or_default();
     let mut chain = match db.verify_audit_chain_against(&seen)? {
         Ok(n) => json!({"valid": true, "entries": n}),
         Err(seq) => json!({"valid": false, "broken_at": seq}),

@@ -223,10 +223,8 @@ impl PgKv {
                     .execute(&mut *conn)
                     .await?;
                 }
-                let done: Vec<i32> = match version_of(&mut conn).await? {
-                    0 => Vec::new(),
-                    _ => sqlx::query_scalar("SELECT version FROM gesync.schema_migrations").fetch_all(&mut *conn).await?,
-                };
+                // The table exists now: made above, or the schema was already up to date.
+                let done: Vec<i32> = sqlx::query_scalar("SELECT version FROM gesync.schema_migrations").fetch_all(&mut *conn).await?;
                 for (version, name, sql) in MIGRATIONS {
                     if done.contains(version) {
                         continue;
