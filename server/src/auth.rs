@@ -102,7 +102,7 @@ pub struct Keys {
 impl Keys {
     /// Loads the Ed25519 key pair from the store, making it on first start.
     pub fn load(db: &Db) -> Result<Self, DbError> {
-        let der = db.secret("jwt-ed25519-pkcs8", || {
+        let der = db.secret(crate::db::TOKEN_SIGNING_SECRET, || {
             let mut seed = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut seed);
             let sk = ed25519_dalek::SigningKey::from_bytes(&seed);

@@ -107,11 +107,6 @@ fn parse_backup(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ()> {
 
 /// The first bytes of a backup encrypted with a passphrase (see [`encrypt_file`]).
 const SEALED_MAGIC: &[u8; 8] = b"GSBSEAL1";
-/// The store entry of the server's token-signing key: left out of a restore, so the restored
-/// server makes a new one and every access token issued before stops working (a backup that
-/// leaked cannot be used to mint tokens for the live server).
-const SIGNING_KEY_ENTRY: &[u8] = b"k/jwt-ed25519-pkcs8";
-
 /// Encrypts the backup file `plain` into `out` with a key derived from `passphrase` (argon2id,
 /// random salt) and XChaCha20-Poly1305, mode 0600; the plain file is removed.
 pub fn encrypt_file(plain: &Path, out: &Path, passphrase: &str) -> Result<(), String> {
@@ -150,8 +145,8 @@ pub fn is_sealed(from: &Path) -> bool {
 /// Restores a verified backup into `storage`: an empty directory, or a database that holds no
 /// data yet. The file is the same whichever store wrote it, so this is also how a deployment
 /// moves from the embedded store to PostgreSQL. An encrypted backup needs its passphrase. The
-/// token-signing key is not restored (see [`SIGNING_KEY_ENTRY`]), nor the store's epoch: the
-/// restored store starts a new one.
+/// token-signing key is not restored, nor the store's epoch: the restored store starts a new
+/// one ([`crate::db::restored`]).
 pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<&str>) -> Result<u64, String> {
     let entries = if is_sealed(from) {
         use chacha20poly1305::aead::{Aead, KeyInit};
@@ -172,9 +167,7 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     } else {
         read_backup(from)?
     };
-    // The store's epoch is not restored: the restored store gets a new one when it opens, so
-    // that phones which synced after the backup was taken offer again what it lacks.
-    let entries: Vec<_> = entries.into_iter().filter(|(k, _)| k != SIGNING_KEY_ENTRY && k != crate::db::EPOCH && k != crate::db::EPOCH_AT).collect();
+    let entries: Vec<_> = entries.into_iter().filter(|(k, _)| crate::db::restored(k)).collect();
     let (kv, place): (Box<dyn Kv>, String) = match storage {
         crate::store::Storage::Embedded(data_dir) => {
             if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {

@@ -15,7 +15,7 @@ use sync_protocol::automerge::AutoCommit;
 use sync_protocol::RecordId;
 
 use crate::db::{Db, DbError};
-use crate::store::prefix_end;
+use crate::records::{FeedRow, MetaRow};
 
 /// What `check` found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,14 +48,17 @@ impl Db {
 
         // The feed: id → (commune, seq), each id once.
         let mut feed: HashMap<RecordId, (String, u64)> = HashMap::new();
-        for (k, v) in cut.range(b"f/", &prefix_end(b"f/"), usize::MAX)? {
-            let Some((commune, seq)) = parse_feed_key(&k) else {
-                problems.push(format!("a feed key that cannot be read ({} bytes)", k.len()));
-                continue;
-            };
-            let Ok(id) = <[u8; 16]>::try_from(v.as_slice()).map(RecordId) else {
-                problems.push(format!("feed entry {seq} of commune {commune} names no record id"));
-                continue;
+        for row in crate::records::all_feed_in(&*cut)? {
+            let (commune, seq, id) = match row {
+                FeedRow::BadKey(len) => {
+                    problems.push(format!("a feed key that cannot be read ({len} bytes)"));
+                    continue;
+                }
+                FeedRow::NoId { commune, seq } => {
+                    problems.push(format!("feed entry {seq} of commune {commune} names no record id"));
+                    continue;
+                }
+                FeedRow::Entry { commune, seq, id } => (commune, seq, id),
             };
             if seq > high {
                 problems.push(format!("feed entry {seq} (record {id}) is past the store's last sequence number {high}"));
@@ -70,14 +73,17 @@ impl Db {
         let mut seen = HashSet::new();
         // Records whose part in the figures cannot be recomputed.
         let mut unreadable = 0;
-        for (k, v) in cut.range(b"m/", &prefix_end(b"m/"), usize::MAX)? {
+        for row in crate::records::all_metas_in(&*cut)? {
             report.records += 1;
-            let Ok(id) = <[u8; 16]>::try_from(&k[2..]).map(RecordId) else {
-                problems.push(format!("a metadata key that cannot be read ({} bytes)", k.len()));
-                continue;
+            let (id, meta) = match row {
+                MetaRow::BadKey(len) => {
+                    problems.push(format!("a metadata key that cannot be read ({len} bytes)"));
+                    continue;
+                }
+                MetaRow::Record { id, meta } => (id, meta),
             };
             seen.insert(id);
-            let meta = match crate::records::parse_meta(&id, v) {
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
                     problems.push(e.to_string());
@@ -136,30 +142,25 @@ impl Db {
         for id in feed.keys().filter(|id| !seen.contains(*id)) {
             problems.push(format!("the feed names record {id}, which is not stored"));
         }
-        for (k, _) in cut.range(b"r/", &prefix_end(b"r/"), usize::MAX)? {
-            if let Ok(id) = <[u8; 16]>::try_from(&k[2..]).map(RecordId) {
-                if !seen.contains(&id) {
-                    problems.push(format!("record {id}: a document without its metadata"));
-                }
-            }
+        for id in crate::records::all_doc_ids_in(&*cut)?.into_iter().filter(|id| !seen.contains(id)) {
+            problems.push(format!("record {id}: a document without its metadata"));
         }
 
         // The counters, against the recomputation: only when the records themselves were sound
         // (a damaged record's part in them cannot be recomputed; it is named above).
-        let mut stored: BTreeMap<Vec<u8>, Counters> = BTreeMap::new();
-        for (k, v) in cut.range(b"c/", &prefix_end(b"c/"), usize::MAX)? {
-            match serde_json::from_slice::<Counters>(&v) {
-                Ok(c) if c == Counters::default() => {}
+        let mut stored: BTreeMap<String, Counters> = BTreeMap::new();
+        for (label, counters) in crate::figures::stored_counters_in(&*cut)? {
+            match counters {
                 Ok(c) => {
-                    stored.insert(k, c);
+                    stored.insert(label, c);
                 }
-                Err(e) => problems.push(format!("counters {}: cannot be read: {e}", String::from_utf8_lossy(&k[2..]))),
+                Err(e) => problems.push(format!("counters {label}: cannot be read: {e}")),
             }
         }
-        let recomputed: BTreeMap<Vec<u8>, Counters> = sums.into_iter().filter(|(_, c)| *c != Counters::default()).map(|((unit, q), c)| (crate::figures::counter_key(&unit, q), c)).collect();
-        for k in stored.keys().chain(recomputed.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().filter(|_| unreadable == 0) {
-            if stored.get(k) != recomputed.get(k) {
-                problems.push(format!("counters {}: stored figures differ from the records (`gesync-server admin rebuild-figures` recomputes them)", String::from_utf8_lossy(&k[2..])));
+        let recomputed: BTreeMap<String, Counters> = sums.into_iter().filter(|(_, c)| *c != Counters::default()).map(|((unit, q), c)| (crate::figures::counter_label(&unit, q), c)).collect();
+        for label in stored.keys().chain(recomputed.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().filter(|_| unreadable == 0) {
+            if stored.get(label) != recomputed.get(label) {
+                problems.push(format!("counters {label}: stored figures differ from the records (`gesync-server admin rebuild-figures` recomputes them)"));
             }
         }
         drop(cut);
@@ -178,15 +179,4 @@ impl Db {
         report.problems = problems;
         Ok(report)
     }
-}
-
-/// (commune, seq) of a feed key `f/{commune}/{seq:be64}`.
-fn parse_feed_key(k: &[u8]) -> Option<(String, u64)> {
-    let rest = k.strip_prefix(b"f/")?;
-    if rest.len() < 9 || rest[rest.len() - 9] != b'/' {
-        return None;
-    }
-    let commune = std::str::from_utf8(&rest[..rest.len() - 9]).ok()?.to_string();
-    let seq = u64::from_be_bytes(rest[rest.len() - 8..].try_into().ok()?);
-    Some((commune, seq))
 }

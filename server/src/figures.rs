@@ -1,7 +1,8 @@
 //! Materialized figures: counters per (org unit, quarter), kept current in the same atomic batch
 //! that stores a record change, so reading a district's figures never rescans records.
 //!
-//! Keys: `c/{unit}/{quarter}` → [`Counters`] (JSON); `t/{unit}/{indicator}` → milestones.
+//! Keys (this module's only): `c/{unit}/{quarter}` → [`Counters`] (JSON);
+//! `t/{unit}/{indicator}` → milestones; `ap/{unit}/{period}` → [`Approval`].
 //! The arithmetic (contributions, deltas, reports) is the pure `indicators` crate's.
 
 use std::collections::BTreeMap;
@@ -16,8 +17,64 @@ use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
 use crate::model::OrgTree;
 use crate::store::{prefix_end, Batch, KvRead};
 
+const COUNTERS: &[u8] = b"c/";
+const TARGETS: &[u8] = b"t/";
+const APPROVALS: &[u8] = b"ap/";
+
 pub(crate) fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
     key("c/", &[unit.as_bytes(), q.to_string().as_bytes()])
+}
+
+/// What names a counter row in messages: `{unit}/{quarter}`.
+pub(crate) fn counter_label(unit: &str, q: Quarter) -> String {
+    format!("{unit}/{q}")
+}
+
+fn target_key(unit: &str, indicator: &str) -> Vec<u8> {
+    key("t/", &[unit.as_bytes(), indicator.as_bytes()])
+}
+
+fn approval_key(unit: &str, period: &str) -> Vec<u8> {
+    key("ap/", &[unit.as_bytes(), period.as_bytes()])
+}
+
+/// Every stored counter row `r` holds, by label ([`counter_label`]), the empty ones left out
+/// (`check` compares them with a recomputation).
+pub(crate) fn stored_counters_in(r: &dyn KvRead) -> Result<Vec<(String, Result<Counters, String>)>, DbError> {
+    Ok(r.range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)?
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(&k[COUNTERS.len()..]).to_string(), serde_json::from_slice::<Counters>(&v).map_err(|e| e.to_string())))
+        .filter(|(_, c)| c.as_ref().map_or(true, |c| *c != Counters::default()))
+        .collect())
+}
+
+/// Puts an approval into `batch`.
+pub(crate) fn stage_approval(batch: &mut Batch, approval: &Approval) {
+    batch.put(approval_key(&approval.org_unit, &approval.period), to_json(approval));
+}
+
+/// Every approval ever taken, as `r` holds them.
+pub(crate) fn all_approvals_in(r: &dyn KvRead) -> Result<Vec<Approval>, DbError> {
+    r.range(APPROVALS, &prefix_end(APPROVALS), usize::MAX)?
+        .into_iter()
+        .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("approval", e)))
+        .collect()
+}
+
+/// Gives unit `into` every target set on unit `from` that `into` has not set itself, within
+/// `batch` as `r` reads them (a merge); returns the indicators carried.
+pub(crate) fn carry_targets_in(r: &dyn KvRead, batch: &mut Batch, from: &str, into: &str) -> Result<Vec<String>, DbError> {
+    let mut carried = Vec::new();
+    let prefix = key("t/", &[from.as_bytes(), b""]);
+    for (k, v) in r.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
+        let indicator = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
+        let theirs = target_key(into, &indicator);
+        if r.get(&theirs)?.is_none() {
+            batch.put(theirs, v);
+            carried.push(indicator);
+        }
+    }
+    Ok(carried)
 }
 
 /// A district's approval of a period.
@@ -132,8 +189,8 @@ impl Db {
     /// The targets as `r` reads them.
     pub(crate) fn targets_in(r: &dyn KvRead) -> Result<Targets, DbError> {
         let mut t = Targets::default();
-        for (k, v) in r.range(b"t/", &prefix_end(b"t/"), usize::MAX)? {
-            let text = String::from_utf8_lossy(&k[2..]).to_string();
+        for (k, v) in r.range(TARGETS, &prefix_end(TARGETS), usize::MAX)? {
+            let text = String::from_utf8_lossy(&k[TARGETS.len()..]).to_string();
             let (unit, ind) = text.split_once('/').ok_or_else(|| corrupt("target", "bad key"))?;
             let ind: IndicatorId = ind.parse().map_err(|e| corrupt("target", e))?;
             let m: Milestones = serde_json::from_slice(&v).map_err(|e| corrupt("target", e))?;
@@ -148,7 +205,7 @@ impl Db {
             return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
         }
         let mut b = Batch::default();
-        b.put(key("t/", &[unit.as_bytes(), ind.as_str().as_bytes()]), to_json(m));
+        b.put(target_key(unit, ind.as_str()), to_json(m));
         self.commit_audited(b, audit)
     }
 
@@ -219,9 +276,9 @@ impl Db {
         let tree = self.tree_in(&*tx)?;
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
         let mut metas = Vec::new();
-        let mut n = 0;
-        for (k, v) in tx.range(b"m/", &prefix_end(b"m/"), usize::MAX)? {
-            let id = sync_protocol::RecordId(k[2..].try_into().map_err(|_| corrupt("meta", "bad key"))?);
+        for row in crate::records::all_metas_in(&*tx)? {
+            let crate::records::MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
+            let mut meta = meta?;
             let Some(bytes) = Self::doc_bytes_in(&*tx, &id)? else { continue };
             let doc = sync_protocol::automerge::AutoCommit::load(&bytes).map_err(|e| corrupt("record document", e))?;
             let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
@@ -232,24 +289,23 @@ impl Db {
                     sums.entry((unit, q)).or_default().add(&d);
                 }
             }
-            let mut meta = crate::records::parse_meta(&id, v)?;
             meta.contribution = c;
-            metas.push((k, id, meta, facts));
-            n += 1;
+            metas.push((id, meta, facts));
         }
+        let n = metas.len();
         let mut batch = Batch::default();
-        for (k, _) in tx.range(b"c/", &prefix_end(b"c/"), usize::MAX)? {
+        for (k, _) in tx.range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
             batch.delete(k);
         }
         for ((unit, q), c) in sums {
             batch.put(counter_key(&unit, q), to_json(&c));
         }
         let report_rows = self.kv().keeps_report_rows();
-        for (k, id, meta, facts) in metas {
+        for (id, meta, facts) in metas {
             if report_rows {
-                batch.put(crate::records::report_key(&id), to_json(&sync_core::facts::report_row(&meta, facts.as_ref())));
+                crate::records::stage_report_row(&mut batch, &id, &meta, facts.as_ref());
             }
-            batch.put(k, crate::records::seal(&to_json(&meta)));
+            crate::records::stage_meta(&mut batch, &id, &meta);
         }
         tx.commit_then(batch, &mut || self.clear_counters_cache())?;
         Ok(n)
@@ -258,7 +314,7 @@ impl Db {
     /// Every stored counter, for comparing a rebuild with the incremental state.
     pub fn all_counters(&self) -> Result<BTreeMap<String, Counters>, DbError> {
         self.kv()
-            .range(b"c/", &prefix_end(b"c/"), usize::MAX)?
+            .range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)?
             .into_iter()
             .map(|(k, v)| Ok((String::from_utf8_lossy(&k).to_string(), serde_json::from_slice(&v).map_err(|e| corrupt("counters", e))?)))
             .collect()
@@ -277,7 +333,7 @@ impl Db {
         for (unit, q) in &touched {
             let half = if q.q() <= 2 { "S1" } else { "S2" };
             for period in [q.to_string(), format!("{}{half}", q.year()), q.year().to_string()] {
-                *hits.entry(key("ap/", &[unit.as_bytes(), period.as_bytes()])).or_default() += 1;
+                *hits.entry(approval_key(unit, &period)).or_default() += 1;
             }
         }
         let keys: Vec<Vec<u8>> = hits.keys().cloned().collect();

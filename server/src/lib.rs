@@ -5,7 +5,8 @@
 //! its scope, and keeps the indicator figures of every org unit current.
 //!
 //! Code map: [`store`] (the `Kv` trait: write transactions and consistent reads; sled, memory,
-//! PostgreSQL), [`db`] (tables on top of it: the org tree, users, devices, audit, secrets),
+//! PostgreSQL), [`db`] (the container of the repositories below, the org tree, the store's epoch, secrets, and
+//! which module owns each key prefix), [`accounts`] (users, devices), [`audit`] (the audit chain),
 //! [`org_units`] (adding, moving, merging units), `records` (push/pull of the sync protocol,
 //! driving the sans-IO core of `sync-core`), `figures` (materialized indicator counters,
 //! approvals' flags), [`review`], [`auth`] (passwords, tokens, throttling), [`model`]
@@ -16,8 +17,10 @@
 
 #[cfg(unix)]
 pub mod admin_socket;
+pub mod accounts;
 pub mod api;
 pub mod app_assets;
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod check;
@@ -28,6 +31,7 @@ pub mod conn;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod heap;
 mod figures;
 pub mod model;
 pub mod org_units;

@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use sync_core::plan::CounterDeltas;
 
-use crate::db::{key, read_u64, to_json, AuditEvent, Db, DbError, TREE_VERSION};
+use crate::db::{read_u64, AuditEvent, Db, DbError, TREE_VERSION};
 use crate::figures::NewSums;
 use crate::model::{OrgTree, OrgUnit};
-use crate::store::{prefix_end, Batch, KvRead, WriteTx};
+use crate::store::{Batch, KvRead, WriteTx};
 
 /// What a merge did, for the one who asked.
 #[derive(Debug, Clone, Serialize)]
@@ -81,7 +81,7 @@ impl Db {
             None => false,
         };
         let mut batch = Batch::default();
-        batch.put(key("o/", &[unit.code.as_bytes()]), to_json(&unit));
+        crate::db::stage_org_unit(&mut batch, &unit);
         let communes = if moved { old.record_communes_under(&unit.code) } else { Vec::new() };
         let new = Arc::new(old.with(std::iter::once(unit)));
         self.commit_tree_change(tx, batch, &old, new, &communes, audit)
@@ -129,24 +129,15 @@ impl Db {
         }
         let mut batch = Batch::default();
         let merged = OrgUnit { merged_into: Some(into.to_string()), effective: Some(effective.to_string()), ..unit.clone() };
-        batch.put(key("o/", &[code.as_bytes()]), to_json(&merged));
+        crate::db::stage_org_unit(&mut batch, &merged);
         let mut changed = vec![merged.clone()];
         for child in old.children(code) {
             let mut c = old.get(child).expect("a child is in the tree").clone();
             c.parent = Some(into.to_string());
-            batch.put(key("o/", &[child.as_bytes()]), to_json(&c));
+            crate::db::stage_org_unit(&mut batch, &c);
             changed.push(c);
         }
-        let mut targets_carried = Vec::new();
-        let prefix = key("t/", &[code.as_bytes(), b""]);
-        for (k, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
-            let indicator = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
-            let theirs = key("t/", &[into.as_bytes(), indicator.as_bytes()]);
-            if tx.get(&theirs)?.is_none() {
-                batch.put(theirs, v);
-                targets_carried.push(indicator);
-            }
-        }
+        let targets_carried = crate::figures::carry_targets_in(&*tx, &mut batch, code, into)?;
         let users_left = Self::users_in(&*tx)?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
         let communes = old.record_communes_under(code);
         let new = Arc::new(old.with(changed));

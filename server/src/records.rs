@@ -27,9 +27,9 @@ use sync_protocol::doc;
 use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, Uploaded};
 use sync_protocol::RecordId;
 
-use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
+use crate::db::{corrupt, get_json, key, now_secs, read_u64, to_json, AuditEvent, Db, DbError};
 use crate::model::{OrgTree, Principal};
-use crate::store::{Batch, KvRead, WriteTx};
+use crate::store::{prefix_end, Batch, KvRead, WriteTx};
 
 pub use sync_core::meta::{ActorOwner, RecordMeta};
 pub use sync_core::push::{MAX_CHANGES_PER_PUSH, MAX_RECORD_BYTES};
@@ -85,8 +85,147 @@ pub fn check_request(req: &SyncRequest) -> Result<(), String> {
     Ok(())
 }
 
+// Keys (this module's only; see `db.rs` for the whole keyspace): `r/{id16}` document, `m/{id16}`
+// metadata, `fx/{id16}` reporting row, `f/{commune}/{seq:be64}` feed, `q/{commune}/{id16}`
+// review index, `x/{actor}` actor claim, `n/seq` the feed's last sequence number.
+
+const FEED: &[u8] = b"f/";
+const METAS: &[u8] = b"m/";
+const DOCS: &[u8] = b"r/";
+const FEED_SEQ: &[u8] = b"n/seq";
+
 fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
     key("f/", &[commune.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// The range of each of `communes` in the table under `prefix` (`f/` the feed, `q/` the review
+/// index), for one read of them all ([`KvRead::ranges`]).
+fn commune_ranges(prefix: &str, communes: &[String]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    communes
+        .iter()
+        .map(|c| {
+            let start = key(prefix, &[c.as_bytes(), b""]);
+            let end = prefix_end(&start);
+            (start, end)
+        })
+        .collect()
+}
+
+/// The feed of each of `communes` in `(after, high]`.
+fn feed_bounds(communes: &[String], after: u64, high: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    communes.iter().map(|c| (feed_key(c, after + 1), feed_key(c, high + 1))).collect()
+}
+
+fn doc_key(id: &RecordId) -> Vec<u8> {
+    key("r/", &[&id.0])
+}
+
+fn meta_key(id: &RecordId) -> Vec<u8> {
+    key("m/", &[&id.0])
+}
+
+fn actor_key(actor: &str) -> Vec<u8> {
+    key("x/", &[actor.as_bytes()])
+}
+
+/// The record id at the end of a `{prefix}{id16}` key.
+fn id_of_key(k: &[u8], prefix: &[u8]) -> Option<RecordId> {
+    k.strip_prefix(prefix).and_then(|rest| <[u8; 16]>::try_from(rest).ok()).map(RecordId)
+}
+
+/// (commune, seq) of a feed key `f/{commune}/{seq:be64}`.
+fn parse_feed_key(k: &[u8]) -> Option<(String, u64)> {
+    let rest = k.strip_prefix(FEED)?;
+    if rest.len() < 9 || rest[rest.len() - 9] != b'/' {
+        return None;
+    }
+    let commune = std::str::from_utf8(&rest[..rest.len() - 9]).ok()?.to_string();
+    let seq = u64::from_be_bytes(rest[rest.len() - 8..].try_into().ok()?);
+    Some((commune, seq))
+}
+
+/// One stored feed entry as read back whole (`check`).
+pub(crate) enum FeedRow {
+    /// A key that is not `f/{commune}/{seq}` (its length).
+    BadKey(usize),
+    /// An entry whose value is no record id.
+    NoId { commune: String, seq: u64 },
+    Entry { commune: String, seq: u64, id: RecordId },
+}
+
+/// One stored metadata row as read back whole (`check`, `rebuild-figures`).
+pub(crate) enum MetaRow {
+    /// A key that is not `m/{id16}` (its length).
+    BadKey(usize),
+    Record { id: RecordId, meta: Result<RecordMeta, DbError> },
+}
+
+/// Every feed entry `r` holds, in key order.
+pub(crate) fn all_feed_in(r: &dyn KvRead) -> Result<Vec<FeedRow>, DbError> {
+    Ok(r.range(FEED, &prefix_end(FEED), usize::MAX)?
+        .into_iter()
+        .map(|(k, v)| match parse_feed_key(&k) {
+            None => FeedRow::BadKey(k.len()),
+            Some((commune, seq)) => match <[u8; 16]>::try_from(v.as_slice()) {
+                Ok(id) => FeedRow::Entry { commune, seq, id: RecordId(id) },
+                Err(_) => FeedRow::NoId { commune, seq },
+            },
+        })
+        .collect())
+}
+
+/// Every record's metadata `r` holds, in id order.
+pub(crate) fn all_metas_in(r: &dyn KvRead) -> Result<Vec<MetaRow>, DbError> {
+    Ok(r.range(METAS, &prefix_end(METAS), usize::MAX)?
+        .into_iter()
+        .map(|(k, v)| match id_of_key(&k, METAS) {
+            None => MetaRow::BadKey(k.len()),
+            Some(id) => MetaRow::Record { id, meta: parse_meta(&id, v) },
+        })
+        .collect())
+}
+
+/// The id of every stored document `r` holds (those whose key can be read).
+pub(crate) fn all_doc_ids_in(r: &dyn KvRead) -> Result<Vec<RecordId>, DbError> {
+    let mut ids = Vec::new();
+    let (mut from, end) = (DOCS.to_vec(), prefix_end(DOCS));
+    // In pages: documents are the store's largest values.
+    loop {
+        let page = r.range(&from, &end, 1_000)?;
+        ids.extend(page.iter().filter_map(|(k, _)| id_of_key(k, DOCS)));
+        match page.last() {
+            Some((k, _)) if page.len() == 1_000 => from = [k.as_slice(), &[0]].concat(),
+            _ => return Ok(ids),
+        }
+    }
+}
+
+/// Puts a record's metadata into `batch`.
+pub(crate) fn stage_meta(batch: &mut Batch, id: &RecordId, meta: &RecordMeta) {
+    batch.put(meta_key(id), seal(&to_json(meta)));
+}
+
+/// Puts a record's reporting row into `batch` (on a store that keeps them).
+pub(crate) fn stage_report_row(batch: &mut Batch, id: &RecordId, meta: &RecordMeta, facts: Option<&Value>) {
+    batch.put(report_key(id), to_json(&sync_core::facts::report_row(meta, facts)));
+}
+
+/// The open conflicts of each record of `communes` that has any, by commune, as `r` holds them
+/// (one read).
+pub(crate) fn conflicts_of_in(r: &dyn KvRead, communes: &[String]) -> Result<Vec<(String, RecordId, Vec<StoredConflict>)>, DbError> {
+    let mut out = Vec::new();
+    for (commune, rows) in communes.iter().zip(r.ranges(&commune_ranges("q/", communes), usize::MAX)?) {
+        for (k, v) in rows {
+            let id = id_of_key(&k, &key("q/", &[commune.as_bytes(), b""])).ok_or_else(|| corrupt("conflict index", "bad key"))?;
+            out.push((commune.clone(), id, serde_json::from_slice(&v).map_err(|e| corrupt("conflict index", e))?));
+        }
+    }
+    Ok(out)
+}
+
+/// How many records of `communes` have open conflicts, as `r` holds them (one read).
+pub(crate) fn conflicted_records_in(r: &dyn KvRead, communes: &[String]) -> Result<usize, DbError> {
+    Ok(r.count_ranges(&commune_ranges("q/", communes), usize::MAX)?.into_iter().sum::<u64>() as usize)
 }
 
 /// The review index: `q/{commune}/{id16}` → the record's open conflicts.
@@ -164,6 +303,15 @@ fn seq_of_feed_key(k: &[u8]) -> u64 {
 }
 
 impl Db {
+    /// The last feed sequence number.
+    pub fn feed_seq(&self) -> Result<u64, DbError> {
+        read_u64(self.kv(), FEED_SEQ)
+    }
+
+    pub(crate) fn feed_seq_in(r: &dyn KvRead) -> Result<u64, DbError> {
+        read_u64(r, FEED_SEQ)
+    }
+
     /// Whether some record has no reporting row on a store that keeps them (the rows were not
     /// kept when it was written, or it came from a store that does not keep them): `migrate`
     /// and `restore` then write them all ([`Db::rebuild_figures`]).
@@ -182,7 +330,7 @@ impl Db {
                 }
             }
         };
-        Ok(count(b"m/", 18)? != count(b"fx/", 19)?)
+        Ok(count(METAS, 18)? != count(b"fx/", 19)?)
     }
 
     pub fn get_meta(&self, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
@@ -190,12 +338,12 @@ impl Db {
     }
 
     pub(crate) fn meta_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
-        r.get(&key("m/", &[&id.0]))?.map(|v| parse_meta(id, v)).transpose()
+        r.get(&meta_key(id))?.map(|v| parse_meta(id, v)).transpose()
     }
 
     /// A record's stored document bytes as `r` holds them (checked against their checksum).
     pub(crate) fn doc_bytes_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<Vec<u8>>, DbError> {
-        r.get(&key("r/", &[&id.0]))?.map(|v| unseal("document", id, v)).transpose()
+        r.get(&doc_key(id))?.map(|v| unseal("document", id, v)).transpose()
     }
 
     /// A record as `r` holds it: metadata and document.
@@ -225,26 +373,26 @@ impl Db {
 
     /// The user and device an Automerge actor belongs to.
     pub fn actor_owner(&self, actor: &str) -> Result<Option<ActorOwner>, DbError> {
-        get_json(self.kv(), &key("x/", &[actor.as_bytes()]))
+        get_json(self.kv(), &actor_key(actor))
     }
 
     /// The metadata of several records as `r` holds them (one read).
     pub(crate) fn metas_in(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key("m/", &[&id.0])).collect();
+        let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
         r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta(id, v)).transpose()).collect()
     }
 
     /// [`Db::metas_in`] for a read that goes on past damage: a damaged record's metadata is
     /// left out (logged).
     fn metas_or_skip(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key("m/", &[&id.0])).collect();
+        let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
         Ok(r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| or_skip(v.map(|v| parse_meta(id, v)).transpose())).collect())
     }
 
     /// Several records as `r` holds them (two reads: metadata, then the documents there are).
     fn stored_many(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<Stored>>, DbError> {
         let metas = Self::metas_in(r, ids)?;
-        let keys: Vec<Vec<u8>> = ids.iter().zip(&metas).filter(|(_, m)| m.is_some()).map(|(id, _)| key("r/", &[&id.0])).collect();
+        let keys: Vec<Vec<u8>> = ids.iter().zip(&metas).filter(|(_, m)| m.is_some()).map(|(id, _)| doc_key(id)).collect();
         let mut docs = r.get_many(&keys)?.into_iter();
         metas
             .into_iter()
@@ -261,7 +409,7 @@ impl Db {
 
     /// The owners of `actors` that have one, as `r` holds them (one read).
     fn owners_in(r: &dyn KvRead, actors: &[String]) -> Result<HashMap<String, ActorOwner>, DbError> {
-        let keys: Vec<Vec<u8>> = actors.iter().map(|a| key("x/", &[a.as_bytes()])).collect();
+        let keys: Vec<Vec<u8>> = actors.iter().map(|a| actor_key(a)).collect();
         let mut owners = HashMap::new();
         for (actor, v) in actors.iter().zip(r.get_many(&keys)?) {
             if let Some(v) = v {
@@ -377,13 +525,10 @@ impl Db {
     /// Feed entries of `communes` in `(after, high]`: the records a phone at `after` still has
     /// to pull (counted up to a cap per commune).
     fn count_feed(&self, communes: &[String], after: u64, high: u64) -> Result<u64, DbError> {
-        let mut n = 0;
-        if after < high {
-            for c in communes {
-                n += self.kv().range(&feed_key(c, after + 1), &feed_key(c, high + 1), COUNT_CAP)?.len() as u64;
-            }
+        if after >= high {
+            return Ok(0);
         }
-        Ok(n)
+        Ok(self.kv().count_ranges(&feed_bounds(communes, after, high), COUNT_CAP)?.into_iter().sum())
     }
 
     fn push(&self, who: &Principal, tree: &OrgTree, own_actor: Option<&str>, pushes: &[PushDoc], abandoned: &AtomicBool) -> Result<Vec<PushResult>, DbError> {
@@ -469,19 +614,19 @@ impl Db {
             batch.put(feed_key(&w.meta.commune, seq), w.id.0.to_vec());
             w.meta.stamp(seq);
             index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
-            batch.put(key("r/", &[&w.id.0]), seal(&std::mem::take(&mut w.doc)));
-            batch.put(key("m/", &[&w.id.0]), seal(&to_json(&w.meta)));
+            batch.put(doc_key(&w.id), seal(&std::mem::take(&mut w.doc)));
+            stage_meta(&mut batch, &w.id, &w.meta);
             if report_rows {
-                batch.put(report_key(&w.id), to_json(&sync_core::facts::report_row(&w.meta, w.facts.as_ref())));
+                stage_report_row(&mut batch, &w.id, &w.meta, w.facts.as_ref());
             }
         }
         for (actor, owner) in &plan.actor_claims {
-            batch.put(key("x/", &[actor.as_bytes()]), to_json(owner));
+            batch.put(actor_key(actor), to_json(owner));
         }
         Self::flag_approvals(&*tx, &mut batch, plan.counters.touched())?;
         let sums = self.add_counters(&*tx, &plan.counters, &mut batch)?;
         fault_point("write_locked");
-        batch.put(b"n/seq".to_vec(), seq.to_be_bytes().to_vec());
+        batch.put(FEED_SEQ.to_vec(), seq.to_be_bytes().to_vec());
         self.audit_into(&*tx, &mut batch, plan.audit)?;
         // The cache follows the applied state before the next writer may read it.
         let mut sums = Some(sums);
@@ -500,10 +645,10 @@ impl Db {
             let from = Cursor::decode(cursor, scope, epoch);
             let cursor = from.map_or(0, |c| c.seq);
             let high = Self::feed_seq_in(&*cut)?;
+            // The whole scope's feed in one read (one query on PostgreSQL, not one per commune).
             let mut per_commune = Vec::with_capacity(communes.len());
             if cursor < high {
-                for c in communes {
-                    let got = cut.range(&feed_key(c, cursor + 1), &feed_key(c, high + 1), PAGE_RECORDS)?;
+                for got in cut.ranges(&feed_bounds(communes, cursor, high), PAGE_RECORDS)? {
                     per_commune.push(
                         got.into_iter()
                             .map(|(k, v)| Ok((seq_of_feed_key(&k), RecordId(v.as_slice().try_into().map_err(|_| corrupt("feed", "bad id"))?))))
@@ -540,7 +685,7 @@ impl Db {
 
     pub(crate) fn record_ids_in(r: &dyn KvRead, commune: &str) -> Result<Vec<RecordId>, DbError> {
         let prefix = key("f/", &[commune.as_bytes(), b""]);
-        r.range(&prefix, &crate::store::prefix_end(&prefix), usize::MAX)?
+        r.range(&prefix, &prefix_end(&prefix), usize::MAX)?
             .into_iter()
             .map(|(_, v)| Ok(RecordId(v.as_slice().try_into().map_err(|_| corrupt("feed", "bad id"))?)))
             .collect()
@@ -552,16 +697,19 @@ impl Db {
         let due = indicators::Calendar::default().due(&tree.chain(unit), today);
         let mut silent = Vec::new();
         for c in tree.communes_under(unit) {
+            // A commune of the current map has the records of every commune merged into it:
+            // their ids in one read, then their metadata a batch at a time until one is dated
+            // in the period (not one read per record: on PostgreSQL each is a round trip).
+            let made_in = tree.record_communes_under(&c);
+            let ids: Vec<RecordId> = self.kv().ranges(&commune_ranges("f/", &made_in), usize::MAX)?.into_iter().flatten().filter_map(|(_, v)| <[u8; 16]>::try_from(v.as_slice()).ok().map(RecordId)).collect();
             let mut any = false;
-            // A commune of the current map has the records of every commune merged into it.
-            'found: for made_in in tree.record_communes_under(&c) {
-                for id in self.record_ids_of(&made_in)? {
-                    let Some(meta) = self.get_meta(&id)? else { continue };
+            for batch in ids.chunks(500) {
+                any = Self::metas_in(self.kv(), batch)?.into_iter().flatten().any(|meta| {
                     let in_period = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| period.contains(d));
-                    if in_period && !meta.deleted {
-                        any = true;
-                        break 'found;
-                    }
+                    in_period && !meta.deleted
+                });
+                if any {
+                    break;
                 }
             }
             if !any {
@@ -606,6 +754,35 @@ mod tests {
     fn news_push(commune: &str) -> PushDoc {
         let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": commune, "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
         PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
+    }
+
+    /// A commune is "without records" for a period until one of its records (or of a commune
+    /// merged into it) is dated in the period and not deleted, however many others it has.
+    #[test]
+    fn the_calendar_names_the_communes_with_no_record_in_the_period() {
+        let db = db_with_commune();
+        db.put_org_unit(OrgUnit::new("04702", "04702", Some("047".into()), "commune"), None).unwrap();
+        let other = Principal { org_unit: "04702".into(), ..officer() };
+        let news = |commune: &str, on: &str| {
+            let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": commune, "published_on": on}), sync_protocol::automerge::ActorId::random()).unwrap();
+            PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
+        };
+        push_one(&db); // 04701, 2025-01-01
+        // 04702: many records of 2024 first (more than one batch of metadata), one of 2025Q1 last.
+        for _ in 0..3 {
+            let push: Vec<PushDoc> = (0..250).map(|_| news("04702", "2024-06-01")).collect();
+            assert!(db.sync(&other, &SyncRequest { push, ..Default::default() }).unwrap().results.iter().all(|r| r.outcome == PushOutcome::Accepted));
+        }
+        let late = SyncRequest { push: vec![news("04702", "2025-02-01")], ..Default::default() };
+        assert_eq!(db.sync(&other, &late).unwrap().results[0].outcome, PushOutcome::Accepted);
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 10).unwrap();
+        let silent = |period: &str| -> Vec<String> {
+            let status = db.calendar_status("047", period.parse().unwrap(), today).unwrap();
+            status["communes_without_records"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(silent("2025Q1"), Vec::<String>::new());
+        assert_eq!(silent("2025Q2"), ["04701", "04702"]);
+        assert_eq!(silent("2024"), ["04701"]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use sync_protocol::{Record, RecordId, RecordKind};
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
 use crate::records::conflict_key;
-use crate::store::{prefix_end, Batch, KvRead};
+use crate::store::{Batch, KvRead};
 
 pub use sync_core::conflicts::{detect_conflicts, duplicate_key, StoredConflict};
 
@@ -102,28 +102,24 @@ impl Db {
         self.check_reviewer(who, unit)?;
         let mut out = Vec::new();
         let mut owners: HashMap<String, Option<sync_core::meta::ActorOwner>> = HashMap::new();
-        for commune in self.tree().record_communes_under(unit) {
-            let prefix = key("q/", &[commune.as_bytes(), b""]);
-            for (k, v) in self.kv().range(&prefix, &prefix_end(&prefix), usize::MAX)? {
-                let id = RecordId(k[k.len() - 16..].try_into().map_err(|_| corrupt("conflict index", "bad key"))?);
-                let conflicts: Vec<StoredConflict> = serde_json::from_slice(&v).map_err(|e| corrupt("conflict index", e))?;
-                for c in conflicts {
-                    let mut values = Vec::new();
-                    for cv in c.values {
-                        if !owners.contains_key(&cv.actor) {
-                            owners.insert(cv.actor.clone(), self.actor_owner(&cv.actor)?);
-                        }
-                        let owner = owners[&cv.actor].clone();
-                        let at = chrono::DateTime::from_timestamp(cv.at, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
-                        values.push(ConflictValueOut {
-                            value: cv.value,
-                            user: owner.as_ref().map(|o| o.username.clone()),
-                            device_id: owner.map(|o| o.device_id),
-                            at,
-                        });
+        let communes = self.tree().record_communes_under(unit);
+        for (commune, id, conflicts) in crate::records::conflicts_of_in(self.kv(), &communes)? {
+            for c in conflicts {
+                let mut values = Vec::new();
+                for cv in c.values {
+                    if !owners.contains_key(&cv.actor) {
+                        owners.insert(cv.actor.clone(), self.actor_owner(&cv.actor)?);
                     }
-                    out.push(ConflictEntry { id: format!("{id}~{}", c.path), record_id: id.to_string(), commune: commune.clone(), path: c.path, values });
+                    let owner = owners[&cv.actor].clone();
+                    let at = chrono::DateTime::from_timestamp(cv.at, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+                    values.push(ConflictValueOut {
+                        value: cv.value,
+                        user: owner.as_ref().map(|o| o.username.clone()),
+                        device_id: owner.map(|o| o.device_id),
+                        at,
+                    });
                 }
+                out.push(ConflictEntry { id: format!("{id}~{}", c.path), record_id: id.to_string(), commune: commune.clone(), path: c.path, values });
             }
         }
         Ok(out)
@@ -135,12 +131,7 @@ impl Db {
     }
 
     fn open_conflicts_in(r: &dyn KvRead, tree: &crate::model::OrgTree, unit: &str) -> Result<usize, DbError> {
-        let mut n = 0;
-        for commune in tree.record_communes_under(unit) {
-            let prefix = key("q/", &[commune.as_bytes(), b""]);
-            n += r.range(&prefix, &prefix_end(&prefix), usize::MAX)?.len();
-        }
-        Ok(n)
+        crate::records::conflicted_records_in(r, &tree.record_communes_under(unit))
     }
 
     /// The Automerge actor the server uses for changes made on `username`'s behalf.
@@ -331,7 +322,7 @@ impl Db {
             last_change_at: None,
         };
         let mut batch = Batch::default();
-        batch.put(key("ap/", &[unit.as_bytes(), period.to_string().as_bytes()]), to_json(&approval));
+        crate::figures::stage_approval(&mut batch, &approval);
         let ev = AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") };
         self.audit_into(&*tx, &mut batch, Some(ev))?;
         tx.commit(batch)?;
@@ -341,13 +332,6 @@ impl Db {
     /// Approvals of `unit` and every unit under it.
     pub fn approvals_under(&self, unit: &str) -> Result<Vec<Approval>, DbError> {
         let tree = self.tree();
-        let mut out = Vec::new();
-        for (_, v) in self.kv().range(b"ap/", &prefix_end(b"ap/"), usize::MAX)? {
-            let a: Approval = serde_json::from_slice(&v).map_err(|e| corrupt("approval", e))?;
-            if tree.is_within(&a.org_unit, unit) {
-                out.push(a);
-            }
-        }
-        Ok(out)
+        Ok(crate::figures::all_approvals_in(self.kv())?.into_iter().filter(|a| tree.is_within(&a.org_unit, unit)).collect())
     }
 }

@@ -329,6 +329,7 @@ fn expire_uploads_every(db: crate::db::Db, period: Duration) -> tokio::task::Joi
 
 /// Opens everything and serves until SIGINT/SIGTERM (used by `serve` and `demo`).
 pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    crate::heap::return_freed_memory();
     // While the server holds the embedded store's lock, `gesync-server backup` asks it over
     // this socket (a shared database is read by `backup` directly).
     #[cfg(unix)]

@@ -350,6 +350,7 @@ fn scopeguard_histogram(name: &'static str, started: std::time::Instant) -> impl
     impl Drop for Timer {
         fn drop(&mut self) {
             metrics::histogram!(self.0).record(self.1.elapsed().as_secs_f64());
+            crate::heap::worked();
         }
     }
     Timer(name, started)

@@ -55,6 +55,17 @@ pub trait KvRead {
     }
     /// Entries with `start <= key < end`, in key order, at most `limit` of them.
     fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// [`KvRead::range`] over several bounds at once, at most `limit` entries from each, in
+    /// the order of `bounds`: one round trip where the store is remote (the feed of a scope,
+    /// one range per commune).
+    fn ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], limit: usize) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, StoreError> {
+        bounds.iter().map(|(start, end)| self.range(start, end, limit)).collect()
+    }
+    /// How many entries each of `bounds` holds, counting at most `cap` in each (one round trip
+    /// where the store is remote, and no value read).
+    fn count_ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], cap: usize) -> Result<Vec<u64>, StoreError> {
+        bounds.iter().map(|(start, end)| Ok(self.range(start, end, cap)?.len() as u64)).collect()
+    }
     /// The last entry with `start <= key < end`, if any.
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Every entry, in key order (backup).
@@ -188,6 +199,27 @@ pub(crate) mod tests {
         assert!(kv.range(b"z", b"a", 10).unwrap().is_empty(), "inverted range is empty");
         assert_eq!(kv.last_in(b"a/", &prefix_end(b"a/")).unwrap().unwrap().0, b"a/3");
         assert_eq!(kv.last_in(b"c/", &prefix_end(b"c/")).unwrap(), None);
+
+        // Several ranges at once: each as `range` gives it, in the order asked.
+        let bounds = [(b"b/".to_vec(), prefix_end(b"b/")), (b"a/".to_vec(), prefix_end(b"a/")), (b"c/".to_vec(), prefix_end(b"c/")), (b"z".to_vec(), b"a".to_vec()), (b"a/2".to_vec(), prefix_end(b"a/"))];
+        let got = kv.ranges(&bounds, 2).unwrap();
+        let want: Vec<_> = bounds.iter().map(|(s, e)| kv.range(s, e, 2).unwrap()).collect();
+        assert_eq!(got, want);
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 0, 0, 2], "each range keeps its own limit");
+        assert_eq!(got[1][1], (b"a/2".to_vec(), b"two".to_vec()));
+        assert_eq!(kv.count_ranges(&bounds, 100).unwrap(), [1, 3, 0, 0, 2]);
+        assert_eq!(kv.count_ranges(&bounds, 2).unwrap(), [1, 2, 0, 0, 2], "counted up to the cap");
+        assert!(kv.ranges(&[], 10).unwrap().is_empty() && kv.count_ranges(&[], 10).unwrap().is_empty());
+        assert_eq!(kv.ranges(&bounds[1..2], 2).unwrap(), [want[1].clone()], "one range alone");
+        assert_eq!(kv.count_ranges(&bounds[1..2], 100).unwrap(), [3]);
+        assert_eq!(kv.count_ranges(&bounds[1..2], 2).unwrap(), [2]);
+        {
+            // Within a consistent read too, and the read goes on after it.
+            let cut = kv.begin_read().unwrap();
+            assert_eq!(cut.ranges(&bounds, 2).unwrap(), want);
+            assert_eq!(cut.count_ranges(&bounds, 100).unwrap(), [1, 3, 0, 0, 2]);
+            assert_eq!(cut.range(b"a/", &prefix_end(b"a/"), 100).unwrap().len(), 3);
+        }
 
         // A batch mixing puts and deletes applies as a whole, in order.
         let mut b = Batch::default();

@@ -325,6 +325,17 @@ const RANGE: &str = "SELECT k, v FROM gesync.kv WHERE k >= $1 AND k < $2 ORDER B
 const LAST: &str = "SELECT k, v FROM gesync.kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT 1";
 const FIRST_PAGE: &str = "SELECT k, v FROM gesync.kv ORDER BY k LIMIT $1";
 const NEXT_PAGE: &str = "SELECT k, v FROM gesync.kv WHERE k > $1 ORDER BY k LIMIT $2";
+/// Several ranges in one query: each bound's entries through the primary key's index, the
+/// bound's own limit applied to each, in the order of the bounds.
+const RANGES: &str = "SELECT b.i, r.k, r.v FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS b(s, e, i) \
+    CROSS JOIN LATERAL (SELECT k, v FROM gesync.kv WHERE k >= b.s AND k < b.e ORDER BY k LIMIT $3) r ORDER BY b.i, r.k";
+/// How many entries each bound holds, up to a cap, in one query (keys only).
+const COUNTS: &str = "SELECT (SELECT count(*) FROM (SELECT 1 FROM gesync.kv WHERE k >= b.s AND k < b.e LIMIT $3) x) \
+    FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS b(s, e, i) ORDER BY b.i";
+/// For the rest of a consistent read: ranges with a limit walk the key's index.
+const INDEX_ORDER: &str = "SET LOCAL enable_bitmapscan = off";
+/// How many entries one bound holds, up to a cap (keys only).
+const COUNT: &str = "SELECT count(*) FROM (SELECT 1 FROM gesync.kv WHERE k >= $1 AND k < $2 LIMIT $3) x";
 /// Entries read at a time by `for_each`.
 const PAGE: usize = 1000;
 
@@ -350,6 +361,31 @@ async fn q_many<'e>(e: impl sqlx::PgExecutor<'e>, keys: &[Vec<u8>]) -> Result<Ve
 
 async fn q_range<'e>(e: impl sqlx::PgExecutor<'e>, start: &[u8], end: &[u8], n: usize) -> Result<Pairs, sqlx::Error> {
     sqlx::query(RANGE).bind(start).bind(end).bind(limit(n)).fetch_all(e).await.map(pairs)
+}
+
+async fn q_ranges<'e>(e: impl sqlx::PgExecutor<'e>, bounds: &[(Vec<u8>, Vec<u8>)], n: usize) -> Result<Vec<Pairs>, sqlx::Error> {
+    // One bound (a commune officer's scope): the plain range query, planned as it always was.
+    if let [(start, end)] = bounds {
+        return Ok(vec![q_range(e, start, end, n).await?]);
+    }
+    let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = bounds.iter().map(|(s, e)| (s.as_slice(), e.as_slice())).unzip();
+    let rows = sqlx::query(RANGES).bind(starts).bind(ends).bind(limit(n)).fetch_all(e).await?;
+    let mut out = vec![Vec::new(); bounds.len()];
+    for row in rows {
+        let i: i64 = row.get(0);
+        out[(i - 1) as usize].push((row.get(1), row.get(2)));
+    }
+    Ok(out)
+}
+
+async fn q_counts<'e>(e: impl sqlx::PgExecutor<'e>, bounds: &[(Vec<u8>, Vec<u8>)], cap: usize) -> Result<Vec<u64>, sqlx::Error> {
+    if let [(start, end)] = bounds {
+        let n: i64 = sqlx::query_scalar(COUNT).bind(start).bind(end).bind(limit(cap)).fetch_one(e).await?;
+        return Ok(vec![n as u64]);
+    }
+    let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = bounds.iter().map(|(s, e)| (s.as_slice(), e.as_slice())).unzip();
+    let counts: Vec<i64> = sqlx::query_scalar(COUNTS).bind(starts).bind(ends).bind(limit(cap)).fetch_all(e).await?;
+    Ok(counts.into_iter().map(|c| c as u64).collect())
 }
 
 async fn q_last<'e>(e: impl sqlx::PgExecutor<'e>, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
@@ -396,6 +432,18 @@ impl KvRead for PgKv {
             return Ok(Vec::new());
         }
         self.run(q_range(&self.pool, start, end, n))
+    }
+    fn ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], n: usize) -> Result<Vec<Pairs>, StoreError> {
+        if bounds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(q_ranges(&self.pool, bounds, n))
+    }
+    fn count_ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], cap: usize) -> Result<Vec<u64>, StoreError> {
+        if bounds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(q_counts(&self.pool, bounds, cap))
     }
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
         if start >= end {
@@ -451,6 +499,24 @@ impl KvRead for Open {
             return Ok(Vec::new());
         }
         on_tx!(self, |c| q_range(c, start, end, n))
+    }
+    fn ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], n: usize) -> Result<Vec<Pairs>, StoreError> {
+        if bounds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if bounds.len() > 1 && n < usize::MAX {
+            // Each bound's first `n` entries by walking the key's index, never by a bitmap scan
+            // that reads every entry of the bound and sorts them: the planner cannot see the
+            // bounds inside `unnest`, and guesses a few hundred rows for each.
+            on_tx!(self, |c| sqlx::query(INDEX_ORDER).execute(c))?;
+        }
+        on_tx!(self, |c| q_ranges(c, bounds, n))
+    }
+    fn count_ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], cap: usize) -> Result<Vec<u64>, StoreError> {
+        if bounds.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_tx!(self, |c| q_counts(c, bounds, cap))
     }
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
         if start >= end {

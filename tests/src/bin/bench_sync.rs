@@ -147,7 +147,10 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     let ingest_s = t.elapsed().as_secs_f64();
     let ingest_rate = (per * 4) as f64 / ingest_s;
     let rss: f64 = servers.iter().map(|s| rss_mb(s.pid())).sum();
-    eprintln!("ingest: {} records in {ingest_s:.1} s ({ingest_rate:.0}/s, durable); server RSS {rss:.0} MiB", per * 4);
+    // Once the server has been quiet a moment, it hands freed memory back (`heap.rs`).
+    tokio::time::sleep(gesync_server::heap::QUIET + std::time::Duration::from_secs(1)).await;
+    let rss_idle: f64 = servers.iter().map(|s| rss_mb(s.pid())).sum();
+    eprintln!("ingest: {} records in {ingest_s:.1} s ({ingest_rate:.0}/s, durable); server RSS {rss:.0} MiB, {rss_idle:.0} MiB once idle", per * 4);
     drop(servers);
     println!(
         "{}",
@@ -156,7 +159,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
             "first_sync_records": records, "first_sync_requests": first_requests, "first_sync_bytes": first_bytes,
             "first_sync_ms": first_ms.round(), "automerge_save_bytes": save_bytes,
             "edit_push_bytes_per_record": edit_bytes.round(), "ingest_records": per * 4,
-            "ingest_records_per_s": ingest_rate.round(), "server_rss_mb": rss.round(),
+            "ingest_records_per_s": ingest_rate.round(), "server_rss_mb": rss.round(), "server_rss_idle_mb": rss_idle.round(),
             "store": if matches!(store, tests::TestStore::Postgres(_)) { "postgres" } else { "sled" }, "replicas": replicas,
         })
     );
