@@ -7,8 +7,8 @@
 //! server has been quiet for [`QUIET`] after some work, a thread of its own asks malloc once
 //! to hand back what every arena holds free (`malloc_trim`). Trimming every 5 s whatever the
 //! server does was tried first: in `bench-sync` on PostgreSQL it averaged 2,350 records/s of
-//! ingest in four runs, against 2,700 without (the runs overlap), since what is handed back
-//! during a burst is asked for again at once.
+//! ingest in four runs, against 2,700 in three runs without (the runs overlap), since what is
+//! handed back during a burst is asked for again at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

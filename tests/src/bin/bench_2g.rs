@@ -60,6 +60,15 @@ fn main() {
         out.retries
     );
     eprintln!("wall {:.1} s for {:.1} s of link time: {:.2}x", out.wall_s(), link_s, out.wall_s() / link_s);
+    // The information's own size: the same records as plain JSON, zstd -19 in one piece.
+    let (plain_down, plain_up) = (plain_json_zstd19(records, seed), plain_json_zstd19(push, seed ^ 0x5eed));
+    eprintln!(
+        "against the records as plain JSON, zstd -19 in one piece: down {} B for {plain_down} B ({:.2}x), up {} B for {plain_up} B ({:.2}x); goal 1.5x",
+        out.bytes_down,
+        out.bytes_down as f64 / plain_down as f64,
+        out.bytes_up,
+        out.bytes_up as f64 / plain_up as f64
+    );
     let json = serde_json::json!({
         "link": out.link,
         "records": records,
@@ -79,6 +88,10 @@ fn main() {
         "wall_over_link": round(out.wall_s() / link_s),
         "old_protocol_bytes": before,
         "bytes_vs_old": round(bytes as f64 / before as f64),
+        "plain_json_zstd19_down": plain_down,
+        "down_over_plain_zstd19": round(out.bytes_down as f64 / plain_down as f64),
+        "plain_json_zstd19_up": plain_up,
+        "up_over_plain_zstd19": round(out.bytes_up as f64 / plain_up as f64),
         "exact": true,
         "seed": seed,
     });
@@ -99,6 +112,15 @@ fn deflate_saving(records: usize, push: usize, seed: u64) -> u64 {
         }
     }
     saving
+}
+
+/// The `n` records made from `seed` (as the workload makes them) as one JSON array, compressed
+/// by zstd at level 19: about what the information itself weighs.
+fn plain_json_zstd19(n: usize, seed: u64) -> u64 {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let records: Vec<serde_json::Value> = (0..n).map(|i| tests::field::field_case(&mut rng, i)).collect();
+    zstd::bulk::compress(&serde_json::to_vec(&records).unwrap(), 19).unwrap().len() as u64
 }
 
 fn round(x: f64) -> f64 {
