@@ -214,9 +214,10 @@ pub(crate) fn stage_report_row(batch: &mut Batch, id: &RecordId, meta: &RecordMe
 /// (one read).
 pub(crate) fn conflicts_of_in(r: &dyn KvRead, communes: &[String]) -> Result<Vec<(String, RecordId, Vec<StoredConflict>)>, DbError> {
     let mut out = Vec::new();
-    for (commune, rows) in communes.iter().zip(r.ranges(&commune_ranges("q/", communes), usize::MAX)?) {
+    let bounds = commune_ranges("q/", communes);
+    for ((commune, (prefix, _)), rows) in communes.iter().zip(&bounds).zip(r.ranges(&bounds, usize::MAX)?) {
         for (k, v) in rows {
-            let id = id_of_key(&k, &key("q/", &[commune.as_bytes(), b""])).ok_or_else(|| corrupt("conflict index", "bad key"))?;
+            let id = id_of_key(&k, prefix).ok_or_else(|| corrupt("conflict index", "bad key"))?;
             out.push((commune.clone(), id, serde_json::from_slice(&v).map_err(|e| corrupt("conflict index", e))?));
         }
     }

@@ -344,7 +344,9 @@ struct UnitPeriodQuery {
     period: Option<String>,
 }
 
-/// Records the time since `started` in histogram `name` when dropped (however the handler ends).
+/// Records the time since `started` in histogram `name` when dropped (however the handler ends),
+/// and notes that the server worked ([`crate::heap::worked`]: freed memory is handed back only
+/// once it has been quiet a moment).
 fn scopeguard_histogram(name: &'static str, started: std::time::Instant) -> impl Drop {
     struct Timer(&'static str, std::time::Instant);
     impl Drop for Timer {

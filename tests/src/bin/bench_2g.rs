@@ -101,26 +101,25 @@ fn main() {
 /// What deflating each record of the workload one by one (the documents' form before the 2G
 /// work) saves over the plain form: the same records, made again from the same seeds.
 fn deflate_saving(records: usize, push: usize, seed: u64) -> u64 {
-    use rand::SeedableRng;
     let mut saving = 0;
-    for (n, seed) in [(records, seed), (push, seed ^ 0x5eed)] {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for i in 0..n {
-            let record = tests::field::field_case(&mut rng, i);
-            let mut d = sync_protocol::doc::new_record(sync_protocol::RecordKind::GbvCase, &record, automerge::ActorId::random()).unwrap();
-            saving += (d.save_nocompress().len() - d.save().len()) as u64;
-        }
+    for record in workload(records, seed).iter().chain(&workload(push, seed ^ 0x5eed)) {
+        let mut d = sync_protocol::doc::new_record(sync_protocol::RecordKind::GbvCase, record, automerge::ActorId::random()).unwrap();
+        saving += (d.save_nocompress().len() - d.save().len()) as u64;
     }
     saving
+}
+
+/// The `n` case records the workload makes from `seed` (`field::fill_commune`, `newcomer`).
+fn workload(n: usize, seed: u64) -> Vec<serde_json::Value> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|i| tests::field::field_case(&mut rng, i)).collect()
 }
 
 /// The `n` records made from `seed` (as the workload makes them) as one JSON array, compressed
 /// by zstd at level 19: about what the information itself weighs.
 fn plain_json_zstd19(n: usize, seed: u64) -> u64 {
-    use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let records: Vec<serde_json::Value> = (0..n).map(|i| tests::field::field_case(&mut rng, i)).collect();
-    zstd::bulk::compress(&serde_json::to_vec(&records).unwrap(), 19).unwrap().len() as u64
+    zstd::bulk::compress(&serde_json::to_vec(&workload(n, seed)).unwrap(), 19).unwrap().len() as u64
 }
 
 fn round(x: f64) -> f64 {
