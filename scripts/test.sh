@@ -21,6 +21,7 @@ missing=()
 command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || missing+=(postgresql)
 command -v mvn >/dev/null && command -v javac >/dev/null || missing+=(maven default-jdk-headless)
+command -v npm >/dev/null && command -v node >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages) for the tests" >&2
   as_root apt-get update -qq
