@@ -122,8 +122,16 @@ impl Db {
     }
 
     fn devices_in(r: &dyn KvRead, username: &str) -> Result<Vec<Device>, DbError> {
-        let prefix = key("d/", &[username.as_bytes(), b""]);
-        r.range(&prefix, &prefix_end(&prefix), usize::MAX)?
+        Self::devices_under(r, &key("d/", &[username.as_bytes(), b""]))
+    }
+
+    /// Every account's devices, by username then device id.
+    pub(crate) fn all_devices_in(r: &dyn KvRead) -> Result<Vec<Device>, DbError> {
+        Self::devices_under(r, b"d/")
+    }
+
+    fn devices_under(r: &dyn KvRead, prefix: &[u8]) -> Result<Vec<Device>, DbError> {
+        r.range(prefix, &prefix_end(prefix), usize::MAX)?
             .into_iter()
             .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("device", e)))
             .collect()

@@ -185,6 +185,11 @@ impl Db {
             .collect()
     }
 
+    /// Every audit entry, oldest first.
+    pub(crate) fn audit_entries_in(r: &dyn KvRead) -> Result<Vec<AuditEntry>, DbError> {
+        r.range(b"a/", &prefix_end(b"a/"), usize::MAX)?.into_iter().map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))).collect()
+    }
+
     /// The latest signed checkpoint of the audit chain.
     pub fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>, DbError> {
         match self.kv().last_in(b"ac/", &prefix_end(b"ac/"))? {
@@ -226,8 +231,7 @@ impl Db {
         let mut prev = "0".repeat(64);
         let mut count = 0;
         let mut hashes = Vec::new();
-        for (_, v) in self.kv().range(b"a/", &prefix_end(b"a/"), usize::MAX)? {
-            let e: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
+        for e in Self::audit_entries_in(self.kv())? {
             if e.prev_hash != prev || e.compute_hash() != e.hash || e.seq != count + 1 {
                 return Ok(Err(e.seq));
             }

@@ -4,7 +4,9 @@
 //! (`records::seal`), the document loads, its heads are the ones the metadata names, it is in
 //! the feed exactly once at the sequence number its metadata names (and the feed names no
 //! record that is not there), no sequence number is past the store's last one; the stored
-//! counters equal a recomputation from the documents; the audit chain verifies. `serve` runs
+//! counters equal a recomputation from the documents; the audit chain verifies; on PostgreSQL,
+//! the tables kept for people (`gesync.records`, `org_units`, `accounts`, `devices`, `audit`)
+//! hold exactly what the keyspace says, row for row. `serve` runs
 //! the same check in the background after it starts, logs what it finds, and `/healthz` says
 //! it.
 
@@ -16,6 +18,8 @@ use sync_protocol::RecordId;
 
 use crate::db::{Db, DbError};
 use crate::records::{FeedRow, MetaRow};
+use crate::store::tables::{AccountRow, AuditRow, DeviceRow, OrgUnitRow, RecordRow};
+use crate::store::Tables;
 
 /// What `check` found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -71,6 +75,8 @@ impl Db {
         // Every record: metadata and document, checked against each other and the feed.
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
         let mut seen = HashSet::new();
+        // Each sound record's row in the tables kept for people, as its metadata says it is.
+        let mut rows: BTreeMap<[u8; 16], RecordRow> = BTreeMap::new();
         // Records whose part in the figures cannot be recomputed.
         let mut unreadable = 0;
         for row in crate::records::all_metas_in(&*cut)? {
@@ -91,6 +97,14 @@ impl Db {
                     continue;
                 }
             };
+            rows.insert(id.0, RecordRow {
+                id: id.0,
+                kind: meta.kind.as_str().into(),
+                commune: meta.commune.clone(),
+                quarter: meta.contribution.as_ref().map(|c| c.quarter.to_string()),
+                deleted: meta.deleted,
+                feed_seq: Some(meta.seq),
+            });
             let mut doc = match Self::doc_bytes_in(&*cut, &id) {
                 Ok(Some(bytes)) => match AutoCommit::load(&bytes) {
                     Ok(doc) => doc,
@@ -163,6 +177,17 @@ impl Db {
                 problems.push(format!("counters {label}: stored figures differ from the records (`gesync-server admin rebuild-figures` recomputes them)"));
             }
         }
+        // The tables kept for people beside the keyspace (PostgreSQL), against the keyspace.
+        if let Some(tables) = cut.tables()? {
+            let expected = Tables {
+                records: rows.into_values().collect(),
+                org_units: tree.all().map(|u| OrgUnitRow { code: u.code.clone(), name: u.name.clone(), parent: u.parent.clone(), level: u.level.clone(), merged_into: u.merged_into.clone() }).collect(),
+                accounts: Db::users_in(&*cut)?.into_iter().map(|u| AccountRow { username: u.username, role: u.role.as_str().into(), org_unit: u.org_unit, disabled: u.disabled }).collect(),
+                devices: Db::all_devices_in(&*cut)?.into_iter().map(|d| DeviceRow { username: d.username, device_id: d.device_id, revoked: d.revoked }).collect(),
+                audit: Db::audit_entries_in(&*cut)?.into_iter().map(|e| AuditRow { seq: e.seq, hash: e.hash }).collect(),
+            };
+            compare_tables(&expected, &tables, unreadable == 0, &mut problems);
+        }
         drop(cut);
 
         // The audit chain.
@@ -178,5 +203,37 @@ impl Db {
         }
         report.problems = problems;
         Ok(report)
+    }
+}
+
+/// Names each row of the tables kept for people that differs from what the keyspace says it
+/// should be, is missing, or is there for nothing. Records are compared only `all_records`
+/// were read (a damaged one has no expected row).
+fn compare_tables(expected: &Tables, found: &Tables, all_records: bool, problems: &mut Vec<String>) {
+    fn diff<R: PartialEq, K: Ord + std::fmt::Display>(table: &str, expected: &[R], found: &[R], key: impl Fn(&R) -> K, problems: &mut Vec<String>) {
+        let want: BTreeMap<K, &R> = expected.iter().map(|r| (key(r), r)).collect();
+        let have: BTreeMap<K, &R> = found.iter().map(|r| (key(r), r)).collect();
+        for (k, r) in &want {
+            match have.get(k) {
+                None => problems.push(format!("gesync.{table}: no row for {k}, which the keyspace holds")),
+                Some(h) if h != r => problems.push(format!("gesync.{table}: the row for {k} differs from the keyspace")),
+                Some(_) => {}
+            }
+        }
+        for k in have.keys().filter(|k| !want.contains_key(k)) {
+            problems.push(format!("gesync.{table}: a row for {k}, which the keyspace does not hold"));
+        }
+    }
+    let before = problems.len();
+    if all_records {
+        diff("records", &expected.records, &found.records, |r| RecordId(r.id), problems);
+    }
+    diff("org_units", &expected.org_units, &found.org_units, |r| r.code.clone(), problems);
+    diff("accounts", &expected.accounts, &found.accounts, |r| r.username.clone(), problems);
+    diff("devices", &expected.devices, &found.devices, |r| format!("{}/{}", r.username, r.device_id), problems);
+    diff("audit", &expected.audit, &found.audit, |r| r.seq, problems);
+    if problems.len() > before {
+        let hint = "the tables below are out of step with the keyspace (edited by hand?): `SELECT gesync.reproject();`, run as the schema's owner, rewrites them from it";
+        problems.insert(before, hint.into());
     }
 }

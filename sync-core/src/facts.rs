@@ -15,7 +15,8 @@ use crate::meta::RecordMeta;
 
 /// A record's reporting row: what a store that keeps tables people read keeps beside it (on
 /// PostgreSQL, `gesync.records`, from which `v_figures` and `v_records` are made). JSON:
-/// `kind`, `commune`, `date`, `deleted`, `updated_at`, `quarter` and `counts` (the totals the
+/// `kind`, `commune`, `seq` (its place in the feed), `date`, `deleted`, `updated_at`, `quarter`
+/// and `counts` (the totals the
 /// record adds to the figures: `gbv_victims_supported.num`, `….den`, `news_items`, …; none when
 /// it counts nowhere), `facts` ([`facts`]). Small, so that writing it costs little.
 pub fn report_row(meta: &RecordMeta, facts: Option<&Value>) -> Value {
@@ -35,6 +36,7 @@ pub fn report_row(meta: &RecordMeta, facts: Option<&Value>) -> Value {
     serde_json::json!({
         "kind": meta.kind,
         "commune": meta.commune,
+        "seq": meta.seq,
         "date": meta.date,
         "deleted": meta.deleted,
         "updated_at": meta.updated_at,

@@ -215,13 +215,44 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     let bands = psql_ok(&url, "SELECT count(*) FROM gesync.v_records WHERE kind = 'gbv_case' AND (birth_year_band IS NULL OR age_band IS NULL OR sex IS NULL)");
     assert_eq!(bands[0][0], "0", "every case has its sex and bands");
 
+    // The tables of accounts, devices, the audit chain and each record's feed order: `check`
+    // finds them row for row as the keyspace holds them, and names a row edited by hand.
+    let check = || tests::run_cli(Path::new(BIN), &["check", "--database", &url], None);
+    let out = check();
+    assert!(out.status.success(), "check: {}", String::from_utf8_lossy(&out.stderr));
+    let n = |sql: &str| psql_ok(&url, sql)[0][0].parse::<u64>().unwrap();
+    assert_eq!(n("SELECT count(*) FROM gesync.accounts WHERE username IN ('officer1', 'officer2', 'officer3', 'admin')"), 4);
+    assert!(n("SELECT count(*) FROM gesync.devices WHERE username = 'officer1'") >= 1);
+    assert!(n("SELECT count(*) FROM gesync.audit WHERE action LIKE '%merge%' AND target LIKE '%04702%'") >= 1, "the merge is audited");
+    assert_eq!(n("SELECT count(*) FROM gesync.records WHERE feed_seq IS NULL"), 0);
+    assert_eq!(
+        n("SELECT count(*) FROM (SELECT commune, feed_seq FROM gesync.records GROUP BY 1, 2 HAVING count(*) > 1) d"),
+        0,
+        "each record at its own place in its commune's feed"
+    );
+    psql_ok(
+        &url,
+        "UPDATE gesync.accounts SET role = 'admin' WHERE username = 'officer3';
+         UPDATE gesync.records SET feed_seq = feed_seq + 1000000 WHERE id = (SELECT id FROM gesync.records ORDER BY id LIMIT 1);
+         DELETE FROM gesync.audit WHERE seq = 2;",
+    );
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for named in ["gesync.accounts: the row for officer3 differs", "gesync.records: the row for", "gesync.audit: no row for 2,", "gesync.reproject()"] {
+        assert!(stderr.contains(named), "check did not say `{named}`: {stderr}");
+    }
+    psql_ok(&url, "SELECT gesync.reproject()");
+    let out = check();
+    assert!(out.status.success(), "check after gesync.reproject(): {}", String::from_utf8_lossy(&out.stderr));
+
     // The reporting role reads the two views and nothing else.
     let role = format!("stat_{}", seed % 1_000_000_007);
     psql_ok(&url, &format!("CREATE ROLE {role} LOGIN PASSWORD 'thong-ke-{seed}' IN ROLE gesync_reporting"));
     let stat = as_role(&url, &role, &format!("thong-ke-{seed}"));
     let reads = psql(&stat, "SELECT count(*) FROM gesync.v_figures");
     let records_read = psql(&stat, "SELECT count(*) FROM gesync.v_records");
-    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations"]
+    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations", "gesync.accounts", "gesync.devices", "gesync.audit"]
         .into_iter()
         .map(|t| (t, psql(&stat, &format!("SELECT count(*) FROM {t}"))))
         .collect();
@@ -277,11 +308,13 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["applied"], json!([1, 2]));
+    assert_eq!(report["applied"], json!([1, 2, 3]));
     assert!(report["records_refreshed"].as_u64().unwrap() >= kept as u64, "{report}");
     assert_eq!(psql_ok(&url, "SELECT to_regclass('public.gesync_kv') IS NULL")[0][0], "t", "the old table moved");
-    assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.records WHERE facts IS NULL")[0][0], "0");
+    assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.records WHERE facts IS NULL OR feed_seq IS NULL")[0][0], "0");
     assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.v_records")[0][0], kept.to_string());
+    let out = tests::run_cli(Path::new(BIN), &["check", "--database", &url], None);
+    assert!(out.status.success(), "check after the migration: {}", String::from_utf8_lossy(&out.stderr));
     // Again: nothing left to do.
     let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
     assert!(out.status.success());
@@ -330,6 +363,9 @@ async fn an_embedded_store_moves_to_postgres_with_its_reporting_rows() {
     let out = tests::run_cli(Path::new(BIN), &["restore", "--database", &url, "--from", &file.display().to_string()], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.v_records")[0][0], kept.to_string());
+    let out = tests::run_cli(Path::new(BIN), &["check", "--database", &url], None);
+    assert!(out.status.success(), "check after the move: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.accounts WHERE username = 'officer1'")[0][0], "1");
     let server = ServerProcess::spawn_on(Path::new(BIN), &pg);
     let api = Api::login(&server.url(), "district").await;
     assert_eq!(api.get("/api/v1/indicators?org_unit=047&period=2025").await.1, figures, "figures after the move");

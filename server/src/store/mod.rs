@@ -66,6 +66,11 @@ pub trait KvRead {
     fn count_ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], cap: usize) -> Result<Vec<u64>, StoreError> {
         bounds.iter().map(|(start, end)| Ok(self.range(start, end, cap)?.len() as u64)).collect()
     }
+    /// What the tables kept for people beside the keyspace hold (`None`: this store keeps none,
+    /// [`Kv::keeps_report_rows`]).
+    fn tables(&self) -> Result<Option<Tables>, StoreError> {
+        Ok(None)
+    }
     /// The last entry with `start <= key < end`, if any.
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Every entry, in key order (backup).
@@ -154,6 +159,8 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 mod local;
 pub mod pg;
+pub mod tables;
+pub use tables::Tables;
 pub use local::{set_sled_cache_mb, MemKv, SledKv, DEFAULT_SLED_CACHE_MB};
 pub use pg::{PgConfig, PgKv};
 

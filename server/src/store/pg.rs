@@ -1,7 +1,8 @@
 //! The PostgreSQL store: the same ordered keyspace as the embedded one, in one table of the
 //! `gesync` schema (`gesync.kv`), shared by any number of server processes; beside it, tables a
 //! DBA and a statistician can read, which the database keeps from the keyspace itself (see
-//! `server/migrations/0002_reporting.sql`).
+//! `server/migrations/0002_reporting.sql` and `0003_people_and_feed.sql`; [`KvRead::tables`]
+//! reads them back for `check`).
 //!
 //! - **Write transactions** begin by locking the one row of `gesync.write_lock` (`SELECT …
 //!   FOR UPDATE`). Every write transaction of every replica takes that row first, so they run
@@ -31,7 +32,8 @@ use parking_lot::Mutex;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::{Batch, Kv, KvRead, StoreError, WriteTx};
+use super::tables::{AccountRow, AuditRow, DeviceRow, OrgUnitRow, RecordRow};
+use super::{Batch, Kv, KvRead, StoreError, Tables, WriteTx};
 
 /// How a write transaction begins, whatever the database's defaults (a DBA's own settings):
 /// - `READ COMMITTED`, pinned: each statement sees what committed before it, so the reads made
@@ -62,6 +64,7 @@ pub const MIGRATION_LOCK: i64 = 0x6765_7379_6e63;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "keyspace", include_str!("../../migrations/0001_keyspace.sql")),
     (2, "reporting", include_str!("../../migrations/0002_reporting.sql")),
+    (3, "people_and_feed", include_str!("../../migrations/0003_people_and_feed.sql")),
 ];
 
 /// The schema version this server needs (its last migration).
@@ -399,6 +402,37 @@ async fn q_page<'e>(e: impl sqlx::PgExecutor<'e>, after: Option<&[u8]>) -> Resul
     }
 }
 
+/// The tables kept for people ([`Tables`]), each in key order.
+async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Tables, sqlx::Error> {
+    let text = |r: &sqlx::postgres::PgRow, i: usize| r.try_get::<String, _>(i);
+    let maybe = |r: &sqlx::postgres::PgRow, i: usize| r.try_get::<Option<String>, _>(i);
+    let mut t = Tables::default();
+    for r in sqlx::query("SELECT uuid_send(id), kind, commune, quarter, deleted, feed_seq FROM gesync.records ORDER BY id").fetch_all(&mut *c).await? {
+        let id: Vec<u8> = r.try_get(0)?;
+        t.records.push(RecordRow {
+            id: id.try_into().map_err(|_| sqlx::Error::Decode("a uuid of 16 bytes".into()))?,
+            kind: text(&r, 1)?,
+            commune: text(&r, 2)?,
+            quarter: maybe(&r, 3)?,
+            deleted: r.try_get(4)?,
+            feed_seq: r.try_get::<Option<i64>, _>(5)?.map(|n| n as u64),
+        });
+    }
+    for r in sqlx::query("SELECT code, name, parent, level, merged_into FROM gesync.org_units ORDER BY code").fetch_all(&mut *c).await? {
+        t.org_units.push(OrgUnitRow { code: text(&r, 0)?, name: text(&r, 1)?, parent: maybe(&r, 2)?, level: text(&r, 3)?, merged_into: maybe(&r, 4)? });
+    }
+    for r in sqlx::query("SELECT username, role, org_unit, disabled FROM gesync.accounts ORDER BY username").fetch_all(&mut *c).await? {
+        t.accounts.push(AccountRow { username: text(&r, 0)?, role: text(&r, 1)?, org_unit: text(&r, 2)?, disabled: r.try_get(3)? });
+    }
+    for r in sqlx::query("SELECT username, device_id, revoked FROM gesync.devices ORDER BY username, device_id").fetch_all(&mut *c).await? {
+        t.devices.push(DeviceRow { username: text(&r, 0)?, device_id: text(&r, 1)?, revoked: r.try_get(2)? });
+    }
+    for r in sqlx::query("SELECT seq, hash FROM gesync.audit ORDER BY seq").fetch_all(&mut *c).await? {
+        t.audit.push(AuditRow { seq: r.try_get::<i64, _>(0)? as u64, hash: text(&r, 1)? });
+    }
+    Ok(t)
+}
+
 /// Every entry in key order, a page at a time.
 fn for_each_paged(
     mut page: impl FnMut(Option<&[u8]>) -> Result<Pairs, StoreError>,
@@ -453,6 +487,9 @@ impl KvRead for PgKv {
     }
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
         for_each_paged(|after| self.run(q_page(&self.pool, after)), f)
+    }
+    fn tables(&self) -> Result<Option<Tables>, StoreError> {
+        self.begin_read()?.tables()
     }
 }
 
@@ -526,6 +563,9 @@ impl KvRead for Open {
     }
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
         for_each_paged(|after| on_tx!(self, |c| q_page(c, after)), f)
+    }
+    fn tables(&self) -> Result<Option<Tables>, StoreError> {
+        on_tx!(self, |c| q_tables(c)).map(Some)
     }
 }
 
