@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 use sync_core::conflicts::StoredConflict;
+use sync_core::exchange::Exchange;
 use sync_core::plan::CommitPlan;
-use sync_core::pull::{page_entries, scope_fingerprint, Answer, Cursor, Need, Page, PagePlanner, PageSpec, Step, PAGE_RECORDS};
+use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, PAGE_RECORDS};
 use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
@@ -485,8 +486,8 @@ impl Db {
     /// checked between the records it merges and the records it reads, never inside a write.
     pub fn sync_unless(&self, who: &Principal, req: &SyncRequest, abandoned: &AtomicBool) -> Result<SyncResponse, DbError> {
         let tree = self.current_tree()?;
-        let communes = who.record_communes(&tree);
-        let own_actor = (!req.actor.is_empty()).then(|| hex::encode(&req.actor));
+        let ex = Exchange::new(who, &tree, req);
+        let own_actor = ex.own_actor();
         let mut results = self.push(who, &tree, own_actor.as_deref(), &req.push, abandoned)?;
         let mut uploaded = None;
         let mut whole = None;
@@ -499,28 +500,10 @@ impl Db {
                 whole = Some(doc);
             }
         }
-        let accepted: HashMap<RecordId, Vec<Hash>> = req
-            .push
-            .iter()
-            .chain(&whole)
-            .zip(&results)
-            .filter(|(_, r)| r.outcome == PushOutcome::Accepted)
-            .map(|(p, _)| (p.id, p.heads.clone()))
-            .collect();
-        let scope = scope_fingerprint(&communes);
-        let (page, known, epoch) = self.pull(&communes, &req.cursor, scope, accepted, &req.want_full, PageSpec::of(req))?;
-        let remaining = if req.count { Some(self.count_feed(&communes, page.next, page.high)?) } else { None };
-        Ok(SyncResponse {
-            results,
-            pull: page.docs,
-            cursor: Cursor { seq: page.next, scope, read_at: page.high, epoch }.encode(),
-            more: page.more,
-            part: page.part,
-            remaining,
-            uploaded,
-            scope: known.is_none().then_some(communes),
-            epoch,
-        })
+        let accepted = ex.accepted(whole.as_ref(), &results);
+        let (page, known, epoch) = self.pull(&ex, accepted, &req.want_full)?;
+        let remaining = if req.count { Some(self.count_feed(ex.communes(), page.next, page.high)?) } else { None };
+        Ok(ex.reply(results, page, known, epoch, remaining, uploaded))
     }
 
     /// Feed entries of `communes` in `(after, high]`: the records a phone at `after` still has
@@ -639,11 +622,12 @@ impl Db {
     /// the page. Returns it with the cursor as understood (`None`: made for another scope or
     /// another epoch, or none: the page starts from the beginning) and the store's epoch, read
     /// in the same cut as the feed.
-    fn pull(&self, communes: &[String], cursor: &[u8], scope: u64, pushed: HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId], spec: PageSpec) -> Result<(Page, Option<Cursor>, u64), DbError> {
+    fn pull(&self, ex: &Exchange, pushed: HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId]) -> Result<(Page, Option<Cursor>, u64), DbError> {
+        let communes = ex.communes();
         let (page, from, epoch) = {
             let cut = self.kv().begin_read()?;
             let epoch = Self::epoch_in(&*cut)?;
-            let from = Cursor::decode(cursor, scope, epoch);
+            let from = ex.cursor(epoch);
             let cursor = from.map_or(0, |c| c.seq);
             let high = Self::feed_seq_in(&*cut)?;
             // The whole scope's feed in one read (one query on PostgreSQL, not one per commune).
@@ -662,7 +646,7 @@ impl Db {
             let ids: Vec<RecordId> = entries.0.iter().map(|(_, id)| *id).chain(want_full.iter().copied()).collect();
             // A damaged record is left out of the page (and logged), never served.
             let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(Self::metas_or_skip(&*cut, &ids)?).filter_map(|(id, m)| Some((id, m?))).collect();
-            let mut planner = PagePlanner::new(from, high, entries, pushed, want_full, communes, spec);
+            let mut planner = PagePlanner::new(from, high, entries, pushed, want_full, communes, ex.spec());
             let mut answer = None;
             loop {
                 match planner.step(answer.take()).map_err(core_corrupt)? {

@@ -11,9 +11,12 @@
 //!   approval flags, the audit entry) for a store to commit atomically.
 //! - [`pull`]: plans one pull page step by step, asking its driver for the metadata and stored
 //!   documents it needs ([`pull::PagePlanner`]).
+//! - [`exchange`]: one sync exchange around those steps (scope, cursor, what was just pushed,
+//!   the answer), so that every server drives the same rules.
 //! - [`meta`] and [`conflicts`]: what a store keeps beside each record's document.
 
 pub mod conflicts;
+pub mod exchange;
 pub mod facts;
 pub mod meta;
 pub mod org;

@@ -5,12 +5,13 @@ mod support;
 use std::collections::HashMap;
 
 use serde_json::json;
+use sync_core::exchange::Exchange;
 use sync_core::meta::ActorOwner;
 use sync_core::plan::CommitPlan;
 use sync_core::pull::{Cursor, PageSpec};
 use sync_core::push::{decide, merge, Context, Merged, Verdict};
 use sync_protocol::automerge::{ActorId, AutoCommit};
-use sync_protocol::wire::{PartResume, PushDoc, PushOutcome, SyncRequest, MIN_PAGE_BYTES};
+use sync_protocol::wire::{PartResume, PushDoc, PushOutcome, PushResult, SyncRequest, MIN_PAGE_BYTES};
 use sync_protocol::{doc, heads_to_wire, RecordId, RecordKind};
 
 use support::{officer, reviewer, tree, MemServer};
@@ -300,4 +301,40 @@ fn only_versions_the_phone_read_are_taken_as_known() {
     assert_eq!(meta.delivered_heads(6, 10), None, "superseded at 9, before the read at 10: it may have left the feed unread");
     assert_eq!(meta.delivered_heads(0, 10), None, "nothing read yet");
     assert_eq!(meta.delivered_heads(12, 12), heads(h9));
+}
+
+/// The exchange's own rules: the scope a phone reads, which pushes the page need not send back
+/// (accepted ones, the record completed from slices included; never a refused one), and the
+/// scope named in the answer only to a phone whose cursor was not understood.
+#[test]
+fn an_exchange_answers_with_what_the_phone_does_not_have() {
+    let (a, b, c) = (RecordId::random(), RecordId::random(), RecordId::random());
+    let (mut da, mut db, mut dc) = (news("04701", "2025-01-01"), news("04701", "2025-01-02"), news("04701", "2025-01-03"));
+    let req = SyncRequest { push: vec![push_of(a, &mut da), push_of(b, &mut db)], actor: vec![0xab, 0x01], ..SyncRequest::default() };
+    let whole = push_of(c, &mut dc);
+    let tree = tree();
+    let ex = Exchange::new(&reviewer("rv", "rv-1"), &tree, &req);
+    assert_eq!(ex.communes(), ["04701", "04702"]);
+    assert_eq!(ex.own_actor().as_deref(), Some("ab01"));
+    let results = vec![
+        PushResult { id: a, outcome: PushOutcome::Accepted },
+        PushResult { id: b, outcome: PushOutcome::Rejected { reason: "out of scope".into() } },
+        PushResult { id: c, outcome: PushOutcome::Accepted },
+    ];
+    let accepted = ex.accepted(Some(&whole), &results);
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted[&a], push_of(a, &mut da).heads);
+    assert_eq!(accepted[&c], whole.heads);
+    // No cursor understood: the answer names the scope, and its cursor is one this epoch takes.
+    assert_eq!(ex.cursor(3), None);
+    let page = sync_core::pull::Page { next: 9, high: 12, ..Default::default() };
+    let answer = ex.reply(results.clone(), page.clone(), None, 3, Some(4), None);
+    assert_eq!(answer.scope.as_deref(), Some(&["04701".to_string(), "04702".to_string()][..]));
+    assert_eq!((answer.epoch, answer.remaining, answer.results.len()), (3, Some(4), 3));
+    let next = SyncRequest { cursor: answer.cursor, ..SyncRequest::default() };
+    let again = Exchange::new(&reviewer("rv", "rv-1"), &tree, &next);
+    let known = again.cursor(3).expect("its own cursor, understood");
+    assert_eq!((known.seq, known.read_at), (9, 12));
+    assert_eq!(again.cursor(4), None, "another epoch starts over");
+    assert_eq!(again.reply(Vec::new(), page, Some(known), 3, None, None).scope, None);
 }

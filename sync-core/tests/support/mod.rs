@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use indicators::{Counters, Quarter};
 use sync_core::meta::{ActorOwner, RecordMeta};
 use sync_core::org::{OrgTree, OrgUnit, Principal, Role};
+use sync_core::exchange::Exchange;
 use sync_core::plan::CommitPlan;
-use sync_core::pull::{page_entries, scope_fingerprint, Answer, Cursor, Need, Page, PagePlanner, PageSpec, Step, PAGE_RECORDS};
+use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, PageSpec, Step, PAGE_RECORDS};
 use sync_core::push::{decide, merge, Context, Stored, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::wire::{PushOutcome, PushResult, SyncRequest, SyncResponse};
@@ -43,7 +44,8 @@ pub struct MemServer {
 impl MemServer {
     /// One sync exchange: pushes merged and committed as one plan, then one pull page.
     pub fn sync(&mut self, who: &Principal, tree: &OrgTree, req: &SyncRequest) -> SyncResponse {
-        let own = (!req.actor.is_empty()).then(|| sync_protocol::automerge::ActorId::from(req.actor.clone()).to_hex_string());
+        let ex = Exchange::new(who, tree, req);
+        let own = ex.own_actor();
         let ctx = Context { who, tree, now: 1_750_000_000, own_actor: own.as_deref(), relay_open: self.relay, inflation: None };
         let mut results = Vec::new();
         let mut writes = Vec::new();
@@ -67,23 +69,10 @@ impl MemServer {
             results.push(PushResult { id: push.id, outcome });
         }
         self.commit(CommitPlan::of(who, tree, writes, None));
-        let accepted: HashMap<RecordId, Vec<[u8; 32]>> =
-            req.push.iter().zip(&results).filter(|(_, r)| r.outcome == PushOutcome::Accepted).map(|(p, _)| (p.id, p.heads.clone())).collect();
-        let communes = who.record_communes(tree);
-        let scope = scope_fingerprint(&communes);
-        let known = Cursor::decode(&req.cursor, scope, self.epoch);
-        let page = self.pull(&communes, known, accepted, &req.want_full, PageSpec::of(req));
-        SyncResponse {
-            results,
-            pull: page.docs,
-            cursor: Cursor { seq: page.next, scope, read_at: page.high, epoch: self.epoch }.encode(),
-            more: page.more,
-            part: page.part,
-            remaining: None,
-            uploaded: None,
-            scope: known.is_none().then_some(communes),
-            epoch: self.epoch,
-        }
+        let accepted = ex.accepted(None, &results);
+        let known = ex.cursor(self.epoch);
+        let page = self.pull(ex.communes(), known, accepted, &req.want_full, ex.spec());
+        ex.reply(results, page, known, self.epoch, None, None)
     }
 
     /// This server as a backup of it restored: the same data, a new epoch, relays open.
