@@ -13,7 +13,7 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use sync_protocol::wire::{
     Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
-    FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
+    FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
 };
 use sync_protocol::{doc, heads_from_wire, RecordId};
 
@@ -31,6 +31,9 @@ const MAX_REASON: usize = 300;
 const MIN_PAGE: usize = MIN_PAGE_BYTES as usize;
 /// The most a page grows from one exchange to the next, after a quick exchange.
 const MAX_GROWTH: usize = 8;
+/// Below this many wire bytes a second (both ways), the link is slow: 2G gives about 8 KB/s,
+/// 3G ten times that.
+pub const SLOW_LINK_RATE: f64 = 32.0 * 1024.0;
 /// An exchange this quick was on a fast link: the page may grow [`MAX_GROWTH`]-fold. (Tried:
 /// eightfold on every link made bench-2g's first sync 13% slower, a cut losing a larger page.)
 const QUICK_EXCHANGE: f64 = 1.0;
@@ -185,6 +188,8 @@ pub struct Pacer {
     /// Changes bytes per wire byte, each way.
     ratio_down: f64,
     ratio_up: f64,
+    /// Wire bytes per second of the last exchange that carried enough to tell.
+    rate: Option<f64>,
 }
 
 impl Pacer {
@@ -197,6 +202,7 @@ impl Pacer {
             last_failure: now,
             ratio_down: 1.0,
             ratio_up: 1.0,
+            rate: None,
         }
     }
 
@@ -218,9 +224,19 @@ impl Pacer {
         }
     }
 
+    /// Whether the link was last measured slower than [`SLOW_LINK_RATE`] (not yet measured:
+    /// not slow). Both sides then compress harder: bytes cost more than CPU.
+    pub fn slow_link(&self) -> bool {
+        self.rate.is_some_and(|r| r < SLOW_LINK_RATE)
+    }
+
     /// One exchange went through: `(changes, wire)` bytes each way, in `secs`.
     pub fn exchanged(&mut self, up: (usize, usize), down: (usize, usize), secs: f64) {
         let secs = secs.max(0.001);
+        // Enough bytes to measure the link by, not only its latency.
+        if up.1 + down.1 >= 2 * 1024 {
+            self.rate = Some((up.1 + down.1) as f64 / secs);
+        }
         let growth = if secs < QUICK_EXCHANGE { MAX_GROWTH } else { 2 };
         // Only a direction that carried enough to measure moves its page.
         if down.1 >= 2 * 1024 {
@@ -372,7 +388,13 @@ impl Session {
             push,
             want_full: want_full.clone(),
             page_bytes: self.pacer.pull as u32,
-            accept: if self.compress { FLAG_ZSTD } else { 0 },
+            accept: if !self.compress {
+                0
+            } else if self.pacer.slow_link() {
+                FLAG_ZSTD | FLAG_SLOW_LINK
+            } else {
+                FLAG_ZSTD
+            },
             count: self.round.to_receive.is_none(),
             resume: self.round.partial.as_ref().map(|p| PartResume { id: p.id, seq: p.seq, offset: p.bytes.len() as u64 }),
             push_part,
@@ -737,6 +759,21 @@ mod tests {
             p.exchanged((p.push, wire), (0, 60), wire as f64 / 4000.0);
         }
         assert!((22_000..=24_500).contains(&p.push), "push page {}", p.push);
+    }
+
+    #[test]
+    fn a_slow_link_is_told_from_its_measured_rate_not_from_latency() {
+        let mut p = Pacer::new(&SyncOptions::default(), 0.0);
+        assert!(!p.slow_link(), "not measured yet: not slow");
+        // A no-op exchange that took 2 s says nothing of the link's speed.
+        p.exchanged((300, 300), (200, 200), 2.0);
+        assert!(!p.slow_link());
+        // 2G: 48 KB in 6 s.
+        p.exchanged((0, 100), (200_000, 48_000), 6.0);
+        assert!(p.slow_link());
+        // The phone moved to 3G: 400 KB in 2 s.
+        p.exchanged((0, 100), (1_000_000, 400_000), 2.0);
+        assert!(!p.slow_link());
     }
 
     #[test]

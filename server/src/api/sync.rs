@@ -83,6 +83,7 @@ pub(super) async fn sync(
     crate::records::check_request(&req).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e))?;
     // The answer goes in the phone's own protocol version, compressed if it reads zstd.
     let answer = framing.answer(&req);
+    let accept = req.accept;
     let m = &state.metrics;
     m.sync_requests.fetch_add(1, Ordering::Relaxed);
     m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -91,6 +92,7 @@ pub(super) async fn sync(
     let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _abandon_on_drop = SetOnDrop(abandoned.clone());
     let (resp, bytes) = blocking(move || {
+        let working = Working::begin();
         let resp = db.sync_unless(&p, &req, &abandoned)?;
         // Staff above a commune reading records through sync is audited as `GET /records` is:
         // who, where, how many; never what.
@@ -98,7 +100,11 @@ pub(super) async fn sync(
         if p.reads_are_audited() && pulled > 0 {
             db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "sync_pull", target: format!("{}: {pulled} records", p.org_unit) })?;
         }
-        let bytes = resp.encode_as(answer); // compressing is CPU work: off the async threads too
+        // Compressing is CPU work: off the async threads too. Harder for a phone on a slow link,
+        // unless every core already has a sync to answer: then the CPU, not the link, is short.
+        let accept = if working.others() < cores() { accept } else { accept & !sync_protocol::wire::FLAG_SLOW_LINK };
+        let bytes = resp.encode_for(answer, accept);
+        drop(working);
         Ok((resp, bytes))
     })
     .await?;
@@ -110,4 +116,33 @@ pub(super) async fn sync(
     }
     m.sync_bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
+}
+
+/// Syncs being worked on (merged, read, encoded) at this moment, across the server.
+static WORKING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One sync's time on a blocking thread, counted in [`WORKING`] while it lasts.
+struct Working;
+
+impl Working {
+    fn begin() -> Working {
+        WORKING.fetch_add(1, Ordering::Relaxed);
+        Working
+    }
+
+    /// The other syncs being worked on now.
+    fn others(&self) -> usize {
+        WORKING.load(Ordering::Relaxed).saturating_sub(1)
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        WORKING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
