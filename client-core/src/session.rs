@@ -13,9 +13,9 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use sync_protocol::wire::{
     Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
-    FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
+    FLAG_HEADS_FROM_DOC, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
 };
-use sync_protocol::{doc, heads_from_wire, RecordId};
+use sync_protocol::{doc, heads_from_wire, heads_to_wire, RecordId};
 
 use crate::error::CoreError;
 use crate::meta::{load_doc, refresh_meta, sorted, Partial, RecordMeta, Rejection, SyncStatus};
@@ -388,13 +388,14 @@ impl Session {
             push,
             want_full: want_full.clone(),
             page_bytes: self.pacer.pull as u32,
-            accept: if !self.compress {
-                0
-            } else if self.pacer.slow_link() {
-                FLAG_ZSTD | FLAG_SLOW_LINK
-            } else {
-                FLAG_ZSTD
-            },
+            accept: FLAG_HEADS_FROM_DOC
+                | if !self.compress {
+                    0
+                } else if self.pacer.slow_link() {
+                    FLAG_ZSTD | FLAG_SLOW_LINK
+                } else {
+                    FLAG_ZSTD
+                },
             count: self.round.to_receive.is_none(),
             resume: self.round.partial.as_ref().map(|p| PartResume { id: p.id, seq: p.seq, offset: p.bytes.len() as u64 }),
             push_part,
@@ -693,6 +694,26 @@ impl Session {
             return Ok(false);
         }
         let is_new = known.is_none();
+        // Sent whole without its heads (FLAG_HEADS_FROM_DOC): the server's heads are those of
+        // the bytes alone (the document itself, for a record new to this phone).
+        let derived;
+        let heads = if !heads.is_empty() {
+            heads
+        } else if is_new {
+            derived = heads_to_wire(&d.get_heads());
+            &derived
+        } else {
+            match AutoCommit::load(changes) {
+                Ok(mut alone) => {
+                    derived = heads_to_wire(&alone.get_heads());
+                    &derived
+                }
+                Err(_) => {
+                    self.round.ask_full(id);
+                    return Ok(false);
+                }
+            }
+        };
         let meta = match known {
             Some(m) => m,
             None => match doc::kind_of(&d) {

@@ -32,13 +32,17 @@ pub struct PageSpec {
     /// page size); a version 1 phone gets such a record whole, as it always did.
     pub slices: bool,
     pub resume: Option<PartResume>,
+    /// Whether a record sent whole goes without its heads (the phone said
+    /// [`sync_protocol::wire::FLAG_HEADS_FROM_DOC`]).
+    pub heads_from_doc: bool,
 }
 
 impl PageSpec {
     pub fn of(req: &SyncRequest) -> PageSpec {
+        let heads_from_doc = req.accept & sync_protocol::wire::FLAG_HEADS_FROM_DOC != 0;
         match req.page_bytes {
-            0 => PageSpec { budget: DEFAULT_PAGE_BYTES as usize, slices: false, resume: None },
-            n => PageSpec { budget: n.clamp(MIN_PAGE_BYTES, DEFAULT_PAGE_BYTES) as usize, slices: true, resume: req.resume },
+            0 => PageSpec { budget: DEFAULT_PAGE_BYTES as usize, slices: false, resume: None, heads_from_doc },
+            n => PageSpec { budget: n.clamp(MIN_PAGE_BYTES, DEFAULT_PAGE_BYTES) as usize, slices: true, resume: req.resume, heads_from_doc },
         }
     }
 }
@@ -285,7 +289,7 @@ impl PagePlanner {
                     // At least one record per page; past the budget, the phone asks again next time.
                     if self.page.docs.is_empty() || self.bytes + doc.len() <= self.spec.budget {
                         self.bytes += doc.len();
-                        let heads = meta.history.back().expect("checked on arrival").1.clone();
+                        let heads = if self.spec.heads_from_doc { Vec::new() } else { meta.history.back().expect("checked on arrival").1.clone() };
                         self.page.docs.push(PullDoc { id, changes: doc, heads });
                     }
                 }
@@ -346,9 +350,11 @@ impl PagePlanner {
                 return Ok(Some(std::mem::take(&mut self.page)));
             }
         }
+        // Sent whole, to a phone that reads the heads from the document: they stay out.
+        let heads = if changes.is_none() && self.spec.heads_from_doc { Vec::new() } else { current };
         let changes = changes.unwrap_or(doc);
         self.bytes += changes.len();
-        self.page.docs.push(PullDoc { id, changes, heads: current });
+        self.page.docs.push(PullDoc { id, changes, heads });
         Ok(None)
     }
 

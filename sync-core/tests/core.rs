@@ -12,7 +12,7 @@ use sync_core::pull::{Cursor, PageSpec};
 use sync_core::push::{decide, merge, Context, Merged, Verdict};
 use sync_protocol::automerge::{ActorId, AutoCommit};
 use sync_protocol::wire::{PartResume, PushDoc, PushOutcome, PushResult, SyncRequest, MIN_PAGE_BYTES};
-use sync_protocol::{doc, heads_to_wire, RecordId, RecordKind};
+use sync_protocol::{doc, heads_from_wire, heads_to_wire, RecordId, RecordKind};
 
 use support::{officer, reviewer, tree, MemServer};
 
@@ -337,4 +337,40 @@ fn an_exchange_answers_with_what_the_phone_does_not_have() {
     assert_eq!((known.seq, known.read_at), (9, 12));
     assert_eq!(again.cursor(4), None, "another epoch starts over");
     assert_eq!(again.reply(Vec::new(), page, Some(known), 3, None, None).scope, None);
+}
+
+/// A phone that reads heads from documents gets a record sent whole without them (32 bytes a
+/// record no compressor squeezes); changes after a version it holds still name the server's
+/// heads, and a phone that did not say so gets them as before.
+#[test]
+fn heads_stay_out_of_whole_records_for_phones_that_read_them_from_the_document() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let an = officer("an", "04701", "an-1");
+    let (old_id, new_id) = (RecordId::random(), RecordId::random());
+    let mut old = news("04701", "2025-02-01");
+    for (id, d) in [(old_id, &mut old), (new_id, &mut news("04701", "2025-02-02"))] {
+        let Verdict::Write(w) = verdict(&server, &an, &push_of(id, d)) else { panic!() };
+        server.commit(CommitPlan::of(&an, &tree, vec![*w], None));
+    }
+    let scope = vec!["04701".to_string()];
+    let lean = PageSpec::of(&SyncRequest { accept: sync_protocol::wire::FLAG_HEADS_FROM_DOC, ..Default::default() });
+    let page = server.pull(&scope, None, HashMap::new(), &[], lean);
+    assert_eq!(page.docs.len(), 2);
+    assert!(page.docs.iter().all(|d| d.heads.is_empty()), "whole records go without heads");
+    let stored = |server: &MemServer, id: &RecordId| AutoCommit::load(&server.records[id].doc).unwrap().get_heads();
+    for d in &page.docs {
+        assert_eq!(AutoCommit::load(&d.changes).unwrap().get_heads(), stored(&server, &d.id), "the heads are the document's own");
+    }
+    // An edit of a record the phone holds: the changes after its version, with the heads.
+    let at = Cursor { seq: server.seq, scope: 0, read_at: server.seq, epoch: 0 };
+    doc::set_path(&mut old, "title", &json!("Sửa tiêu đề")).unwrap();
+    let Verdict::Write(w) = verdict(&server, &an, &push_of(old_id, &mut old)) else { panic!() };
+    server.commit(CommitPlan::of(&an, &tree, vec![*w], None));
+    let page = server.pull(&scope, Some(at), HashMap::new(), &[], lean);
+    assert_eq!(page.docs.len(), 1);
+    assert_eq!(heads_from_wire(&page.docs[0].heads), stored(&server, &old_id), "changes after a known version name the heads");
+    // A phone that did not say it reads them: heads as before.
+    let page = server.pull(&scope, None, HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
+    assert!(page.docs.iter().all(|d| heads_from_wire(&d.heads) == stored(&server, &d.id)));
 }

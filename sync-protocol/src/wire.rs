@@ -41,6 +41,10 @@ pub const FLAG_ZSTD: u8 = 1;
 /// is worth more server time per byte saved ([`zstd_level`]). A server that does not know the
 /// flag ignores it.
 pub const FLAG_SLOW_LINK: u8 = 2;
+/// Flags byte of [`SyncRequest::accept`]: the phone takes a pulled record's server heads from
+/// its document when the record comes whole and without them ([`PullDoc::heads`] empty), so the
+/// server leaves those 32 bytes a record (which no compressor squeezes) out of the page.
+pub const FLAG_HEADS_FROM_DOC: u8 = 4;
 /// zstd level: 3 is zstd's default, the measured sweet spot for pages of case records on a
 /// link that is not the bottleneck.
 const ZSTD_LEVEL: i32 = 3;
@@ -171,7 +175,9 @@ pub struct PullDoc {
     pub id: RecordId,
     /// Automerge changes the phone is not known to have.
     pub changes: Vec<u8>,
-    /// The server's heads for the record: the phone records that the server has them.
+    /// The server's heads for the record: the phone records that the server has them. Empty
+    /// for a record sent whole to a phone that said [`FLAG_HEADS_FROM_DOC`]: they are the heads
+    /// of `changes` alone.
     pub heads: Vec<Hash>,
 }
 
