@@ -207,8 +207,8 @@ impl Db {
 }
 
 /// Names each row of the tables kept for people that differs from what the keyspace says it
-/// should be, is missing, or is there for nothing. Records are compared only `all_records`
-/// were read (a damaged one has no expected row).
+/// should be, is missing, or is there for nothing. Records are compared only when
+/// `all_records` were read (a damaged one has no expected row).
 fn compare_tables(expected: &Tables, found: &Tables, all_records: bool, problems: &mut Vec<String>) {
     fn diff<R: PartialEq, K: Ord + std::fmt::Display>(table: &str, expected: &[R], found: &[R], key: impl Fn(&R) -> K, problems: &mut Vec<String>) {
         let want: BTreeMap<K, &R> = expected.iter().map(|r| (key(r), r)).collect();

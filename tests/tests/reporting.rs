@@ -323,6 +323,9 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     // The runtime role, with rights on the keyspace and the lock row only, now serves: syncs
     // write records (the reporting tables follow through the owner's trigger), nothing is lost.
     psql_ok(&url, &format!("GRANT USAGE ON SCHEMA gesync TO {app}; GRANT SELECT, INSERT, UPDATE, DELETE ON gesync.kv, gesync.write_lock TO {app}; GRANT SELECT ON gesync.schema_migrations TO {app}"));
+    // `check` by that role reads what it may: the keyspace, not the tables for people.
+    let out = tests::run_cli(Path::new(BIN), &["check", "--database", &app_url], None);
+    assert!(out.status.success(), "check as the runtime role: {}", String::from_utf8_lossy(&out.stderr));
     let server = ServerProcess::spawn_on(Path::new(BIN), &TestStore::Postgres(app_url));
     let after = (tests::server_views(&server.url(), "district", "047").await, Api::login(&server.url(), "district").await.get("/api/v1/indicators?org_unit=047&period=2025").await.1);
     assert_eq!(after, before, "records and figures after the migration");

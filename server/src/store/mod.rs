@@ -67,7 +67,7 @@ pub trait KvRead {
         bounds.iter().map(|(start, end)| Ok(self.range(start, end, cap)?.len() as u64)).collect()
     }
     /// What the tables kept for people beside the keyspace hold (`None`: this store keeps none,
-    /// [`Kv::keeps_report_rows`]).
+    /// [`Kv::keeps_report_rows`], or this connection may not read them).
     fn tables(&self) -> Result<Option<Tables>, StoreError> {
         Ok(None)
     }

@@ -402,8 +402,19 @@ async fn q_page<'e>(e: impl sqlx::PgExecutor<'e>, after: Option<&[u8]>) -> Resul
     }
 }
 
-/// The tables kept for people ([`Tables`]), each in key order.
-async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Tables, sqlx::Error> {
+/// The tables kept for people ([`Tables`]), each in key order; `None` when this role may not
+/// read them (a runtime role needs no rights on them: `serve`'s background check then leaves
+/// them to the owner's `check`). Asked first, so that a refusal does not end the transaction.
+async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Option<Tables>, sqlx::Error> {
+    let readable: Option<bool> = sqlx::query_scalar(
+        "SELECT bool_and(has_table_privilege(t, 'SELECT'))
+           FROM unnest(ARRAY['gesync.records', 'gesync.org_units', 'gesync.accounts', 'gesync.devices', 'gesync.audit']) AS t",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    if readable != Some(true) {
+        return Ok(None);
+    }
     let text = |r: &sqlx::postgres::PgRow, i: usize| r.try_get::<String, _>(i);
     let maybe = |r: &sqlx::postgres::PgRow, i: usize| r.try_get::<Option<String>, _>(i);
     let mut t = Tables::default();
@@ -430,7 +441,7 @@ async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Tables, sqlx::Error> {
     for r in sqlx::query("SELECT seq, hash FROM gesync.audit ORDER BY seq").fetch_all(&mut *c).await? {
         t.audit.push(AuditRow { seq: r.try_get::<i64, _>(0)? as u64, hash: text(&r, 1)? });
     }
-    Ok(t)
+    Ok(Some(t))
 }
 
 /// Every entry in key order, a page at a time.
@@ -565,7 +576,7 @@ impl KvRead for Open {
         for_each_paged(|after| on_tx!(self, |c| q_page(c, after)), f)
     }
     fn tables(&self) -> Result<Option<Tables>, StoreError> {
-        on_tx!(self, |c| q_tables(c)).map(Some)
+        on_tx!(self, |c| q_tables(c))
     }
 }
 
