@@ -711,6 +711,7 @@ mod tests {
     use super::*;
     use crate::model::{OrgUnit, Role};
     use crate::store::MemKv;
+    use sync_core::pull::scope_fingerprint;
     use serde_json::json;
     use sync_protocol::wire::{PartResume, PushPart, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES};
     use sync_protocol::{heads_to_wire, RecordKind};
