@@ -94,6 +94,21 @@ fn edits_are_merged_onto_the_stored_version_and_retries_change_nothing() {
     let binh = officer("binh", "04701", "binh-1");
     assert!(refused(&verdict(&server, &binh, &edit)).contains("another device"));
 
+    // Once the edit is stored, the first push's heads are no longer the document's heads but
+    // are in its history: a late retry of it changes nothing. A head the server never had is
+    // not taken on the phone's word.
+    let Verdict::Write(p) = verdict(&server, &an, &edit) else { panic!() };
+    server.commit(CommitPlan::of(&an, &tree, vec![*p], None));
+    assert!(matches!(verdict(&server, &an, &first), Verdict::Unchanged), "a late retry of an older version");
+    let offer = |heads| PushDoc { id, changes: Vec::new(), heads };
+    assert!(matches!(verdict(&server, &an, &offer(first.heads.clone())), Verdict::Unchanged), "an offer of an older version the server holds");
+    assert!(matches!(verdict(&server, &an, &offer(vec![[7u8; 32]])), Verdict::Refuse(PushOutcome::NeedFull)), "an offer of a version the server lacks");
+    let mut claims_more = first.clone();
+    claims_more.heads.push([7u8; 32]);
+    assert!(matches!(verdict(&server, &an, &claims_more), Verdict::Refuse(PushOutcome::NeedFull)), "changes short of what they claim, onto a stored record");
+    claims_more.id = RecordId::random();
+    assert!(refused(&verdict(&server, &an, &claims_more)).contains("do not hold the heads"), "a new record's changes short of what they claim");
+
     // An edit whose dependencies the server lacks: send the whole document.
     let mut other = AutoCommit::load(&d.save()).unwrap();
     let mid = other.get_heads();

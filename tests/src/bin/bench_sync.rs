@@ -2,6 +2,10 @@
 //! (its own process, sled on disk, HTTP on loopback behind a byte-counting proxy), driven by
 //! the real client SDK. Prints progress, then one JSON object as the last line.
 //!
+//! `server_cpu_us` in the JSON: the server's CPU per delivered record in a bulk pull (a second
+//! phone of the commune pulling the records the first one holds) and per pushed record in the
+//! ingest, both in full pages, where each request's own cost is spread over many records.
+//!
 //! Sizes can be reduced for a quick run: `--records 200 --hold 2000 --ingest 10000`. With
 //! `--database postgres://USER:PASSWORD@HOST:PORT/DB` (an administrator's URL: a new database is
 //! made there) the server uses PostgreSQL, and `--replicas N` runs N server processes on it
@@ -89,11 +93,25 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     let noop_requests = metric(&metric_addrs, "gesync_sync_requests_total").await - req0;
     eprintln!("no-op sync holding {hold} records: {noop_requests} request(s), {noop_bytes} bytes");
 
-    // 4. Durable ingest: 4 devices push `ingest` records in pages of 500, concurrently. The
-    //    documents are made before the clock starts, so the figure is the server's.
+    // 4. A second phone of the same commune pulls those `hold` records: the server's CPU per
+    //    delivered record in bulk, where each request's fixed cost is spread over a full page.
+    let cpu_server = || servers.iter().map(|s| tests::cpu_s(s.pid())).sum::<f64>();
+    let mut phone2 = Client::open(tmp.path().join("phone2"), FixedKey(StoreKey::random())).unwrap();
+    phone2.login(&url, "officer1", PASSWORD, None).await.unwrap();
+    let req0 = metric(&metric_addrs, "gesync_sync_requests_total").await;
+    let cpu0 = cpu_server();
+    let r = phone2.sync(|_| {}).await.unwrap();
+    let pull_cpu_us = (cpu_server() - cpu0) * 1e6 / r.pulled.max(1) as f64;
+    let pull_requests = metric(&metric_addrs, "gesync_sync_requests_total").await - req0;
+    assert_eq!(r.pulled, hold);
+    eprintln!("bulk pull: {} records in {pull_requests} requests, server CPU {pull_cpu_us:.0} µs per delivered record", r.pulled);
+
+    // 5. Durable ingest: 4 devices push `ingest` records in pages of 500, concurrently. The
+    //    documents are made before the clock starts, so the figure is the server's. They go
+    //    deflated (`save`), as older phones sent them.
     let per = ingest / 4;
     eprintln!("making {} documents for the ingest run...", per * 4);
-    let bodies: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+    let bodies: Vec<Vec<SyncRequest>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(move || {
@@ -107,7 +125,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
                                     PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
                                 })
                                 .collect();
-                            SyncRequest { push, ..Default::default() }.encode()
+                            SyncRequest { push, ..Default::default() }
                         })
                         .collect()
                 })
@@ -121,12 +139,18 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
         let api = tests::Api::login_from(&format!("http://{addr}"), &format!("phone{dev}"), Some(&format!("bench-{dev}"))).await;
         tokens.push(api.token);
     }
+    let cpu0 = cpu_server();
     let t = Instant::now();
     let mut tasks = Vec::new();
     for (token, pages) in tokens.into_iter().zip(bodies) {
         let http = http.clone();
         tasks.push(tokio::spawn(async move {
-            for body in pages {
+            // Each request carries the cursor of the answer before, as a phone's would: the
+            // answers page only what is new, not the commune's first page every time.
+            let mut cursor = Vec::new();
+            for mut req in pages {
+                req.cursor = std::mem::take(&mut cursor);
+                let body = req.encode();
                 let resp = http
                     .post(format!("http://{addr}/api/v1/sync"))
                     .bearer_auth(&token)
@@ -138,6 +162,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
                 assert!(resp.status().is_success(), "{}", resp.status());
                 let r = SyncResponse::decode(&resp.bytes().await.unwrap()).unwrap();
                 assert!(r.results.iter().all(|x| x.outcome == sync_protocol::wire::PushOutcome::Accepted));
+                cursor = r.cursor;
             }
         }));
     }
@@ -146,11 +171,12 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     }
     let ingest_s = t.elapsed().as_secs_f64();
     let ingest_rate = (per * 4) as f64 / ingest_s;
+    let ingest_cpu_us = (cpu_server() - cpu0) * 1e6 / (per * 4) as f64;
     let rss: f64 = servers.iter().map(|s| rss_mb(s.pid())).sum();
     // Once the server has been quiet a moment, it hands freed memory back (`heap.rs`).
     tokio::time::sleep(gesync_server::heap::QUIET + std::time::Duration::from_secs(1)).await;
     let rss_idle: f64 = servers.iter().map(|s| rss_mb(s.pid())).sum();
-    eprintln!("ingest: {} records in {ingest_s:.1} s ({ingest_rate:.0}/s, durable); server RSS {rss:.0} MiB, {rss_idle:.0} MiB once idle", per * 4);
+    eprintln!("ingest: {} records in {ingest_s:.1} s ({ingest_rate:.0}/s, durable), server CPU {ingest_cpu_us:.0} µs per pushed record; server RSS {rss:.0} MiB, {rss_idle:.0} MiB once idle", per * 4);
     drop(servers);
     println!(
         "{}",
@@ -160,6 +186,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
             "first_sync_ms": first_ms.round(), "automerge_save_bytes": save_bytes,
             "edit_push_bytes_per_record": edit_bytes.round(), "ingest_records": per * 4,
             "ingest_records_per_s": ingest_rate.round(), "server_rss_mb": rss.round(), "server_rss_idle_mb": rss_idle.round(),
+            "bulk_pull_records": hold, "bulk_pull_requests": pull_requests, "server_cpu_us": {"per_delivered_record_bulk": pull_cpu_us.round(), "per_pushed_record_ingest": ingest_cpu_us.round()},
             "store": if matches!(store, tests::TestStore::Postgres(_)) { "postgres" } else { "sled" }, "replicas": replicas,
         })
     );
