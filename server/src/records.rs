@@ -21,7 +21,7 @@ use serde_json::Value;
 use sync_core::conflicts::StoredConflict;
 use sync_core::exchange::Exchange;
 use sync_core::plan::CommitPlan;
-use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, PAGE_RECORDS};
+use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, Written, PAGE_RECORDS};
 use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
@@ -488,20 +488,21 @@ impl Db {
         let tree = self.current_tree()?;
         let ex = Exchange::new(who, &tree, req);
         let own_actor = ex.own_actor();
-        let mut results = self.push(who, &tree, own_actor.as_deref(), &req.push, abandoned)?;
+        let mut written = Written::new();
+        let mut results = self.push(who, &tree, own_actor.as_deref(), &req.push, abandoned, &mut written)?;
         let mut uploaded = None;
         let mut whole = None;
         if let Some(part) = &req.push_part {
             let (have, complete) = self.receive_part(who, part, now_secs())?;
             uploaded = Some(Uploaded { id: part.id, have });
             if let Some(doc) = complete {
-                results.extend(self.push(who, &tree, own_actor.as_deref(), std::slice::from_ref(&doc), abandoned)?);
+                results.extend(self.push(who, &tree, own_actor.as_deref(), std::slice::from_ref(&doc), abandoned, &mut written)?);
                 self.drop_upload(who)?;
                 whole = Some(doc);
             }
         }
         let accepted = ex.accepted(whole.as_ref(), &results);
-        let (page, known, epoch) = self.pull(&ex, accepted, &req.want_full)?;
+        let (page, known, epoch) = self.pull(&ex, accepted, written, &req.want_full)?;
         let remaining = if req.count { Some(self.count_feed(ex.communes(), page.next, page.high)?) } else { None };
         Ok(ex.reply(results, page, known, epoch, remaining, uploaded))
     }
@@ -515,7 +516,9 @@ impl Db {
         Ok(self.kv().count_ranges(&feed_bounds(communes, after, high), COUNT_CAP)?.into_iter().sum())
     }
 
-    fn push(&self, who: &Principal, tree: &OrgTree, own_actor: Option<&str>, pushes: &[PushDoc], abandoned: &AtomicBool) -> Result<Vec<PushResult>, DbError> {
+    /// Merges, checks and commits `pushes`; adds what it wrote to `written` (feed position and
+    /// stored heads).
+    fn push(&self, who: &Principal, tree: &OrgTree, own_actor: Option<&str>, pushes: &[PushDoc], abandoned: &AtomicBool, written: &mut Written) -> Result<Vec<PushResult>, DbError> {
         if pushes.is_empty() {
             return Ok(Vec::new());
         }
@@ -548,7 +551,11 @@ impl Db {
                     }
                 }
             }
-            self.write_prepared(tx, who, writes, None)?;
+            let heads: Vec<(RecordId, Vec<Hash>)> = writes.iter().map(|w| (w.id, w.meta.history.back().map(|h| h.1.clone()).unwrap_or_default())).collect();
+            let last = self.write_prepared(tx, who, writes, None)?;
+            // The plan gives its records the sequence numbers up to `last`, in order.
+            let first = last + 1 - heads.len() as u64;
+            written.extend(heads.into_iter().enumerate().map(|(i, (id, h))| (id, (first + i as u64, h))));
         } else {
             outcomes.extend(verdicts.into_iter().map(|v| match v {
                 Verdict::Refuse(o) => o,
@@ -622,7 +629,7 @@ impl Db {
     /// the page. Returns it with the cursor as understood (`None`: made for another scope or
     /// another epoch, or none: the page starts from the beginning) and the store's epoch, read
     /// in the same cut as the feed.
-    fn pull(&self, ex: &Exchange, pushed: HashMap<RecordId, Vec<Hash>>, want_full: &[RecordId]) -> Result<(Page, Option<Cursor>, u64), DbError> {
+    fn pull(&self, ex: &Exchange, pushed: HashMap<RecordId, Vec<Hash>>, written: Written, want_full: &[RecordId]) -> Result<(Page, Option<Cursor>, u64), DbError> {
         let communes = ex.communes();
         let (page, from, epoch) = {
             let cut = self.kv().begin_read()?;
@@ -642,11 +649,12 @@ impl Db {
                 }
             }
             let entries = page_entries(per_commune, high);
-            // The page's metadata in one read (a remote store's round trips add up per record).
-            let ids: Vec<RecordId> = entries.0.iter().map(|(_, id)| *id).chain(want_full.iter().copied()).collect();
+            let mut planner = PagePlanner::new(from, high, entries, pushed, want_full, communes, ex.spec()).with_written(written);
+            // The page's metadata in one read (a remote store's round trips add up per record),
+            // but for this request's own writes.
+            let ids = planner.metas_wanted();
             // A damaged record is left out of the page (and logged), never served.
             let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(Self::metas_or_skip(&*cut, &ids)?).filter_map(|(id, m)| Some((id, m?))).collect();
-            let mut planner = PagePlanner::new(from, high, entries, pushed, want_full, communes, ex.spec());
             let mut answer = None;
             loop {
                 match planner.step(answer.take()).map_err(core_corrupt)? {

@@ -166,6 +166,10 @@ pub enum Answer {
     Doc(Option<Vec<u8>>),
 }
 
+/// Records the request being answered wrote: each one's feed position and stored heads just
+/// after the write.
+pub type Written = HashMap<RecordId, (u64, Vec<Hash>)>;
+
 /// Plans one page over entries in feed order (see the module documentation).
 pub struct PagePlanner {
     cursor: u64,
@@ -174,6 +178,8 @@ pub struct PagePlanner {
     entries: Vec<(u64, RecordId)>,
     /// Heads each record pushed in this same request now has on the phone.
     pushed: HashMap<RecordId, Vec<Hash>>,
+    /// What this request wrote ([`PagePlanner::with_written`]).
+    written: Written,
     want_full: HashSet<RecordId>,
     spec: PageSpec,
     page: Page,
@@ -215,12 +221,40 @@ impl PagePlanner {
             cursor,
             entries,
             pushed,
+            written: Written::new(),
             want_full: want_full.iter().copied().collect(),
             spec,
             page: Page { next, high, more: next < high, ..Page::default() },
             bytes: 0,
             at: 0,
             meta: None,
+        }
+    }
+
+    /// Tells the planner what the request wrote before this page: an entry that is its own
+    /// write, not written since (still at the feed position the write gave it) and whose stored
+    /// heads the phone sent, is skipped without its metadata, which a driver then need not
+    /// read ([`PagePlanner::metas_wanted`]). The page is the same; only the reads are fewer.
+    pub fn with_written(mut self, written: Written) -> PagePlanner {
+        self.written = written;
+        self
+    }
+
+    /// The records whose metadata this page may ask for, for a driver that reads them in one
+    /// batch before planning.
+    pub fn metas_wanted(&self) -> Vec<RecordId> {
+        self.entries.iter().filter(|(seq, id)| !self.own_unchanged(*seq, *id)).map(|(_, id)| *id).chain(self.extra.iter().copied()).collect()
+    }
+
+    /// Whether the entry `(seq, id)` is this request's own write, unchanged since and held
+    /// whole by the phone (what the metadata would show: its current heads all known).
+    fn own_unchanged(&self, seq: u64, id: RecordId) -> bool {
+        if self.want_full.contains(&id) || self.spec.resume.is_some_and(|r| r.id == id) {
+            return false;
+        }
+        match (self.written.get(&id), self.pushed.get(&id)) {
+            (Some((at, heads)), Some(sent)) => *at == seq && heads.iter().all(|h| sent.contains(h)),
+            _ => false,
         }
     }
 
@@ -257,6 +291,10 @@ impl PagePlanner {
             let Some(&(seq, id)) = self.entries.get(self.at) else {
                 return Ok(Step::Done(std::mem::take(&mut self.page)));
             };
+            if self.meta.is_none() && self.own_unchanged(seq, id) {
+                self.at += 1;
+                continue;
+            }
             let Some(meta) = &self.meta else { return Ok(Step::Need(Need::Meta(id))) };
             let current = &meta.history.back().expect("checked on arrival").1;
             let resumed = self.page.docs.is_empty() && self.spec.slices && self.spec.resume.is_some_and(|r| r.id == id && r.seq == seq);

@@ -389,3 +389,56 @@ fn heads_stay_out_of_whole_records_for_phones_that_read_them_from_the_document()
     let page = server.pull(&scope, None, HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
     assert!(page.docs.iter().all(|d| heads_from_wire(&d.heads) == stored(&server, &d.id)));
 }
+
+/// A page skips the records the same request has just written, without their metadata, when
+/// nothing was written since and the phone holds every stored head: the page is the one the
+/// metadata would have given, read with fewer reads. A record merged with changes the phone
+/// lacks, written again since, or asked whole, is read and planned as before.
+#[test]
+fn a_page_skips_the_requests_own_writes_without_reading_them() {
+    use sync_core::pull::{page_entries, Answer, Need, PagePlanner, Step, Written};
+    let tree = tree();
+    let mut server = MemServer::default();
+    let an = officer("an", "04701", "an-1");
+    let ids: Vec<RecordId> = (0..4).map(|_| RecordId::random()).collect();
+    let mut pushed = HashMap::new();
+    let mut written = Written::new();
+    for (i, id) in ids.iter().enumerate() {
+        let mut d = news("04701", &format!("2025-03-0{}", i + 1));
+        let push = push_of(*id, &mut d);
+        let Verdict::Write(w) = verdict(&server, &an, &push) else { panic!() };
+        server.commit(CommitPlan::of(&an, &tree, vec![*w], None));
+        let stored = server.meta(id).unwrap().history.back().unwrap().clone();
+        pushed.insert(*id, push.heads.clone());
+        written.insert(*id, stored);
+    }
+    // ids[1]: stored with a change the phone lacks; ids[2]: written again after this request.
+    written.get_mut(&ids[1]).unwrap().1.push([3u8; 32]);
+    written.get_mut(&ids[2]).unwrap().0 -= 1;
+    // ids[3]: the phone asks it whole.
+    let want_full = [ids[3]];
+    let spec = PageSpec { budget: 1 << 20, slices: true, resume: None, heads_from_doc: false };
+    let communes = ["04701".to_string()];
+    let plan = |written: Written| {
+        let per_commune = vec![server.feed.range(("04701".to_string(), 1)..=("04701".to_string(), server.seq)).map(|((_, s), id)| (*s, *id)).collect()];
+        PagePlanner::new(None, server.seq, page_entries(per_commune, server.seq), pushed.clone(), &want_full, &communes, spec).with_written(written)
+    };
+    let mut planner = plan(written.clone());
+    assert_eq!(planner.metas_wanted(), ids[1..].to_vec(), "the request's own unchanged write is not read");
+    let (mut asked, mut answer) = (Vec::new(), None);
+    let page = loop {
+        match planner.step(answer.take()).unwrap() {
+            Step::Need(Need::Meta(id)) => {
+                asked.push(id);
+                answer = Some(Answer::Meta(server.meta(&id).cloned()));
+            }
+            Step::Need(Need::Doc(id)) => answer = Some(Answer::Doc(Some(server.records[&id].doc.clone()))),
+            Step::Done(page) => break page,
+        }
+    };
+    assert_eq!(asked, ids[1..].to_vec());
+    let sent: Vec<RecordId> = page.docs.iter().map(|d| d.id).collect();
+    assert_eq!(sent, vec![ids[3]], "the record asked whole is sent; the others the phone holds");
+    // The same page as without the hint, which reads every record's metadata.
+    assert_eq!(page, server.pull(&communes, None, pushed.clone(), &want_full, spec));
+}
