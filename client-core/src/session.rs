@@ -473,6 +473,7 @@ impl Session {
     /// new epoch, offers go first.
     fn build_push<S: LocalStore>(&mut self, store: &S) -> Result<(Vec<PushDoc>, Option<PushPart>), S::Error> {
         let budget = self.pacer.push;
+        let slow = self.compress && self.pacer.slow_link();
         let round = &mut self.round;
         let mut push = Vec::new();
         let mut size = 64;
@@ -499,9 +500,18 @@ impl Session {
             .map(|(id, m)| (*id, m.clone()))
             .collect();
         for (id, meta) in candidates {
-            // A record the server has nothing of goes as stored (a whole document), unloaded.
+            // A record the server has nothing of goes as stored (a whole document), unloaded;
+            // on a slow link, as its changes if they weigh less (they compress smaller together,
+            // see `sync_core::pull::PageSpec::changes_whole`). Only a record that fits the page
+            // whole: one going up in slices keeps the stored bytes, which its resumes count in.
             let changes = if meta.server_heads.is_empty() {
-                store.doc_bytes(id)?
+                let stored = store.doc_bytes(id)?;
+                if slow && stored.len() + 32 * meta.heads.len() + 64 <= budget.min(PUSH_BUDGET) {
+                    let changes = load_doc(id, &stored, store.actor())?.save_after(&[]);
+                    if changes.len() <= stored.len() { changes } else { stored }
+                } else {
+                    stored
+                }
             } else {
                 let mut d = load_doc(id, &store.doc_bytes(id)?, store.actor())?;
                 d.save_after(&heads_from_wire(&meta.server_heads))

@@ -417,7 +417,7 @@ fn a_page_skips_the_requests_own_writes_without_reading_them() {
     written.get_mut(&ids[2]).unwrap().0 -= 1;
     // ids[3]: the phone asks it whole.
     let want_full = [ids[3]];
-    let spec = PageSpec { budget: 1 << 20, slices: true, resume: None, heads_from_doc: false };
+    let spec = PageSpec { budget: 1 << 20, slices: true, resume: None, heads_from_doc: false, changes_whole: false };
     let communes = ["04701".to_string()];
     let plan = |written: Written| {
         let per_commune = vec![server.feed.range(("04701".to_string(), 1)..=("04701".to_string(), server.seq)).map(|((_, s), id)| (*s, *id)).collect()];
@@ -441,4 +441,75 @@ fn a_page_skips_the_requests_own_writes_without_reading_them() {
     assert_eq!(sent, vec![ids[3]], "the record asked whole is sent; the others the phone holds");
     // The same page as without the hint, which reads every record's metadata.
     assert_eq!(page, server.pull(&communes, None, pushed.clone(), &want_full, spec));
+}
+
+/// On a slow link a record sent whole goes as its changes when they weigh no more than its
+/// document (change chunks of different records compress better together); a record whose
+/// many edits make its changes heavier goes as its document. Either loads to the stored record.
+#[test]
+fn on_a_slow_link_records_sent_whole_go_as_their_changes_when_lighter() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let an = officer("an", "04701", "an-1");
+    let (once, often) = (RecordId::random(), RecordId::random());
+    let mut d = news("04701", "2025-02-01");
+    let Verdict::Write(w) = verdict(&server, &an, &push_of(once, &mut d)) else { panic!() };
+    server.commit(CommitPlan::of(&an, &tree, vec![*w], None));
+    let mut e = news("04701", "2025-02-02");
+    for i in 0..60 {
+        doc::set_path(&mut e, "title", &json!(format!("bản {i}"))).unwrap();
+        e.commit();
+    }
+    let Verdict::Write(w) = verdict(&server, &an, &push_of(often, &mut e)) else { panic!() };
+    server.commit(CommitPlan::of(&an, &tree, vec![*w], None));
+    let scope = vec!["04701".to_string()];
+    let flags = sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_HEADS_FROM_DOC;
+    let slow = PageSpec::of(&SyncRequest { accept: flags | sync_protocol::wire::FLAG_SLOW_LINK, ..Default::default() });
+    let fast = PageSpec::of(&SyncRequest { accept: flags, ..Default::default() });
+    let on_slow = server.pull(&scope, None, HashMap::new(), &[], slow);
+    let on_fast = server.pull(&scope, None, HashMap::new(), &[], fast);
+    assert_eq!(on_slow.docs.len(), 2);
+    for (s, f) in on_slow.docs.iter().zip(&on_fast.docs) {
+        let stored = &server.records[&s.id].doc;
+        assert_eq!(&f.changes, stored, "a fast link gets the stored document");
+        let changes = AutoCommit::load(stored).unwrap().save_after(&[]);
+        let expected = if changes.len() <= stored.len() { &changes } else { stored };
+        assert_eq!(&s.changes, expected, "the lighter of the two");
+        assert!(s.heads.is_empty(), "whole records go without heads either way");
+        let (mut got, mut want) = (AutoCommit::load(&s.changes).unwrap(), AutoCommit::load(stored).unwrap());
+        assert_eq!(got.get_heads(), want.get_heads());
+        assert_eq!(doc::view(&got).unwrap(), doc::view(&want).unwrap());
+    }
+    assert_ne!(on_slow.docs[0].changes, server.records[&on_slow.docs[0].id].doc, "a record of one change goes as that change");
+    let heavy = on_slow.docs.iter().find(|p| p.id == often).unwrap();
+    assert_eq!(&heavy.changes, &server.records[&often].doc, "sixty changes weigh more than the document");
+}
+
+/// A phone that measured its link slow pushes a new record as its changes when they weigh less
+/// than its document (before the first measurement it sends the document); the server ends
+/// with the same records either way.
+#[test]
+fn a_phone_on_a_slow_link_pushes_new_records_as_their_changes() {
+    use support::Phone;
+    let tree = tree();
+    let mut server = MemServer::default();
+    let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 16 * 1024);
+    phone.secs_per_exchange = 2.0; // a few KB in 2 s: well under 32 KB/s
+    // Titles that compress little, so that each exchange carries enough to measure the link.
+    for i in 0..80 {
+        let id = RecordId::random();
+        let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": format!("2025-01-{:02}", 1 + i % 28), "title": format!("Tin số {i}: {}", (0..10).map(|_| ActorId::random().to_hex_string()).collect::<String>())}), phone.actor.clone()).unwrap();
+        phone.put(id, d);
+    }
+    let exchanges = phone.sync(&mut server, &tree);
+    assert!(exchanges >= 2, "pages of 16 KB: more than one exchange ({exchanges})");
+    let (as_doc, as_changes) = phone.pushed_whole;
+    assert!(as_doc > 0, "before the link is measured, documents");
+    assert!(as_changes > 0, "once measured slow, changes ({as_doc} as documents in {exchanges} exchanges)");
+    assert_eq!(as_doc + as_changes, 80);
+    assert_eq!(phone.store.pending(), 0);
+    for id in phone.ids() {
+        let mut stored = AutoCommit::load(&server.records[&id].doc).unwrap();
+        assert_eq!(stored.get_heads(), phone.doc(id).get_heads());
+    }
 }

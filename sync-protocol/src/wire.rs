@@ -38,8 +38,9 @@ const MAGIC: &[u8; 4] = b"GSYN";
 /// Flags byte (version 2): the message after it is zstd-compressed.
 pub const FLAG_ZSTD: u8 = 1;
 /// Flags byte of [`SyncRequest::accept`]: the phone measured its link as slow (2G): the answer
-/// is worth more server time per byte saved ([`zstd_level`]). A server that does not know the
-/// flag ignores it.
+/// is worth more server time per byte saved ([`zstd_level`]; records sent whole may come as
+/// their changes rather than as their document, which a phone loads alike). A server that does
+/// not know the flag ignores it, and a busy one may.
 pub const FLAG_SLOW_LINK: u8 = 2;
 /// Flags byte of [`SyncRequest::accept`]: the phone takes a pulled record's server heads from
 /// its document when the record comes whole and without them ([`PullDoc::heads`] empty), so the

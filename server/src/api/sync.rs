@@ -79,11 +79,10 @@ pub(super) async fn sync(
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
     }
-    let (req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e.to_string()))?;
+    let (mut req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e.to_string()))?;
     crate::records::check_request(&req).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e))?;
     // The answer goes in the phone's own protocol version, compressed if it reads zstd.
     let answer = framing.answer(&req);
-    let accept = req.accept;
     let m = &state.metrics;
     m.sync_requests.fetch_add(1, Ordering::Relaxed);
     m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -93,6 +92,10 @@ pub(super) async fn sync(
     let _abandon_on_drop = SetOnDrop(abandoned.clone());
     let (resp, bytes) = blocking(move || {
         let working = Working::begin();
+        // A slow link's answer costs more CPU per byte saved: honoured only while a core is free.
+        if working.others() >= cores() {
+            req.accept &= !sync_protocol::wire::FLAG_SLOW_LINK;
+        }
         let resp = db.sync_unless(&p, &req, &abandoned)?;
         // Staff above a commune reading records through sync is audited as `GET /records` is:
         // who, where, how many; never what.
@@ -102,8 +105,7 @@ pub(super) async fn sync(
         }
         // Compressing is CPU work: off the async threads too. Harder for a phone on a slow link,
         // unless every core already has a sync to answer: then the CPU, not the link, is short.
-        let accept = if working.others() < cores() { accept } else { accept & !sync_protocol::wire::FLAG_SLOW_LINK };
-        let bytes = resp.encode_for(answer, accept);
+        let bytes = resp.encode_for(answer, req.accept);
         drop(working);
         Ok((resp, bytes))
     })

@@ -217,14 +217,18 @@ pub struct Phone {
     pub store: SimStore,
     /// The first download page the session asks for (then it adapts).
     pub page_bytes: u32,
-    /// The phone's clock, seconds: each exchange takes 0.05 s of it.
+    /// The phone's clock, seconds: each exchange takes `secs_per_exchange` of it.
     clock: f64,
+    /// 0.05 s unless a test makes the link slow.
+    pub secs_per_exchange: f64,
+    /// Records pushed whole, as a document and as changes (Automerge's chunk type).
+    pub pushed_whole: (usize, usize),
 }
 
 impl Phone {
     pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
         let store = SimStore { actor: Some(actor.clone()), ..SimStore::default() };
-        Phone { who, actor, store, page_bytes, clock: 0.0 }
+        Phone { who, actor, store, page_bytes, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0) }
     }
 
     /// The ids of the records the phone holds.
@@ -252,7 +256,6 @@ impl Phone {
         let mut session = client_core::Session::new(&self.store, &options, self.clock).unwrap();
         let mut exchanges = 0;
         loop {
-            self.clock += 0.05;
             let body = match session.next(&self.store, self.clock).unwrap() {
                 client_core::Step::Done(report) => {
                     assert_eq!(report.rejected, 0, "{}'s push was refused", self.who.username);
@@ -262,10 +265,25 @@ impl Phone {
             };
             exchanges += 1;
             assert!(exchanges < 1000, "a sync that does not finish");
-            let (req, framing) = SyncRequest::decode_framed(&body).unwrap();
+            let (mut req, framing) = SyncRequest::decode_framed(&body).unwrap();
             assert!(req.push_part.is_none(), "the simulation's records fit a page");
+            for p in req.push.iter().filter(|p| self.store.records[&p.id].server_heads.is_empty()) {
+                // After the magic number and checksum: 0 a document, 1 a change.
+                match p.changes.get(8) {
+                    Some(0) => self.pushed_whole.0 += 1,
+                    Some(1) => self.pushed_whole.1 += 1,
+                    _ => {}
+                }
+            }
+            // Every other exchange as from a phone on a slow link: records sent whole may come
+            // as their changes, and the phone must end with the same records either way.
+            if exchanges % 2 == 0 {
+                req.accept |= sync_protocol::wire::FLAG_SLOW_LINK;
+            }
             let resp = server.sync(&self.who, tree, &req);
-            session.answered(&mut self.store, &resp.encode_as(framing.answer(&req)), self.clock).unwrap();
+            let answer = resp.encode_as(framing.answer(&req));
+            self.clock += self.secs_per_exchange;
+            session.answered(&mut self.store, &answer, self.clock).unwrap();
         }
     }
 }
