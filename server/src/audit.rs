@@ -178,16 +178,17 @@ impl Db {
     /// Audit entries with `seq > since`, oldest first, at most `limit`.
     pub fn audit_since(&self, since: u64, limit: usize) -> Result<Vec<AuditEntry>, DbError> {
         let start = key("a/", &[&(since.saturating_add(1)).to_be_bytes()]);
-        self.kv()
-            .range(&start, &prefix_end(b"a/"), limit)?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit", e)))
-            .collect()
+        Self::audit_range_in(self.kv(), &start, limit)
     }
 
     /// Every audit entry, oldest first.
     pub(crate) fn audit_entries_in(r: &dyn KvRead) -> Result<Vec<AuditEntry>, DbError> {
-        r.range(b"a/", &prefix_end(b"a/"), usize::MAX)?.into_iter().map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))).collect()
+        Self::audit_range_in(r, b"a/", usize::MAX)
+    }
+
+    /// Up to `limit` audit entries from key `start` on, oldest first.
+    fn audit_range_in(r: &dyn KvRead, start: &[u8], limit: usize) -> Result<Vec<AuditEntry>, DbError> {
+        r.range(start, &prefix_end(b"a/"), limit)?.into_iter().map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))).collect()
     }
 
     /// The latest signed checkpoint of the audit chain.

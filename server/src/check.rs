@@ -75,7 +75,9 @@ impl Db {
         // Every record: metadata and document, checked against each other and the feed.
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
         let mut seen = HashSet::new();
-        // Each sound record's row in the tables kept for people, as its metadata says it is.
+        // Each sound record's row in the tables kept for people, as its metadata says it is
+        // (only a store that keeps those tables).
+        let keeps_tables = self.kv().keeps_report_rows();
         let mut rows: BTreeMap<[u8; 16], RecordRow> = BTreeMap::new();
         // Records whose part in the figures cannot be recomputed.
         let mut unreadable = 0;
@@ -97,14 +99,16 @@ impl Db {
                     continue;
                 }
             };
-            rows.insert(id.0, RecordRow {
-                id: id.0,
-                kind: meta.kind.as_str().into(),
-                commune: meta.commune.clone(),
-                quarter: meta.contribution.as_ref().map(|c| c.quarter.to_string()),
-                deleted: meta.deleted,
-                feed_seq: Some(meta.seq),
-            });
+            if keeps_tables {
+                rows.insert(id.0, RecordRow {
+                    id: id.0,
+                    kind: meta.kind.as_str().into(),
+                    commune: meta.commune.clone(),
+                    quarter: meta.contribution.as_ref().map(|c| c.quarter.to_string()),
+                    deleted: meta.deleted,
+                    feed_seq: Some(meta.seq),
+                });
+            }
             let mut doc = match Self::doc_bytes_in(&*cut, &id) {
                 Ok(Some(bytes)) => match AutoCommit::load(&bytes) {
                     Ok(doc) => doc,
