@@ -112,4 +112,8 @@ pub struct SyncState {
     /// new epoch (a restored backup, a failover), so it may have forgotten them.
     #[serde(default)]
     pub reoffer: BTreeSet<RecordId>,
+    /// Wire bytes a second of the last exchange that measured the link. The next sync starts
+    /// from it, so a phone on 2G compresses harder from its first exchange, not its second.
+    #[serde(default)]
+    pub link_rate: Option<u32>,
 }

@@ -224,6 +224,17 @@ impl Pacer {
         }
     }
 
+    /// Starts from the rate an earlier sync measured (`None`: not measured yet).
+    pub fn remembering(mut self, rate: Option<u32>) -> Pacer {
+        self.rate = rate.map(f64::from);
+        self
+    }
+
+    /// Wire bytes a second of the last exchange that carried enough to measure the link.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
     /// Whether the link was last measured slower than [`SLOW_LINK_RATE`] (not yet measured:
     /// not slow). Both sides then compress harder: bytes cost more than CPU.
     pub fn slow_link(&self) -> bool {
@@ -343,7 +354,7 @@ impl Session {
         Ok(Session {
             framing: if options.compress { Framing::ZSTD } else { Framing::PLAIN },
             compress: options.compress,
-            pacer: Pacer::new(options, now),
+            pacer: Pacer::new(options, now).remembering(store.sync_state().link_rate),
             round: Round { partial: store.partial()?, ..Round::default() },
             report: SyncReport::default(),
             more: false,
@@ -636,6 +647,9 @@ impl Session {
         }
         // Only a record the server was known to hold, with nothing pending, needs an offer.
         state.reoffer.retain(|id| store.records().get(id).is_some_and(|m| !m.server_heads.is_empty() && m.status() != SyncStatus::Pending));
+        if let Some(rate) = self.pacer.rate() {
+            state.link_rate = Some(rate.min(f64::from(u32::MAX)) as u32);
+        }
         // Pulled records and verdicts reach the disk before the cursor moves past them.
         store.barrier()?;
         state.cursor = response.cursor;

@@ -512,4 +512,12 @@ fn a_phone_on_a_slow_link_pushes_new_records_as_their_changes() {
         let mut stored = AutoCommit::load(&server.records[&id].doc).unwrap();
         assert_eq!(stored.get_heads(), phone.doc(id).get_heads());
     }
+    // The next sync starts from the rate this one measured: changes from its first exchange.
+    assert!(client_core::LocalStore::sync_state(&phone.store).link_rate.is_some_and(|r| r < 32 * 1024), "the measured rate is kept");
+    for i in 0..5 {
+        let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-02-01", "title": format!("Tin sau {i}")}), phone.actor.clone()).unwrap();
+        phone.put(RecordId::random(), d);
+    }
+    phone.sync(&mut server, &tree);
+    assert_eq!(phone.pushed_whole, (as_doc, as_changes + 5), "the later sync's first exchange already sends changes");
 }
