@@ -300,8 +300,9 @@ async function sync() {
         await persist();
         refreshed = false;
         // On the list, what arrived shows as it arrives (a first sync on 2G takes minutes),
-        // redrawn at most every 3 s and keeping the officer's place; elsewhere only the bar moves.
-        if (view.name === 'list' && Date.now() - listDrawnAt > 3000) {
+        // redrawn at most every 3 s and keeping the officer's place, but at once when it still
+        // says there are no records; elsewhere only the bar moves.
+        if (view.name === 'list' && (Date.now() - listDrawnAt > 3000 || (listDrawnCount === 0 && progress.received > 0))) {
           const y = window.scrollY;
           render();
           window.scrollTo(0, y);
@@ -369,6 +370,7 @@ const h = (tag, attrs = {}, ...kids) => {
 };
 let view = { name: 'list' };
 let listDrawnAt = 0;
+let listDrawnCount = 0;
 let loginMessage = null;
 let filter = { kind: '', from: '', to: '' };
 
@@ -466,6 +468,7 @@ function listScreen() {
   const from = h('input', { type: 'date', id: 'filter-from', value: filter.from, onchange: (e) => { filter.from = e.target.value; render(); } });
   const to = h('input', { type: 'date', id: 'filter-to', value: filter.to, onchange: (e) => { filter.to = e.target.value; render(); } });
   const all = JSON.parse(S.phone.listRecords());
+  listDrawnCount = all.length;
   wrap.append(h('h2', {}, t('records'), ' ', h('span', { class: 'muted', id: 'record-count' }, '(' + num(all.length) + ')')));
   const filtering = filter.kind || filter.from || filter.to;
   wrap.append(h('details', { class: 'card', id: 'filters', open: !!filtering || null }, h('summary', {}, t('search')),
