@@ -21,7 +21,7 @@ use serde_json::Value;
 use sync_core::conflicts::StoredConflict;
 use sync_core::exchange::Exchange;
 use sync_core::plan::CommitPlan;
-use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, Written, PAGE_RECORDS};
+use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, Written, WrittenRecord, PAGE_RECORDS};
 use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
@@ -501,7 +501,7 @@ impl Db {
                 whole = Some(doc);
             }
         }
-        let accepted = ex.accepted(whole.as_ref(), &results);
+        let accepted = ex.accepted(whole.as_ref(), &results, &written);
         let (page, known, epoch) = self.pull(&ex, accepted, written, &req.want_full)?;
         let remaining = if req.count { Some(self.count_feed(ex.communes(), page.next, page.high)?) } else { None };
         Ok(ex.reply(results, page, known, epoch, remaining, uploaded))
@@ -551,11 +551,12 @@ impl Db {
                     }
                 }
             }
-            let heads: Vec<(RecordId, Vec<Hash>)> = writes.iter().map(|w| (w.id, w.meta.history.back().map(|h| h.1.clone()).unwrap_or_default())).collect();
-            let last = self.write_prepared(tx, who, writes, None)?;
-            // The plan gives its records the sequence numbers up to `last`, in order.
-            let first = last + 1 - heads.len() as u64;
-            written.extend(heads.into_iter().enumerate().map(|(i, (id, h))| (id, (first + i as u64, h))));
+            let mut stored: HashMap<RecordId, (Vec<Hash>, bool)> =
+                writes.iter().map(|w| (w.id, (w.meta.history.back().map(|h| h.1.clone()).unwrap_or_default(), w.base_seq.is_none()))).collect();
+            for (id, seq) in self.write_prepared(tx, who, writes, None)? {
+                let (heads, created) = stored.remove(&id).unwrap_or_default();
+                written.insert(id, WrittenRecord { seq, heads, created });
+            }
         } else {
             outcomes.extend(verdicts.into_iter().map(|v| match v {
                 Verdict::Refuse(o) => o,
@@ -572,10 +573,11 @@ impl Db {
 
     /// Commits prepared records in write transaction `tx` (durable on return), with the tree
     /// the transaction reads: a move or merge of units changes the tree only in a transaction
-    /// of its own, together with the counters it moves. Returns the last sequence number.
-    pub(crate) fn write_prepared(&self, tx: Box<dyn WriteTx + '_>, who: &Principal, writes: Vec<Prepared>, audit: Option<AuditEvent>) -> Result<u64, DbError> {
+    /// of its own, together with the counters it moves. Returns the feed position each record
+    /// was given.
+    pub(crate) fn write_prepared(&self, tx: Box<dyn WriteTx + '_>, who: &Principal, writes: Vec<Prepared>, audit: Option<AuditEvent>) -> Result<Vec<(RecordId, u64)>, DbError> {
         if writes.is_empty() && audit.is_none() {
-            return Self::feed_seq_in(&*tx);
+            return Ok(Vec::new());
         }
         let tree = self.tree_in(&*tx)?;
         let plan = CommitPlan::of(who, &tree, writes, audit);
@@ -587,8 +589,10 @@ impl Db {
     /// document, metadata and review-index entry are written, the counters move by the plan's
     /// deltas, the approvals they touch are flagged, new actors are claimed, the audit entry is
     /// appended. Refuses a plan made on a stored version that is no longer the stored one.
-    pub(crate) fn commit_plan(&self, tx: Box<dyn WriteTx + '_>, plan: CommitPlan) -> Result<u64, DbError> {
+    /// Returns the feed position each record was given, in the plan's order.
+    pub(crate) fn commit_plan(&self, tx: Box<dyn WriteTx + '_>, plan: CommitPlan) -> Result<Vec<(RecordId, u64)>, DbError> {
         let mut seq = Self::feed_seq_in(&*tx)?;
+        let mut positions = Vec::with_capacity(plan.records.len());
         let mut batch = Batch::default();
         let report_rows = self.kv().keeps_report_rows();
         let ids: Vec<RecordId> = plan.records.iter().map(|w| w.id).collect();
@@ -603,6 +607,7 @@ impl Db {
                 batch.delete(feed_key(&w.meta.commune, old));
             }
             batch.put(feed_key(&w.meta.commune, seq), w.id.0.to_vec());
+            positions.push((w.id, seq));
             w.meta.stamp(seq);
             index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
             batch.put(doc_key(&w.id), seal(&std::mem::take(&mut w.doc)));
@@ -622,7 +627,7 @@ impl Db {
         // The cache follows the applied state before the next writer may read it.
         let mut sums = Some(sums);
         tx.commit_then(batch, &mut || self.cache_counters(sums.take().expect("applied once")))?;
-        Ok(seq)
+        Ok(positions)
     }
 
     /// Reads the feed of `communes` after the phone's `cursor` in one consistent read and plans

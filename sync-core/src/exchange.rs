@@ -16,7 +16,7 @@ use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, S
 use sync_protocol::RecordId;
 
 use crate::org::{OrgTree, Principal};
-use crate::pull::{scope_fingerprint, Cursor, Page, PageSpec};
+use crate::pull::{scope_fingerprint, Cursor, Page, PageSpec, Written};
 
 /// One request being answered.
 pub struct Exchange<'r> {
@@ -57,8 +57,26 @@ impl<'r> Exchange<'r> {
     /// The heads of each record this exchange's pushes put on the server, `whole` being the
     /// record completed from slices (its result after those of `req.push`): the page sends the
     /// phone none of what it has just sent.
-    pub fn accepted(&self, whole: Option<&PushDoc>, results: &[PushResult]) -> HashMap<RecordId, Vec<Hash>> {
-        self.req.push.iter().chain(whole).zip(results).filter(|(_, r)| r.outcome == PushOutcome::Accepted).map(|(p, _)| (p.id, p.heads.clone())).collect()
+    ///
+    /// A record pushed whole without its heads (a phone on a slow link leaves out those 32
+    /// bytes a head, which no compressor squeezes) has on the phone what `written` stored of it
+    /// when the store held nothing of it before; otherwise (a record the server had asked
+    /// whole, or a retry found unchanged) its heads are not known, and the page sends it again.
+    pub fn accepted(&self, whole: Option<&PushDoc>, results: &[PushResult], written: &Written) -> HashMap<RecordId, Vec<Hash>> {
+        self.req
+            .push
+            .iter()
+            .chain(whole)
+            .zip(results)
+            .filter(|(_, r)| r.outcome == PushOutcome::Accepted)
+            .map(|(p, _)| {
+                let heads = match written.get(&p.id) {
+                    Some(w) if p.heads.is_empty() && w.created => w.heads.clone(),
+                    _ => p.heads.clone(),
+                };
+                (p.id, heads)
+            })
+            .collect()
     }
 
     /// The answer: `results` of the pushes, the `page` read from a cursor the store understood

@@ -174,9 +174,20 @@ pub enum Answer {
     Doc(Option<Vec<u8>>),
 }
 
-/// Records the request being answered wrote: each one's feed position and stored heads just
-/// after the write.
-pub type Written = HashMap<RecordId, (u64, Vec<Hash>)>;
+/// Records the request being answered wrote.
+pub type Written = HashMap<RecordId, WrittenRecord>;
+
+/// What a request's push wrote of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenRecord {
+    /// The feed position the write gave it.
+    pub seq: u64,
+    /// Its stored heads just after the write.
+    pub heads: Vec<Hash>,
+    /// Nothing of the record was stored before: its stored heads are exactly those of the
+    /// pushed changes ([`crate::exchange::Exchange::accepted`]).
+    pub created: bool,
+}
 
 /// Plans one page over entries in feed order (see the module documentation).
 pub struct PagePlanner {
@@ -261,7 +272,7 @@ impl PagePlanner {
             return false;
         }
         match (self.written.get(&id), self.pushed.get(&id)) {
-            (Some((at, heads)), Some(sent)) => *at == seq && heads.iter().all(|h| sent.contains(h)),
+            (Some(w), Some(sent)) => w.seq == seq && w.heads.iter().all(|h| sent.contains(h)),
             _ => false,
         }
     }
@@ -380,7 +391,7 @@ impl PagePlanner {
             Some(d.save_after(&known))
         } else if self.spec.changes_whole {
             let mut d = AutoCommit::load(&doc).map_err(|e| corrupt("record document", e))?;
-            Some(d.save_after(&[])).filter(|c| c.len() <= doc.len())
+            sync_protocol::doc::changes_if_lighter(&mut d, doc.len())
         } else {
             None
         };

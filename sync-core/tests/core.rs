@@ -336,7 +336,7 @@ fn an_exchange_answers_with_what_the_phone_does_not_have() {
         PushResult { id: b, outcome: PushOutcome::Rejected { reason: "out of scope".into() } },
         PushResult { id: c, outcome: PushOutcome::Accepted },
     ];
-    let accepted = ex.accepted(Some(&whole), &results);
+    let accepted = ex.accepted(Some(&whole), &results, &Default::default());
     assert_eq!(accepted.len(), 2);
     assert_eq!(accepted[&a], push_of(a, &mut da).heads);
     assert_eq!(accepted[&c], whole.heads);
@@ -352,6 +352,21 @@ fn an_exchange_answers_with_what_the_phone_does_not_have() {
     assert_eq!((known.seq, known.read_at), (9, 12));
     assert_eq!(again.cursor(4), None, "another epoch starts over");
     assert_eq!(again.reply(Vec::new(), page, Some(known), 3, None, None).scope, None);
+
+    // Pushed whole without heads (a slow link's push): the heads written are the phone's when
+    // the record was new to the store, and unknown (the page sends it again) when it was not.
+    let headless = |id, d: &mut AutoCommit| PushDoc { heads: Vec::new(), ..push_of(id, d) };
+    let req = SyncRequest { push: vec![headless(a, &mut da), headless(b, &mut db)], ..SyncRequest::default() };
+    let ex = Exchange::new(&reviewer("rv", "rv-1"), &tree, &req);
+    let written: sync_core::pull::Written = [
+        (a, sync_core::pull::WrittenRecord { seq: 7, heads: push_of(a, &mut da).heads, created: true }),
+        (b, sync_core::pull::WrittenRecord { seq: 8, heads: vec![[9u8; 32]], created: false }),
+    ]
+    .into();
+    let both = [PushResult { id: a, outcome: PushOutcome::Accepted }, PushResult { id: b, outcome: PushOutcome::Accepted }];
+    let accepted = ex.accepted(None, &both, &written);
+    assert_eq!(accepted[&a], push_of(a, &mut da).heads, "new to the store: the phone holds what was stored");
+    assert_eq!(accepted[&b], Vec::<[u8; 32]>::new(), "merged onto a stored version: not known");
 }
 
 /// A phone that reads heads from documents gets a record sent whole without them (32 bytes a
@@ -396,7 +411,7 @@ fn heads_stay_out_of_whole_records_for_phones_that_read_them_from_the_document()
 /// lacks, written again since, or asked whole, is read and planned as before.
 #[test]
 fn a_page_skips_the_requests_own_writes_without_reading_them() {
-    use sync_core::pull::{page_entries, Answer, Need, PagePlanner, Step, Written};
+    use sync_core::pull::{page_entries, Answer, Need, PagePlanner, Step, Written, WrittenRecord};
     let tree = tree();
     let mut server = MemServer::default();
     let an = officer("an", "04701", "an-1");
@@ -408,13 +423,13 @@ fn a_page_skips_the_requests_own_writes_without_reading_them() {
         let push = push_of(*id, &mut d);
         let Verdict::Write(w) = verdict(&server, &an, &push) else { panic!() };
         server.commit(CommitPlan::of(&an, &tree, vec![*w], None));
-        let stored = server.meta(id).unwrap().history.back().unwrap().clone();
+        let (seq, heads) = server.meta(id).unwrap().history.back().unwrap().clone();
         pushed.insert(*id, push.heads.clone());
-        written.insert(*id, stored);
+        written.insert(*id, WrittenRecord { seq, heads, created: true });
     }
     // ids[1]: stored with a change the phone lacks; ids[2]: written again after this request.
-    written.get_mut(&ids[1]).unwrap().1.push([3u8; 32]);
-    written.get_mut(&ids[2]).unwrap().0 -= 1;
+    written.get_mut(&ids[1]).unwrap().heads.push([3u8; 32]);
+    written.get_mut(&ids[2]).unwrap().seq -= 1;
     // ids[3]: the phone asks it whole.
     let want_full = [ids[3]];
     let spec = PageSpec { budget: 1 << 20, slices: true, resume: None, heads_from_doc: false, changes_whole: false };
@@ -507,6 +522,11 @@ fn a_phone_on_a_slow_link_pushes_new_records_as_their_changes() {
     assert!(as_doc > 0, "before the link is measured, documents");
     assert!(as_changes > 0, "once measured slow, changes ({as_doc} as documents in {exchanges} exchanges)");
     assert_eq!(as_doc + as_changes, 80);
+    // Sent whole on the slow link, without their heads; the server knows them from what it
+    // stored, and sends none of them back.
+    assert!(phone.pushed_headless >= as_changes, "{} without heads, {as_changes} as changes", phone.pushed_headless);
+    assert!(phone.pushed_headless < 80, "before the link is measured, with their heads");
+    assert_eq!(phone.echoed, 0, "no record comes back to the phone that pushed it");
     assert_eq!(phone.store.pending(), 0);
     for id in phone.ids() {
         let mut stored = AutoCommit::load(&server.records[&id].doc).unwrap();

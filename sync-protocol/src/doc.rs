@@ -216,6 +216,15 @@ pub fn save_record(doc: &mut AutoCommit) -> Vec<u8> {
     doc.save_nocompress()
 }
 
+/// A record's whole form for a slow link: its changes (`save_after(&[])`) when they weigh no
+/// more than its stored document of `stored_len` bytes, `None` when the stored document is the
+/// lighter. Change chunks of different records compress smaller together in a page than their
+/// documents do (both load to the same record); the server's page planner and a phone's push
+/// both choose by this one rule.
+pub fn changes_if_lighter(doc: &mut AutoCommit, stored_len: usize) -> Option<Vec<u8>> {
+    Some(doc.save_after(&[])).filter(|changes| changes.len() <= stored_len)
+}
+
 /// Reads the record kind of a document (the winning value).
 pub fn kind_of(doc: &AutoCommit) -> Result<RecordKind, DocError> {
     match doc.get(ObjId::Root, "kind").map_err(am)? {

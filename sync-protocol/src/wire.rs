@@ -116,7 +116,10 @@ pub struct PushDoc {
     pub id: RecordId,
     /// `save_after(heads the server is known to have)`: Automerge changes in storage format.
     pub changes: Vec<u8>,
-    /// The phone's heads for this record once these changes are applied.
+    /// The phone's heads for this record once these changes are applied; the server
+    /// acknowledges the push only if it then holds every one of them. A phone on a slow link
+    /// sends none for a record it sends whole (the server holds all there is of it then, and a
+    /// server that stored nothing of it before knows its heads from what it stored).
     pub heads: Vec<Hash>,
 }
 

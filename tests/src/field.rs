@@ -87,6 +87,9 @@ pub struct Outcome {
     pub push_s: f64,
     pub bytes_down: u64,
     pub bytes_up: u64,
+    /// Of those, the login's and the first sync's (the rest are the push's).
+    pub first_sync_down: u64,
+    pub first_sync_up: u64,
     pub connections: u64,
     pub cuts: u64,
     pub retries: usize,
@@ -121,6 +124,7 @@ pub async fn newcomer(server: SocketAddr, dir: &Path, link: Link, push: usize, o
     out.pull_records = phone.ids(None).len();
     out.pull_attempts = http.sync_requests() as usize;
     out.retries += report.retries;
+    (out.first_sync_up, out.first_sync_down) = slow.stats.get();
 
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed); // bench-2g makes the same records again
     let mut mine = BTreeSet::new();

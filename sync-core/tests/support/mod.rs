@@ -68,8 +68,17 @@ impl MemServer {
             };
             results.push(PushResult { id: push.id, outcome });
         }
-        self.commit(CommitPlan::of(who, tree, writes, None));
-        let accepted = ex.accepted(None, &results);
+        let mut stored: HashMap<RecordId, (Vec<[u8; 32]>, bool)> =
+            writes.iter().map(|w| (w.id, (w.meta.history.back().map(|h| h.1.clone()).unwrap_or_default(), w.base_seq.is_none()))).collect();
+        let written: sync_core::pull::Written = self
+            .commit(CommitPlan::of(who, tree, writes, None))
+            .into_iter()
+            .map(|(id, seq)| {
+                let (heads, created) = stored.remove(&id).unwrap_or_default();
+                (id, sync_core::pull::WrittenRecord { seq, heads, created })
+            })
+            .collect();
+        let accepted = ex.accepted(None, &results, &written);
         let known = ex.cursor(self.epoch);
         let page = self.pull(ex.communes(), known, accepted, &req.want_full, ex.spec());
         ex.reply(results, page, known, self.epoch, None, None)
@@ -81,9 +90,11 @@ impl MemServer {
     }
 
     /// Applies a plan as a store must: new sequence numbers, feed moves, exact counters.
-    pub fn commit(&mut self, plan: CommitPlan) {
+    /// Returns the feed position each record was given.
+    pub fn commit(&mut self, plan: CommitPlan) -> Vec<(RecordId, u64)> {
+        let mut positions = Vec::new();
         if plan.is_empty() {
-            return;
+            return positions;
         }
         self.writes += 1;
         for mut w in plan.records {
@@ -93,6 +104,7 @@ impl MemServer {
                 self.feed.remove(&(w.meta.commune.clone(), old));
             }
             self.feed.insert((w.meta.commune.clone(), self.seq), w.id);
+            positions.push((w.id, self.seq));
             w.meta.stamp(self.seq);
             self.records.insert(w.id, Stored { meta: w.meta, doc: w.doc });
         }
@@ -103,6 +115,7 @@ impl MemServer {
         for (actor, owner) in plan.actor_claims {
             assert!(self.owners.insert(actor, owner).is_none(), "an actor is claimed once");
         }
+        positions
     }
 
     pub fn pull(&self, communes: &[String], from: Option<Cursor>, pushed: HashMap<RecordId, Vec<[u8; 32]>>, want_full: &[RecordId], spec: PageSpec) -> Page {
@@ -223,12 +236,16 @@ pub struct Phone {
     pub secs_per_exchange: f64,
     /// Records pushed whole, as a document and as changes (Automerge's chunk type).
     pub pushed_whole: (usize, usize),
+    /// Records pushed whole without their heads.
+    pub pushed_headless: usize,
+    /// Records an answer sent back that the phone pushed in the same exchange.
+    pub echoed: usize,
 }
 
 impl Phone {
     pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
         let store = SimStore { actor: Some(actor.clone()), ..SimStore::default() };
-        Phone { who, actor, store, page_bytes, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0) }
+        Phone { who, actor, store, page_bytes, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0 }
     }
 
     /// The ids of the records the phone holds.
@@ -274,6 +291,7 @@ impl Phone {
                     Some(1) => self.pushed_whole.1 += 1,
                     _ => {}
                 }
+                self.pushed_headless += p.heads.is_empty() as usize;
             }
             // Every other exchange as from a phone on a slow link: records sent whole may come
             // as their changes, and the phone must end with the same records either way.
@@ -281,6 +299,7 @@ impl Phone {
                 req.accept |= sync_protocol::wire::FLAG_SLOW_LINK;
             }
             let resp = server.sync(&self.who, tree, &req);
+            self.echoed += resp.pull.iter().filter(|d| req.push.iter().any(|p| p.id == d.id)).count();
             let answer = resp.encode_as(framing.answer(&req));
             self.clock += self.secs_per_exchange;
             session.answered(&mut self.store, &answer, self.clock).unwrap();

@@ -7,6 +7,11 @@
 //! unshaped link with the protocol as it was before the 2G work (uncompressed, 3 MiB pages),
 //! for the byte comparison. Both end states are checked exactly.
 //!
+//! Bytes are counted on the link, TCP payload both ways: the login's and first sync's against
+//! the pulled records, the push's bytes up against the pushed records. Each is compared with
+//! the same records as plain JSON at zstd -19 in one piece, and with what the protocol's own
+//! form weighs offline (the records as Automerge changes with their ids).
+//!
 //! Flags: `--records N` (1200), `--push N` (150), `--down BYTES/S` (8000), `--up BYTES/S`
 //! (4000), `--connect-ms MS` (600), `--cut-s S` (30; 0 = no cuts), `--seed N` (42).
 //! The last line of output is one JSON object.
@@ -60,14 +65,34 @@ fn main() {
         out.retries
     );
     eprintln!("wall {:.1} s for {:.1} s of link time: {:.2}x", out.wall_s(), link_s, out.wall_s() / link_s);
+    // Each direction's records travel in one phase: the first sync's down, the push's up.
+    let (push_up, push_down) = (out.bytes_up - out.first_sync_up, out.bytes_down - out.first_sync_down);
+    eprintln!(
+        "login and first sync: {} B down, {} B up; push: {push_up} B up, {push_down} B down",
+        out.first_sync_down, out.first_sync_up
+    );
     // The information's own size: the same records as plain JSON, zstd -19 in one piece.
     let (plain_down, plain_up) = (plain_json_zstd19(records, seed), plain_json_zstd19(push, seed ^ 0x5eed));
     eprintln!(
-        "against the records as plain JSON, zstd -19 in one piece: down {} B for {plain_down} B ({:.2}x), up {} B for {plain_up} B ({:.2}x); goal 1.5x",
-        out.bytes_down,
-        out.bytes_down as f64 / plain_down as f64,
-        out.bytes_up,
-        out.bytes_up as f64 / plain_up as f64
+        "against the records as plain JSON, zstd -19 in one piece: first sync down {} B for {plain_down} B ({:.2}x), push up {push_up} B for {plain_up} B ({:.2}x); goal 1.5x",
+        out.first_sync_down,
+        out.first_sync_down as f64 / plain_down as f64,
+        push_up as f64 / plain_up as f64
+    );
+    // What the protocol cannot go below without changing its form: the records as Automerge
+    // changes with their 16-byte ids, in one piece at zstd -19, and in pages of 200 at the slow
+    // link's level 9.
+    let (floor_down, floor_up) = (changes_floor(records, seed), changes_floor(push, seed ^ 0x5eed));
+    eprintln!(
+        "the same records as Automerge changes with their ids: down {} B in one piece at zstd -19 ({:.2}x), {} B in pages of 200 at zstd -9 ({:.2}x); up {} B ({:.2}x), {} B ({:.2}x)",
+        floor_down.0,
+        floor_down.0 as f64 / plain_down as f64,
+        floor_down.1,
+        floor_down.1 as f64 / plain_down as f64,
+        floor_up.0,
+        floor_up.0 as f64 / plain_up as f64,
+        floor_up.1,
+        floor_up.1 as f64 / plain_up as f64
     );
     let json = serde_json::json!({
         "link": out.link,
@@ -81,6 +106,10 @@ fn main() {
         "login_s": round(out.login_s),
         "bytes_down": out.bytes_down,
         "bytes_up": out.bytes_up,
+        "first_sync_bytes_down": out.first_sync_down,
+        "first_sync_bytes_up": out.first_sync_up,
+        "push_bytes_up": push_up,
+        "push_bytes_down": push_down,
         "connections": out.connections,
         "cuts": out.cuts,
         "retries": out.retries,
@@ -89,9 +118,13 @@ fn main() {
         "old_protocol_bytes": before,
         "bytes_vs_old": round(bytes as f64 / before as f64),
         "plain_json_zstd19_down": plain_down,
-        "down_over_plain_zstd19": round(out.bytes_down as f64 / plain_down as f64),
+        "first_sync_down_over_plain_zstd19": round(out.first_sync_down as f64 / plain_down as f64),
         "plain_json_zstd19_up": plain_up,
-        "up_over_plain_zstd19": round(out.bytes_up as f64 / plain_up as f64),
+        "push_up_over_plain_zstd19": round(push_up as f64 / plain_up as f64),
+        "changes_with_ids_zstd19_down": floor_down.0,
+        "changes_with_ids_pages_zstd9_down": floor_down.1,
+        "changes_with_ids_zstd19_up": floor_up.0,
+        "changes_with_ids_pages_zstd9_up": floor_up.1,
         "exact": true,
         "seed": seed,
     });
@@ -120,6 +153,22 @@ fn workload(n: usize, seed: u64) -> Vec<serde_json::Value> {
 /// by zstd at level 19: about what the information itself weighs.
 fn plain_json_zstd19(n: usize, seed: u64) -> u64 {
     zstd::bulk::compress(&serde_json::to_vec(&workload(n, seed)).unwrap(), 19).unwrap().len() as u64
+}
+
+/// The `n` records made from `seed` as one phone's Automerge changes (`save_after(&[])`), each
+/// followed by a random 16-byte id as a page carries it: compressed in one piece at zstd -19,
+/// and in pages of 200 records at zstd -9.
+fn changes_floor(n: usize, seed: u64) -> (u64, u64) {
+    let actor = automerge::ActorId::random();
+    let records: Vec<Vec<u8>> = workload(n, seed)
+        .iter()
+        .map(|record| {
+            let mut d = sync_protocol::doc::new_record(sync_protocol::RecordKind::GbvCase, record, actor.clone()).unwrap();
+            [d.save_after(&[]), sync_protocol::RecordId::random().0.to_vec()].concat()
+        })
+        .collect();
+    let zstd = |bytes: &[u8], level| zstd::bulk::compress(bytes, level).unwrap().len() as u64;
+    (zstd(&records.concat(), 19), records.chunks(200).map(|page| zstd(&page.concat(), 9)).sum())
 }
 
 fn round(x: f64) -> f64 {

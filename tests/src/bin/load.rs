@@ -26,7 +26,10 @@
 //!
 //! `server_cpu_us` in the JSON: the server's CPU per pushed and per delivered record, the
 //! least-squares fit of cpu = a·pushed + b·delivered over the three sync phases (each request's
-//! fixed cost is spread over its records).
+//! fixed cost is spread over its records); and, net of what the server burns while idle
+//! (`idle_per_s`, measured over 3 quiet seconds) and of each request's fixed cost
+//! (`per_request`, measured by a fourth phase of no-op syncs, one request each, outside the
+//! latency figures), the same fit (`per_pushed_record_net`, `per_delivered_record_net`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
@@ -162,8 +165,8 @@ async fn run(config: FleetConfig) {
     };
     // The three sync phases, each timed and charged its CPU (the edit phase between is not).
     let mut sync_cpu = Cpu::default();
-    // Server CPU, records pushed and records delivered, of each sync phase.
-    let mut by_phase: Vec<(f64, usize, usize)> = Vec::new();
+    // Server CPU, records pushed and records delivered, requests and wall time, of each sync phase.
+    let mut by_phase: Vec<(f64, usize, usize, u64, f64)> = Vec::new();
     let mut push_s = 0.0;
     let mut phones = phones;
     for (n, name) in [(1, "sync"), (2, "sync2"), (3, "pull")] {
@@ -173,13 +176,15 @@ async fn run(config: FleetConfig) {
             phones = edited;
         }
         let cpu0 = Cpu::now(&pids);
+        let requests0 = transport.requests.load(Ordering::Relaxed);
         let (synced, s) = fleet::each(phones, sync(n)).await;
         let c = Cpu::now(&pids).since(cpu0);
+        let requests = transport.requests.load(Ordering::Relaxed) - requests0;
         phones = synced;
         phase(name, &s);
         eprintln!("         CPU: server {:.1} s, phones {:.1} s", c.server, c.phones);
         sync_cpu = Cpu { server: sync_cpu.server + c.server, phones: sync_cpu.phones + c.phones };
-        by_phase.push((c.server, s.pushed, s.pulled));
+        by_phase.push((c.server, s.pushed, s.pulled, requests, s.wall_s));
         if n == 1 {
             push_s = s.wall_s;
         }
@@ -187,27 +192,45 @@ async fn run(config: FleetConfig) {
         syncs.merge(s);
     }
     let total_s = t_all.elapsed().as_secs_f64();
+    // What the server burns idle (its store's flusher, timers), over 3 quiet seconds after 3
+    // more (in which it hands memory back once).
+    let idle_per_s = {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let cpu0 = Cpu::now(&pids);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Cpu::now(&pids).since(cpu0).server / 3.0
+    };
+    // A request's own cost: every phone syncs once more with nothing to do (one request each).
+    // Not in the latency figures above.
+    let (per_request, noop_requests) = {
+        let cpu0 = Cpu::now(&pids);
+        let requests0 = transport.requests.load(Ordering::Relaxed);
+        let (synced, s) = fleet::each(phones, sync(4)).await;
+        let c = Cpu::now(&pids).since(cpu0);
+        let requests = transport.requests.load(Ordering::Relaxed) - requests0;
+        phones = synced;
+        phase("no-op", &s);
+        errors += s.errors;
+        (if requests == 0 { 0.0 } else { (c.server - idle_per_s * s.wall_s).max(0.0) / requests as f64 }, requests)
+    };
     // The server's CPU per pushed and per delivered record: the least-squares fit of
     // cpu = a·pushed + b·delivered over the three sync phases (whose mixes differ: the last one
-    // only delivers). Each request's fixed cost is spread over its records.
+    // only delivers). Each request's fixed cost is spread over its records; net of it and of the
+    // idle burn, the same fit of cpu − idle_per_s·wall − per_request·requests.
     let (pushed, delivered) = by_phase.iter().fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
-    let (per_pushed, per_delivered) = {
-        let (mut pp, mut pd, mut dd, mut pc, mut dc) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for &(c, p, d) in &by_phase {
-            let (p, d) = (p as f64, d as f64);
-            (pp, pd, dd, pc, dc) = (pp + p * p, pd + p * d, dd + d * d, pc + p * c, dc + d * c);
-        }
-        let det = pp * dd - pd * pd;
-        if det.abs() < f64::EPSILON {
-            (0.0, 0.0)
-        } else {
-            (((pc * dd - dc * pd) / det).max(0.0), ((dc * pp - pc * pd) / det).max(0.0))
-        }
-    };
-    for (n, (c, p, d)) in by_phase.iter().enumerate() {
-        eprintln!("   sync phase {}: server CPU {c:.2} s, {p} records pushed, {d} delivered", n + 1);
+    let (per_pushed, per_delivered) = fit(by_phase.iter().map(|&(c, p, d, _, _)| (c, p, d)));
+    let (per_pushed_net, per_delivered_net) = fit(by_phase.iter().map(|&(c, p, d, r, wall)| (c - idle_per_s * wall - per_request * r as f64, p, d)));
+    for (n, (c, p, d, r, wall)) in by_phase.iter().enumerate() {
+        eprintln!("   sync phase {}: server CPU {c:.2} s in {wall:.1} s, {p} records pushed, {d} delivered, {r} requests", n + 1);
     }
     eprintln!("server CPU: {:.0} µs per pushed record, {:.0} µs per delivered record (fit over the three phases)", per_pushed * 1e6, per_delivered * 1e6);
+    eprintln!(
+        "server CPU: {:.0} ms a second idle; {:.0} µs per request ({noop_requests} no-op syncs); net of both, {:.0} µs per pushed record, {:.0} µs per delivered record",
+        idle_per_s * 1e3,
+        per_request * 1e6,
+        per_pushed_net * 1e6,
+        per_delivered_net * 1e6
+    );
 
     let t = Instant::now();
     let on_server = fleet::server_records(&url, &layout).await;
@@ -252,10 +275,28 @@ async fn run(config: FleetConfig) {
             "total_s": (total_s * 10.0).round() / 10.0,
             "sync_cpu_s": {"server": (sync_cpu.server * 10.0).round() / 10.0, "phones": (sync_cpu.phones * 10.0).round() / 10.0},
             "server_cpu_us": {"per_pushed_record": (per_pushed * 1e6).round(), "per_delivered_record": (per_delivered * 1e6).round(),
+                              "idle_per_s": (idle_per_s * 1e6).round(), "per_request": (per_request * 1e6).round(),
+                              "per_pushed_record_net": (per_pushed_net * 1e6).round(), "per_delivered_record_net": (per_delivered_net * 1e6).round(),
                               "pushed": pushed, "delivered": delivered},
             "server_rss_mb": peak_rss.load(Ordering::Relaxed).max(rss_end as u64),
             "logins": {"at_once": at_once, "wall_s": (logins.wall_s * 10.0).round() / 10.0, "answers": logins.calls,
                        "slowest_answer_s": (fleet::percentile(&logins.sync_ms, 100.0) / 100.0).round() / 10.0},
         })
     );
+}
+
+/// The least-squares fit of cpu = a·pushed + b·delivered over `(cpu, pushed, delivered)` points:
+/// `(a, b)` in seconds, neither below zero.
+fn fit(points: impl Iterator<Item = (f64, usize, usize)>) -> (f64, f64) {
+    let (mut pp, mut pd, mut dd, mut pc, mut dc) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (c, p, d) in points {
+        let (p, d) = (p as f64, d as f64);
+        (pp, pd, dd, pc, dc) = (pp + p * p, pd + p * d, dd + d * d, pc + p * c, dc + d * c);
+    }
+    let det = pp * dd - pd * pd;
+    if det.abs() < f64::EPSILON {
+        (0.0, 0.0)
+    } else {
+        (((pc * dd - dc * pd) / det).max(0.0), ((dc * pp - pc * pd) / det).max(0.0))
+    }
 }
