@@ -211,11 +211,7 @@ impl Db {
         if witnessed.is_empty() {
             return Ok(Ok(count));
         }
-        let mut here = std::collections::HashMap::new();
-        for (_, v) in self.kv().range(b"ac/", &prefix_end(b"ac/"), usize::MAX)? {
-            let ck: AuditCheckpoint = serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?;
-            here.insert(ck.seq, ck.signature);
-        }
+        let here: std::collections::HashMap<u64, String> = Self::audit_checkpoints_in(self.kv())?.into_iter().map(|ck| (ck.seq, ck.signature)).collect();
         let first_missing = witnessed.iter().filter(|w| here.get(&w.seq) != Some(&w.signature)).map(|w| w.seq).min();
         Ok(match first_missing {
             None => Ok(count),
@@ -243,8 +239,7 @@ impl Db {
         let key = self.audit_key()?.verifying_key();
         // The checkpoint expected next, and the signature its `prev` must name.
         let (mut expected, mut prev_signature) = (AUDIT_CHECKPOINT_EVERY, String::new());
-        for (_, v) in self.kv().range(b"ac/", &prefix_end(b"ac/"), usize::MAX)? {
-            let ck: AuditCheckpoint = serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?;
+        for ck in Self::audit_checkpoints_in(self.kv())? {
             if ck.seq != expected {
                 // One is missing (or one was added where none is ever made).
                 return Ok(Err(expected.min(ck.seq)));
@@ -268,6 +263,14 @@ impl Db {
             return Ok(Err(expected));
         }
         Ok(Ok(count))
+    }
+
+    /// Every signed checkpoint of the audit chain, in order, as `r` holds them.
+    pub(crate) fn audit_checkpoints_in(r: &dyn KvRead) -> Result<Vec<AuditCheckpoint>, DbError> {
+        r.range(b"ac/", &prefix_end(b"ac/"), usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e)))
+            .collect()
     }
 
     pub(crate) fn verify_audit_chain_tail(&self) -> Result<(), DbError> {

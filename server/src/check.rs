@@ -5,7 +5,8 @@
 //! the feed exactly once at the sequence number its metadata names (and the feed names no
 //! record that is not there), no sequence number is past the store's last one; the stored
 //! counters equal a recomputation from the documents; the audit chain verifies; on PostgreSQL,
-//! the tables kept for people (`gesync.records`, `org_units`, `accounts`, `devices`, `audit`)
+//! the tables kept for people (`gesync.records`, `org_units`, `accounts`, `devices`, `audit`, `approvals`, `conflicts`,
+//! `audit_checkpoints`)
 //! hold exactly what the keyspace says, row for row. `serve` runs
 //! the same check in the background after it starts, logs what it finds, and `/healthz` says
 //! it.
@@ -18,7 +19,7 @@ use sync_protocol::RecordId;
 
 use crate::db::{Db, DbError};
 use crate::records::{FeedRow, MetaRow};
-use crate::store::tables::{AccountRow, AuditRow, DeviceRow, OrgUnitRow, RecordRow};
+use crate::store::tables::{AccountRow, ApprovalRow, AuditRow, CheckpointRow, ConflictRow, DeviceRow, OrgUnitRow, RecordRow};
 use crate::store::Tables;
 
 /// What `check` found.
@@ -189,6 +190,17 @@ impl Db {
                 accounts: Db::users_in(&*cut)?.into_iter().map(|u| AccountRow { username: u.username, role: u.role.as_str().into(), org_unit: u.org_unit, disabled: u.disabled }).collect(),
                 devices: Db::all_devices_in(&*cut)?.into_iter().map(|d| DeviceRow { username: d.username, device_id: d.device_id, revoked: d.revoked }).collect(),
                 audit: Db::audit_entries_in(&*cut)?.into_iter().map(|e| AuditRow { seq: e.seq, hash: e.hash }).collect(),
+                approvals: crate::figures::all_approvals_in(&*cut)?
+                    .into_iter()
+                    .map(|a| ApprovalRow { org_unit: a.org_unit, period: a.period, approved_by: a.approved_by, changes_after: a.changes_after })
+                    .collect(),
+                conflicts: crate::records::all_conflicts_in(&*cut)?
+                    .into_iter()
+                    .flat_map(|(commune, id, conflicts)| {
+                        conflicts.into_iter().map(move |c| ConflictRow { record_id: id.0, commune: commune.clone(), path: c.path, competing: c.values.len() as u32 })
+                    })
+                    .collect(),
+                audit_checkpoints: Db::audit_checkpoints_in(&*cut)?.into_iter().map(|c| CheckpointRow { seq: c.seq, hash: c.hash, signature: c.signature }).collect(),
             };
             compare_tables(&expected, &tables, unreadable == 0, &mut problems);
         }
@@ -236,6 +248,9 @@ fn compare_tables(expected: &Tables, found: &Tables, all_records: bool, problems
     diff("accounts", &expected.accounts, &found.accounts, |r| r.username.clone(), problems);
     diff("devices", &expected.devices, &found.devices, |r| format!("{}/{}", r.username, r.device_id), problems);
     diff("audit", &expected.audit, &found.audit, |r| r.seq, problems);
+    diff("approvals", &expected.approvals, &found.approvals, |r| format!("{}/{}", r.org_unit, r.period), problems);
+    diff("conflicts", &expected.conflicts, &found.conflicts, |r| format!("{} {}", RecordId(r.record_id), r.path), problems);
+    diff("audit_checkpoints", &expected.audit_checkpoints, &found.audit_checkpoints, |r| r.seq, problems);
     if problems.len() > before {
         let hint = "the tables below are out of step with the keyspace (edited by hand?): `SELECT gesync.reproject();`, run as the schema's owner, rewrites them from it";
         problems.insert(before, hint.into());

@@ -225,6 +225,20 @@ pub(crate) fn conflicts_of_in(r: &dyn KvRead, communes: &[String]) -> Result<Vec
     Ok(out)
 }
 
+/// Every record's open conflicts, by the commune it was made in, as `r` holds them.
+pub(crate) fn all_conflicts_in(r: &dyn KvRead) -> Result<Vec<(String, RecordId, Vec<StoredConflict>)>, DbError> {
+    let bad = || corrupt("conflict index", "bad key");
+    let mut out = Vec::new();
+    for (k, v) in r.range(b"q/", &prefix_end(b"q/"), usize::MAX)? {
+        // `q/{commune}/{id16}`: the id is the last 16 bytes, after a '/'.
+        let (head, id) = k.split_at(k.len().checked_sub(16).ok_or_else(bad)?);
+        let commune = head.strip_prefix(b"q/").and_then(|h| h.strip_suffix(b"/")).ok_or_else(bad)?;
+        let id = RecordId(id.try_into().map_err(|_| bad())?);
+        out.push((String::from_utf8_lossy(commune).into_owned(), id, serde_json::from_slice(&v).map_err(|e| corrupt("conflict index", e))?));
+    }
+    Ok(out)
+}
+
 /// How many records of `communes` have open conflicts, as `r` holds them (one read).
 pub(crate) fn conflicted_records_in(r: &dyn KvRead, communes: &[String]) -> Result<usize, DbError> {
     Ok(r.count_ranges(&commune_ranges("q/", communes), usize::MAX)?.into_iter().sum::<u64>() as usize)

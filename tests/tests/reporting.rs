@@ -168,6 +168,18 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
         sync(&mut p).await;
         phones.push(p);
     }
+    // A conflict in 04801: officer3's two phones set a news item's channel apart, offline.
+    let news = phones[2].create(RecordKind::NewsItem, &json!({"commune": "04801", "published_on": "2024-03-02", "channel": "bulletin_board", "title": SECRET})).unwrap();
+    kept += 1;
+    sync(&mut phones[2]).await;
+    let mut second = phone(dir.path(), "officer3-b");
+    login(&mut second, &replicas[1].url(), "officer3").await;
+    sync(&mut second).await;
+    phones[2].set(news, "channel", &json!("loudspeaker")).unwrap();
+    second.set(news, "channel", &json!("social_media")).unwrap();
+    sync(&mut phones[2]).await;
+    sync(&mut second).await;
+
     // Targets on the tree, through one replica; a merge through the other; more records after.
     let admin1 = Api::login(&replicas[1].url(), "admin").await;
     assert_eq!(admin1.put("/api/v1/targets/047/gbv_victims_supported", json!({"2025": 0.75, "2030": 0.85})).await.0, 204);
@@ -175,6 +187,16 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     let admin0 = Api::login(&replicas[0].url(), "admin").await;
     let (s, merged) = admin0.post("/api/v1/org-units/04702/merge", json!({"into": "04701", "effective": "2025-07-01"})).await;
     assert_eq!(s, 200, "{merged}");
+    // The district approves its year on one replica; the records after may alter it.
+    let district = Api::login(&replicas[1].url(), "district").await;
+    for period in ["2024", "2025"] {
+        let (s, approval) = district.post("/api/v1/approvals", json!({"org_unit": "047", "period": period})).await;
+        assert_eq!(s, 201, "{approval}");
+    }
+    // Staff reading records is audited: enough reads for the audit chain's first signed checkpoint.
+    for _ in 0..64 {
+        assert_eq!(district.get("/api/v1/records?org_unit=047").await.0, 200);
+    }
     kept += make_records(&mut phones[0], &mut rng, "04701", 10);
     sync(&mut phones[0]).await;
 
@@ -224,6 +246,15 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     assert_eq!(n("SELECT count(*) FROM gesync.accounts WHERE username IN ('officer1', 'officer2', 'officer3', 'admin')"), 4);
     assert!(n("SELECT count(*) FROM gesync.devices WHERE username = 'officer1'") >= 1);
     assert!(n("SELECT count(*) FROM gesync.audit WHERE action LIKE '%merge%' AND target LIKE '%04702%'") >= 1, "the merge is audited");
+    assert_eq!(n("SELECT count(*) FROM gesync.approvals WHERE org_unit = '047' AND approved_by = 'district' AND figures ? 'indicators'"), 2);
+    assert!(n("SELECT sum(changes_after) FROM gesync.approvals") > 0, "the records synced after the approvals altered them (seed {seed})");
+    assert_eq!(
+        psql_ok(&url, "SELECT commune, path, competing FROM gesync.conflicts"),
+        vec![vec!["04801".to_string(), "channel".into(), "2".into()]],
+        "the one open conflict, without its values"
+    );
+    assert!(n("SELECT count(*) FROM gesync.audit") >= 64);
+    assert_eq!(n("SELECT count(*) FROM gesync.audit_checkpoints"), n("SELECT count(*) FROM gesync.audit") / 64, "a signed checkpoint every 64 entries");
     assert_eq!(n("SELECT count(*) FROM gesync.records WHERE feed_seq IS NULL"), 0);
     assert_eq!(
         n("SELECT count(*) FROM (SELECT commune, feed_seq FROM gesync.records GROUP BY 1, 2 HAVING count(*) > 1) d"),
@@ -234,12 +265,15 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
         &url,
         "UPDATE gesync.accounts SET role = 'admin' WHERE username = 'officer3';
          UPDATE gesync.records SET feed_seq = feed_seq + 1000000 WHERE id = (SELECT id FROM gesync.records ORDER BY id LIMIT 1);
-         DELETE FROM gesync.audit WHERE seq = 2;",
+         DELETE FROM gesync.audit WHERE seq = 2;
+         UPDATE gesync.approvals SET changes_after = changes_after + 1 WHERE period = '2025';
+         DELETE FROM gesync.conflicts;
+         UPDATE gesync.audit_checkpoints SET signature = 'forged' WHERE seq = 64;",
     );
     let out = check();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    for named in ["gesync.accounts: the row for officer3 differs", "gesync.records: the row for", "gesync.audit: no row for 2,", "gesync.reproject()"] {
+    for named in ["gesync.accounts: the row for officer3 differs", "gesync.records: the row for", "gesync.audit: no row for 2,", "gesync.approvals: the row for 047/2025 differs", "gesync.conflicts: no row for", "gesync.audit_checkpoints: the row for 64 differs", "gesync.reproject()"] {
         assert!(stderr.contains(named), "check did not say `{named}`: {stderr}");
     }
     psql_ok(&url, "SELECT gesync.reproject()");
@@ -252,7 +286,7 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     let stat = as_role(&url, &role, &format!("thong-ke-{seed}"));
     let reads = psql(&stat, "SELECT count(*) FROM gesync.v_figures");
     let records_read = psql(&stat, "SELECT count(*) FROM gesync.v_records");
-    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations", "gesync.accounts", "gesync.devices", "gesync.audit"]
+    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations", "gesync.accounts", "gesync.devices", "gesync.audit", "gesync.approvals", "gesync.conflicts", "gesync.audit_checkpoints"]
         .into_iter()
         .map(|t| (t, psql(&stat, &format!("SELECT count(*) FROM {t}"))))
         .collect();
@@ -304,11 +338,11 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     assert!(!out.status.success());
     assert!(stderr.contains("gesync-server migrate") && !stderr.contains("app-password"), "{stderr}");
 
-    // The owner migrates: both steps applied, every record's reporting row written.
+    // The owner migrates: every step applied, every record's reporting row written.
     let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["applied"], json!([1, 2, 3]));
+    assert_eq!(report["applied"], json!([1, 2, 3, 4]));
     assert!(report["records_refreshed"].as_u64().unwrap() >= kept as u64, "{report}");
     assert_eq!(psql_ok(&url, "SELECT to_regclass('public.gesync_kv') IS NULL")[0][0], "t", "the old table moved");
     assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.records WHERE facts IS NULL OR feed_seq IS NULL")[0][0], "0");

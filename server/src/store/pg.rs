@@ -1,7 +1,7 @@
 //! The PostgreSQL store: the same ordered keyspace as the embedded one, in one table of the
 //! `gesync` schema (`gesync.kv`), shared by any number of server processes; beside it, tables a
 //! DBA and a statistician can read, which the database keeps from the keyspace itself (see
-//! `server/migrations/0002_reporting.sql` and `0003_people_and_feed.sql`; [`KvRead::tables`]
+//! `server/migrations/0002_reporting.sql` to `0004_approvals_conflicts_checkpoints.sql`; [`KvRead::tables`]
 //! reads them back for `check`).
 //!
 //! - **Write transactions** begin by locking the one row of `gesync.write_lock` (`SELECT …
@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::tables::{AccountRow, AuditRow, DeviceRow, OrgUnitRow, RecordRow};
+use super::tables::{AccountRow, ApprovalRow, AuditRow, CheckpointRow, ConflictRow, DeviceRow, OrgUnitRow, RecordRow};
 use super::{Batch, Kv, KvRead, StoreError, Tables, WriteTx};
 
 /// How a write transaction begins, whatever the database's defaults (a DBA's own settings):
@@ -65,6 +65,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "keyspace", include_str!("../../migrations/0001_keyspace.sql")),
     (2, "reporting", include_str!("../../migrations/0002_reporting.sql")),
     (3, "people_and_feed", include_str!("../../migrations/0003_people_and_feed.sql")),
+    (4, "approvals_conflicts_checkpoints", include_str!("../../migrations/0004_approvals_conflicts_checkpoints.sql")),
 ];
 
 /// The schema version this server needs (its last migration).
@@ -408,7 +409,7 @@ async fn q_page<'e>(e: impl sqlx::PgExecutor<'e>, after: Option<&[u8]>) -> Resul
 async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Option<Tables>, sqlx::Error> {
     let readable: Option<bool> = sqlx::query_scalar(
         "SELECT bool_and(has_table_privilege(t, 'SELECT'))
-           FROM unnest(ARRAY['gesync.records', 'gesync.org_units', 'gesync.accounts', 'gesync.devices', 'gesync.audit']) AS t",
+           FROM unnest(ARRAY['gesync.records', 'gesync.org_units', 'gesync.accounts', 'gesync.devices', 'gesync.audit', 'gesync.approvals', 'gesync.conflicts', 'gesync.audit_checkpoints']) AS t",
     )
     .fetch_one(&mut *c)
     .await?;
@@ -417,11 +418,13 @@ async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Option<Tables>, sqlx::Er
     }
     let text = |r: &sqlx::postgres::PgRow, i: usize| r.try_get::<String, _>(i);
     let maybe = |r: &sqlx::postgres::PgRow, i: usize| r.try_get::<Option<String>, _>(i);
+    let uuid = |r: &sqlx::postgres::PgRow, i: usize| -> Result<[u8; 16], sqlx::Error> {
+        r.try_get::<Vec<u8>, _>(i)?.try_into().map_err(|_| sqlx::Error::Decode("a uuid of 16 bytes".into()))
+    };
     let mut t = Tables::default();
     for r in sqlx::query("SELECT uuid_send(id), kind, commune, quarter, deleted, feed_seq FROM gesync.records ORDER BY id").fetch_all(&mut *c).await? {
-        let id: Vec<u8> = r.try_get(0)?;
         t.records.push(RecordRow {
-            id: id.try_into().map_err(|_| sqlx::Error::Decode("a uuid of 16 bytes".into()))?,
+            id: uuid(&r, 0)?,
             kind: text(&r, 1)?,
             commune: text(&r, 2)?,
             quarter: maybe(&r, 3)?,
@@ -440,6 +443,15 @@ async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Option<Tables>, sqlx::Er
     }
     for r in sqlx::query("SELECT seq, hash FROM gesync.audit ORDER BY seq").fetch_all(&mut *c).await? {
         t.audit.push(AuditRow { seq: r.try_get::<i64, _>(0)? as u64, hash: text(&r, 1)? });
+    }
+    for r in sqlx::query("SELECT org_unit, period, approved_by, changes_after FROM gesync.approvals ORDER BY org_unit, period").fetch_all(&mut *c).await? {
+        t.approvals.push(ApprovalRow { org_unit: text(&r, 0)?, period: text(&r, 1)?, approved_by: text(&r, 2)?, changes_after: r.try_get::<i64, _>(3)? as u64 });
+    }
+    for r in sqlx::query("SELECT uuid_send(record_id), commune, path, competing FROM gesync.conflicts ORDER BY record_id, path").fetch_all(&mut *c).await? {
+        t.conflicts.push(ConflictRow { record_id: uuid(&r, 0)?, commune: text(&r, 1)?, path: text(&r, 2)?, competing: r.try_get::<i32, _>(3)? as u32 });
+    }
+    for r in sqlx::query("SELECT seq, hash, signature FROM gesync.audit_checkpoints ORDER BY seq").fetch_all(&mut *c).await? {
+        t.audit_checkpoints.push(CheckpointRow { seq: r.try_get::<i64, _>(0)? as u64, hash: text(&r, 1)?, signature: text(&r, 2)? });
     }
     Ok(Some(t))
 }

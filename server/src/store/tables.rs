@@ -1,5 +1,6 @@
 //! The rows of the tables a store keeps for people beside its keyspace (PostgreSQL's
-//! `gesync.records`, `org_units`, `accounts`, `devices` and `audit`: `server/migrations/`), as
+//! `gesync.records`, `org_units`, `accounts`, `devices`, `audit`, `approvals`, `conflicts` and
+//! `audit_checkpoints`: `server/migrations/`), as
 //! read back. The database keeps them from the keyspace itself; `gesync-server check` reads
 //! them in the same consistent read as the keyspace and says where they differ.
 //!
@@ -54,6 +55,34 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+/// One row of `gesync.approvals` (the columns `check` compares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRow {
+    pub org_unit: String,
+    pub period: String,
+    pub approved_by: String,
+    /// Record changes synced after the approval that altered its figures.
+    pub changes_after: u64,
+}
+
+/// One row of `gesync.conflicts`: a field of a record with concurrent different values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRow {
+    pub record_id: [u8; 16],
+    pub commune: String,
+    pub path: String,
+    /// How many values compete (the values themselves stay in the keyspace).
+    pub competing: u32,
+}
+
+/// One row of `gesync.audit_checkpoints` (the columns `check` compares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub seq: u64,
+    pub hash: String,
+    pub signature: String,
+}
+
 /// Everything in those tables, each in key order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tables {
@@ -62,4 +91,7 @@ pub struct Tables {
     pub accounts: Vec<AccountRow>,
     pub devices: Vec<DeviceRow>,
     pub audit: Vec<AuditRow>,
+    pub approvals: Vec<ApprovalRow>,
+    pub conflicts: Vec<ConflictRow>,
+    pub audit_checkpoints: Vec<CheckpointRow>,
 }
