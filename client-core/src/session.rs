@@ -726,6 +726,7 @@ impl Session {
             return Ok(false);
         }
         let is_new = known.is_none();
+        let was_pending = known.as_ref().is_some_and(|m| m.status() == SyncStatus::Pending);
         // Sent whole without its heads (FLAG_HEADS_FROM_DOC): the server's heads are those of
         // the bytes alone (the document itself, for a record new to this phone).
         let derived;
@@ -761,6 +762,12 @@ impl Session {
         }
         let mut meta = RecordMeta { server_heads, ..meta };
         refresh_meta(&mut meta, &mut d).map_err(|e| CoreError::BadDocument { id, detail: e.to_string() })?;
+        if was_pending && meta.status() != SyncStatus::Pending {
+            // The server already held every change the phone had not seen acknowledged: a push
+            // whose answer was lost (the server sends such a record back when it cannot tell
+            // what the phone holds). It was pushed, and counts so.
+            self.report.pushed += 1;
+        }
         // Bytes that already hold the document's entire history (a record new to this phone,
         // loaded from them alone) are stored as they are instead of saving the document again.
         if is_new {
