@@ -500,6 +500,32 @@ fn on_a_slow_link_records_sent_whole_go_as_their_changes_when_lighter() {
     assert_eq!(&heavy.changes, &server.records[&often].doc, "sixty changes weigh more than the document");
 }
 
+/// The answer to a push of records without their heads is lost after the server wrote them:
+/// the retry's page sends them back (the server cannot tell what the phone holds), and each
+/// pending record it settles counts as pushed. Nothing is lost or doubled.
+#[test]
+fn records_pushed_without_heads_whose_answer_was_lost_come_back_and_count_as_pushed() {
+    let tree = tree();
+    let mut server = MemServer::default();
+    let mut phone = support::Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 64 * 1024);
+    phone.push_page_bytes = Some(12 * 1024); // the retry's pulled page holds more than it pushes
+    phone.secs_per_exchange = 2.0; // slow: measured after the first exchange
+    for i in 0..80 {
+        let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": format!("2025-01-{:02}", 1 + i % 28), "title": format!("Tin số {i}: {}", (0..10).map(|_| ActorId::random().to_hex_string()).collect::<String>())}), phone.actor.clone()).unwrap();
+        phone.put(RecordId::random(), d);
+    }
+    phone.lose_answer_of = Some(2);
+    phone.sync(&mut server, &tree);
+    assert!(phone.pushed_headless > 0, "the lost exchange carried records without heads");
+    assert!(phone.echoed > 0, "the retry's page sent some back");
+    assert_eq!(phone.report.as_ref().unwrap().pushed, 80, "every record counts as pushed once");
+    assert_eq!(phone.store.pending(), 0);
+    assert_eq!(server.records.len(), 80);
+    for id in phone.ids() {
+        assert_eq!(AutoCommit::load(&server.records[&id].doc).unwrap().get_heads(), phone.doc(id).get_heads());
+    }
+}
+
 /// A phone that measured its link slow pushes a new record as its changes when they weigh less
 /// than its document (before the first measurement it sends the document); the server ends
 /// with the same records either way.

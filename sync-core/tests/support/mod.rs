@@ -228,8 +228,10 @@ pub struct Phone {
     /// The phone's Automerge actor, in every document it holds (seeded: a run replays).
     pub actor: sync_protocol::automerge::ActorId,
     pub store: SimStore,
-    /// The first download page the session asks for (then it adapts).
+    /// The first download page the session asks for (then it adapts), and the first upload
+    /// page unless `push_page_bytes` says otherwise.
     pub page_bytes: u32,
+    pub push_page_bytes: Option<u32>,
     /// The phone's clock, seconds: each exchange takes `secs_per_exchange` of it.
     clock: f64,
     /// 0.05 s unless a test makes the link slow.
@@ -240,12 +242,17 @@ pub struct Phone {
     pub pushed_headless: usize,
     /// Records an answer sent back that the phone pushed in the same exchange.
     pub echoed: usize,
+    /// The exchange (counted from 1 in each sync) whose answer is lost after the server has
+    /// written what it carried, as on a link cut at the wrong moment.
+    pub lose_answer_of: Option<usize>,
+    /// The last sync's report.
+    pub report: Option<client_core::SyncReport>,
 }
 
 impl Phone {
     pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
         let store = SimStore { actor: Some(actor.clone()), ..SimStore::default() };
-        Phone { who, actor, store, page_bytes, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0 }
+        Phone { who, actor, store, page_bytes, push_page_bytes: None, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0, lose_answer_of: None, report: None }
     }
 
     /// The ids of the records the phone holds.
@@ -269,13 +276,14 @@ impl Phone {
 
     /// Syncs until the session is done: returns the number of exchanges.
     pub fn sync(&mut self, server: &mut MemServer, tree: &OrgTree) -> usize {
-        let options = client_core::SyncOptions { first_pull_page: self.page_bytes as usize, first_push_page: self.page_bytes as usize, ..Default::default() };
+        let options = client_core::SyncOptions { first_pull_page: self.page_bytes as usize, first_push_page: self.push_page_bytes.unwrap_or(self.page_bytes) as usize, ..Default::default() };
         let mut session = client_core::Session::new(&self.store, &options, self.clock).unwrap();
         let mut exchanges = 0;
         loop {
             let body = match session.next(&self.store, self.clock).unwrap() {
                 client_core::Step::Done(report) => {
                     assert_eq!(report.rejected, 0, "{}'s push was refused", self.who.username);
+                    self.report = Some(report);
                     return exchanges;
                 }
                 client_core::Step::Send(body) => body,
@@ -302,6 +310,10 @@ impl Phone {
             self.echoed += resp.pull.iter().filter(|d| req.push.iter().any(|p| p.id == d.id)).count();
             let answer = resp.encode_as(framing.answer(&req));
             self.clock += self.secs_per_exchange;
+            if self.lose_answer_of == Some(exchanges) {
+                session.failed(self.clock);
+                continue;
+            }
             session.answered(&mut self.store, &answer, self.clock).unwrap();
         }
     }
