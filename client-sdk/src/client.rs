@@ -86,7 +86,7 @@ impl Client {
     /// Creates a record from its JSON (validated against the schema). Works offline.
     pub fn create(&mut self, kind: RecordKind, record: &Value) -> Result<RecordId> {
         self.live()?;
-        let id = RecordId::random();
+        let id = RecordId::made_by(self.store.actor());
         let mut doc =
             doc::new_record(kind, record, self.store.actor().clone()).map_err(Error::doc(id))?;
         let meta = RecordMeta {

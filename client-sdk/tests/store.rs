@@ -75,6 +75,13 @@ fn records_survive_reopening_with_their_edits() {
     let c = Client::open(d.path(), fixed()).unwrap();
     assert_eq!(c.store().device_id(), device);
     assert_eq!(c.store().actor(), &actor);
+    // A phone's record ids lead with its actor's bytes, so a page of them compresses
+    // (`RecordId::made_by`): version 8 UUIDs, each its own.
+    assert_ne!(id, news);
+    for made in [id, news] {
+        assert_eq!(made.0[..6], actor.to_bytes()[..6], "{made}");
+        assert_eq!(made.to_string().as_bytes()[14], b'8', "{made} is a version 8 UUID");
+    }
     assert_eq!(c.show(id).unwrap(), shown);
     assert_eq!(shown["notes"], NOTES);
     assert_eq!(shown["perpetrator"]["counselled"], true);

@@ -237,7 +237,7 @@ impl Phone {
         let kind: RecordKind = kind.parse().map_err(|_| bad("schema", format!("unknown record kind `{kind}`")))?;
         let value: Value = serde_json::from_str(record).map_err(|e| bad("bad_json", e.to_string()))?;
         let mut d = doc::new_record(kind, &value, self.store.actor_id().clone())?;
-        let id = RecordId::random();
+        let id = RecordId::made_by(self.store.actor_id());
         let mut meta = RecordMeta { kind, heads: vec![], server_heads: vec![], rejected: None, conflicts: 0 };
         refresh_meta(&mut meta, &mut d)?;
         self.put(id, meta, &mut d);

@@ -38,7 +38,7 @@ pub fn set_clock(clock: fn() -> i64) {
 }
 
 /// The wall-clock time in Unix seconds (0 where there is none and none was set).
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     if let Some(clock) = CLOCK.get() {
         return clock();
     }

@@ -49,11 +49,14 @@ pub const FLAG_HEADS_FROM_DOC: u8 = 4;
 /// zstd level: 3 is zstd's default, the measured sweet spot for pages of case records on a
 /// link that is not the bottleneck.
 const ZSTD_LEVEL: i32 = 3;
-/// zstd level on a slow link. Measured on 1,200 varied case records in pages of 140 (2026-12-03):
-/// level 3 212,342 B at 2.1 µs of CPU a record, 6 197,483 B at 7.6 µs, 9 188,753 B at 15.6 µs,
-/// 12 180,995 B at 37 µs, 19 170,148 B at 330 µs. At 8 KB/s, level 9's 24 KB fewer are 3 s of a
-/// phone's link for 19 ms of the server's CPU; past 9 the CPU grows much faster than the saving.
-const SLOW_LINK_ZSTD_LEVEL: i32 = 9;
+/// zstd level on a slow link. `bench-2g`'s first sync of 1,200 varied case records, sent as
+/// their changes in pages of up to about 340 records (2026-12-04): level 9 165,375 B, 12
+/// 154,709 B, **15 148,092 B**, 19 140,982 B. Offline, the same records in pages of 400 cost
+/// about 11 µs of CPU a record at level 9, 17 at 12, 43 at 15 (up to 130 in pages of 200) and
+/// 230–260 at 19. At 8 KB/s, level 15's 17 KB fewer than 9 are 2 s of a phone's link for about a
+/// tenth of a second of the server's CPU; 19's further 7 KB would cost three times that again.
+/// (Pages of 140 documents, 2026-12-03: 3 212,342 B, 9 188,753 B, 12 180,995 B, 19 170,148 B.)
+const SLOW_LINK_ZSTD_LEVEL: i32 = 15;
 
 /// The zstd level for a message to or from a phone whose request carries `accept`.
 pub fn zstd_level(accept: u8) -> i32 {

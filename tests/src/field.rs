@@ -90,6 +90,9 @@ pub struct Outcome {
     /// Of those, the login's and the first sync's (the rest are the push's).
     pub first_sync_down: u64,
     pub first_sync_up: u64,
+    /// The server's CPU seconds over the first sync, and over the push.
+    pub first_sync_server_cpu_s: f64,
+    pub push_server_cpu_s: f64,
     pub connections: u64,
     pub cuts: u64,
     pub retries: usize,
@@ -103,8 +106,9 @@ impl Outcome {
 
 /// A new phone of the commune's officer joins over `link` in front of `server`: logs in, makes
 /// its first sync, then records `push` new cases offline and syncs them. Retries for as long as
-/// a person would keep the app open (30 minutes); the SDK sizes pages itself.
-pub async fn newcomer(server: SocketAddr, dir: &Path, link: Link, push: usize, options: &SyncOptions, seed: u64) -> (Client, Outcome, BTreeSet<String>) {
+/// a person would keep the app open (30 minutes); the SDK sizes pages itself. `server_pid`, a
+/// server in a process of its own, has its CPU counted in each phase.
+pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, link: Link, push: usize, options: &SyncOptions, seed: u64) -> (Client, Outcome, BTreeSet<String>) {
     let slow = SlowLink::start(server, link).await;
     let http = HttpTransport::new(&slow.url(), None, &HttpConfig::default()).unwrap();
     let mut phone = Client::open(dir.join("newcomer"), FixedKey(StoreKey::random())).unwrap().with_transport(Arc::new(http.clone()));
@@ -118,9 +122,10 @@ pub async fn newcomer(server: SocketAddr, dir: &Path, link: Link, push: usize, o
         .unwrap_or_else(|e| panic!("login over the slow link failed: {e}"));
     out.login_s = t.elapsed().as_secs_f64();
 
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), server_pid.map_or(0.0, crate::cpu_s));
     let report = phone.sync_with(&options, |_| {}).await.unwrap_or_else(|e| panic!("first sync over {}: {e}", out.link));
     out.pull_s = t.elapsed().as_secs_f64();
+    out.first_sync_server_cpu_s = server_pid.map_or(0.0, crate::cpu_s) - cpu;
     out.pull_records = phone.ids(None).len();
     out.pull_attempts = http.sync_requests() as usize;
     out.retries += report.retries;
@@ -131,9 +136,10 @@ pub async fn newcomer(server: SocketAddr, dir: &Path, link: Link, push: usize, o
     for i in 0..push {
         mine.insert(phone.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string());
     }
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), server_pid.map_or(0.0, crate::cpu_s));
     let report = phone.sync_with(&options, |_| {}).await.unwrap_or_else(|e| panic!("push over {}: {e}", out.link));
     out.push_s = t.elapsed().as_secs_f64();
+    out.push_server_cpu_s = server_pid.map_or(0.0, crate::cpu_s) - cpu;
     out.push_records = report.pushed;
     out.push_attempts = http.sync_requests() as usize - out.pull_attempts;
     out.retries += report.retries;

@@ -37,6 +37,9 @@ fn main() {
         },
     };
     let seed: u64 = arg_parsed("--seed").unwrap_or(42);
+    // The phones' records are made over months, as in the field, not within the same second: a
+    // record's id and its change's time carry the clock, and zstd would find them alike.
+    sync_protocol::doc::set_clock(field_clock);
     eprintln!("bench-2g: {records} records to pull, {push} to push, over {}; seed {seed}", link.describe());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (out, baseline) = rt.block_on(async {
@@ -81,10 +84,11 @@ fn main() {
     );
     // What the protocol cannot go below without changing its form: the records as Automerge
     // changes with their 16-byte ids, in one piece at zstd -19, and in pages of 200 at the slow
-    // link's level 9.
+    // link's level.
     let (floor_down, floor_up) = (changes_floor(records, seed), changes_floor(push, seed ^ 0x5eed));
+    let slow_level = sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK);
     eprintln!(
-        "the same records as Automerge changes with their ids: down {} B in one piece at zstd -19 ({:.2}x), {} B in pages of 200 at zstd -9 ({:.2}x); up {} B ({:.2}x), {} B ({:.2}x)",
+        "the same records as Automerge changes with their ids: down {} B in one piece at zstd -19 ({:.2}x), {} B in pages of 200 at zstd -{slow_level} ({:.2}x); up {} B ({:.2}x), {} B ({:.2}x)",
         floor_down.0,
         floor_down.0 as f64 / plain_down as f64,
         floor_down.1,
@@ -93,6 +97,13 @@ fn main() {
         floor_up.0 as f64 / plain_up as f64,
         floor_up.1,
         floor_up.1 as f64 / plain_up as f64
+    );
+    eprintln!(
+        "server CPU: first sync {:.2} s ({:.0} µs a pulled record), push {:.2} s ({:.0} µs a pushed record)",
+        out.first_sync_server_cpu_s,
+        out.first_sync_server_cpu_s * 1e6 / out.pull_records.max(1) as f64,
+        out.push_server_cpu_s,
+        out.push_server_cpu_s * 1e6 / out.push_records.max(1) as f64
     );
     let json = serde_json::json!({
         "link": out.link,
@@ -122,9 +133,11 @@ fn main() {
         "plain_json_zstd19_up": plain_up,
         "push_up_over_plain_zstd19": round(push_up as f64 / plain_up as f64),
         "changes_with_ids_zstd19_down": floor_down.0,
-        "changes_with_ids_pages_zstd9_down": floor_down.1,
+        "changes_with_ids_pages_slow_level_down": floor_down.1,
         "changes_with_ids_zstd19_up": floor_up.0,
-        "changes_with_ids_pages_zstd9_up": floor_up.1,
+        "changes_with_ids_pages_slow_level_up": floor_up.1,
+        "first_sync_server_cpu_s": round(out.first_sync_server_cpu_s),
+        "push_server_cpu_s": round(out.push_server_cpu_s),
         "exact": true,
         "seed": seed,
     });
@@ -155,20 +168,35 @@ fn plain_json_zstd19(n: usize, seed: u64) -> u64 {
     zstd::bulk::compress(&serde_json::to_vec(&workload(n, seed)).unwrap(), 19).unwrap().len() as u64
 }
 
+/// A clock for the phones of this process: each reading is one to 121 minutes after the last,
+/// from 2025-01-01 (Vietnam), so 1,350 records span about two months.
+fn field_clock() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static NOW: AtomicI64 = AtomicI64::new(1_735_664_400);
+    let step = |t: i64| t + 60 + (t.wrapping_mul(2_654_435_761) >> 7).rem_euclid(7_200);
+    let mut t = NOW.load(Ordering::Relaxed);
+    while let Err(seen) = NOW.compare_exchange(t, step(t), Ordering::Relaxed, Ordering::Relaxed) {
+        t = seen;
+    }
+    step(t)
+}
+
 /// The `n` records made from `seed` as one phone's Automerge changes (`save_after(&[])`), each
-/// followed by a random 16-byte id as a page carries it: compressed in one piece at zstd -19,
-/// and in pages of 200 records at zstd -9.
+/// followed by its 16-byte id as a page carries it (made as a phone makes it, on the field
+/// clock): compressed in one piece at zstd -19, and in pages of 200 records at the slow link's
+/// level.
 fn changes_floor(n: usize, seed: u64) -> (u64, u64) {
     let actor = automerge::ActorId::random();
     let records: Vec<Vec<u8>> = workload(n, seed)
         .iter()
         .map(|record| {
             let mut d = sync_protocol::doc::new_record(sync_protocol::RecordKind::GbvCase, record, actor.clone()).unwrap();
-            [d.save_after(&[]), sync_protocol::RecordId::random().0.to_vec()].concat()
+            [d.save_after(&[]), sync_protocol::RecordId::made_by(&actor).0.to_vec()].concat()
         })
         .collect();
     let zstd = |bytes: &[u8], level| zstd::bulk::compress(bytes, level).unwrap().len() as u64;
-    (zstd(&records.concat(), 19), records.chunks(200).map(|page| zstd(&page.concat(), 9)).sum())
+    let slow_level = sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK);
+    (zstd(&records.concat(), 19), records.chunks(200).map(|page| zstd(&page.concat(), slow_level)).sum())
 }
 
 fn round(x: f64) -> f64 {
@@ -186,7 +214,7 @@ async fn run(records: usize, push: usize, link: Link, options: &SyncOptions, see
     let server = ServerChild::spawn(&data);
     let url = format!("http://{}", server.addr);
     let mut expected = fill_commune(&url, dir.path(), records, seed).await;
-    let (phone, out, mine) = newcomer(server.addr, dir.path(), link, push, options, seed).await;
+    let (phone, out, mine) = newcomer(server.addr, Some(server.pid()), dir.path(), link, push, options, seed).await;
     expected.extend(mine);
     if let Err(e) = check_exact(&url, &phone, &expected).await {
         eprintln!("error: the end state is wrong over {}: {e}", out.link);
