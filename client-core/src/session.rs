@@ -371,7 +371,7 @@ impl Session {
     /// The next request, or the end of the sync.
     pub fn next<S: LocalStore>(&mut self, store: &S, now: f64) -> Result<Step, S::Error> {
         debug_assert!(self.in_flight.is_none(), "one request at a time");
-        let (mut push, push_part) = self.build_push(store)?;
+        let (push, push_part) = self.build_push(store)?;
         let want_full: Vec<RecordId> = std::mem::take(&mut self.round.want_full).into_iter().collect();
         if self.n > 0 && push.is_empty() && push_part.is_none() && want_full.is_empty() && !self.more {
             let mut report = self.report.clone();
@@ -389,16 +389,15 @@ impl Session {
             .filter_map(|id| Some((id, store.records().get(&id)?.server_heads.clone())))
             .collect();
         let push_bytes = push.iter().map(|p| p.changes.len()).sum::<usize>() + push_part.as_ref().map_or(0, |p| p.bytes.len());
-        let mut pushed: HashMap<RecordId, Vec<Hash>> = push.iter().map(|p| (p.id, p.heads.clone())).collect();
-        // On a slow link a record the server has nothing of goes without its heads, 32 bytes a
-        // head that no compressor squeezes: the server takes them from what it stored
-        // (`sync_core::exchange::Exchange::accepted`). The phone still keeps them as the
-        // server's on an acceptance; the server holds every change it was sent.
-        if self.compress && self.pacer.slow_link() {
-            for p in push.iter_mut().filter(|p| !p.changes.is_empty() && server_heads.get(&p.id).is_some_and(Vec::is_empty)) {
-                p.heads.clear();
-            }
-        }
+        // A record sent whole without its heads (`build_push`) is, once accepted, at its own
+        // heads on the server.
+        let mut pushed: HashMap<RecordId, Vec<Hash>> = push
+            .iter()
+            .map(|p| match store.records().get(&p.id) {
+                Some(meta) if p.heads.is_empty() && !p.changes.is_empty() => (p.id, meta.heads.clone()),
+                _ => (p.id, p.heads.clone()),
+            })
+            .collect();
         // A slice's verdict comes with the last slice; earlier answers say how much is held.
         if let Some(p) = &push_part {
             pushed.insert(p.id, p.heads.clone());
@@ -535,7 +534,12 @@ impl Session {
                 let mut d = load_doc(id, &store.doc_bytes(id)?, store.actor())?;
                 d.save_after(&heads_from_wire(&meta.server_heads))
             };
-            let cost = changes.len() + 32 * meta.heads.len() + 64;
+            // On a slow link a record the server has nothing of goes without its heads, 32 bytes
+            // a head that no compressor squeezes: the server takes them from what it stored
+            // (`sync_core::exchange::Exchange::accepted`). The phone still keeps them as the
+            // server's on an acceptance; the server holds every change it was sent.
+            let heads = if slow && meta.server_heads.is_empty() { Vec::new() } else { meta.heads.clone() };
+            let cost = changes.len() + 32 * heads.len() + 64;
             if changes.len() as u64 > MAX_UPLOAD_BYTES {
                 return Err(CoreError::TooLarge { id, bytes: changes.len() }.into());
             }
@@ -549,7 +553,7 @@ impl Session {
             }
             size += cost;
             round.tried.insert((id, meta.heads.clone(), meta.server_heads.clone()));
-            push.push(PushDoc { id, changes, heads: meta.heads });
+            push.push(PushDoc { id, changes, heads });
         }
         Ok((push, None))
     }

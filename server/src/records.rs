@@ -21,7 +21,7 @@ use serde_json::Value;
 use sync_core::conflicts::StoredConflict;
 use sync_core::exchange::Exchange;
 use sync_core::plan::CommitPlan;
-use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, Written, WrittenRecord, PAGE_RECORDS};
+use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, WriteHeads, Written, PAGE_RECORDS};
 use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
@@ -565,12 +565,8 @@ impl Db {
                     }
                 }
             }
-            let mut stored: HashMap<RecordId, (Vec<Hash>, bool)> =
-                writes.iter().map(|w| (w.id, (w.meta.history.back().map(|h| h.1.clone()).unwrap_or_default(), w.base_seq.is_none()))).collect();
-            for (id, seq) in self.write_prepared(tx, who, writes, None)? {
-                let (heads, created) = stored.remove(&id).unwrap_or_default();
-                written.insert(id, WrittenRecord { seq, heads, created });
-            }
+            let heads = WriteHeads::of(&writes);
+            written.extend(heads.at(self.write_prepared(tx, who, writes, None)?));
         } else {
             outcomes.extend(verdicts.into_iter().map(|v| match v {
                 Verdict::Refuse(o) => o,

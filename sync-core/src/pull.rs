@@ -189,6 +189,28 @@ pub struct WrittenRecord {
     pub created: bool,
 }
 
+/// What a push is about to write of each record (its stored heads after the write, and whether
+/// the store held nothing of it), taken before the records go to the store; [`WriteHeads::at`]
+/// pairs it with the feed positions the store gives them. The server and the simulation's
+/// in-memory server both build [`Written`] this way.
+pub struct WriteHeads(HashMap<RecordId, (Vec<Hash>, bool)>);
+
+impl WriteHeads {
+    pub fn of(writes: &[crate::push::Prepared]) -> WriteHeads {
+        WriteHeads(writes.iter().map(|w| (w.id, (w.meta.history.back().map(|h| h.1.clone()).unwrap_or_default(), w.base_seq.is_none()))).collect())
+    }
+
+    /// What was written, the store having given each record the feed position in `positions`.
+    pub fn at(mut self, positions: impl IntoIterator<Item = (RecordId, u64)>) -> Written {
+        let mut written = Written::new();
+        for (id, seq) in positions {
+            let (heads, created) = self.0.remove(&id).unwrap_or_default();
+            written.insert(id, WrittenRecord { seq, heads, created });
+        }
+        written
+    }
+}
+
 /// Plans one page over entries in feed order (see the module documentation).
 pub struct PagePlanner {
     cursor: u64,

@@ -68,16 +68,8 @@ impl MemServer {
             };
             results.push(PushResult { id: push.id, outcome });
         }
-        let mut stored: HashMap<RecordId, (Vec<[u8; 32]>, bool)> =
-            writes.iter().map(|w| (w.id, (w.meta.history.back().map(|h| h.1.clone()).unwrap_or_default(), w.base_seq.is_none()))).collect();
-        let written: sync_core::pull::Written = self
-            .commit(CommitPlan::of(who, tree, writes, None))
-            .into_iter()
-            .map(|(id, seq)| {
-                let (heads, created) = stored.remove(&id).unwrap_or_default();
-                (id, sync_core::pull::WrittenRecord { seq, heads, created })
-            })
-            .collect();
+        let heads = sync_core::pull::WriteHeads::of(&writes);
+        let written = heads.at(self.commit(CommitPlan::of(who, tree, writes, None)));
         let accepted = ex.accepted(None, &results, &written);
         let known = ex.cursor(self.epoch);
         let page = self.pull(ex.communes(), known, accepted, &req.want_full, ex.spec());
