@@ -49,21 +49,31 @@ pub const FLAG_HEADS_FROM_DOC: u8 = 4;
 /// zstd level: 3 is zstd's default, the measured sweet spot for pages of case records on a
 /// link that is not the bottleneck.
 const ZSTD_LEVEL: i32 = 3;
-/// zstd level on a slow link. `bench-2g`'s first sync of 1,200 varied case records, sent as
-/// their changes in pages of up to about 340 records (2026-12-04): level 9 165,375 B, 12
-/// 154,709 B, **15 148,092 B**, 19 140,982 B. Offline, the same records in pages of 400 cost
-/// about 11 µs of CPU a record at level 9, 17 at 12, 43 at 15 (up to 130 in pages of 200) and
-/// 230–260 at 19. At 8 KB/s, level 15's 17 KB fewer than 9 are 2 s of a phone's link for about a
-/// tenth of a second of the server's CPU; 19's further 7 KB would cost three times that again.
-/// (Pages of 140 documents, 2026-12-03: 3 212,342 B, 9 188,753 B, 12 180,995 B, 19 170,148 B.)
+/// zstd level on a slow link, for a message of [`SLOW_LINK_LARGE`] bytes or more.
+/// `bench-2g`'s first sync of 1,200 varied case records, sent as their changes in pages of up
+/// to about 340 records (2026-12-04), with every page at one level: 9 165,375 B, 12 154,709 B,
+/// **15 148,092 B**, 19 140,982 B. At 8 KB/s, level 15's 17 KB fewer than 9 are 2 s of a
+/// phone's link.
 const SLOW_LINK_ZSTD_LEVEL: i32 = 15;
+/// zstd level on a slow link for a smaller message.
+const SLOW_LINK_SMALL_ZSTD_LEVEL: i32 = 9;
+/// Below this many bytes, a slow link's message is compressed at [`SLOW_LINK_SMALL_ZSTD_LEVEL`].
+/// Measured on varied case records as changes (2026-12-04), bytes out of bytes in and CPU a
+/// record at levels 9 / 15: pages of 24 KB 0.158 / 0.149, 17 / 101 µs; 49 KB 0.133 / 0.124,
+/// 12 / 92 µs; 99 KB 0.119 / 0.108, 12 / 110 µs; 207 KB 0.111 / 0.098, 14 / 124 µs; 414 KB
+/// 0.111 / 0.096, 11 / 45 µs (level 12 saves nothing over 9 below 50 KB). A phone's daily sync
+/// of a few records gains a few hundred bytes from 15 for several times the CPU; a server
+/// under load, which phones may take for a slow link, would pay it on every small page.
+pub const SLOW_LINK_LARGE: usize = 64 * 1024;
 
-/// The zstd level for a message to or from a phone whose request carries `accept`.
-pub fn zstd_level(accept: u8) -> i32 {
-    if accept & FLAG_SLOW_LINK != 0 {
-        SLOW_LINK_ZSTD_LEVEL
-    } else {
-        ZSTD_LEVEL
+/// The zstd level of an answer of `len` bytes to a phone whose request carries `accept`. (A
+/// phone's own request on a slow link goes at [`SLOW_LINK_ZSTD_LEVEL`] whatever its size: the
+/// phone spends its own CPU on its own bytes.)
+pub fn zstd_level(accept: u8, len: usize) -> i32 {
+    match (accept & FLAG_SLOW_LINK != 0, len >= SLOW_LINK_LARGE) {
+        (true, true) => SLOW_LINK_ZSTD_LEVEL,
+        (true, false) => SLOW_LINK_SMALL_ZSTD_LEVEL,
+        (false, _) => ZSTD_LEVEL,
     }
 }
 
@@ -322,14 +332,14 @@ mod v2 {
     }
 }
 
-fn frame(framing: Framing, level: i32, payload: Vec<u8>) -> Vec<u8> {
+fn frame(framing: Framing, level: impl FnOnce(usize) -> i32, payload: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 6);
     out.extend_from_slice(MAGIC);
     out.push(framing.version);
     if framing.version >= 2 {
         if framing.zstd {
             // Compressing into a Vec fails only on allocation failure.
-            let packed = zstd::bulk::compress(&payload, level).expect("zstd compresses into a Vec");
+            let packed = zstd::bulk::compress(&payload, level(payload.len())).expect("zstd compresses into a Vec");
             // A tiny message (a no-op sync) grows under zstd's frame header: send it plain.
             if packed.len() < payload.len() {
                 out.push(FLAG_ZSTD);
@@ -420,7 +430,7 @@ impl SyncRequest {
             _ => postcard_bytes(self),
         };
         // A phone on a slow link compresses its own pushes harder too.
-        frame(framing, zstd_level(self.accept), payload)
+        frame(framing, |_| zstd_level(self.accept, usize::MAX), payload)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
@@ -475,7 +485,7 @@ impl SyncResponse {
             }),
             _ => postcard_bytes(self),
         };
-        frame(framing, zstd_level(accept), payload)
+        frame(framing, |len| zstd_level(accept, len), payload)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
@@ -534,16 +544,23 @@ mod tests {
 
     #[test]
     fn a_slow_link_gets_harder_compression_that_reads_the_same() {
-        let mut resp = sample_response();
-        resp.pull = (0..40u8)
-            .map(|i| PullDoc { id: RecordId([i; 16]), changes: format!("{{\"notes\": \"ghi chú số {i} về vụ việc ở xã {}\"}}", i % 7).repeat(20).into_bytes(), heads: vec![[i; 32]] })
-            .collect();
-        let usual = resp.encode_for(Framing::ZSTD, FLAG_ZSTD);
-        let slow = resp.encode_for(Framing::ZSTD, FLAG_ZSTD | FLAG_SLOW_LINK);
-        assert_eq!(usual, resp.encode_as(Framing::ZSTD));
-        assert!(slow.len() < usual.len(), "{} B at the slow link's level, {} B usually", slow.len(), usual.len());
-        assert_eq!(SyncResponse::decode_framed(&slow).unwrap(), (resp, Framing::ZSTD));
-        assert_eq!((zstd_level(FLAG_ZSTD), zstd_level(FLAG_ZSTD | FLAG_SLOW_LINK)), (ZSTD_LEVEL, SLOW_LINK_ZSTD_LEVEL));
+        // A small page (about 40 KB) and a large one (about 120 KB): each level of the slow link.
+        for records in [40u8, 120] {
+            let mut resp = sample_response();
+            resp.pull = (0..records)
+                .map(|i| PullDoc { id: RecordId([i; 16]), changes: format!("{{\"notes\": \"ghi chú số {i} về vụ việc ở xã {}\"}}", i % 7).repeat(20).into_bytes(), heads: vec![[i; 32]] })
+                .collect();
+            let usual = resp.encode_for(Framing::ZSTD, FLAG_ZSTD);
+            let slow = resp.encode_for(Framing::ZSTD, FLAG_ZSTD | FLAG_SLOW_LINK);
+            assert_eq!(usual, resp.encode_as(Framing::ZSTD));
+            assert!(slow.len() < usual.len(), "{records} records: {} B at the slow link's level, {} B usually", slow.len(), usual.len());
+            assert_eq!(SyncResponse::decode_framed(&slow).unwrap(), (resp, Framing::ZSTD));
+        }
+        let slow = FLAG_ZSTD | FLAG_SLOW_LINK;
+        assert_eq!(
+            [zstd_level(FLAG_ZSTD, 1 << 20), zstd_level(slow, SLOW_LINK_LARGE - 1), zstd_level(slow, SLOW_LINK_LARGE)],
+            [ZSTD_LEVEL, SLOW_LINK_SMALL_ZSTD_LEVEL, SLOW_LINK_ZSTD_LEVEL]
+        );
     }
 
     #[test]
