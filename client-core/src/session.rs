@@ -634,11 +634,7 @@ impl Session {
             }
         }
         match response.part {
-            Some(part) => {
-                if self.apply_part(store, part)? {
-                    self.report.pulled += 1;
-                }
-            }
+            Some(part) => self.report.pulled += usize::from(self.apply_part(store, part)?),
             // The server went on without the record being sliced (it changed, and is now sent
             // whole or later at a new position): the slices kept are of no use.
             None if self.round.partial.is_some() && (pulled_any || !response.more) => {

@@ -8,7 +8,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::db::Db;
-use crate::store::{Batch, Kv, PgKv, SledKv, StoreError};
+use crate::store::{Batch, Entry, Kv, PgKv, SledKv, StoreError};
 
 const MAGIC: &[u8] = b"GESYNC-BACKUP-1\n";
 const END: u32 = u32::MAX;
@@ -25,12 +25,13 @@ pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
     let mut w = BufWriter::new(file);
     let mut hash = Sha256::new();
     let mut n = 0u64;
-    let mut put = |w: &mut BufWriter<std::fs::File>, bytes: &[u8]| -> Result<(), StoreError> {
-        hash.update(bytes);
-        w.write_all(bytes).map_err(|e| StoreError::Io(e.to_string()))
-    };
-    put(&mut w, MAGIC).map_err(|e| e.to_string())?;
-    cut.for_each(&mut |k, v| {
+    {
+        let mut put = |w: &mut BufWriter<std::fs::File>, bytes: &[u8]| -> Result<(), StoreError> {
+            hash.update(bytes);
+            w.write_all(bytes).map_err(|e| StoreError::Io(e.to_string()))
+        };
+        put(&mut w, MAGIC).map_err(|e| e.to_string())?;
+        cut.for_each(&mut |k, v| {
             put(&mut w, &(k.len() as u32).to_be_bytes())?;
             put(&mut w, k)?;
             put(&mut w, &(v.len() as u32).to_be_bytes())?;
@@ -39,8 +40,8 @@ pub fn write_backup(db: &Db, out: &Path) -> Result<u64, String> {
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-    put(&mut w, &END.to_be_bytes()).map_err(|e| e.to_string())?;
-    drop(put);
+        put(&mut w, &END.to_be_bytes()).map_err(|e| e.to_string())?;
+    }
     w.write_all(&hash.finalize()).map_err(|e| e.to_string())?;
     let file = w.into_inner().map_err(|e| e.to_string())?;
     file.sync_all().map_err(|e| e.to_string())?;
@@ -64,45 +65,40 @@ fn new_private_beside(target: &Path) -> Result<(std::fs::File, std::path::PathBu
 }
 
 /// Parses and verifies a backup file, returning its entries.
-pub fn read_backup(from: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn read_backup(from: &Path) -> Result<Vec<Entry>, String> {
     let mut bytes = Vec::new();
     std::fs::File::open(from).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
-    parse_backup(&bytes).map_err(|()| format!("{} is not a complete gesync backup (damaged or truncated)", from.display()))
+    parse_backup(&bytes).ok_or_else(|| format!("{} is not a complete gesync backup (damaged or truncated)", from.display()))
 }
 
-/// The entries of a backup's bytes, checked against its checksum.
-fn parse_backup(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ()> {
-    let bad = || ();
+/// The entries of a backup's bytes, checked against its checksum (`None`: damaged or truncated).
+fn parse_backup(bytes: &[u8]) -> Option<Vec<Entry>> {
     if bytes.len() < MAGIC.len() + 4 + 32 || !bytes.starts_with(MAGIC) {
-        return Err(bad());
+        return None;
     }
     let (body, sum) = bytes.split_at(bytes.len() - 32);
     if Sha256::digest(body).as_slice() != sum {
-        return Err(bad());
+        return None;
     }
     let mut pos = MAGIC.len();
-    let read_u32 = |pos: &mut usize| -> Result<u32, ()> {
-        let b = body.get(*pos..*pos + 4).ok_or_else(bad)?;
-        *pos += 4;
-        Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    let take = |pos: &mut usize, n: usize| -> Option<&[u8]> {
+        let b = body.get(*pos..pos.checked_add(n)?)?;
+        *pos += n;
+        Some(b)
     };
+    let read_u32 = |pos: &mut usize| take(pos, 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
     let mut out = Vec::new();
     loop {
         let klen = read_u32(&mut pos)?;
         if klen == END {
             break;
         }
-        let k = body.get(pos..pos + klen as usize).ok_or_else(bad)?.to_vec();
-        pos += klen as usize;
+        let k = take(&mut pos, klen as usize)?.to_vec();
         let vlen = read_u32(&mut pos)? as usize;
-        let v = body.get(pos..pos + vlen).ok_or_else(bad)?.to_vec();
-        pos += vlen;
+        let v = take(&mut pos, vlen)?.to_vec();
         out.push((k, v));
     }
-    if pos != body.len() {
-        return Err(bad());
-    }
-    Ok(out)
+    (pos == body.len()).then_some(out)
 }
 
 /// The first bytes of a backup encrypted with a passphrase (see [`encrypt_file`]).
@@ -163,7 +159,7 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
         let plain = cipher
             .decrypt(chacha20poly1305::XNonce::from_slice(nonce), sealed)
             .map_err(|_| format!("wrong passphrase, or {} is damaged", from.display()))?;
-        parse_backup(&plain).map_err(|_| bad())?
+        parse_backup(&plain).ok_or_else(bad)?
     } else {
         read_backup(from)?
     };
@@ -210,6 +206,42 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
 #[cfg(test)]
 mod tests {
     use crate::store::SledKv;
+
+    /// A backup file's bytes holding `entries`, as `write_backup` lays them out.
+    fn backup_bytes(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        use sha2::Digest;
+        let mut body = super::MAGIC.to_vec();
+        for (k, v) in entries {
+            for part in [k, v] {
+                body.extend((part.len() as u32).to_be_bytes());
+                body.extend(*part);
+            }
+        }
+        body.extend(super::END.to_be_bytes());
+        let sum = sha2::Sha256::digest(&body);
+        [body, sum.to_vec()].concat()
+    }
+
+    #[test]
+    fn a_backup_reads_back_whole_and_any_damage_or_cut_is_refused() {
+        let entries: [(&[u8], &[u8]); 3] = [(b"n/seq", b"7"), (b"r/a", &[0u8; 300]), (b"", b"")];
+        let good = backup_bytes(&entries);
+        let read = super::parse_backup(&good).expect("a whole backup reads");
+        assert_eq!(read, entries.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<Vec<_>>());
+        for cut in 0..good.len() {
+            assert_eq!(super::parse_backup(&good[..cut]), None, "cut at {cut}");
+        }
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x20;
+            assert_eq!(super::parse_backup(&bad), None, "byte {at} flipped");
+        }
+        // A length past the end, with a checksum that matches: refused, no panic.
+        let mut body = super::MAGIC.to_vec();
+        body.extend(u32::MAX.wrapping_sub(1).to_be_bytes());
+        let forged = [body.clone(), sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), &body)).to_vec()].concat();
+        assert_eq!(super::parse_backup(&forged), None);
+    }
 
     #[cfg(unix)]
     #[test]

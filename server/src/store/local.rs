@@ -19,14 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 // parking_lot's locks do not poison: a panic in one request leaves them usable by the next.
 use parking_lot::{Condvar, Mutex, RwLock, RwLockWriteGuard};
 
-use super::{Batch, Kv, KvRead, StoreError, WriteTx};
+use super::{Batch, Entry, Kv, KvRead, StoreError, Visit, WriteTx};
 
 /// What an in-process engine provides.
 pub trait Engine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError>;
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError>;
     /// Applies every write of the batch, or none of them (not necessarily durably).
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
     /// Returns once every applied batch is on stable storage.
@@ -83,13 +83,13 @@ impl<E: Engine> KvRead for Local<E> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.engine.get(key)
     }
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.engine.range(start, end, limit)
     }
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
         self.engine.last_in(start, end)
     }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError> {
         self.engine.for_each(f)
     }
 }
@@ -108,13 +108,13 @@ impl<E: Engine, G> KvRead for Held<'_, E, G> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.kv.get(key)
     }
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.kv.range(start, end, limit)
     }
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
         self.kv.last_in(start, end)
     }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError> {
         self.kv.for_each(f)
     }
 }
@@ -172,21 +172,21 @@ impl Engine for MemEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.map.lock().get(key).cloned())
     }
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         if start >= end {
             return Ok(Vec::new());
         }
         let map = self.map.lock();
         Ok(map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
         if start >= end {
             return Ok(None);
         }
         let map = self.map.lock();
         Ok(map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))).next_back().map(|(k, v)| (k.clone(), v.clone())))
     }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError> {
         let snapshot = self.map.lock().clone();
         for (k, v) in &snapshot {
             f(k, v)?;
@@ -284,19 +284,19 @@ impl Engine for SledEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         if start >= end {
             return Ok(Vec::new());
         }
         self.db.range(start..end).take(limit).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)).collect()
     }
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
         if start >= end {
             return Ok(None);
         }
         self.db.range(start..end).next_back().transpose().map_err(io).map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError> {
         for item in self.db.iter() {
             let (k, v) = item.map_err(io)?;
             f(&k, &v)?;

@@ -45,6 +45,11 @@ impl Batch {
     }
 }
 
+/// One entry of the keyspace: its key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+/// What [`KvRead::for_each`] calls with each entry, in key order.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>;
+
 /// Reads of an ordered key-value store.
 pub trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -54,11 +59,11 @@ pub trait KvRead {
         keys.iter().map(|k| self.get(k)).collect()
     }
     /// Entries with `start <= key < end`, in key order, at most `limit` of them.
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
     /// [`KvRead::range`] over several bounds at once, at most `limit` entries from each, in
     /// the order of `bounds`: one round trip where the store is remote (the feed of a scope,
     /// one range per commune).
-    fn ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], limit: usize) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, StoreError> {
+    fn ranges(&self, bounds: &[(Vec<u8>, Vec<u8>)], limit: usize) -> Result<Vec<Vec<Entry>>, StoreError> {
         bounds.iter().map(|(start, end)| self.range(start, end, limit)).collect()
     }
     /// How many entries each of `bounds` holds, counting at most `cap` in each (one round trip
@@ -72,9 +77,9 @@ pub trait KvRead {
         Ok(None)
     }
     /// The last entry with `start <= key < end`, if any.
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError>;
     /// Every entry, in key order (backup).
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError>;
 }
 
 /// How long a write transaction holds the store's write lock, from when it has it to when it

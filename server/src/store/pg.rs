@@ -33,7 +33,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::tables::{AccountRow, ApprovalRow, AuditRow, CheckpointRow, ConflictRow, DeviceRow, OrgUnitRow, RecordRow};
-use super::{Batch, Kv, KvRead, StoreError, Tables, WriteTx};
+use super::{Batch, Entry, Kv, KvRead, StoreError, Tables, Visit, WriteTx};
 
 /// How a write transaction begins, whatever the database's defaults (a DBA's own settings):
 /// - `READ COMMITTED`, pinned: each statement sees what committed before it, so the reads made
@@ -343,7 +343,7 @@ const COUNT: &str = "SELECT count(*) FROM (SELECT 1 FROM gesync.kv WHERE k >= $1
 /// Entries read at a time by `for_each`.
 const PAGE: usize = 1000;
 
-type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+type Pairs = Vec<Entry>;
 
 fn pairs(rows: Vec<sqlx::postgres::PgRow>) -> Pairs {
     rows.into_iter().map(|r| (r.get::<Vec<u8>, _>(0), r.get::<Vec<u8>, _>(1))).collect()
@@ -392,7 +392,7 @@ async fn q_counts<'e>(e: impl sqlx::PgExecutor<'e>, bounds: &[(Vec<u8>, Vec<u8>)
     Ok(counts.into_iter().map(|c| c as u64).collect())
 }
 
-async fn q_last<'e>(e: impl sqlx::PgExecutor<'e>, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+async fn q_last<'e>(e: impl sqlx::PgExecutor<'e>, start: &[u8], end: &[u8]) -> Result<Option<Entry>, sqlx::Error> {
     Ok(sqlx::query(LAST).bind(start).bind(end).fetch_optional(e).await?.map(|r| (r.get(0), r.get(1))))
 }
 
@@ -459,7 +459,7 @@ async fn q_tables(c: &mut sqlx::PgConnection) -> Result<Option<Tables>, sqlx::Er
 /// Every entry in key order, a page at a time.
 fn for_each_paged(
     mut page: impl FnMut(Option<&[u8]>) -> Result<Pairs, StoreError>,
-    f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    f: Visit<'_>,
 ) -> Result<(), StoreError> {
     let mut after: Option<Vec<u8>> = None;
     loop {
@@ -502,13 +502,13 @@ impl KvRead for PgKv {
         }
         self.run(q_counts(&self.pool, bounds, cap))
     }
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
         if start >= end {
             return Ok(None);
         }
         self.run(q_last(&self.pool, start, end))
     }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError> {
         for_each_paged(|after| self.run(q_page(&self.pool, after)), f)
     }
     fn tables(&self) -> Result<Option<Tables>, StoreError> {
@@ -578,13 +578,13 @@ impl KvRead for Open {
         }
         on_tx!(self, |c| q_counts(c, bounds, cap))
     }
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
         if start >= end {
             return Ok(None);
         }
         on_tx!(self, |c| q_last(c, start, end))
     }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(&self, f: Visit<'_>) -> Result<(), StoreError> {
         for_each_paged(|after| on_tx!(self, |c| q_page(c, after)), f)
     }
     fn tables(&self) -> Result<Option<Tables>, StoreError> {
