@@ -1,7 +1,8 @@
 //! Materialized figures: counters per (org unit, quarter), kept current in the same atomic batch
 //! that stores a record change, so reading a district's figures never rescans records.
 //!
-//! Keys (this module's only): `c/{unit}/{quarter}` → [`Counters`] (JSON);
+//! Keys (this module's only): `c/{unit}/{quarter}` → [`Counters`] (JSON; PostgreSQL's view
+//! `gesync.v_counters` reads it, so changing its form needs a migration);
 //! `t/{unit}/{indicator}` → milestones; `ap/{unit}/{period}` → [`Approval`].
 //! The arithmetic (contributions, deltas, reports) is the pure `indicators` crate's.
 

@@ -2,7 +2,8 @@
 //! - after a seeded load on two replicas, with targets set on the tree and a commune merged,
 //!   every row of `gesync.v_figures` equals `GET /api/v1/indicators`, and again after
 //!   `admin rebuild-figures`; `gesync.v_records` holds every record not deleted and no free
-//!   text; the role `gesync_reporting` reads the two views and nothing else;
+//!   text; `v_counters` adds up to `v_figures`; the role `gesync_reporting` reads the views and
+//!   nothing else;
 //! - a database laid out before the schema (`public.gesync_kv`, records without facts) moves
 //!   into it with `migrate`, losing nothing; a `serve` whose role may not change the schema
 //!   says to run `migrate`, and runs once it has, with rights on two tables only.
@@ -227,6 +228,52 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(view_figures(&url), rows, "v_figures after a rebuild");
 
+    // v_counters: the counters the figures are made of, one row each. Its totals are the
+    // quarters' numerators and denominators of v_figures (so of the API), and each breakdown's
+    // categories add up to its total.
+    let counters = psql_ok(&url, "SELECT org_unit, period, indicator, coalesce(side, ''), coalesce(breakdown, ''), coalesce(category, ''), value FROM gesync.v_counters");
+    let mut totals: BTreeMap<(String, String, String), (i64, i64)> = BTreeMap::new();
+    let mut cuts: BTreeMap<(String, String, String, String, String), i64> = BTreeMap::new();
+    for r in &counters {
+        let value: i64 = r[6].parse().unwrap();
+        let (unit, period, indicator, side, breakdown) = (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone(), r[4].clone());
+        assert!(value > 0, "{r:?}");
+        if breakdown.is_empty() {
+            let t = totals.entry((unit, period, indicator)).or_default();
+            match side.as_str() {
+                "num" => t.0 += value,
+                "den" => t.1 += value,
+                _ => assert_eq!(r[2], "news_items", "{r:?}"),
+            }
+        } else {
+            *cuts.entry((unit, period, indicator, side, breakdown)).or_default() += value;
+        }
+    }
+    for ((unit, period, indicator), (num, den)) in &totals {
+        if indicator == "news_items" || !units.contains(unit.as_str()) {
+            continue;
+        }
+        let (n, d, _) = *rows.get(&(unit.clone(), period.clone(), indicator.clone())).unwrap_or_else(|| panic!("v_counters has {unit} {period} {indicator}, v_figures does not"));
+        assert_eq!((n, d), (*num, *den), "v_counters against v_figures for {unit} {period} {indicator}");
+    }
+    let quarters_counted = rows.iter().filter(|((_, p, i), (n, d, _))| p.contains('Q') && i != "communes_news_compliant" && (*n, *d) != (0, 0)).count();
+    assert_eq!(
+        totals.keys().filter(|(u, _, i)| i != "news_items" && units.contains(u.as_str())).count(),
+        quarters_counted,
+        "a total for every quarter that counted something"
+    );
+    for ((unit, period, indicator, side, breakdown), sum) in &cuts {
+        let (num, den) = totals[&(unit.clone(), period.clone(), indicator.clone())];
+        let total = if side == "num" { num } else { den };
+        if breakdown == "ethnic" {
+            assert!(*sum <= total, "{unit} {period} {indicator}.{side}: ethnic {sum} > {total}");
+        } else {
+            assert_eq!(*sum, total, "{unit} {period} {indicator}.{side}: {breakdown} adds up to its total");
+        }
+    }
+    assert!(cuts.keys().any(|k| k.4 == "sex") && cuts.keys().any(|k| k.4 == "age"), "breakdowns are there (seed {seed})");
+    assert!(counters.iter().any(|r| r[0] == "04702"), "the merged commune keeps its own counters (they count for 04701 too)");
+
     // v_records: every record not deleted, de-identified, counted for today's commune.
     let records = psql_ok(&url, "SELECT row_to_json(v)::text FROM gesync.v_records v");
     assert_eq!(records.len(), kept);
@@ -280,12 +327,13 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     let out = check();
     assert!(out.status.success(), "check after gesync.reproject(): {}", String::from_utf8_lossy(&out.stderr));
 
-    // The reporting role reads the two views and nothing else.
+    // The reporting role reads the views and nothing else.
     let role = format!("stat_{}", seed % 1_000_000_007);
     psql_ok(&url, &format!("CREATE ROLE {role} LOGIN PASSWORD 'thong-ke-{seed}' IN ROLE gesync_reporting"));
     let stat = as_role(&url, &role, &format!("thong-ke-{seed}"));
     let reads = psql(&stat, "SELECT count(*) FROM gesync.v_figures");
     let records_read = psql(&stat, "SELECT count(*) FROM gesync.v_records");
+    let counters_read = psql(&stat, "SELECT count(*) FROM gesync.v_counters");
     let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations", "gesync.accounts", "gesync.devices", "gesync.audit", "gesync.approvals", "gesync.conflicts", "gesync.audit_checkpoints"]
         .into_iter()
         .map(|t| (t, psql(&stat, &format!("SELECT count(*) FROM {t}"))))
@@ -294,6 +342,7 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     psql_ok(&url, &format!("DROP ROLE {role}"));
     assert_eq!(reads.unwrap()[0][0], rows.len().to_string());
     assert_eq!(records_read.unwrap()[0][0], kept.to_string());
+    assert_eq!(counters_read.unwrap()[0][0], counters.len().to_string());
     for (table, r) in refused {
         assert!(r.as_ref().is_err_and(|e| e.contains("permission denied")), "{table}: {r:?}");
     }
@@ -342,7 +391,7 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["applied"], json!([1, 2, 3, 4]));
+    assert_eq!(report["applied"], json!([1, 2, 3, 4, 5]));
     assert!(report["records_refreshed"].as_u64().unwrap() >= kept as u64, "{report}");
     assert_eq!(psql_ok(&url, "SELECT to_regclass('public.gesync_kv') IS NULL")[0][0], "t", "the old table moved");
     assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.records WHERE facts IS NULL OR feed_seq IS NULL")[0][0], "0");
