@@ -112,7 +112,12 @@ impl Db {
             }
             let mut doc = match Self::doc_bytes_in(&*cut, &id) {
                 Ok(Some(bytes)) => match AutoCommit::load(&bytes) {
-                    Ok(doc) => doc,
+                    Ok(doc) => {
+                        if let Some(problem) = prefix_problem(&meta, &bytes) {
+                            problems.push(format!("record {id}: {problem}"));
+                        }
+                        doc
+                    }
                     Err(e) => {
                         problems.push(format!("record {id}: its document does not load: {e}"));
                         unreadable += 1;
@@ -255,4 +260,31 @@ fn compare_tables(expected: &Tables, found: &Tables, all_records: bool, problems
         let hint = "the tables below are out of step with the keyspace (edited by hand?): `SELECT gesync.reproject();`, run as the schema's owner, rewrites them from it";
         problems.insert(before, hint.into());
     }
+}
+
+/// What is wrong with a record's stored prefixes (`RecordMeta::ends`), if anything: the last
+/// must be the document's length, and the version before the last that is a prefix must load to
+/// the heads its history point names (the one a pull most often sends the bytes after).
+fn prefix_problem(meta: &sync_core::meta::RecordMeta, bytes: &[u8]) -> Option<String> {
+    let ends = meta.aligned_ends();
+    match ends.back() {
+        None | Some(0) => return None,
+        Some(last) if *last as usize != bytes.len() => {
+            return Some(format!("its metadata says its document is {last} bytes long, it is {}", bytes.len()))
+        }
+        Some(_) => {}
+    }
+    let i = ends.len().checked_sub(2)?;
+    let end = ends[i] as usize;
+    if end == 0 {
+        return None;
+    }
+    let heads = bytes.get(..end).and_then(|prefix| AutoCommit::load(prefix).ok()).map(|mut d| {
+        let mut h: Vec<[u8; 32]> = d.get_heads().iter().map(|h| h.0).collect();
+        h.sort();
+        h
+    });
+    let mut named = meta.history[i].1.clone();
+    named.sort();
+    (heads.as_ref() != Some(&named)).then(|| format!("its document's first {end} bytes are not the version its history names there"))
 }

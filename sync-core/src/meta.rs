@@ -23,6 +23,11 @@ pub struct RecordMeta {
     pub date: Option<String>,
     /// Recent `(seq, heads)` points, oldest first.
     pub history: VecDeque<(u64, Vec<Hash>)>,
+    /// For each point of `history`, the length of the stored document at that point when it is
+    /// a prefix of the stored document now (0 when it is not, or not known: metadata from
+    /// before these were kept has none). See `push::stored_form`.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub ends: VecDeque<u32>,
     pub updated_at: i64,
     /// The record's current contribution to the figures (old one out, new one in).
     pub contribution: Option<indicators::Contribution>,
@@ -48,6 +53,24 @@ impl RecordMeta {
             Some((next, _)) if *next <= read_at => None,
             _ => Some(heads_from_wire(&self.history[i].1)),
         }
+    }
+
+    /// [`RecordMeta::ends`], one for each point of the history (0 for those it lacks).
+    pub fn aligned_ends(&self) -> VecDeque<u32> {
+        let missing = self.history.len().saturating_sub(self.ends.len());
+        std::iter::repeat_n(0, missing).chain(self.ends.iter().rev().take(self.history.len()).rev().copied()).collect()
+    }
+
+    /// Where in the stored document (of `stored_len` bytes) the changes after the version a
+    /// phone surely holds begin ([`RecordMeta::delivered_heads`]), when that version is a prefix
+    /// of it: the phone is sent the bytes after this offset, with no Automerge work.
+    pub fn delivered_end(&self, cursor: u64, read_at: u64, stored_len: usize) -> Option<usize> {
+        let i = self.history.iter().rposition(|(s, _)| *s <= cursor)?;
+        if matches!(self.history.get(i + 1), Some((next, _)) if *next <= read_at) {
+            return None;
+        }
+        let end = *self.aligned_ends().get(i)? as usize;
+        (end != 0 && end < stored_len).then_some(end)
     }
 
     /// Gives the record the feed sequence number its store assigned at commit: its `seq` and

@@ -391,6 +391,17 @@ impl PagePlanner {
         known
     }
 
+    /// Where the changes the phone lacks begin in the stored document of the current entry, when
+    /// all it holds of the record is a version the stored bytes begin with
+    /// ([`RecordMeta::delivered_end`]).
+    fn prefix_held(&self, meta: &RecordMeta, stored_len: usize) -> Option<usize> {
+        let id = self.entries[self.at].1;
+        if self.want_full.contains(&id) || self.pushed.contains_key(&id) {
+            return None;
+        }
+        meta.delivered_end(self.cursor, self.read_at, stored_len)
+    }
+
     /// Puts the current entry's record in the page, given its stored document; `Some` when the
     /// page is finished with it.
     fn place(&mut self, meta: RecordMeta, doc: Option<Vec<u8>>) -> Result<Option<Page>, Corrupt> {
@@ -406,9 +417,12 @@ impl PagePlanner {
         }
         let known = self.known(&meta);
         // The common case needs no Automerge work: a phone with nothing of the record gets the
-        // stored document as it is (on a slow link, its changes if they weigh less).
+        // stored document as it is (on a slow link, its changes if they weigh less), and one
+        // that holds a version the stored bytes begin with gets the bytes after it.
         let whole = known.is_empty();
-        let changes = if !whole {
+        let changes = if let Some(end) = self.prefix_held(&meta, doc.len()) {
+            Some(doc[end..].to_vec())
+        } else if !whole {
             let mut d = AutoCommit::load(&doc).map_err(|e| corrupt("record document", e))?;
             Some(d.save_after(&known))
         } else if self.spec.changes_whole {

@@ -7,7 +7,7 @@
 //! 2. the driver looks up who owns those actors, and [`decide`] gives the [`Verdict`]: schema,
 //!    fixed fields, scope, actor ownership, the figures contribution, conflicts, size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use sync_protocol::automerge::{AutoCommit, ChangeHash};
 use sync_protocol::doc;
@@ -92,12 +92,19 @@ pub struct Merged {
     meta: Option<RecordMeta>,
     doc: AutoCommit,
     actors: Vec<String>,
+    /// The stored version's bytes and heads, which the new ones may extend ([`stored_form`]).
+    base: Option<(Vec<u8>, Vec<ChangeHash>)>,
 }
 
 impl Merged {
     /// A document with changes applied onto the stored version whose heads were `old_heads`
     /// (and whose metadata is `meta`; `None` for a new record).
-    pub fn from_doc(id: RecordId, meta: Option<RecordMeta>, old_heads: Vec<ChangeHash>, mut doc: AutoCommit) -> Result<Merged, Verdict> {
+    pub fn from_doc(id: RecordId, meta: Option<RecordMeta>, old_heads: Vec<ChangeHash>, doc: AutoCommit) -> Result<Merged, Verdict> {
+        Self::onto(id, meta, None, old_heads, doc)
+    }
+
+    /// [`Merged::from_doc`] for a stored version whose bytes are `base`.
+    fn onto(id: RecordId, meta: Option<RecordMeta>, base: Option<Vec<u8>>, old_heads: Vec<ChangeHash>, mut doc: AutoCommit) -> Result<Merged, Verdict> {
         if doc.get_heads() == old_heads {
             return Err(Verdict::Unchanged);
         }
@@ -113,7 +120,8 @@ impl Merged {
                 actors.push(actor);
             }
         }
-        Ok(Merged { id, meta, doc, actors })
+        let base = base.map(|b| (b, old_heads));
+        Ok(Merged { id, meta, doc, actors, base })
     }
 
     /// The server's own change to a stored record (a reviewer's resolution, a duplicate merge):
@@ -128,7 +136,7 @@ impl Merged {
         let old_heads = d.get_heads();
         d.set_actor(actor);
         edit(&mut d).map_err(|e| EditError::Invalid(e.to_string()))?;
-        Ok(Merged::from_doc(id, Some(stored.meta), old_heads, d))
+        Ok(Merged::onto(id, Some(stored.meta), Some(stored.doc), old_heads, d))
     }
 
     /// The Automerge actors of the new changes: [`decide`] needs to know who owns each.
@@ -179,8 +187,8 @@ pub fn merge(ctx: Context<'_>, push: &PushDoc, stored: Option<Stored>) -> Result
         }
         Err(e) => return Ok(Err(reject(format!("the pushed changes are refused: {e}")))),
     }
-    let mut doc = match bytes {
-        Some(b) => AutoCommit::load(&b).map_err(|e| corrupt("record document", e))?,
+    let mut doc = match &bytes {
+        Some(b) => AutoCommit::load(b).map_err(|e| corrupt("record document", e))?,
         None => AutoCommit::new(),
     };
     let old_heads = doc.get_heads();
@@ -206,13 +214,44 @@ pub fn merge(ctx: Context<'_>, push: &PushDoc, stored: Option<Stored>) -> Result
             Verdict::Refuse(PushOutcome::NeedFull)
         }));
     }
-    Ok(Merged::from_doc(push.id, meta, old_heads, doc))
+    Ok(Merged::onto(push.id, meta, bytes, old_heads, doc))
+}
+
+/// Most writes whose changes a stored document carries after its compacted part before it is
+/// saved whole again: each one makes loading it a little dearer. Below [`HISTORY`], so that the
+/// compacted part's own point is still in the history when the count is taken.
+pub const MAX_APPENDED: usize = HISTORY - 2;
+
+/// The bytes to store for document `d` and the stored length of each point of the record's
+/// history before the new one (0: not a prefix of these bytes).
+///
+/// A record changed after it was stored is stored as its stored bytes followed by the changes
+/// that are new (`save_after` the stored heads), so that every earlier version kept in its
+/// history is a prefix of what is stored: a phone that holds that version is sent the bytes
+/// after it, a slice, where otherwise the server loads the whole document to find the changes
+/// (`pull::PagePlanner`). After [`MAX_APPENDED`] such changes, or for a new record, the
+/// document is saved whole, and the earlier points are no prefix any more.
+fn stored_form(d: &mut AutoCommit, meta: Option<&RecordMeta>, base: Option<(Vec<u8>, Vec<ChangeHash>)>) -> (Vec<u8>, VecDeque<u32>) {
+    if let (Some(m), Some((bytes, heads))) = (meta, base) {
+        let ends = m.aligned_ends();
+        let appended = ends.iter().rev().take_while(|e| **e != 0).count().saturating_sub(1);
+        if appended < MAX_APPENDED && ends.back() == Some(&(bytes.len() as u32)) {
+            let tail = d.save_after(&heads);
+            // Near the size bound, saved whole: the bound is on what the record holds.
+            if bytes.len() + tail.len() <= MAX_RECORD_BYTES {
+                return ([bytes, tail].concat(), ends);
+            }
+        }
+    }
+    let whole = doc::save_record(d);
+    let len = meta.map_or(0, |m| m.history.len());
+    (whole, std::iter::repeat_n(0, len).collect())
 }
 
 /// Checks a merged record and prepares its write. `owners` holds the owner of each of
 /// [`Merged::actors`] that has one (an actor missing from it is new and becomes the pusher's).
 pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOwner>) -> Result<Verdict, Corrupt> {
-    let Merged { id, meta, doc: mut d, actors, .. } = merged;
+    let Merged { id, meta, doc: mut d, actors, base } = merged;
     let heads = d.get_heads();
     let kind = match doc::check_doc(&d) {
         Ok(k) => k,
@@ -256,11 +295,13 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
     let typed = sync_protocol::Record::parse(&view);
     let contribution = typed.as_ref().and_then(indicators::Contribution::from_typed);
     let mut history = meta.as_ref().map(|m| m.history.clone()).unwrap_or_default();
+    let (doc_bytes, mut ends) = stored_form(&mut d, meta.as_ref(), base);
     history.push_back((0, heads_to_wire(&heads))); // the sequence number is given at commit
+    ends.push_back(doc_bytes.len() as u32);
     while history.len() > HISTORY {
         history.pop_front();
+        ends.pop_front();
     }
-    let doc_bytes = doc::save_record(&mut d);
     if doc_bytes.len() > MAX_RECORD_BYTES {
         return Ok(reject(format!(
             "the record would be {} KB, more than the {} KB one record may hold: start a new record for further notes",
@@ -280,6 +321,7 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
             deleted: typed.as_ref().is_some_and(sync_protocol::Record::deleted),
             date: typed.as_ref().and_then(sync_protocol::Record::date).map(|d| d.format("%Y-%m-%d").to_string()),
             history,
+            ends,
             updated_at: ctx.now,
             contribution,
             dup: typed.as_ref().and_then(duplicate_key),

@@ -567,3 +567,55 @@ fn a_phone_on_a_slow_link_pushes_new_records_as_their_changes() {
     phone.sync(&mut server, &tree);
     assert_eq!(phone.pushed_whole, (as_doc, as_changes + 5), "the later sync's first exchange already sends changes");
 }
+
+/// A record edited after it was stored is stored as its stored bytes followed by the new
+/// changes, so each version its history keeps is a prefix of what is stored; a phone that holds
+/// one of them gets exactly the bytes after it (no Automerge work), and they bring it to the
+/// current heads. After `MAX_APPENDED` edits the document is saved whole again, and a phone
+/// holding an older version gets its changes the slower way, still right.
+#[test]
+fn an_edited_record_is_stored_as_its_versions_and_a_phone_gets_the_bytes_after_its_own() {
+    let tree = tree();
+    let who = officer("an", "04701", "an-1");
+    let scope = ["04701".to_string()];
+    let mut server = MemServer::default();
+    let id = RecordId::random();
+    let mut d = news("04701", "2025-01-01");
+    let write = |server: &mut MemServer, d: &mut AutoCommit| {
+        let Verdict::Write(p) = verdict(server, &who, &push_of(id, d)) else { panic!("a write") };
+        server.commit(CommitPlan::of(&who, &tree, vec![*p], None));
+    };
+    write(&mut server, &mut d);
+    let mut versions = vec![(server.meta(&id).unwrap().seq, d.fork())];
+    let mut sliced = 0;
+    for i in 0..sync_core::push::MAX_APPENDED + 3 {
+        doc::set_path(&mut d, "title", &json!(format!("bản {i}"))).unwrap();
+        write(&mut server, &mut d);
+        let stored = server.records[&id].clone();
+        versions.push((stored.meta.seq, d.fork()));
+        let ends = stored.meta.aligned_ends();
+        assert_eq!(ends.len(), stored.meta.history.len());
+        assert_eq!(*ends.back().unwrap() as usize, stored.doc.len(), "the latest point is the whole document");
+        for ((_, heads), end) in stored.meta.history.iter().zip(&ends).filter(|(_, e)| **e != 0) {
+            let mut prefix = AutoCommit::load(&stored.doc[..*end as usize]).unwrap();
+            assert_eq!(prefix.get_heads(), heads_from_wire(heads), "edit {i}: a prefix of {end} bytes is the version its point names");
+        }
+        // Every phone holding a version the history keeps gets what brings it to the current heads.
+        for (seq, held) in versions.iter().rev().skip(1).take(sync_core::meta::HISTORY - 1) {
+            let cursor = Cursor { seq: *seq, scope: 0, read_at: *seq, epoch: 1 };
+            let page = server.pull(&scope, Some(cursor), HashMap::new(), &[], PageSpec::of(&SyncRequest::default()));
+            assert_eq!(page.docs.len(), 1);
+            let sent = &page.docs[0].changes;
+            if let Some(end) = stored.meta.delivered_end(*seq, *seq, stored.doc.len()) {
+                assert_eq!(sent[..], stored.doc[end..], "edit {i}: the bytes after the version held");
+                sliced += 1;
+            }
+            let mut phone = held.clone();
+            phone.load_incremental(sent).unwrap();
+            assert_eq!(phone.get_heads(), d.get_heads(), "edit {i}: the phone at {seq} is brought up to date");
+        }
+    }
+    assert!(sliced > 2 * sync_core::push::MAX_APPENDED, "most answers were slices ({sliced})");
+    let ends = server.records[&id].meta.aligned_ends();
+    assert!(ends.iter().any(|e| *e == 0), "compacted after {} appended writes: older points are no prefix: {ends:?}", sync_core::push::MAX_APPENDED);
+}
