@@ -679,18 +679,35 @@ impl Kv for PgKv {
     }
 }
 
+/// How long a test database is kept: [`create_test_database`] drops those made longer ago.
+const TEST_DATABASE_HOURS: u64 = 6;
+
 /// For tests: a new, empty database on the PostgreSQL server of `admin_url` (the test command's
-/// throw-away cluster), whose URL is returned. Runs on a thread of its own, so it may be called
-/// from async tests too.
+/// throw-away cluster, or a benchmark's `--database`), whose URL is returned. Its name holds the
+/// hour it was made; test databases made more than [`TEST_DATABASE_HOURS`] before are dropped
+/// first (a test run or benchmark takes minutes, and a developer's cluster otherwise fills up
+/// and slows down). Runs on a thread of its own, so it may be called from async tests too.
 #[doc(hidden)]
 pub fn create_test_database(admin_url: &str) -> String {
     let admin = admin_url.to_string();
     std::thread::spawn(move || {
-        let name = format!("gesync_test_{}", uuid::Uuid::new_v4().simple());
+        let hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 3600);
+        let name = format!("gesync_test_h{hour}_{}", uuid::Uuid::new_v4().simple());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         rt.block_on(async {
             use sqlx::Connection;
             let mut c = sqlx::PgConnection::connect(&admin).await.expect("the test PostgreSQL answers (GESYNC_TEST_PG)");
+            let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'gesync\\_test\\_h%'")
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default();
+            for old in names {
+                let made = old.strip_prefix("gesync_test_h").and_then(|r| r.split('_').next()).and_then(|h| h.parse::<u64>().ok());
+                if made.is_some_and(|h| h + TEST_DATABASE_HOURS < hour) {
+                    // Best effort: another run may be dropping it too.
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", old.replace('"', "\"\""))).execute(&mut c).await;
+                }
+            }
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.expect("CREATE DATABASE");
         });
         let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DB");
@@ -707,6 +724,40 @@ pub fn test_admin_url() -> String {
     std::env::var("GESYNC_TEST_PG").unwrap_or_else(|_| {
         panic!("GESYNC_TEST_PG is not set: run the tests with `bash scripts/test.sh`, which starts a throw-away PostgreSQL and sets it")
     })
+}
+
+#[cfg(test)]
+mod test_database_tests {
+    /// Runs `sql` on the test PostgreSQL's admin connection; the first column of each row.
+    fn admin(sql: &str) -> Vec<String> {
+        let (url, sql) = (super::test_admin_url(), sql.to_string());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar::<_, String>(&sql).fetch_all(&mut c).await.unwrap()
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn test_databases_left_behind_are_dropped_after_some_hours() {
+        let hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600;
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let old = format!("gesync_test_h{}_left_{tag}", hour - super::TEST_DATABASE_HOURS - 1);
+        let recent = format!("gesync_test_h{}_recent_{tag}", hour - 1);
+        for name in [&old, &recent] {
+            admin(&format!("CREATE DATABASE {name}"));
+        }
+        let made = super::create_test_database(&super::test_admin_url());
+        let left = admin(&format!("SELECT datname::TEXT FROM pg_database WHERE datname LIKE '%{tag}' ORDER BY 1"));
+        admin(&format!("DROP DATABASE {recent}"));
+        assert_eq!(left, [recent.clone()], "the one made {} hours ago is dropped, the one of an hour ago kept", super::TEST_DATABASE_HOURS + 1);
+        assert!(made.contains(&format!("gesync_test_h{hour}_")), "{made}");
+    }
 }
 
 #[cfg(test)]
