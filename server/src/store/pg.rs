@@ -755,7 +755,7 @@ mod test_database_tests {
         let made = super::create_test_database(&super::test_admin_url());
         let left = admin(&format!("SELECT datname::TEXT FROM pg_database WHERE datname LIKE '%{tag}' ORDER BY 1"));
         admin(&format!("DROP DATABASE {recent}"));
-        assert_eq!(left, [recent.clone()], "the one made {} hours ago is dropped, the one of an hour ago kept", super::TEST_DATABASE_HOURS + 1);
+        assert_eq!(left, std::slice::from_ref(&recent), "the one made {} hours ago is dropped, the one of an hour ago kept", super::TEST_DATABASE_HOURS + 1);
         assert!(made.contains(&format!("gesync_test_h{hour}_")), "{made}");
     }
 }
