@@ -135,11 +135,7 @@ impl Db {
                     continue;
                 }
             };
-            let mut heads: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
-            let mut named: Vec<[u8; 32]> = meta.history.back().map(|(_, h)| h.clone()).unwrap_or_default();
-            heads.sort();
-            named.sort();
-            if heads != named {
+            if !heads_are(&mut doc, meta.history.back().map_or(&[][..], |(_, h)| h)) {
                 problems.push(format!("record {id}: its document's heads are not the ones its metadata names"));
             }
             match feed.get(&id) {
@@ -279,12 +275,49 @@ fn prefix_problem(meta: &sync_core::meta::RecordMeta, bytes: &[u8]) -> Option<St
     if end == 0 {
         return None;
     }
-    let heads = bytes.get(..end).and_then(|prefix| AutoCommit::load(prefix).ok()).map(|mut d| {
-        let mut h: Vec<[u8; 32]> = d.get_heads().iter().map(|h| h.0).collect();
-        h.sort();
-        h
-    });
-    let mut named = meta.history[i].1.clone();
+    let holds = bytes.get(..end).and_then(|prefix| AutoCommit::load(prefix).ok()).is_some_and(|mut d| heads_are(&mut d, &meta.history[i].1));
+    (!holds).then(|| format!("its document's first {end} bytes are not the version its history names there"))
+}
+
+/// Whether `doc`'s heads are exactly `named`, in any order.
+fn heads_are(doc: &mut AutoCommit, named: &[[u8; 32]]) -> bool {
+    let mut heads: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
+    let mut named = named.to_vec();
+    heads.sort();
     named.sort();
-    (heads.as_ref() != Some(&named)).then(|| format!("its document's first {end} bytes are not the version its history names there"))
+    heads == named
+}
+
+#[cfg(test)]
+mod tests {
+    use sync_protocol::automerge::{transaction::Transactable, AutoCommit, ROOT};
+
+    /// A document stored as two versions, its metadata naming `ends` for them.
+    fn stored(ends: impl Fn(usize, usize) -> [usize; 2]) -> (sync_core::meta::RecordMeta, Vec<u8>) {
+        let mut d = AutoCommit::new();
+        d.put(ROOT, "status", "open").unwrap();
+        let (v1, h1) = (d.save(), d.get_heads());
+        d.put(ROOT, "status", "closed").unwrap();
+        let bytes = [v1.clone(), d.save_after(&h1)].concat();
+        let wire = |h: Vec<sync_protocol::automerge::ChangeHash>| h.iter().map(|h| h.0).collect::<Vec<_>>();
+        let meta = serde_json::from_value(serde_json::json!({
+            "kind": "news_item", "commune": "04701", "seq": 2, "deleted": false, "date": null,
+            "history": [[1, wire(h1)], [2, wire(d.get_heads())]], "ends": ends(v1.len(), bytes.len()),
+            "updated_at": 0, "contribution": null,
+        }))
+        .unwrap();
+        (meta, bytes)
+    }
+
+    #[test]
+    fn a_records_stored_versions_are_checked_against_its_history() {
+        let (meta, bytes) = stored(|v1, all| [v1, all]);
+        assert_eq!(super::prefix_problem(&meta, &bytes), None);
+        let (meta, bytes) = stored(|v1, all| [v1 - 1, all]);
+        assert!(super::prefix_problem(&meta, &bytes).is_some_and(|p| p.contains("first")), "a prefix cut one byte short");
+        let (meta, bytes) = stored(|v1, all| [v1, all + 1]);
+        assert!(super::prefix_problem(&meta, &bytes).is_some_and(|p| p.contains("bytes long")), "a length that is not the document's");
+        let (meta, bytes) = stored(|_, all| [0, all]);
+        assert_eq!(super::prefix_problem(&meta, &bytes), None, "no prefix kept: nothing to check");
+    }
 }

@@ -48,28 +48,34 @@ impl RecordMeta {
     /// whole document). Without this condition a phone that read a page while the record moved
     /// on would be sent only the changes after a version it never received.
     pub fn delivered_heads(&self, cursor: u64, read_at: u64) -> Option<Vec<ChangeHash>> {
+        self.delivered_point(cursor, read_at).map(|i| heads_from_wire(&self.history[i].1))
+    }
+
+    /// The history point [`RecordMeta::delivered_heads`] names, by its index.
+    fn delivered_point(&self, cursor: u64, read_at: u64) -> Option<usize> {
         let i = self.history.iter().rposition(|(s, _)| *s <= cursor)?;
         match self.history.get(i + 1) {
             Some((next, _)) if *next <= read_at => None,
-            _ => Some(heads_from_wire(&self.history[i].1)),
+            _ => Some(i),
         }
     }
 
     /// [`RecordMeta::ends`], one for each point of the history (0 for those it lacks).
     pub fn aligned_ends(&self) -> VecDeque<u32> {
-        let missing = self.history.len().saturating_sub(self.ends.len());
-        std::iter::repeat_n(0, missing).chain(self.ends.iter().rev().take(self.history.len()).rev().copied()).collect()
+        (0..self.history.len()).map(|i| self.end_at(i)).collect()
+    }
+
+    /// The stored length at history point `i` ([`RecordMeta::ends`] is aligned on the newest).
+    fn end_at(&self, i: usize) -> u32 {
+        let from_newest = self.history.len() - i;
+        self.ends.len().checked_sub(from_newest).map_or(0, |j| self.ends[j])
     }
 
     /// Where in the stored document (of `stored_len` bytes) the changes after the version a
     /// phone surely holds begin ([`RecordMeta::delivered_heads`]), when that version is a prefix
     /// of it: the phone is sent the bytes after this offset, with no Automerge work.
     pub fn delivered_end(&self, cursor: u64, read_at: u64, stored_len: usize) -> Option<usize> {
-        let i = self.history.iter().rposition(|(s, _)| *s <= cursor)?;
-        if matches!(self.history.get(i + 1), Some((next, _)) if *next <= read_at) {
-            return None;
-        }
-        let end = *self.aligned_ends().get(i)? as usize;
+        let end = self.end_at(self.delivered_point(cursor, read_at)?) as usize;
         (end != 0 && end < stored_len).then_some(end)
     }
 

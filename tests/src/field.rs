@@ -122,10 +122,11 @@ pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, l
         .unwrap_or_else(|e| panic!("login over the slow link failed: {e}"));
     out.login_s = t.elapsed().as_secs_f64();
 
-    let (t, cpu) = (Instant::now(), server_pid.map_or(0.0, crate::cpu_s));
+    let server_cpu = || server_pid.map_or(0.0, crate::cpu_s);
+    let (t, cpu) = (Instant::now(), server_cpu());
     let report = phone.sync_with(&options, |_| {}).await.unwrap_or_else(|e| panic!("first sync over {}: {e}", out.link));
     out.pull_s = t.elapsed().as_secs_f64();
-    out.first_sync_server_cpu_s = server_pid.map_or(0.0, crate::cpu_s) - cpu;
+    out.first_sync_server_cpu_s = server_cpu() - cpu;
     out.pull_records = phone.ids(None).len();
     out.pull_attempts = http.sync_requests() as usize;
     out.retries += report.retries;
@@ -136,10 +137,10 @@ pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, l
     for i in 0..push {
         mine.insert(phone.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string());
     }
-    let (t, cpu) = (Instant::now(), server_pid.map_or(0.0, crate::cpu_s));
+    let (t, cpu) = (Instant::now(), server_cpu());
     let report = phone.sync_with(&options, |_| {}).await.unwrap_or_else(|e| panic!("push over {}: {e}", out.link));
     out.push_s = t.elapsed().as_secs_f64();
-    out.push_server_cpu_s = server_pid.map_or(0.0, crate::cpu_s) - cpu;
+    out.push_server_cpu_s = server_cpu() - cpu;
     out.push_records = report.pushed;
     out.push_attempts = http.sync_requests() as usize - out.pull_attempts;
     out.retries += report.retries;

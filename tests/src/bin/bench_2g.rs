@@ -86,7 +86,7 @@ fn main() {
     // changes with their 16-byte ids, in one piece at zstd -19, and in pages of 200 at the slow
     // link's level.
     let (floor_down, floor_up) = (changes_floor(records, seed), changes_floor(push, seed ^ 0x5eed));
-    let slow_level = sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, usize::MAX);
+    let slow_level = slow_link_level();
     eprintln!(
         "the same records as Automerge changes with their ids: down {} B in one piece at zstd -19 ({:.2}x), {} B in pages of 200 at zstd -{slow_level} ({:.2}x); up {} B ({:.2}x), {} B ({:.2}x)",
         floor_down.0,
@@ -195,8 +195,13 @@ fn changes_floor(n: usize, seed: u64) -> (u64, u64) {
         })
         .collect();
     let zstd = |bytes: &[u8], level| zstd::bulk::compress(bytes, level).unwrap().len() as u64;
-    let slow_level = sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, usize::MAX);
+    let slow_level = slow_link_level();
     (zstd(&records.concat(), 19), records.chunks(200).map(|page| zstd(&page.concat(), slow_level)).sum())
+}
+
+/// The zstd level of a slow link's large pages.
+fn slow_link_level() -> i32 {
+    sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, usize::MAX)
 }
 
 fn round(x: f64) -> f64 {
