@@ -13,7 +13,7 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use sync_protocol::wire::{
     Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
-    FLAG_HEADS_FROM_DOC, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
+    FLAG_HEADS_FROM_DOC, FLAG_RECORDS_DICT, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
 };
 use sync_protocol::{doc, heads_from_wire, heads_to_wire, RecordId};
 
@@ -411,9 +411,9 @@ impl Session {
                 | if !self.compress {
                     0
                 } else if self.pacer.slow_link() {
-                    FLAG_ZSTD | FLAG_SLOW_LINK
+                    FLAG_ZSTD | FLAG_RECORDS_DICT | FLAG_SLOW_LINK
                 } else {
-                    FLAG_ZSTD
+                    FLAG_ZSTD | FLAG_RECORDS_DICT
                 },
             count: self.round.to_receive.is_none(),
             resume: self.round.partial.as_ref().map(|p| PartResume { id: p.id, seq: p.seq, offset: p.bytes.len() as u64 }),
@@ -450,7 +450,10 @@ impl Session {
     /// [`LocalStore::barrier`]) the cursor.
     pub fn answered<S: LocalStore>(&mut self, store: &mut S, body: &[u8], now: f64) -> Result<SyncProgress, S::Error> {
         let f = self.in_flight.take().ok_or_else(|| CoreError::Protocol("an answer with no request in flight".into()))?;
-        let response = SyncResponse::decode(body).map_err(|e| CoreError::Protocol(e.to_string()))?;
+        let (response, framing) = SyncResponse::decode_framed(body).map_err(|e| CoreError::Protocol(e.to_string()))?;
+        // Each answer says whether the server has the records dictionary, so reads it too: the
+        // next requests use it (the first of each sync goes without).
+        self.framing.dict = self.compress && framing.dict;
         self.n += 1;
         self.report.bytes_down += body.len() as u64;
         let down_bytes = response.pull.iter().map(|p| p.changes.len()).sum::<usize>() + response.part.as_ref().map_or(0, |p| p.bytes.len());

@@ -568,6 +568,38 @@ fn a_phone_on_a_slow_link_pushes_new_records_as_their_changes() {
     assert_eq!(phone.pushed_whole, (as_doc, as_changes + 5), "the later sync's first exchange already sends changes");
 }
 
+/// A phone asks for answers made with the records dictionary, and uses it for its own requests
+/// once a compressed answer showed that the server has it; a server built before it (which
+/// ignores the flag) never gets a request it cannot read.
+#[test]
+fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
+    use support::Phone;
+    use sync_protocol::wire::{FLAG_RECORDS_DICT, FLAG_ZSTD};
+    let tree = tree();
+    for old_server in [false, true] {
+        let mut server = MemServer::default();
+        let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 4 * 1024);
+        phone.server_without_dict = old_server;
+        for i in 0..60 {
+            let title = format!("Tin số {i}: {}", (0..6).map(|_| ActorId::random().to_hex_string()).collect::<String>());
+            let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-02", "title": title}), phone.actor.clone()).unwrap();
+            phone.put(RecordId::random(), d);
+        }
+        let exchanges = phone.sync(&mut server, &tree);
+        assert!(exchanges >= 3, "pages of 4 KB: several exchanges ({exchanges})");
+        assert!(phone.requests.iter().all(|(_, accept)| accept & (FLAG_ZSTD | FLAG_RECORDS_DICT) == FLAG_ZSTD | FLAG_RECORDS_DICT));
+        let with_dict: Vec<bool> = phone.requests.iter().map(|(framing, _)| framing.dict).collect();
+        assert!(!with_dict[0], "the first request goes without it: the phone does not know the server yet");
+        if old_server {
+            assert!(with_dict.iter().all(|d| !d), "never to a server without it: {with_dict:?}");
+        } else {
+            assert!(with_dict[1..].iter().all(|d| *d), "with it once the server answered with it: {with_dict:?}");
+        }
+        assert_eq!(phone.store.pending(), 0);
+        assert_eq!(server.records.len(), 60);
+    }
+}
+
 /// A record edited after it was stored is stored as its stored bytes followed by the new
 /// changes, so each version its history keeps is a prefix of what is stored; a phone that holds
 /// one of them gets exactly the bytes after it (no Automerge work), and they bring it to the

@@ -2453,3 +2453,60 @@ async fn the_sdk_keeps_its_device_proof_and_is_not_held_back_by_guesses_naming_i
     client.login(&server.url(), "officer2", PASSWORD, None).await.expect("the phone, with its proof, from the same address");
     server.stop().await;
 }
+
+/// The records dictionary over HTTP: a request made with it is read; the answer to a phone
+/// that accepts it says so and, compressed, is made with it; a body that claims it but was made
+/// with another dictionary, or a bomb made with it, is refused with a JSON error, and the
+/// server answers the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_bodies_made_with_the_records_dictionary_are_read_and_false_ones_refused() {
+    use sync_protocol::wire::{Framing, FLAG_RECORDS_DICT, FLAG_ZSTD, FRAME_RECORDS_DICT, RECORDS_DICT};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let officer = api.login("officer1", None).await;
+    let push: Vec<PushDoc> = (0..20)
+        .map(|i| {
+            let mut d = sync_protocol::doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-03-01", "title": format!("Tin {i}")}), automerge::ActorId::random()).unwrap();
+            PushDoc { id: RecordId::random(), changes: sync_protocol::doc::save_record(&mut d), heads: sync_protocol::heads_to_wire(&d.get_heads()) }
+        })
+        .collect();
+    let req = SyncRequest { push, accept: FLAG_ZSTD | FLAG_RECORDS_DICT, ..Default::default() };
+    let body = req.encode_as(Framing::ZSTD_DICT);
+    assert_eq!(body[5], FLAG_ZSTD | FRAME_RECORDS_DICT, "20 records compress");
+    let r = api.sync(&officer.access, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (resp, framing) = SyncResponse::decode_framed(&r.bytes).unwrap();
+    assert!(framing.dict, "the answer says the server has the dictionary");
+    assert_eq!(resp.results.len(), 20);
+    assert!(resp.results.iter().all(|r| r.outcome == PushOutcome::Accepted), "{:?}", resp.results);
+    // A new phone's first sync: the twenty records come compressed with the dictionary.
+    let other = api.login("officer1b", None).await;
+    let first = SyncRequest { accept: FLAG_ZSTD | FLAG_RECORDS_DICT, ..Default::default() };
+    let r = api.sync(&other.access, first.encode()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.bytes[5], FLAG_ZSTD | FRAME_RECORDS_DICT);
+    assert_eq!(SyncResponse::decode(&r.bytes).unwrap().pull.len(), 20);
+    // Without the flag, the same answer comes without the dictionary.
+    let r = api.sync(&other.access, SyncRequest { accept: FLAG_ZSTD, ..Default::default() }.encode()).await;
+    assert_eq!(r.bytes[5], FLAG_ZSTD);
+    // Made with another dictionary (another id), flagged as the records dictionary.
+    let mut forged_dict = RECORDS_DICT.to_vec();
+    forged_dict[4] ^= 1;
+    let payload = &SyncRequest::default().encode()[6..];
+    let packed = zstd::bulk::Compressor::with_dictionary(3, &forged_dict).unwrap().compress(payload).unwrap();
+    let forged = [b"GSYN".as_slice(), &[3, FLAG_ZSTD | FRAME_RECORDS_DICT], &packed].concat();
+    let (code, message) = api.sync(&officer.access, forged).await.expect_error(400, "a frame made with another dictionary");
+    assert_eq!(code, "bad_sync_message");
+    assert!(message.contains("zstd"), "{message}");
+    // A bomb made with the dictionary: refused at the page's bound.
+    let bomb = zstd::bulk::Compressor::with_dictionary(19, RECORDS_DICT).unwrap().compress(&vec![0u8; MAX_MESSAGE_BYTES + 4096]).unwrap();
+    let bomb = [b"GSYN".as_slice(), &[3, FLAG_ZSTD | FRAME_RECORDS_DICT], &bomb].concat();
+    assert!(bomb.len() < 4096, "{}", bomb.len());
+    let (code, message) = api.sync(&officer.access, bomb).await.expect_error(400, "a bomb made with the dictionary");
+    assert_eq!(code, "bad_sync_message");
+    assert!(message.contains("inflates"), "{message}");
+    let r = api.sync(&officer.access, SyncRequest::default().encode()).await;
+    assert_eq!(r.status, 200, "the server goes on: {}", r.text());
+    server.stop().await;
+}

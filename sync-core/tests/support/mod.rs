@@ -239,12 +239,16 @@ pub struct Phone {
     pub lose_answer_of: Option<usize>,
     /// The last sync's report.
     pub report: Option<client_core::SyncReport>,
+    /// How each request came (its framing and accept flags), in order.
+    pub requests: Vec<(sync_protocol::wire::Framing, u8)>,
+    /// Answer as a server built before the records dictionary: never with it.
+    pub server_without_dict: bool,
 }
 
 impl Phone {
     pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
         let store = SimStore { actor: Some(actor.clone()), ..SimStore::default() };
-        Phone { who, actor, store, page_bytes, push_page_bytes: None, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0, lose_answer_of: None, report: None }
+        Phone { who, actor, store, page_bytes, push_page_bytes: None, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0, lose_answer_of: None, report: None, requests: vec![], server_without_dict: false }
     }
 
     /// The ids of the records the phone holds.
@@ -283,6 +287,7 @@ impl Phone {
             exchanges += 1;
             assert!(exchanges < 1000, "a sync that does not finish");
             let (mut req, framing) = SyncRequest::decode_framed(&body).unwrap();
+            self.requests.push((framing, req.accept));
             assert!(req.push_part.is_none(), "the simulation's records fit a page");
             for p in req.push.iter().filter(|p| self.store.records[&p.id].server_heads.is_empty()) {
                 // After the magic number and checksum: 0 a document, 1 a change.
@@ -300,7 +305,9 @@ impl Phone {
             }
             let resp = server.sync(&self.who, tree, &req);
             self.echoed += resp.pull.iter().filter(|d| req.push.iter().any(|p| p.id == d.id)).count();
-            let answer = resp.encode_as(framing.answer(&req));
+            let mut answer_framing = framing.answer(&req);
+            answer_framing.dict &= !self.server_without_dict;
+            let answer = resp.encode_as(answer_framing);
             self.clock += self.secs_per_exchange;
             if self.lose_answer_of == Some(exchanges) {
                 session.failed(self.clock);

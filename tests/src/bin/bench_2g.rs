@@ -84,20 +84,28 @@ fn main() {
     );
     // What the protocol cannot go below without changing its form: the records as Automerge
     // changes with their 16-byte ids, in one piece at zstd -19, and in pages of 200 at the slow
-    // link's level.
+    // link's level, without and with the records dictionary.
     let (floor_down, floor_up) = (changes_floor(records, seed), changes_floor(push, seed ^ 0x5eed));
     let slow_level = slow_link_level();
     eprintln!(
-        "the same records as Automerge changes with their ids: down {} B in one piece at zstd -19 ({:.2}x), {} B in pages of 200 at zstd -{slow_level} ({:.2}x); up {} B ({:.2}x), {} B ({:.2}x)",
-        floor_down.0,
-        floor_down.0 as f64 / plain_down as f64,
-        floor_down.1,
-        floor_down.1 as f64 / plain_down as f64,
-        floor_up.0,
-        floor_up.0 as f64 / plain_up as f64,
-        floor_up.1,
-        floor_up.1 as f64 / plain_up as f64
+        "a daily sync's page, the same records in pages of 5 at zstd -{}: {} B, {} B with the records dictionary ({:.0}%)",
+        floor_down[3],
+        floor_down[4],
+        floor_down[5],
+        100.0 * (floor_down[5] as f64 / floor_down[4] as f64 - 1.0)
     );
+    for (way, floor, plain) in [("down", floor_down, plain_down), ("up", floor_up, plain_up)] {
+        let ratio = |b: u64| b as f64 / plain as f64;
+        eprintln!(
+            "the same records as Automerge changes with their ids, {way}: {} B in one piece at zstd -19 ({:.2}x); in pages of 200 at zstd -{slow_level}, {} B ({:.2}x), {} B with the records dictionary ({:.2}x)",
+            floor[0],
+            ratio(floor[0]),
+            floor[1],
+            ratio(floor[1]),
+            floor[2],
+            ratio(floor[2])
+        );
+    }
     eprintln!(
         "server CPU: first sync {:.2} s ({:.0} µs a pulled record), push {:.2} s ({:.0} µs a pushed record)",
         out.first_sync_server_cpu_s,
@@ -132,10 +140,14 @@ fn main() {
         "first_sync_down_over_plain_zstd19": round(out.first_sync_down as f64 / plain_down as f64),
         "plain_json_zstd19_up": plain_up,
         "push_up_over_plain_zstd19": round(push_up as f64 / plain_up as f64),
-        "changes_with_ids_zstd19_down": floor_down.0,
-        "changes_with_ids_pages_slow_level_down": floor_down.1,
-        "changes_with_ids_zstd19_up": floor_up.0,
-        "changes_with_ids_pages_slow_level_up": floor_up.1,
+        "changes_with_ids_zstd19_down": floor_down[0],
+        "changes_with_ids_pages_slow_level_down": floor_down[1],
+        "changes_with_ids_pages_slow_level_dict_down": floor_down[2],
+        "changes_with_ids_zstd19_up": floor_up[0],
+        "changes_with_ids_pages_slow_level_up": floor_up[1],
+        "changes_with_ids_pages_slow_level_dict_up": floor_up[2],
+        "changes_with_ids_pages_of_5_down": floor_down[4],
+        "changes_with_ids_pages_of_5_dict_down": floor_down[5],
         "first_sync_server_cpu_s": round(out.first_sync_server_cpu_s),
         "push_server_cpu_s": round(out.push_server_cpu_s),
         "exact": true,
@@ -184,8 +196,9 @@ fn field_clock() -> i64 {
 /// The `n` records made from `seed` as one phone's Automerge changes (`save_after(&[])`), each
 /// followed by its 16-byte id as a page carries it (made as a phone makes it, on the field
 /// clock): compressed in one piece at zstd -19, and in pages of 200 records at the slow link's
-/// level.
-fn changes_floor(n: usize, seed: u64) -> (u64, u64) {
+/// level, without and with the records dictionary; then the level of a small page on a slow
+/// link, and the records in pages of 5 at that level (a daily sync), without and with it.
+fn changes_floor(n: usize, seed: u64) -> [u64; 6] {
     let actor = automerge::ActorId::random();
     let records: Vec<Vec<u8>> = workload(n, seed)
         .iter()
@@ -195,13 +208,29 @@ fn changes_floor(n: usize, seed: u64) -> (u64, u64) {
         })
         .collect();
     let zstd = |bytes: &[u8], level| zstd::bulk::compress(bytes, level).unwrap().len() as u64;
-    let slow_level = slow_link_level();
-    (zstd(&records.concat(), 19), records.chunks(200).map(|page| zstd(&page.concat(), slow_level)).sum())
+    let warm = |pages: std::slice::Chunks<'_, Vec<u8>>, level| {
+        let mut c = zstd::bulk::Compressor::with_dictionary(level, sync_protocol::wire::RECORDS_DICT).unwrap();
+        pages.map(|page| c.compress(&page.concat()).unwrap().len() as u64).sum()
+    };
+    let (level, small) = (slow_link_level(), small_page_level());
+    [
+        zstd(&records.concat(), 19),
+        records.chunks(200).map(|page| zstd(&page.concat(), level)).sum(),
+        warm(records.chunks(200), level),
+        small as u64,
+        records.chunks(5).map(|page| zstd(&page.concat(), small)).sum(),
+        warm(records.chunks(5), small),
+    ]
 }
 
 /// The zstd level of a slow link's large pages.
 fn slow_link_level() -> i32 {
     sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, usize::MAX)
+}
+
+/// The zstd level of a slow link's small pages.
+fn small_page_level() -> i32 {
+    sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, 0)
 }
 
 fn round(x: f64) -> f64 {
