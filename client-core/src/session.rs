@@ -13,7 +13,7 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use sync_protocol::wire::{
     Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
-    FLAG_HEADS_FROM_DOC, FLAG_RECORDS_DICT, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
+    FLAG_HEADS_FROM_DOC, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
 };
 use sync_protocol::{doc, heads_from_wire, heads_to_wire, RecordId};
 
@@ -168,7 +168,8 @@ struct InFlight {
 }
 
 /// Page sizes that follow the link. After each exchange the bytes each way and the time taken
-/// give a (pessimistic: round trips included) throughput, and the next page is sized to take
+/// (less the server's own time, when the server tells it: `FLAG_SERVER_TIME`) give a
+/// (pessimistic: round trips included) throughput, and the next page is sized to take
 /// about `page_seconds` at that rate, growing at most twofold per exchange, or
 /// [`MAX_GROWTH`]-fold after an exchange that took under [`QUICK_EXCHANGE`] (a fast link: a first
 /// sync of 1,000 records is then two pages; on 2G a page lost to a cut stays small); a failed exchange
@@ -408,6 +409,7 @@ impl Session {
             want_full: want_full.clone(),
             page_bytes: self.pacer.pull as u32,
             accept: FLAG_HEADS_FROM_DOC
+                | FLAG_SERVER_TIME
                 | if !self.compress {
                     0
                 } else if self.pacer.slow_link() {
@@ -457,7 +459,9 @@ impl Session {
         self.n += 1;
         self.report.bytes_down += body.len() as u64;
         let down_bytes = response.pull.iter().map(|p| p.changes.len()).sum::<usize>() + response.part.as_ref().map_or(0, |p| p.bytes.len());
-        self.pacer.exchanged(f.up, (down_bytes, body.len()), now - f.sent_at);
+        // The link's time: the exchange's, less the server's own (a busy server is not 2G).
+        let server = framing.server_ms.map_or(0.0, |ms| f64::from(ms) / 1000.0);
+        self.pacer.exchanged(f.up, (down_bytes, body.len()), (now - f.sent_at - server).max(0.0));
         self.more = response.more;
         if let Some(up) = response.uploaded {
             self.round.upload = Some((up.id, up.have));

@@ -579,7 +579,7 @@ fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
     for old_server in [false, true] {
         let mut server = MemServer::default();
         let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 4 * 1024);
-        phone.server_without_dict = old_server;
+        phone.old_server = old_server;
         for i in 0..60 {
             let title = format!("Tin số {i}: {}", (0..6).map(|_| ActorId::random().to_hex_string()).collect::<String>());
             let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-02", "title": title}), phone.actor.clone()).unwrap();
@@ -598,6 +598,41 @@ fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
         assert_eq!(phone.store.pending(), 0);
         assert_eq!(server.records.len(), 60);
     }
+}
+
+/// A phone measures its link without the server's own time, when the server tells it: a
+/// busy server's phone on a fast link neither takes it for 2G nor shrinks its pages. An older
+/// server tells nothing, and the phone counts the whole exchange as before.
+#[test]
+fn a_busy_servers_time_is_not_taken_for_a_slow_link() {
+    use support::Phone;
+    use sync_protocol::wire::{FLAG_SERVER_TIME, FLAG_SLOW_LINK};
+    let tree = tree();
+    let mut slow_requests = Vec::new();
+    for old_server in [false, true] {
+        let mut server = MemServer::default();
+        let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 16 * 1024);
+        phone.old_server = old_server;
+        // Two seconds an exchange, all but 20 ms of them waiting on the server.
+        (phone.secs_per_exchange, phone.server_secs) = (2.0, 1.98);
+        for i in 0..80 {
+            let title = format!("Tin số {i}: {}", (0..10).map(|_| ActorId::random().to_hex_string()).collect::<String>());
+            let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-02", "title": title}), phone.actor.clone()).unwrap();
+            phone.put(RecordId::random(), d);
+        }
+        phone.sync(&mut server, &tree);
+        assert!(phone.requests.iter().all(|(_, accept)| accept & FLAG_SERVER_TIME != 0), "every request asks for the server's time");
+        slow_requests.push(phone.requests.iter().filter(|(_, accept)| accept & FLAG_SLOW_LINK != 0).count());
+        assert_eq!(phone.store.pending(), 0);
+        let rate = client_core::LocalStore::sync_state(&phone.store).link_rate.expect("measured");
+        if old_server {
+            assert!(rate < 32 * 1024, "without the server's time, the link looks slow: {rate} B/s");
+        } else {
+            assert!(rate > 256 * 1024, "the link's own rate: {rate} B/s");
+        }
+    }
+    assert_eq!(slow_requests[0], 0, "told the server's time, never slow");
+    assert!(slow_requests[1] > 0, "an older server's phone takes its link for slow, as before");
 }
 
 /// A record edited after it was stored is stored as its stored bytes followed by the new

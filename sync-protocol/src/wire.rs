@@ -22,7 +22,9 @@
 //! In versions 2 and 3, the flags byte may also say [`FRAME_RECORDS_DICT`]: the sender has the
 //! records dictionary ([`FLAG_RECORDS_DICT`]), and made the zstd frame with it if the message
 //! is compressed. A server says it in every answer to a phone that accepts the dictionary; a
-//! phone says it (and uses it) in its requests once an answer said it.
+//! phone says it (and uses it) in its requests once an answer said it. And it may say
+//! [`FRAME_SERVER_TIME`]: two bytes after the flags byte give the milliseconds the server
+//! spent on the exchange ([`FLAG_SERVER_TIME`]).
 //!
 //! **Do not rename, reorder or remove fields or enum variants of the types in this module**:
 //! postcard is positional, so that would silently break deployed phones. Add a new protocol
@@ -75,6 +77,20 @@ pub const RECORDS_DICT: &[u8] = include_bytes!("records.zdict");
 /// The id zstd writes in a frame made with [`RECORDS_DICT`]: a frame made with another
 /// dictionary is refused, never misread.
 pub const RECORDS_DICT_ID: u32 = 0x6773_0001;
+
+/// Flags byte of [`SyncRequest::accept`]: the phone reads the server's time in the answer's
+/// frame ([`FRAME_SERVER_TIME`]).
+///
+/// A phone measures its link by the bytes of an exchange over the time it took. That time
+/// includes the server's, so a phone of a busy server took its fast link for 2G: it then asked
+/// for small pages (more requests for the busy server) and for the slow link's compression. Told
+/// the server's time, it takes it out.
+pub const FLAG_SERVER_TIME: u8 = 16;
+/// Flags byte of a frame: after the flags byte come two bytes (little-endian), the
+/// milliseconds the server spent on this exchange, from the request's body read to the
+/// answer's framing (at most 65,535). Sent only to a phone that accepts it
+/// ([`FLAG_SERVER_TIME`]); never in a request.
+pub const FRAME_SERVER_TIME: u8 = 4;
 
 /// zstd level: 3 is zstd's default, the measured sweet spot for pages of case records on a
 /// link that is not the bottleneck.
@@ -300,26 +316,35 @@ pub struct Framing {
     /// The sender has the records dictionary: compressed, the message was made with it
     /// ([`FRAME_RECORDS_DICT`]).
     pub dict: bool,
+    /// An answer's time on the server, in milliseconds ([`FRAME_SERVER_TIME`]).
+    pub server_ms: Option<u16>,
 }
 
 impl Framing {
     /// The current version, uncompressed.
-    pub const PLAIN: Framing = Framing { version: PROTOCOL_VERSION, zstd: false, dict: false };
+    pub const PLAIN: Framing = Framing { version: PROTOCOL_VERSION, zstd: false, dict: false, server_ms: None };
     /// The current version, zstd-compressed when that makes the message smaller.
-    pub const ZSTD: Framing = Framing { version: PROTOCOL_VERSION, zstd: true, dict: false };
+    pub const ZSTD: Framing = Framing { version: PROTOCOL_VERSION, zstd: true, dict: false, server_ms: None };
     /// [`Framing::ZSTD`] with the records dictionary.
-    pub const ZSTD_DICT: Framing = Framing { version: PROTOCOL_VERSION, zstd: true, dict: true };
+    pub const ZSTD_DICT: Framing = Framing { version: PROTOCOL_VERSION, zstd: true, dict: true, server_ms: None };
 
     /// A version's framing, uncompressed.
     pub const fn plain(version: u8) -> Framing {
-        Framing { version, zstd: false, dict: false }
+        Framing { version, zstd: false, dict: false, server_ms: None }
     }
 
     /// How to answer a request that came in `self`: its version, compressed when the phone
     /// reads compressed answers, with the records dictionary when it reads that too.
     pub fn answer(self, request: &SyncRequest) -> Framing {
         let zstd = self.version >= 2 && request.accept & FLAG_ZSTD != 0;
-        Framing { version: self.version, zstd, dict: zstd && request.accept & FLAG_RECORDS_DICT != 0 }
+        Framing { version: self.version, zstd, dict: zstd && request.accept & FLAG_RECORDS_DICT != 0, server_ms: None }
+    }
+
+    /// This answer's framing, telling the server's time on it (`secs`) to a phone that reads
+    /// it; any other phone is told nothing.
+    pub fn timed(self, request: &SyncRequest, secs: f64) -> Framing {
+        let told = self.version >= 2 && request.accept & FLAG_SERVER_TIME != 0;
+        Framing { server_ms: told.then(|| (secs * 1000.0).round().clamp(0.0, f64::from(u16::MAX)) as u16), ..self }
     }
 }
 
@@ -376,6 +401,12 @@ fn frame(framing: Framing, level: impl FnOnce(usize) -> i32, payload: Vec<u8>) -
     let mut out = Vec::with_capacity(payload.len() + 6);
     out.extend_from_slice(MAGIC);
     out.push(framing.version);
+    // The flags byte is written below; the server's time, if told, follows it.
+    let time = |out: &mut Vec<u8>| {
+        if let Some(ms) = framing.server_ms {
+            out.extend_from_slice(&ms.to_le_bytes());
+        }
+    };
     if framing.version >= 2 {
         if framing.zstd {
             let level = level(payload.len());
@@ -388,12 +419,14 @@ fn frame(framing: Framing, level: impl FnOnce(usize) -> i32, payload: Vec<u8>) -
             .expect("zstd compresses into a Vec");
             // A tiny message (a no-op sync) grows under zstd's frame header: send it plain.
             if packed.len() < payload.len() {
-                out.push(FLAG_ZSTD | dict_bit(framing));
+                out.push(FLAG_ZSTD | extra_bits(framing));
+                time(&mut out);
                 out.extend(packed);
                 return out;
             }
         }
-        out.push(dict_bit(framing));
+        out.push(extra_bits(framing));
+        time(&mut out);
     }
     out.extend(payload);
     out
@@ -422,12 +455,9 @@ mod dict {
     }
 }
 
-fn dict_bit(framing: Framing) -> u8 {
-    if framing.dict {
-        FRAME_RECORDS_DICT
-    } else {
-        0
-    }
+/// The flags a frame says besides [`FLAG_ZSTD`].
+fn extra_bits(framing: Framing) -> u8 {
+    (if framing.dict { FRAME_RECORDS_DICT } else { 0 }) | if framing.server_ms.is_some() { FRAME_SERVER_TIME } else { 0 }
 }
 
 fn postcard_bytes<T: Serialize>(msg: &T) -> Vec<u8> {
@@ -451,10 +481,17 @@ fn unframe(bytes: &[u8]) -> Result<(Framing, std::borrow::Cow<'_, [u8]>), WireEr
         1 => Ok((Framing::plain(version), bytes[5..].into())),
         2 | 3 => {
             let (&flags, rest) = bytes[5..].split_first().ok_or_else(|| WireError::Malformed("no flags byte".into()))?;
-            if flags & !(FLAG_ZSTD | FRAME_RECORDS_DICT) != 0 {
+            if flags & !(FLAG_ZSTD | FRAME_RECORDS_DICT | FRAME_SERVER_TIME) != 0 {
                 return Err(WireError::Malformed(format!("unknown flags {flags:#04x}")));
             }
-            let framing = Framing { version, zstd: flags & FLAG_ZSTD != 0, dict: flags & FRAME_RECORDS_DICT != 0 };
+            let (server_ms, rest) = match flags & FRAME_SERVER_TIME {
+                0 => (None, rest),
+                _ => match rest {
+                    [a, b, rest @ ..] => (Some(u16::from_le_bytes([*a, *b])), rest),
+                    _ => return Err(WireError::Malformed("the server's time is cut short".into())),
+                },
+            };
+            let framing = Framing { version, zstd: flags & FLAG_ZSTD != 0, dict: flags & FRAME_RECORDS_DICT != 0, server_ms };
             Ok((framing, match (framing.zstd, framing.dict) {
                 (false, _) => rest.into(),
                 (true, false) => inflate(rest, None)?.into(),
@@ -686,7 +723,7 @@ mod tests {
 
     #[test]
     fn version_2_phones_are_read_and_answered_in_version_2() {
-        let v2 = Framing { version: 2, zstd: true, dict: false };
+        let v2 = Framing { version: 2, ..Framing::ZSTD };
         let bytes = sample().encode_as(v2);
         assert_eq!(bytes[4], 2);
         let (got, framing) = SyncRequest::decode_framed(&bytes).unwrap();
@@ -709,12 +746,37 @@ mod tests {
         assert_eq!(Framing::PLAIN.answer(&r), Framing::ZSTD);
         r.accept = FLAG_ZSTD | FLAG_RECORDS_DICT;
         assert_eq!(Framing::PLAIN.answer(&r), Framing::ZSTD_DICT);
-        assert_eq!(Framing { version: 2, zstd: true, dict: true }.answer(&r), Framing { version: 2, zstd: true, dict: true });
+        assert_eq!(Framing { version: 2, ..Framing::ZSTD_DICT }.answer(&r), Framing { version: 2, ..Framing::ZSTD_DICT });
         assert_eq!(Framing::plain(1).answer(&r), Framing::plain(1), "version 1 has no flags byte");
         r.accept = FLAG_RECORDS_DICT;
         assert_eq!(Framing::ZSTD.answer(&r), Framing::PLAIN, "the dictionary only with zstd");
         r.accept = 0;
         assert_eq!(Framing::ZSTD.answer(&r), Framing::PLAIN);
+    }
+
+    #[test]
+    fn the_servers_time_is_told_only_to_a_phone_that_reads_it() {
+        let mut resp = sample_response();
+        let mut req = sample();
+        for (accept, framing) in [(FLAG_ZSTD, Framing::ZSTD), (0, Framing::PLAIN), (FLAG_ZSTD | FLAG_RECORDS_DICT, Framing::ZSTD_DICT)] {
+            req.accept = accept;
+            assert_eq!(framing.timed(&req, 0.25), framing, "not asked: not told");
+            req.accept = accept | FLAG_SERVER_TIME;
+            let told = framing.timed(&req, 0.25);
+            assert_eq!(told.server_ms, Some(250));
+            let bytes = resp.encode_as(told);
+            assert_eq!(bytes[5] & FRAME_SERVER_TIME, FRAME_SERVER_TIME);
+            assert_eq!(SyncResponse::decode_framed(&bytes).unwrap(), (resp.clone(), told));
+            // A two-minute exchange is told as the most two bytes hold.
+            assert_eq!(framing.timed(&req, 120.0).server_ms, Some(u16::MAX));
+        }
+        // Version 1 has no flags byte: never told.
+        assert_eq!(Framing::plain(1).timed(&req, 0.25).server_ms, None);
+        // A tiny answer too, and a frame cut inside the two bytes is refused.
+        resp = SyncResponse::default();
+        let bytes = resp.encode_as(Framing::ZSTD.timed(&req, 0.003));
+        assert_eq!(SyncResponse::decode_framed(&bytes).unwrap().1.server_ms, Some(3));
+        assert!(matches!(SyncResponse::decode(&bytes[..7]), Err(WireError::Malformed(_))));
     }
 
     /// `n` case records as a phone would get them in a page: each one's first change.

@@ -2510,3 +2510,32 @@ async fn sync_bodies_made_with_the_records_dictionary_are_read_and_false_ones_re
     assert_eq!(r.status, 200, "the server goes on: {}", r.text());
     server.stop().await;
 }
+
+/// A phone that asks is told the server's time on its exchange (it measures its link without
+/// it); one that does not ask is told nothing. `/metrics` counts the syncs of phones that
+/// measured their link as slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_tells_its_time_to_phones_that_ask_and_counts_slow_links() {
+    use sync_protocol::wire::{FLAG_SERVER_TIME, FLAG_SLOW_LINK, FLAG_ZSTD, FRAME_SERVER_TIME};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(dir.path(), 0).await;
+    let api = Api::new(&server);
+    let officer = api.login("officer1", None).await;
+    let (_, push) = push_request("04701");
+    let mut req = SyncRequest::decode(&push).unwrap();
+    req.accept = FLAG_ZSTD | FLAG_SERVER_TIME | FLAG_SLOW_LINK;
+    let r = api.sync(&officer.access, req.encode()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.bytes[5] & FRAME_SERVER_TIME, FRAME_SERVER_TIME);
+    let (resp, framing) = SyncResponse::decode_framed(&r.bytes).unwrap();
+    assert_eq!(resp.results.len(), 1);
+    assert!(framing.server_ms.is_some_and(|ms| ms < 60_000), "{framing:?}");
+    let r = api.sync(&officer.access, SyncRequest { accept: FLAG_ZSTD, ..Default::default() }.encode()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(SyncResponse::decode_framed(&r.bytes).unwrap().1.server_ms, None, "not asked, not told");
+    let admin = api.login("admin", None).await;
+    let metrics = api.get("/metrics", &admin.access).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().lines().any(|l| l == "gesync_sync_slow_link_requests_total 1"), "{}", metrics.text());
+    server.stop().await;
+}

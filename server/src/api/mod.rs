@@ -97,6 +97,8 @@ const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 #[derive(Default)]
 pub struct Metrics {
     pub sync_requests: AtomicU64,
+    /// Sync requests from phones that measured their link as slow (`FLAG_SLOW_LINK`).
+    pub sync_slow_link_requests: AtomicU64,
     pub sync_bytes_in: AtomicU64,
     pub sync_bytes_out: AtomicU64,
     pub records_accepted: AtomicU64,

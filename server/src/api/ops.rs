@@ -111,6 +111,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let body = format!(
         "# TYPE gesync_sync_requests_total counter\ngesync_sync_requests_total {}\n\
+         # TYPE gesync_sync_slow_link_requests_total counter\ngesync_sync_slow_link_requests_total {}\n\
          # TYPE gesync_sync_bytes_in_total counter\ngesync_sync_bytes_in_total {}\n\
          # TYPE gesync_sync_bytes_out_total counter\ngesync_sync_bytes_out_total {}\n\
          # TYPE gesync_records_accepted_total counter\ngesync_records_accepted_total {}\n\
@@ -123,6 +124,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
          # TYPE gesync_feed_sequence gauge\ngesync_feed_sequence {}\n\
          # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n",
         g(&m.sync_requests),
+        g(&m.sync_slow_link_requests),
         g(&m.sync_bytes_in),
         g(&m.sync_bytes_out),
         g(&m.records_accepted),

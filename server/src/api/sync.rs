@@ -72,6 +72,9 @@ pub(super) async fn sync(
     let p = slot.p.clone();
     let _record = scopeguard_histogram("gesync_sync_seconds", std::time::Instant::now());
     let body = body?;
+    // The phone's link is measured without the server's own time (`FLAG_SERVER_TIME`): from
+    // here, the body read, to the answer's framing.
+    let started = std::time::Instant::now();
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ct != CONTENT_TYPE {
         return Err(AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::BadContentType, format!("sync bodies must be sent as {CONTENT_TYPE}")));
@@ -85,6 +88,9 @@ pub(super) async fn sync(
     let answer = framing.answer(&req);
     let m = &state.metrics;
     m.sync_requests.fetch_add(1, Ordering::Relaxed);
+    if req.accept & sync_protocol::wire::FLAG_SLOW_LINK != 0 {
+        m.sync_slow_link_requests.fetch_add(1, Ordering::Relaxed);
+    }
     m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
     let db = state.db.clone();
     // Work a client no longer waits for stops between records (the slot is freed with it).
@@ -105,7 +111,7 @@ pub(super) async fn sync(
         }
         // Compressing is CPU work: off the async threads too. Harder for a phone on a slow link,
         // unless every core already has a sync to answer: then the CPU, not the link, is short.
-        let bytes = resp.encode_for(answer, req.accept);
+        let bytes = resp.encode_for(answer.timed(&req, started.elapsed().as_secs_f64()), req.accept);
         drop(working);
         Ok((resp, bytes))
     })

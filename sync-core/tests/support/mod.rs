@@ -241,14 +241,18 @@ pub struct Phone {
     pub report: Option<client_core::SyncReport>,
     /// How each request came (its framing and accept flags), in order.
     pub requests: Vec<(sync_protocol::wire::Framing, u8)>,
-    /// Answer as a server built before the records dictionary: never with it.
-    pub server_without_dict: bool,
+    /// Answer as a server built before the records dictionary and the server's time: never
+    /// with either.
+    pub old_server: bool,
+    /// Of each exchange's `secs_per_exchange`, the seconds spent on the server (told to a
+    /// phone that asks, unless `old_server`).
+    pub server_secs: f64,
 }
 
 impl Phone {
     pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
         let store = SimStore { actor: Some(actor.clone()), ..SimStore::default() };
-        Phone { who, actor, store, page_bytes, push_page_bytes: None, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0, lose_answer_of: None, report: None, requests: vec![], server_without_dict: false }
+        Phone { who, actor, store, page_bytes, push_page_bytes: None, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0, lose_answer_of: None, report: None, requests: vec![], old_server: false, server_secs: 0.0 }
     }
 
     /// The ids of the records the phone holds.
@@ -305,8 +309,10 @@ impl Phone {
             }
             let resp = server.sync(&self.who, tree, &req);
             self.echoed += resp.pull.iter().filter(|d| req.push.iter().any(|p| p.id == d.id)).count();
-            let mut answer_framing = framing.answer(&req);
-            answer_framing.dict &= !self.server_without_dict;
+            let mut answer_framing = framing.answer(&req).timed(&req, self.server_secs);
+            if self.old_server {
+                (answer_framing.dict, answer_framing.server_ms) = (false, None);
+            }
             let answer = resp.encode_as(answer_framing);
             self.clock += self.secs_per_exchange;
             if self.lose_answer_of == Some(exchanges) {

@@ -238,6 +238,10 @@ async fn run(config: FleetConfig) {
     eprintln!("checked {} server records against {} phones in {:.1} s: {verdict:?}", on_server.len(), phones.len(), t.elapsed().as_secs_f64());
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
+    // Phones that measured their loopback link as slow (a busy server's time taken for the
+    // link's) asked for small pages and the slow link's compression.
+    let slow_link_requests = server_counter(&servers, "gesync_sync_slow_link_requests_total").await;
+    eprintln!("sync requests from phones that took their link for slow: {slow_link_requests} of {}", transport.requests.load(Ordering::Relaxed));
     let rss_end: f64 = pids.iter().map(|p| rss_mb(*p)).sum();
     let request_ms = transport.sync_ms.lock().unwrap().clone();
 
@@ -262,6 +266,7 @@ async fn run(config: FleetConfig) {
             "districts": layout.districts.len(),
             "requests": transport.requests.load(Ordering::Relaxed),
             "sync_calls": syncs.calls,
+            "slow_link_requests": slow_link_requests,
             "errors": errors + transport.failures.load(Ordering::Relaxed) as usize,
             "lost": lost,
             "duplicates": verdict.duplicates,
@@ -283,6 +288,17 @@ async fn run(config: FleetConfig) {
                        "slowest_answer_s": (fleet::percentile(&logins.sync_ms, 100.0) / 100.0).round() / 10.0},
         })
     );
+}
+
+/// A counter of the servers' `/metrics`, summed over the replicas (read as the admin).
+async fn server_counter(servers: &[ServerChild], name: &str) -> u64 {
+    let mut sum = 0;
+    for s in servers {
+        let text = tests::Api::login(&format!("http://{}", s.addr), "admin").await.get_text("/metrics").await;
+        let value = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok());
+        sum += value.unwrap_or_else(|| panic!("{name} is not on /metrics"));
+    }
+    sum
 }
 
 /// The least-squares fit of cpu = a·pushed + b·delivered over `(cpu, pushed, delivered)` points:
