@@ -96,6 +96,12 @@ pub struct Outcome {
     pub connections: u64,
     pub cuts: u64,
     pub retries: usize,
+    /// The daily sync after the push (not in the figures above): the records another officer
+    /// added, and the bytes and time it took to bring them.
+    pub daily_records: usize,
+    pub daily_down: u64,
+    pub daily_up: u64,
+    pub daily_s: f64,
 }
 
 impl Outcome {
@@ -105,10 +111,12 @@ impl Outcome {
 }
 
 /// A new phone of the commune's officer joins over `link` in front of `server`: logs in, makes
-/// its first sync, then records `push` new cases offline and syncs them. Retries for as long as
-/// a person would keep the app open (30 minutes); the SDK sizes pages itself. `server_pid`, a
-/// server in a process of its own, has its CPU counted in each phase.
-pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, link: Link, push: usize, options: &SyncOptions, seed: u64) -> (Client, Outcome, BTreeSet<String>) {
+/// its first sync, then records `push` new cases offline and syncs them; then, a day later,
+/// another officer records `daily` cases (on a fast link) and the phone's daily sync brings
+/// them. Retries for as long as a person would keep the app open (30 minutes); the SDK sizes
+/// pages itself. `server_pid`, a server in a process of its own, has its CPU counted in each
+/// phase. Returns the phone, what it went through, and the ids of the records made here.
+pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, link: Link, push: usize, daily: usize, options: &SyncOptions, seed: u64) -> (Client, Outcome, BTreeSet<String>) {
     let slow = SlowLink::start(server, link).await;
     let http = HttpTransport::new(&slow.url(), None, &HttpConfig::default()).unwrap();
     let mut phone = Client::open(dir.join("newcomer"), FixedKey(StoreKey::random())).unwrap().with_transport(Arc::new(http.clone()));
@@ -148,7 +156,30 @@ pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, l
     (out.bytes_up, out.bytes_down) = slow.stats.get();
     out.connections = slow.stats.connections.load(std::sync::atomic::Ordering::Relaxed);
     out.cuts = slow.stats.cuts.load(std::sync::atomic::Ordering::Relaxed);
+
+    if daily > 0 {
+        let added = officer_adds(&format!("http://{server}"), &dir.join("daily-officer"), daily, seed ^ 0xda11).await;
+        let t = Instant::now();
+        let report = phone.sync_with(&options, |_| {}).await.unwrap_or_else(|e| panic!("daily sync over {}: {e}", out.link));
+        out.daily_s = t.elapsed().as_secs_f64();
+        out.daily_records = report.pulled;
+        let (up, down) = slow.stats.get();
+        (out.daily_up, out.daily_down) = (up - out.bytes_up, down - out.bytes_down);
+        mine.extend(added);
+    }
     (phone, out, mine)
+}
+
+/// The commune's other officer, on a new phone and a fast link, records `n` cases: their ids.
+async fn officer_adds(url: &str, store: &Path, n: usize, seed: u64) -> BTreeSet<String> {
+    let mut officer = Client::open(store, FixedKey(StoreKey::random())).unwrap();
+    officer.login(url, FILLER, PASSWORD, None).await.unwrap();
+    officer.sync(|_| {}).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let ids = (0..n).map(|i| officer.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string()).collect();
+    let report = officer.sync(|_| {}).await.unwrap();
+    assert_eq!((report.pushed, report.rejected), (n, 0), "the officer's records are all accepted");
+    ids
 }
 
 /// The exact end state: the phone holds `expected` (every record once, nothing else, nothing

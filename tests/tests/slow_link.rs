@@ -25,10 +25,10 @@ async fn a_new_phone_gets_every_record_over_a_link_that_keeps_dropping() {
     let mut expected = fill_commune(&server.url(), dir.path(), 200, seed).await;
     // 6 KB/s down, 3 KB/s up, cut every 3 s: the pull alone needs several connections.
     let link = Link { down: 6_000.0, up: 3_000.0, connect_delay: Duration::from_millis(200), cut_every: Some(Duration::from_secs(3)) };
-    let (phone, out, mine) = newcomer(server.addr, None, dir.path(), link, 30, &SyncOptions::default(), seed).await;
+    let (phone, out, mine) = newcomer(server.addr, None, dir.path(), link, 30, 3, &SyncOptions::default(), seed).await;
     eprintln!("{out:?}");
     expected.extend(mine);
-    assert_eq!((out.pull_records, out.push_records), (200, 30), "{out:?}");
+    assert_eq!((out.pull_records, out.push_records, out.daily_records), (200, 30, 3), "{out:?}");
     assert!(out.cuts >= 2, "the link was cut while syncing: {out:?}");
     check_exact(&server.url(), &phone, &expected).await.unwrap();
     server.stop().await;

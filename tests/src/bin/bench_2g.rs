@@ -16,12 +16,18 @@
 //! (4000), `--connect-ms MS` (600), `--cut-s S` (30; 0 = no cuts), `--seed N` (42).
 //! The last line of output is one JSON object.
 
+// The JSON summary is one `json!` of more keys than its default recursion allows.
+#![recursion_limit = "256"]
+
 use std::time::Duration;
 
 use client_sdk::SyncOptions;
 use tests::bench::{arg, arg_parsed, ServerChild};
 use tests::field::{check_exact, fill_commune, newcomer};
 use tests::slowlink::Link;
+
+/// Records another officer adds before the newcomer's daily sync (after its push).
+const DAILY: usize = 5;
 
 fn main() {
     tests::bench::serve_if_child();
@@ -73,6 +79,10 @@ fn main() {
     eprintln!(
         "login and first sync: {} B down, {} B up; push: {push_up} B up, {push_down} B down",
         out.first_sync_down, out.first_sync_up
+    );
+    eprintln!(
+        "daily sync, {} records another officer added: {} B down, {} B up, {:.1} s",
+        out.daily_records, out.daily_down, out.daily_up, out.daily_s
     );
     // The information's own size: the same records as plain JSON, zstd -19 in one piece.
     let (plain_down, plain_up) = (plain_json_zstd19(records, seed), plain_json_zstd19(push, seed ^ 0x5eed));
@@ -148,6 +158,10 @@ fn main() {
         "changes_with_ids_pages_slow_level_dict_up": floor_up[2],
         "changes_with_ids_pages_of_5_down": floor_down[4],
         "changes_with_ids_pages_of_5_dict_down": floor_down[5],
+        "daily_records": out.daily_records,
+        "daily_bytes_down": out.daily_down,
+        "daily_bytes_up": out.daily_up,
+        "daily_s": round(out.daily_s),
         "first_sync_server_cpu_s": round(out.first_sync_server_cpu_s),
         "push_server_cpu_s": round(out.push_server_cpu_s),
         "exact": true,
@@ -248,7 +262,7 @@ async fn run(records: usize, push: usize, link: Link, options: &SyncOptions, see
     let server = ServerChild::spawn(&data);
     let url = format!("http://{}", server.addr);
     let mut expected = fill_commune(&url, dir.path(), records, seed).await;
-    let (phone, out, mine) = newcomer(server.addr, Some(server.pid()), dir.path(), link, push, options, seed).await;
+    let (phone, out, mine) = newcomer(server.addr, Some(server.pid()), dir.path(), link, push, DAILY, options, seed).await;
     expected.extend(mine);
     if let Err(e) = check_exact(&url, &phone, &expected).await {
         eprintln!("error: the end state is wrong over {}: {e}", out.link);
