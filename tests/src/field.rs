@@ -62,15 +62,18 @@ pub fn field_case(rng: &mut StdRng, i: usize) -> Value {
 /// Fills the commune with `n` case records from another officer's phone over loopback (fast),
 /// so the newcomer has them to pull. Returns their ids.
 pub async fn fill_commune(url: &str, dir: &Path, n: usize, seed: u64) -> BTreeSet<String> {
-    let mut filler = Client::open(dir.join("filler"), FixedKey(StoreKey::random())).unwrap();
-    filler.login(url, FILLER, PASSWORD, None).await.unwrap();
+    officer_adds(url, &dir.join("filler"), n, seed).await
+}
+
+/// The commune's other officer, on a new phone (its store at `store`) and a fast link, records
+/// `n` cases made from `seed` and pushes them: their ids.
+async fn officer_adds(url: &str, store: &Path, n: usize, seed: u64) -> BTreeSet<String> {
+    let mut officer = Client::open(store, FixedKey(StoreKey::random())).unwrap();
+    officer.login(url, FILLER, PASSWORD, None).await.unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut ids = BTreeSet::new();
-    for i in 0..n {
-        ids.insert(filler.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string());
-    }
-    let report = filler.sync(|_| {}).await.unwrap();
-    assert_eq!((report.pushed, report.rejected), (n, 0), "the filler's records are all accepted");
+    let ids = (0..n).map(|i| officer.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string()).collect();
+    let report = officer.sync(|_| {}).await.unwrap();
+    assert_eq!((report.pushed, report.rejected), (n, 0), "the officer's records are all accepted");
     ids
 }
 
@@ -170,17 +173,6 @@ pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, l
     (phone, out, mine)
 }
 
-/// The commune's other officer, on a new phone and a fast link, records `n` cases: their ids.
-async fn officer_adds(url: &str, store: &Path, n: usize, seed: u64) -> BTreeSet<String> {
-    let mut officer = Client::open(store, FixedKey(StoreKey::random())).unwrap();
-    officer.login(url, FILLER, PASSWORD, None).await.unwrap();
-    officer.sync(|_| {}).await.unwrap();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let ids = (0..n).map(|i| officer.create(RecordKind::GbvCase, &field_case(&mut rng, i)).unwrap().to_string()).collect();
-    let report = officer.sync(|_| {}).await.unwrap();
-    assert_eq!((report.pushed, report.rejected), (n, 0), "the officer's records are all accepted");
-    ids
-}
 
 /// The exact end state: the phone holds `expected` (every record once, nothing else, nothing
 /// pending), and the server lists each of them once to the commune's district staff.
