@@ -309,8 +309,11 @@ async function sync() {
         } else renderSyncBar();
         continue;
       }
-      phone.failed(now());
       const code = await errorCode(r);
+      // A replica of an older build could not read the records dictionary: again at once,
+      // without it (decided by the core).
+      if (phone.unreadDictionary(r.status, code)) continue;
+      phone.failed(now());
       // What a refusal means is decided by the core (the same rule as gesync-field's).
       const what = refusal(r.status, code);
       if (what === 'wipe_device_revoked') return wipeBecause('revoked');

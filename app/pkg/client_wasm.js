@@ -266,6 +266,18 @@ export class Phone {
         const ret = wasm.phone_takeWrites(this.__wbg_ptr);
         return Writes.__wrap(ret);
     }
+    /**
+     * @param {number} status
+     * @param {string} code
+     * @returns {boolean}
+     */
+    unreadDictionary(status, code) {
+        const val2 = +status;
+        const ptr0 = passStringToWasm0(code, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.phone_unreadDictionary(this.__wbg_ptr, val2, ptr0, len0);
+        return ret !== 0;
+    }
     wipe() {
         wasm.phone_wipe(this.__wbg_ptr);
     }

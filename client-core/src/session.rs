@@ -15,7 +15,7 @@ use sync_protocol::wire::{
     Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
     FLAG_HEADS_FROM_DOC, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
 };
-use sync_protocol::{doc, heads_from_wire, heads_to_wire, RecordId};
+use sync_protocol::{doc, heads_from_wire, heads_to_wire, ErrorCode, RecordId};
 
 use crate::error::CoreError;
 use crate::meta::{load_doc, refresh_meta, sorted, Partial, RecordMeta, Rejection, SyncStatus};
@@ -346,6 +346,9 @@ pub struct Session {
     /// Exchanges answered.
     n: usize,
     in_flight: Option<InFlight>,
+    /// A server refused a request made with the records dictionary: the rest of this sync
+    /// goes without it ([`Session::unread_dictionary`]).
+    without_dict: bool,
 }
 
 impl Session {
@@ -361,6 +364,7 @@ impl Session {
             more: false,
             n: 0,
             in_flight: None,
+            without_dict: false,
         })
     }
 
@@ -433,7 +437,14 @@ impl Session {
     /// stalled, the server was busy): what it carried goes again, in smaller pages. The driver
     /// decides whether to try again, and waits [`backoff`] first.
     pub fn failed(&mut self, now: f64) {
-        let Some(f) = self.in_flight.take() else { return };
+        if self.again() {
+            self.pacer.failed(now);
+        }
+    }
+
+    /// What the exchange in flight carried goes in the next request (false: none in flight).
+    fn again(&mut self) -> bool {
+        let Some(f) = self.in_flight.take() else { return false };
         self.report.retries += 1;
         for (id, heads) in &f.pushed {
             let server = f.server_heads.get(id).cloned().unwrap_or_default();
@@ -445,7 +456,23 @@ impl Session {
         }
         // Offers stay in the store's list until answered: the next request carries them again.
         self.round.offered.clear();
-        self.pacer.failed(now);
+        true
+    }
+
+    /// Whether the server's refusal of the exchange in flight is of the records dictionary: the
+    /// request was made with it and the server could not read it (400 `bad_sync_message`), as
+    /// a replica of a build before the dictionary answers when a newer one behind the same
+    /// load balancer told the phone it has it. Then what it carried goes again, in pages of the
+    /// same size (the link did not fail), and the rest of this sync goes without the
+    /// dictionary: the driver sends the next request at once, without calling
+    /// [`Session::failed`]. Once a sync; any other refusal is the driver's, by [`Refusal`].
+    pub fn unread_dictionary(&mut self, status: u16, code: &str) -> bool {
+        let unread = status == 400 && code == ErrorCode::BadSyncMessage.as_str() && self.framing.dict && !self.without_dict && self.again();
+        if unread {
+            self.without_dict = true;
+            self.framing.dict = false;
+        }
+        unread
     }
 
     /// Applies the answer to the exchange in flight and stores it: records first, then (after
@@ -455,7 +482,7 @@ impl Session {
         let (response, framing) = SyncResponse::decode_framed(body).map_err(|e| CoreError::Protocol(e.to_string()))?;
         // Each answer says whether the server has the records dictionary, so reads it too: the
         // next requests use it (the first of each sync goes without).
-        self.framing.dict = self.compress && framing.dict;
+        self.framing.dict = self.compress && !self.without_dict && framing.dict;
         self.n += 1;
         self.report.bytes_down += body.len() as u64;
         let down_bytes = response.pull.iter().map(|p| p.changes.len()).sum::<usize>() + response.part.as_ref().map_or(0, |p| p.bytes.len());

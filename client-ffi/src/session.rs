@@ -200,6 +200,15 @@ impl Phone {
             }
             InFlight::Sync(body) => {
                 let refused = refusal_of(&answer);
+                let dictionary = match &refused {
+                    TransportError::Status { status, code, .. } => r.session.unread_dictionary(*status, code),
+                    _ => false,
+                };
+                if dictionary {
+                    // An older replica could not read the records dictionary: the next step
+                    // sends the request again at once without it.
+                    return Ok(progress(client, r));
+                }
                 match refused.refusal() {
                     Some(Refusal::Refresh) if !r.refreshed => {
                         r.need_refresh = true;

@@ -144,3 +144,34 @@ fn a_refused_login_says_why() {
     assert_eq!(phone.login_request("ftp://x".into(), "u".into(), "p".into()).unwrap_err().code(), "config");
     assert!(!phone.logged_in());
 }
+
+/// Behind one load balancer, a replica of a build before the records dictionary cannot read a
+/// request made with it, which a newer replica's answer led the phone to send: the next step
+/// sends the request again at once (no wait) without it, and the sync goes on.
+#[test]
+fn a_request_an_older_replica_cannot_read_goes_again_at_once_without_the_dictionary() {
+    use sync_protocol::wire::{Framing, PushOutcome, PushResult, SyncRequest, SyncResponse, FRAME_RECORDS_DICT};
+    let dir = tempfile::tempdir().unwrap();
+    let phone = logged_in_phone(dir.path(), Arc::new(Keys::default()));
+    phone.create(RecordKind::NewsItem, r#"{"commune":"04711","published_on":"2025-11-05","channel":"loudspeaker"}"#.into()).unwrap();
+    phone.begin_sync().unwrap();
+    let first = send(phone.next_step().unwrap()).body;
+    assert_eq!(first[5] & FRAME_RECORDS_DICT, 0, "the first request of a sync goes without it");
+    // A newer replica answers with the dictionary, and says there is more to pull.
+    let (req, _) = SyncRequest::decode_framed(&first).unwrap();
+    let results = req.push.iter().map(|p| PushResult { id: p.id, outcome: PushOutcome::Accepted }).collect();
+    let answer = SyncResponse { results, more: true, ..Default::default() }.encode_as(Framing::ZSTD_DICT.answer(&req));
+    phone.answer(HttpAnswer { status: 200, body: answer, retry_after_seconds: None }).unwrap();
+    let second = send(phone.next_step().unwrap()).body;
+    assert_ne!(second[5] & FRAME_RECORDS_DICT, 0, "with it once the server said it has it");
+    // The older replica cannot read it.
+    phone.answer(refusal(400, "bad_sync_message", None)).unwrap();
+    let again = send(phone.next_step().unwrap()).body;
+    assert_eq!(again[5] & FRAME_RECORDS_DICT, 0, "again at once, without it");
+    assert_eq!(SyncRequest::decode(&again).unwrap(), SyncRequest::decode(&second).unwrap(), "the same request");
+    // The same refusal of a request made without it ends the sync with the server's message.
+    let e = phone.answer(refusal(400, "bad_sync_message", None)).unwrap_err();
+    assert_eq!(e.code(), "server", "{e:?}");
+    assert!(phone.progress().is_none(), "the sync ended");
+    assert_eq!(phone.pending_count(), 0, "what the first answer acknowledged stays acknowledged");
+}

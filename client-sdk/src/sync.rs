@@ -16,7 +16,7 @@ pub use client_core::{SyncOptions, SyncProgress, SyncReport, MAX_ROUNDS, PUSH_BU
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 
 /// The wait before try `failures + 1`: exponential from half a second, with jitter so that a
 /// whole commune's phones do not come back at the same instant; the server's `Retry-After`
@@ -57,8 +57,11 @@ impl Client {
                 Step::Done(report) => return Ok(report),
                 Step::Send(body) => body,
             };
-            match self.call_sync(&*transport, body).await {
-                Ok(answer) => {
+            match self.call_sync(&*transport, &mut session, body).await {
+                // An older replica could not read the records dictionary: again at once
+                // without it (`Session::unread_dictionary`).
+                Ok(None) => {}
+                Ok(Some(answer)) => {
                     failures = 0;
                     let p = session.answered(&mut self.store, &answer, now())?;
                     progress(&p);
@@ -76,13 +79,15 @@ impl Client {
     }
 
     /// One sync exchange, refreshing the session once if the access token has expired. Returns
-    /// the answer's body (the session reads it).
-    async fn call_sync(&mut self, transport: &dyn Transport, body: Vec<u8>) -> Result<Vec<u8>> {
+    /// the answer's body (the session reads it), or `None` when the request goes again at once
+    /// without the records dictionary, which the server could not read.
+    async fn call_sync(&mut self, transport: &dyn Transport, session: &mut Session, body: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let mut access = self.store.state().access_token.clone().ok_or(Error::NotLoggedIn)?;
         let mut refreshed = false;
         loop {
             match transport.sync(&access, body.clone()).await {
-                Ok(bytes) => return Ok(bytes),
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(TransportError::Status { status, ref code, .. }) if session.unread_dictionary(status, code) => return Ok(None),
                 // What a refusal means is decided by the core (the same rule as the app's).
                 Err(e) => match e.refusal() {
                     Some(Refusal::WipeDeviceRevoked | Refusal::WipeAccountDisabled) => {

@@ -375,6 +375,13 @@ impl Phone {
         }
     }
 
+    /// Whether the server's refusal of the request in flight is of the records dictionary
+    /// (`client_core::Session::unread_dictionary`): then the app sends the next request at
+    /// once, which goes without it (and does not call `failed`: the link did not fail).
+    pub fn unread_dictionary(&mut self, status: u16, code: &str) -> bool {
+        self.session.as_mut().is_some_and(|s| s.unread_dictionary(status, code))
+    }
+
     /// The report of the sync that just ended, as JSON.
     pub fn report(&self) -> Value {
         let r = self.last_report.clone().unwrap_or_default();
@@ -472,6 +479,10 @@ impl Phone {
     #[wasm_bindgen(js_name = failed)]
     pub fn js_failed(&mut self, now: f64) {
         self.failed(now)
+    }
+    #[wasm_bindgen(js_name = unreadDictionary)]
+    pub fn js_unread_dictionary(&mut self, status: u16, code: &str) -> bool {
+        self.unread_dictionary(status, code)
     }
     #[wasm_bindgen(js_name = report)]
     pub fn js_report(&self) -> String {

@@ -510,10 +510,7 @@ fn records_pushed_without_heads_whose_answer_was_lost_come_back_and_count_as_pus
     let mut phone = support::Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 64 * 1024);
     phone.push_page_bytes = Some(12 * 1024); // the retry's pulled page holds more than it pushes
     phone.secs_per_exchange = 2.0; // slow: measured after the first exchange
-    for i in 0..80 {
-        let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": format!("2025-01-{:02}", 1 + i % 28), "title": format!("Tin số {i}: {}", (0..10).map(|_| ActorId::random().to_hex_string()).collect::<String>())}), phone.actor.clone()).unwrap();
-        phone.put(RecordId::random(), d);
-    }
+    phone.put_news_hard_to_compress(80, 10);
     phone.lose_answer_of = Some(2);
     phone.sync(&mut server, &tree);
     assert!(phone.pushed_headless > 0, "the lost exchange carried records without heads");
@@ -536,12 +533,7 @@ fn a_phone_on_a_slow_link_pushes_new_records_as_their_changes() {
     let mut server = MemServer::default();
     let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 16 * 1024);
     phone.secs_per_exchange = 2.0; // a few KB in 2 s: well under 32 KB/s
-    // Titles that compress little, so that each exchange carries enough to measure the link.
-    for i in 0..80 {
-        let id = RecordId::random();
-        let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": format!("2025-01-{:02}", 1 + i % 28), "title": format!("Tin số {i}: {}", (0..10).map(|_| ActorId::random().to_hex_string()).collect::<String>())}), phone.actor.clone()).unwrap();
-        phone.put(id, d);
-    }
+    phone.put_news_hard_to_compress(80, 10);
     let exchanges = phone.sync(&mut server, &tree);
     assert!(exchanges >= 2, "pages of 16 KB: more than one exchange ({exchanges})");
     let (as_doc, as_changes) = phone.pushed_whole;
@@ -580,11 +572,7 @@ fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
         let mut server = MemServer::default();
         let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 4 * 1024);
         phone.old_server = old_server;
-        for i in 0..60 {
-            let title = format!("Tin số {i}: {}", (0..6).map(|_| ActorId::random().to_hex_string()).collect::<String>());
-            let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-02", "title": title}), phone.actor.clone()).unwrap();
-            phone.put(RecordId::random(), d);
-        }
+        phone.put_news_hard_to_compress(60, 6);
         let exchanges = phone.sync(&mut server, &tree);
         assert!(exchanges >= 3, "pages of 4 KB: several exchanges ({exchanges})");
         assert!(phone.requests.iter().all(|(_, accept)| accept & (FLAG_ZSTD | FLAG_RECORDS_DICT) == FLAG_ZSTD | FLAG_RECORDS_DICT));
@@ -598,6 +586,42 @@ fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
         assert_eq!(phone.store.pending(), 0);
         assert_eq!(server.records.len(), 60);
     }
+}
+
+/// Behind one load balancer, a replica of a build before the records dictionary refuses a
+/// request made with it, which a newer replica's answer led the phone to send. The phone tries
+/// again at once without it, goes on without it for the rest of the sync, and loses nothing;
+/// the next sync starts as before.
+#[test]
+fn a_phone_goes_on_without_the_dictionary_when_an_older_replica_cannot_read_it() {
+    use support::Phone;
+    let tree = tree();
+    let mut server = MemServer::default();
+    let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 4 * 1024);
+    phone.older_replica = [3, 5].into();
+    phone.put_news_hard_to_compress(60, 6);
+    let exchanges = phone.sync(&mut server, &tree);
+    assert!(exchanges >= 6, "pages of 4 KB: several exchanges ({exchanges})");
+    assert_eq!(phone.refused, 1, "refused once: the request after it goes without the dictionary");
+    let with_dict: Vec<bool> = phone.requests.iter().map(|(framing, _)| framing.dict).collect();
+    assert_eq!(with_dict[..4], [false, true, true, false], "the third went to the older replica and was refused");
+    assert!(with_dict[4..].iter().all(|d| !d), "without it to the end of the sync, whichever replica answers: {with_dict:?}");
+    assert_eq!(phone.report.as_ref().unwrap().pushed, 60);
+    assert_eq!(phone.store.pending(), 0);
+    assert_eq!(server.records.len(), 60);
+
+    // A refusal of a request made without the dictionary, or for another reason, is not one.
+    let mut session = client_core::Session::new(&phone.store, &client_core::SyncOptions::default(), 0.0).unwrap();
+    assert!(!session.unread_dictionary(400, "bad_sync_message"), "the first request goes without it");
+    assert!(!session.unread_dictionary(413, "payload_too_large"));
+
+    // The next sync starts without it and takes it up again from a newer replica's answer.
+    phone.requests.clear();
+    phone.older_replica.clear();
+    phone.put_news_hard_to_compress(30, 6);
+    phone.sync(&mut server, &tree);
+    assert!(phone.requests.len() >= 2 && !phone.requests[0].0.dict && phone.requests[1].0.dict);
+    assert_eq!(server.records.len(), 90);
 }
 
 /// A phone measures its link without the server's own time, when the server tells it: a
@@ -615,11 +639,7 @@ fn a_busy_servers_time_is_not_taken_for_a_slow_link() {
         phone.old_server = old_server;
         // Two seconds an exchange, all but 20 ms of them waiting on the server.
         (phone.secs_per_exchange, phone.server_secs) = (2.0, 1.98);
-        for i in 0..80 {
-            let title = format!("Tin số {i}: {}", (0..10).map(|_| ActorId::random().to_hex_string()).collect::<String>());
-            let d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-02", "title": title}), phone.actor.clone()).unwrap();
-            phone.put(RecordId::random(), d);
-        }
+        phone.put_news_hard_to_compress(80, 10);
         phone.sync(&mut server, &tree);
         assert!(phone.requests.iter().all(|(_, accept)| accept & FLAG_SERVER_TIME != 0), "every request asks for the server's time");
         slow_requests.push(phone.requests.iter().filter(|(_, accept)| accept & FLAG_SLOW_LINK != 0).count());

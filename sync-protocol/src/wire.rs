@@ -434,8 +434,7 @@ fn frame(framing: Framing, level: impl FnOnce(usize) -> i32, payload: Vec<u8>) -
 
 /// [`RECORDS_DICT`], prepared once: for decompression, and for compression at each level used.
 mod dict {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::OnceLock;
 
     use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
@@ -446,12 +445,15 @@ mod dict {
         PREPARED.get_or_init(|| DecoderDictionary::copy(RECORDS_DICT))
     }
 
-    /// The dictionary prepared for `level` (zstd prepares a dictionary for one level). The
-    /// levels are the few of [`super::zstd_level`], so each is prepared once and kept.
+    /// zstd's levels are 0 to 22 (the negative ones are not used here).
+    const LEVELS: usize = 23;
+
+    /// The dictionary prepared for `level` (zstd prepares a dictionary for one level), once
+    /// per level and kept: no lock once prepared.
     pub(super) fn encoder(level: i32) -> &'static EncoderDictionary<'static> {
-        static PREPARED: OnceLock<Mutex<HashMap<i32, &'static EncoderDictionary<'static>>>> = OnceLock::new();
-        let mut prepared = PREPARED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        prepared.entry(level).or_insert_with(|| Box::leak(Box::new(EncoderDictionary::copy(RECORDS_DICT, level))))
+        static PREPARED: [OnceLock<EncoderDictionary<'static>>; LEVELS] = [const { OnceLock::new() }; LEVELS];
+        let level = level.clamp(0, LEVELS as i32 - 1);
+        PREPARED[level as usize].get_or_init(|| EncoderDictionary::copy(RECORDS_DICT, level))
     }
 }
 

@@ -6,6 +6,7 @@ import { startServer, launch, phone, openApp, appLogin, syncSettled, api, token,
 
 const ids = (page) => page.$$eval('#records [data-id]', (els) => els.map((e) => e.dataset.id));
 const state = (page) => page.locator('#record-state').innerText();
+const count = (text) => Number(text.replace(/[^\d]/g, ''));
 
 test('first visit online, then offline: the app opens, unlocks, records a case, and syncs by itself when the connection returns', async () => {
   const server = await startServer();
@@ -69,6 +70,40 @@ test('first visit online, then offline: the app opens, unlocks, records a case, 
     const after = await indicator(server.url, OFFICER.commune, '2026Q4', 'gbv_victims_supported');
     assert.equal(after.denominator, before.denominator + 1, 'the case is in the commune\'s figures');
     assert.equal(after.numerator, before.numerator + 1, 'reached by a service');
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test('behind replicas of two builds, a request the older one cannot read goes again without the records dictionary', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    seedRecords(server.url, OFFICER.user, OFFICER.password, OFFICER.commune, 300);
+    const expected = await serverRecords(server.url, OFFICER.commune);
+    const { page } = await phone(browser);
+    await openApp(page, server.url);
+    // A replica of a build before the records dictionary answers the first request made with
+    // it, as such a build does: 400 bad_sync_message (the frame's flags byte says 2).
+    const framed = [];
+    let refused = 0;
+    await page.route('**/api/v1/sync', (route) => {
+      const dict = (route.request().postDataBuffer()[5] & 2) !== 0;
+      framed.push(dict);
+      if (dict && refused === 0) {
+        refused += 1;
+        return route.fulfill({ status: 400, contentType: 'application/json', body: JSON.stringify({ error: { code: 'bad_sync_message', message: 'malformed sync message: unknown flags 0x03' } }) });
+      }
+      return route.continue();
+    });
+    await appLogin(page, OFFICER.user, OFFICER.password);
+    await syncSettled(page);
+    assert.equal(refused, 1, `requests with the dictionary: ${framed}`);
+    assert.equal(framed[0], false, 'the first request of a sync goes without it');
+    assert.ok(framed.indexOf(true) > 0 && framed.slice(framed.indexOf(true) + 1).every((d) => !d), `again at once without it, to the end of the sync: ${framed}`);
+    assert.equal(await page.locator('#sync-error').count(), 0, 'no error shown');
+    assert.equal(count(await page.locator('#record-count').innerText()), expected.length, 'every record');
   } finally {
     await browser.close();
     await server.stop();

@@ -23,6 +23,17 @@ pub const COMMUNE: &str = "04701";
 const FILLER: &str = "officer1b";
 const NEWCOMER: &str = "officer1";
 
+/// A field clock's step: from a change time `t` (Unix seconds), the next, one to 121 minutes
+/// later. Starting from 2025-01-01 (Vietnam), 1,350 steps span about two months. `bench-2g`'s
+/// clock and the records dictionary's samples (`dict-samples`) both step by it, each from its
+/// own start, so the dictionary's samples stay what they were trained from.
+pub fn clock_step(t: i64) -> i64 {
+    t + 60 + (t.wrapping_mul(2_654_435_761) >> 7).rem_euclid(7_200)
+}
+
+/// 2025-01-01 00:00 in Vietnam (UTC+7), where the field clocks start.
+pub const CLOCK_START: i64 = 1_735_664_400;
+
 const NOTE_WORDS: &[&str] = &[
     "nạn nhân", "chồng", "vợ", "con", "mẹ chồng", "bị đánh", "nhiều lần", "say rượu", "tối qua", "hàng xóm",
     "báo công an xã", "trưởng thôn", "đến nhà", "hòa giải", "không đồng ý", "bị thương", "ở tay", "ở mặt",

@@ -247,12 +247,19 @@ pub struct Phone {
     /// Of each exchange's `secs_per_exchange`, the seconds spent on the server (told to a
     /// phone that asks, unless `old_server`).
     pub server_secs: f64,
+    /// The exchanges (counted from 1 in each sync) that a replica of a build before the
+    /// records dictionary answers, behind the same load balancer as this server: it refuses a
+    /// request made with the dictionary (400 `bad_sync_message`) and answers others as
+    /// `old_server` does.
+    pub older_replica: std::collections::BTreeSet<usize>,
+    /// Requests the older replica refused.
+    pub refused: usize,
 }
 
 impl Phone {
     pub fn new(who: Principal, actor: sync_protocol::automerge::ActorId, page_bytes: u32) -> Phone {
         let store = SimStore { actor: Some(actor.clone()), ..SimStore::default() };
-        Phone { who, actor, store, page_bytes, push_page_bytes: None, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0, lose_answer_of: None, report: None, requests: vec![], old_server: false, server_secs: 0.0 }
+        Phone { who, actor, store, page_bytes, push_page_bytes: None, clock: 0.0, secs_per_exchange: 0.05, pushed_whole: (0, 0), pushed_headless: 0, echoed: 0, lose_answer_of: None, report: None, requests: vec![], old_server: false, server_secs: 0.0, older_replica: Default::default(), refused: 0 }
     }
 
     /// The ids of the records the phone holds.
@@ -263,6 +270,18 @@ impl Phone {
     /// The phone's copy of a record.
     pub fn doc(&self, id: RecordId) -> AutoCommit {
         client_core::load_doc(id, &self.store.docs[&id], &self.actor).unwrap()
+    }
+
+    /// Makes `n` news items of the phone's commune whose titles carry `randoms` random hex
+    /// strings of 32 characters each: titles that compress little, so that each exchange
+    /// carries enough bytes to measure the link by.
+    pub fn put_news_hard_to_compress(&mut self, n: usize, randoms: usize) {
+        for i in 0..n {
+            let title = format!("Tin số {i}: {}", (0..randoms).map(|_| sync_protocol::automerge::ActorId::random().to_hex_string()).collect::<String>());
+            let news = serde_json::json!({"commune": self.who.org_unit, "published_on": format!("2025-01-{:02}", 1 + i % 28), "title": title});
+            let d = sync_protocol::doc::new_record(sync_protocol::RecordKind::NewsItem, &news, self.actor.clone()).unwrap();
+            self.put(RecordId::random(), d);
+        }
     }
 
     /// Writes a record made or edited on the phone (pending until it is pushed).
@@ -307,10 +326,18 @@ impl Phone {
             if exchanges % 2 == 0 {
                 req.accept |= sync_protocol::wire::FLAG_SLOW_LINK;
             }
+            let older = self.older_replica.contains(&exchanges);
+            if older && framing.dict {
+                self.refused += 1;
+                self.clock += self.secs_per_exchange;
+                let unread = session.unread_dictionary(400, "bad_sync_message");
+                assert!(unread, "a refusal of the dictionary is told apart");
+                continue;
+            }
             let resp = server.sync(&self.who, tree, &req);
             self.echoed += resp.pull.iter().filter(|d| req.push.iter().any(|p| p.id == d.id)).count();
             let mut answer_framing = framing.answer(&req).timed(&req, self.server_secs);
-            if self.old_server {
+            if self.old_server || older {
                 (answer_framing.dict, answer_framing.server_ms) = (false, None);
             }
             let answer = resp.encode_as(answer_framing);

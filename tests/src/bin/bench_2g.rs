@@ -96,24 +96,24 @@ fn main() {
     // changes with their 16-byte ids, in one piece at zstd -19, and in pages of 200 at the slow
     // link's level, without and with the records dictionary.
     let (floor_down, floor_up) = (changes_floor(records, seed), changes_floor(push, seed ^ 0x5eed));
-    let slow_level = slow_link_level();
+    let (slow_level, small_level) = (slow_link_level(usize::MAX), slow_link_level(0));
     eprintln!(
         "a daily sync's page, the same records in pages of 5 at zstd -{}: {} B, {} B with the records dictionary ({:.0}%)",
-        floor_down[3],
-        floor_down[4],
-        floor_down[5],
-        100.0 * (floor_down[5] as f64 / floor_down[4] as f64 - 1.0)
+        small_level,
+        floor_down.daily,
+        floor_down.daily_dict,
+        100.0 * (floor_down.daily_dict as f64 / floor_down.daily as f64 - 1.0)
     );
     for (way, floor, plain) in [("down", floor_down, plain_down), ("up", floor_up, plain_up)] {
         let ratio = |b: u64| b as f64 / plain as f64;
         eprintln!(
             "the same records as Automerge changes with their ids, {way}: {} B in one piece at zstd -19 ({:.2}x); in pages of 200 at zstd -{slow_level}, {} B ({:.2}x), {} B with the records dictionary ({:.2}x)",
-            floor[0],
-            ratio(floor[0]),
-            floor[1],
-            ratio(floor[1]),
-            floor[2],
-            ratio(floor[2])
+            floor.one_piece,
+            ratio(floor.one_piece),
+            floor.pages,
+            ratio(floor.pages),
+            floor.pages_dict,
+            ratio(floor.pages_dict)
         );
     }
     eprintln!(
@@ -150,14 +150,14 @@ fn main() {
         "first_sync_down_over_plain_zstd19": round(out.first_sync_down as f64 / plain_down as f64),
         "plain_json_zstd19_up": plain_up,
         "push_up_over_plain_zstd19": round(push_up as f64 / plain_up as f64),
-        "changes_with_ids_zstd19_down": floor_down[0],
-        "changes_with_ids_pages_slow_level_down": floor_down[1],
-        "changes_with_ids_pages_slow_level_dict_down": floor_down[2],
-        "changes_with_ids_zstd19_up": floor_up[0],
-        "changes_with_ids_pages_slow_level_up": floor_up[1],
-        "changes_with_ids_pages_slow_level_dict_up": floor_up[2],
-        "changes_with_ids_pages_of_5_down": floor_down[4],
-        "changes_with_ids_pages_of_5_dict_down": floor_down[5],
+        "changes_with_ids_zstd19_down": floor_down.one_piece,
+        "changes_with_ids_pages_slow_level_down": floor_down.pages,
+        "changes_with_ids_pages_slow_level_dict_down": floor_down.pages_dict,
+        "changes_with_ids_zstd19_up": floor_up.one_piece,
+        "changes_with_ids_pages_slow_level_up": floor_up.pages,
+        "changes_with_ids_pages_slow_level_dict_up": floor_up.pages_dict,
+        "changes_with_ids_pages_of_5_down": floor_down.daily,
+        "changes_with_ids_pages_of_5_dict_down": floor_down.daily_dict,
         "daily_records": out.daily_records,
         "daily_bytes_down": out.daily_down,
         "daily_bytes_up": out.daily_up,
@@ -194,12 +194,12 @@ fn plain_json_zstd19(n: usize, seed: u64) -> u64 {
     zstd::bulk::compress(&serde_json::to_vec(&workload(n, seed)).unwrap(), 19).unwrap().len() as u64
 }
 
-/// A clock for the phones of this process: each reading is one to 121 minutes after the last,
-/// from 2025-01-01 (Vietnam), so 1,350 records span about two months.
+/// A clock for the phones of this process: each reading one field-clock step after the last
+/// (`tests::field::clock_step`), from 2025-01-01 (Vietnam).
 fn field_clock() -> i64 {
     use std::sync::atomic::{AtomicI64, Ordering};
-    static NOW: AtomicI64 = AtomicI64::new(1_735_664_400);
-    let step = |t: i64| t + 60 + (t.wrapping_mul(2_654_435_761) >> 7).rem_euclid(7_200);
+    static NOW: AtomicI64 = AtomicI64::new(tests::field::CLOCK_START);
+    let step = tests::field::clock_step;
     let mut t = NOW.load(Ordering::Relaxed);
     while let Err(seen) = NOW.compare_exchange(t, step(t), Ordering::Relaxed, Ordering::Relaxed) {
         t = seen;
@@ -207,12 +207,26 @@ fn field_clock() -> i64 {
     step(t)
 }
 
+/// The records as Automerge changes with their ids, compressed the ways [`changes_floor`]
+/// says, in bytes.
+#[derive(Clone, Copy)]
+struct Floor {
+    /// In one piece at zstd -19.
+    one_piece: u64,
+    /// In pages of 200 at the slow link's level, without and with the records dictionary.
+    pages: u64,
+    pages_dict: u64,
+    /// In pages of 5 (a daily sync) at a small page's level, without and with it.
+    daily: u64,
+    daily_dict: u64,
+}
+
 /// The `n` records made from `seed` as one phone's Automerge changes (`save_after(&[])`), each
 /// followed by its 16-byte id as a page carries it (made as a phone makes it, on the field
 /// clock): compressed in one piece at zstd -19, and in pages of 200 records at the slow link's
 /// level, without and with the records dictionary; then the level of a small page on a slow
 /// link, and the records in pages of 5 at that level (a daily sync), without and with it.
-fn changes_floor(n: usize, seed: u64) -> [u64; 6] {
+fn changes_floor(n: usize, seed: u64) -> Floor {
     let actor = automerge::ActorId::random();
     let records: Vec<Vec<u8>> = workload(n, seed)
         .iter()
@@ -226,25 +240,20 @@ fn changes_floor(n: usize, seed: u64) -> [u64; 6] {
         let mut c = zstd::bulk::Compressor::with_dictionary(level, sync_protocol::wire::RECORDS_DICT).unwrap();
         pages.map(|page| c.compress(&page.concat()).unwrap().len() as u64).sum()
     };
-    let (level, small) = (slow_link_level(), small_page_level());
-    [
-        zstd(&records.concat(), 19),
-        records.chunks(200).map(|page| zstd(&page.concat(), level)).sum(),
-        warm(records.chunks(200), level),
-        small as u64,
-        records.chunks(5).map(|page| zstd(&page.concat(), small)).sum(),
-        warm(records.chunks(5), small),
-    ]
+    let (level, small) = (slow_link_level(usize::MAX), slow_link_level(0));
+    Floor {
+        one_piece: zstd(&records.concat(), 19),
+        pages: records.chunks(200).map(|page| zstd(&page.concat(), level)).sum(),
+        pages_dict: warm(records.chunks(200), level),
+        daily: records.chunks(5).map(|page| zstd(&page.concat(), small)).sum(),
+        daily_dict: warm(records.chunks(5), small),
+    }
 }
 
-/// The zstd level of a slow link's large pages.
-fn slow_link_level() -> i32 {
-    sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, usize::MAX)
-}
-
-/// The zstd level of a slow link's small pages.
-fn small_page_level() -> i32 {
-    sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, 0)
+/// The zstd level of a page of `len` bytes on a slow link (the large pages' level for
+/// `usize::MAX`, the small pages' for 0).
+fn slow_link_level(len: usize) -> i32 {
+    sync_protocol::wire::zstd_level(sync_protocol::wire::FLAG_ZSTD | sync_protocol::wire::FLAG_SLOW_LINK, len)
 }
 
 fn round(x: f64) -> f64 {

@@ -79,13 +79,14 @@ fn main() {
     }
 }
 
-/// Change times for the samples: from 2025-01-01, a few minutes to two hours apart, the same
-/// every run (so the same samples train the same dictionary).
+/// Change times for the samples: from 2025-01-01, one field-clock step apart
+/// (`tests::field::clock_step`), the same every run (so the same samples train the same
+/// dictionary).
 fn sample_clock() -> i64 {
     use std::sync::atomic::{AtomicI64, Ordering};
-    static NOW: AtomicI64 = AtomicI64::new(1_735_664_400);
+    static NOW: AtomicI64 = AtomicI64::new(tests::field::CLOCK_START);
     let t = NOW.load(Ordering::Relaxed);
-    NOW.store(t + 60 + (t.wrapping_mul(2_654_435_761) >> 7).rem_euclid(7_200), Ordering::Relaxed);
+    NOW.store(tests::field::clock_step(t), Ordering::Relaxed);
     t
 }
 
