@@ -116,4 +116,10 @@ pub struct SyncState {
     /// from it, so a phone on 2G compresses harder from its first exchange, not its second.
     #[serde(default)]
     pub link_rate: Option<u32>,
+    /// The server's last answer said it has the sync wire's records dictionary: the next
+    /// sync's first request is made with it too. A server that cannot read it (a replica
+    /// rolled back to an older build) refuses that request, which goes again at once without
+    /// it (`Session::unread_dictionary`), and the sync after starts without it.
+    #[serde(default)]
+    pub records_dict: bool,
 }

@@ -356,7 +356,11 @@ impl Session {
     /// record whose slices an earlier sync kept resumes where it stopped.
     pub fn new<S: LocalStore>(store: &S, options: &SyncOptions, now: f64) -> Result<Session, S::Error> {
         Ok(Session {
-            framing: if options.compress { Framing::ZSTD } else { Framing::PLAIN },
+            framing: match (options.compress, store.sync_state().records_dict) {
+                (true, true) => Framing::ZSTD_DICT,
+                (true, false) => Framing::ZSTD,
+                (false, _) => Framing::PLAIN,
+            },
             compress: options.compress,
             pacer: Pacer::new(options, now).remembering(store.sync_state().link_rate),
             round: Round { partial: store.partial()?, ..Round::default() },
@@ -480,8 +484,8 @@ impl Session {
     pub fn answered<S: LocalStore>(&mut self, store: &mut S, body: &[u8], now: f64) -> Result<SyncProgress, S::Error> {
         let f = self.in_flight.take().ok_or_else(|| CoreError::Protocol("an answer with no request in flight".into()))?;
         let (response, framing) = SyncResponse::decode_framed(body).map_err(|e| CoreError::Protocol(e.to_string()))?;
-        // Each answer says whether the server has the records dictionary, so reads it too: the
-        // next requests use it (the first of each sync goes without).
+        // Each answer says whether the server has the records dictionary: the next requests use
+        // it, and the next sync's first too (`SyncState::records_dict`).
         self.framing.dict = self.compress && !self.without_dict && framing.dict;
         self.n += 1;
         self.report.bytes_down += body.len() as u64;
@@ -692,6 +696,7 @@ impl Session {
         if let Some(rate) = self.pacer.rate() {
             state.link_rate = Some(rate.min(f64::from(u32::MAX)) as u32);
         }
+        state.records_dict = self.framing.dict;
         // Pulled records and verdicts reach the disk before the cursor moves past them.
         store.barrier()?;
         state.cursor = response.cursor;

@@ -561,8 +561,9 @@ fn a_phone_on_a_slow_link_pushes_new_records_as_their_changes() {
 }
 
 /// A phone asks for answers made with the records dictionary, and uses it for its own requests
-/// once a compressed answer showed that the server has it; a server built before it (which
-/// ignores the flag) never gets a request it cannot read.
+/// once an answer showed that the server has it, from then on in the next syncs' first
+/// requests too; a server built before it (which ignores the flag) never gets a request it
+/// cannot read.
 #[test]
 fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
     use support::Phone;
@@ -585,13 +586,18 @@ fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
         }
         assert_eq!(phone.store.pending(), 0);
         assert_eq!(server.records.len(), 60);
+        // The next sync's first request is made with it when the last answer said so.
+        phone.requests.clear();
+        phone.put_news_hard_to_compress(1, 6);
+        phone.sync(&mut server, &tree);
+        assert_eq!(phone.requests[0].0.dict, !old_server, "the next sync's first request");
     }
 }
 
 /// Behind one load balancer, a replica of a build before the records dictionary refuses a
 /// request made with it, which a newer replica's answer led the phone to send. The phone tries
 /// again at once without it, goes on without it for the rest of the sync, and loses nothing;
-/// the next sync starts as before.
+/// the next sync starts without it, and the one after that with it again.
 #[test]
 fn a_phone_goes_on_without_the_dictionary_when_an_older_replica_cannot_read_it() {
     use support::Phone;
@@ -622,6 +628,18 @@ fn a_phone_goes_on_without_the_dictionary_when_an_older_replica_cannot_read_it()
     phone.sync(&mut server, &tree);
     assert!(phone.requests.len() >= 2 && !phone.requests[0].0.dict && phone.requests[1].0.dict);
     assert_eq!(server.records.len(), 90);
+
+    // The sync after that starts with it; a replica rolled back to the older build refuses
+    // that first request, which goes again at once without it.
+    (phone.requests, phone.refused) = (vec![], 0);
+    phone.older_replica = [1].into();
+    phone.put_news_hard_to_compress(5, 6);
+    phone.sync(&mut server, &tree);
+    let with_dict: Vec<bool> = phone.requests.iter().map(|(framing, _)| framing.dict).collect();
+    assert_eq!((phone.refused, with_dict[0]), (1, true), "{with_dict:?}");
+    assert!(with_dict[1..].iter().all(|d| !d), "{with_dict:?}");
+    assert_eq!(phone.store.pending(), 0);
+    assert_eq!(server.records.len(), 95);
 }
 
 /// A phone measures its link without the server's own time, when the server tells it: a
