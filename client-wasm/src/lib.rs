@@ -179,8 +179,14 @@ pub struct Phone {
     last_report: Option<client_core::SyncReport>,
     /// Each record's view and conflicts as of its heads: the list is drawn from these without
     /// loading every document again (a slow phone holds a thousand records).
-    views: std::cell::RefCell<HashMap<RecordId, (Vec<[u8; 32]>, Value)>>,
+    views: std::cell::RefCell<HashMap<RecordId, HeadsAndView>>,
 }
+
+/// A record's heads and its view (JSON) with conflicts as of those heads.
+type HeadsAndView = (Vec<[u8; 32]>, Value);
+
+/// A record to write to the browser's store: its id and its bytes (`None`: delete it).
+pub type RecordWrite = (String, Option<Vec<u8>>);
 
 /// The native API (JSON and bytes), which the `wasm_bindgen` methods wrap.
 impl Phone {
@@ -217,7 +223,7 @@ impl Phone {
 
     /// What changed since the last call: `(id, Some(bytes))` to write, `(id, None)` to delete;
     /// and whether the state must be written too (after the records).
-    pub fn writes(&mut self) -> (Vec<(String, Option<Vec<u8>>)>, bool) {
+    pub fn writes(&mut self) -> (Vec<RecordWrite>, bool) {
         let ids = std::mem::take(&mut self.store.written);
         let out = ids
             .into_iter()
@@ -535,7 +541,7 @@ mod js_sys_free {
     /// Writes handed to the app: records (id, bytes or none) and whether the state changed.
     #[wasm_bindgen]
     pub struct Writes {
-        pub(crate) records: Vec<(String, Option<Vec<u8>>)>,
+        pub(crate) records: Vec<super::RecordWrite>,
         pub(crate) state: bool,
     }
 

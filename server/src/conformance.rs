@@ -25,7 +25,7 @@ const WRITERS: usize = 4;
 const RECORDS_EACH: usize = 12;
 
 fn officer(i: usize) -> Principal {
-    let commune = if i % 2 == 0 { "04701" } else { "04702" };
+    let commune = if i.is_multiple_of(2) { "04701" } else { "04702" };
     Principal { username: format!("officer{i}"), role: Role::CommuneOfficer, org_unit: commune.into(), device_id: format!("phone{i}") }
 }
 

@@ -39,9 +39,12 @@ fn approval_key(unit: &str, period: &str) -> Vec<u8> {
     key("ap/", &[unit.as_bytes(), period.as_bytes()])
 }
 
+/// Stored counter rows: each one's label and what it reads as (or why it does not read).
+pub(crate) type StoredCounters = Vec<(String, Result<Counters, String>)>;
+
 /// Every stored counter row `r` holds, by label ([`counter_label`]), the empty ones left out
 /// (`check` compares them with a recomputation).
-pub(crate) fn stored_counters_in(r: &dyn KvRead) -> Result<Vec<(String, Result<Counters, String>)>, DbError> {
+pub(crate) fn stored_counters_in(r: &dyn KvRead) -> Result<StoredCounters, DbError> {
     Ok(r.range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)?
         .into_iter()
         .map(|(k, v)| (String::from_utf8_lossy(&k[COUNTERS.len()..]).to_string(), serde_json::from_slice::<Counters>(&v).map_err(|e| e.to_string())))

@@ -81,6 +81,9 @@ thread_local! {
     pub(crate) static AFTER_FIGURES_READ: std::cell::RefCell<Option<Box<dyn Fn()>>> = const { std::cell::RefCell::new(None) };
 }
 
+/// An edit the server makes to a record's document (a reviewer's resolution).
+type ServerEdit<'a> = Box<dyn FnOnce(&mut AutoCommit) -> Result<(), DocError> + 'a>;
+
 impl Db {
     /// Checks that `who` may review (see conflicts, duplicates) the records under `unit`.
     fn check_reviewer(&self, who: &Principal, unit: &str) -> Result<(), DbError> {
@@ -145,7 +148,7 @@ impl Db {
     fn server_change(
         &self,
         who: &Principal,
-        edits: Vec<(RecordId, Box<dyn FnOnce(&mut AutoCommit) -> Result<(), DocError> + '_>)>,
+        edits: Vec<(RecordId, ServerEdit<'_>)>,
         audit: AuditEvent,
     ) -> Result<(), DbError> {
         // Made before the transaction: creating it is a write of its own.

@@ -67,10 +67,13 @@ fn slice_key(username: &str, device_id: &str, offset: u64) -> Vec<u8> {
     key("us/", &[username.as_bytes(), device_id.as_bytes(), &offset.to_be_bytes()])
 }
 
+/// An upload head as read: `None` when it does not decode.
+type HeadRead = Option<UploadHead>;
+
 /// Every upload head under `prefix`, with its key. A head that does not decode counts as an
 /// upload of its own size in bytes (it is dropped when it expires or its device's next one
 /// begins), never as an error that would stop every upload.
-fn heads_under(r: &dyn KvRead, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Option<UploadHead>)>, DbError> {
+fn heads_under(r: &dyn KvRead, prefix: &[u8]) -> Result<Vec<(Vec<u8>, HeadRead)>, DbError> {
     Ok(r.range(prefix, &prefix_end(prefix), usize::MAX)?.into_iter().map(|(k, v)| (k, postcard::from_bytes(&v).ok())).collect())
 }
 

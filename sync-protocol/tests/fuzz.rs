@@ -354,7 +354,7 @@ fn scalar() -> impl Strategy<Value = ScalarValue> {
         Just(ScalarValue::Null),
         prop::collection::vec(any::<u8>(), 0..8).prop_map(ScalarValue::Bytes),
         any::<i64>().prop_map(ScalarValue::Timestamp),
-        any::<i64>().prop_map(|c| ScalarValue::counter(c)),
+        any::<i64>().prop_map(ScalarValue::counter),
     ]
 }
 

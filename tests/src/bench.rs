@@ -41,7 +41,7 @@ pub fn gbv_case(i: usize) -> Value {
         "victim": {"sex": "female", "birth_year": 1970 + (i % 40) as i64, "ethnic_minority": true, "disability": false},
         "services": [{"kind": "health", "provided_on": "2025-03-02", "provider": "Trạm y tế xã"},
                      {"kind": "legal_aid", "provided_on": "2025-03-05", "provider": "Trung tâm TGPL tỉnh"}],
-        "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i % 2 == 0},
+        "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i.is_multiple_of(2)},
         "status": "open", "notes": "Ghi chú của cán bộ xã về vụ việc."
     })
 }

@@ -59,9 +59,9 @@ pub fn field_case(rng: &mut StdRng, i: usize) -> Value {
         services.push(json!({"kind": "psychosocial", "provided_on": date, "provider": "Hội Liên hiệp Phụ nữ xã"}));
     }
     json!({
-        "commune": COMMUNE, "detected_on": date, "setting": if i % 5 == 0 { "other_gbv" } else { "domestic" },
+        "commune": COMMUNE, "detected_on": date, "setting": if i.is_multiple_of(5) { "other_gbv" } else { "domestic" },
         "violence_types": if rng.gen_bool(0.5) { json!(["physical", "psychological"]) } else { json!(["economic"]) },
-        "victim": {"sex": if i % 7 == 0 { "male" } else { "female" }, "birth_year": 1950 + rng.gen_range(0..60) as i64,
+        "victim": {"sex": if i.is_multiple_of(7) { "male" } else { "female" }, "birth_year": 1950 + rng.gen_range(0..60) as i64,
                    "ethnic_minority": rng.gen_bool(0.6), "disability": rng.gen_bool(0.05)},
         "services": services,
         "perpetrator": {"detected": true, "sex": "male", "prosecuted": rng.gen_bool(0.1), "counselled": rng.gen_bool(0.5)},
@@ -124,13 +124,22 @@ impl Outcome {
     }
 }
 
+/// What happens after a newcomer's first sync ([`newcomer`]): it records `push` cases, then
+/// another officer records `daily` that its daily sync brings.
+#[derive(Debug, Clone, Copy)]
+pub struct Work {
+    pub push: usize,
+    pub daily: usize,
+}
+
 /// A new phone of the commune's officer joins over `link` in front of `server`: logs in, makes
 /// its first sync, then records `push` new cases offline and syncs them; then, a day later,
 /// another officer records `daily` cases (on a fast link) and the phone's daily sync brings
 /// them. Retries for as long as a person would keep the app open (30 minutes); the SDK sizes
 /// pages itself. `server_pid`, a server in a process of its own, has its CPU counted in each
 /// phase. Returns the phone, what it went through, and the ids of the records made here.
-pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, link: Link, push: usize, daily: usize, options: &SyncOptions, seed: u64) -> (Client, Outcome, BTreeSet<String>) {
+pub async fn newcomer(server: SocketAddr, server_pid: Option<u32>, dir: &Path, link: Link, work: Work, options: &SyncOptions, seed: u64) -> (Client, Outcome, BTreeSet<String>) {
+    let Work { push, daily } = work;
     let slow = SlowLink::start(server, link).await;
     let http = HttpTransport::new(&slow.url(), None, &HttpConfig::default()).unwrap();
     let mut phone = Client::open(dir.join("newcomer"), FixedKey(StoreKey::random())).unwrap().with_transport(Arc::new(http.clone()));

@@ -101,9 +101,9 @@ pub fn record(i: usize, commune: &str) -> (RecordKind, Value) {
             json!({
                 "commune": commune, "detected_on": date, "setting": "domestic",
                 "violence_types": ["physical", "psychological"],
-                "victim": {"sex": if i % 4 == 0 { "male" } else { "female" }, "birth_year": 1960 + (i % 50) as i64, "ethnic_minority": i % 2 == 0, "disability": false},
+                "victim": {"sex": if i.is_multiple_of(4) { "male" } else { "female" }, "birth_year": 1960 + (i % 50) as i64, "ethnic_minority": i.is_multiple_of(2), "disability": false},
                 "services": [{"kind": "health", "provided_on": date, "provider": "Trạm y tế xã"}],
-                "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i % 2 == 0},
+                "perpetrator": {"detected": true, "sex": "male", "prosecuted": false, "counselled": i.is_multiple_of(2)},
                 "status": "open", "notes": "Ghi chú của cán bộ xã."
             }),
         ),
@@ -447,7 +447,7 @@ pub fn check(server: &BTreeMap<String, Vec<Value>>, phones: &[Phone], phones_com
             v.duplicates += views.len() - usize::from(expected.contains_key(id));
         }
     }
-    for (id, _) in &expected {
+    for id in expected.keys() {
         if !server.contains_key(id) {
             v.lost += 1;
         }

@@ -31,7 +31,10 @@ fn url_of(store: &TestStore) -> String {
 }
 
 /// `sql` through psql as the URL's role: its rows (fields split on `|`), or psql's error.
-fn psql(url: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+/// Rows as `psql` prints them, or its error.
+type Rows = Result<Vec<Vec<String>>, String>;
+
+fn psql(url: &str, sql: &str) -> Rows {
     let out = Command::new("psql")
         .args([url, "-v", "ON_ERROR_STOP=1", "-AtqF", "|", "-c", sql])
         .output()
@@ -334,7 +337,7 @@ async fn the_reporting_views_equal_the_api_and_the_reporting_role_reads_nothing_
     let reads = psql(&stat, "SELECT count(*) FROM gesync.v_figures");
     let records_read = psql(&stat, "SELECT count(*) FROM gesync.v_records");
     let counters_read = psql(&stat, "SELECT count(*) FROM gesync.v_counters");
-    let refused: Vec<(&str, Result<Vec<Vec<String>>, String>)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations", "gesync.accounts", "gesync.devices", "gesync.audit", "gesync.approvals", "gesync.conflicts", "gesync.audit_checkpoints"]
+    let refused: Vec<(&str, Rows)> = ["gesync.records", "gesync.kv", "gesync.targets", "gesync.org_units", "gesync.schema_migrations", "gesync.accounts", "gesync.devices", "gesync.audit", "gesync.approvals", "gesync.conflicts", "gesync.audit_checkpoints"]
         .into_iter()
         .map(|t| (t, psql(&stat, &format!("SELECT count(*) FROM {t}"))))
         .collect();

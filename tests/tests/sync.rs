@@ -284,7 +284,7 @@ impl client_sdk::Transport for MixedReplicas {
         use std::sync::atomic::Ordering;
         use sync_protocol::wire::{SyncRequest, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FRAME_RECORDS_DICT};
         Box::pin(async move {
-            if self.requests.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            if self.requests.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
                 return self.newer.sync(access_token, body).await;
             }
             if body[5] & FRAME_RECORDS_DICT != 0 {

@@ -391,7 +391,7 @@ mod token_tests {
         let state = AppState::new(db.clone()).unwrap();
         let p = Principal { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "phone-1".into() };
         let token = state.keys.issue_access(&p, 0, None);
-        let refused = principal_from_token(&state, &token).err().expect("no device record: refused");
+        let refused = principal_from_token(&state, &token).expect_err("no device record: refused");
         assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, ErrorCode::DeviceRevoked));
         let now = now_secs();
         db.put_device(&Device { username: "officer".into(), device_id: "phone-1".into(), first_seen: now, last_seen: now, revoked: false }, None).unwrap();

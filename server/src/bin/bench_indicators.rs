@@ -32,11 +32,11 @@ fn record(i: usize, d: usize) -> (RecordKind, serde_json::Value) {
     match i % 10 {
         0..=4 => (
             RecordKind::GbvCase,
-            json!({"commune": c, "detected_on": date, "victim": {"sex": if i % 9 == 0 { "male" } else { "female" }, "birth_year": 1940 + (i % 75) as i64, "ethnic_minority": i % 3 == 0},
-                   "services": if i % 5 == 0 { json!([]) } else { json!([{"kind": "health"}]) },
-                   "perpetrator": {"detected": i % 2 == 0, "prosecuted": i % 11 == 0, "counselled": i % 4 == 0, "sex": "male"}}),
+            json!({"commune": c, "detected_on": date, "victim": {"sex": if i.is_multiple_of(9) { "male" } else { "female" }, "birth_year": 1940 + (i % 75) as i64, "ethnic_minority": i.is_multiple_of(3)},
+                   "services": if i.is_multiple_of(5) { json!([]) } else { json!([{"kind": "health"}]) },
+                   "perpetrator": {"detected": i.is_multiple_of(2), "prosecuted": i.is_multiple_of(11), "counselled": i.is_multiple_of(4), "sex": "male"}}),
         ),
-        5 => (RecordKind::TraffickingReturnee, json!({"commune": c, "identified_on": date, "sex": "female", "birth_year": 1995, "needs_support": true, "support": if i % 3 == 0 { json!([]) } else { json!([{"kind": "health"}]) }})),
+        5 => (RecordKind::TraffickingReturnee, json!({"commune": c, "identified_on": date, "sex": "female", "birth_year": 1995, "needs_support": true, "support": if i.is_multiple_of(3) { json!([]) } else { json!([{"kind": "health"}]) }})),
         _ => (RecordKind::NewsItem, json!({"commune": c, "published_on": date, "channel": "loudspeaker"})),
     }
 }

@@ -577,10 +577,10 @@ pub async fn targets(State(state): State<Shared>, web: Web, Query(q): Query<Done
                                 input type="hidden" name="unit" value=(unit.code);
                                 input type="hidden" name="indicator" value=(id.as_str());
                                 label.inline for={ "t2025-" (id.as_str()) } { "2025 " }
-                                input id={ "t2025-" (id.as_str()) } name="y2025" inputmode="decimal" size="5" required value=[m2025.map(|v| trim_pct(v))];
+                                input id={ "t2025-" (id.as_str()) } name="y2025" inputmode="decimal" size="5" required value=[m2025.map(trim_pct)];
                                 " "
                                 label.inline for={ "t2030-" (id.as_str()) } { "2030 " }
-                                input id={ "t2030-" (id.as_str()) } name="y2030" inputmode="decimal" size="5" required value=[m2030.map(|v| trim_pct(v))];
+                                input id={ "t2030-" (id.as_str()) } name="y2030" inputmode="decimal" size="5" required value=[m2030.map(trim_pct)];
                                 " "
                                 button type="submit" { (web.t("Lưu", "Save")) }
                             }

@@ -215,6 +215,17 @@ pub fn target(lang: Lang, v: &IndicatorValue) -> String {
     v.target.map(|t| pct(lang, t)).unwrap_or_else(|| "–".into())
 }
 
+/// "Đã phê duyệt" / "Đã phê duyệt, số liệu đã thay đổi sau đó" / "Chưa phê duyệt".
+pub fn approval_badge(lang: Lang, a: Option<&crate::review::Approval>) -> Markup {
+    html! {
+        @match a {
+            Some(a) if a.changes_after > 0 => span.badge.unmet.approval { (lang.t("Đã phê duyệt, số liệu đã thay đổi sau đó", "Approved; figures changed since")) },
+            Some(a) => span.badge.met.approval { (lang.t("Đã phê duyệt ngày ", "Approved on ")) (datetime(lang, a.approved_at).split(' ').next().unwrap_or_default()) },
+            None => span.badge.none.approval { (lang.t("Chưa phê duyệt", "Not approved")) },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,16 +253,5 @@ mod tests {
         assert_eq!(role_at(Lang::En, Role::DistrictStaff, Some("province")), "Province reviewer");
         assert_eq!(role_at(Lang::Vi, Role::DistrictStaff, None), "Cán bộ rà soát cấp trên xã");
         assert_eq!(role_at(Lang::Vi, Role::ProvinceStaff, Some("province")), "Cán bộ tỉnh");
-    }
-}
-
-/// "Đã phê duyệt" / "Đã phê duyệt, số liệu đã thay đổi sau đó" / "Chưa phê duyệt".
-pub fn approval_badge(lang: Lang, a: Option<&crate::review::Approval>) -> Markup {
-    html! {
-        @match a {
-            Some(a) if a.changes_after > 0 => span.badge.unmet.approval { (lang.t("Đã phê duyệt, số liệu đã thay đổi sau đó", "Approved; figures changed since")) },
-            Some(a) => span.badge.met.approval { (lang.t("Đã phê duyệt ngày ", "Approved on ")) (datetime(lang, a.approved_at).split(' ').next().unwrap_or_default()) },
-            None => span.badge.none.approval { (lang.t("Chưa phê duyệt", "Not approved")) },
-        }
     }
 }

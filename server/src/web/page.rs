@@ -233,9 +233,14 @@ mod next_tests {
 pub type Tr = (&'static str, &'static str);
 
 /// An error shown as a page (or, when the caller is not signed in, a redirect to login).
-/// Rendered in Vietnamese here, and again in the request's language by [`finish`].
+/// Rendered in Vietnamese here, and again in the request's language by [`finish`]. Boxed: it
+/// travels in every handler's `Result`, and is made only when something went wrong.
 #[derive(Clone, Debug)]
-pub struct WebError {
+pub struct WebError(Box<Shown>);
+
+/// What a [`WebError`] shows.
+#[derive(Clone, Debug)]
+struct Shown {
     status: StatusCode,
     title: Tr,
     message: Tr,
@@ -248,12 +253,13 @@ pub struct WebError {
 
 impl WebError {
     pub fn new(status: StatusCode, title: Tr, message: Tr) -> Self {
-        WebError { status, title, message, detail: None, login_link: false, location: None, retry_after: None }
+        WebError(Box::new(Shown { status, title, message, detail: None, login_link: false, location: None, retry_after: None }))
     }
 
     fn login(next: &str) -> Self {
-        let location = format!("/login?{}", serde_urlencoded::to_string([("next", next)]).unwrap_or_default());
-        WebError { location: Some(location), ..WebError::new(StatusCode::SEE_OTHER, ("", ""), ("", "")) }
+        let mut e = WebError::new(StatusCode::SEE_OTHER, ("", ""), ("", ""));
+        e.0.location = Some(format!("/login?{}", serde_urlencoded::to_string([("next", next)]).unwrap_or_default()));
+        e
     }
 
     pub fn forbidden() -> Self {
@@ -280,66 +286,71 @@ impl WebError {
     }
 
     fn session_ended() -> Self {
-        WebError {
-            login_link: true,
-            ..WebError::new(
-                StatusCode::FORBIDDEN,
-                ("Phiên làm việc đã kết thúc", "Your session has ended"),
-                ("Bạn cần đăng nhập lại trước khi gửi biểu mẫu. Thao tác vừa rồi chưa được thực hiện.", "Sign in again before sending a form. Nothing was changed."),
-            )
-        }
+        WebError::new(
+            StatusCode::FORBIDDEN,
+            ("Phiên làm việc đã kết thúc", "Your session has ended"),
+            ("Bạn cần đăng nhập lại trước khi gửi biểu mẫu. Thao tác vừa rồi chưa được thực hiện.", "Sign in again before sending a form. Nothing was changed."),
+        )
+        .with_login_link()
     }
 
     pub fn csrf() -> Self {
-        WebError {
-            login_link: true,
-            ..WebError::new(
-                StatusCode::FORBIDDEN,
-                ("Biểu mẫu không hợp lệ", "The form was refused"),
-                (
-                    "Biểu mẫu thiếu mã xác thực (CSRF) hoặc mã đã hết hạn, nên thao tác không được thực hiện. Hãy mở lại trang, rồi gửi lại biểu mẫu.",
-                    "The form's security (CSRF) token is missing or out of date, so nothing was changed. Open the page again and resend the form.",
-                ),
-            )
-        }
+        WebError::new(
+            StatusCode::FORBIDDEN,
+            ("Biểu mẫu không hợp lệ", "The form was refused"),
+            (
+                "Biểu mẫu thiếu mã xác thực (CSRF) hoặc mã đã hết hạn, nên thao tác không được thực hiện. Hãy mở lại trang, rồi gửi lại biểu mẫu.",
+                "The form's security (CSRF) token is missing or out of date, so nothing was changed. Open the page again and resend the form.",
+            ),
+        )
+        .with_login_link()
     }
 
     pub fn bad_input(detail: impl Into<String>) -> Self {
-        WebError {
-            detail: Some(detail.into()),
-            ..WebError::new(
-                StatusCode::BAD_REQUEST,
-                ("Dữ liệu nhập chưa hợp lệ", "The input was not accepted"),
-                ("Thao tác không được thực hiện. Hãy quay lại, sửa lại rồi gửi lại.", "Nothing was changed. Go back, correct the form and send it again."),
-            )
-        }
+        WebError::new(
+            StatusCode::BAD_REQUEST,
+            ("Dữ liệu nhập chưa hợp lệ", "The input was not accepted"),
+            ("Thao tác không được thực hiện. Hãy quay lại, sửa lại rồi gửi lại.", "Nothing was changed. Go back, correct the form and send it again."),
+        )
+        .with_detail(detail.into())
     }
 
     pub fn with_message(mut self, message: Tr) -> Self {
-        self.message = message;
+        self.0.message = message;
+        self
+    }
+
+    fn with_detail(mut self, detail: String) -> Self {
+        self.0.detail = Some(detail);
+        self
+    }
+
+    fn with_login_link(mut self) -> Self {
+        self.0.login_link = true;
         self
     }
 
     fn render(&self, lang: Lang) -> Response {
-        if let Some(loc) = &self.location {
+        let e = &*self.0;
+        if let Some(loc) = &e.location {
             return Redirect::to(loc).into_response();
         }
         let body = html! {
-            h1 { (lang.t(self.title.0, self.title.1)) }
-            p.lead { (lang.t(self.message.0, self.message.1)) }
-            @if let Some(d) = &self.detail {
+            h1 { (lang.t(e.title.0, e.title.1)) }
+            p.lead { (lang.t(e.message.0, e.message.1)) }
+            @if let Some(d) = &e.detail {
                 p.detail { (lang.t("Chi tiết: ", "Details: ")) (d) }
             }
             p.actions {
-                @if self.login_link {
+                @if e.login_link {
                     a.button href="/login" { (lang.t("Đăng nhập", "Sign in")) }
                     " "
                 }
                 a href="/" { (lang.t("Về trang chính", "Back to the start page")) }
             }
         };
-        let mut res = (self.status, bare(lang, lang.t(self.title.0, self.title.1), body)).into_response();
-        if let Some(secs) = self.retry_after {
+        let mut res = (e.status, bare(lang, lang.t(e.title.0, e.title.1), body)).into_response();
+        if let Some(secs) = e.retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
@@ -349,8 +360,8 @@ impl WebError {
 impl From<AppError> for WebError {
     fn from(e: AppError) -> Self {
         let (title, message): (Tr, Tr) = match e.status {
-            StatusCode::NOT_FOUND => return WebError { detail: Some(e.message), ..WebError::not_found() },
-            StatusCode::FORBIDDEN => return WebError { detail: Some(e.message), ..WebError::forbidden() },
+            StatusCode::NOT_FOUND => return WebError::not_found().with_detail(e.message),
+            StatusCode::FORBIDDEN => return WebError::forbidden().with_detail(e.message),
             StatusCode::CONFLICT => (
                 ("Không thực hiện được", "Could not be done"),
                 ("Dữ liệu đã thay đổi hoặc đã tồn tại. Hãy tải lại trang và kiểm tra.", "The data changed or already exists. Reload the page and check."),
@@ -361,8 +372,10 @@ impl From<AppError> for WebError {
             ),
             _ => return WebError::bad_input(e.message),
         };
-        let detail = (!e.status.is_server_error()).then_some(e.message);
-        WebError { detail, retry_after: e.retry_after, ..WebError::new(e.status, title, message) }
+        let mut shown = WebError::new(e.status, title, message);
+        shown.0.detail = (!e.status.is_server_error()).then_some(e.message);
+        shown.0.retry_after = e.retry_after;
+        shown
     }
 }
 

@@ -271,7 +271,7 @@ async fn run(records: usize, push: usize, link: Link, options: &SyncOptions, see
     let server = ServerChild::spawn(&data);
     let url = format!("http://{}", server.addr);
     let mut expected = fill_commune(&url, dir.path(), records, seed).await;
-    let (phone, out, mine) = newcomer(server.addr, Some(server.pid()), dir.path(), link, push, DAILY, options, seed).await;
+    let (phone, out, mine) = newcomer(server.addr, Some(server.pid()), dir.path(), link, tests::field::Work { push, daily: DAILY }, options, seed).await;
     expected.extend(mine);
     if let Err(e) = check_exact(&url, &phone, &expected).await {
         eprintln!("error: the end state is wrong over {}: {e}", out.link);
