@@ -3,7 +3,6 @@
 //! people. Like the SDK's messages, a reason names fields, paths and URLs, never record
 //! contents, tokens or passwords.
 
-use sync_protocol::schema;
 
 /// What can go wrong, by stable code ([`GesyncError::code`]).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
@@ -134,7 +133,7 @@ impl From<client_sdk::Error> for GesyncError {
         use client_sdk::Error as E;
         let reason = e.to_string();
         match e {
-            E::Schema(s) => GesyncError::Schema { path: s.path.clone(), problem: problem(&s.problem).into(), reason },
+            E::Schema(s) => GesyncError::Schema { path: s.path.clone(), problem: s.problem.code().into(), reason },
             E::BadDocument { .. } => GesyncError::BadDocument { reason },
             E::BadId(_) => GesyncError::BadId { reason },
             E::UnknownRecord(_) => GesyncError::UnknownRecord { reason },
@@ -179,17 +178,3 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for GesyncError {
     }
 }
 
-fn problem(p: &schema::Problem) -> &'static str {
-    match p {
-        schema::Problem::UnknownField => "unknown_field",
-        schema::Problem::Missing => "missing",
-        schema::Problem::WrongType { .. } => "wrong_type",
-        schema::Problem::NotInEnum { .. } => "not_in_enum",
-        schema::Problem::BadDate { .. } => "bad_date",
-        schema::Problem::OutOfRange { .. } => "out_of_range",
-        schema::Problem::TooLong { .. } => "too_long",
-        schema::Problem::Immutable => "immutable",
-        schema::Problem::BadOrgUnit { .. } => "bad_org_unit",
-        schema::Problem::UnknownKind { .. } => "unknown_kind",
-    }
-}

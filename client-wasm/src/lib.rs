@@ -66,19 +66,7 @@ impl From<doc::DocError> for AppError {
     fn from(e: doc::DocError) -> Self {
         match e {
             doc::DocError::Schema(s) => {
-                let problem = match s.problem {
-                    schema::Problem::UnknownField => "unknown_field",
-                    schema::Problem::Missing => "missing",
-                    schema::Problem::WrongType { .. } => "wrong_type",
-                    schema::Problem::NotInEnum { .. } => "not_in_enum",
-                    schema::Problem::BadDate { .. } => "bad_date",
-                    schema::Problem::OutOfRange { .. } => "out_of_range",
-                    schema::Problem::TooLong { .. } => "too_long",
-                    schema::Problem::Immutable => "immutable",
-                    schema::Problem::BadOrgUnit { .. } => "bad_org_unit",
-                    schema::Problem::UnknownKind { .. } => "unknown_kind",
-                };
-                AppError { code: "schema", message: s.to_string(), field: Some((s.path.clone(), problem)) }
+                AppError { code: "schema", message: s.to_string(), field: Some((s.path.clone(), s.problem.code())) }
             }
             doc::DocError::Malformed(m) => AppError { code: "bad_document", message: m, field: None },
         }

@@ -186,6 +186,24 @@ pub enum Problem {
     UnknownKind { value: String },
 }
 
+impl Problem {
+    /// A stable name for drivers in other languages (the app, Kotlin), to switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Problem::UnknownField => "unknown_field",
+            Problem::Missing => "missing",
+            Problem::WrongType { .. } => "wrong_type",
+            Problem::NotInEnum { .. } => "not_in_enum",
+            Problem::BadDate { .. } => "bad_date",
+            Problem::OutOfRange { .. } => "out_of_range",
+            Problem::TooLong { .. } => "too_long",
+            Problem::Immutable => "immutable",
+            Problem::BadOrgUnit { .. } => "bad_org_unit",
+            Problem::UnknownKind { .. } => "unknown_kind",
+        }
+    }
+}
+
 /// A validation error: the dotted path of the field (`victim.sex`, `services.1.kind`) and what
 /// is wrong with it. Its `Display` is the one-line message shown to officers and API callers.
 /// It never includes free-text values, which may be sensitive.
