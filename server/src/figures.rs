@@ -14,13 +14,28 @@ use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestone
 
 use sync_core::plan::CounterDeltas;
 
-use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
+use crate::db::{corrupt, get_json, key, read_u64, to_json, AuditEvent, Db, DbError, TREE_VERSION};
 use crate::model::OrgTree;
 use crate::store::{prefix_end, Batch, KvRead};
 
 const COUNTERS: &[u8] = b"c/";
 const TARGETS: &[u8] = b"t/";
 const APPROVALS: &[u8] = b"ap/";
+
+/// Records a write transaction of [`Db::rebuild_figures`] reads: some hundreds of
+/// milliseconds of the write lock at most (a document loads in well under a millisecond).
+const REBUILD_PAGE: usize = 500;
+
+/// Each counter row that drifted: its unit, its quarter and how.
+type Drifts = Vec<(String, Quarter, Drift)>;
+
+/// A stored counter row against the records' contributions ([`Db::rebuild_figures`]).
+enum Drift {
+    /// What the sum needs added to the row.
+    By(Counters),
+    /// The row does not read: the sum it should hold.
+    Unreadable(Counters),
+}
 
 pub(crate) fn counter_key(unit: &str, q: Quarter) -> Vec<u8> {
     key("c/", &[unit.as_bytes(), q.to_string().as_bytes()])
@@ -272,47 +287,146 @@ impl Db {
         Ok(())
     }
 
-    /// Recomputes every counter, and every record's contribution and reporting row, from the
-    /// records themselves (recovery; `migrate`), replacing the stored ones, and returns how
-    /// many records were read.
+    /// Recomputes every record's contribution and reporting row from its document, then every
+    /// counter from those contributions (recovery, a changed formula; `migrate`), and returns
+    /// how many records were read.
+    ///
+    /// In write transactions of [`REBUILD_PAGE`] records each, so that other writes (every
+    /// replica's syncs, on a shared store) go on between them rather than wait for the whole
+    /// rebuild (a minute for a million records). Each moves its records' contributions in the
+    /// counters as a sync does, so the figures add up after every one. The last transaction sums
+    /// the counters afresh from the contributions alone (no document read): that mends counters
+    /// that had drifted from their records.
     pub fn rebuild_figures(&self) -> Result<usize, DbError> {
-        let tx = self.kv().begin_write()?;
-        let tree = self.tree_in(&*tx)?;
+        self.rebuild_figures_paged(REBUILD_PAGE)
+    }
+
+    /// [`Db::rebuild_figures`] in write transactions of `page` records.
+    pub(crate) fn rebuild_figures_paged(&self, page: usize) -> Result<usize, DbError> {
+        let report_rows = self.kv().keeps_report_rows();
+        let mut read = 0;
+        // Records whose document is missing (a damaged store: `check` names them): their
+        // metadata is left as it is, and out of the sums, as the recomputation leaves them.
+        let mut without_document = std::collections::HashSet::new();
+        let mut after = None;
+        loop {
+            let tx = self.kv().begin_write()?;
+            let tree = self.tree_in(&*tx)?;
+            let chain = |c: &str| tree.chain(c);
+            let rows = crate::records::metas_after_in(&*tx, after.as_ref(), page)?;
+            let last_page = rows.len() < page;
+            let mut deltas = CounterDeltas::default();
+            let mut batch = Batch::default();
+            for row in rows {
+                let crate::records::MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
+                after = Some(id);
+                let mut meta = meta?;
+                let Some(bytes) = Self::doc_bytes_in(&*tx, &id)? else {
+                    without_document.insert(id);
+                    continue;
+                };
+                let doc = sync_protocol::automerge::AutoCommit::load(&bytes).map_err(|e| corrupt("record document", e))?;
+                let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
+                let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
+                deltas.record_change(&chain, meta.contribution.as_ref(), c.as_ref());
+                meta.contribution = c;
+                if report_rows {
+                    crate::records::stage_report_row(&mut batch, &id, &meta, sync_core::facts::facts(&view).as_ref());
+                }
+                crate::records::stage_meta(&mut batch, &id, &meta);
+                read += 1;
+            }
+            let mut sums = Some(self.add_counters(&*tx, &deltas, &mut batch)?);
+            tx.commit_then(batch, &mut || self.cache_counters(sums.take().expect("applied once")))?;
+            if last_page {
+                break;
+            }
+        }
+        // Then the counters' drift from the contributions: found in a consistent read beside
+        // the writes, taken out in one short write transaction. The writes in between moved
+        // the counters exactly as they moved the contributions, so the drift is the same then.
+        for _ in 0..3 {
+            let (tree_version, drift) = self.counters_drift(&without_document)?;
+            let tx = self.kv().begin_write()?;
+            if read_u64(&*tx, TREE_VERSION)? != tree_version {
+                continue; // the map changed in between (a merge moves counters): again
+            }
+            // The drift is from the stored rows: the cache is not trusted with them.
+            self.clear_counters_cache();
+            let mut deltas = CounterDeltas::default();
+            let mut batch = Batch::default();
+            for (unit, q, drift) in drift {
+                match drift {
+                    Drift::By(d) => deltas.add(unit, q, &d),
+                    // A row that does not read: no write could change it since, so it takes
+                    // the sum as it stood.
+                    Drift::Unreadable(sum) if sum.is_zero() => batch.delete(counter_key(&unit, q)),
+                    Drift::Unreadable(sum) => batch.put(counter_key(&unit, q), to_json(&sum)),
+                }
+            }
+            // The cache is cleared once this commits rather than brought up to date.
+            let _sums = self.add_counters(&*tx, &deltas, &mut batch)?;
+            tx.commit_then(batch, &mut || self.clear_counters_cache())?;
+            return Ok(read);
+        }
+        Err(DbError::Conflict("the org-unit tree kept changing during the rebuild: run it again".into()))
+    }
+
+    /// How far each stored counter is from the sum of the records' contributions (leaving out
+    /// `skip`), in one consistent read, with the version of the tree it read.
+    fn counters_drift(&self, skip: &std::collections::HashSet<sync_protocol::RecordId>) -> Result<(u64, Drifts), DbError> {
+        let cut = self.kv().begin_read()?;
+        let tree_version = read_u64(&*cut, TREE_VERSION)?;
+        let tree = self.tree_in(&*cut)?;
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
-        let mut metas = Vec::new();
-        for row in crate::records::all_metas_in(&*tx)? {
-            let crate::records::MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
-            let mut meta = meta?;
-            let Some(bytes) = Self::doc_bytes_in(&*tx, &id)? else { continue };
-            let doc = sync_protocol::automerge::AutoCommit::load(&bytes).map_err(|e| corrupt("record document", e))?;
-            let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
-            let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
-            let facts = sync_core::facts::facts(&view);
-            if let Some(c) = &c {
-                for (unit, q, d) in indicators::deltas(None, Some(c), |x| tree.chain(x)) {
+        let mut after = None;
+        loop {
+            let rows = crate::records::metas_after_in(&*cut, after.as_ref(), 1_000)?;
+            let last_page = rows.len() < 1_000;
+            for row in rows {
+                let crate::records::MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
+                after = Some(id);
+                if skip.contains(&id) {
+                    continue;
+                }
+                for (unit, q, d) in indicators::deltas(None, meta?.contribution.as_ref(), |x| tree.chain(x)) {
                     sums.entry((unit, q)).or_default().add(&d);
                 }
             }
-            meta.contribution = c;
-            metas.push((id, meta, facts));
-        }
-        let n = metas.len();
-        let mut batch = Batch::default();
-        for (k, _) in tx.range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
-            batch.delete(k);
-        }
-        for ((unit, q), c) in sums {
-            batch.put(counter_key(&unit, q), to_json(&c));
-        }
-        let report_rows = self.kv().keeps_report_rows();
-        for (id, meta, facts) in metas {
-            if report_rows {
-                crate::records::stage_report_row(&mut batch, &id, &meta, facts.as_ref());
+            if last_page {
+                break;
             }
-            crate::records::stage_meta(&mut batch, &id, &meta);
         }
-        tx.commit_then(batch, &mut || self.clear_counters_cache())?;
-        Ok(n)
+        let mut drift = Vec::new();
+        for (k, v) in cut.range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
+            let name = String::from_utf8_lossy(&k[COUNTERS.len()..]).to_string();
+            let Some((unit, q)) = name.rsplit_once('/').and_then(|(u, q)| Some((u.to_string(), q.parse::<Quarter>().ok()?))) else {
+                return Err(corrupt("counters", format!("a counter row named `{name}`")));
+            };
+            let sum = sums.remove(&(unit.clone(), q)).unwrap_or_default();
+            match serde_json::from_slice::<Counters>(&v) {
+                Ok(stored) => {
+                    let mut d = sum;
+                    d.sub(&stored);
+                    if !d.is_zero() {
+                        drift.push((unit, q, Drift::By(d)));
+                    }
+                }
+                Err(_) => drift.push((unit, q, Drift::Unreadable(sum))),
+            }
+        }
+        // Sums with no row at all.
+        drift.extend(sums.into_iter().filter(|(_, c)| !c.is_zero()).map(|((unit, q), c)| (unit, q, Drift::By(c))));
+        Ok((tree_version, drift))
+    }
+
+    /// Overwrites a counter row with `bytes`, as a bug, a hand edit or a damaged disk might
+    /// (tests of the rebuild).
+    #[cfg(test)]
+    pub(crate) fn overwrite_counter_row(&self, unit: &str, q: Quarter, bytes: &[u8]) {
+        let mut batch = Batch::default();
+        batch.put(counter_key(unit, q), bytes.to_vec());
+        self.kv().write(batch).unwrap();
     }
 
     /// Every stored counter, for comparing a rebuild with the incremental state.

@@ -179,7 +179,14 @@ pub(crate) fn all_feed_in(r: &dyn KvRead) -> Result<Vec<FeedRow>, DbError> {
 
 /// Every record's metadata `r` holds, in id order.
 pub(crate) fn all_metas_in(r: &dyn KvRead) -> Result<Vec<MetaRow>, DbError> {
-    Ok(r.range(METAS, &prefix_end(METAS), usize::MAX)?
+    metas_after_in(r, None, usize::MAX)
+}
+
+/// At most `limit` records' metadata, in id order, after record `after` (from the first when
+/// `None`): a page of a walk over every record.
+pub(crate) fn metas_after_in(r: &dyn KvRead, after: Option<&RecordId>, limit: usize) -> Result<Vec<MetaRow>, DbError> {
+    let from = after.map_or_else(|| METAS.to_vec(), |id| [meta_key(id), vec![0]].concat());
+    Ok(r.range(&from, &prefix_end(METAS), limit)?
         .into_iter()
         .map(|(k, v)| match id_of_key(&k, METAS) {
             None => MetaRow::BadKey(k.len()),

@@ -56,6 +56,11 @@ impl CounterDeltas {
         }
     }
 
+    /// Adds `d` to the delta of `unit` in quarter `q` (a rebuild's correction).
+    pub fn add(&mut self, unit: String, q: Quarter, d: &Counters) {
+        self.deltas.entry((unit, q)).or_default().add(d);
+    }
+
     /// The non-zero deltas.
     pub fn iter(&self) -> impl Iterator<Item = (&(String, Quarter), &Counters)> {
         self.deltas.iter().filter(|(_, d)| !d.is_zero())

@@ -1,7 +1,8 @@
-//! `cargo run --release --bin bench-indicators [-- --records N]`: loads N records (default
-//! 1,000,000) over 1 province, 10 districts and 200 communes through the real write path into
-//! a sled store on disk, then measures reading a district's figures for a year, the cost of one
-//! record's change to the figures, and a rebuild from scratch. Last line: one JSON object.
+//! `cargo run --release --bin bench-indicators [-- --records N] [--database URL]`: loads N
+//! records (default 1,000,000) over 1 province, 10 districts and 200 communes through the real
+//! write path into a sled store on disk (or an empty PostgreSQL database), then measures reading a district's figures for a year, the cost of one
+//! record's change to the figures, and a rebuild from scratch with the longest wait of a write
+//! beside it. Last line: one JSON object.
 #![forbid(unsafe_code)]
 
 use std::time::Instant;
@@ -50,7 +51,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.iter().position(|a| a == "--records").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("gesync-bench-indicators-{}", std::process::id()));
-    let db = gesync_server::open_db(&dir).expect("store");
+    // `--database URL`: an empty PostgreSQL database instead of sled.
+    let db = match args.iter().position(|a| a == "--database").and_then(|i| args.get(i + 1)) {
+        Some(url) => gesync_server::Db::open(Box::new(gesync_server::store::PgKv::open(&gesync_server::store::PgConfig::new(url.clone())).expect("database"))).expect("store"),
+        None => gesync_server::open_db(&dir).expect("store"),
+    };
     let unit = |code: String, parent: Option<String>, level: &str| OrgUnit::new(code.clone(), format!("Đơn vị {code}"), parent, level);
     db.put_org_unit(unit("04".into(), None, "province"), None).unwrap();
     for d in 0..DISTRICTS {
@@ -130,8 +135,25 @@ fn main() {
     }
 
     let before = db.all_counters().unwrap();
+    // A writer beside the rebuild (an audit entry every 10 ms, a write transaction each): the
+    // longest one of its writes waited is about the rebuild's longest hold of the write lock.
+    let rebuilding = std::sync::atomic::AtomicBool::new(true);
     let t = Instant::now();
-    let rebuilt = db.rebuild_figures().unwrap();
+    let (rebuilt, writer_waited) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut longest = 0f64;
+            while rebuilding.load(std::sync::atomic::Ordering::Acquire) {
+                let t = Instant::now();
+                db.audit(gesync_server::db::AuditEvent { user: "bench".into(), device_id: None, action: "bench", target: String::new() }).unwrap();
+                longest = longest.max(t.elapsed().as_secs_f64());
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            longest
+        });
+        let rebuilt = db.rebuild_figures().unwrap();
+        rebuilding.store(false, std::sync::atomic::Ordering::Release);
+        (rebuilt, writer.join().unwrap())
+    });
     let rebuild_s = t.elapsed().as_secs_f64();
     assert_eq!(rebuilt, n);
     assert_eq!(db.all_counters().unwrap(), before, "incremental figures equal a rebuild");
@@ -145,6 +167,7 @@ fn main() {
             "read_district_year_ms": (median(reads) * 1000.0).round() / 1000.0,
             "update_per_record_us": median(updates).round(),
             "rebuild_s": (rebuild_s * 10.0).round() / 10.0,
+            "write_waited_during_rebuild_s": (writer_waited * 1000.0).round() / 1000.0,
             "load_records_per_s": (n as f64 / load_s).round(),
         })
     );
