@@ -294,9 +294,11 @@ impl Db {
     /// In write transactions of [`REBUILD_PAGE`] records each, so that other writes (every
     /// replica's syncs, on a shared store) go on between them rather than wait for the whole
     /// rebuild (a minute for a million records). Each moves its records' contributions in the
-    /// counters as a sync does, so the figures add up after every one. The last transaction sums
-    /// the counters afresh from the contributions alone (no document read): that mends counters
-    /// that had drifted from their records.
+    /// counters as a sync does, so the figures add up after every one. Then the counters'
+    /// drift from the contributions (a bug, a hand edit, a damaged disk) is found in a
+    /// consistent read and taken out in one short write transaction. Counter rows that do not
+    /// read are dropped first: they would stop the pages, and the drift puts back what they
+    /// should hold.
     pub fn rebuild_figures(&self) -> Result<usize, DbError> {
         self.rebuild_figures_paged(REBUILD_PAGE)
     }
@@ -308,6 +310,7 @@ impl Db {
         // Records whose document is missing (a damaged store: `check` names them): their
         // metadata is left as it is, and out of the sums, as the recomputation leaves them.
         let mut without_document = std::collections::HashSet::new();
+        self.drop_unreadable_counters()?;
         let mut after = None;
         loop {
             let tx = self.kv().begin_write()?;
@@ -370,6 +373,21 @@ impl Db {
             return Ok(read);
         }
         Err(DbError::Conflict("the org-unit tree kept changing during the rebuild: run it again".into()))
+    }
+
+    /// Deletes the counter rows that do not read (found outside the write lock: no write can
+    /// change such a row, as every write that touches it fails).
+    fn drop_unreadable_counters(&self) -> Result<(), DbError> {
+        let mut batch = Batch::default();
+        for (k, v) in self.kv().range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
+            if serde_json::from_slice::<Counters>(&v).is_err() {
+                batch.delete(k);
+            }
+        }
+        if !batch.is_empty() {
+            self.kv().begin_write()?.commit_then(batch, &mut || self.clear_counters_cache())?;
+        }
+        Ok(())
     }
 
     /// How far each stored counter is from the sum of the records' contributions (leaving out

@@ -362,6 +362,19 @@ impl Db {
         Self::meta_in(self.kv(), id)
     }
 
+    /// Forgets every record's contribution to the figures, leaving the counters as they are:
+    /// what a changed formula looks like to a rebuild (tests of the rebuild).
+    #[cfg(test)]
+    pub(crate) fn forget_contributions(&self) {
+        let tx = self.kv().begin_write().unwrap();
+        let mut batch = Batch::default();
+        for row in all_metas_in(&*tx).unwrap() {
+            let MetaRow::Record { id, meta } = row else { panic!("a bad key") };
+            stage_meta(&mut batch, &id, &RecordMeta { contribution: None, ..meta.unwrap() });
+        }
+        tx.commit(batch).unwrap();
+    }
+
     pub(crate) fn meta_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
         r.get(&meta_key(id))?.map(|v| parse_meta(id, v)).transpose()
     }
