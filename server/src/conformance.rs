@@ -170,6 +170,13 @@ pub(crate) fn invariants(dbs: &[Db]) {
     // each record's back in, through the row that does not read.
     db.forget_contributions();
     dbs.last().unwrap().rebuild_figures().unwrap();
+    assert_eq!(db.all_counters().unwrap(), live, "mended by one rebuild");
+    // A drift read before another rebuild took it out is not taken out twice.
+    db.overwrite_counter_row("04701", q4, &serde_json::to_vec(&drifted).unwrap());
+    let (seen, stale) = db.counters_drift(&Default::default()).unwrap();
+    assert_eq!(stale.len(), 1, "the row made to drift");
+    dbs.last().unwrap().rebuild_figures().unwrap();
+    assert!(!db.take_out_drift(seen, stale).unwrap(), "a drift already taken out");
     for d in dbs {
         assert_eq!(d.all_counters().unwrap(), live, "counters equal a rebuild");
         assert_eq!(d.counters("047", q4).unwrap().news_items(), (WRITERS * RECORDS_EACH / 3) as i64, "no handle serves a stale cache");

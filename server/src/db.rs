@@ -16,7 +16,8 @@
 //!   commune) · `n/seq` last feed sequence number · `q/{commune}/{id16}` the review index ·
 //!   `x/{actor}` → the user and device that first pushed changes with that Automerge actor
 //! - `figures.rs`: `c/{unit}/{quarter}` materialized counters · `t/{unit}/{indicator}`
-//!   targets · `ap/{unit}/{period}` approvals
+//!   targets · `ap/{unit}/{period}` approvals · `n/figures-mended` how many times a rebuild
+//!   took the counters' drift out
 //! - `uploads.rs`: `up/{username}/{device_id}`, `us/{username}/{device_id}/{offset}` a large
 //!   record's upload in progress
 //! - `sessions.rs`: `w/{token hash}` web sessions
@@ -377,6 +378,7 @@ mod tests {
         ("c/", "figures.rs"),
         ("t/", "figures.rs"),
         ("ap/", "figures.rs"),
+        ("n/figures-mended", "figures.rs"),
         ("up/", "uploads.rs"),
         ("us/", "uploads.rs"),
         ("w/", "sessions.rs"),

@@ -21,16 +21,19 @@ use crate::store::{prefix_end, Batch, KvRead};
 const COUNTERS: &[u8] = b"c/";
 const TARGETS: &[u8] = b"t/";
 const APPROVALS: &[u8] = b"ap/";
+/// How many times a rebuild took the counters' drift out (big-endian u64): a drift is not an
+/// exact delta like a record's, so two rebuilds must not both take out the one they both read.
+const MENDED: &[u8] = b"n/figures-mended";
 
 /// Records a write transaction of [`Db::rebuild_figures`] reads: some hundreds of
 /// milliseconds of the write lock at most (a document loads in well under a millisecond).
 const REBUILD_PAGE: usize = 500;
 
 /// Each counter row that drifted: its unit, its quarter and how.
-type Drifts = Vec<(String, Quarter, Drift)>;
+pub(crate) type Drifts = Vec<(String, Quarter, Drift)>;
 
 /// A stored counter row against the records' contributions ([`Db::rebuild_figures`]).
-enum Drift {
+pub(crate) enum Drift {
     /// What the sum needs added to the row.
     By(Counters),
     /// The row does not read: the sum it should hold.
@@ -349,30 +352,40 @@ impl Db {
         // the writes, taken out in one short write transaction. The writes in between moved
         // the counters exactly as they moved the contributions, so the drift is the same then.
         for _ in 0..3 {
-            let (tree_version, drift) = self.counters_drift(&without_document)?;
-            let tx = self.kv().begin_write()?;
-            if read_u64(&*tx, TREE_VERSION)? != tree_version {
-                continue; // the map changed in between (a merge moves counters): again
+            let (seen, drift) = self.counters_drift(&without_document)?;
+            if self.take_out_drift(seen, drift)? {
+                return Ok(read);
             }
-            // The drift is from the stored rows: the cache is not trusted with them.
-            self.clear_counters_cache();
-            let mut deltas = CounterDeltas::default();
-            let mut batch = Batch::default();
-            for (unit, q, drift) in drift {
-                match drift {
-                    Drift::By(d) => deltas.add(unit, q, &d),
-                    // A row that does not read: no write could change it since, so it takes
-                    // the sum as it stood.
-                    Drift::Unreadable(sum) if sum.is_zero() => batch.delete(counter_key(&unit, q)),
-                    Drift::Unreadable(sum) => batch.put(counter_key(&unit, q), to_json(&sum)),
-                }
-            }
-            // The cache is cleared once this commits rather than brought up to date.
-            let _sums = self.add_counters(&*tx, &deltas, &mut batch)?;
-            tx.commit_then(batch, &mut || self.clear_counters_cache())?;
-            return Ok(read);
         }
-        Err(DbError::Conflict("the org-unit tree kept changing during the rebuild: run it again".into()))
+        Err(DbError::Conflict("the org-unit tree or the figures kept changing under other rebuilds: run it again".into()))
+    }
+
+    /// Takes `drift` out of the counters in one write transaction, unless the tree or the
+    /// count of mended drifts moved since it was read (`seen`): a merge moves counters, and
+    /// another rebuild may have taken the same drift out. Returns whether it did.
+    pub(crate) fn take_out_drift(&self, seen: (u64, u64), drift: Drifts) -> Result<bool, DbError> {
+        let tx = self.kv().begin_write()?;
+        if (read_u64(&*tx, TREE_VERSION)?, read_u64(&*tx, MENDED)?) != seen {
+            return Ok(false);
+        }
+        // The drift is from the stored rows: the cache is not trusted with them.
+        self.clear_counters_cache();
+        let mut deltas = CounterDeltas::default();
+        let mut batch = Batch::default();
+        for (unit, q, drift) in drift {
+            match drift {
+                Drift::By(d) => deltas.add(unit, q, &d),
+                // A row that does not read: no write could change it since, so it takes the
+                // sum as it stood.
+                Drift::Unreadable(sum) if sum.is_zero() => batch.delete(counter_key(&unit, q)),
+                Drift::Unreadable(sum) => batch.put(counter_key(&unit, q), to_json(&sum)),
+            }
+        }
+        batch.put(MENDED, (seen.1 + 1).to_be_bytes().to_vec());
+        // The cache is cleared once this commits rather than brought up to date.
+        let _sums = self.add_counters(&*tx, &deltas, &mut batch)?;
+        tx.commit_then(batch, &mut || self.clear_counters_cache())?;
+        Ok(true)
     }
 
     /// Deletes the counter rows that do not read (found outside the write lock: no write can
@@ -391,10 +404,11 @@ impl Db {
     }
 
     /// How far each stored counter is from the sum of the records' contributions (leaving out
-    /// `skip`), in one consistent read, with the version of the tree it read.
-    fn counters_drift(&self, skip: &std::collections::HashSet<sync_protocol::RecordId>) -> Result<(u64, Drifts), DbError> {
+    /// `skip`), in one consistent read, with the version of the tree and the count of mended
+    /// drifts it read.
+    pub(crate) fn counters_drift(&self, skip: &std::collections::HashSet<sync_protocol::RecordId>) -> Result<((u64, u64), Drifts), DbError> {
         let cut = self.kv().begin_read()?;
-        let tree_version = read_u64(&*cut, TREE_VERSION)?;
+        let seen = (read_u64(&*cut, TREE_VERSION)?, read_u64(&*cut, MENDED)?);
         let tree = self.tree_in(&*cut)?;
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
         let mut after = None;
@@ -435,7 +449,7 @@ impl Db {
         }
         // Sums with no row at all.
         drift.extend(sums.into_iter().filter(|(_, c)| !c.is_zero()).map(|((unit, q), c)| (unit, q, Drift::By(c))));
-        Ok((tree_version, drift))
+        Ok((seen, drift))
     }
 
     /// Overwrites a counter row with `bytes`, as a bug, a hand edit or a damaged disk might
