@@ -471,7 +471,8 @@ impl Session {
     /// dictionary: the driver sends the next request at once, without calling
     /// [`Session::failed`]. Once a sync; any other refusal is the driver's, by [`Refusal`].
     pub fn unread_dictionary(&mut self, status: u16, code: &str) -> bool {
-        let unread = status == 400 && code == ErrorCode::BadSyncMessage.as_str() && self.framing.dict && !self.without_dict && self.again();
+        // Once a sync: after it, `framing.dict` stays false (`answered`).
+        let unread = status == 400 && code == ErrorCode::BadSyncMessage.as_str() && self.framing.dict && self.again();
         if unread {
             self.without_dict = true;
             self.framing.dict = false;

@@ -49,6 +49,12 @@ pub(crate) fn counter_label(unit: &str, q: Quarter) -> String {
     format!("{unit}/{q}")
 }
 
+/// The unit and quarter a [`counter_label`] names.
+fn parse_counter_label(label: &str) -> Option<(String, Quarter)> {
+    let (unit, q) = label.rsplit_once('/')?;
+    Some((unit.to_string(), q.parse().ok()?))
+}
+
 fn target_key(unit: &str, indicator: &str) -> Vec<u8> {
     key("t/", &[unit.as_bytes(), indicator.as_bytes()])
 }
@@ -430,13 +436,12 @@ impl Db {
             }
         }
         let mut drift = Vec::new();
-        for (k, v) in cut.range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
-            let name = String::from_utf8_lossy(&k[COUNTERS.len()..]).to_string();
-            let Some((unit, q)) = name.rsplit_once('/').and_then(|(u, q)| Some((u.to_string(), q.parse::<Quarter>().ok()?))) else {
-                return Err(corrupt("counters", format!("a counter row named `{name}`")));
+        for (label, stored) in stored_counters_in(&*cut)? {
+            let Some((unit, q)) = parse_counter_label(&label) else {
+                return Err(corrupt("counters", format!("a counter row named `{label}`")));
             };
             let sum = sums.remove(&(unit.clone(), q)).unwrap_or_default();
-            match serde_json::from_slice::<Counters>(&v) {
+            match stored {
                 Ok(stored) => {
                     let mut d = sum;
                     d.sub(&stored);
