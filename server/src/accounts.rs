@@ -3,6 +3,7 @@
 //! Keys (this module's only): `u/{username}` → [`User`], `d/{username}/{device_id}` →
 //! [`Device`].
 
+use crate::uploads::Uploads;
 use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
 use crate::model::{Device, User};
 use crate::store::{prefix_end, Batch, KvRead};
@@ -12,13 +13,19 @@ use crate::store::{prefix_end, Batch, KvRead};
 /// server keep.
 pub const MAX_DEVICES_PER_ACCOUNT: usize = 6;
 
-impl Db {
+/// Accounts and their devices: the repository of [`Db`] that owns this module's keys (`Db::accounts`).
+#[derive(Clone, Copy)]
+pub struct Accounts<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl Accounts<'_> {
     pub fn get_user(&self, username: &str) -> Result<Option<User>, DbError> {
-        get_json(self.kv(), &key("u/", &[username.as_bytes()]))
+        get_json(self.db.kv(), &key("u/", &[username.as_bytes()]))
     }
 
     pub fn list_users(&self) -> Result<Vec<User>, DbError> {
-        Self::users_in(self.kv())
+        Self::users_in(self.db.kv())
     }
 
     pub(crate) fn users_in(r: &dyn KvRead) -> Result<Vec<User>, DbError> {
@@ -31,40 +38,40 @@ impl Db {
     /// Writes a user; `create` refuses an existing username.
     pub fn put_user(&self, user: &User, create: bool, audit: Option<AuditEvent>) -> Result<(), DbError> {
         // One transaction, so that two admins creating the same username cannot both succeed.
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         let k = key("u/", &[user.username.as_bytes()]);
         if create && tx.get(&k)?.is_some() {
             return Err(DbError::Conflict(format!("user `{}` already exists", user.username)));
         }
         let mut batch = Batch::default();
         batch.put(k, to_json(user));
-        self.audit_into(&*tx, &mut batch, audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
         Ok(tx.commit(batch)?)
     }
 
     /// Changes a user as stored now, in one write transaction (`None`: no such user). A
     /// disabled account's unfinished uploads go in the same write.
     pub fn update_user<E: From<DbError>>(&self, username: &str, audit: Option<AuditEvent>, change: impl FnOnce(&mut User) -> Result<(), E>) -> Result<Option<User>, E> {
-        let tx = self.kv().begin_write().map_err(DbError::from)?;
+        let tx = self.db.kv().begin_write().map_err(DbError::from)?;
         let k = key("u/", &[username.as_bytes()]);
         let Some(mut user) = get_json::<User>(&*tx, &k)? else { return Ok(None) };
         change(&mut user)?;
         let mut batch = Batch::default();
         batch.put(k, to_json(&user));
         if user.disabled {
-            Self::drop_uploads_into(&*tx, &mut batch, username, None)?;
+            Uploads::drop_uploads_into(&*tx, &mut batch, username, None)?;
         }
-        self.audit_into(&*tx, &mut batch, audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
         tx.commit(batch).map_err(DbError::from)?;
         Ok(Some(user))
     }
 
     pub fn get_device(&self, username: &str, device_id: &str) -> Result<Option<Device>, DbError> {
-        get_json(self.kv(), &key("d/", &[username.as_bytes(), device_id.as_bytes()]))
+        get_json(self.db.kv(), &key("d/", &[username.as_bytes(), device_id.as_bytes()]))
     }
 
     pub fn list_devices(&self, username: &str) -> Result<Vec<Device>, DbError> {
-        Self::devices_in(self.kv(), username)
+        Self::devices_in(self.db.kv(), username)
     }
 
     /// Records a login from `device_id`, in one write transaction (so that a revoke racing
@@ -76,7 +83,7 @@ impl Db {
     /// this way (revoking it wipes it): with only phones in use, the login is refused
     /// ([`DbError::TooManyDevices`]) until an admin removes an old one.
     pub fn login_device(&self, username: &str, device_id: &str, now: i64, audit: Option<AuditEvent>) -> Result<bool, DbError> {
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         let k = key("d/", &[username.as_bytes(), device_id.as_bytes()]);
         let mut batch = Batch::default();
         let device = match get_json::<Device>(&*tx, &k)? {
@@ -95,7 +102,7 @@ impl Db {
             }
         };
         batch.put(k, to_json(&device));
-        self.audit_into(&*tx, &mut batch, audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
         tx.commit(batch)?;
         Ok(true)
     }
@@ -103,12 +110,12 @@ impl Db {
     /// Revokes a device, in one write transaction, and drops its unfinished upload; `Ok(false)`
     /// when there is no such device.
     pub fn revoke_device(&self, username: &str, device_id: &str, audit: Option<AuditEvent>) -> Result<bool, DbError> {
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         let k = key("d/", &[username.as_bytes(), device_id.as_bytes()]);
         let Some(device) = get_json::<Device>(&*tx, &k)? else { return Ok(false) };
         let mut batch = Batch::default();
         Self::revoke_into(&*tx, &mut batch, device)?;
-        self.audit_into(&*tx, &mut batch, audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
         tx.commit(batch)?;
         Ok(true)
     }
@@ -116,7 +123,7 @@ impl Db {
     /// Puts into `batch` a device marked revoked and the removal of its unfinished upload, as
     /// read in the write transaction `r`.
     fn revoke_into(r: &dyn KvRead, batch: &mut Batch, device: Device) -> Result<(), DbError> {
-        Self::drop_uploads_into(r, batch, &device.username, Some(&device.device_id))?;
+        Uploads::drop_uploads_into(r, batch, &device.username, Some(&device.device_id))?;
         batch.put(key("d/", &[device.username.as_bytes(), device.device_id.as_bytes()]), to_json(&Device { revoked: true, ..device }));
         Ok(())
     }
@@ -140,6 +147,6 @@ impl Db {
     pub fn put_device(&self, device: &Device, audit: Option<AuditEvent>) -> Result<(), DbError> {
         let mut batch = Batch::default();
         batch.put(key("d/", &[device.username.as_bytes(), device.device_id.as_bytes()]), to_json(device));
-        self.commit_audited(batch, audit)
+        self.db.audit_log().commit_audited(batch, audit)
     }
 }

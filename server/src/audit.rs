@@ -46,7 +46,7 @@ pub const AUDIT_CHECKPOINT_EVERY: u64 = 64;
 /// deleted from the middle breaks the next one's `prev`, and one missing at a multiple of
 /// [`AUDIT_CHECKPOINT_EVERY`] is itself a break. What the store alone cannot show is a tail cut
 /// off together with its checkpoints: for that the latest checkpoint also leaves the store (the
-/// log, the admin's page, and the `--audit-witness` file: [`Db::verify_audit_chain_against`]).
+/// log, the admin's page, and the `--audit-witness` file: [`AuditLog::verify_audit_chain_against`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditCheckpoint {
     pub seq: u64,
@@ -110,7 +110,13 @@ fn audit_key_in(r: &dyn KvRead) -> Result<ed25519_dalek::SigningKey, DbError> {
     signing_key(&seed)
 }
 
-impl Db {
+/// The audit chain and its signed checkpoints: the repository of [`Db`] that owns this module's keys (`Db::audit_log`).
+#[derive(Clone, Copy)]
+pub struct AuditLog<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl AuditLog<'_> {
     /// Appends an audit entry on its own (durable before returning).
     pub fn audit(&self, ev: AuditEvent) -> Result<(), DbError> {
         self.commit_audited(Batch::default(), Some(ev))
@@ -118,7 +124,7 @@ impl Db {
 
     /// Commits `batch` together with an audit entry, atomically and durably.
     pub fn commit_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         self.audit_into(&*tx, &mut batch, ev)?;
         Ok(tx.commit(batch)?)
     }
@@ -167,7 +173,7 @@ impl Db {
 
     /// The key that signs audit checkpoints (made the first time the store is opened).
     pub(crate) fn audit_key(&self) -> Result<ed25519_dalek::SigningKey, DbError> {
-        let seed = self.secret(AUDIT_SEED, || {
+        let seed = self.db.secret(AUDIT_SEED, || {
             let mut seed = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
             seed.to_vec()
@@ -178,7 +184,7 @@ impl Db {
     /// Audit entries with `seq > since`, oldest first, at most `limit`.
     pub fn audit_since(&self, since: u64, limit: usize) -> Result<Vec<AuditEntry>, DbError> {
         let start = key("a/", &[&(since.saturating_add(1)).to_be_bytes()]);
-        Self::audit_range_in(self.kv(), &start, limit)
+        Self::audit_range_in(self.db.kv(), &start, limit)
     }
 
     /// Every audit entry, oldest first.
@@ -193,13 +199,13 @@ impl Db {
 
     /// The latest signed checkpoint of the audit chain.
     pub fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>, DbError> {
-        match self.kv().last_in(b"ac/", &prefix_end(b"ac/"))? {
+        match self.db.kv().last_in(b"ac/", &prefix_end(b"ac/"))? {
             Some((_, v)) => Ok(Some(serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?)),
             None => Ok(None),
         }
     }
 
-    /// [`Db::verify_audit_chain`], and that the chain holds every checkpoint `witnessed`
+    /// [`AuditLog::verify_audit_chain`], and that the chain holds every checkpoint `witnessed`
     /// outside the store, each signed the same: a tail cut off with its checkpoints is broken at
     /// the first entry it lost, and stays so when the chain has grown back past the cut (its new
     /// checkpoints sign other entries).
@@ -211,7 +217,7 @@ impl Db {
         if witnessed.is_empty() {
             return Ok(Ok(count));
         }
-        let here: std::collections::HashMap<u64, String> = Self::audit_checkpoints_in(self.kv())?.into_iter().map(|ck| (ck.seq, ck.signature)).collect();
+        let here: std::collections::HashMap<u64, String> = Self::audit_checkpoints_in(self.db.kv())?.into_iter().map(|ck| (ck.seq, ck.signature)).collect();
         let first_missing = witnessed.iter().filter(|w| here.get(&w.seq) != Some(&w.signature)).map(|w| w.seq).min();
         Ok(match first_missing {
             None => Ok(count),
@@ -228,7 +234,7 @@ impl Db {
         let mut prev = "0".repeat(64);
         let mut count = 0;
         let mut hashes = Vec::new();
-        for e in Self::audit_entries_in(self.kv())? {
+        for e in Self::audit_entries_in(self.db.kv())? {
             if e.prev_hash != prev || e.compute_hash() != e.hash || e.seq != count + 1 {
                 return Ok(Err(e.seq));
             }
@@ -239,7 +245,7 @@ impl Db {
         let key = self.audit_key()?.verifying_key();
         // The checkpoint expected next, and the signature its `prev` must name.
         let (mut expected, mut prev_signature) = (AUDIT_CHECKPOINT_EVERY, String::new());
-        for ck in Self::audit_checkpoints_in(self.kv())? {
+        for ck in Self::audit_checkpoints_in(self.db.kv())? {
             if ck.seq != expected {
                 // One is missing (or one was added where none is ever made).
                 return Ok(Err(expected.min(ck.seq)));
@@ -274,7 +280,7 @@ impl Db {
     }
 
     pub(crate) fn verify_audit_chain_tail(&self) -> Result<(), DbError> {
-        if let Some((_, v)) = self.kv().last_in(b"a/", &prefix_end(b"a/"))? {
+        if let Some((_, v)) = self.db.kv().last_in(b"a/", &prefix_end(b"a/"))? {
             let e: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
             if e.compute_hash() != e.hash {
                 return Err(corrupt("audit", format!("entry {} does not match its hash", e.seq)));
@@ -298,9 +304,9 @@ mod tests {
     fn audit_chain_verifies_and_detects_tampering() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         for i in 0..5 {
-            db.audit(ev("login", &format!("user{i}"))).unwrap();
+            db.audit_log().audit(ev("login", &format!("user{i}"))).unwrap();
         }
-        assert_eq!(db.verify_audit_chain().unwrap(), Ok(5));
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Ok(5));
         // Tamper with entry 3: change its target but keep its hash.
         let k = key("a/", &[&3u64.to_be_bytes()]);
         let mut e: AuditEntry = get_json(db.kv(), &k).unwrap().unwrap();
@@ -308,7 +314,7 @@ mod tests {
         let mut b = Batch::default();
         b.put(k, to_json(&e));
         db.commit(b).unwrap();
-        assert_eq!(db.verify_audit_chain().unwrap(), Err(3));
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(3));
     }
 
     #[test]
@@ -316,9 +322,9 @@ mod tests {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let n = 2 * AUDIT_CHECKPOINT_EVERY + 10;
         for i in 0..n {
-            db.audit(ev("login", &format!("user{i}"))).unwrap();
+            db.audit_log().audit(ev("login", &format!("user{i}"))).unwrap();
         }
-        assert_eq!(db.verify_audit_chain().unwrap(), Ok(n));
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Ok(n));
         // Cut the tail past the last checkpoint: hash-linked entries alone could not tell.
         let snapshot: Vec<_> = db.kv().range(b"", &[0xff], usize::MAX).unwrap();
         let cut = 2 * AUDIT_CHECKPOINT_EVERY - 5;
@@ -327,7 +333,7 @@ mod tests {
             b.delete(key("a/", &[&seq.to_be_bytes()]));
         }
         db.commit(b).unwrap();
-        assert_eq!(db.verify_audit_chain().unwrap(), Err(cut + 1), "a chain cut before its latest checkpoint");
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(cut + 1), "a chain cut before its latest checkpoint");
         // Rewrite the whole chain consistently (new hashes) without the key: the checkpoints no
         // longer match.
         let mut b = Batch::default();
@@ -349,7 +355,7 @@ mod tests {
             b.put(k, to_json(&e));
         }
         db.commit(b).unwrap();
-        assert_eq!(db.verify_audit_chain().unwrap(), Err(AUDIT_CHECKPOINT_EVERY), "a rewritten chain");
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(AUDIT_CHECKPOINT_EVERY), "a rewritten chain");
     }
 
     /// Issue "Security, second review", item 2: entries after 100 and their checkpoints were
@@ -359,13 +365,13 @@ mod tests {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let n = 10 * AUDIT_CHECKPOINT_EVERY + 20;
         for i in 0..n {
-            db.audit(ev("login", &format!("user{i}"))).unwrap();
+            db.audit_log().audit(ev("login", &format!("user{i}"))).unwrap();
         }
-        let latest = db.latest_audit_checkpoint().unwrap().expect("checkpoints were made");
+        let latest = db.audit_log().latest_audit_checkpoint().unwrap().expect("checkpoints were made");
         assert_eq!(latest.seq, 10 * AUDIT_CHECKPOINT_EVERY);
         let witness = AuditWitness::all_in(&format!("garbage\n{}\n", AuditWitness::line(&latest)));
         assert_eq!(witness.len(), 1);
-        assert_eq!(db.verify_audit_chain_against(&witness).unwrap(), Ok(n));
+        assert_eq!(db.audit_log().verify_audit_chain_against(&witness).unwrap(), Ok(n));
         let snapshot: Vec<_> = db.kv().range(b"", &[0xff], usize::MAX).unwrap();
         let restore = |db: &Db| {
             let mut b = Batch::default();
@@ -378,7 +384,7 @@ mod tests {
         let mut b = Batch::default();
         b.delete(key("ac/", &[&(3 * AUDIT_CHECKPOINT_EVERY).to_be_bytes()]));
         db.commit(b).unwrap();
-        assert_eq!(db.verify_audit_chain().unwrap(), Err(3 * AUDIT_CHECKPOINT_EVERY), "a checkpoint missing in the middle");
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(3 * AUDIT_CHECKPOINT_EVERY), "a checkpoint missing in the middle");
         restore(&db);
         // The last checkpoints deleted, every entry kept.
         let mut b = Batch::default();
@@ -386,7 +392,7 @@ mod tests {
             b.delete(key("ac/", &[&(k * AUDIT_CHECKPOINT_EVERY).to_be_bytes()]));
         }
         db.commit(b).unwrap();
-        assert_eq!(db.verify_audit_chain().unwrap(), Err(8 * AUDIT_CHECKPOINT_EVERY), "entries past their missing checkpoints");
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(8 * AUDIT_CHECKPOINT_EVERY), "entries past their missing checkpoints");
         restore(&db);
         // Every entry after `last` deleted, with the checkpoints past it: a tail cut off.
         let cut_after = |db: &Db, last: u64| {
@@ -403,8 +409,8 @@ mod tests {
         // The tail cut at 100 with its checkpoints: consistent in the store, but not with the
         // checkpoint seen outside it.
         cut_after(&db, 100);
-        assert_eq!(db.verify_audit_chain().unwrap(), Ok(100), "the store alone cannot tell");
-        assert_eq!(db.verify_audit_chain_against(&witness).unwrap(), Err(101), "the witness can");
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Ok(100), "the store alone cannot tell");
+        assert_eq!(db.audit_log().verify_audit_chain_against(&witness).unwrap(), Err(101), "the witness can");
         // A checkpoint made again past the cut, without the key, cannot stand in for it.
         restore(&db);
         let mut forged = latest.clone();
@@ -412,21 +418,21 @@ mod tests {
         let mut b = Batch::default();
         b.put(key("ac/", &[&latest.seq.to_be_bytes()]), to_json(&forged));
         db.commit(b).unwrap();
-        assert_eq!(db.verify_audit_chain().unwrap(), Err(latest.seq));
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(latest.seq));
         // The next checkpoint names the one before it: a chain of signatures.
         restore(&db);
         for i in 0..AUDIT_CHECKPOINT_EVERY {
-            db.audit(ev("login", &format!("more{i}"))).unwrap();
+            db.audit_log().audit(ev("login", &format!("more{i}"))).unwrap();
         }
-        let next = db.latest_audit_checkpoint().unwrap().unwrap();
+        let next = db.audit_log().latest_audit_checkpoint().unwrap().unwrap();
         assert_eq!((next.seq, next.prev.as_deref()), (11 * AUDIT_CHECKPOINT_EVERY, Some(latest.signature.as_str())));
         // Cut at 100 again and grown back past the cut: consistent in the store, but its new
         // checkpoints sign other entries than the witness saw.
         cut_after(&db, 100);
         for i in 100..n + 10 {
-            db.audit(ev("login", &format!("regrown{i}"))).unwrap();
+            db.audit_log().audit(ev("login", &format!("regrown{i}"))).unwrap();
         }
-        assert_eq!(db.verify_audit_chain().unwrap(), Ok(n + 10), "consistent in the store");
-        assert_eq!(db.verify_audit_chain_against(&witness).unwrap(), Err(latest.seq), "still broken against the witness");
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Ok(n + 10), "consistent in the store");
+        assert_eq!(db.audit_log().verify_audit_chain_against(&witness).unwrap(), Err(latest.seq), "still broken against the witness");
     }
 }

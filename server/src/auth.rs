@@ -233,7 +233,13 @@ pub enum RefreshError {
     Reused,
 }
 
-impl Db {
+/// Refresh tokens and their families: the repository of [`Db`] that owns this module's keys (`Db::refresh_tokens`).
+#[derive(Clone, Copy)]
+pub struct RefreshTokens<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl RefreshTokens<'_> {
     /// Issues the first refresh token of a new family, for a login at the user's session
     /// `epoch`. Returns the token and the family.
     pub fn issue_refresh(&self, username: &str, device_id: &str, epoch: u64) -> Result<(String, String), DbError> {
@@ -250,20 +256,20 @@ impl Db {
         };
         let mut b = Batch::default();
         b.put(key("rt/", &[token_hash(&token).as_bytes()]), to_json(&rec));
-        self.commit(b)?;
+        self.db.commit(b)?;
         Ok((token, rec.family))
     }
 
     /// Whether a refresh-token family was revoked (reuse, logout, a changed account).
     pub fn refresh_family_revoked(&self, family: &str) -> Result<bool, DbError> {
-        Ok(self.kv().get(&key("rf/", &[family.as_bytes()]))?.is_some())
+        Ok(self.db.kv().get(&key("rf/", &[family.as_bytes()]))?.is_some())
     }
 
     /// Revokes a refresh-token family.
     pub fn revoke_refresh_family(&self, family: &str) -> Result<(), DbError> {
         let mut b = Batch::default();
         b.put(key("rf/", &[family.as_bytes()]), b"revoked".to_vec());
-        self.commit(b)
+        self.db.commit(b)
     }
 
     /// Exchanges a refresh token for a new one of its family, marking it used (in one write).
@@ -276,7 +282,7 @@ impl Db {
     /// the "lost" token shows up after all, the family is revoked as for any reuse.
     pub fn use_refresh(&self, token: &str) -> Result<Result<Rotation, RefreshError>, DbError> {
         // One write transaction: two replicas given the same token at once rotate it once.
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         let k = key("rt/", &[token_hash(token).as_bytes()]);
         let Some(mut rec) = get_json::<RefreshRecord>(&*tx, &k)? else { return Ok(Err(RefreshError::Unknown)) };
         let fam_key = key("rf/", &[rec.family.as_bytes()]);
@@ -334,7 +340,7 @@ impl Db {
     /// The tokens of a refresh family that may still be exchanged (never more than one).
     pub fn live_refresh_tokens(&self, family: &str) -> Result<usize, DbError> {
         let mut n = 0;
-        for (_, v) in self.kv().range(b"rt/", &crate::store::prefix_end(b"rt/"), usize::MAX)? {
+        for (_, v) in self.db.kv().range(b"rt/", &crate::store::prefix_end(b"rt/"), usize::MAX)? {
             let rec: RefreshRecord = serde_json::from_slice(&v).map_err(|e| crate::db::corrupt("refresh token", e))?;
             n += usize::from(rec.family == family && !rec.used);
         }
@@ -343,10 +349,10 @@ impl Db {
 
     /// Revokes the family of a refresh token (logout).
     pub fn revoke_refresh_family_of(&self, token: &str) -> Result<(), DbError> {
-        if let Some(rec) = get_json::<RefreshRecord>(self.kv(), &key("rt/", &[token_hash(token).as_bytes()]))? {
+        if let Some(rec) = get_json::<RefreshRecord>(self.db.kv(), &key("rt/", &[token_hash(token).as_bytes()]))? {
             let mut b = Batch::default();
             b.put(key("rf/", &[rec.family.as_bytes()]), b"revoked".to_vec());
-            self.commit(b)?;
+            self.db.commit(b)?;
         }
         Ok(())
     }
@@ -419,29 +425,29 @@ mod tests {
     #[test]
     fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
-        let (t1, _) = db.issue_refresh("u", "d1", 0).unwrap();
-        let r1 = db.use_refresh(&t1).unwrap().unwrap();
+        let (t1, _) = db.refresh_tokens().issue_refresh("u", "d1", 0).unwrap();
+        let r1 = db.refresh_tokens().use_refresh(&t1).unwrap().unwrap();
         assert_eq!((r1.username.as_str(), r1.device_id.as_str()), ("u", "d1"));
-        let r2 = db.use_refresh(&r1.token).unwrap().unwrap();
+        let r2 = db.refresh_tokens().use_refresh(&r1.token).unwrap().unwrap();
         assert_eq!(r2.family, r1.family);
         // t1 again once its successor was used: theft detected, the family is revoked.
-        assert!(matches!(db.use_refresh(&t1).unwrap(), Err(RefreshError::Reused)));
-        assert!(matches!(db.use_refresh(&r2.token).unwrap(), Err(RefreshError::Reused)));
-        assert!(matches!(db.use_refresh("garbage").unwrap(), Err(RefreshError::Unknown)));
+        assert!(matches!(db.refresh_tokens().use_refresh(&t1).unwrap(), Err(RefreshError::Reused)));
+        assert!(matches!(db.refresh_tokens().use_refresh(&r2.token).unwrap(), Err(RefreshError::Reused)));
+        assert!(matches!(db.refresh_tokens().use_refresh("garbage").unwrap(), Err(RefreshError::Unknown)));
     }
 
     #[test]
     fn a_refresh_whose_answer_was_lost_may_be_retried_once_its_successor_is_unused() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
-        let (t1, _) = db.issue_refresh("u", "d1", 0).unwrap();
-        let lost = db.use_refresh(&t1).unwrap().unwrap();
-        let retried = db.use_refresh(&t1).unwrap().unwrap();
+        let (t1, _) = db.refresh_tokens().issue_refresh("u", "d1", 0).unwrap();
+        let lost = db.refresh_tokens().use_refresh(&t1).unwrap().unwrap();
+        let retried = db.refresh_tokens().use_refresh(&t1).unwrap().unwrap();
         assert_eq!(retried.family, lost.family);
         assert_ne!(retried.token, lost.token);
         // The retried answer's token works; the lost one, turning up, ends the family.
-        let next = db.use_refresh(&retried.token).unwrap().unwrap();
-        assert!(matches!(db.use_refresh(&lost.token).unwrap(), Err(RefreshError::Reused)));
-        assert!(matches!(db.use_refresh(&next.token).unwrap(), Err(RefreshError::Reused)));
+        let next = db.refresh_tokens().use_refresh(&retried.token).unwrap().unwrap();
+        assert!(matches!(db.refresh_tokens().use_refresh(&lost.token).unwrap(), Err(RefreshError::Reused)));
+        assert!(matches!(db.refresh_tokens().use_refresh(&next.token).unwrap(), Err(RefreshError::Reused)));
     }
 
 }

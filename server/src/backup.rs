@@ -197,8 +197,8 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     // A new epoch, with the relay window open: phones push back what the backup lacks.
     db.set_epoch(true).map_err(|e| format!("the restored store in {place}: {e}"))?;
     // A backup from before records kept reporting rows: they are written now, from the documents.
-    if db.report_rows_missing().map_err(|e| format!("the restored store in {place}: {e}"))? {
-        db.rebuild_figures().map_err(|e| format!("the restored store in {place}: {e}"))?;
+    if db.records().report_rows_missing().map_err(|e| format!("the restored store in {place}: {e}"))? {
+        db.figures().rebuild_figures().map_err(|e| format!("the restored store in {place}: {e}"))?;
     }
     Ok(n)
 }

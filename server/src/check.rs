@@ -17,6 +17,9 @@ use indicators::{Contribution, Counters, Quarter};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::RecordId;
 
+use crate::accounts::Accounts;
+use crate::audit::AuditLog;
+use crate::records::Records;
 use crate::db::{Db, DbError};
 use crate::records::{FeedRow, MetaRow};
 use crate::store::tables::{AccountRow, ApprovalRow, AuditRow, CheckpointRow, ConflictRow, DeviceRow, OrgUnitRow, RecordRow};
@@ -49,7 +52,7 @@ impl Db {
         let mut problems = Vec::new();
         let cut = self.kv().begin_read()?;
         let tree = self.tree_in(&*cut)?;
-        let high = Self::feed_seq_in(&*cut)?;
+        let high = Records::feed_seq_in(&*cut)?;
 
         // The feed: id → (commune, seq), each id once.
         let mut feed: HashMap<RecordId, (String, u64)> = HashMap::new();
@@ -110,7 +113,7 @@ impl Db {
                     feed_seq: Some(meta.seq),
                 });
             }
-            let mut doc = match Self::doc_bytes_in(&*cut, &id) {
+            let mut doc = match Records::doc_bytes_in(&*cut, &id) {
                 Ok(Some(bytes)) => match AutoCommit::load(&bytes) {
                     Ok(doc) => {
                         if let Some(problem) = prefix_problem(&meta, &bytes) {
@@ -188,9 +191,9 @@ impl Db {
             let expected = Tables {
                 records: rows.into_values().collect(),
                 org_units: tree.all().map(|u| OrgUnitRow { code: u.code.clone(), name: u.name.clone(), parent: u.parent.clone(), level: u.level.clone(), merged_into: u.merged_into.clone() }).collect(),
-                accounts: Db::users_in(&*cut)?.into_iter().map(|u| AccountRow { username: u.username, role: u.role.as_str().into(), org_unit: u.org_unit, disabled: u.disabled }).collect(),
-                devices: Db::all_devices_in(&*cut)?.into_iter().map(|d| DeviceRow { username: d.username, device_id: d.device_id, revoked: d.revoked }).collect(),
-                audit: Db::audit_entries_in(&*cut)?.into_iter().map(|e| AuditRow { seq: e.seq, hash: e.hash }).collect(),
+                accounts: Accounts::users_in(&*cut)?.into_iter().map(|u| AccountRow { username: u.username, role: u.role.as_str().into(), org_unit: u.org_unit, disabled: u.disabled }).collect(),
+                devices: Accounts::all_devices_in(&*cut)?.into_iter().map(|d| DeviceRow { username: d.username, device_id: d.device_id, revoked: d.revoked }).collect(),
+                audit: AuditLog::audit_entries_in(&*cut)?.into_iter().map(|e| AuditRow { seq: e.seq, hash: e.hash }).collect(),
                 approvals: crate::figures::all_approvals_in(&*cut)?
                     .into_iter()
                     .map(|a| ApprovalRow { org_unit: a.org_unit, period: a.period, approved_by: a.approved_by, changes_after: a.changes_after })
@@ -201,14 +204,14 @@ impl Db {
                         conflicts.into_iter().map(move |c| ConflictRow { record_id: id.0, commune: commune.clone(), path: c.path, competing: c.values.len() as u32 })
                     })
                     .collect(),
-                audit_checkpoints: Db::audit_checkpoints_in(&*cut)?.into_iter().map(|c| CheckpointRow { seq: c.seq, hash: c.hash, signature: c.signature }).collect(),
+                audit_checkpoints: AuditLog::audit_checkpoints_in(&*cut)?.into_iter().map(|c| CheckpointRow { seq: c.seq, hash: c.hash, signature: c.signature }).collect(),
             };
             compare_tables(&expected, &tables, unreadable == 0, &mut problems);
         }
         drop(cut);
 
         // The audit chain.
-        match self.verify_audit_chain()? {
+        match self.audit_log().verify_audit_chain()? {
             Ok(n) => report.audit_entries = n,
             Err(at) => problems.push(format!("the audit chain is broken at entry {at}")),
         }

@@ -408,7 +408,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             let user = User { username: username.clone(), role, org_unit, password_hash: auth::hash_password(&password), disabled: false, session_epoch: 0 };
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "user_create", target: username.clone() };
-            db.put_user(&user, true, Some(ev)).map_err(|e| e.to_string())?;
+            db.accounts().put_user(&user, true, Some(ev)).map_err(|e| e.to_string())?;
             println!("created user {username} ({role})");
             Ok(())
         }
@@ -419,7 +419,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let tree = db.tree();
             let level = level_for(&tree, code.as_str(), level.as_deref()).map_err(|e| e.replace("give the level", "give it with --level"))?;
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "org_unit_put", target: code.to_string() };
-            db.put_org_unit(OrgUnit::new(code.to_string(), name, parent, level.clone()), Some(ev)).map_err(|e| e.to_string())?;
+            db.org_units().put_org_unit(OrgUnit::new(code.to_string(), name, parent, level.clone()), Some(ev)).map_err(|e| e.to_string())?;
             println!("org unit {code} saved ({level})");
             Ok(())
         }
@@ -427,7 +427,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let effective = crate::model::parse_effective(&effective)?;
             let db = open_existing(&store)?;
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "org_unit_merge", target: format!("{code} into {into} from {effective}") };
-            let m = db.merge_org_unit(&code, &into, effective, crate::model::today(), Some(ev)).map_err(|e| e.to_string())?;
+            let m = db.org_units().merge_org_unit(&code, &into, effective, crate::model::today(), Some(ev)).map_err(|e| e.to_string())?;
             println!("org unit {code} merged into {into} from {effective}");
             if !m.children_moved.is_empty() {
                 println!("units now under {into}: {}", m.children_moved.join(", "));
@@ -444,7 +444,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let db = open_existing(&store)?;
             let epoch = db.set_epoch(true).map_err(|e| e.to_string())?;
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "store_new_epoch", target: format!("{epoch:016x}") };
-            db.audit(ev).map_err(|e| e.to_string())?;
+            db.audit_log().audit(ev).map_err(|e| e.to_string())?;
             println!("{{\"epoch\": \"{epoch:016x}\"}}");
             Ok(())
         }
@@ -476,7 +476,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             // Records stored before their reporting rows were kept get them now (the rebuild
             // rewrites every record's metadata, reporting row and the figures from the documents).
             let db = crate::Db::open(Box::new(kv)).map_err(|e| e.to_string())?;
-            let refreshed = if db.report_rows_missing().map_err(|e| e.to_string())? { db.rebuild_figures().map_err(|e| e.to_string())? } else { 0 };
+            let refreshed = if db.records().report_rows_missing().map_err(|e| e.to_string())? { db.figures().rebuild_figures().map_err(|e| e.to_string())? } else { 0 };
             let applied: Vec<String> = applied.iter().map(i32::to_string).collect();
             println!(
                 "{{\"schema_version\": {}, \"applied\": [{}], \"records_refreshed\": {refreshed}}}",
@@ -487,7 +487,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
         }
         Cmd::Admin(AdminCmd::RebuildFigures { store }) => {
             let db = open_existing(&store)?;
-            let n = db.rebuild_figures().map_err(|e| e.to_string())?;
+            let n = db.figures().rebuild_figures().map_err(|e| e.to_string())?;
             println!("{{\"records\": {n}}}");
             Ok(())
         }

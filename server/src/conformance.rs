@@ -36,13 +36,13 @@ fn reviewer() -> Principal {
 
 fn setup(db: &Db) {
     for (code, parent, level) in [("04", None, "province"), ("047", Some("04"), "district"), ("04701", Some("047"), "commune"), ("04702", Some("047"), "commune")] {
-        db.put_org_unit(OrgUnit::new(code, code, parent.map(Into::into), level), None).unwrap();
+        db.org_units().put_org_unit(OrgUnit::new(code, code, parent.map(Into::into), level), None).unwrap();
     }
 }
 
 fn push(db: &Db, who: &Principal, id: RecordId, d: &mut AutoCommit, since: &[sync_protocol::automerge::ChangeHash]) {
     let req = SyncRequest { push: vec![PushDoc { id, changes: d.save_after(since), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
-    let resp = db.sync(who, &req).unwrap();
+    let resp = db.records().sync(who, &req).unwrap();
     assert_eq!(resp.results[0].outcome, PushOutcome::Accepted, "{:?}", resp.results);
 }
 
@@ -50,7 +50,7 @@ fn push(db: &Db, who: &Principal, id: RecordId, d: &mut AutoCommit, since: &[syn
 fn pull_all(db: &Db, who: &Principal, cursor: Vec<u8>, held: &mut HashMap<RecordId, AutoCommit>) -> Vec<u8> {
     let mut cursor = cursor;
     loop {
-        let r = db.sync(who, &SyncRequest { cursor: cursor.clone(), ..Default::default() }).unwrap();
+        let r = db.records().sync(who, &SyncRequest { cursor: cursor.clone(), ..Default::default() }).unwrap();
         for p in r.pull {
             let d = held.entry(p.id).or_default();
             d.load_incremental(&p.changes).unwrap();
@@ -77,7 +77,7 @@ pub(crate) fn invariants(dbs: &[Db]) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-    let (rotation_token, family) = db.issue_refresh("reviewer", "web", 0).unwrap();
+    let (rotation_token, family) = db.refresh_tokens().issue_refresh("reviewer", "web", 0).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     let (held, rotated) = std::thread::scope(|s| {
         let writers: Vec<_> = (0..WRITERS)
@@ -99,7 +99,7 @@ pub(crate) fn invariants(dbs: &[Db]) {
                             doc::set_path(d, "published_on", &json!("2025-10-01")).unwrap();
                             push(db, &who, *id, d, &before);
                         }
-                        db.audit(AuditEvent { user: who.username.clone(), device_id: None, action: "test", target: format!("{n}") }).unwrap();
+                        db.audit_log().audit(AuditEvent { user: who.username.clone(), device_id: None, action: "test", target: format!("{n}") }).unwrap();
                     }
                 })
             })
@@ -121,14 +121,14 @@ pub(crate) fn invariants(dbs: &[Db]) {
             let db = &dbs[1 % dbs.len()];
             let mut rebuilds = 0;
             while !done.load(std::sync::atomic::Ordering::Acquire) {
-                db.rebuild_figures_paged(5).unwrap();
+                db.figures().rebuild_figures_paged(5).unwrap();
                 rebuilds += 1;
             }
             rebuilds
         });
         // Replicas given the same refresh token at once (a phone retrying a lost answer): the
         // exchanges happen one after another, and one token of the family stays live.
-        let rotations: Vec<_> = dbs.iter().cycle().take(4).map(|d| s.spawn(|| d.use_refresh(&rotation_token).unwrap())).collect();
+        let rotations: Vec<_> = dbs.iter().cycle().take(4).map(|d| s.spawn(|| d.refresh_tokens().use_refresh(&rotation_token).unwrap())).collect();
         let rotated: Vec<bool> = rotations.into_iter().map(|h| h.join().unwrap().is_ok()).collect();
         for w in writers {
             w.join().unwrap();
@@ -138,13 +138,13 @@ pub(crate) fn invariants(dbs: &[Db]) {
         (puller.join().unwrap(), rotated)
     });
     assert!(rotated[0] || rotated.iter().any(|ok| *ok), "{rotated:?}");
-    assert_eq!(db.live_refresh_tokens(&family).unwrap(), 1, "one live token per family: {rotated:?}");
+    assert_eq!(db.refresh_tokens().live_refresh_tokens(&family).unwrap(), 1, "one live token per family: {rotated:?}");
 
     // The reader that pulled during the writes holds every record at its stored version.
     let mut stored: BTreeMap<RecordId, Vec<sync_protocol::automerge::ChangeHash>> = BTreeMap::new();
     for c in ["04701", "04702"] {
-        for id in db.record_ids_of(c).unwrap() {
-            stored.insert(id, db.load_doc(&id).unwrap().unwrap().get_heads());
+        for id in db.records().record_ids_of(c).unwrap() {
+            stored.insert(id, db.records().load_doc(&id).unwrap().unwrap().get_heads());
         }
     }
     assert_eq!(stored.len(), WRITERS * RECORDS_EACH);
@@ -153,39 +153,39 @@ pub(crate) fn invariants(dbs: &[Db]) {
     assert!(held.iter_mut().all(|(id, h)| stored[id] == *h), "a pulled record is behind its stored version");
 
     // The counters equal a rebuild from the documents, on every handle.
-    let live = db.all_counters().unwrap();
+    let live = db.figures().all_counters().unwrap();
     let q4: indicators::Quarter = "2025Q4".parse::<indicators::Period>().unwrap().quarters()[0];
-    assert_eq!(db.counters("047", q4).unwrap().news_items(), (WRITERS * RECORDS_EACH / 3) as i64, "the edits moved their records to Q4");
+    assert_eq!(db.figures().counters("047", q4).unwrap().news_items(), (WRITERS * RECORDS_EACH / 3) as i64, "the edits moved their records to Q4");
     // Counters that drifted from their records (a bug, a hand edit, a damaged disk) are mended
     // by a rebuild: one doubled, one where nothing counts, one that does not read.
-    let mut drifted = db.counters("04701", q4).unwrap();
+    let mut drifted = db.figures().counters("04701", q4).unwrap();
     drifted.add(&drifted.clone());
-    db.overwrite_counter_row("04701", q4, &serde_json::to_vec(&drifted).unwrap());
+    db.figures().overwrite_counter_row("04701", q4, &serde_json::to_vec(&drifted).unwrap());
     let q1_2026: indicators::Quarter = "2026Q1".parse::<indicators::Period>().unwrap().quarters()[0];
-    db.overwrite_counter_row("04702", q1_2026, &serde_json::to_vec(&drifted).unwrap());
+    db.figures().overwrite_counter_row("04702", q1_2026, &serde_json::to_vec(&drifted).unwrap());
     let q1: indicators::Quarter = "2025Q1".parse::<indicators::Period>().unwrap().quarters()[0];
-    db.overwrite_counter_row("047", q1, b"{not json");
-    assert!(db.all_counters().is_err(), "a row that does not read");
+    db.figures().overwrite_counter_row("047", q1, b"{not json");
+    assert!(db.figures().all_counters().is_err(), "a row that does not read");
     // And every contribution forgotten (as a changed formula looks): the rebuild's pages move
     // each record's back in, through the row that does not read.
-    db.forget_contributions();
-    dbs.last().unwrap().rebuild_figures().unwrap();
-    assert_eq!(db.all_counters().unwrap(), live, "mended by one rebuild");
+    db.records().forget_contributions();
+    dbs.last().unwrap().figures().rebuild_figures().unwrap();
+    assert_eq!(db.figures().all_counters().unwrap(), live, "mended by one rebuild");
     // A drift read before another rebuild took it out is not taken out twice.
-    db.overwrite_counter_row("04701", q4, &serde_json::to_vec(&drifted).unwrap());
-    let (seen, stale) = db.counters_drift(&Default::default()).unwrap();
+    db.figures().overwrite_counter_row("04701", q4, &serde_json::to_vec(&drifted).unwrap());
+    let (seen, stale) = db.figures().counters_drift(&Default::default()).unwrap();
     assert_eq!(stale.len(), 1, "the row made to drift");
-    dbs.last().unwrap().rebuild_figures().unwrap();
-    assert!(!db.take_out_drift(seen, stale).unwrap(), "a drift already taken out");
+    dbs.last().unwrap().figures().rebuild_figures().unwrap();
+    assert!(!db.figures().take_out_drift(seen, stale).unwrap(), "a drift already taken out");
     for d in dbs {
-        assert_eq!(d.all_counters().unwrap(), live, "counters equal a rebuild");
-        assert_eq!(d.counters("047", q4).unwrap().news_items(), (WRITERS * RECORDS_EACH / 3) as i64, "no handle serves a stale cache");
+        assert_eq!(d.figures().all_counters().unwrap(), live, "counters equal a rebuild");
+        assert_eq!(d.figures().counters("047", q4).unwrap().news_items(), (WRITERS * RECORDS_EACH / 3) as i64, "no handle serves a stale cache");
     }
     // One chain, every entry.
     for d in dbs {
-        assert_eq!(d.verify_audit_chain().unwrap(), Ok((WRITERS * RECORDS_EACH) as u64));
+        assert_eq!(d.audit_log().verify_audit_chain().unwrap(), Ok((WRITERS * RECORDS_EACH) as u64));
     }
-    assert_eq!(db.feed_seq().unwrap(), (WRITERS * RECORDS_EACH + WRITERS * RECORDS_EACH / 3) as u64, "one sequence number per write, none skipped");
+    assert_eq!(db.records().feed_seq().unwrap(), (WRITERS * RECORDS_EACH + WRITERS * RECORDS_EACH / 3) as u64, "one sequence number per write, none skipped");
 }
 
 /// A device revoke racing logins of that device, and a disable racing other changes to the
@@ -199,23 +199,23 @@ pub(crate) fn revokes_and_disables_win_their_races(dbs: &[Db]) {
     for round in 0..30 {
         let name = format!("racer{round}");
         let user = User { username: name.clone(), role: Role::CommuneOfficer, org_unit: "04701".into(), password_hash: "not-a-hash".into(), disabled: false, session_epoch: 0 };
-        db.put_user(&user, true, None).unwrap();
-        assert!(db.login_device(&name, "phone", 1, None).unwrap());
+        db.accounts().put_user(&user, true, None).unwrap();
+        assert!(db.accounts().login_device(&name, "phone", 1, None).unwrap());
         let start = std::sync::Barrier::new(4);
         std::thread::scope(|s| {
             s.spawn(|| {
                 start.wait();
                 for t in 0..6i64 {
-                    on(round).login_device(&name, "phone", 2 + t, None).unwrap();
+                    on(round).accounts().login_device(&name, "phone", 2 + t, None).unwrap();
                 }
             });
             s.spawn(|| {
                 start.wait();
-                assert!(on(round + 1).revoke_device(&name, "phone", None).unwrap());
+                assert!(on(round + 1).accounts().revoke_device(&name, "phone", None).unwrap());
             });
             s.spawn(|| {
                 start.wait();
-                on(round + 1).update_user::<DbError>(&name, None, |u| {
+                on(round + 1).accounts().update_user::<DbError>(&name, None, |u| {
                     u.disabled = true;
                     Ok(())
                 }).unwrap();
@@ -224,16 +224,16 @@ pub(crate) fn revokes_and_disables_win_their_races(dbs: &[Db]) {
                 start.wait();
                 for t in 0..6 {
                     let unit = if t % 2 == 0 { "04702" } else { "04701" };
-                    on(round).update_user::<DbError>(&name, None, |u| {
+                    on(round).accounts().update_user::<DbError>(&name, None, |u| {
                         u.org_unit = unit.into();
                         Ok(())
                     }).unwrap();
                 }
             });
         });
-        assert!(db.get_device(&name, "phone").unwrap().unwrap().revoked, "round {round}: a login undid a revoke");
-        assert!(db.get_user(&name).unwrap().unwrap().disabled, "round {round}: a change to the account undid a disable");
-        assert!(!db.login_device(&name, "phone", 99, None).unwrap(), "a revoked device logs in no more");
+        assert!(db.accounts().get_device(&name, "phone").unwrap().unwrap().revoked, "round {round}: a login undid a revoke");
+        assert!(db.accounts().get_user(&name).unwrap().unwrap().disabled, "round {round}: a change to the account undid a disable");
+        assert!(!db.accounts().login_device(&name, "phone", 99, None).unwrap(), "a revoked device logs in no more");
     }
 }
 

@@ -217,9 +217,9 @@ impl Db {
         let db = Db {
             inner: Arc::new(Inner { kv, tree: Mutex::new((version, Arc::new(tree))), counters_cache: Mutex::new(Default::default()), upload_limits: Mutex::new(Default::default()) }),
         };
-        db.verify_audit_chain_tail()?;
+        db.audit_log().verify_audit_chain_tail()?;
         // Created now, not inside the first audited write (which could not write it).
-        db.audit_key()?;
+        db.audit_log().audit_key()?;
         if db.kv().get(EPOCH)?.is_none() {
             db.set_epoch(false)?;
         }
@@ -229,8 +229,65 @@ impl Db {
         Ok(db)
     }
 
+    // ---- the repositories -----------------------------------------------------------------
+
+    /// Accounts and their devices (`accounts.rs`).
+    pub fn accounts(&self) -> crate::accounts::Accounts<'_> {
+        crate::accounts::Accounts { db: self }
+    }
+
+    /// The audit chain and its signed checkpoints (`audit.rs`).
+    pub fn audit_log(&self) -> crate::audit::AuditLog<'_> {
+        crate::audit::AuditLog { db: self }
+    }
+
+    /// Refresh tokens and their families (`auth.rs`).
+    pub fn refresh_tokens(&self) -> crate::auth::RefreshTokens<'_> {
+        crate::auth::RefreshTokens { db: self }
+    }
+
+    /// Counters, targets, approvals and the figures made of them (`figures.rs`).
+    pub fn figures(&self) -> crate::figures::Figures<'_> {
+        crate::figures::Figures { db: self }
+    }
+
+    /// Changes to the org tree (`org_units.rs`).
+    pub fn org_units(&self) -> crate::org_units::OrgUnits<'_> {
+        crate::org_units::OrgUnits { db: self }
+    }
+
+    /// Records, their documents and the change feed (`records.rs`).
+    pub fn records(&self) -> crate::records::Records<'_> {
+        crate::records::Records { db: self }
+    }
+
+    /// Reviewers' work: conflicts, duplicates, approvals (`review.rs`).
+    pub fn review(&self) -> crate::review::Review<'_> {
+        crate::review::Review { db: self }
+    }
+
+    /// Large records' uploads in progress (`uploads.rs`).
+    pub fn uploads(&self) -> crate::uploads::Uploads<'_> {
+        crate::uploads::Uploads { db: self }
+    }
+
+    /// Web sessions (`sessions.rs`).
+    pub fn sessions(&self) -> crate::sessions::Sessions<'_> {
+        crate::sessions::Sessions { db: self }
+    }
+
     pub fn kv(&self) -> &dyn Kv {
         self.inner.kv.as_ref()
+    }
+
+    /// Whether the store answers (`/healthz`).
+    pub fn store_answers(&self) -> Result<(), DbError> {
+        Ok(self.kv().check()?)
+    }
+
+    /// The store's bytes on disk (`/metrics`; 0 for memory).
+    pub fn size_on_disk(&self) -> u64 {
+        self.kv().size_on_disk()
     }
 
     /// The org tree as cached (no store read: callable anywhere). On a store only this process
@@ -442,6 +499,29 @@ mod tests {
         assert!(unused.is_empty(), "prefixes their owner never uses: {unused:?}");
     }
 
+    /// The HTTP handlers (`api/`, `web/`) reach the data through the repositories only: they
+    /// never open the store's keyspace (`.kv()`) nor name the store's module, except a test
+    /// module making a store in memory.
+    #[test]
+    fn handlers_reach_the_store_through_the_repositories_only() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src.join("api"), &mut files);
+        rust_files(&src.join("web"), &mut files);
+        assert!(files.len() > 15, "the handlers are read ({} files)", files.len());
+        let mut strays = Vec::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let in_memory_for_a_test = line.trim() == "use crate::store::MemKv;";
+                if line.contains(".kv()") || (line.contains("store::") && !in_memory_for_a_test) {
+                    strays.push(format!("{}:{}: {}", path.strip_prefix(&src).unwrap().display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(strays.is_empty(), "handlers reaching past the repositories:\n{}", strays.join("\n"));
+    }
+
     fn ev(action: &'static str, target: &str) -> AuditEvent {
         AuditEvent { user: "admin".into(), device_id: None, action, target: target.into() }
     }
@@ -461,35 +541,35 @@ mod tests {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let u = |c: &str, p: Option<&str>, l: &str| OrgUnit::new(c, c, p.map(Into::into), l);
         for unit in [u("24", None, "province"), u("216", Some("24"), "district"), u("21601", Some("216"), "commune"), u("27", None, "province")] {
-            db.put_org_unit(unit, None).unwrap();
+            db.org_units().put_org_unit(unit, None).unwrap();
         }
         let target = indicators::Milestones::new([(2025, 0.7), (2030, 0.8)]).unwrap();
-        db.set_target("24", indicators::IndicatorId::GbvVictimsSupported, &target, None).unwrap();
+        db.figures().set_target("24", indicators::IndicatorId::GbvVictimsSupported, &target, None).unwrap();
         let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
-        let m = db.merge_org_unit("24", "27", day("2025-07-01"), day("2026-11-30"), Some(ev("org_unit_merge", "24"))).unwrap();
+        let m = db.org_units().merge_org_unit("24", "27", day("2025-07-01"), day("2026-11-30"), Some(ev("org_unit_merge", "24"))).unwrap();
         assert_eq!((m.children_moved, m.targets_carried), (vec!["216".to_string()], vec!["gbv_victims_supported".to_string()]));
         let tree = db.tree();
         assert_eq!(tree.chain("21601"), ["21601", "216", "27"]);
         assert_eq!(tree.communes_under("27"), ["21601"]);
-        assert!(db.indicators("24", "2025".parse().unwrap()).unwrap_err().to_string().contains("merged into `27`"));
-        let t = db.targets().unwrap();
+        assert!(db.figures().indicators("24", "2025".parse().unwrap()).unwrap_err().to_string().contains("merged into `27`"));
+        let t = db.figures().targets().unwrap();
         assert_eq!(t.target_for(&tree.chain("21601"), indicators::IndicatorId::GbvVictimsSupported, 2025), Some(0.7));
         // A merged unit stays history: it cannot be moved, nor can units be added under it.
-        assert!(db.put_org_unit(u("24", Some("27"), "province"), None).unwrap_err().to_string().contains("history"));
-        assert!(db.put_org_unit(u("24999", Some("24"), "commune"), None).unwrap_err().to_string().contains("current map"));
+        assert!(db.org_units().put_org_unit(u("24", Some("27"), "province"), None).unwrap_err().to_string().contains("history"));
+        assert!(db.org_units().put_org_unit(u("24999", Some("24"), "commune"), None).unwrap_err().to_string().contains("current map"));
         // The merge is audited, once.
-        assert_eq!(db.verify_audit_chain().unwrap(), Ok(1));
+        assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Ok(1));
     }
 
     #[test]
     fn org_units_validate_parent_and_cycles() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let u = |c: &str, p: Option<&str>, l: &str| OrgUnit::new(c, c, p.map(Into::into), l);
-        db.put_org_unit(u("04", None, "province"), None).unwrap();
-        db.put_org_unit(u("047", Some("04"), "district"), None).unwrap();
-        assert!(db.put_org_unit(u("048", Some("99"), "district"), None).unwrap_err().to_string().contains("unknown parent"));
-        assert!(db.put_org_unit(u("04", Some("047"), "province"), None).unwrap_err().to_string().contains("cycle"));
-        assert!(db.put_org_unit(u("x4", None, "province"), None).is_err());
+        db.org_units().put_org_unit(u("04", None, "province"), None).unwrap();
+        db.org_units().put_org_unit(u("047", Some("04"), "district"), None).unwrap();
+        assert!(db.org_units().put_org_unit(u("048", Some("99"), "district"), None).unwrap_err().to_string().contains("unknown parent"));
+        assert!(db.org_units().put_org_unit(u("04", Some("047"), "province"), None).unwrap_err().to_string().contains("cycle"));
+        assert!(db.org_units().put_org_unit(u("x4", None, "province"), None).is_err());
         assert_eq!(db.tree().chain("047"), ["047", "04"]);
     }
 }

@@ -81,15 +81,15 @@ pub const ACCOUNTS: &[(&str, &str, Role, &str)] = &[
 
 /// Seeds the demo data unless the store already has users. Returns whether it seeded.
 pub fn seed(db: &Db) -> Result<bool, DbError> {
-    if !db.list_users()?.is_empty() {
+    if !db.accounts().list_users()?.is_empty() {
         return Ok(false);
     }
     for (code, name, parent, level) in TREE {
-        db.put_org_unit(OrgUnit::new(*code, *name, parent.map(str::to_string), *level), None)?;
+        db.org_units().put_org_unit(OrgUnit::new(*code, *name, parent.map(str::to_string), *level), None)?;
     }
     for (username, password, role, ou) in ACCOUNTS {
         let user = User { username: username.to_string(), role: *role, org_unit: ou.to_string(), password_hash: hash_password(password), disabled: false, session_epoch: 0 };
-        db.put_user(&user, true, None)?;
+        db.accounts().put_user(&user, true, None)?;
     }
     let mut rng = StdRng::seed_from_u64(2025);
     let merged: Vec<&str> = MERGES.iter().map(|(old, _)| *old).collect();
@@ -105,7 +105,7 @@ pub fn seed(db: &Db) -> Result<bool, DbError> {
     }
     let effective = crate::model::parse_effective(REORGANISED_ON).map_err(DbError::Invalid)?;
     for (old, new) in MERGES {
-        db.merge_org_unit(old, new, effective, crate::model::today(), None)?;
+        db.org_units().merge_org_unit(old, new, effective, crate::model::today(), None)?;
     }
     // The new communes' own records, and a phone that was not updated and still records under
     // the old code of Đàm Thủy after the reorganisation: accepted, and counted for 04711.
@@ -126,7 +126,7 @@ fn push_records(db: &Db, commune: &str, records: Vec<(RecordKind, Value)>) -> Re
         let mut d = doc::new_record(kind, &json, actor.clone()).map_err(|e| DbError::Invalid(e.to_string()))?;
         push.push(PushDoc { id: RecordId::random(), changes: sync_protocol::doc::save_record(&mut d), heads: heads_to_wire(&d.get_heads()) });
     }
-    db.sync(&who, &SyncRequest { push, ..Default::default() })?;
+    db.records().sync(&who, &SyncRequest { push, ..Default::default() })?;
     Ok(())
 }
 
@@ -222,23 +222,23 @@ mod tests {
         let gbv_2025 = |communes: &[&str]| -> i64 {
             let mut n = 0;
             for c in communes {
-                for id in db.record_ids_of(c).unwrap() {
-                    let m = db.get_meta(&id).unwrap().unwrap();
+                for id in db.records().record_ids_of(c).unwrap() {
+                    let m = db.records().get_meta(&id).unwrap().unwrap();
                     n += i64::from(m.kind == RecordKind::GbvCase && m.date.as_deref().is_some_and(|d| d.starts_with("2025")));
                 }
             }
             n
         };
         let period: indicators::Period = "2025".parse().unwrap();
-        let denominator = |unit: &str| db.indicators(unit, period).unwrap().indicator(indicators::IndicatorId::GbvVictimsSupported).unwrap().denominator;
+        let denominator = |unit: &str| db.figures().indicators(unit, period).unwrap().indicator(indicators::IndicatorId::GbvVictimsSupported).unwrap().denominator;
         for (new, olds) in [("04710", ["04701", "04703"]), ("04711", ["04702", "04706"]), ("04712", ["04704", "04705"])] {
             let all = [new, olds[0], olds[1]];
             assert!(gbv_2025(&olds) > 0 && gbv_2025(&[new]) > 0);
             assert_eq!(denominator(new), gbv_2025(&all), "{new}");
         }
         assert_eq!(denominator("04"), gbv_2025(&["04701", "04702", "04703", "04704", "04705", "04706", "04710", "04711", "04712"]));
-        let incremental = db.all_counters().unwrap();
-        db.rebuild_figures().unwrap();
-        assert_eq!(db.all_counters().unwrap(), incremental, "the counters moved by the merges equal a rebuild");
+        let incremental = db.figures().all_counters().unwrap();
+        db.figures().rebuild_figures().unwrap();
+        assert_eq!(db.figures().all_counters().unwrap(), incremental, "the counters moved by the merges equal a rebuild");
     }
 }

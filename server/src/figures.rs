@@ -14,6 +14,7 @@ use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestone
 
 use sync_core::plan::CounterDeltas;
 
+use crate::records::Records;
 use crate::db::{corrupt, get_json, key, read_u64, to_json, AuditEvent, Db, DbError, TREE_VERSION};
 use crate::model::OrgTree;
 use crate::store::{prefix_end, Batch, KvRead};
@@ -25,14 +26,14 @@ const APPROVALS: &[u8] = b"ap/";
 /// exact delta like a record's, so two rebuilds must not both take out the one they both read.
 const MENDED: &[u8] = b"n/figures-mended";
 
-/// Records a write transaction of [`Db::rebuild_figures`] reads: some hundreds of
+/// Records a write transaction of [`Figures::rebuild_figures`] reads: some hundreds of
 /// milliseconds of the write lock at most (a document loads in well under a millisecond).
 const REBUILD_PAGE: usize = 500;
 
 /// Each counter row that drifted: its unit, its quarter and how.
 pub(crate) type Drifts = Vec<(String, Quarter, Drift)>;
 
-/// A stored counter row against the records' contributions ([`Db::rebuild_figures`]).
+/// A stored counter row against the records' contributions ([`Figures::rebuild_figures`]).
 pub(crate) enum Drift {
     /// What the sum needs added to the row.
     By(Counters),
@@ -135,25 +136,31 @@ pub struct NewSums(Vec<(Vec<u8>, Counters)>);
 /// cache starts over (it only ever holds what the store holds).
 const CACHE_LIMIT: usize = 200_000;
 
-impl Db {
+/// Counters, targets, approvals and the figures made of them: the repository of [`Db`] that owns this module's keys (`Db::figures`).
+#[derive(Clone, Copy)]
+pub struct Figures<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl Figures<'_> {
     /// The stored counters of `unit` for quarter `q`.
     pub fn counters(&self, unit: &str, q: Quarter) -> Result<Counters, DbError> {
         self.counters_by_key(&counter_key(unit, q))
     }
 
     fn counters_by_key(&self, k: &[u8]) -> Result<Counters, DbError> {
-        if self.kv().shared() {
-            return Ok(get_json(self.kv(), k)?.unwrap_or_default());
+        if self.db.kv().shared() {
+            return Ok(get_json(self.db.kv(), k)?.unwrap_or_default());
         }
         let epoch = {
-            let cache = self.inner.counters_cache.lock();
+            let cache = self.db.inner.counters_cache.lock();
             if let Some(c) = cache.map.get(k) {
                 return Ok(c.clone());
             }
             cache.epoch
         };
-        let c: Counters = get_json(self.kv(), k)?.unwrap_or_default();
-        let mut cache = self.inner.counters_cache.lock();
+        let c: Counters = get_json(self.db.kv(), k)?.unwrap_or_default();
+        let mut cache = self.db.inner.counters_cache.lock();
         if cache.epoch == epoch {
             if cache.map.len() >= CACHE_LIMIT {
                 cache.map.clear();
@@ -164,13 +171,13 @@ impl Db {
     }
 
     /// Adds `deltas` to the counters as write transaction `tx` reads them, into `batch`.
-    /// Returns the new sums, for [`Db::cache_counters`] once the batch is applied.
+    /// Returns the new sums, for [`Figures::cache_counters`] once the batch is applied.
     pub(crate) fn add_counters(&self, tx: &dyn KvRead, deltas: &CounterDeltas, batch: &mut Batch) -> Result<NewSums, DbError> {
         let mut sums = Vec::new();
         let touched: Vec<(Vec<u8>, &Counters)> = deltas.iter().map(|((unit, q), d)| (counter_key(unit, *q), d)).collect();
         // A shared store is read in the transaction, all keys at once; otherwise through the
         // cache (in a write transaction nobody else changes the counters).
-        let stored: Vec<Option<Counters>> = if self.kv().shared() {
+        let stored: Vec<Option<Counters>> = if self.db.kv().shared() {
             let keys: Vec<Vec<u8>> = touched.iter().map(|(k, _)| k.clone()).collect();
             tx.get_many(&keys)?.into_iter().map(|v| v.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("counters", e))).transpose()).collect::<Result<_, _>>()?
         } else {
@@ -191,10 +198,10 @@ impl Db {
 
     /// Puts sums that are now in the store into the cache (after their batch is applied).
     pub(crate) fn cache_counters(&self, sums: NewSums) {
-        if self.kv().shared() {
+        if self.db.kv().shared() {
             return;
         }
-        let mut cache = self.inner.counters_cache.lock();
+        let mut cache = self.db.inner.counters_cache.lock();
         cache.epoch += 1;
         if cache.map.len() + sums.0.len() > CACHE_LIMIT {
             cache.map.clear();
@@ -204,14 +211,14 @@ impl Db {
 
     /// Forgets every cached counter (after a rebuild replaced them all).
     fn clear_counters_cache(&self) {
-        let mut cache = self.inner.counters_cache.lock();
+        let mut cache = self.db.inner.counters_cache.lock();
         cache.epoch += 1;
         cache.map.clear();
     }
 
     /// All targets set on any unit.
     pub fn targets(&self) -> Result<Targets, DbError> {
-        Self::targets_in(self.kv())
+        Self::targets_in(self.db.kv())
     }
 
     /// The targets as `r` reads them.
@@ -229,23 +236,23 @@ impl Db {
 
     /// Sets the milestones of one indicator on one unit (applies below it unless overridden).
     pub fn set_target(&self, unit: &str, ind: IndicatorId, m: &Milestones, audit: Option<AuditEvent>) -> Result<(), DbError> {
-        if self.tree().get(unit).is_none() {
+        if self.db.tree().get(unit).is_none() {
             return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
         }
         let mut b = Batch::default();
         b.put(target_key(unit, ind.as_str()), to_json(m));
-        self.commit_audited(b, audit)
+        self.db.audit_log().commit_audited(b, audit)
     }
 
     /// The figures of `unit` for `period`, from the materialized counters only.
     pub fn indicators(&self, unit: &str, period: Period) -> Result<IndicatorReport, DbError> {
-        Self::report(&self.tree(), &self.targets()?, unit, period, |u, q| self.counters(u, q))
+        Self::report(&self.db.tree(), &self.targets()?, unit, period, |u, q| self.counters(u, q))
     }
 
-    /// [`Db::indicators`] as `r` (a write transaction) reads the tree, the targets and the
+    /// [`Figures::indicators`] as `r` (a write transaction) reads the tree, the targets and the
     /// counters: what an approval records is what the store held when it was taken.
     pub(crate) fn indicators_in(&self, r: &dyn KvRead, unit: &str, period: Period) -> Result<IndicatorReport, DbError> {
-        let tree = self.tree_in(r)?;
+        let tree = self.db.tree_in(r)?;
         Self::report(&tree, &Self::targets_in(r)?, unit, period, |u, q| Ok(get_json(r, &counter_key(u, q))?.unwrap_or_default()))
     }
 
@@ -283,8 +290,8 @@ impl Db {
     /// in one write transaction: exactly the per-record work the write path adds to a
     /// request's batch, which `bench-indicators` times (divided by the number of changes).
     pub fn apply_figure_changes(&self, changes: &[(Option<Contribution>, Option<Contribution>)]) -> Result<(), DbError> {
-        let tx = self.kv().begin_write()?;
-        let tree = self.tree_in(&*tx)?;
+        let tx = self.db.kv().begin_write()?;
+        let tree = self.db.tree_in(&*tx)?;
         let chain = |c: &str| tree.chain(c);
         let mut deltas = CounterDeltas::default();
         for (old, new) in changes {
@@ -312,9 +319,9 @@ impl Db {
         self.rebuild_figures_paged(REBUILD_PAGE)
     }
 
-    /// [`Db::rebuild_figures`] in write transactions of `page` records.
+    /// [`Figures::rebuild_figures`] in write transactions of `page` records.
     pub(crate) fn rebuild_figures_paged(&self, page: usize) -> Result<usize, DbError> {
-        let report_rows = self.kv().keeps_report_rows();
+        let report_rows = self.db.kv().keeps_report_rows();
         let mut read = 0;
         // Records whose document is missing (a damaged store: `check` names them): their
         // metadata is left as it is, and out of the sums, as the recomputation leaves them.
@@ -322,8 +329,8 @@ impl Db {
         self.drop_unreadable_counters()?;
         let mut after = None;
         loop {
-            let tx = self.kv().begin_write()?;
-            let tree = self.tree_in(&*tx)?;
+            let tx = self.db.kv().begin_write()?;
+            let tree = self.db.tree_in(&*tx)?;
             let chain = |c: &str| tree.chain(c);
             let rows = crate::records::metas_after_in(&*tx, after.as_ref(), page)?;
             let last_page = rows.len() < page;
@@ -333,7 +340,7 @@ impl Db {
                 let crate::records::MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
                 after = Some(id);
                 let mut meta = meta?;
-                let Some(bytes) = Self::doc_bytes_in(&*tx, &id)? else {
+                let Some(bytes) = Records::doc_bytes_in(&*tx, &id)? else {
                     without_document.insert(id);
                     continue;
                 };
@@ -370,7 +377,7 @@ impl Db {
     /// count of mended drifts moved since it was read (`seen`): a merge moves counters, and
     /// another rebuild may have taken the same drift out. Returns whether it did.
     pub(crate) fn take_out_drift(&self, seen: (u64, u64), drift: Drifts) -> Result<bool, DbError> {
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         if (read_u64(&*tx, TREE_VERSION)?, read_u64(&*tx, MENDED)?) != seen {
             return Ok(false);
         }
@@ -398,13 +405,13 @@ impl Db {
     /// change such a row, as every write that touches it fails).
     fn drop_unreadable_counters(&self) -> Result<(), DbError> {
         let mut batch = Batch::default();
-        for (k, v) in self.kv().range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
+        for (k, v) in self.db.kv().range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
             if serde_json::from_slice::<Counters>(&v).is_err() {
                 batch.delete(k);
             }
         }
         if !batch.is_empty() {
-            self.kv().begin_write()?.commit_then(batch, &mut || self.clear_counters_cache())?;
+            self.db.kv().begin_write()?.commit_then(batch, &mut || self.clear_counters_cache())?;
         }
         Ok(())
     }
@@ -413,9 +420,9 @@ impl Db {
     /// `skip`), in one consistent read, with the version of the tree and the count of mended
     /// drifts it read.
     pub(crate) fn counters_drift(&self, skip: &std::collections::HashSet<sync_protocol::RecordId>) -> Result<((u64, u64), Drifts), DbError> {
-        let cut = self.kv().begin_read()?;
+        let cut = self.db.kv().begin_read()?;
         let seen = (read_u64(&*cut, TREE_VERSION)?, read_u64(&*cut, MENDED)?);
-        let tree = self.tree_in(&*cut)?;
+        let tree = self.db.tree_in(&*cut)?;
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
         let mut after = None;
         loop {
@@ -463,12 +470,12 @@ impl Db {
     pub(crate) fn overwrite_counter_row(&self, unit: &str, q: Quarter, bytes: &[u8]) {
         let mut batch = Batch::default();
         batch.put(counter_key(unit, q), bytes.to_vec());
-        self.kv().write(batch).unwrap();
+        self.db.kv().write(batch).unwrap();
     }
 
     /// Every stored counter, for comparing a rebuild with the incremental state.
     pub fn all_counters(&self) -> Result<BTreeMap<String, Counters>, DbError> {
-        self.kv()
+        self.db.kv()
             .range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)?
             .into_iter()
             .map(|(k, v)| Ok((String::from_utf8_lossy(&k).to_string(), serde_json::from_slice(&v).map_err(|e| corrupt("counters", e))?)))

@@ -62,7 +62,7 @@ pub struct Device {
 
 /// The device ids the server names itself: a browser of the web pages (`web-…`) and an API
 /// login that named no device (`api-…`). Such a session holds no unsent work, so it may be
-/// retired to make room for a new device (`Db::login_device`).
+/// retired to make room for a new device (`Accounts::login_device`).
 pub const SERVER_MADE_DEVICE_PREFIXES: [&str; 2] = ["web-", "api-"];
 
 pub fn server_made_device(device_id: &str) -> bool {

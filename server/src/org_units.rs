@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use sync_core::plan::CounterDeltas;
 
+use crate::accounts::Accounts;
+use crate::figures::Figures;
+use crate::records::Records;
 use crate::db::{read_u64, AuditEvent, Db, DbError, TREE_VERSION};
 use crate::figures::NewSums;
 use crate::model::{OrgTree, OrgUnit};
@@ -51,14 +54,20 @@ fn check_org_unit(tree: &OrgTree, unit: &OrgUnit) -> Result<(), DbError> {
     Ok(())
 }
 
-impl Db {
+/// Changes to the org tree: the repository of [`Db`] that owns this module's keys (`Db::org_units`).
+#[derive(Clone, Copy)]
+pub struct OrgUnits<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl OrgUnits<'_> {
     /// Adds an org unit, or updates its name/parent/level (moving it in the tree). A move
     /// re-aggregates the figures of the records under the unit in the same atomic write.
     pub fn put_org_unit(&self, unit: OrgUnit, audit: Option<AuditEvent>) -> Result<(), DbError> {
         // One write transaction: no record is written while the counters move, and a push
         // computes its figures on the tree it finds in its own transaction.
-        let tx = self.kv().begin_write()?;
-        let old = self.tree_in(&*tx)?;
+        let tx = self.db.kv().begin_write()?;
+        let old = self.db.tree_in(&*tx)?;
         check_org_unit(&old, &unit)?;
         let mut unit = OrgUnit { name: unit.name.trim().to_string(), ..unit };
         let moved = match old.get(&unit.code) {
@@ -71,7 +80,7 @@ impl Db {
                         )));
                     }
                 }
-                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !Self::record_ids_in(&*tx, &unit.code)?.is_empty() {
+                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !Records::record_ids_in(&*tx, &unit.code)?.is_empty() {
                     return Err(DbError::Invalid(format!("`{}` has records: it stays a commune", unit.code)));
                 }
                 unit.merged_into = was.merged_into.clone();
@@ -100,8 +109,8 @@ impl Db {
         today: chrono::NaiveDate,
         audit: Option<AuditEvent>,
     ) -> Result<Merged, DbError> {
-        let tx = self.kv().begin_write()?;
-        let old = self.tree_in(&*tx)?;
+        let tx = self.db.kv().begin_write()?;
+        let old = self.db.tree_in(&*tx)?;
         let unit = old.get(code).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{code}`")))?;
         let successor = old.get(into).ok_or_else(|| DbError::NotFound(format!("unknown org unit `{into}`")))?;
         if let (Some(s), Some(d)) = (&unit.merged_into, &unit.effective) {
@@ -138,7 +147,7 @@ impl Db {
             changed.push(c);
         }
         let targets_carried = crate::figures::carry_targets_in(&*tx, &mut batch, code, into)?;
-        let users_left = Self::users_in(&*tx)?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
+        let users_left = Accounts::users_in(&*tx)?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
         let communes = old.record_communes_under(code);
         let new = Arc::new(old.with(changed));
         self.commit_tree_change(tx, batch, &old, new, &communes, audit)?;
@@ -160,12 +169,12 @@ impl Db {
         let sums = self.reaggregate(&*tx, old, &new, communes, &mut batch)?;
         let version = read_u64(&*tx, TREE_VERSION)? + 1;
         batch.put(TREE_VERSION.to_vec(), version.to_be_bytes().to_vec());
-        self.audit_into(&*tx, &mut batch, audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
         let mut sums = Some(sums);
         tx.commit_then(batch, &mut || {
-            self.cache_tree(version, new.clone());
+            self.db.cache_tree(version, new.clone());
             if let Some(s) = sums.take() {
-                self.cache_counters(s);
+                self.db.figures().cache_counters(s);
             }
         })?;
         Ok(())
@@ -173,7 +182,7 @@ impl Db {
 
     /// Whether `unit` may be written as it is (code, name, level, an existing parent, no cycle).
     pub fn check_org_unit(&self, unit: &OrgUnit) -> Result<(), DbError> {
-        check_org_unit(&self.tree(), unit)
+        check_org_unit(&self.db.tree(), unit)
     }
 
     /// Moves the figures of every record of `communes` from its chain in `old` to its chain in
@@ -189,15 +198,15 @@ impl Db {
             }
             // The commune's metadata in batched reads, not one round trip per record (a
             // province merge moves ~10⁵ records while every replica's writes wait).
-            let ids = Self::record_ids_in(tx, c)?;
-            let metas = ids.chunks(1000).map(|chunk| Self::metas_in(tx, chunk)).collect::<Result<Vec<_>, _>>()?;
+            let ids = Records::record_ids_in(tx, c)?;
+            let metas = ids.chunks(1000).map(|chunk| Records::metas_in(tx, chunk)).collect::<Result<Vec<_>, _>>()?;
             for meta in metas.into_iter().flatten() {
                 let Some(contribution) = meta.and_then(|m| m.contribution) else { continue };
                 deltas.record_change(&|x: &str| if x == c { was.clone() } else { old.chain(x) }, Some(&contribution), None);
                 deltas.record_change(&|x: &str| if x == c { now.clone() } else { new.chain(x) }, None, Some(&contribution));
             }
         }
-        Self::flag_approvals(tx, batch, deltas.touched())?;
-        self.add_counters(tx, &deltas, batch)
+        Figures::flag_approvals(tx, batch, deltas.touched())?;
+        self.db.figures().add_counters(tx, &deltas, batch)
     }
 }

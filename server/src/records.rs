@@ -4,7 +4,7 @@
 //! *outside* any transaction (the CPU-heavy Automerge work, each inside [`contained`]). Then, in
 //! one write transaction, each prepared record is checked to still be based on the stored
 //! version (else it is prepared again on what is stored now), the core turns the request's
-//! writes into one [`CommitPlan`], and [`Db::commit_plan`] puts it into one batch: new feed
+//! writes into one [`CommitPlan`], and [`Records::commit_plan`] puts it into one batch: new feed
 //! sequence numbers, documents, metadata, counters, the review index, actor claims, approval
 //! flags, the audit entry. The transaction returns once that batch is durable; only then is
 //! the phone answered: acknowledged means durable.
@@ -28,6 +28,7 @@ use sync_protocol::doc;
 use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, Uploaded};
 use sync_protocol::RecordId;
 
+use crate::figures::Figures;
 use crate::db::{corrupt, get_json, key, now_secs, read_u64, to_json, AuditEvent, Db, DbError};
 use crate::model::{OrgTree, Principal};
 use crate::store::{prefix_end, Batch, KvRead, WriteTx};
@@ -327,10 +328,16 @@ fn seq_of_feed_key(k: &[u8]) -> u64 {
     u64::from_be_bytes(k[n - 8..].try_into().expect("feed keys end with 8 bytes"))
 }
 
-impl Db {
+/// Records, their documents and the change feed: the repository of [`Db`] that owns this module's keys (`Db::records`).
+#[derive(Clone, Copy)]
+pub struct Records<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl Records<'_> {
     /// The last feed sequence number.
     pub fn feed_seq(&self) -> Result<u64, DbError> {
-        read_u64(self.kv(), FEED_SEQ)
+        read_u64(self.db.kv(), FEED_SEQ)
     }
 
     pub(crate) fn feed_seq_in(r: &dyn KvRead) -> Result<u64, DbError> {
@@ -339,15 +346,15 @@ impl Db {
 
     /// Whether some record has no reporting row on a store that keeps them (the rows were not
     /// kept when it was written, or it came from a store that does not keep them): `migrate`
-    /// and `restore` then write them all ([`Db::rebuild_figures`]).
+    /// and `restore` then write them all ([`Figures::rebuild_figures`]).
     pub fn report_rows_missing(&self) -> Result<bool, DbError> {
-        if !self.kv().keeps_report_rows() {
+        if !self.db.kv().keeps_report_rows() {
             return Ok(false);
         }
         let count = |prefix: &[u8], key_len: usize| -> Result<usize, DbError> {
             let (mut n, mut from, end) = (0, prefix.to_vec(), crate::store::prefix_end(prefix));
             loop {
-                let page = self.kv().range(&from, &end, 10_000)?;
+                let page = self.db.kv().range(&from, &end, 10_000)?;
                 n += page.iter().filter(|(k, _)| k.len() == key_len).count();
                 match page.last() {
                     Some((k, _)) if page.len() == 10_000 => from = [k.as_slice(), &[0]].concat(),
@@ -359,14 +366,14 @@ impl Db {
     }
 
     pub fn get_meta(&self, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
-        Self::meta_in(self.kv(), id)
+        Self::meta_in(self.db.kv(), id)
     }
 
     /// Forgets every record's contribution to the figures, leaving the counters as they are:
     /// what a changed formula looks like to a rebuild (tests of the rebuild).
     #[cfg(test)]
     pub(crate) fn forget_contributions(&self) {
-        let tx = self.kv().begin_write().unwrap();
+        let tx = self.db.kv().begin_write().unwrap();
         let mut batch = Batch::default();
         for row in all_metas_in(&*tx).unwrap() {
             let MetaRow::Record { id, meta } = row else { panic!("a bad key") };
@@ -393,7 +400,7 @@ impl Db {
 
     /// Loads a record's document.
     pub fn load_doc(&self, id: &RecordId) -> Result<Option<AutoCommit>, DbError> {
-        match Self::doc_bytes_in(self.kv(), id)? {
+        match Self::doc_bytes_in(self.db.kv(), id)? {
             None => Ok(None),
             Some(bytes) => AutoCommit::load(&bytes).map(Some).map_err(|e| corrupt("record document", e)),
         }
@@ -411,7 +418,7 @@ impl Db {
 
     /// The user and device an Automerge actor belongs to.
     pub fn actor_owner(&self, actor: &str) -> Result<Option<ActorOwner>, DbError> {
-        get_json(self.kv(), &actor_key(actor))
+        get_json(self.db.kv(), &actor_key(actor))
     }
 
     /// The metadata of several records as `r` holds them (one read).
@@ -420,7 +427,7 @@ impl Db {
         r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta(id, v)).transpose()).collect()
     }
 
-    /// [`Db::metas_in`] for a read that goes on past damage: a damaged record's metadata is
+    /// [`Records::metas_in`] for a read that goes on past damage: a damaged record's metadata is
     /// left out (logged).
     fn metas_or_skip(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
         let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
@@ -518,10 +525,10 @@ impl Db {
         self.sync_unless(who, req, &AtomicBool::new(false))
     }
 
-    /// [`Db::sync`] that stops, writing nothing, once `abandoned` is set (the client went away):
+    /// [`Records::sync`] that stops, writing nothing, once `abandoned` is set (the client went away):
     /// checked between the records it merges and the records it reads, never inside a write.
     pub fn sync_unless(&self, who: &Principal, req: &SyncRequest, abandoned: &AtomicBool) -> Result<SyncResponse, DbError> {
-        let tree = self.current_tree()?;
+        let tree = self.db.current_tree()?;
         let ex = Exchange::new(who, &tree, req);
         let own_actor = ex.own_actor();
         let mut written = Written::new();
@@ -529,11 +536,11 @@ impl Db {
         let mut uploaded = None;
         let mut whole = None;
         if let Some(part) = &req.push_part {
-            let (have, complete) = self.receive_part(who, part, now_secs())?;
+            let (have, complete) = self.db.uploads().receive_part(who, part, now_secs())?;
             uploaded = Some(Uploaded { id: part.id, have });
             if let Some(doc) = complete {
                 results.extend(self.push(who, &tree, own_actor.as_deref(), std::slice::from_ref(&doc), abandoned, &mut written)?);
-                self.drop_upload(who)?;
+                self.db.uploads().drop_upload(who)?;
                 whole = Some(doc);
             }
         }
@@ -549,7 +556,7 @@ impl Db {
         if after >= high {
             return Ok(0);
         }
-        Ok(self.kv().count_ranges(&feed_bounds(communes, after, high), COUNT_CAP)?.into_iter().sum())
+        Ok(self.db.kv().count_ranges(&feed_bounds(communes, after, high), COUNT_CAP)?.into_iter().sum())
     }
 
     /// Merges, checks and commits `pushes`; adds what it wrote to `written` (feed position and
@@ -560,14 +567,14 @@ impl Db {
         }
         let now = now_secs();
         let inflation = std::cell::Cell::new(sync_protocol::inflate::MAX_INFLATED_PER_REQUEST);
-        let ctx = Context { who, tree, now, own_actor, relay_open: self.relay_open(now)?, inflation: Some(&inflation) };
-        let verdicts = self.prepare_all(self.kv(), ctx, pushes, abandoned)?;
+        let ctx = Context { who, tree, now, own_actor, relay_open: self.db.relay_open(now)?, inflation: Some(&inflation) };
+        let verdicts = self.prepare_all(self.db.kv(), ctx, pushes, abandoned)?;
         let mut outcomes = Vec::with_capacity(pushes.len());
         if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {
             // A record written meanwhile is merged again under the lock (tried: letting the
             // lock go for it and queueing again made a rush of concurrent edits slower on
             // PostgreSQL, every lost round costing a whole queue wait).
-            let tx = self.kv().begin_write()?;
+            let tx = self.db.kv().begin_write()?;
             let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
             let now_stored = Self::metas_in(&*tx, &ids)?;
             let mut writes: Vec<Prepared> = Vec::new();
@@ -598,7 +605,7 @@ impl Db {
         // Acknowledged means durable: this request's writes are, and a retried push found
         // unchanged may have been written by another request still waiting for the disk.
         if outcomes.contains(&PushOutcome::Accepted) {
-            self.kv().wait_durable()?;
+            self.db.kv().wait_durable()?;
         }
         Ok(pushes.iter().zip(outcomes).map(|(p, outcome)| PushResult { id: p.id, outcome }).collect())
     }
@@ -611,7 +618,7 @@ impl Db {
         if writes.is_empty() && audit.is_none() {
             return Ok(Vec::new());
         }
-        let tree = self.tree_in(&*tx)?;
+        let tree = self.db.tree_in(&*tx)?;
         let plan = CommitPlan::of(who, &tree, writes, audit);
         self.commit_plan(tx, plan)
     }
@@ -626,7 +633,7 @@ impl Db {
         let mut seq = Self::feed_seq_in(&*tx)?;
         let mut positions = Vec::with_capacity(plan.records.len());
         let mut batch = Batch::default();
-        let report_rows = self.kv().keeps_report_rows();
+        let report_rows = self.db.kv().keeps_report_rows();
         let ids: Vec<RecordId> = plan.records.iter().map(|w| w.id).collect();
         for (w, stored) in plan.records.iter().zip(Self::metas_in(&*tx, &ids)?) {
             if stored.map(|m| m.seq) != w.base_seq {
@@ -651,14 +658,14 @@ impl Db {
         for (actor, owner) in &plan.actor_claims {
             batch.put(actor_key(actor), to_json(owner));
         }
-        Self::flag_approvals(&*tx, &mut batch, plan.counters.touched())?;
-        let sums = self.add_counters(&*tx, &plan.counters, &mut batch)?;
+        Figures::flag_approvals(&*tx, &mut batch, plan.counters.touched())?;
+        let sums = self.db.figures().add_counters(&*tx, &plan.counters, &mut batch)?;
         fault_point("write_locked");
         batch.put(FEED_SEQ.to_vec(), seq.to_be_bytes().to_vec());
-        self.audit_into(&*tx, &mut batch, plan.audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut batch, plan.audit)?;
         // The cache follows the applied state before the next writer may read it.
         let mut sums = Some(sums);
-        tx.commit_then(batch, &mut || self.cache_counters(sums.take().expect("applied once")))?;
+        tx.commit_then(batch, &mut || self.db.figures().cache_counters(sums.take().expect("applied once")))?;
         Ok(positions)
     }
 
@@ -669,8 +676,8 @@ impl Db {
     fn pull(&self, ex: &Exchange, pushed: HashMap<RecordId, Vec<Hash>>, written: Written, want_full: &[RecordId]) -> Result<(Page, Option<Cursor>, u64), DbError> {
         let communes = ex.communes();
         let (page, from, epoch) = {
-            let cut = self.kv().begin_read()?;
-            let epoch = Self::epoch_in(&*cut)?;
+            let cut = self.db.kv().begin_read()?;
+            let epoch = Db::epoch_in(&*cut)?;
             let from = ex.cursor(epoch);
             let cursor = from.map_or(0, |c| c.seq);
             let high = Self::feed_seq_in(&*cut)?;
@@ -702,15 +709,15 @@ impl Db {
             }
         };
         // Nothing is served before it is durable.
-        self.kv().wait_durable()?;
+        self.db.kv().wait_durable()?;
         Ok((page, from, epoch))
     }
 }
 
-impl Db {
+impl Records<'_> {
     /// Every record id of a commune (the feed holds each record once).
     pub fn record_ids_of(&self, commune: &str) -> Result<Vec<RecordId>, DbError> {
-        Self::record_ids_in(self.kv(), commune)
+        Self::record_ids_in(self.db.kv(), commune)
     }
 
     pub(crate) fn record_ids_in(r: &dyn KvRead, commune: &str) -> Result<Vec<RecordId>, DbError> {
@@ -723,7 +730,7 @@ impl Db {
 
     /// Reports due for `unit` and the communes under it with no record dated in `period`.
     pub fn calendar_status(&self, unit: &str, period: indicators::Period, today: chrono::NaiveDate) -> Result<Value, DbError> {
-        let tree = self.tree();
+        let tree = self.db.tree();
         let due = indicators::Calendar::default().due(&tree.chain(unit), today);
         let mut silent = Vec::new();
         for c in tree.communes_under(unit) {
@@ -731,10 +738,10 @@ impl Db {
             // their ids in one read, then their metadata a batch at a time until one is dated
             // in the period (not one read per record: on PostgreSQL each is a round trip).
             let made_in = tree.record_communes_under(&c);
-            let ids: Vec<RecordId> = self.kv().ranges(&commune_ranges("f/", &made_in), usize::MAX)?.into_iter().flatten().filter_map(|(_, v)| <[u8; 16]>::try_from(v.as_slice()).ok().map(RecordId)).collect();
+            let ids: Vec<RecordId> = self.db.kv().ranges(&commune_ranges("f/", &made_in), usize::MAX)?.into_iter().flatten().filter_map(|(_, v)| <[u8; 16]>::try_from(v.as_slice()).ok().map(RecordId)).collect();
             let mut any = false;
             for batch in ids.chunks(500) {
-                any = Self::metas_in(self.kv(), batch)?.into_iter().flatten().any(|meta| {
+                any = Self::metas_in(self.db.kv(), batch)?.into_iter().flatten().any(|meta| {
                     let in_period = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| period.contains(d));
                     in_period && !meta.deleted
                 });
@@ -764,7 +771,7 @@ mod tests {
     fn db_with_commune() -> Db {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         for (code, parent, level) in [("04", None, "province"), ("047", Some("04"), "district"), ("04701", Some("047"), "commune")] {
-            db.put_org_unit(OrgUnit::new(code, code, parent.map(Into::into), level), None).unwrap();
+            db.org_units().put_org_unit(OrgUnit::new(code, code, parent.map(Into::into), level), None).unwrap();
         }
         db
     }
@@ -777,7 +784,7 @@ mod tests {
         let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
         let id = RecordId::random();
         let req = SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
-        let resp = db.sync(&officer(), &req).unwrap();
+        let resp = db.records().sync(&officer(), &req).unwrap();
         assert_eq!(resp.results[0].outcome, PushOutcome::Accepted);
         id
     }
@@ -792,7 +799,7 @@ mod tests {
     #[test]
     fn the_calendar_names_the_communes_with_no_record_in_the_period() {
         let db = db_with_commune();
-        db.put_org_unit(OrgUnit::new("04702", "04702", Some("047".into()), "commune"), None).unwrap();
+        db.org_units().put_org_unit(OrgUnit::new("04702", "04702", Some("047".into()), "commune"), None).unwrap();
         let other = Principal { org_unit: "04702".into(), ..officer() };
         let news = |commune: &str, on: &str| {
             let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": commune, "published_on": on}), sync_protocol::automerge::ActorId::random()).unwrap();
@@ -802,13 +809,13 @@ mod tests {
         // 04702: many records of 2024 first (more than one batch of metadata), one of 2025Q1 last.
         for _ in 0..3 {
             let push: Vec<PushDoc> = (0..250).map(|_| news("04702", "2024-06-01")).collect();
-            assert!(db.sync(&other, &SyncRequest { push, ..Default::default() }).unwrap().results.iter().all(|r| r.outcome == PushOutcome::Accepted));
+            assert!(db.records().sync(&other, &SyncRequest { push, ..Default::default() }).unwrap().results.iter().all(|r| r.outcome == PushOutcome::Accepted));
         }
         let late = SyncRequest { push: vec![news("04702", "2025-02-01")], ..Default::default() };
-        assert_eq!(db.sync(&other, &late).unwrap().results[0].outcome, PushOutcome::Accepted);
+        assert_eq!(db.records().sync(&other, &late).unwrap().results[0].outcome, PushOutcome::Accepted);
         let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 10).unwrap();
         let silent = |period: &str| -> Vec<String> {
-            let status = db.calendar_status("047", period.parse().unwrap(), today).unwrap();
+            let status = db.records().calendar_status("047", period.parse().unwrap(), today).unwrap();
             status["communes_without_records"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap().to_string()).collect()
         };
         assert_eq!(silent("2025Q1"), Vec::<String>::new());
@@ -821,7 +828,7 @@ mod tests {
         let db = db_with_commune();
         // Inside a record's merge: that record is refused, the request answers.
         PANIC_AT.with(|p| p.set(Some("prepare")));
-        let resp = db.sync(&officer(), &SyncRequest { push: vec![news_push("04701")], ..Default::default() }).unwrap();
+        let resp = db.records().sync(&officer(), &SyncRequest { push: vec![news_push("04701")], ..Default::default() }).unwrap();
         PANIC_AT.with(|p| p.set(None));
         assert!(matches!(&resp.results[0].outcome, PushOutcome::Rejected { reason } if reason.contains("internal error")));
         // Under the feed write lock, while the batch is being built: the request fails, nothing
@@ -831,27 +838,27 @@ mod tests {
         let lost_id = lost.id;
         let crashed = std::thread::spawn(move || {
             PANIC_AT.with(|p| p.set(Some("write_locked")));
-            db2.sync(&officer(), &SyncRequest { push: vec![lost], ..Default::default() })
+            db2.records().sync(&officer(), &SyncRequest { push: vec![lost], ..Default::default() })
         })
         .join();
         assert!(crashed.is_err(), "the injected panic ended that request");
-        assert!(db.get_meta(&lost_id).unwrap().is_none(), "nothing half-written");
+        assert!(db.records().get_meta(&lost_id).unwrap().is_none(), "nothing half-written");
         // The next syncs work: pushes, pulls, figures.
         let id = push_one(&db);
-        let pulled = db.sync(&officer(), &SyncRequest::default()).unwrap();
+        let pulled = db.records().sync(&officer(), &SyncRequest::default()).unwrap();
         assert!(pulled.pull.iter().any(|p| p.id == id));
-        assert_eq!(db.sync(&officer(), &SyncRequest { push: vec![news_push("04701")], ..Default::default() }).unwrap().results[0].outcome, PushOutcome::Accepted);
+        assert_eq!(db.records().sync(&officer(), &SyncRequest { push: vec![news_push("04701")], ..Default::default() }).unwrap().results[0].outcome, PushOutcome::Accepted);
         let q1: indicators::Period = "2025Q1".parse().unwrap();
-        assert_eq!(db.counters("04701", q1.quarters()[0]).unwrap().news_items(), 2);
+        assert_eq!(db.figures().counters("04701", q1.quarters()[0]).unwrap().news_items(), 2);
     }
 
     #[test]
     fn a_commune_with_records_keeps_its_level() {
         let db = db_with_commune();
-        assert!(db.put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "district"), None).is_ok(), "no records yet");
-        db.put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "commune"), None).unwrap();
+        assert!(db.org_units().put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "district"), None).is_ok(), "no records yet");
+        db.org_units().put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "commune"), None).unwrap();
         push_one(&db);
-        let err = db.put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "district"), None).unwrap_err();
+        let err = db.org_units().put_org_unit(OrgUnit::new("04701", "04701", Some("047".into()), "district"), None).unwrap_err();
         assert!(err.to_string().contains("stays a commune"), "{err}");
     }
 
@@ -863,32 +870,32 @@ mod tests {
         let epoch = db.epoch().unwrap();
         let forged = Cursor { seq: u64::MAX, scope, read_at: u64::MAX, epoch }.encode();
         // Returns (it used to wait for a sequence number that never becomes durable).
-        let resp = db.sync(&officer(), &SyncRequest { cursor: forged, ..Default::default() }).unwrap();
+        let resp = db.records().sync(&officer(), &SyncRequest { cursor: forged, ..Default::default() }).unwrap();
         assert!(resp.pull.is_empty());
         assert_eq!(resp.epoch, epoch);
-        assert_eq!(Cursor::decode(&resp.cursor, scope, epoch).map(|c| c.seq), Some(db.feed_seq().unwrap()));
+        assert_eq!(Cursor::decode(&resp.cursor, scope, epoch).map(|c| c.seq), Some(db.records().feed_seq().unwrap()));
     }
 
     #[test]
     fn a_new_epoch_sends_a_phone_its_scope_again_and_answers_offers() {
         let db = db_with_commune();
         push_one(&db);
-        let first = db.sync(&officer(), &SyncRequest::default()).unwrap();
+        let first = db.records().sync(&officer(), &SyncRequest::default()).unwrap();
         assert_eq!(first.pull.len(), 1);
         let id = first.pull[0].id;
-        let level = db.sync(&officer(), &SyncRequest { cursor: first.cursor.clone(), ..Default::default() }).unwrap();
+        let level = db.records().sync(&officer(), &SyncRequest { cursor: first.cursor.clone(), ..Default::default() }).unwrap();
         assert!(level.pull.is_empty() && level.scope.is_none(), "the phone is level");
         let old = db.epoch().unwrap();
         let new = db.set_epoch(true).unwrap();
         assert_ne!(old, new);
         assert_eq!(db.epoch().unwrap(), new);
         // The cursor of the old epoch no longer counts: the scope again, from the beginning.
-        let again = db.sync(&officer(), &SyncRequest { cursor: first.cursor, ..Default::default() }).unwrap();
+        let again = db.records().sync(&officer(), &SyncRequest { cursor: first.cursor, ..Default::default() }).unwrap();
         assert_eq!((again.epoch, again.pull.len(), again.scope.is_some()), (new, 1, true));
         // Offers (no changes): heads the server holds are acknowledged, others asked whole.
         let offer = |heads: Vec<[u8; 32]>, id| PushDoc { id, changes: vec![], heads };
         let unknown = RecordId([9; 16]);
-        let resp = db.sync(&officer(), &SyncRequest { push: vec![offer(first.pull[0].heads.clone(), id), offer(vec![[7; 32]], id), offer(vec![[7; 32]], unknown)], ..Default::default() }).unwrap();
+        let resp = db.records().sync(&officer(), &SyncRequest { push: vec![offer(first.pull[0].heads.clone(), id), offer(vec![[7; 32]], id), offer(vec![[7; 32]], unknown)], ..Default::default() }).unwrap();
         let outcomes: Vec<PushOutcome> = resp.results.into_iter().map(|r| r.outcome).collect();
         assert_eq!(outcomes, vec![PushOutcome::Accepted, PushOutcome::NeedFull, PushOutcome::NeedFull]);
         // Opening the store again keeps its epoch.
@@ -912,11 +919,11 @@ mod tests {
         let mut d = case_with_long_history(30, 7);
         let big = RecordId::random();
         let push = SyncRequest { push: vec![PushDoc { id: big, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
-        assert_eq!(db.sync(&officer(), &push).unwrap().results[0].outcome, PushOutcome::Accepted);
+        assert_eq!(db.records().sync(&officer(), &push).unwrap().results[0].outcome, PushOutcome::Accepted);
         let small = push_one(&db);
 
         // A version 1 phone (no page size) gets the record whole, as it always did.
-        let whole = db.sync(&officer(), &SyncRequest::default()).unwrap();
+        let whole = db.records().sync(&officer(), &SyncRequest::default()).unwrap();
         assert!(whole.part.is_none() && whole.pull.len() == 2);
         let stored = whole.pull.iter().find(|p| p.id == big).unwrap().changes.clone();
         assert!(stored.len() > 3 * MIN_PAGE_BYTES as usize, "{}", stored.len());
@@ -928,7 +935,7 @@ mod tests {
         let mut slices = 0;
         let last = loop {
             let req = SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, resume, ..Default::default() };
-            let r = db.sync(&officer(), &req).unwrap();
+            let r = db.records().sync(&officer(), &req).unwrap();
             let part = r.part.clone().expect("a slice");
             assert!(r.pull.is_empty() && r.more);
             assert_eq!(part.offset as usize, got.len(), "each slice follows the bytes kept");
@@ -938,7 +945,7 @@ mod tests {
             if slices == 2 {
                 // A resume that names another version of the record starts over.
                 let stale = PartResume { id: big, seq: part.seq + 100, offset: got.len() as u64 };
-                let again = db.sync(&officer(), &SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, resume: Some(stale), ..Default::default() }).unwrap();
+                let again = db.records().sync(&officer(), &SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, resume: Some(stale), ..Default::default() }).unwrap();
                 assert_eq!(again.part.unwrap().offset, 0);
             }
             cursor = r.cursor.clone();
@@ -952,7 +959,7 @@ mod tests {
         let mut loaded = AutoCommit::load(&got).unwrap();
         assert_eq!(heads_to_wire(&loaded.get_heads()), last.part.unwrap().heads);
         // The last slice moved the cursor past the record: the small one comes next, whole.
-        let next = db.sync(&officer(), &SyncRequest { cursor, page_bytes: MIN_PAGE_BYTES, resume, ..Default::default() }).unwrap();
+        let next = db.records().sync(&officer(), &SyncRequest { cursor, page_bytes: MIN_PAGE_BYTES, resume, ..Default::default() }).unwrap();
         assert!(next.part.is_none());
         assert_eq!(next.pull.iter().map(|p| p.id).collect::<Vec<_>>(), vec![small]);
         assert!(!next.more);
@@ -965,7 +972,7 @@ mod tests {
         let (id, changes, heads) = (RecordId::random(), doc::save_record(&mut d), heads_to_wire(&d.get_heads()));
         let total = changes.len() as u64;
         let part = |offset: usize, len: usize| PushPart { id, offset: offset as u64, total, bytes: changes[offset..(offset + len).min(changes.len())].to_vec(), heads: heads.clone() };
-        let send = |p: PushPart| db.sync(&officer(), &SyncRequest { push_part: Some(p), page_bytes: MIN_PAGE_BYTES, ..Default::default() }).unwrap();
+        let send = |p: PushPart| db.records().sync(&officer(), &SyncRequest { push_part: Some(p), page_bytes: MIN_PAGE_BYTES, ..Default::default() }).unwrap();
 
         let r = send(part(0, 4000));
         assert_eq!(r.uploaded, Some(Uploaded { id, have: 4000 }));
@@ -984,9 +991,9 @@ mod tests {
             assert!(r.results.is_empty());
         };
         assert_eq!(last.results, vec![PushResult { id, outcome: PushOutcome::Accepted }]);
-        let stored = db.load_doc(&id).unwrap().expect("the record is stored").get_heads();
+        let stored = db.records().load_doc(&id).unwrap().expect("the record is stored").get_heads();
         assert_eq!(heads_to_wire(&stored), heads);
-        assert_eq!(db.upload_bytes().unwrap(), 0, "the finished upload is forgotten");
+        assert_eq!(db.uploads().upload_bytes().unwrap(), 0, "the finished upload is forgotten");
         // Another device's upload, or an upload over the limit, starts from nothing.
         let huge = PushPart { total: MAX_UPLOAD_BYTES + 1, ..part(0, 10) };
         assert_eq!(send(huge).uploaded.unwrap().have, 0);
@@ -1000,7 +1007,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut first = true;
         loop {
-            let r = db.sync(&officer(), &SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, count: first, ..Default::default() }).unwrap();
+            let r = db.records().sync(&officer(), &SyncRequest { cursor: cursor.clone(), page_bytes: MIN_PAGE_BYTES, count: first, ..Default::default() }).unwrap();
             let bytes: usize = r.pull.iter().map(|p| p.changes.len()).sum();
             assert!(bytes <= MIN_PAGE_BYTES as usize, "{bytes}");
             if first {
@@ -1025,18 +1032,18 @@ mod tests {
         let id = RecordId::random();
         let mut heads = heads_to_wire(&d.get_heads());
         heads.push([9; 32]); // a change the bytes do not hold (cut short)
-        let r = db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads }], ..Default::default() }).unwrap();
+        let r = db.records().sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads }], ..Default::default() }).unwrap();
         assert!(matches!(r.results[0].outcome, PushOutcome::Rejected { .. }), "{:?}", r.results);
-        assert!(db.get_meta(&id).unwrap().is_none(), "nothing stored");
+        assert!(db.records().get_meta(&id).unwrap().is_none(), "nothing stored");
         // Stored once whole; then an edit whose bytes miss a claimed head: the whole document, please.
-        let push = |changes: Vec<u8>, heads: Vec<Hash>| db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes, heads }], ..Default::default() }).unwrap().results[0].outcome.clone();
+        let push = |changes: Vec<u8>, heads: Vec<Hash>| db.records().sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes, heads }], ..Default::default() }).unwrap().results[0].outcome.clone();
         assert_eq!(push(d.save(), heads_to_wire(&d.get_heads())), PushOutcome::Accepted);
         let before = d.get_heads();
         doc::set_path(&mut d, "title", &json!("Tin mới")).unwrap();
         let mut claimed = heads_to_wire(&d.get_heads());
         claimed.push([7; 32]);
         assert_eq!(push(d.save_after(&before), claimed), PushOutcome::NeedFull);
-        assert_eq!(db.load_doc(&id).unwrap().unwrap().get_heads(), before, "the partial edit was not stored");
+        assert_eq!(db.records().load_doc(&id).unwrap().unwrap().get_heads(), before, "the partial edit was not stored");
     }
 
     #[test]
@@ -1055,11 +1062,11 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }))
         });
-        db.approve(&reviewer, "047", period).unwrap();
+        db.review().approve(&reviewer, "047", period).unwrap();
         crate::review::AFTER_FIGURES_READ.with(|h| h.borrow_mut().take());
         writer.lock().unwrap().take().unwrap().join().unwrap();
-        let stored = db.approvals_under("047").unwrap().into_iter().find(|a| a.period == "2025").unwrap();
-        let now = serde_json::to_value(db.indicators("047", period).unwrap()).unwrap();
+        let stored = db.review().approvals_under("047").unwrap().into_iter().find(|a| a.period == "2025").unwrap();
+        let now = serde_json::to_value(db.figures().indicators("047", period).unwrap()).unwrap();
         assert!(stored.changes_after == 1 || stored.figures == now, "the change is neither in the approved figures nor flagged");
         assert_eq!(stored.changes_after, 1, "the push waited for the approval and flagged it");
     }
@@ -1073,7 +1080,7 @@ mod tests {
         let mut first = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
         let id = RecordId::random();
         let req = SyncRequest { push: vec![PushDoc { id, changes: first.save(), heads: heads_to_wire(&first.get_heads()) }], ..Default::default() };
-        assert_eq!(db.sync(&officer(), &req).unwrap().results[0].outcome, PushOutcome::Accepted);
+        assert_eq!(db.records().sync(&officer(), &req).unwrap().results[0].outcome, PushOutcome::Accepted);
         let base = first.save();
         let lasts: Vec<Vec<sync_protocol::automerge::ChangeHash>> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
@@ -1085,7 +1092,7 @@ mod tests {
                             let before = d.get_heads();
                             doc::set_path(&mut d, "title", &json!(format!("phone {t} edit {n}"))).unwrap();
                             let req = SyncRequest { push: vec![PushDoc { id, changes: d.save_after(&before), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
-                            assert_eq!(db.sync(&officer(), &req).unwrap().results[0].outcome, PushOutcome::Accepted);
+                            assert_eq!(db.records().sync(&officer(), &req).unwrap().results[0].outcome, PushOutcome::Accepted);
                         }
                         d.get_heads()
                     })
@@ -1093,13 +1100,13 @@ mod tests {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let mut stored = db.load_doc(&id).unwrap().unwrap();
+        let mut stored = db.records().load_doc(&id).unwrap().unwrap();
         for heads in lasts {
             for h in heads {
                 assert!(stored.get_change_by_hash(&h).is_some(), "a phone's last edit is missing");
             }
         }
-        assert_eq!(db.get_meta(&id).unwrap().unwrap().seq, db.feed_seq().unwrap(), "the record is at the feed's end once");
+        assert_eq!(db.records().get_meta(&id).unwrap().unwrap().seq, db.records().feed_seq().unwrap(), "the record is at the feed's end once");
     }
 
     /// A change flags exactly the approvals of its quarter, its half-year and its year, of every
@@ -1109,10 +1116,10 @@ mod tests {
         let db = db_with_commune();
         let reviewer = Principal { username: "d".into(), role: Role::DistrictStaff, org_unit: "047".into(), device_id: "w".into() };
         for p in ["2025", "2025S1", "2025S2", "2025Q1", "2025Q2", "2024"] {
-            db.approve(&reviewer, "047", p.parse().unwrap()).unwrap();
+            db.review().approve(&reviewer, "047", p.parse().unwrap()).unwrap();
         }
         push_one(&db); // published 2025-01-01: Q1
-        let flagged: std::collections::BTreeMap<String, u64> = db.approvals_under("047").unwrap().into_iter().map(|a| (a.period, a.changes_after)).collect();
+        let flagged: std::collections::BTreeMap<String, u64> = db.review().approvals_under("047").unwrap().into_iter().map(|a| (a.period, a.changes_after)).collect();
         let want: std::collections::BTreeMap<String, u64> = [("2024", 0), ("2025", 1), ("2025Q1", 1), ("2025Q2", 0), ("2025S1", 1), ("2025S2", 0)].into_iter().map(|(p, n)| (p.to_string(), n)).collect();
         assert_eq!(flagged, want);
     }
@@ -1122,7 +1129,7 @@ mod tests {
         let db = db_with_commune();
         let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
         let id = RecordId::random();
-        let push = |d: &mut AutoCommit| db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() }).unwrap().results[0].outcome.clone();
+        let push = |d: &mut AutoCommit| db.records().sync(&officer(), &SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() }).unwrap().results[0].outcome.clone();
         assert_eq!(push(&mut d), PushOutcome::Accepted);
         // Many small edits in one push.
         for i in 0..=MAX_CHANGES_PER_PUSH {
@@ -1136,7 +1143,7 @@ mod tests {
             let text: String = (0..8000).map(|_| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); char::from(b'a' + (x >> 59) as u8 % 26) }).collect();
             doc::set_path(&mut big, "title", &json!(text)).unwrap();
         }
-        let r = db.sync(&officer(), &SyncRequest { push: vec![PushDoc { id: RecordId::random(), changes: big.save(), heads: heads_to_wire(&big.get_heads()) }], ..Default::default() }).unwrap();
+        let r = db.records().sync(&officer(), &SyncRequest { push: vec![PushDoc { id: RecordId::random(), changes: big.save(), heads: heads_to_wire(&big.get_heads()) }], ..Default::default() }).unwrap();
         assert!(matches!(&r.results[0].outcome, PushOutcome::Rejected { reason } if reason.contains("KB")), "{:?}", r.results);
     }
 
@@ -1145,10 +1152,10 @@ mod tests {
         let db = db_with_commune();
         let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
         let req = SyncRequest { push: vec![PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
-        db.sync(&officer(), &req).unwrap();
-        let seq = db.feed_seq().unwrap();
-        let again = db.sync(&officer(), &req).unwrap();
+        db.records().sync(&officer(), &req).unwrap();
+        let seq = db.records().feed_seq().unwrap();
+        let again = db.records().sync(&officer(), &req).unwrap();
         assert_eq!(again.results[0].outcome, PushOutcome::Accepted);
-        assert_eq!(db.feed_seq().unwrap(), seq, "no new feed entry for an unchanged record");
+        assert_eq!(db.records().feed_seq().unwrap(), seq, "no new feed entry for an unchanged record");
     }
 }

@@ -21,6 +21,7 @@ use sync_protocol::automerge::{ActorId, AutoCommit};
 use sync_protocol::doc::{self, DocError};
 use sync_protocol::{Record, RecordId, RecordKind};
 
+use crate::records::Records;
 use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
 use crate::records::conflict_key;
@@ -84,10 +85,16 @@ thread_local! {
 /// An edit the server makes to a record's document (a reviewer's resolution).
 type ServerEdit<'a> = Box<dyn FnOnce(&mut AutoCommit) -> Result<(), DocError> + 'a>;
 
-impl Db {
+/// Reviewers' work: conflicts, duplicates, approvals: the repository of [`Db`] that owns this module's keys (`Db::review`).
+#[derive(Clone, Copy)]
+pub struct Review<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl Review<'_> {
     /// Checks that `who` may review (see conflicts, duplicates) the records under `unit`.
     fn check_reviewer(&self, who: &Principal, unit: &str) -> Result<(), DbError> {
-        let tree = self.tree();
+        let tree = self.db.tree();
         if tree.get(unit).is_none() {
             return Err(DbError::NotFound(format!("unknown org unit `{unit}`")));
         }
@@ -105,13 +112,13 @@ impl Db {
         self.check_reviewer(who, unit)?;
         let mut out = Vec::new();
         let mut owners: HashMap<String, Option<sync_core::meta::ActorOwner>> = HashMap::new();
-        let communes = self.tree().record_communes_under(unit);
-        for (commune, id, conflicts) in crate::records::conflicts_of_in(self.kv(), &communes)? {
+        let communes = self.db.tree().record_communes_under(unit);
+        for (commune, id, conflicts) in crate::records::conflicts_of_in(self.db.kv(), &communes)? {
             for c in conflicts {
                 let mut values = Vec::new();
                 for cv in c.values {
                     if !owners.contains_key(&cv.actor) {
-                        owners.insert(cv.actor.clone(), self.actor_owner(&cv.actor)?);
+                        owners.insert(cv.actor.clone(), self.db.records().actor_owner(&cv.actor)?);
                     }
                     let owner = owners[&cv.actor].clone();
                     let at = chrono::DateTime::from_timestamp(cv.at, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
@@ -130,7 +137,7 @@ impl Db {
 
     /// Number of records with open conflicts under `unit`.
     pub fn open_conflicts(&self, unit: &str) -> Result<usize, DbError> {
-        Self::open_conflicts_in(self.kv(), &self.tree(), unit)
+        Self::open_conflicts_in(self.db.kv(), &self.db.tree(), unit)
     }
 
     fn open_conflicts_in(r: &dyn KvRead, tree: &crate::model::OrgTree, unit: &str) -> Result<usize, DbError> {
@@ -139,7 +146,7 @@ impl Db {
 
     /// The Automerge actor the server uses for changes made on `username`'s behalf.
     fn actor_for(&self, username: &str) -> Result<ActorId, DbError> {
-        let bytes = self.secret(&format!("actor/{username}"), || ActorId::random().to_bytes().to_vec())?;
+        let bytes = self.db.secret(&format!("actor/{username}"), || ActorId::random().to_bytes().to_vec())?;
         Ok(ActorId::from(bytes))
     }
 
@@ -153,13 +160,13 @@ impl Db {
     ) -> Result<(), DbError> {
         // Made before the transaction: creating it is a write of its own.
         let actor = self.actor_for(&who.username)?;
-        let tx = self.kv().begin_write()?;
-        let tree = self.tree_in(&*tx)?;
+        let tx = self.db.kv().begin_write()?;
+        let tree = self.db.tree_in(&*tx)?;
         let on_behalf = Principal { device_id: "server".into(), ..who.clone() };
         let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs(), own_actor: None, relay_open: false, inflation: None };
         let mut writes = Vec::new();
         for (id, edit) in edits {
-            let stored = Self::stored_in(&*tx, &id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
+            let stored = Records::stored_in(&*tx, &id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
             if !who.may_access_records_of(&tree, &stored.meta.commune) {
                 return Err(forbidden("that record is outside your scope"));
             }
@@ -169,7 +176,7 @@ impl Db {
                 Err(EditError::Invalid(e)) => return Err(DbError::Invalid(e)),
             };
             let verdict = match merged {
-                Ok(m) => Self::decide(&*tx, ctx, m)?,
+                Ok(m) => Records::decide(&*tx, ctx, m)?,
                 Err(v) => v,
             };
             match verdict {
@@ -179,7 +186,7 @@ impl Db {
                 Verdict::Refuse(_) => return Err(DbError::Invalid("the change could not be applied".into())),
             }
         }
-        self.write_prepared(tx, &on_behalf, writes, Some(audit))?;
+        self.db.records().write_prepared(tx, &on_behalf, writes, Some(audit))?;
         Ok(())
     }
 
@@ -188,9 +195,9 @@ impl Db {
     pub fn resolve_conflict(&self, who: &Principal, conflict_id: &str, value: &Value) -> Result<(), DbError> {
         let (rid, path) = conflict_id.split_once('~').ok_or_else(|| DbError::NotFound("no such conflict".into()))?;
         let id: RecordId = rid.parse().map_err(|_| DbError::NotFound("no such conflict".into()))?;
-        let meta = self.get_meta(&id)?.ok_or_else(|| DbError::NotFound("no such conflict".into()))?;
+        let meta = self.db.records().get_meta(&id)?.ok_or_else(|| DbError::NotFound("no such conflict".into()))?;
         self.check_reviewer(who, &meta.commune)?;
-        let open: Vec<StoredConflict> = get_json(self.kv(), &conflict_key(&meta.commune, &id))?.unwrap_or_default();
+        let open: Vec<StoredConflict> = get_json(self.db.kv(), &conflict_key(&meta.commune, &id))?.unwrap_or_default();
         if !open.iter().any(|c| c.path == path) {
             return Err(DbError::NotFound("no such open conflict (it may have been resolved already)".into()));
         }
@@ -204,15 +211,15 @@ impl Db {
     /// the person, dates within 14 days, not marked "not a duplicate".
     pub fn duplicates_under(&self, who: &Principal, unit: &str) -> Result<Vec<DuplicatePair>, DbError> {
         self.check_reviewer(who, unit)?;
-        let tree = self.tree();
+        let tree = self.db.tree();
         let mut out = Vec::new();
         // Compared within each commune of today's map: the records of the communes merged into
         // one are the same place's records.
         for commune in tree.communes_under(unit) {
             let mut candidates: Vec<(RecordId, RecordKind, (String, i64), String)> = Vec::new();
             for made_in in tree.record_communes_under(&commune) {
-                for id in self.record_ids_of(&made_in)? {
-                    let Some(m) = self.get_meta(&id)? else { continue };
+                for id in self.db.records().record_ids_of(&made_in)? {
+                    let Some(m) = self.db.records().get_meta(&id)? else { continue };
                     if let (false, Some(dup), Some(date)) = (m.deleted, m.dup.clone(), m.date.clone()) {
                         candidates.push((id, m.kind, dup, date));
                     }
@@ -231,10 +238,10 @@ impl Db {
                     }
                     let (x, y) = if a.0 < b.0 { (a.0, b.0) } else { (b.0, a.0) };
                     let pair = format!("{x}~{y}");
-                    if self.kv().get(&key("nd/", &[pair.as_bytes()]))?.is_some() {
+                    if self.db.kv().get(&key("nd/", &[pair.as_bytes()]))?.is_some() {
                         continue;
                     }
-                    let (Some(va), Some(vb)) = (self.record_view(&x)?, self.record_view(&y)?) else { continue };
+                    let (Some(va), Some(vb)) = (self.db.records().record_view(&x)?, self.db.records().record_view(&y)?) else { continue };
                     out.push(DuplicatePair { id: pair, kind: a.1, commune: commune.clone(), a: va, b: vb });
                 }
             }
@@ -250,10 +257,10 @@ impl Db {
             _ => return Err(nf()),
         };
         // Scope first: outside it, the caller learns nothing about either record.
-        let ma = self.get_meta(&a)?.ok_or_else(nf)?;
+        let ma = self.db.records().get_meta(&a)?.ok_or_else(nf)?;
         self.check_reviewer(who, &ma.commune)?;
-        let mb = self.get_meta(&b)?.ok_or_else(nf)?;
-        let tree = self.tree();
+        let mb = self.db.records().get_meta(&b)?.ok_or_else(nf)?;
+        let tree = self.db.tree();
         let place = |commune: &str| tree.current(commune).map(|u| u.code.clone());
         if place(&ma.commune) != place(&mb.commune) || ma.kind != mb.kind {
             return Err(DbError::Invalid("the two records are not of the same kind and commune".into()));
@@ -266,7 +273,7 @@ impl Db {
         let (a, b) = self.parse_pair(who, pair_id)?;
         let mut batch = Batch::default();
         batch.put(key("nd/", &[format!("{a}~{b}").as_bytes()]), to_json(&(&who.username, now_secs())));
-        self.commit_audited(batch, Some(AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "duplicate_dismiss", target: format!("{a}~{b}") }))
+        self.db.audit_log().commit_audited(batch, Some(AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "duplicate_dismiss", target: format!("{a}~{b}") }))
     }
 
     /// Merges a duplicate pair: `keep` stays and gains the other's list entries (services or
@@ -278,8 +285,8 @@ impl Db {
             k if k == b => a,
             _ => return Err(DbError::Invalid("`keep` must be one of the two records of the pair".into())),
         };
-        let kept_view = self.record_view(&keep)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
-        let other_view = self.record_view(&other)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
+        let kept_view = self.db.records().record_view(&keep)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
+        let other_view = self.db.records().record_view(&other)?.ok_or_else(|| DbError::NotFound("no such record".into()))?;
         let (kept, gone) = (Record::parse(&kept_view), Record::parse(&other_view));
         if kept.as_ref().is_none_or(Record::deleted) || gone.as_ref().is_none_or(Record::deleted) {
             return Err(DbError::Conflict("one of the two records is already deleted".into()));
@@ -307,12 +314,12 @@ impl Db {
         // between. Everything is read through the transaction: the tree, the review index and
         // the counters as the store holds them under the lock, not through the pool or a cache
         // (a replica's write lock held while waiting for a pool connection stops every replica).
-        let tx = self.kv().begin_write()?;
-        let open = Self::open_conflicts_in(&*tx, &*self.tree_in(&*tx)?, unit)?;
+        let tx = self.db.kv().begin_write()?;
+        let open = Self::open_conflicts_in(&*tx, &*self.db.tree_in(&*tx)?, unit)?;
         if open > 0 {
             return Err(DbError::Conflict(format!("{open} record(s) with open conflicts under {unit}: resolve them before approving")));
         }
-        let figures = serde_json::to_value(self.indicators_in(&*tx, unit, period)?).expect("report serialises");
+        let figures = serde_json::to_value(self.db.figures().indicators_in(&*tx, unit, period)?).expect("report serialises");
         #[cfg(test)]
         AFTER_FIGURES_READ.with(|h| h.borrow().as_ref().map(|h| h()));
         let approval = Approval {
@@ -327,14 +334,14 @@ impl Db {
         let mut batch = Batch::default();
         crate::figures::stage_approval(&mut batch, &approval);
         let ev = AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") };
-        self.audit_into(&*tx, &mut batch, Some(ev))?;
+        self.db.audit_log().audit_into(&*tx, &mut batch, Some(ev))?;
         tx.commit(batch)?;
         Ok(approval)
     }
 
     /// Approvals of `unit` and every unit under it.
     pub fn approvals_under(&self, unit: &str) -> Result<Vec<Approval>, DbError> {
-        let tree = self.tree();
-        Ok(crate::figures::all_approvals_in(self.kv())?.into_iter().filter(|a| tree.is_within(&a.org_unit, unit)).collect())
+        let tree = self.db.tree();
+        Ok(crate::figures::all_approvals_in(self.db.kv())?.into_iter().filter(|a| tree.is_within(&a.org_unit, unit)).collect())
     }
 }

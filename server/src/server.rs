@@ -250,7 +250,7 @@ fn witness_audit_every(db: crate::db::Db, witness: Option<PathBuf>, period: Dura
         let mut last = seen.iter().map(|w| w.seq).max().unwrap_or(0);
         if !seen.is_empty() {
             let db = db.clone();
-            match tokio::task::spawn_blocking(move || db.verify_audit_chain_against(&seen)).await {
+            match tokio::task::spawn_blocking(move || db.audit_log().verify_audit_chain_against(&seen)).await {
                 Ok(Ok(Ok(_))) => {}
                 Ok(Ok(Err(at))) => tracing::error!(broken_at = at, "the audit log does not reach the checkpoint in its witness file: entries were removed (or the store was restored: see docs/reliability.md)"),
                 _ => tracing::warn!("could not check the audit log against its witness file"),
@@ -260,7 +260,7 @@ fn witness_audit_every(db: crate::db::Db, witness: Option<PathBuf>, period: Dura
         loop {
             tick.tick().await;
             let db = db.clone();
-            let Ok(Ok(Some(ck))) = tokio::task::spawn_blocking(move || db.latest_audit_checkpoint()).await else { continue };
+            let Ok(Ok(Some(ck))) = tokio::task::spawn_blocking(move || db.audit_log().latest_audit_checkpoint()).await else { continue };
             if ck.seq <= last {
                 continue;
             }
@@ -317,7 +317,7 @@ fn expire_uploads_every(db: crate::db::Db, period: Duration) -> tokio::task::Joi
         loop {
             tick.tick().await;
             let db = db.clone();
-            match tokio::task::spawn_blocking(move || db.expire_uploads(crate::db::now_secs())).await {
+            match tokio::task::spawn_blocking(move || db.uploads().expire_uploads(crate::db::now_secs())).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::info!(uploads = n, "abandoned uploads dropped"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not drop abandoned uploads"),

@@ -62,62 +62,70 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && !a.is_empty() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Starts a session for `p` (already authenticated) and returns its id for the cookie. Also
-/// drops sessions that have ended, so the table stays small without a background task.
-pub fn create(db: &Db, p: &Principal, epoch: u64) -> Result<String, DbError> {
-    let token = random_token();
-    let now = now_secs();
-    let stored = Stored {
-        username: p.username.clone(),
-        device_id: p.device_id.clone(),
-        csrf: random_token(),
-        epoch,
-        created_at: now,
-        expires_at: now + TTL_SECS,
-    };
-    let mut batch = Batch::default();
-    for (k, v) in db.kv().range(PREFIX.as_bytes(), &prefix_end(PREFIX.as_bytes()), usize::MAX)? {
-        match serde_json::from_slice::<Stored>(&v) {
-            Ok(s) if s.expires_at > now => {}
-            _ => batch.delete(k),
+/// Web sessions: the repository of [`Db`] that owns this module's keys (`Db::sessions`).
+#[derive(Clone, Copy)]
+pub struct Sessions<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl Sessions<'_> {
+    /// Starts a session for `p` (already authenticated) and returns its id for the cookie. Also
+    /// drops sessions that have ended, so the table stays small without a background task.
+    pub fn create(&self, p: &Principal, epoch: u64) -> Result<String, DbError> {
+        let token = random_token();
+        let now = now_secs();
+        let stored = Stored {
+            username: p.username.clone(),
+            device_id: p.device_id.clone(),
+            csrf: random_token(),
+            epoch,
+            created_at: now,
+            expires_at: now + TTL_SECS,
+        };
+        let mut batch = Batch::default();
+        for (k, v) in self.db.kv().range(PREFIX.as_bytes(), &prefix_end(PREFIX.as_bytes()), usize::MAX)? {
+            match serde_json::from_slice::<Stored>(&v) {
+                Ok(s) if s.expires_at > now => {}
+                _ => batch.delete(k),
+            }
         }
+        batch.put(store_key(&token), to_json(&stored));
+        self.db.commit(batch)?;
+        Ok(token)
     }
-    batch.put(store_key(&token), to_json(&stored));
-    db.commit(batch)?;
-    Ok(token)
-}
 
-/// The live session with this id, if any. An ended session is removed when seen.
-pub fn load(db: &Db, token: &str) -> Result<Option<Session>, DbError> {
-    if token.len() != 43 {
-        return Ok(None);
+    /// The live session with this id, if any. An ended session is removed when seen.
+    pub fn load(&self, token: &str) -> Result<Option<Session>, DbError> {
+        if token.len() != 43 {
+            return Ok(None);
+        }
+        let k = store_key(token);
+        let Some(s) = get_json::<Stored>(self.db.kv(), &k)? else { return Ok(None) };
+        let user = self.db.accounts().get_user(&s.username)?;
+        let device = self.db.accounts().get_device(&s.username, &s.device_id)?;
+        let live = s.expires_at > now_secs()
+            && user.as_ref().is_some_and(|u| !u.disabled && u.session_epoch == s.epoch)
+            && crate::model::device_is_live(device.as_ref());
+        if !live {
+            let mut b = Batch::default();
+            b.delete(k);
+            self.db.commit(b)?;
+            return Ok(None);
+        }
+        let user = user.expect("checked above");
+        Ok(Some(Session {
+            principal: Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: s.device_id },
+            csrf: s.csrf,
+            store_key: k,
+        }))
     }
-    let k = store_key(token);
-    let Some(s) = get_json::<Stored>(db.kv(), &k)? else { return Ok(None) };
-    let user = db.get_user(&s.username)?;
-    let device = db.get_device(&s.username, &s.device_id)?;
-    let live = s.expires_at > now_secs()
-        && user.as_ref().is_some_and(|u| !u.disabled && u.session_epoch == s.epoch)
-        && crate::model::device_is_live(device.as_ref());
-    if !live {
+
+    /// Ends a session (logout).
+    pub fn end(&self, session: &Session) -> Result<(), DbError> {
         let mut b = Batch::default();
-        b.delete(k);
-        db.commit(b)?;
-        return Ok(None);
+        b.delete(session.store_key.clone());
+        self.db.commit(b)
     }
-    let user = user.expect("checked above");
-    Ok(Some(Session {
-        principal: Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: s.device_id },
-        csrf: s.csrf,
-        store_key: k,
-    }))
-}
-
-/// Ends a session (logout).
-pub fn end(db: &Db, session: &Session) -> Result<(), DbError> {
-    let mut b = Batch::default();
-    b.delete(session.store_key.clone());
-    db.commit(b)
 }
 
 #[cfg(test)]
@@ -129,16 +137,16 @@ mod tests {
     fn db_with_user() -> (Db, Principal) {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let user = User { username: "u1".into(), role: Role::DistrictStaff, org_unit: "047".into(), password_hash: String::new(), disabled: false, session_epoch: 3 };
-        db.put_user(&user, true, None).unwrap();
-        db.put_device(&Device { username: "u1".into(), device_id: "web-1".into(), first_seen: 0, last_seen: 0, revoked: false }, None).unwrap();
+        db.accounts().put_user(&user, true, None).unwrap();
+        db.accounts().put_device(&Device { username: "u1".into(), device_id: "web-1".into(), first_seen: 0, last_seen: 0, revoked: false }, None).unwrap();
         (db, Principal { username: "u1".into(), role: Role::DistrictStaff, org_unit: "047".into(), device_id: "web-1".into() })
     }
 
     #[test]
     fn a_session_lives_until_the_user_or_device_changes() {
         let (db, p) = db_with_user();
-        let token = create(&db, &p, 3).unwrap();
-        let s = load(&db, &token).unwrap().expect("live session");
+        let token = db.sessions().create(&p, 3).unwrap();
+        let s = db.sessions().load(&token).unwrap().expect("live session");
         assert_eq!(s.principal.username, "u1");
         assert_eq!(s.csrf.len(), 43);
         // The store never holds the id itself.
@@ -146,20 +154,20 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert!(!String::from_utf8_lossy(&stored[0].0).contains(&token));
         assert!(!String::from_utf8_lossy(&stored[0].1).contains(&token));
-        assert!(load(&db, "x".repeat(43).as_str()).unwrap().is_none());
+        assert!(db.sessions().load("x".repeat(43).as_str()).unwrap().is_none());
 
         // A password change (epoch moves) ends it, and it is removed.
-        let mut u = db.get_user("u1").unwrap().unwrap();
+        let mut u = db.accounts().get_user("u1").unwrap().unwrap();
         u.session_epoch += 1;
-        db.put_user(&u, false, None).unwrap();
-        assert!(load(&db, &token).unwrap().is_none());
+        db.accounts().put_user(&u, false, None).unwrap();
+        assert!(db.sessions().load(&token).unwrap().is_none());
         assert!(db.kv().range(b"w/", &prefix_end(b"w/"), 10).unwrap().is_empty());
 
         // A revoked browser ends it too.
-        let token = create(&db, &p, 4).unwrap();
-        assert!(load(&db, &token).unwrap().is_some());
-        db.put_device(&Device { username: "u1".into(), device_id: "web-1".into(), first_seen: 0, last_seen: 0, revoked: true }, None).unwrap();
-        assert!(load(&db, &token).unwrap().is_none());
+        let token = db.sessions().create(&p, 4).unwrap();
+        assert!(db.sessions().load(&token).unwrap().is_some());
+        db.accounts().put_device(&Device { username: "u1".into(), device_id: "web-1".into(), first_seen: 0, last_seen: 0, revoked: true }, None).unwrap();
+        assert!(db.sessions().load(&token).unwrap().is_none());
     }
 
     #[test]

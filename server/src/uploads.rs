@@ -14,7 +14,7 @@
 //! Bounds ([`UploadLimits`]): an account's unfinished uploads, on all its devices, and all
 //! accounts' together; past either a slice is refused with `uploads_full` (503, retry later),
 //! and nothing is stored. An upload no slice has reached for [`UploadLimits::max_age_secs`] is
-//! dropped by [`Db::expire_uploads`] (the server runs it at start and every few minutes), and a
+//! dropped by [`Uploads::expire_uploads`] (the server runs it at start and every few minutes), and a
 //! device's upload is dropped when the device is revoked, every one of an account's when the
 //! account is disabled.
 
@@ -84,15 +84,21 @@ fn owner_of(head_key: &[u8]) -> Option<(String, String)> {
     Some((u.to_string(), d.to_string()))
 }
 
-impl Db {
+/// Large records' uploads in progress: the repository of [`Db`] that owns this module's keys (`Db::uploads`).
+#[derive(Clone, Copy)]
+pub struct Uploads<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl Uploads<'_> {
     /// The bounds uploads are held to.
     pub fn upload_limits(&self) -> UploadLimits {
-        *self.inner.upload_limits.lock()
+        *self.db.inner.upload_limits.lock()
     }
 
     /// Sets the bounds uploads are held to (configuration, tests).
     pub fn set_upload_limits(&self, limits: UploadLimits) {
-        *self.inner.upload_limits.lock() = limits;
+        *self.db.inner.upload_limits.lock() = limits;
     }
 
     /// Keeps one slice of `who`'s device's upload (durably: the next slice resumes after it
@@ -101,14 +107,14 @@ impl Db {
     /// is held is refused with the count held, and the phone resends from there. A slice of
     /// another record, or of other `total`/`heads`, starts a new upload in place of the
     /// device's old one. Once whole, the upload is returned as a push: the caller pushes it,
-    /// then forgets it ([`Db::drop_upload`]).
+    /// then forgets it ([`Uploads::drop_upload`]).
     pub(crate) fn receive_part(&self, who: &Principal, part: &PushPart, now: i64) -> Result<(u64, Option<PushDoc>), DbError> {
         let (user, device) = (who.username.as_str(), who.device_id.as_str());
         if part.total == 0 || part.total > MAX_UPLOAD_BYTES {
             return Ok((0, None));
         }
         let limits = self.upload_limits();
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         let hk = head_key(user, device);
         let held: Option<UploadHead> = tx.get(&hk)?.and_then(|v| postcard::from_bytes(&v).ok());
         let same = held.as_ref().filter(|h| h.id == part.id && h.total == part.total && h.heads == part.heads);
@@ -176,7 +182,7 @@ impl Db {
 
     /// Forgets `who`'s device's upload (pushed, or abandoned).
     pub(crate) fn drop_upload(&self, who: &Principal) -> Result<(), DbError> {
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         let mut batch = Batch::default();
         Self::drop_uploads_into(&*tx, &mut batch, &who.username, Some(&who.device_id))?;
         if batch.is_empty() {
@@ -210,10 +216,10 @@ impl Db {
     pub fn expire_uploads(&self, now: i64) -> Result<usize, DbError> {
         let max_age = self.upload_limits().max_age_secs;
         let stale = |h: &Option<UploadHead>| h.as_ref().is_none_or(|h| h.touched < now - max_age);
-        if !heads_under(self.kv(), b"up/")?.iter().any(|(_, h)| stale(h)) {
+        if !heads_under(self.db.kv(), b"up/")?.iter().any(|(_, h)| stale(h)) {
             return Ok(0);
         }
-        let tx = self.kv().begin_write()?;
+        let tx = self.db.kv().begin_write()?;
         let mut batch = Batch::default();
         let mut n = 0;
         for (k, h) in heads_under(&*tx, b"up/")? {
@@ -228,7 +234,7 @@ impl Db {
 
     /// Bytes of unfinished uploads the server holds (metrics, tests).
     pub fn upload_bytes(&self) -> Result<u64, DbError> {
-        Ok(heads_under(self.kv(), b"up/")?.iter().map(|(k, h)| h.as_ref().map_or(k.len() as u64, |h| h.have)).sum())
+        Ok(heads_under(self.db.kv(), b"up/")?.iter().map(|(k, h)| h.as_ref().map_or(k.len() as u64, |h| h.have)).sum())
     }
 }
 
@@ -255,51 +261,51 @@ mod tests {
     fn slices_are_stored_once_and_a_resend_writes_nothing() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let a = who("officer", "phone-1");
-        assert_eq!(db.receive_part(&a, &part(1, 0, 4000, 10_000), 100).unwrap(), (4000, None));
-        assert_eq!(db.receive_part(&a, &part(1, 4000, 4000, 10_000), 100).unwrap(), (8000, None));
+        assert_eq!(db.uploads().receive_part(&a, &part(1, 0, 4000, 10_000), 100).unwrap(), (4000, None));
+        assert_eq!(db.uploads().receive_part(&a, &part(1, 4000, 4000, 10_000), 100).unwrap(), (8000, None));
         assert_eq!(stored(&db, b"us/"), 8000, "each byte held once");
         // A resend of held bytes, whole or in part, writes nothing; one overlapping the end
         // writes only what is new.
         for _ in 0..10 {
-            assert_eq!(db.receive_part(&a, &part(1, 4000, 1, 10_000), 100).unwrap(), (8000, None));
+            assert_eq!(db.uploads().receive_part(&a, &part(1, 4000, 1, 10_000), 100).unwrap(), (8000, None));
         }
-        assert_eq!(db.receive_part(&a, &part(1, 6000, 3000, 10_000), 100).unwrap(), (9000, None));
+        assert_eq!(db.uploads().receive_part(&a, &part(1, 6000, 3000, 10_000), 100).unwrap(), (9000, None));
         assert_eq!(stored(&db, b"us/"), 9000);
         // Past the end held: refused with the count.
-        assert_eq!(db.receive_part(&a, &part(1, 9500, 500, 10_000), 100).unwrap(), (9000, None));
-        let (have, whole) = db.receive_part(&a, &part(1, 9000, 1000, 10_000), 100).unwrap();
+        assert_eq!(db.uploads().receive_part(&a, &part(1, 9500, 500, 10_000), 100).unwrap(), (9000, None));
+        let (have, whole) = db.uploads().receive_part(&a, &part(1, 9000, 1000, 10_000), 100).unwrap();
         assert_eq!(have, 10_000);
         let whole = whole.expect("whole");
         assert_eq!(whole.changes, (0..10_000u64).map(|i| i as u8).collect::<Vec<_>>());
-        db.drop_upload(&a).unwrap();
+        db.uploads().drop_upload(&a).unwrap();
         assert_eq!((stored(&db, b"us/"), stored(&db, b"up/")), (0, 0), "forgotten once pushed");
     }
 
     #[test]
     fn a_new_upload_replaces_the_old_one_and_bounds_hold_per_account_and_in_total() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
-        db.set_upload_limits(UploadLimits { per_account: 10_000, total: 15_000, max_age_secs: 60 });
+        db.uploads().set_upload_limits(UploadLimits { per_account: 10_000, total: 15_000, max_age_secs: 60 });
         let (a1, a2, b1) = (who("officer", "phone-1"), who("officer", "phone-2"), who("other", "phone-3"));
-        db.receive_part(&a1, &part(1, 0, 6000, 9000), 100).unwrap();
-        db.receive_part(&a1, &part(2, 0, 6000, 9000), 100).unwrap();
-        assert_eq!(db.upload_bytes().unwrap(), 6000, "the device's old upload is gone");
+        db.uploads().receive_part(&a1, &part(1, 0, 6000, 9000), 100).unwrap();
+        db.uploads().receive_part(&a1, &part(2, 0, 6000, 9000), 100).unwrap();
+        assert_eq!(db.uploads().upload_bytes().unwrap(), 6000, "the device's old upload is gone");
         // The account's second phone may hold 4000 more, not 4001.
-        let err = db.receive_part(&a2, &part(3, 0, 4001, 9000), 100).unwrap_err();
+        let err = db.uploads().receive_part(&a2, &part(3, 0, 4001, 9000), 100).unwrap_err();
         assert!(matches!(&err, DbError::UploadsFull(m) if m.contains("10000")), "{err}");
-        assert_eq!(db.receive_part(&a2, &part(3, 0, 4000, 9000), 100).unwrap().0, 4000);
+        assert_eq!(db.uploads().receive_part(&a2, &part(3, 0, 4000, 9000), 100).unwrap().0, 4000);
         // Another account: the total bound (15,000) leaves 5,000.
-        assert!(matches!(db.receive_part(&b1, &part(4, 0, 5001, 9000), 100), Err(DbError::UploadsFull(_))));
-        assert_eq!(db.receive_part(&b1, &part(4, 0, 5000, 9000), 100).unwrap().0, 5000);
-        assert_eq!(db.upload_bytes().unwrap(), 15_000);
-        db.drop_upload(&a1).unwrap();
-        assert_eq!(db.upload_bytes().unwrap(), 9000);
+        assert!(matches!(db.uploads().receive_part(&b1, &part(4, 0, 5001, 9000), 100), Err(DbError::UploadsFull(_))));
+        assert_eq!(db.uploads().receive_part(&b1, &part(4, 0, 5000, 9000), 100).unwrap().0, 5000);
+        assert_eq!(db.uploads().upload_bytes().unwrap(), 15_000);
+        db.uploads().drop_upload(&a1).unwrap();
+        assert_eq!(db.uploads().upload_bytes().unwrap(), 9000);
         // Abandoned ones expire: phone-3's upload moved on at 150, phone-2's not since 100.
-        db.receive_part(&b1, &part(4, 5000, 1000, 9000), 150).unwrap();
-        assert_eq!(db.expire_uploads(150).unwrap(), 0);
-        assert_eq!(db.expire_uploads(161).unwrap(), 1, "phone-2's, untouched since 100");
-        assert_eq!(db.upload_bytes().unwrap(), 6000);
+        db.uploads().receive_part(&b1, &part(4, 5000, 1000, 9000), 150).unwrap();
+        assert_eq!(db.uploads().expire_uploads(150).unwrap(), 0);
+        assert_eq!(db.uploads().expire_uploads(161).unwrap(), 1, "phone-2's, untouched since 100");
+        assert_eq!(db.uploads().upload_bytes().unwrap(), 6000);
         assert_eq!(stored(&db, b"us/officer/"), 0);
-        assert_eq!(db.expire_uploads(300).unwrap(), 1);
+        assert_eq!(db.uploads().expire_uploads(300).unwrap(), 1);
         assert_eq!((stored(&db, b"us/"), stored(&db, b"up/")), (0, 0));
     }
 }

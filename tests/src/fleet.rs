@@ -74,12 +74,12 @@ impl Layout {
     /// Writes the tree and every account ([`PASSWORD`] for all) into a store.
     pub fn seed(&self, db: &Db) {
         let unit = |code: &str, name: String, parent: Option<&str>, level: &str| OrgUnit::new(code, name, parent.map(str::to_string), level);
-        db.put_org_unit(unit(PROVINCE, "Tỉnh Đắk Nông".into(), None, "province"), None).unwrap();
+        db.org_units().put_org_unit(unit(PROVINCE, "Tỉnh Đắk Nông".into(), None, "province"), None).unwrap();
         for d in &self.districts {
-            db.put_org_unit(unit(d, format!("Huyện {d}"), Some(PROVINCE), "district"), None).unwrap();
+            db.org_units().put_org_unit(unit(d, format!("Huyện {d}"), Some(PROVINCE), "district"), None).unwrap();
         }
         for (c, d) in &self.communes {
-            db.put_org_unit(unit(c, format!("Xã {c}"), Some(d), "commune"), None).unwrap();
+            db.org_units().put_org_unit(unit(c, format!("Xã {c}"), Some(d), "commune"), None).unwrap();
         }
         // One argon2 hash for every account: at 48 MiB it costs ~50 ms each.
         let hash = gesync_server::auth::hash_password(PASSWORD);
@@ -87,7 +87,7 @@ impl Layout {
         users.extend(self.districts.iter().map(|d| (Self::district_user(d), Role::DistrictStaff, d.clone())));
         users.extend(self.phones.iter().map(|(u, c)| (u.clone(), Role::CommuneOfficer, c.clone())));
         for (username, role, org_unit) in users {
-            db.put_user(&User { username, role, org_unit, password_hash: hash.clone(), disabled: false, session_epoch: 0 }, true, None).unwrap();
+            db.accounts().put_user(&User { username, role, org_unit, password_hash: hash.clone(), disabled: false, session_epoch: 0 }, true, None).unwrap();
         }
     }
 }

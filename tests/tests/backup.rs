@@ -104,21 +104,21 @@ async fn backup_during_load_restores_every_acknowledged_change_with_equal_figure
     assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
     let db = gesync_server::open_db(&restored).unwrap();
     for (id, view) in &acked_before {
-        let got = db.record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
+        let got = db.records().record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
         assert_eq!(got.as_ref(), Some(view), "record {id}, acknowledged before the backup began, is not in it as acknowledged");
     }
-    let in_backup: usize = layout.communes.iter().map(|(c, _)| db.record_ids_of(c).unwrap().len()).sum();
+    let in_backup: usize = layout.communes.iter().map(|(c, _)| db.records().record_ids_of(c).unwrap().len()).sum();
     eprintln!("backup: {} entries, {in_backup} records; {} acknowledged before it began, {acked_total} in all", answer["entries"], acked_before.len());
 
     // Its figures are those of its records: the counters it carries equal a recomputation from
     // its documents, at every level (a backup never has a record without its counters).
     let units: Vec<String> = std::iter::once(fleet::PROVINCE.to_string()).chain(layout.districts.iter().cloned()).chain(layout.communes.iter().map(|c| c.0.clone())).collect();
     let figures = |db: &gesync_server::Db| {
-        let per_unit: Vec<String> = units.iter().map(|u| format!("{:?}", db.indicators(u, "2025".parse().unwrap()).unwrap())).collect();
-        (db.all_counters().unwrap(), per_unit)
+        let per_unit: Vec<String> = units.iter().map(|u| format!("{:?}", db.figures().indicators(u, "2025".parse().unwrap()).unwrap())).collect();
+        (db.figures().all_counters().unwrap(), per_unit)
     };
     let carried = figures(&db);
-    db.rebuild_figures().unwrap();
+    db.figures().rebuild_figures().unwrap();
     assert_eq!(figures(&db), carried, "the restored counters differ from the restored records' figures");
     drop(db);
 
@@ -132,7 +132,7 @@ async fn backup_during_load_restores_every_acknowledged_change_with_equal_figure
     let original = gesync_server::open_db(&data).unwrap();
     let copy = gesync_server::open_db(&restored_full).unwrap();
     assert_eq!(figures(&copy), figures(&original));
-    let count = |db: &gesync_server::Db| layout.communes.iter().map(|(c, _)| db.record_ids_of(c).unwrap().len()).sum::<usize>();
+    let count = |db: &gesync_server::Db| layout.communes.iter().map(|(c, _)| db.records().record_ids_of(c).unwrap().len()).sum::<usize>();
     assert_eq!(count(&copy), count(&original));
     assert!(count(&original) >= acked_total);
 }
@@ -267,7 +267,7 @@ async fn a_sled_backup_restores_into_postgres() {
     let on_sled = fleet::server_records(&server.url(), &layout).await;
     server.kill();
     assert_eq!(on_sled.len(), 2 * 40);
-    let counters = sled.with_db(|db| db.all_counters().unwrap());
+    let counters = sled.with_db(|db| db.figures().all_counters().unwrap());
 
     let file = dir.path().join("sled.gsb");
     let out = cli(&["backup", "--data-dir", data.to_str().unwrap(), "--out", file.to_str().unwrap()]);
@@ -280,7 +280,7 @@ async fn a_sled_backup_restores_into_postgres() {
     let out = cli(&["restore", "--database", &url, "--from", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let (pg_counters, chain) = pg.with_db(|db| (db.all_counters().unwrap(), db.verify_audit_chain().unwrap()));
+    let (pg_counters, chain) = pg.with_db(|db| (db.figures().all_counters().unwrap(), db.audit_log().verify_audit_chain().unwrap()));
     assert_eq!(pg_counters, counters, "the same figures");
     assert!(chain.is_ok(), "the audit chain came along intact: {chain:?}");
     let server = ServerProcess::spawn_on(Path::new(BIN), &pg);
@@ -314,8 +314,8 @@ async fn overwritten_bytes_are_found_by_check_and_never_served() {
     assert!(out.status.success(), "a sound store: {}", String::from_utf8_lossy(&out.stderr));
     let (ids, expected) = {
         let db = gesync_server::open_db(&data).unwrap();
-        let ids: Vec<_> = layout.communes.iter().flat_map(|(c, _)| db.record_ids_of(c).unwrap()).collect();
-        let views: Vec<_> = ids.iter().map(|id| db.record_view(id).unwrap().expect("a stored record")).collect();
+        let ids: Vec<_> = layout.communes.iter().flat_map(|(c, _)| db.records().record_ids_of(c).unwrap()).collect();
+        let views: Vec<_> = ids.iter().map(|id| db.records().record_view(id).unwrap().expect("a stored record")).collect();
         (ids, views)
     };
     assert!(!ids.is_empty());
@@ -348,7 +348,7 @@ async fn overwritten_bytes_are_found_by_check_and_never_served() {
             Err(_) => refused = ids.len(),
             Ok(db) => {
                 for (id, want) in ids.iter().zip(&expected) {
-                    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.record_view(id)));
+                    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.records().record_view(id)));
                     match got {
                         Ok(Ok(Some(v))) => {
                             assert_eq!(&v, want, "offset {at}: record {id} served altered (seed {seed})");
@@ -393,8 +393,8 @@ async fn a_record_damaged_in_place_is_named_refused_and_never_served(store: test
     let communes: Vec<String> = layout.communes.iter().map(|(c, _)| c.clone()).collect();
     // Two records damaged: one's document, the other's metadata, one byte each, mid-value.
     let (expected, damaged) = store.with_db(move |db| {
-        let ids: Vec<_> = communes.iter().flat_map(|c| db.record_ids_of(c).unwrap()).collect();
-        let expected: BTreeMap<String, Value> = ids.iter().map(|id| (id.to_string(), fleet::comparable(db.record_view(id).unwrap().unwrap()))).collect();
+        let ids: Vec<_> = communes.iter().flat_map(|c| db.records().record_ids_of(c).unwrap()).collect();
+        let expected: BTreeMap<String, Value> = ids.iter().map(|id| (id.to_string(), fleet::comparable(db.records().record_view(id).unwrap().unwrap()))).collect();
         let mut b = gesync_server::store::Batch::default();
         for (id, prefix) in ids.iter().take(2).zip([b"r/", b"m/"]) {
             let k = [prefix.as_slice(), &id.0].concat();

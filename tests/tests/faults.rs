@@ -184,7 +184,7 @@ async fn sigkill_during_syncs(store: tests::TestStore, dir: &Path, name: &str) {
         std::thread::spawn(move || {
             let db = storage.open().unwrap_or_else(|e| panic!("round {round}: the store does not open after SIGKILL: {e} (seed {seed})"));
             for (who, id, view) in acks {
-                let on_server = db.record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
+                let on_server = db.records().record_view(&id.parse().unwrap()).unwrap().map(fleet::comparable);
                 assert_eq!(on_server.as_ref(), Some(&view), "round {round}: {who} lost an acknowledged change of {id} (seed {seed})");
             }
         })
@@ -266,7 +266,7 @@ async fn sigterm_finishes_in_flight_syncs() {
     for p in &phones {
         assert_eq!(p.client.pending_count(), 0, "{} still has pending records", p.username);
         for id in &p.created {
-            let view = db.record_view(id).unwrap().map(fleet::comparable);
+            let view = db.records().record_view(id).unwrap().map(fleet::comparable);
             assert_eq!(view, Some(fleet::comparable(p.client.show(*id).unwrap())), "{} lost {id}", p.username);
         }
     }

@@ -88,8 +88,8 @@ async fn figures_follow_edits_and_equal_a_rebuild() {
     server.stop().await;
 
     let db = gesync_server::open_db(&data).unwrap();
-    let incremental = db.all_counters().unwrap();
+    let incremental = db.figures().all_counters().unwrap();
     assert!(!incremental.is_empty());
-    db.rebuild_figures().unwrap();
-    assert_eq!(db.all_counters().unwrap(), incremental, "incremental figures differ from a rebuild (seed {seed})");
+    db.figures().rebuild_figures().unwrap();
+    assert_eq!(db.figures().all_counters().unwrap(), incremental, "incremental figures differ from a rebuild (seed {seed})");
 }

@@ -110,9 +110,9 @@ async fn restore_story(dir: &Path, store: TestStore, restored: TestStore) {
     // Figures equal a recomputation from the documents on the restored store.
     drop(server);
     restored.with_db(|db| {
-        let counters = db.all_counters().unwrap();
-        db.rebuild_figures().unwrap();
-        assert_eq!(db.all_counters().unwrap(), counters);
+        let counters = db.figures().all_counters().unwrap();
+        db.figures().rebuild_figures().unwrap();
+        assert_eq!(db.figures().all_counters().unwrap(), counters);
     });
 }
 

@@ -250,10 +250,10 @@ fn with_second_province(dir: &Path) -> PathBuf {
     let db = gesync_server::open_db(dir).unwrap();
     tests::seed(&db, 0);
     for (code, parent, level) in [("24", None, "province"), ("216", Some("24"), "district"), ("21601", Some("216"), "commune")] {
-        db.put_org_unit(OrgUnit::new(code, format!("Đơn vị {code}"), parent.map(Into::into), level), None).unwrap();
+        db.org_units().put_org_unit(OrgUnit::new(code, format!("Đơn vị {code}"), parent.map(Into::into), level), None).unwrap();
     }
-    let hash = db.get_user("officer1").unwrap().unwrap().password_hash;
-    db.put_user(&User { username: "officer24".into(), role: Role::CommuneOfficer, org_unit: "21601".into(), password_hash: hash, disabled: false, session_epoch: 0 }, true, None).unwrap();
+    let hash = db.accounts().get_user("officer1").unwrap().unwrap().password_hash;
+    db.accounts().put_user(&User { username: "officer24".into(), role: Role::CommuneOfficer, org_unit: "21601".into(), password_hash: hash, disabled: false, session_epoch: 0 }, true, None).unwrap();
     dir.to_path_buf()
 }
 
@@ -2048,7 +2048,7 @@ async fn upload_slices_cannot_fill_the_disk() {
         SyncResponse::decode(&r.bytes).unwrap().uploaded.unwrap().have
     };
     const MB3: usize = 3_000_000;
-    let per_account = server.db.upload_limits().per_account;
+    let per_account = server.db.uploads().upload_limits().per_account;
     let mut stored = 0u64;
     let mut refused = None;
     'devices: for (i, t) in tokens.iter().enumerate() {
@@ -2066,36 +2066,36 @@ async fn upload_slices_cannot_fill_the_disk() {
     let (code, _) = refused.expect_error(503, "past the account's bound");
     assert_eq!(code, "uploads_full");
     assert!(refused.retry_after.is_some());
-    assert_eq!(server.db.upload_bytes().unwrap(), stored);
+    assert_eq!(server.db.uploads().upload_bytes().unwrap(), stored);
     assert!(stored <= per_account, "{stored} > {per_account}");
 
     // Resending a slice already held, or one byte of it, stores nothing more.
     let size = || dir_size(&server.dir);
-    let before = (server.db.upload_bytes().unwrap(), size());
+    let before = (server.db.uploads().upload_bytes().unwrap(), size());
     for _ in 0..10 {
         assert_eq!(held(&tokens[0], api.sync(&tokens[0], slice(0, 0, MB3).encode()).await), 4 * MB3 as u64);
         assert_eq!(held(&tokens[0], api.sync(&tokens[0], slice(0, 5, 1).encode()).await), 4 * MB3 as u64);
     }
-    assert_eq!(server.db.upload_bytes().unwrap(), before.0);
+    assert_eq!(server.db.uploads().upload_bytes().unwrap(), before.0);
     assert!(size() < before.1 + 4_000_000, "ten resends grew the store from {} to {} bytes", before.1, size());
 
     // Revoking a device drops its upload; disabling the account drops all of them.
     let r = api.call("POST", &format!("/api/v1/users/officer1/devices/{}/revoke", devices[0]), Some(&admin), Body::Empty).await;
     assert_eq!(r.status, 204, "{}", r.text());
-    assert_eq!(server.db.upload_bytes().unwrap(), stored - 4 * MB3 as u64);
+    assert_eq!(server.db.uploads().upload_bytes().unwrap(), stored - 4 * MB3 as u64);
     // The revoked device no longer counts: a new phone may log in.
     api.login("officer1", Some("new-phone")).await;
     let r = api.call("PATCH", "/api/v1/users/officer1", Some(&admin), Body::Json(&json!({"disabled": true}))).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(server.db.upload_bytes().unwrap(), 0);
+    assert_eq!(server.db.uploads().upload_bytes().unwrap(), 0);
     // Abandoned uploads expire (the server sweeps them at start and every few minutes).
-    server.db.set_upload_limits(gesync_server::uploads::UploadLimits { max_age_secs: 0, ..server.db.upload_limits() });
+    server.db.uploads().set_upload_limits(gesync_server::uploads::UploadLimits { max_age_secs: 0, ..server.db.uploads().upload_limits() });
     let r = api.call("PATCH", "/api/v1/users/officer1", Some(&admin), Body::Json(&json!({"disabled": false}))).await;
     assert_eq!(r.status, 200);
     let t = api.login("officer1", Some("new-phone")).await.access;
     assert_eq!(held(&t, api.sync(&t, slice(9, 0, 1000).encode()).await), 1000);
-    assert_eq!(server.db.expire_uploads(now_secs() + 1).unwrap(), 1);
-    assert_eq!(server.db.upload_bytes().unwrap(), 0);
+    assert_eq!(server.db.uploads().expire_uploads(now_secs() + 1).unwrap(), 1);
+    assert_eq!(server.db.uploads().upload_bytes().unwrap(), 0);
     server.stop().await;
 }
 
@@ -2113,8 +2113,8 @@ async fn the_audit_log_is_scoped_and_conflict_listings_are_audited() {
     with_second_province(dir.path());
     {
         let db = gesync_server::open_db(dir.path()).unwrap();
-        let hash = db.get_user("officer1").unwrap().unwrap().password_hash;
-        db.put_user(&User { username: "admin24".into(), role: Role::Admin, org_unit: "216".into(), password_hash: hash, disabled: false, session_epoch: 0 }, true, None).unwrap();
+        let hash = db.accounts().get_user("officer1").unwrap().unwrap().password_hash;
+        db.accounts().put_user(&User { username: "admin24".into(), role: Role::Admin, org_unit: "216".into(), password_hash: hash, disabled: false, session_epoch: 0 }, true, None).unwrap();
     }
     let server = TestServer::start(dir.path()).await;
     let api = Api::new(&server);
@@ -2351,7 +2351,7 @@ async fn an_audit_log_cut_with_its_checkpoints_shows_against_the_witness_file() 
         let db = gesync_server::open_db(&data).unwrap();
         tests::seed(&db, 0);
         for i in 0..700 {
-            db.audit(AuditEvent { user: "admin".into(), device_id: None, action: "test", target: format!("entry {i}") }).unwrap();
+            db.audit_log().audit(AuditEvent { user: "admin".into(), device_id: None, action: "test", target: format!("entry {i}") }).unwrap();
         }
     }
     let witness = dir.path().join("audit.witness");

@@ -531,13 +531,13 @@ async fn staff_use_the_pages_in_a_real_browser() {
 fn two_level_province(dir: &Path) -> PathBuf {
     use gesync_server::model::{OrgUnit, Role, User};
     let db = gesync_server::open_db(dir).unwrap();
-    db.put_org_unit(OrgUnit::new("04", "Tỉnh Cao Bằng", None, "province"), None).unwrap();
+    db.org_units().put_org_unit(OrgUnit::new("04", "Tỉnh Cao Bằng", None, "province"), None).unwrap();
     for (code, name) in [("04711", "Xã Trùng Khánh"), ("04712", "Xã Đàm Thủy"), ("04713", "Xã Đình Phong")] {
-        db.put_org_unit(OrgUnit::new(code, name, Some("04".into()), "commune"), None).unwrap();
+        db.org_units().put_org_unit(OrgUnit::new(code, name, Some("04".into()), "commune"), None).unwrap();
     }
     let hash = gesync_server::auth::hash_password(PASSWORD);
     for (username, role, org_unit) in [("tinh.admin", Role::Admin, "04"), ("tinh.review", Role::DistrictStaff, "04"), ("xa.damthuy", Role::CommuneOfficer, "04712")] {
-        db.put_user(&User { username: username.into(), role, org_unit: org_unit.into(), password_hash: hash.clone(), disabled: false, session_epoch: 0 }, true, None).unwrap();
+        db.accounts().put_user(&User { username: username.into(), role, org_unit: org_unit.into(), password_hash: hash.clone(), disabled: false, session_epoch: 0 }, true, None).unwrap();
     }
     dir.to_path_buf()
 }

@@ -67,7 +67,7 @@ fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAd
 
 async fn tokens_response(state: &Shared, p: &Principal, epoch: u64) -> AppResult<Value> {
     let (db, u, d) = (state.db.clone(), p.username.clone(), p.device_id.clone());
-    let (refresh, family) = blocking(move || Ok(db.issue_refresh(&u, &d, epoch)?)).await?;
+    let (refresh, family) = blocking(move || Ok(db.refresh_tokens().issue_refresh(&u, &d, epoch)?)).await?;
     Ok(tokens_json(state.keys.issue_access(p, epoch, Some(&family)), refresh))
 }
 
@@ -97,9 +97,9 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
         let db = state.db.clone();
         let (u, d) = (username.to_string(), device_id.to_string());
         blocking(move || {
-            let user = db.get_user(&u)?;
+            let user = db.accounts().get_user(&u)?;
             let known = match &user {
-                Some(user) => db.get_device(&user.username, &d)?.is_some_and(|dev| !dev.revoked),
+                Some(user) => db.accounts().get_device(&user.username, &d)?.is_some_and(|dev| !dev.revoked),
                 None => false,
             };
             Ok((user, known))
@@ -142,7 +142,7 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
             let who = other.map(|u| u.username).unwrap_or_else(|| "(no such account)".into());
             let ev = AuditEvent { user: who, device_id: Some(device_id.to_string()), action: "login_failed", target: ip.to_string() };
             let db = state.db.clone();
-            blocking(move || Ok(db.audit(ev)?)).await?;
+            blocking(move || Ok(db.audit_log().audit(ev)?)).await?;
             return Err(denied());
         }
     };
@@ -150,7 +150,7 @@ pub async fn authenticate(state: &Shared, ip: IpAddr, username: &str, password: 
     let db = state.db.clone();
     let (un, dev) = (user.username.clone(), device_id.to_string());
     let ev = AuditEvent { user: user.username.clone(), device_id: Some(device_id.to_string()), action: "login", target: ip.to_string() };
-    blocking(move || match db.login_device(&un, &dev, now_secs(), Some(ev))? {
+    blocking(move || match db.accounts().login_device(&un, &dev, now_secs(), Some(ev))? {
         true => Ok(()),
         false => Err(device_revoked()),
     })
@@ -274,7 +274,7 @@ pub(super) async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp,
     })?;
     let db = state.db.clone();
     let token = body.refresh_token;
-    let used = blocking(move || Ok(db.use_refresh(&token)?)).await?;
+    let used = blocking(move || Ok(db.refresh_tokens().use_refresh(&token)?)).await?;
     let rotation = match used {
         Ok(t) => t,
         Err(why) => {
@@ -286,7 +286,7 @@ pub(super) async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp,
                     // revoked family's tokens all answer `Reused` without another write).
                     let db = state.db.clone();
                     let ev = AuditEvent { user: "-".into(), device_id: None, action: "refresh_reuse_revoked_family", target: ip.to_string() };
-                    blocking(move || Ok(db.audit(ev)?)).await?;
+                    blocking(move || Ok(db.audit_log().audit(ev)?)).await?;
                     "refresh token was already used: every session of this login is revoked; log in again"
                 }
                 // Unknown and expired tokens are counted (metrics, throttle), not audited: anyone
@@ -299,7 +299,7 @@ pub(super) async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp,
     };
     let db = state.db.clone();
     let (u, d) = (rotation.username.clone(), rotation.device_id.clone());
-    let (user, device) = blocking(move || Ok((db.get_user(&u)?, db.get_device(&u, &d)?))).await?;
+    let (user, device) = blocking(move || Ok((db.accounts().get_user(&u)?, db.accounts().get_device(&u, &d)?))).await?;
     let user = match user {
         Some(u) if !u.disabled => u,
         Some(_) => return Err(account_disabled()),
@@ -312,21 +312,21 @@ pub(super) async fn refresh(State(state): State<Shared>, ClientIp(ip): ClientIp,
         // The password, role or org unit changed since this login (a reset after a phishing):
         // the family ends here, the phone logs in again.
         let (db, family) = (state.db.clone(), rotation.family.clone());
-        blocking(move || Ok(db.revoke_refresh_family(&family)?)).await?;
+        blocking(move || Ok(db.refresh_tokens().revoke_refresh_family(&family)?)).await?;
         return Err(AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::SessionEnded, "the account changed since this login (password, role or org unit): log in again"));
     }
     let p = Principal { username: user.username.clone(), role: user.role, org_unit: user.org_unit.clone(), device_id: rotation.device_id };
     let db = state.db.clone();
     let ev = audit(&p, "token_refresh", "");
-    blocking(move || Ok(db.audit(ev.expect("event"))?)).await?;
+    blocking(move || Ok(db.audit_log().audit(ev.expect("event"))?)).await?;
     Ok(axum::Json(tokens_json(state.keys.issue_access(&p, user.session_epoch, Some(&rotation.family)), rotation.token)).into_response())
 }
 
 pub(super) async fn logout(State(state): State<Shared>, Authed(p): Authed, JsonBody(body): JsonBody<RefreshBody>) -> AppResult<StatusCode> {
     let db = state.db.clone();
     blocking(move || {
-        db.revoke_refresh_family_of(&body.refresh_token)?;
-        db.audit(audit(&p, "logout", "").expect("event"))?;
+        db.refresh_tokens().revoke_refresh_family_of(&body.refresh_token)?;
+        db.audit_log().audit(audit(&p, "logout", "").expect("event"))?;
         Ok(())
     })
     .await?;

@@ -26,7 +26,7 @@ pub(super) async fn get_indicators(State(state): State<Shared>, Authed(p): Authe
     let unit = q.org_unit.unwrap_or_else(|| p.org_unit.clone());
     check_figures_scope(&state, &p, &unit)?;
     let db = state.db.clone();
-    let report = blocking(move || Ok(db.indicators(&unit, period)?)).await?;
+    let report = blocking(move || Ok(db.figures().indicators(&unit, period)?)).await?;
     Ok(axum::Json(serde_json::to_value(report).expect("report serialises")))
 }
 
@@ -51,7 +51,7 @@ pub fn report_rows(db: &Db, unit: &str, period: Period) -> Result<Vec<indicators
     }
     for code in communes.iter().chain(above.iter()) {
         let u = tree.get(code).expect("unit from the tree");
-        rows.push(indicators::CsvRow { code: u.code.clone(), name: u.name.clone(), level: u.level.clone(), report: db.indicators(code, period)? });
+        rows.push(indicators::CsvRow { code: u.code.clone(), name: u.name.clone(), level: u.level.clone(), report: db.figures().indicators(code, period)? });
     }
     Ok(rows)
 }
@@ -66,7 +66,7 @@ pub(super) async fn report_file(State(state): State<Shared>, Authed(p): Authed, 
     let u2 = unit.clone();
     let bytes = blocking(move || {
         let rows = report_rows(&db, &u2, period)?;
-        db.audit(ev.expect("event"))?;
+        db.audit_log().audit(ev.expect("event"))?;
         format.render(&rows)
     })
     .await?;
@@ -83,6 +83,6 @@ pub(super) async fn calendar(State(state): State<Shared>, Authed(p): Authed, Q(q
         None => Period::whole_year(today.format("%Y").to_string().parse().unwrap_or(2025)).map_err(|e| AppError::bad_request(e.to_string()))?,
     };
     let db = state.db.clone();
-    let out = blocking(move || Ok(db.calendar_status(&unit, period, today)?)).await?;
+    let out = blocking(move || Ok(db.records().calendar_status(&unit, period, today)?)).await?;
     Ok(axum::Json(out))
 }

@@ -197,16 +197,16 @@ pub fn principal_from_token(state: &AppState, token: &str) -> AppResult<Principa
         TokenError::Expired => AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired, "access token expired: refresh it or log in again"),
         TokenError::Invalid => AppError::unauthorized("invalid access token"),
     })?;
-    let user = state.db.get_user(&claims.sub)?.ok_or_else(|| AppError::unauthorized("invalid access token"))?;
+    let user = state.db.accounts().get_user(&claims.sub)?.ok_or_else(|| AppError::unauthorized("invalid access token"))?;
     if user.disabled {
         return Err(account_disabled());
     }
-    if user.session_epoch != claims.ep || (!claims.fam.is_empty() && state.db.refresh_family_revoked(&claims.fam)?) {
+    if user.session_epoch != claims.ep || (!claims.fam.is_empty() && state.db.refresh_tokens().refresh_family_revoked(&claims.fam)?) {
         return Err(AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::SessionEnded, "this session has ended: log in again"));
     }
     // Fails closed: a token whose device is not (or no longer) registered is treated as revoked,
     // as refresh and the web sessions treat it.
-    if !crate::model::device_is_live(state.db.get_device(&user.username, &claims.dev)?.as_ref()) {
+    if !crate::model::device_is_live(state.db.accounts().get_device(&user.username, &claims.dev)?.as_ref()) {
         return Err(device_revoked());
     }
     Ok(Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: claims.dev })
@@ -387,14 +387,14 @@ mod token_tests {
     fn a_token_for_a_device_the_server_does_not_know_is_refused() {
         let db = Db::open(Box::new(MemKv::default())).unwrap();
         let user = User { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), password_hash: String::new(), disabled: false, session_epoch: 0 };
-        db.put_user(&user, true, None).unwrap();
+        db.accounts().put_user(&user, true, None).unwrap();
         let state = AppState::new(db.clone()).unwrap();
         let p = Principal { username: "officer".into(), role: Role::CommuneOfficer, org_unit: "04701".into(), device_id: "phone-1".into() };
         let token = state.keys.issue_access(&p, 0, None);
         let refused = principal_from_token(&state, &token).expect_err("no device record: refused");
         assert_eq!((refused.status, refused.code), (StatusCode::FORBIDDEN, ErrorCode::DeviceRevoked));
         let now = now_secs();
-        db.put_device(&Device { username: "officer".into(), device_id: "phone-1".into(), first_seen: now, last_seen: now, revoked: false }, None).unwrap();
+        db.accounts().put_device(&Device { username: "officer".into(), device_id: "phone-1".into(), first_seen: now, last_seen: now, revoked: false }, None).unwrap();
         assert_eq!(principal_from_token(&state, &token).unwrap().device_id, "phone-1");
     }
 }

@@ -32,13 +32,13 @@ pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(
         // account's unit; one made by no account (the command line, a login of no account)
         // to every admin.
         let tree = db.tree();
-        let units: std::collections::HashMap<String, String> = db.list_users()?.into_iter().map(|u| (u.username, u.org_unit)).collect();
+        let units: std::collections::HashMap<String, String> = db.accounts().list_users()?.into_iter().map(|u| (u.username, u.org_unit)).collect();
         let limit = q.limit.unwrap_or(1000).min(10_000);
         let mut shown = Vec::new();
         let mut since = q.since.unwrap_or(0);
         // Read in batches until `limit` entries in scope were found or the log ends.
         loop {
-            let batch = db.audit_since(since, 1000)?;
+            let batch = db.audit_log().audit_since(since, 1000)?;
             let Some(last) = batch.last().map(|e| e.seq) else { break };
             since = last;
             shown.extend(batch.into_iter().filter(|e| units.get(&e.user).is_none_or(|unit| p.may_administer(&tree, unit))));
@@ -58,11 +58,11 @@ pub(super) async fn audit_log(State(state): State<Shared>, Authed(p): Authed, Q(
 /// witness file's last checkpoint when the server keeps one (`--audit-witness`).
 pub(crate) fn audit_chain(db: &crate::db::Db, witness: Option<&std::path::Path>) -> Result<Value, crate::db::DbError> {
     let seen = witness.map(crate::db::AuditWitness::read).unwrap_or_default();
-    let mut chain = match db.verify_audit_chain_against(&seen)? {
+    let mut chain = match db.audit_log().verify_audit_chain_against(&seen)? {
         Ok(n) => json!({"valid": true, "entries": n}),
         Err(seq) => json!({"valid": false, "broken_at": seq}),
     };
-    chain["checkpoint"] = match db.latest_audit_checkpoint()? {
+    chain["checkpoint"] = match db.audit_log().latest_audit_checkpoint()? {
         Some(ck) => json!({"entries": ck.seq, "signature": ck.signature}),
         None => Value::Null,
     };
@@ -94,7 +94,7 @@ async fn require_metrics_reader(state: &Shared, headers: &HeaderMap) -> AppResul
 /// every replica of a damaged store would serve nothing).
 pub(super) async fn healthz(State(state): State<Shared>) -> AppResult<String> {
     let db = state.db.clone();
-    blocking(move || Ok(db.kv().check().map_err(crate::db::DbError::from)?)).await?;
+    blocking(move || Ok(db.store_answers()?)).await?;
     let found = state.store_check.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(match found {
         Some(problems) => format!("ok; store check: {problems}"),
@@ -106,7 +106,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
     require_metrics_reader(&state, &headers).await?;
     // Store reads (and sled's file sizes): off the async workers.
     let db = state.db.clone();
-    let (feed_seq, size_on_disk) = blocking(move || Ok((db.feed_seq()?, db.kv().size_on_disk()))).await?;
+    let (feed_seq, size_on_disk) = blocking(move || Ok((db.records().feed_seq()?, db.size_on_disk()))).await?;
     let m = &state.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let body = format!(

@@ -53,12 +53,12 @@ pub(super) async fn add_org_unit(State(state): State<Shared>, Authed(p): Authed,
     let tree = state.db.tree();
     let level = level_for(&tree, code.as_str(), b.level.as_deref()).map_err(AppError::bad_request)?;
     let unit = OrgUnit::new(code.to_string(), b.name, b.parent, level);
-    state.db.check_org_unit(&unit)?;
+    state.db.org_units().check_org_unit(&unit)?;
     check_org_unit_change(&p, &tree, &unit)?;
     let db = state.db.clone();
     let u2 = unit.clone();
     let ev = audit(&p, "org_unit_put", unit.code.clone());
-    blocking(move || Ok(db.put_org_unit(u2, ev)?)).await?;
+    blocking(move || Ok(db.org_units().put_org_unit(u2, ev)?)).await?;
     Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(unit).expect("unit serialises"))))
 }
 
@@ -78,7 +78,7 @@ pub async fn merge_org_unit_checked(state: &Shared, by: &Principal, code: String
     require_admin_of(by, &tree, &into)?;
     let db = state.db.clone();
     let ev = audit(by, "org_unit_merge", format!("{code} into {into} from {effective}"));
-    blocking(move || Ok(db.merge_org_unit(&code, &into, effective, crate::model::today(), ev)?)).await
+    blocking(move || Ok(db.org_units().merge_org_unit(&code, &into, effective, crate::model::today(), ev)?)).await
 }
 
 /// `POST /api/v1/org-units/{code}/merge`: an admin of both units merges one into the other.
@@ -104,6 +104,6 @@ pub(super) async fn set_target(
     require_admin_of(&p, &state.db.tree(), &org_unit)?;
     let db = state.db.clone();
     let ev = audit(&p, "target_set", format!("{org_unit}/{ind}"));
-    blocking(move || Ok(db.set_target(&org_unit, ind, &m, ev)?)).await?;
+    blocking(move || Ok(db.figures().set_target(&org_unit, ind, &m, ev)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -39,8 +39,8 @@ pub(super) async fn list_records(State(state): State<Shared>, Authed(p): Authed,
     let out = blocking(move || {
         let mut out = Vec::new();
         for c in communes {
-            for id in db.record_ids_of(&c)? {
-                let Some(meta) = db.get_meta(&id)? else { continue };
+            for id in db.records().record_ids_of(&c)? {
+                let Some(meta) = db.records().get_meta(&id)? else { continue };
                 if kind.is_some_and(|k| k != meta.kind) {
                     continue;
                 }
@@ -50,13 +50,13 @@ pub(super) async fn list_records(State(state): State<Shared>, Authed(p): Authed,
                         continue;
                     }
                 }
-                if let Some(v) = db.record_view(&id)? {
+                if let Some(v) = db.records().record_view(&id)? {
                     out.push(v);
                 }
             }
         }
         if let Some(ev) = ev {
-            db.audit(ev)?;
+            db.audit_log().audit(ev)?;
         }
         Ok(out)
     })
@@ -70,11 +70,11 @@ pub(super) async fn get_record(State(state): State<Shared>, Authed(p): Authed, P
     let tree = db.tree();
     let view = blocking(move || {
         // Same answer for "absent" and "not yours": existence is not revealed outside scope.
-        let meta = db.get_meta(&id)?.filter(|m| p.may_access_records_of(&tree, &m.commune)).ok_or_else(|| AppError::not_found("no such record in your scope"))?;
+        let meta = db.records().get_meta(&id)?.filter(|m| p.may_access_records_of(&tree, &m.commune)).ok_or_else(|| AppError::not_found("no such record in your scope"))?;
         if p.reads_are_audited() {
-            db.audit(audit(&p, "record_read", format!("{id} ({})", meta.commune)).expect("event"))?;
+            db.audit_log().audit(audit(&p, "record_read", format!("{id} ({})", meta.commune)).expect("event"))?;
         }
-        db.record_view(&id)?.ok_or_else(|| AppError::not_found("no such record in your scope"))
+        db.records().record_view(&id)?.ok_or_else(|| AppError::not_found("no such record in your scope"))
     })
     .await?;
     Ok(axum::Json(view))

@@ -24,8 +24,8 @@ pub(super) async fn list_conflicts(State(state): State<Shared>, Authed(p): Authe
     let db = state.db.clone();
     // Competing values of victims' records, with who and which device: audited, as the page is.
     let list = blocking(move || {
-        let list = db.conflicts_under(&p, &unit)?;
-        db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "conflicts_list", target: unit })?;
+        let list = db.review().conflicts_under(&p, &unit)?;
+        db.audit_log().audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "conflicts_list", target: unit })?;
         Ok(list)
     })
     .await?;
@@ -40,7 +40,7 @@ pub(super) struct ResolveBody {
 
 pub(super) async fn resolve_conflict(State(state): State<Shared>, Authed(p): Authed, Path(id): Path<String>, JsonBody(b): JsonBody<ResolveBody>) -> AppResult<StatusCode> {
     let db = state.db.clone();
-    blocking(move || Ok(db.resolve_conflict(&p, &id, &b.value)?)).await?;
+    blocking(move || Ok(db.review().resolve_conflict(&p, &id, &b.value)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -48,8 +48,8 @@ pub(super) async fn list_duplicates(State(state): State<Shared>, Authed(p): Auth
     let unit = q.org_unit.unwrap_or_else(|| p.org_unit.clone());
     let db = state.db.clone();
     let list = blocking(move || {
-        let list = db.duplicates_under(&p, &unit)?;
-        db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "duplicates_list", target: unit })?;
+        let list = db.review().duplicates_under(&p, &unit)?;
+        db.audit_log().audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "duplicates_list", target: unit })?;
         Ok(list)
     })
     .await?;
@@ -58,7 +58,7 @@ pub(super) async fn list_duplicates(State(state): State<Shared>, Authed(p): Auth
 
 pub(super) async fn dismiss_duplicate(State(state): State<Shared>, Authed(p): Authed, Path(id): Path<String>) -> AppResult<StatusCode> {
     let db = state.db.clone();
-    blocking(move || Ok(db.mark_not_duplicate(&p, &id)?)).await?;
+    blocking(move || Ok(db.review().mark_not_duplicate(&p, &id)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,7 +71,7 @@ pub(super) struct MergeBody {
 pub(super) async fn merge_duplicate(State(state): State<Shared>, Authed(p): Authed, Path(id): Path<String>, JsonBody(b): JsonBody<MergeBody>) -> AppResult<StatusCode> {
     let keep: RecordId = b.keep.parse().map_err(|e: sync_protocol::BadRecordId| AppError::bad_request(e.to_string()))?;
     let db = state.db.clone();
-    blocking(move || Ok(db.merge_duplicates(&p, &id, keep)?)).await?;
+    blocking(move || Ok(db.review().merge_duplicates(&p, &id, keep)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -84,7 +84,7 @@ pub(super) async fn list_approvals(State(state): State<Shared>, Authed(p): Authe
     let out = blocking(move || {
         let mut out = Vec::new();
         let tree = db.tree();
-        for a in db.approvals_under(&unit)? {
+        for a in db.review().approvals_under(&unit)? {
             if period.is_some_and(|per| per.to_string() != a.period) {
                 continue;
             }
@@ -97,7 +97,7 @@ pub(super) async fn list_approvals(State(state): State<Shared>, Authed(p): Authe
                     v["current_figures"] = Value::Null;
                     v["merged_into"] = tree.current(&a.org_unit).map(|u| Value::String(u.code.clone())).unwrap_or(Value::Null);
                 }
-                None => v["current_figures"] = serde_json::to_value(db.indicators(&a.org_unit, per)?).expect("report serialises"),
+                None => v["current_figures"] = serde_json::to_value(db.figures().indicators(&a.org_unit, per)?).expect("report serialises"),
             }
             v["changed_since_approval"] = Value::Bool(a.changes_after > 0);
             out.push(v);
@@ -118,6 +118,6 @@ pub(super) struct ApproveBody {
 pub(super) async fn approve_period(State(state): State<Shared>, Authed(p): Authed, JsonBody(b): JsonBody<ApproveBody>) -> AppResult<(StatusCode, axum::Json<Value>)> {
     let period = parse_period(&b.period)?;
     let db = state.db.clone();
-    let a = blocking(move || Ok(db.approve(&p, &b.org_unit, period)?)).await?;
+    let a = blocking(move || Ok(db.review().approve(&p, &b.org_unit, period)?)).await?;
     Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(a).expect("approval serialises"))))
 }

@@ -22,7 +22,7 @@ fn user_json(u: &User) -> Value {
 pub(super) async fn list_users(State(state): State<Shared>, Authed(p): Authed) -> AppResult<axum::Json<Value>> {
     require_admin(&p)?;
     let db = state.db.clone();
-    let users = blocking(move || Ok(db.list_users()?)).await?;
+    let users = blocking(move || Ok(db.accounts().list_users()?)).await?;
     let tree = state.db.tree();
     Ok(axum::Json(Value::Array(users.iter().filter(|u| p.may_administer(&tree, &u.org_unit)).map(user_json).collect())))
 }
@@ -51,7 +51,7 @@ pub async fn create_user_checked(state: &Shared, by: &Principal, nu: NewUserInpu
     let db = state.db.clone();
     let u2 = user.clone();
     let ev = audit(by, "user_create", user.username.clone());
-    blocking(move || Ok(db.put_user(&u2, true, ev)?)).await?;
+    blocking(move || Ok(db.accounts().put_user(&u2, true, ev)?)).await?;
     Ok(user)
 }
 
@@ -85,7 +85,7 @@ pub struct UserPatch {
 pub async fn update_user_checked(state: &Shared, by: &Principal, username: &str, b: UserPatch) -> AppResult<User> {
     let db = state.db.clone();
     let un = username.to_string();
-    let current = blocking(move || Ok(db.get_user(&un)?)).await?.ok_or_else(|| AppError::not_found("no such user"))?;
+    let current = blocking(move || Ok(db.accounts().get_user(&un)?)).await?.ok_or_else(|| AppError::not_found("no such user"))?;
     require_admin_of(by, &state.db.tree(), &current.org_unit)?;
     let role = b.role.map(|r| r.parse().map_err(AppError::bad_request)).transpose()?;
     let password_hash = match b.password {
@@ -99,7 +99,7 @@ pub async fn update_user_checked(state: &Shared, by: &Principal, username: &str,
     let ev = audit(&by, "user_update", un.clone());
     blocking(move || {
         let tree = db.tree();
-        let changed = db.update_user(&un, ev, |user| -> AppResult<()> {
+        let changed = db.accounts().update_user(&un, ev, |user| -> AppResult<()> {
             require_admin_of(&by, &tree, &user.org_unit)?;
             let mut end_sessions = false;
             if let Some(r) = role {
@@ -146,9 +146,9 @@ pub(super) async fn list_devices(State(state): State<Shared>, Authed(p): Authed,
     let db = state.db.clone();
     let tree = state.db.tree();
     let devices = blocking(move || {
-        let user = db.get_user(&username)?.ok_or_else(|| AppError::not_found("no such user"))?;
+        let user = db.accounts().get_user(&username)?.ok_or_else(|| AppError::not_found("no such user"))?;
         require_admin_of(&p, &tree, &user.org_unit)?;
-        Ok(db.list_devices(&username)?)
+        Ok(db.accounts().list_devices(&username)?)
     })
     .await?;
     Ok(axum::Json(serde_json::to_value(devices).expect("devices serialise")))
@@ -160,9 +160,9 @@ pub async fn revoke_device_checked(state: &Shared, by: &Principal, username: Str
     let ev = audit(by, "device_revoke", format!("{username}/{device_id}"));
     let (by, tree) = (by.clone(), state.db.tree());
     blocking(move || {
-        let user = db.get_user(&username)?.ok_or_else(|| AppError::not_found("no such user"))?;
+        let user = db.accounts().get_user(&username)?.ok_or_else(|| AppError::not_found("no such user"))?;
         require_admin_of(&by, &tree, &user.org_unit)?;
-        match db.revoke_device(&username, &device_id, ev)? {
+        match db.accounts().revoke_device(&username, &device_id, ev)? {
             true => Ok(()),
             false => Err(AppError::not_found("no such device")),
         }

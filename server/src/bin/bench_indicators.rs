@@ -57,11 +57,11 @@ fn main() {
         None => gesync_server::open_db(&dir).expect("store"),
     };
     let unit = |code: String, parent: Option<String>, level: &str| OrgUnit::new(code.clone(), format!("Đơn vị {code}"), parent, level);
-    db.put_org_unit(unit("04".into(), None, "province"), None).unwrap();
+    db.org_units().put_org_unit(unit("04".into(), None, "province"), None).unwrap();
     for d in 0..DISTRICTS {
-        db.put_org_unit(unit(district(d), Some("04".into()), "district"), None).unwrap();
+        db.org_units().put_org_unit(unit(district(d), Some("04".into()), "district"), None).unwrap();
         for c in 0..COMMUNES_PER_DISTRICT {
-            db.put_org_unit(unit(commune(d, c), Some(district(d)), "commune"), None).unwrap();
+            db.org_units().put_org_unit(unit(commune(d, c), Some(district(d)), "commune"), None).unwrap();
         }
     }
 
@@ -92,7 +92,7 @@ fn main() {
     let mut loaded = 0;
     for (d, req) in rx {
         let who = Principal { username: format!("loader{d}"), role: Role::DistrictStaff, org_unit: district(d), device_id: format!("loader-{d}") };
-        let resp = db.sync(&who, &req).expect("sync");
+        let resp = db.records().sync(&who, &req).expect("sync");
         assert!(resp.results.iter().all(|r| r.outcome == sync_protocol::wire::PushOutcome::Accepted));
         loaded += req.push.len();
         if loaded % 100_000 < BATCH {
@@ -108,33 +108,33 @@ fn main() {
     let mut check = 0i64;
     for k in 0..201 {
         let t = Instant::now();
-        let r = db.indicators(&district(k % DISTRICTS), year).unwrap();
+        let r = db.figures().indicators(&district(k % DISTRICTS), year).unwrap();
         reads.push(t.elapsed().as_secs_f64() * 1000.0);
         check += r.indicators[0].denominator;
     }
     assert!(check > 0);
 
     // One record's change to the figures: its contribution moves to another quarter and back.
-    let ids = db.record_ids_of(&commune(3, 7)).unwrap();
+    let ids = db.records().record_ids_of(&commune(3, 7)).unwrap();
     let mut updates = Vec::new();
     // Records' changes go to the counters in their request's one write transaction: timed
     // here as batches of 100 moved records (one transaction each), per record.
     for chunk in ids.iter().take(1000).collect::<Vec<_>>().chunks(100) {
         let mut forth = Vec::new();
         for id in chunk {
-            let Some(c) = db.get_meta(id).unwrap().and_then(|m| m.contribution) else { continue };
+            let Some(c) = db.records().get_meta(id).unwrap().and_then(|m| m.contribution) else { continue };
             let mut moved = c.clone();
             moved.quarter = Quarter::new(c.quarter.year(), c.quarter.q() % 4 + 1).unwrap();
             forth.push((Some(c), Some(moved)));
         }
         let back: Vec<_> = forth.iter().map(|(a, b)| (b.clone(), a.clone())).collect();
         let t = Instant::now();
-        db.apply_figure_changes(&forth).unwrap();
+        db.figures().apply_figure_changes(&forth).unwrap();
         updates.push(t.elapsed().as_secs_f64() * 1e6 / forth.len().max(1) as f64);
-        db.apply_figure_changes(&back).unwrap();
+        db.figures().apply_figure_changes(&back).unwrap();
     }
 
-    let before = db.all_counters().unwrap();
+    let before = db.figures().all_counters().unwrap();
     // A writer beside the rebuild (an audit entry every 10 ms, a write transaction each): the
     // longest one of its writes waited is about the rebuild's longest hold of the write lock.
     let rebuilding = std::sync::atomic::AtomicBool::new(true);
@@ -144,19 +144,19 @@ fn main() {
             let mut longest = 0f64;
             while rebuilding.load(std::sync::atomic::Ordering::Acquire) {
                 let t = Instant::now();
-                db.audit(gesync_server::db::AuditEvent { user: "bench".into(), device_id: None, action: "bench", target: String::new() }).unwrap();
+                db.audit_log().audit(gesync_server::db::AuditEvent { user: "bench".into(), device_id: None, action: "bench", target: String::new() }).unwrap();
                 longest = longest.max(t.elapsed().as_secs_f64());
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             longest
         });
-        let rebuilt = db.rebuild_figures().unwrap();
+        let rebuilt = db.figures().rebuild_figures().unwrap();
         rebuilding.store(false, std::sync::atomic::Ordering::Release);
         (rebuilt, writer.join().unwrap())
     });
     let rebuild_s = t.elapsed().as_secs_f64();
     assert_eq!(rebuilt, n);
-    assert_eq!(db.all_counters().unwrap(), before, "incremental figures equal a rebuild");
+    assert_eq!(db.figures().all_counters().unwrap(), before, "incremental figures equal a rebuild");
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("load {load_s:.0} s ({:.0} records/s)", n as f64 / load_s);

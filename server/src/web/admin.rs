@@ -87,7 +87,7 @@ pub async fn users(State(state): State<Shared>, web: Web, Query(q): Query<Done>)
     let db = state.db.clone();
     let tree = state.db.tree();
     let witness = state.audit_witness.clone();
-    let (users, chain) = blocking(move || Ok((db.list_users()?, crate::api::audit_chain(&db, witness.as_deref())?))).await?;
+    let (users, chain) = blocking(move || Ok((db.accounts().list_users()?, crate::api::audit_chain(&db, witness.as_deref())?))).await?;
     let users: Vec<_> = users.into_iter().filter(|u| web.p().may_administer(&tree, &u.org_unit)).collect();
     let lang = web.lang;
     let body = html! {
@@ -173,8 +173,8 @@ pub async fn user(State(state): State<Shared>, web: Web, Path(username): Path<St
     let db = state.db.clone();
     let un = username.clone();
     let (user, devices) = blocking(move || {
-        let user = db.get_user(&un)?.ok_or_else(WebError::not_found)?;
-        Ok((user, db.list_devices(&un)?))
+        let user = db.accounts().get_user(&un)?.ok_or_else(WebError::not_found)?;
+        Ok((user, db.accounts().list_devices(&un)?))
     })
     .await?;
     let tree = state.db.tree();
@@ -272,7 +272,7 @@ pub async fn update_user(State(state): State<Shared>, Path(username): Path<Strin
     web.require_admin()?;
     let db = state.db.clone();
     let un = username.clone();
-    let current = blocking(move || db.get_user(&un)?.ok_or_else(WebError::not_found)).await?;
+    let current = blocking(move || db.accounts().get_user(&un)?.ok_or_else(WebError::not_found)).await?;
     let patch = UserPatch {
         role: (f.role != current.role.as_str()).then_some(f.role),
         org_unit: (f.org_unit != current.org_unit).then_some(f.org_unit),
@@ -355,7 +355,7 @@ pub async fn org_units(web: Web, State(state): State<Shared>, Query(q): Query<Do
     history.sort_by(|a, b| (&a.effective, &a.code).cmp(&(&b.effective, &b.code)));
     // Accounts still on a merged unit: the admin moves them to the successor.
     let db = state.db.clone();
-    let left_on: Vec<(String, String)> = blocking(move || Ok(db.list_users()?))
+    let left_on: Vec<(String, String)> = blocking(move || Ok(db.accounts().list_users()?))
         .await?
         .into_iter()
         .filter(|u| tree.get(&u.org_unit).is_some_and(|x| !x.is_current()) && web.p().may_administer(&tree, &u.org_unit))
@@ -488,11 +488,11 @@ pub async fn put_org_unit(State(state): State<Shared>, Posted { web, form: f }: 
     let parent = Some(f.parent.trim().to_string()).filter(|p| !p.is_empty());
     let level = level_for(&tree, &code, Some(f.level.as_str())).map_err(WebError::bad_input)?;
     let unit = OrgUnit { code: code.clone(), name: f.name, parent, level, ..Default::default() };
-    state.db.check_org_unit(&unit)?;
+    state.db.org_units().check_org_unit(&unit)?;
     crate::api::check_org_unit_change(web.p(), &tree, &unit)?;
     let db = state.db.clone();
     let ev = event(web.p(), "org_unit_put", code);
-    blocking(move || Ok(db.put_org_unit(unit, ev)?)).await?;
+    blocking(move || Ok(db.org_units().put_org_unit(unit, ev)?)).await?;
     Ok(Redirect::to("/admin/org-units?done=unit").into_response())
 }
 
@@ -521,7 +521,7 @@ pub async fn targets(State(state): State<Shared>, web: Web, Query(q): Query<Done
     let code = q.unit.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| web.p().org_unit.clone());
     let unit = tree.get(&code).cloned().ok_or_else(WebError::not_found)?;
     let db = state.db.clone();
-    let targets = blocking(move || Ok(db.targets()?)).await?;
+    let targets = blocking(move || Ok(db.figures().targets()?)).await?;
     let chain = tree.chain(&unit.code);
     let lang = web.lang;
     let body = html! {
@@ -627,7 +627,7 @@ pub async fn set_target(State(state): State<Shared>, Posted { web, form: f }: Po
     let db = state.db.clone();
     let ev = event(web.p(), "target_set", format!("{}/{ind}", f.unit));
     let unit = f.unit.clone();
-    blocking(move || Ok(db.set_target(&unit, ind, &m, ev)?)).await?;
+    blocking(move || Ok(db.figures().set_target(&unit, ind, &m, ev)?)).await?;
     Ok(Redirect::to(&format!("/admin/targets?unit={}&done=target", seg(&f.unit))).into_response())
 }
 

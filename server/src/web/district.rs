@@ -57,23 +57,23 @@ struct Overview {
 
 fn read(db: &Db, unit: OrgUnit, period: Period) -> WebResult<Overview> {
     let tree = db.tree();
-    let total = db.indicators(&unit.code, period)?;
+    let total = db.figures().indicators(&unit.code, period)?;
     let mut communes = Vec::new();
     for c in tree.communes_under(&unit.code) {
         let u = tree.get(&c).cloned().expect("commune from the tree");
-        let news = period.quarters().into_iter().map(|q| Ok(u32::try_from(db.counters(&c, q)?.news_items().max(0)).unwrap_or(u32::MAX))).collect::<WebResult<Vec<u32>>>()?;
-        communes.push((u, db.indicators(&c, period)?, news));
+        let news = period.quarters().into_iter().map(|q| Ok(u32::try_from(db.figures().counters(&c, q)?.news_items().max(0)).unwrap_or(u32::MAX))).collect::<WebResult<Vec<u32>>>()?;
+        communes.push((u, db.figures().indicators(&c, period)?, news));
     }
     let year = Period::whole_year(period.year()).map_err(|e| WebError::bad_input(e.to_string()))?;
     let mut by_quarter = Vec::new();
     for q in year.quarters() {
-        by_quarter.push((q, db.indicators(&unit.code, Period::quarter(q))?));
+        by_quarter.push((q, db.figures().indicators(&unit.code, Period::quarter(q))?));
     }
-    let calendar = db.calendar_status(&unit.code, period, fmt::today())?;
+    let calendar = db.records().calendar_status(&unit.code, period, fmt::today())?;
     let parent = unit.parent.as_deref().and_then(|p| tree.get(p)).cloned();
-    let approvals = db.approvals_under(&unit.code)?;
+    let approvals = db.review().approvals_under(&unit.code)?;
     let approval = crate::review::Approval::find(&approvals, &unit.code, period).cloned();
-    let open_conflicts = db.open_conflicts(&unit.code)?;
+    let open_conflicts = db.review().open_conflicts(&unit.code)?;
     let has_districts = tree.has_districts(&unit.code);
     Ok(Overview { unit, parent, period, total, communes, by_quarter, calendar, approval, open_conflicts, has_districts })
 }

@@ -28,7 +28,7 @@ pub async fn download(State(state): State<Shared>, web: Web, Path((unit, file)):
     let code = unit.code.clone();
     let bytes = blocking(move || {
         let rows = report_rows(&db, &code, period)?;
-        db.audit(ev)?;
+        db.audit_log().audit(ev)?;
         Ok(format.render(&rows)?)
     })
     .await?;
@@ -43,7 +43,7 @@ pub async fn printable(State(state): State<Shared>, web: Web, Path((unit, period
     let code = unit.code.clone();
     let rows: Vec<CsvRow> = blocking(move || {
         let rows = report_rows(&db, &code, period)?;
-        db.audit(ev)?;
+        db.audit_log().audit(ev)?;
         Ok(rows)
     })
     .await?;

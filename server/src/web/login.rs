@@ -45,7 +45,7 @@ pub async fn form(State(state): State<Shared>, anon: Anon, Query(q): Query<Login
     // Already signed in: straight to the start page.
     if let Some(token) = cookie(&headers, session::COOKIE) {
         let db = state.db.clone();
-        if let Ok(Ok(Some(s))) = tokio::task::spawn_blocking(move || session::load(&db, &token)).await {
+        if let Ok(Ok(Some(s))) = tokio::task::spawn_blocking(move || db.sessions().load(&token)).await {
             return Redirect::to(start_page(s.principal.role)).into_response();
         }
     }
@@ -123,7 +123,7 @@ pub async fn submit(State(state): State<Shared>, anon: Anon, ClientIp(ip): Clien
     let mut device_id = Some(kept_device).filter(|d| valid_web_device(d)).unwrap_or_else(new_web_device);
     {
         let (db, u, d) = (state.db.clone(), f.username.clone(), device_id.clone());
-        if blocking(move || Ok(db.get_device(&u, &d)?)).await?.is_some_and(|d| d.revoked) {
+        if blocking(move || Ok(db.accounts().get_device(&u, &d)?)).await?.is_some_and(|d| d.revoked) {
             device_id = new_web_device();
         }
     }
@@ -147,7 +147,7 @@ pub async fn submit(State(state): State<Shared>, anon: Anon, ClientIp(ip): Clien
     };
     let db = state.db.clone();
     let p2 = principal.clone();
-    let token = blocking(move || Ok(session::create(&db, &p2, epoch)?)).await?;
+    let token = blocking(move || Ok(db.sessions().create(&p2, epoch)?)).await?;
     let target = f.next.as_deref().and_then(page::safe_next).filter(|_| principal.uses_staff_pages()).unwrap_or(start_page(principal.role));
     let mut res = Redirect::to(target).into_response();
     let h = res.headers_mut();
@@ -167,9 +167,9 @@ pub async fn logout(State(state): State<Shared>, posted: Posted<Empty>) -> WebRe
     let db = state.db.clone();
     let s = web.session.clone();
     blocking(move || {
-        session::end(&db, &s)?;
+        db.sessions().end(&s)?;
         let p = &s.principal;
-        db.audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "logout", target: "web".into() })?;
+        db.audit_log().audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "logout", target: "web".into() })?;
         Ok(())
     })
     .await?;

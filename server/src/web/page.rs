@@ -143,7 +143,7 @@ impl FromRequestParts<Shared> for Web {
         let session = match token {
             Some(token) => {
                 let db = state.db.clone();
-                tokio::task::spawn_blocking(move || session::load(&db, &token)).await.map_err(AppError::from)?.map_err(AppError::from)?
+                tokio::task::spawn_blocking(move || db.sessions().load(&token)).await.map_err(AppError::from)?.map_err(AppError::from)?
             }
             None => None,
         };

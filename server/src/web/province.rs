@@ -20,14 +20,14 @@ pub async fn view(State(state): State<Shared>, web: Web, Query(q): Query<Figures
     let who = web.p().clone();
     let (total, rows, parent) = blocking(move || {
         let tree = db.tree();
-        let total = db.indicators(&unit.code, period)?;
+        let total = db.figures().indicators(&unit.code, period)?;
         let mut rows: Vec<(OrgUnit, IndicatorReport)> = Vec::new();
         for c in tree.children(&unit.code) {
             let u = tree.get(c).cloned().expect("child from the tree");
-            rows.push((u, db.indicators(c, period)?));
+            rows.push((u, db.figures().indicators(c, period)?));
         }
         let parent = unit.parent.as_deref().and_then(|p| tree.get(p)).cloned().filter(|p| who.may_read_figures_of(&tree, &p.code));
-        let approvals = db.approvals_under(&unit.code)?;
+        let approvals = db.review().approvals_under(&unit.code)?;
         Ok((total, rows, (unit, parent, approvals)))
     })
     .await?;

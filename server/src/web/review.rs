@@ -177,13 +177,13 @@ pub async fn conflicts(State(state): State<Shared>, web: Web, Query(q): Query<Re
     let p = web.p().clone();
     let u2 = unit.clone();
     let list = blocking(move || {
-        let list = db.conflicts_under(&p, &u2)?;
+        let list = db.review().conflicts_under(&p, &u2)?;
         let mut out = Vec::new();
         for c in list {
-            let kind = c.record_id.parse::<RecordId>().ok().and_then(|id| db.get_meta(&id).ok().flatten()).map(|m| m.kind.as_str().to_string()).unwrap_or_default();
+            let kind = c.record_id.parse::<RecordId>().ok().and_then(|id| db.records().get_meta(&id).ok().flatten()).map(|m| m.kind.as_str().to_string()).unwrap_or_default();
             out.push((c, kind));
         }
-        db.audit(event(&p, "conflicts_list", u2))?;
+        db.audit_log().audit(event(&p, "conflicts_list", u2))?;
         Ok(out)
     })
     .await?;
@@ -251,7 +251,7 @@ pub async fn resolve(State(state): State<Shared>, Path(id): Path<String>, Posted
     };
     let db = state.db.clone();
     let p = web.p().clone();
-    blocking(move || Ok(db.resolve_conflict(&p, &id, &value)?)).await?;
+    blocking(move || Ok(db.review().resolve_conflict(&p, &id, &value)?)).await?;
     Ok(Redirect::to("/review/conflicts?done=resolved").into_response())
 }
 
@@ -301,8 +301,8 @@ pub async fn duplicates(State(state): State<Shared>, web: Web, Query(q): Query<R
     let db = state.db.clone();
     let p = web.p().clone();
     let pairs = blocking(move || {
-        let pairs = db.duplicates_under(&p, &unit)?;
-        db.audit(event(&p, "duplicates_list", unit))?;
+        let pairs = db.review().duplicates_under(&p, &unit)?;
+        db.audit_log().audit(event(&p, "duplicates_list", unit))?;
         Ok(pairs)
     })
     .await?;
@@ -368,7 +368,7 @@ pub async fn not_duplicate(State(state): State<Shared>, Path(id): Path<String>, 
     require_reviewer(&web)?;
     let db = state.db.clone();
     let p = web.p().clone();
-    blocking(move || Ok(db.mark_not_duplicate(&p, &id)?)).await?;
+    blocking(move || Ok(db.review().mark_not_duplicate(&p, &id)?)).await?;
     Ok(Redirect::to("/review/duplicates?done=dismissed").into_response())
 }
 
@@ -383,7 +383,7 @@ pub async fn merge(State(state): State<Shared>, Path(id): Path<String>, Posted {
     let keep: RecordId = f.keep.parse().map_err(|e: sync_protocol::BadRecordId| WebError::bad_input(e.to_string()))?;
     let db = state.db.clone();
     let p = web.p().clone();
-    blocking(move || Ok(db.merge_duplicates(&p, &id, keep)?)).await?;
+    blocking(move || Ok(db.review().merge_duplicates(&p, &id, keep)?)).await?;
     Ok(Redirect::to("/review/duplicates?done=merged").into_response())
 }
 
@@ -395,7 +395,7 @@ pub async fn approval(State(state): State<Shared>, web: Web, Query(q): Query<Rev
     let (unit, period) = super::district::figures_target(&web, &state.db, q.unit.clone(), q.period.clone())?;
     let db = state.db.clone();
     let code = unit.code.clone();
-    let (open, approvals, current) = blocking(move || Ok((db.open_conflicts(&code)?, db.approvals_under(&code)?, db.indicators(&code, period)?))).await?;
+    let (open, approvals, current) = blocking(move || Ok((db.review().open_conflicts(&code)?, db.review().approvals_under(&code)?, db.figures().indicators(&code, period)?))).await?;
     let a = Approval::find(&approvals, &unit.code, period);
     let lang = web.lang;
     let body = html! {
@@ -457,7 +457,7 @@ pub async fn approve(State(state): State<Shared>, Posted { web, form: f }: Poste
     let db = state.db.clone();
     let p = web.p().clone();
     let unit = f.unit.clone();
-    blocking(move || Ok(db.approve(&p, &unit, period)?)).await?;
+    blocking(move || Ok(db.review().approve(&p, &unit, period)?)).await?;
     let q = serde_urlencoded::to_string([("unit", f.unit.as_str()), ("period", &period.to_string()), ("done", "approved")]).unwrap_or_default();
     Ok(Redirect::to(&format!("/review/approval?{q}")).into_response())
 }

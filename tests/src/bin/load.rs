@@ -249,7 +249,7 @@ async fn run(config: FleetConfig) {
     let status: Vec<String> = servers.into_iter().map(|s| s.stop().to_string()).collect();
     let status = status.join(", ");
     let communes: Vec<String> = layout.communes.iter().map(|(c, _)| c.clone()).collect();
-    let stored: usize = store.with_db(move |db| communes.iter().map(|c| db.record_ids_of(c).unwrap().len()).sum());
+    let stored: usize = store.with_db(move |db| communes.iter().map(|c| db.records().record_ids_of(c).unwrap().len()).sum());
     eprintln!("server stopped ({status}); the store reopens with {stored} records");
     // A record the API listed but the reopened store lacks was not durable.
     let lost = verdict.lost + on_server.len().saturating_sub(stored);
