@@ -198,7 +198,7 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     db.set_epoch(true).map_err(|e| format!("the restored store in {place}: {e}"))?;
     // A backup from before records kept reporting rows: they are written now, from the documents.
     if db.records().report_rows_missing().map_err(|e| format!("the restored store in {place}: {e}"))? {
-        db.figures().rebuild_figures().map_err(|e| format!("the restored store in {place}: {e}"))?;
+        db.rebuild_figures().map_err(|e| format!("the restored store in {place}: {e}"))?;
     }
     Ok(n)
 }

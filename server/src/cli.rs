@@ -476,7 +476,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             // Records stored before their reporting rows were kept get them now (the rebuild
             // rewrites every record's metadata, reporting row and the figures from the documents).
             let db = crate::Db::open(Box::new(kv)).map_err(|e| e.to_string())?;
-            let refreshed = if db.records().report_rows_missing().map_err(|e| e.to_string())? { db.figures().rebuild_figures().map_err(|e| e.to_string())? } else { 0 };
+            let refreshed = if db.records().report_rows_missing().map_err(|e| e.to_string())? { db.rebuild_figures().map_err(|e| e.to_string())? } else { 0 };
             let applied: Vec<String> = applied.iter().map(i32::to_string).collect();
             println!(
                 "{{\"schema_version\": {}, \"applied\": [{}], \"records_refreshed\": {refreshed}}}",
@@ -487,7 +487,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
         }
         Cmd::Admin(AdminCmd::RebuildFigures { store }) => {
             let db = open_existing(&store)?;
-            let n = db.figures().rebuild_figures().map_err(|e| e.to_string())?;
+            let n = db.rebuild_figures().map_err(|e| e.to_string())?;
             println!("{{\"records\": {n}}}");
             Ok(())
         }

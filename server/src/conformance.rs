@@ -121,7 +121,7 @@ pub(crate) fn invariants(dbs: &[Db]) {
             let db = &dbs[1 % dbs.len()];
             let mut rebuilds = 0;
             while !done.load(std::sync::atomic::Ordering::Acquire) {
-                db.figures().rebuild_figures_paged(5).unwrap();
+                db.rebuild_figures_paged(5).unwrap();
                 rebuilds += 1;
             }
             rebuilds
@@ -169,13 +169,13 @@ pub(crate) fn invariants(dbs: &[Db]) {
     // And every contribution forgotten (as a changed formula looks): the rebuild's pages move
     // each record's back in, through the row that does not read.
     db.records().forget_contributions();
-    dbs.last().unwrap().figures().rebuild_figures().unwrap();
+    dbs.last().unwrap().rebuild_figures().unwrap();
     assert_eq!(db.figures().all_counters().unwrap(), live, "mended by one rebuild");
     // A drift read before another rebuild took it out is not taken out twice.
     db.figures().overwrite_counter_row("04701", q4, &serde_json::to_vec(&drifted).unwrap());
-    let (seen, stale) = db.figures().counters_drift(&Default::default()).unwrap();
+    let (seen, stale) = db.counters_drift(&Default::default()).unwrap();
     assert_eq!(stale.len(), 1, "the row made to drift");
-    dbs.last().unwrap().figures().rebuild_figures().unwrap();
+    dbs.last().unwrap().rebuild_figures().unwrap();
     assert!(!db.figures().take_out_drift(seen, stale).unwrap(), "a drift already taken out");
     for d in dbs {
         assert_eq!(d.figures().all_counters().unwrap(), live, "counters equal a rebuild");

@@ -522,6 +522,64 @@ mod tests {
         assert!(strays.is_empty(), "handlers reaching past the repositories:\n{}", strays.join("\n"));
     }
 
+    /// The repositories, and what names each: its type and its accessor on [`Db`].
+    const REPOSITORIES: &[(&str, &str, &str)] = &[
+        ("accounts", "Accounts", "accounts"),
+        ("audit", "AuditLog", "audit_log"),
+        ("auth", "RefreshTokens", "refresh_tokens"),
+        ("figures", "Figures", "figures"),
+        ("org_units", "OrgUnits", "org_units"),
+        ("records", "Records", "records"),
+        ("review", "Review", "review"),
+        ("sessions", "Sessions", "sessions"),
+        ("uploads", "Uploads", "uploads"),
+        // What works across repositories, owning no key.
+        ("rebuild", "", "rebuild_figures"),
+        ("check", "", ""),
+        ("backup", "", ""),
+    ];
+
+    /// The data layer's modules call one way: no repository calls, through another, back into
+    /// itself (`records` → `figures`, never back; the rebuild reads records and writes figures
+    /// from above both). `db.rs`, the container every repository hangs off, is left out.
+    #[test]
+    fn the_repositories_call_one_way() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let uses = |module: &str, other: &(&str, &str, &str)| -> bool {
+            let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
+            let code: String = text.split("#[cfg(test)]\nmod tests").next().unwrap().lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+            let (name, ty, accessor) = other;
+            code.contains(&format!("crate::{name}::"))
+                || (!ty.is_empty() && code.contains(&format!("{ty}::")))
+                || (!accessor.is_empty() && code.contains(&format!(".{accessor}(")))
+        };
+        let mut calls: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (module, _, _) in REPOSITORIES {
+            let callees = REPOSITORIES.iter().filter(|o| o.0 != *module && uses(module, o)).map(|o| o.0).collect();
+            calls.insert(module, callees);
+        }
+        assert!(calls["records"].contains(&"figures") && calls["rebuild"].contains(&"records"), "the sources are read: {calls:?}");
+        // Depth-first: a module met again on the path it is reached by closes a circle.
+        fn visit<'a>(m: &'a str, calls: &std::collections::BTreeMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>, circles: &mut Vec<String>) {
+            if let Some(at) = path.iter().position(|p| *p == m) {
+                circles.push([&path[at..], &[m]].concat().join(" → "));
+                return;
+            }
+            path.push(m);
+            for next in &calls[m] {
+                visit(next, calls, path, circles);
+            }
+            path.pop();
+        }
+        let mut circles = Vec::new();
+        for m in calls.keys() {
+            visit(m, &calls, &mut Vec::new(), &mut circles);
+        }
+        circles.sort();
+        circles.dedup();
+        assert!(circles.is_empty(), "repositories calling back into themselves:\n{}", circles.join("\n"));
+    }
+
     fn ev(action: &'static str, target: &str) -> AuditEvent {
         AuditEvent { user: "admin".into(), device_id: None, action, target: target.into() }
     }

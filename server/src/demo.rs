@@ -238,7 +238,7 @@ mod tests {
         }
         assert_eq!(denominator("04"), gbv_2025(&["04701", "04702", "04703", "04704", "04705", "04706", "04710", "04711", "04712"]));
         let incremental = db.figures().all_counters().unwrap();
-        db.figures().rebuild_figures().unwrap();
+        db.rebuild_figures().unwrap();
         assert_eq!(db.figures().all_counters().unwrap(), incremental, "the counters moved by the merges equal a rebuild");
     }
 }

@@ -14,7 +14,6 @@ use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestone
 
 use sync_core::plan::CounterDeltas;
 
-use crate::records::Records;
 use crate::db::{corrupt, get_json, key, read_u64, to_json, AuditEvent, Db, DbError, TREE_VERSION};
 use crate::model::OrgTree;
 use crate::store::{prefix_end, Batch, KvRead};
@@ -26,14 +25,10 @@ const APPROVALS: &[u8] = b"ap/";
 /// exact delta like a record's, so two rebuilds must not both take out the one they both read.
 const MENDED: &[u8] = b"n/figures-mended";
 
-/// Records a write transaction of [`Figures::rebuild_figures`] reads: some hundreds of
-/// milliseconds of the write lock at most (a document loads in well under a millisecond).
-const REBUILD_PAGE: usize = 500;
-
 /// Each counter row that drifted: its unit, its quarter and how.
 pub(crate) type Drifts = Vec<(String, Quarter, Drift)>;
 
-/// A stored counter row against the records' contributions ([`Figures::rebuild_figures`]).
+/// A stored counter row against the records' contributions (`Db::rebuild_figures`, `rebuild.rs`).
 pub(crate) enum Drift {
     /// What the sum needs added to the row.
     By(Counters),
@@ -303,76 +298,6 @@ impl Figures<'_> {
         Ok(())
     }
 
-    /// Recomputes every record's contribution and reporting row from its document, then every
-    /// counter from those contributions (recovery, a changed formula; `migrate`), and returns
-    /// how many records were read.
-    ///
-    /// In write transactions of [`REBUILD_PAGE`] records each, so that other writes (every
-    /// replica's syncs, on a shared store) go on between them rather than wait for the whole
-    /// rebuild (a minute for a million records). Each moves its records' contributions in the
-    /// counters as a sync does, so the figures add up after every one. Then the counters'
-    /// drift from the contributions (a bug, a hand edit, a damaged disk) is found in a
-    /// consistent read and taken out in one short write transaction. Counter rows that do not
-    /// read are dropped first: they would stop the pages, and the drift puts back what they
-    /// should hold.
-    pub fn rebuild_figures(&self) -> Result<usize, DbError> {
-        self.rebuild_figures_paged(REBUILD_PAGE)
-    }
-
-    /// [`Figures::rebuild_figures`] in write transactions of `page` records.
-    pub(crate) fn rebuild_figures_paged(&self, page: usize) -> Result<usize, DbError> {
-        let report_rows = self.db.kv().keeps_report_rows();
-        let mut read = 0;
-        // Records whose document is missing (a damaged store: `check` names them): their
-        // metadata is left as it is, and out of the sums, as the recomputation leaves them.
-        let mut without_document = std::collections::HashSet::new();
-        self.drop_unreadable_counters()?;
-        let mut after = None;
-        loop {
-            let tx = self.db.kv().begin_write()?;
-            let tree = self.db.tree_in(&*tx)?;
-            let chain = |c: &str| tree.chain(c);
-            let rows = crate::records::metas_after_in(&*tx, after.as_ref(), page)?;
-            let last_page = rows.len() < page;
-            let mut deltas = CounterDeltas::default();
-            let mut batch = Batch::default();
-            for row in rows {
-                let crate::records::MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
-                after = Some(id);
-                let mut meta = meta?;
-                let Some(bytes) = Records::doc_bytes_in(&*tx, &id)? else {
-                    without_document.insert(id);
-                    continue;
-                };
-                let doc = sync_protocol::automerge::AutoCommit::load(&bytes).map_err(|e| corrupt("record document", e))?;
-                let view = sync_protocol::doc::view(&doc).map_err(|e| corrupt("doc", e))?;
-                let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
-                deltas.record_change(&chain, meta.contribution.as_ref(), c.as_ref());
-                meta.contribution = c;
-                if report_rows {
-                    crate::records::stage_report_row(&mut batch, &id, &meta, sync_core::facts::facts(&view).as_ref());
-                }
-                crate::records::stage_meta(&mut batch, &id, &meta);
-                read += 1;
-            }
-            let mut sums = Some(self.add_counters(&*tx, &deltas, &mut batch)?);
-            tx.commit_then(batch, &mut || self.cache_counters(sums.take().expect("applied once")))?;
-            if last_page {
-                break;
-            }
-        }
-        // Then the counters' drift from the contributions: found in a consistent read beside
-        // the writes, taken out in one short write transaction. The writes in between moved
-        // the counters exactly as they moved the contributions, so the drift is the same then.
-        for _ in 0..3 {
-            let (seen, drift) = self.counters_drift(&without_document)?;
-            if self.take_out_drift(seen, drift)? {
-                return Ok(read);
-            }
-        }
-        Err(DbError::Conflict("the org-unit tree or the figures kept changing under other rebuilds: run it again".into()))
-    }
-
     /// Takes `drift` out of the counters in one write transaction, unless the tree or the
     /// count of mended drifts moved since it was read (`seen`): a merge moves counters, and
     /// another rebuild may have taken the same drift out. Returns whether it did.
@@ -403,7 +328,7 @@ impl Figures<'_> {
 
     /// Deletes the counter rows that do not read (found outside the write lock: no write can
     /// change such a row, as every write that touches it fails).
-    fn drop_unreadable_counters(&self) -> Result<(), DbError> {
+    pub(crate) fn drop_unreadable_counters(&self) -> Result<(), DbError> {
         let mut batch = Batch::default();
         for (k, v) in self.db.kv().range(COUNTERS, &prefix_end(COUNTERS), usize::MAX)? {
             if serde_json::from_slice::<Counters>(&v).is_err() {
@@ -416,34 +341,13 @@ impl Figures<'_> {
         Ok(())
     }
 
-    /// How far each stored counter is from the sum of the records' contributions (leaving out
-    /// `skip`), in one consistent read, with the version of the tree and the count of mended
-    /// drifts it read.
-    pub(crate) fn counters_drift(&self, skip: &std::collections::HashSet<sync_protocol::RecordId>) -> Result<((u64, u64), Drifts), DbError> {
-        let cut = self.db.kv().begin_read()?;
-        let seen = (read_u64(&*cut, TREE_VERSION)?, read_u64(&*cut, MENDED)?);
-        let tree = self.db.tree_in(&*cut)?;
-        let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
-        let mut after = None;
-        loop {
-            let rows = crate::records::metas_after_in(&*cut, after.as_ref(), 1_000)?;
-            let last_page = rows.len() < 1_000;
-            for row in rows {
-                let crate::records::MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
-                after = Some(id);
-                if skip.contains(&id) {
-                    continue;
-                }
-                for (unit, q, d) in indicators::deltas(None, meta?.contribution.as_ref(), |x| tree.chain(x)) {
-                    sums.entry((unit, q)).or_default().add(&d);
-                }
-            }
-            if last_page {
-                break;
-            }
-        }
+    /// How far each counter stored in `cut` is from `sums` (the records' contributions, as
+    /// `cut` reads them), with the version of the tree and the count of mended drifts `cut`
+    /// reads ([`Figures::take_out_drift`] refuses the drift once either moved).
+    pub(crate) fn drift_in(cut: &dyn KvRead, mut sums: BTreeMap<(String, Quarter), Counters>) -> Result<((u64, u64), Drifts), DbError> {
+        let seen = (read_u64(cut, TREE_VERSION)?, read_u64(cut, MENDED)?);
         let mut drift = Vec::new();
-        for (label, stored) in stored_counters_in(&*cut)? {
+        for (label, stored) in stored_counters_in(cut)? {
             let Some((unit, q)) = parse_counter_label(&label) else {
                 return Err(corrupt("counters", format!("a counter row named `{label}`")));
             };

@@ -7,9 +7,10 @@
 //! Code map: [`store`] (the `Kv` trait: write transactions and consistent reads; sled, memory,
 //! PostgreSQL), [`db`] (the container of the repositories below, the org tree, the store's epoch, secrets, and
 //! which module owns each key prefix), [`accounts`] (users, devices), [`audit`] (the audit chain),
-//! [`org_units`] (adding, moving, merging units), `records` (push/pull of the sync protocol,
-//! driving the sans-IO core of `sync-core`), `figures` (materialized indicator counters,
-//! approvals' flags), [`review`], [`auth`] (passwords, tokens, throttling), [`model`]
+//! [`org_units`] (adding, moving, merging units), [`records`] (push/pull of the sync protocol,
+//! driving the sans-IO core of `sync-core`), [`figures`] (materialized indicator counters,
+//! approvals' flags), [`rebuild`] (the figures recomputed from the documents), [`review`],
+//! [`sessions`] (web sessions), [`uploads`] (large records' slices), [`auth`] (passwords, tokens, throttling), [`model`]
 //! (accounts; the roles and access policy of `sync-core`), [`api`] (HTTP handlers), [`report_file`] and [`xlsx`] (the
 //! report as a CSV or Excel download), [`server`] (TLS, launch, shutdown), [`demo`] (demo
 //! data), [`web`] (the web pages).
@@ -32,9 +33,10 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod heap;
-mod figures;
+pub mod figures;
 pub mod model;
 pub mod org_units;
+pub mod rebuild;
 pub mod records;
 pub mod report_file;
 pub mod review;

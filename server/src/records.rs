@@ -346,7 +346,7 @@ impl Records<'_> {
 
     /// Whether some record has no reporting row on a store that keeps them (the rows were not
     /// kept when it was written, or it came from a store that does not keep them): `migrate`
-    /// and `restore` then write them all ([`Figures::rebuild_figures`]).
+    /// and `restore` then write them all ([`Db::rebuild_figures`]).
     pub fn report_rows_missing(&self) -> Result<bool, DbError> {
         if !self.db.kv().keeps_report_rows() {
             return Ok(false);

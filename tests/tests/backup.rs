@@ -118,7 +118,7 @@ async fn backup_during_load_restores_every_acknowledged_change_with_equal_figure
         (db.figures().all_counters().unwrap(), per_unit)
     };
     let carried = figures(&db);
-    db.figures().rebuild_figures().unwrap();
+    db.rebuild_figures().unwrap();
     assert_eq!(figures(&db), carried, "the restored counters differ from the restored records' figures");
     drop(db);
 

@@ -90,6 +90,6 @@ async fn figures_follow_edits_and_equal_a_rebuild() {
     let db = gesync_server::open_db(&data).unwrap();
     let incremental = db.figures().all_counters().unwrap();
     assert!(!incremental.is_empty());
-    db.figures().rebuild_figures().unwrap();
+    db.rebuild_figures().unwrap();
     assert_eq!(db.figures().all_counters().unwrap(), incremental, "incremental figures differ from a rebuild (seed {seed})");
 }

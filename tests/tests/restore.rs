@@ -111,7 +111,7 @@ async fn restore_story(dir: &Path, store: TestStore, restored: TestStore) {
     drop(server);
     restored.with_db(|db| {
         let counters = db.figures().all_counters().unwrap();
-        db.figures().rebuild_figures().unwrap();
+        db.rebuild_figures().unwrap();
         assert_eq!(db.figures().all_counters().unwrap(), counters);
     });
 }

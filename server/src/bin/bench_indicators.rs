@@ -150,7 +150,7 @@ fn main() {
             }
             longest
         });
-        let rebuilt = db.figures().rebuild_figures().unwrap();
+        let rebuilt = db.rebuild_figures().unwrap();
         rebuilding.store(false, std::sync::atomic::Ordering::Release);
         (rebuilt, writer.join().unwrap())
     });
