@@ -9,7 +9,7 @@
 //!   · `k/{name}` server secrets
 //! - `accounts.rs`: `u/{username}` user · `d/{username}/{device_id}` device
 //! - `audit.rs`: `a/{seq:be64}` audit entry · `ac/{seq:be64}` signed audit checkpoint
-//! - `records.rs`: `r/{id16}` record document (`doc::save_record`) · `m/{id16}` record meta ·
+//! - `records.rs`: `r/{id16}` record document (`doc::save_record`) · `m/{id16}` record meta (`rows.rs`'s stored form) ·
 //!   `fx/{id16}` its reporting row (`sync_core::facts::report_row`, plain JSON) ·
 //!   `f/{commune}/{seq:be64}` → id16: the change feed (each record appears once, at the
 //!   sequence number of its latest change, so a phone asks "what moved after my cursor" per

@@ -40,6 +40,7 @@ pub mod rebuild;
 pub mod records;
 pub mod report_file;
 pub mod review;
+mod rows;
 pub mod server;
 pub mod sessions;
 pub mod store;

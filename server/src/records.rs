@@ -213,7 +213,7 @@ pub(crate) fn all_doc_ids_in(r: &dyn KvRead) -> Result<Vec<RecordId>, DbError> {
 
 /// Puts a record's metadata into `batch`.
 pub(crate) fn stage_meta(batch: &mut Batch, id: &RecordId, meta: &RecordMeta) {
-    batch.put(meta_key(id), seal(&to_json(meta)));
+    batch.put(meta_key(id), seal(&crate::rows::meta_bytes(meta)));
 }
 
 /// Puts a record's reporting row into `batch` (on a store that keeps them).
@@ -312,7 +312,7 @@ pub(crate) fn unseal(what: &str, id: &RecordId, mut stored: Vec<u8>) -> Result<V
 }
 
 pub(crate) fn parse_meta(id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
-    serde_json::from_slice(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
+    crate::rows::meta_from(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
 }
 
 /// For reads that go on past a damaged record (the pull): the record is left out, and said.
@@ -821,6 +821,40 @@ mod tests {
         assert_eq!(silent("2025Q1"), Vec::<String>::new());
         assert_eq!(silent("2025Q2"), ["04701", "04702"]);
         assert_eq!(silent("2024"), ["04701"]);
+    }
+
+    /// A store written before metadata had its own stored form (`rows.rs`) holds it as sealed
+    /// JSON: such a record is pulled, edited and counted as any other, and its next write
+    /// stores it in the new form.
+    #[test]
+    fn metadata_stored_as_json_by_an_older_server_is_read_and_rewritten() {
+        let db = db_with_commune();
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
+        let id = RecordId::random();
+        let push = |d: &mut AutoCommit| SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
+        assert_eq!(db.records().sync(&officer(), &push(&mut d)).unwrap().results[0].outcome, PushOutcome::Accepted);
+        let meta = db.records().get_meta(&id).unwrap().unwrap();
+        let stored = |db: &Db| unseal("metadata", &id, db.kv().get(&meta_key(&id)).unwrap().unwrap()).unwrap();
+        assert_eq!(stored(&db)[0], crate::rows::META_POSTCARD);
+        // As an older server wrote it.
+        let mut b = Batch::default();
+        b.put(meta_key(&id), seal(&serde_json::to_vec(&meta).unwrap()));
+        db.commit(b).unwrap();
+        assert_eq!(stored(&db)[0], b'{');
+        assert_eq!(db.records().get_meta(&id).unwrap().unwrap(), meta);
+        let pulled = db.records().sync(&officer(), &SyncRequest::default()).unwrap();
+        assert_eq!(pulled.pull.iter().filter(|p| p.id == id).count(), 1, "pulled");
+        // An edit is merged on it, moves the figures from its old contribution, and is stored in
+        // the new form.
+        let q1: indicators::Period = "2025Q1".parse().unwrap();
+        assert_eq!(db.figures().counters("04701", q1.quarters()[0]).unwrap().news_items(), 1);
+        doc::set_path(&mut d, "published_on", &json!("2025-04-02")).unwrap();
+        assert_eq!(db.records().sync(&officer(), &push(&mut d)).unwrap().results[0].outcome, PushOutcome::Accepted);
+        assert_eq!(stored(&db)[0], crate::rows::META_POSTCARD);
+        assert_eq!(db.figures().counters("04701", q1.quarters()[0]).unwrap().news_items(), 0);
+        let q2: indicators::Period = "2025Q2".parse().unwrap();
+        assert_eq!(db.figures().counters("04701", q2.quarters()[0]).unwrap().news_items(), 1);
+        assert_eq!(db.records().get_meta(&id).unwrap().unwrap().history.len(), 2, "its history goes on");
     }
 
     #[test]
