@@ -394,7 +394,8 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     let out = tests::run_cli(Path::new(BIN), &["migrate", "--database", &url], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["applied"], json!([1, 2, 3, 4, 5]));
+    assert_eq!(report["applied"], json!((1..=gesync_server::store::pg::schema_version_needed()).collect::<Vec<_>>()));
+    assert_eq!(gesync_server::store::pg::schema_version_needed(), 6);
     assert!(report["records_refreshed"].as_u64().unwrap() >= kept as u64, "{report}");
     assert_eq!(psql_ok(&url, "SELECT to_regclass('public.gesync_kv') IS NULL")[0][0], "t", "the old table moved");
     assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.records WHERE facts IS NULL OR feed_seq IS NULL")[0][0], "0");
@@ -462,4 +463,102 @@ async fn an_embedded_store_moves_to_postgres_with_its_reporting_rows() {
     let admin = Api::login(&server.url(), "admin").await;
     assert_eq!(rows, api_figures(&admin, &rows).await, "v_figures after the move");
     server.kill();
+}
+
+/// The views over the keyspace (migration 6) show what the server holds: every record's
+/// document as Automerge reads it, the feed in each commune's order, the sessions, refresh
+/// tokens and uploads as they start, move and end; none shows a secret, and the reporting role
+/// reads none of them.
+#[test]
+fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
+    use gesync_server::model::{Principal, Role};
+    use sync_protocol::wire::{PushDoc, PushPart, SyncRequest};
+    use sync_protocol::{doc, heads_to_wire, RecordId};
+
+    let seed = seed_from_env("documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let store = TestStore::postgres();
+    store.seed(0);
+    let url = url_of(&store);
+    let officer = |user: &str, commune: &str, device: &str| Principal { username: user.into(), role: Role::CommuneOfficer, org_unit: commune.into(), device_id: device.into() };
+    let news = |rng: &mut StdRng, commune: &str| {
+        let on = format!("2025-0{}-1{}", rng.gen_range(1..10), rng.gen_range(0..10));
+        let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": commune, "published_on": on, "title": SECRET}), automerge::ActorId::random()).unwrap();
+        PushDoc { id: RecordId::random(), changes: d.save(), heads: heads_to_wire(&d.get_heads()) }
+    };
+    let pushes: Vec<(Principal, Vec<PushDoc>)> = [("officer1", "04701"), ("officer2", "04702"), ("officer3", "04801")]
+        .into_iter()
+        .map(|(user, commune)| (officer(user, commune, "phone-1"), (0..rng.gen_range(3..9)).map(|_| news(&mut rng, commune)).collect()))
+        .collect();
+    // Records of three communes, one edited after; a web session and two device logins, one
+    // token used and one family ended; half of a large record's upload.
+    let (held, session_user, ended_family) = store.with_db(move |db| {
+        for (who, push) in &pushes {
+            let resp = db.records().sync(who, &SyncRequest { push: push.clone(), ..Default::default() }).unwrap();
+            assert!(resp.results.iter().all(|r| r.outcome == sync_protocol::wire::PushOutcome::Accepted));
+        }
+        let first = &pushes[0].1[0];
+        let mut d = db.records().load_doc(&first.id).unwrap().unwrap();
+        doc::set_path(&mut d, "channel", &json!("loudspeaker")).unwrap();
+        let edit = PushDoc { id: first.id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) };
+        db.records().sync(&pushes[0].0, &SyncRequest { push: vec![edit], ..Default::default() }).unwrap();
+        let staff = Principal { username: "district".into(), role: Role::DistrictStaff, org_unit: "047".into(), device_id: "web-abc".into() };
+        db.sessions().create(&staff, 0).unwrap();
+        let (token, _) = db.refresh_tokens().issue_refresh("officer1", "phone-1", 0).unwrap();
+        db.refresh_tokens().use_refresh(&token).unwrap().unwrap();
+        let (_, family) = db.refresh_tokens().issue_refresh("officer2", "phone-1", 0).unwrap();
+        db.refresh_tokens().revoke_refresh_family(&family).unwrap();
+        let big = RecordId::random();
+        let part = PushPart { id: big, offset: 0, total: 3_000, bytes: vec![7; 1_200], heads: vec![[9; 32]] };
+        let resp = db.records().sync(&officer("officer3", "04801", "phone-2"), &SyncRequest { push_part: Some(part), ..Default::default() }).unwrap();
+        assert_eq!(resp.uploaded.map(|u| u.have), Some(1_200));
+        // What the server holds: each commune's records in feed order, and each document.
+        let mut held = BTreeMap::new();
+        for commune in ["04701", "04702", "04801"] {
+            for id in db.records().record_ids_of(commune).unwrap() {
+                let heads = db.records().load_doc(&id).unwrap().unwrap().get_heads();
+                held.insert(uuid::Uuid::from_bytes(id.0).to_string(), (commune.to_string(), heads));
+            }
+        }
+        (held, staff.username, family)
+    });
+
+    // Documents: one per record, each loading to the heads the server has.
+    let documents = psql_ok(&url, "SELECT record_id, encode(document, 'hex') FROM gesync.documents ORDER BY record_id");
+    assert_eq!(documents.len(), held.len(), "one document per record (seed {seed})");
+    for row in &documents {
+        let bytes = (0..row[1].len()).step_by(2).map(|i| u8::from_str_radix(&row[1][i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+        let mut doc = automerge::AutoCommit::load(&bytes).unwrap_or_else(|e| panic!("{}: {e}", row[0]));
+        assert_eq!(doc.get_heads(), held[&row[0]].1, "{}: the document as the server holds it", row[0]);
+    }
+    // The feed: each record once, in its own commune, numbered in one sequence without repeats;
+    // the edited record moved to the end of its commune's feed.
+    let feed = psql_ok(&url, "SELECT commune, seq, record_id FROM gesync.feed ORDER BY commune, seq");
+    assert_eq!(feed.iter().map(|r| (r[2].clone(), r[0].clone())).collect::<BTreeMap<_, _>>(), held.iter().map(|(id, (c, _))| (id.clone(), c.clone())).collect());
+    let seqs: BTreeSet<u64> = feed.iter().map(|r| r[1].parse().unwrap()).collect();
+    assert_eq!(seqs.len(), feed.len());
+    let last_of_04701 = feed.iter().filter(|r| r[0] == "04701").last().unwrap();
+    assert_eq!(psql_ok(&url, "SELECT max(seq) FROM gesync.feed")[0][0], last_of_04701[1], "the edit is the feed's latest change");
+    assert_eq!(psql_ok(&url, &format!("SELECT feed_seq FROM gesync.records WHERE id = '{}'", last_of_04701[2]))[0][0], last_of_04701[1], "records.feed_seq agrees");
+    // Sessions and tokens, with no secret in sight.
+    assert_eq!(psql_ok(&url, "SELECT username, device_id, expires_at > created_at FROM gesync.sessions"), vec![vec![session_user, "web-abc".into(), "t".into()]]);
+    let tokens = psql_ok(&url, "SELECT username, used, used_at IS NOT NULL, family_ended, family FROM gesync.refresh_tokens ORDER BY username, used DESC");
+    let shape: Vec<Vec<&str>> = tokens.iter().map(|r| r[..4].iter().map(String::as_str).collect()).collect();
+    assert_eq!(shape, [["officer1", "t", "t", "f"], ["officer1", "f", "f", "f"], ["officer2", "f", "f", "t"]]);
+    assert_eq!(tokens[0][4], tokens[1][4], "the new token is of the used one's family");
+    assert_eq!(tokens[2][4], ended_family);
+    let all_text = psql_ok(&url, "SELECT row_to_json(s)::text FROM gesync.sessions s UNION ALL SELECT row_to_json(t)::text FROM gesync.refresh_tokens t").concat().join("\n");
+    assert!(!all_text.contains("csrf") && !all_text.contains("successor") && !all_text.contains("hash"), "{all_text}");
+    // The upload in progress.
+    assert_eq!(psql_ok(&url, "SELECT username, device_id, slices, bytes_held FROM gesync.uploads"), vec![vec!["officer3".to_string(), "phone-2".into(), "1".into(), "1200".into()]]);
+
+    // The reporting role reads none of them.
+    let role = format!("stat_views_{}", seed % 1_000_000_007);
+    psql_ok(&url, &format!("CREATE ROLE {role} LOGIN PASSWORD 'thong-ke-{seed}' IN ROLE gesync_reporting"));
+    let stat = as_role(&url, &role, &format!("thong-ke-{seed}"));
+    let refused: Vec<(&str, Rows)> = ["gesync.documents", "gesync.feed", "gesync.sessions", "gesync.refresh_tokens", "gesync.uploads"].into_iter().map(|v| (v, psql(&stat, &format!("SELECT count(*) FROM {v}")))).collect();
+    psql_ok(&url, &format!("DROP ROLE {role}"));
+    for (view, r) in refused {
+        assert!(r.as_ref().is_err_and(|e| e.contains("permission denied")), "{view}: {r:?}");
+    }
 }

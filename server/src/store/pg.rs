@@ -67,6 +67,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "people_and_feed", include_str!("../../migrations/0003_people_and_feed.sql")),
     (4, "approvals_conflicts_checkpoints", include_str!("../../migrations/0004_approvals_conflicts_checkpoints.sql")),
     (5, "counters", include_str!("../../migrations/0005_counters.sql")),
+    (6, "documents_feed_sessions_tokens_uploads", include_str!("../../migrations/0006_documents_feed_sessions_tokens_uploads.sql")),
 ];
 
 /// The schema version this server needs (its last migration).
