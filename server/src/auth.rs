@@ -8,6 +8,9 @@
 //!   device (not revoked), so disabling a user or revoking a device takes effect at once.
 //! - Refresh tokens: 32 random bytes, stored only as SHA-256, bound to one device, rotated on
 //!   every use; presenting a used one revokes its whole family (theft detection).
+//!   PostgreSQL's view `gesync.refresh_tokens` (migration 6) reads the stored token's
+//!   `family`, `username`, `device_id`, `expires_at`, `used`, `used_at` and the `rf/` keys:
+//!   changing their form needs a migration that changes the view with it.
 
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};

@@ -90,6 +90,8 @@ pub fn check_request(req: &SyncRequest) -> Result<(), String> {
 // Keys (this module's only; see `db.rs` for the whole keyspace): `r/{id16}` document, `m/{id16}`
 // metadata, `fx/{id16}` reporting row, `f/{commune}/{seq:be64}` feed, `q/{commune}/{id16}`
 // review index, `x/{actor}` actor claim, `n/seq` the feed's last sequence number.
+// PostgreSQL's views `gesync.documents` and `gesync.feed` (migration 6) read `r/` (sealed, see
+// [`seal`]) and `f/`: changing their form needs a migration that changes the views with it.
 
 const FEED: &[u8] = b"f/";
 const METAS: &[u8] = b"m/";

@@ -4,7 +4,9 @@
 //! The browser holds only a random 256-bit session id in an `HttpOnly`, `SameSite=Strict`
 //! cookie (`Secure` over HTTPS). The store keeps, under `w/{sha256(id) hex}`, who the session
 //! belongs to, the browser's device id, the session's CSRF token, and when it ends: a stolen
-//! copy of the store does not yield usable cookies.
+//! copy of the store does not yield usable cookies. PostgreSQL's view `gesync.sessions`
+//! (migration 6) reads these values' `username`, `device_id`, `created_at` and `expires_at`:
+//! changing their form needs a migration that changes the view with it.
 //!
 //! A session is checked against the user *as they are now* on every request: a disabled user,
 //! a password, role or org-unit change (the user's `session_epoch` moves) or a revoked browser

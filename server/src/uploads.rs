@@ -6,6 +6,9 @@
 //!   when a slice last came;
 //! - `us/{username}/{device_id}/{offset:be64}` → the bytes of one slice, written once.
 //!
+//! PostgreSQL's view `gesync.uploads` (migration 6) reads these keys and the head's first 16
+//! bytes (the record id): changing their form needs a migration that changes the view with it.
+//!
 //! A resend of bytes already held writes nothing, and a slice is never rewritten: storing an
 //! upload costs the bytes it carries, once (rewriting the whole upload at every slice would
 //! leave each old copy in sled's log until it is compacted). Every change is one write
