@@ -125,7 +125,7 @@ fn org_unit_key(code: &str) -> Vec<u8> {
 /// Puts org unit `unit` into `batch` (a tree change also bumps the tree's version:
 /// `org_units.rs`).
 pub(crate) fn stage_org_unit(batch: &mut Batch, unit: &OrgUnit) {
-    batch.put(org_unit_key(&unit.code), to_json(unit));
+    batch.put(org_unit_key(&unit.code), crate::rows::org_unit_bytes(unit));
 }
 
 
@@ -205,7 +205,7 @@ fn load_tree(kv: &dyn KvRead) -> Result<OrgTree, DbError> {
     let units: Vec<OrgUnit> = kv
         .range(ORG_UNITS, &prefix_end(ORG_UNITS), usize::MAX)?
         .into_iter()
-        .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("org unit", e)))
+        .map(|(_, v)| crate::rows::org_unit_from(&v).map_err(|e| corrupt("org unit", e)))
         .collect::<Result<_, _>>()?;
     Ok(OrgTree::new(units))
 }

@@ -29,7 +29,7 @@ use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, S
 use sync_protocol::RecordId;
 
 use crate::figures::Figures;
-use crate::db::{corrupt, get_json, key, now_secs, read_u64, to_json, AuditEvent, Db, DbError};
+use crate::db::{corrupt, key, now_secs, read_u64, to_json, AuditEvent, Db, DbError};
 use crate::model::{OrgTree, Principal};
 use crate::store::{prefix_end, Batch, KvRead, WriteTx};
 
@@ -231,7 +231,7 @@ pub(crate) fn conflicts_of_in(r: &dyn KvRead, communes: &[String]) -> Result<Vec
     for ((commune, (prefix, _)), rows) in communes.iter().zip(&bounds).zip(r.ranges(&bounds, usize::MAX)?) {
         for (k, v) in rows {
             let id = id_of_key(&k, prefix).ok_or_else(|| corrupt("conflict index", "bad key"))?;
-            out.push((commune.clone(), id, serde_json::from_slice(&v).map_err(|e| corrupt("conflict index", e))?));
+            out.push((commune.clone(), id, crate::rows::conflicts_from(&v).map_err(|e| corrupt("conflict index", e))?));
         }
     }
     Ok(out)
@@ -246,7 +246,7 @@ pub(crate) fn all_conflicts_in(r: &dyn KvRead) -> Result<Vec<(String, RecordId, 
         let (head, id) = k.split_at(k.len().checked_sub(16).ok_or_else(bad)?);
         let commune = head.strip_prefix(b"q/").and_then(|h| h.strip_suffix(b"/")).ok_or_else(bad)?;
         let id = RecordId(id.try_into().map_err(|_| bad())?);
-        out.push((String::from_utf8_lossy(commune).into_owned(), id, serde_json::from_slice(&v).map_err(|e| corrupt("conflict index", e))?));
+        out.push((String::from_utf8_lossy(commune).into_owned(), id, crate::rows::conflicts_from(&v).map_err(|e| corrupt("conflict index", e))?));
     }
     Ok(out)
 }
@@ -257,8 +257,13 @@ pub(crate) fn conflicted_records_in(r: &dyn KvRead, communes: &[String]) -> Resu
 }
 
 /// The review index: `q/{commune}/{id16}` → the record's open conflicts.
-pub(crate) fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
+fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
     key("q/", &[commune.as_bytes(), &id.0])
+}
+
+/// A record's open conflicts, as `r` holds them (none when it has none).
+pub(crate) fn open_conflicts_in(r: &dyn KvRead, commune: &str, id: &RecordId) -> Result<Vec<StoredConflict>, DbError> {
+    r.get(&conflict_key(commune, id))?.map(|v| crate::rows::conflicts_from(&v).map_err(|e| corrupt("conflict index", e))).transpose().map(Option::unwrap_or_default)
 }
 
 /// Puts a record's conflicts into the index (or removes it from there) within `batch`.
@@ -266,7 +271,7 @@ pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, c
     if conflicts.is_empty() {
         batch.delete(conflict_key(commune, id));
     } else {
-        batch.put(conflict_key(commune, id), to_json(&conflicts));
+        batch.put(conflict_key(commune, id), crate::rows::conflicts_bytes(conflicts));
     }
 }
 
@@ -420,7 +425,7 @@ impl Records<'_> {
 
     /// The user and device an Automerge actor belongs to.
     pub fn actor_owner(&self, actor: &str) -> Result<Option<ActorOwner>, DbError> {
-        get_json(self.db.kv(), &actor_key(actor))
+        self.db.kv().get(&actor_key(actor))?.map(|v| crate::rows::owner_from(&v).map_err(|e| corrupt("actor owner", e))).transpose()
     }
 
     /// The metadata of several records as `r` holds them (one read).
@@ -460,7 +465,7 @@ impl Records<'_> {
         let mut owners = HashMap::new();
         for (actor, v) in actors.iter().zip(r.get_many(&keys)?) {
             if let Some(v) = v {
-                owners.insert(actor.clone(), serde_json::from_slice(&v).map_err(|e| corrupt("x/", e))?);
+                owners.insert(actor.clone(), crate::rows::owner_from(&v).map_err(|e| corrupt("actor owner", e))?);
             }
         }
         Ok(owners)
@@ -658,7 +663,7 @@ impl Records<'_> {
             }
         }
         for (actor, owner) in &plan.actor_claims {
-            batch.put(actor_key(actor), to_json(owner));
+            batch.put(actor_key(actor), crate::rows::owner_bytes(owner));
         }
         Figures::flag_approvals(&*tx, &mut batch, plan.counters.touched())?;
         let sums = self.db.figures().add_counters(&*tx, &plan.counters, &mut batch)?;

@@ -22,9 +22,8 @@ use sync_protocol::doc::{self, DocError};
 use sync_protocol::{Record, RecordId, RecordKind};
 
 use crate::records::Records;
-use crate::db::{corrupt, get_json, key, now_secs, to_json, AuditEvent, Db, DbError};
+use crate::db::{corrupt, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
-use crate::records::conflict_key;
 use crate::store::{Batch, KvRead};
 
 pub use sync_core::conflicts::{detect_conflicts, duplicate_key, StoredConflict};
@@ -197,7 +196,7 @@ impl Review<'_> {
         let id: RecordId = rid.parse().map_err(|_| DbError::NotFound("no such conflict".into()))?;
         let meta = self.db.records().get_meta(&id)?.ok_or_else(|| DbError::NotFound("no such conflict".into()))?;
         self.check_reviewer(who, &meta.commune)?;
-        let open: Vec<StoredConflict> = get_json(self.db.kv(), &conflict_key(&meta.commune, &id))?.unwrap_or_default();
+        let open = crate::records::open_conflicts_in(self.db.kv(), &meta.commune, &id)?;
         if !open.iter().any(|c| c.path == path) {
             return Err(DbError::NotFound("no such open conflict (it may have been resolved already)".into()));
         }

@@ -9,11 +9,19 @@
 //! every record it serves, the push two for every record it writes). Metadata written before
 //! this form (JSON, which starts with `{`) is read as it is, and rewritten in this form by the
 //! record's next write or by `rebuild-figures`.
+//!
+//! The org units (`o/`), a record's open conflicts (`q/`) and an actor's owner (`x/`) stay
+//! JSON, in rows of their own here: PostgreSQL's triggers read the first two (migrations 2 and
+//! 4), so their field names are a contract with the SQL, which the tests below pin.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use sync_core::meta::RecordMeta;
+use serde_json::Value;
+use sync_core::conflicts::StoredConflict;
+use sync_core::meta::{ActorOwner, RecordMeta};
+use sync_core::org::OrgUnit;
+use sync_protocol::doc::ConflictValue;
 use sync_protocol::wire::Hash;
 use sync_protocol::RecordKind;
 
@@ -97,6 +105,97 @@ pub(crate) fn meta_from(bytes: &[u8]) -> Result<RecordMeta, String> {
     }
 }
 
+/// An org unit as stored (`o/{code}`): the trigger of migration 2 reads every field into
+/// `gesync.org_units`.
+#[derive(Serialize, Deserialize)]
+struct StoredOrgUnit {
+    code: String,
+    name: String,
+    parent: Option<String>,
+    level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    merged_into: Option<String>,
+    /// `YYYY-MM-DD`, with `merged_into`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    effective: Option<String>,
+}
+
+/// `unit` in its stored form.
+pub(crate) fn org_unit_bytes(unit: &OrgUnit) -> Vec<u8> {
+    let row = StoredOrgUnit {
+        code: unit.code.clone(),
+        name: unit.name.clone(),
+        parent: unit.parent.clone(),
+        level: unit.level.clone(),
+        merged_into: unit.merged_into.clone(),
+        effective: unit.effective.clone(),
+    };
+    serde_json::to_vec(&row).expect("a stored row serialises")
+}
+
+/// An org unit read back from its stored form.
+pub(crate) fn org_unit_from(bytes: &[u8]) -> Result<OrgUnit, String> {
+    let row: StoredOrgUnit = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(OrgUnit { code: row.code, name: row.name, parent: row.parent, level: row.level, merged_into: row.merged_into, effective: row.effective })
+}
+
+/// One open conflict of a record as stored (`q/{commune}/{id16}` holds a list of them): the
+/// trigger of migration 4 reads `path` and counts `values` (never the values themselves).
+#[derive(Serialize, Deserialize)]
+struct StoredConflictRow {
+    path: String,
+    values: Vec<StoredCompeting>,
+}
+
+/// One of a conflict's competing values: what a reviewer chooses between.
+#[derive(Serialize, Deserialize)]
+struct StoredCompeting {
+    value: Value,
+    /// The hex Automerge actor that wrote it.
+    actor: String,
+    /// When (the phone's clock, Unix seconds).
+    at: i64,
+}
+
+/// A record's open conflicts in their stored form.
+pub(crate) fn conflicts_bytes(conflicts: &[StoredConflict]) -> Vec<u8> {
+    let rows: Vec<StoredConflictRow> = conflicts
+        .iter()
+        .map(|c| StoredConflictRow {
+            path: c.path.clone(),
+            values: c.values.iter().map(|v| StoredCompeting { value: v.value.clone(), actor: v.actor.clone(), at: v.at }).collect(),
+        })
+        .collect();
+    serde_json::to_vec(&rows).expect("a stored row serialises")
+}
+
+/// A record's open conflicts read back from their stored form.
+pub(crate) fn conflicts_from(bytes: &[u8]) -> Result<Vec<StoredConflict>, String> {
+    let rows: Vec<StoredConflictRow> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredConflict { path: r.path, values: r.values.into_iter().map(|v| ConflictValue { value: v.value, actor: v.actor, at: v.at }).collect() })
+        .collect())
+}
+
+/// The user and device an Automerge actor belongs to, as stored (`x/{actor}`).
+#[derive(Serialize, Deserialize)]
+struct StoredOwner {
+    username: String,
+    device_id: String,
+}
+
+/// An actor's owner in its stored form.
+pub(crate) fn owner_bytes(owner: &ActorOwner) -> Vec<u8> {
+    serde_json::to_vec(&StoredOwner { username: owner.username.clone(), device_id: owner.device_id.clone() }).expect("a stored row serialises")
+}
+
+/// An actor's owner read back from its stored form.
+pub(crate) fn owner_from(bytes: &[u8]) -> Result<ActorOwner, String> {
+    let row: StoredOwner = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(ActorOwner { username: row.username, device_id: row.device_id })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +263,45 @@ mod tests {
         let bytes = meta_bytes(&meta(1));
         let hex = hex::encode(&bytes);
         assert_eq!(hex, PINNED, "the stored form of metadata changed: keep the old one readable (a new first byte) and pin the new one");
+    }
+
+    /// The JSON the triggers and views read (migrations 2, 4 and 5) and what the server reads
+    /// back, pinned: a field renamed in `sync-core` or `indicators` must not move them.
+    #[test]
+    fn the_json_rows_the_sql_reads_are_pinned() {
+        let merged = OrgUnit { merged_into: Some("04701".into()), effective: Some("2025-07-01".into()), ..OrgUnit::new("04702", "Xã Nà Phặc", Some("047".into()), "commune") };
+        let stored = org_unit_bytes(&merged);
+        assert_eq!(String::from_utf8_lossy(&stored), r#"{"code":"04702","name":"Xã Nà Phặc","parent":"047","level":"commune","merged_into":"04701","effective":"2025-07-01"}"#);
+        assert_eq!(org_unit_from(&stored).unwrap(), merged);
+        let current = OrgUnit::new("04", "Cao Bằng", None, "province");
+        assert_eq!(String::from_utf8_lossy(&org_unit_bytes(&current)), r#"{"code":"04","name":"Cao Bằng","parent":null,"level":"province"}"#);
+        assert_eq!(org_unit_from(&org_unit_bytes(&current)).unwrap(), current);
+
+        let conflicts = vec![StoredConflict {
+            path: "channel".into(),
+            values: vec![
+                ConflictValue { value: serde_json::json!("loudspeaker"), actor: "0a1b".into(), at: 1_760_000_000 },
+                ConflictValue { value: serde_json::json!("social_media"), actor: "2c3d".into(), at: 1_760_000_005 },
+            ],
+        }];
+        let stored = conflicts_bytes(&conflicts);
+        assert_eq!(
+            String::from_utf8_lossy(&stored),
+            r#"[{"path":"channel","values":[{"value":"loudspeaker","actor":"0a1b","at":1760000000},{"value":"social_media","actor":"2c3d","at":1760000005}]}]"#
+        );
+        assert_eq!(conflicts_from(&stored).unwrap(), conflicts);
+
+        let owner = ActorOwner { username: "officer1".into(), device_id: "phone-1".into() };
+        assert_eq!(String::from_utf8_lossy(&owner_bytes(&owner)), r#"{"username":"officer1","device_id":"phone-1"}"#);
+        assert_eq!(owner_from(&owner_bytes(&owner)).unwrap(), owner);
+
+        // Counters (`c/`, read by `v_counters`) and targets (`t/`, read by the trigger) are the
+        // `indicators` crate's, stored as the domain's own strings: pinned here all the same.
+        let mut counters = indicators::Counters::new();
+        counters.add_to(indicators::CounterKey::NEWS_ITEMS, 3);
+        assert_eq!(serde_json::to_string(&counters).unwrap(), r#"{"news_items":3}"#);
+        let target = indicators::Milestones::new([(2025, 0.7), (2030, 0.8)]).unwrap();
+        assert_eq!(serde_json::to_string(&target).unwrap(), r#"{"2025":0.7,"2030":0.8}"#);
     }
 
     /// `meta(1)` as stored.
