@@ -492,7 +492,7 @@ fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
         .collect();
     // Records of three communes, one edited after; a web session and two device logins, one
     // token used and one family ended; half of a large record's upload.
-    let (held, session_user, ended_family) = store.with_db(move |db| {
+    let (held, session_user, ended_family, uploading) = store.with_db(move |db| {
         for (who, push) in &pushes {
             let resp = db.records().sync(who, &SyncRequest { push: push.clone(), ..Default::default() }).unwrap();
             assert!(resp.results.iter().all(|r| r.outcome == sync_protocol::wire::PushOutcome::Accepted));
@@ -512,6 +512,7 @@ fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
         let part = PushPart { id: big, offset: 0, total: 3_000, bytes: vec![7; 1_200], heads: vec![[9; 32]] };
         let resp = db.records().sync(&officer("officer3", "04801", "phone-2"), &SyncRequest { push_part: Some(part), ..Default::default() }).unwrap();
         assert_eq!(resp.uploaded.map(|u| u.have), Some(1_200));
+        let big = uuid::Uuid::from_bytes(big.0).to_string();
         // What the server holds: each commune's records in feed order, and each document.
         let mut held = BTreeMap::new();
         for commune in ["04701", "04702", "04801"] {
@@ -520,7 +521,7 @@ fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
                 held.insert(uuid::Uuid::from_bytes(id.0).to_string(), (commune.to_string(), heads));
             }
         }
-        (held, staff.username, family)
+        (held, staff.username, family, big)
     });
 
     // Documents: one per record, each loading to the heads the server has.
@@ -550,7 +551,7 @@ fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
     let all_text = psql_ok(&url, "SELECT row_to_json(s)::text FROM gesync.sessions s UNION ALL SELECT row_to_json(t)::text FROM gesync.refresh_tokens t").concat().join("\n");
     assert!(!all_text.contains("csrf") && !all_text.contains("successor") && !all_text.contains("hash"), "{all_text}");
     // The upload in progress.
-    assert_eq!(psql_ok(&url, "SELECT username, device_id, slices, bytes_held FROM gesync.uploads"), vec![vec!["officer3".to_string(), "phone-2".into(), "1".into(), "1200".into()]]);
+    assert_eq!(psql_ok(&url, "SELECT username, device_id, record_id, slices, bytes_held FROM gesync.uploads"), vec![vec!["officer3".to_string(), "phone-2".into(), uploading, "1".into(), "1200".into()]]);
 
     // The reporting role reads none of them.
     let role = format!("stat_views_{}", seed % 1_000_000_007);
