@@ -29,7 +29,9 @@ use sync_protocol::RecordKind;
 pub(crate) const META_POSTCARD: u8 = 1;
 
 /// A record's metadata as stored: [`RecordMeta`] field by field, the record kind as a fixed
-/// number (postcard would write the enum's position, which a reordering would change).
+/// number (postcard would write the enum's position, which a reordering would change). Every
+/// field is the server's own or a plain type: postcard does not describe itself, so a field
+/// added to a foreign type would make every stored row unreadable.
 #[derive(Serialize, Deserialize)]
 struct StoredMeta {
     kind: u8,
@@ -40,10 +42,30 @@ struct StoredMeta {
     history: Vec<(u64, Vec<Hash>)>,
     ends: Vec<u32>,
     updated_at: i64,
-    /// The domain's strings for its quarter and counter keys (as the API writes them).
-    contribution: Option<indicators::Contribution>,
+    contribution: Option<StoredContribution>,
     dup: Option<(String, i64)>,
     conflicts: u32,
+}
+
+/// What a record adds to the figures, as stored: the domain's strings for its quarter
+/// (`2025Q3`) and counters (`gbv_victims_supported.num.sex.female`), which the API writes too
+/// and which never change meaning.
+#[derive(Serialize, Deserialize)]
+struct StoredContribution {
+    commune: String,
+    quarter: String,
+    counters: Vec<(String, i64)>,
+}
+
+impl StoredContribution {
+    fn of(c: &indicators::Contribution) -> StoredContribution {
+        StoredContribution { commune: c.commune.clone(), quarter: c.quarter.to_string(), counters: c.counters.iter().map(|(k, n)| (k.to_string(), n)).collect() }
+    }
+
+    fn read(self) -> Result<indicators::Contribution, String> {
+        let counters = self.counters.into_iter().map(|(k, n)| Ok((k.parse().map_err(|e: indicators::UnknownCounterKey| e.to_string())?, n))).collect::<Result<_, String>>()?;
+        Ok(indicators::Contribution { commune: self.commune, quarter: self.quarter.parse().map_err(|e| format!("quarter `{}`: {e}", self.quarter))?, counters })
+    }
 }
 
 fn kind_number(kind: RecordKind) -> u8 {
@@ -74,7 +96,7 @@ pub(crate) fn meta_bytes(meta: &RecordMeta) -> Vec<u8> {
         history: meta.history.iter().cloned().collect(),
         ends: meta.ends.iter().copied().collect(),
         updated_at: meta.updated_at,
-        contribution: meta.contribution.clone(),
+        contribution: meta.contribution.as_ref().map(StoredContribution::of),
         dup: meta.dup.clone(),
         conflicts: meta.conflicts,
     };
@@ -95,7 +117,7 @@ pub(crate) fn meta_from(bytes: &[u8]) -> Result<RecordMeta, String> {
                 history: VecDeque::from(row.history),
                 ends: VecDeque::from(row.ends),
                 updated_at: row.updated_at,
-                contribution: row.contribution,
+                contribution: row.contribution.map(StoredContribution::read).transpose()?,
                 dup: row.dup,
                 conflicts: row.conflicts,
             })
@@ -254,6 +276,25 @@ mod tests {
         let mut unknown_kind = bytes.clone();
         unknown_kind[1] = 9;
         assert!(meta_from(&unknown_kind).unwrap_err().contains("kind 9"));
+        // A counter or quarter this server does not know is named, not guessed.
+        let unknown = |counter: &str, quarter: &str| {
+            let row = StoredMeta {
+                kind: 1,
+                commune: "04701".into(),
+                seq: 1,
+                deleted: false,
+                date: None,
+                history: Vec::new(),
+                ends: Vec::new(),
+                updated_at: 0,
+                contribution: Some(StoredContribution { commune: "04701".into(), quarter: quarter.into(), counters: vec![(counter.into(), 1)] }),
+                dup: None,
+                conflicts: 0,
+            };
+            meta_from(&postcard::to_extend(&row, vec![META_POSTCARD]).unwrap()).unwrap_err()
+        };
+        assert!(unknown("gbv_victims_supported.num.colour.red", "2025Q3").contains("gbv_victims_supported.num.colour.red"));
+        assert!(unknown("news_items", "2025Q5").contains("2025Q5"));
     }
 
     /// The stored bytes are pinned: a change to `RecordMeta`, `Contribution` or this row that
