@@ -1,6 +1,7 @@
 //! One sync exchange, as the core decides it for any server: whose records the phone may read
 //! (its scope and the scope's fingerprint), which actor it says is its own, where its cursor
-//! stands, which pushed records the page need not send back, and the answer itself.
+//! stands, which pushed records the page need not send back, the answer itself, and whether
+//! the reading it served is audited ([`read_audit`]).
 //!
 //! A server drives it around its own storage: it makes an [`Exchange`] of the request, merges
 //! and commits the pushes ([`crate::push`], [`crate::plan`]), reads the feed and plans the page
@@ -16,6 +17,7 @@ use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, S
 use sync_protocol::RecordId;
 
 use crate::org::{OrgTree, Principal};
+use crate::plan::AuditEvent;
 use crate::pull::{scope_fingerprint, Cursor, Page, PageSpec, Written};
 
 /// One request being answered.
@@ -94,4 +96,19 @@ impl<'r> Exchange<'r> {
             epoch,
         }
     }
+}
+
+/// The audit entry an answer's reading of records calls for: staff above a commune reading
+/// records through sync is audited as reading them through the API is (who, where, how many;
+/// never what). `None` for a commune officer, whose phone holds its own commune's records, and
+/// for an answer that delivered none: a record sent in slices counts once, with its last slice.
+pub fn read_audit(who: &Principal, resp: &SyncResponse) -> Option<AuditEvent> {
+    let whole_part = resp.part.as_ref().is_some_and(|part| part.offset + part.bytes.len() as u64 == part.total);
+    let pulled = resp.pull.len() + usize::from(whole_part);
+    (who.reads_are_audited() && pulled > 0).then(|| AuditEvent {
+        user: who.username.clone(),
+        device_id: Some(who.device_id.clone()),
+        action: "sync_pull",
+        target: format!("{}: {pulled} records", who.org_unit),
+    })
 }

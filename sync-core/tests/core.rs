@@ -369,6 +369,40 @@ fn an_exchange_answers_with_what_the_phone_does_not_have() {
     assert_eq!(accepted[&b], Vec::<[u8; 32]>::new(), "merged onto a stored version: not known");
 }
 
+/// Staff reading records through sync is audited, as the core decides for every server: who,
+/// where, how many, never what; an officer's own commune's records, or an answer with none,
+/// are not. A record sent in slices counts once, with its last slice.
+#[test]
+fn staff_reading_records_through_sync_is_audited_and_officers_are_not() {
+    let mut server = MemServer::default();
+    let tree = tree();
+    let (o, rv) = (officer("o1", "04701", "o1-1"), reviewer("rv", "rv-1"));
+    let push: Vec<PushDoc> = (0..3).map(|i| push_of(RecordId::random(), &mut news("04701", &format!("2025-01-0{}", i + 1)))).collect();
+    let first = server.sync(&o, &tree, &SyncRequest { push, ..SyncRequest::default() });
+    assert_eq!(first.results.len(), 3);
+    assert!(server.audit.is_empty(), "an officer reading its own commune is not audited");
+    let read = server.sync(&rv, &tree, &SyncRequest::default());
+    assert_eq!(read.pull.len(), 3);
+    assert_eq!(
+        server.audit,
+        [sync_core::plan::AuditEvent { user: "rv".into(), device_id: Some("rv-1".into()), action: "sync_pull", target: "047: 3 records".into() }]
+    );
+    let text = format!("{:?}", server.audit);
+    assert!(!text.contains("2025-01"), "never what was read: {text}");
+    // Nothing new: nothing read, nothing audited.
+    let again = server.sync(&rv, &tree, &SyncRequest { cursor: read.cursor, ..SyncRequest::default() });
+    assert!(again.pull.is_empty());
+    assert_eq!(server.audit.len(), 1);
+    // Slices: only the one that completes the record counts.
+    let slice = |offset: u64, len: usize| sync_protocol::wire::SyncResponse {
+        part: Some(sync_protocol::wire::PullPart { id: RecordId::random(), seq: 9, offset, total: 100, bytes: vec![0; len], heads: Vec::new() }),
+        ..Default::default()
+    };
+    assert_eq!(sync_core::exchange::read_audit(&rv, &slice(0, 60)), None);
+    assert_eq!(sync_core::exchange::read_audit(&rv, &slice(60, 40)).map(|e| e.target), Some("047: 1 records".to_string()));
+    assert_eq!(sync_core::exchange::read_audit(&o, &slice(60, 40)), None);
+}
+
 /// A phone that reads heads from documents gets a record sent whole without them (32 bytes a
 /// record no compressor squeezes); changes after a version it holds still name the server's
 /// heads, and a phone that did not say so gets them as before.

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use sync_protocol::wire::{SyncRequest, CONTENT_TYPE, MAX_MESSAGE_BYTES};
 use sync_protocol::ErrorCode;
 
-use crate::db::AuditEvent;
 use crate::error::{AppError, AppResult};
 use crate::model::Principal;
 
@@ -103,11 +102,9 @@ pub(super) async fn sync(
             req.accept &= !sync_protocol::wire::FLAG_SLOW_LINK;
         }
         let resp = db.records().sync_unless(&p, &req, &abandoned)?;
-        // Staff above a commune reading records through sync is audited as `GET /records` is:
-        // who, where, how many; never what.
-        let pulled = resp.pull.len() + usize::from(resp.part.as_ref().is_some_and(|part| part.offset + part.bytes.len() as u64 == part.total));
-        if p.reads_are_audited() && pulled > 0 {
-            db.audit_log().audit(AuditEvent { user: p.username.clone(), device_id: Some(p.device_id.clone()), action: "sync_pull", target: format!("{}: {pulled} records", p.org_unit) })?;
+        // Staff above a commune reading records through sync is audited, as the core decides.
+        if let Some(event) = sync_core::exchange::read_audit(&p, &resp) {
+            db.audit_log().audit(event)?;
         }
         // Compressing is CPU work: off the async threads too. Harder for a phone on a slow link,
         // unless every core already has a sync to answer: then the CPU, not the link, is short.

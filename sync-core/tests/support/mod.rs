@@ -39,6 +39,8 @@ pub struct MemServer {
     pub epoch: u64,
     /// Whether pushes may relay other devices' changes (after a restore).
     pub relay: bool,
+    /// The audit entries the exchanges called for (staff reading records).
+    pub audit: Vec<sync_core::plan::AuditEvent>,
 }
 
 impl MemServer {
@@ -73,7 +75,9 @@ impl MemServer {
         let accepted = ex.accepted(None, &results, &written);
         let known = ex.cursor(self.epoch);
         let page = self.pull(ex.communes(), known, accepted, &req.want_full, ex.spec());
-        ex.reply(results, page, known, self.epoch, None, None)
+        let resp = ex.reply(results, page, known, self.epoch, None, None);
+        self.audit.extend(sync_core::exchange::read_audit(who, &resp));
+        resp
     }
 
     /// This server as a backup of it restored: the same data, a new epoch, relays open.
