@@ -2,8 +2,9 @@
 //! for district staff, province staff and admins, in Vietnamese by default and in English with
 //! `?lang=en` (remembered in a cookie).
 //!
-//! - [`session`]: server-side sessions in the `Kv` under `w/` (hashed id, expiry, user, device),
-//!   the session cookie, and the per-session CSRF token every form carries.
+//! - sessions: the data layer's [`crate::sessions::Sessions`] (`db.sessions()`: server-side
+//!   sessions under `w/`, hashed id, expiry, user, device, and the per-session CSRF token every
+//!   form carries); the cookie is `page.rs`'s and `login.rs`'s.
 //! - [`page`]: the extractors ([`page::Web`], [`page::Posted`]), the layout, the error pages.
 //! - `login`, `district`, `province`, `admin`, `export`, `review`: one module per group of
 //!   pages (`review` on the data layer's `crate::review`: conflicts, duplicates, approval).
