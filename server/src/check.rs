@@ -45,6 +45,9 @@ impl Report {
 /// Problems listed one by one at most; past it, only counted.
 const LISTED: usize = 100;
 
+/// Records' metadata read at a time: the check holds a page of it, not every record's.
+const META_PAGE: usize = 1_000;
+
 impl Db {
     /// Reads the whole store (see the module's documentation).
     pub fn check(&self) -> Result<Report, DbError> {
@@ -85,12 +88,12 @@ impl Db {
         let mut rows: BTreeMap<[u8; 16], RecordRow> = BTreeMap::new();
         // Records whose part in the figures cannot be recomputed.
         let mut unreadable = 0;
-        for row in crate::records::all_metas_in(&*cut)? {
+        crate::records::for_each_meta_in(&*cut, META_PAGE, &mut |row| {
             report.records += 1;
             let (id, meta) = match row {
                 MetaRow::BadKey(len) => {
                     problems.push(format!("a metadata key that cannot be read ({len} bytes)"));
-                    continue;
+                    return Ok(());
                 }
                 MetaRow::Record { id, meta } => (id, meta),
             };
@@ -100,7 +103,7 @@ impl Db {
                 Err(e) => {
                     problems.push(e.to_string());
                     unreadable += 1;
-                    continue;
+                    return Ok(());
                 }
             };
             if keeps_tables {
@@ -124,18 +127,18 @@ impl Db {
                     Err(e) => {
                         problems.push(format!("record {id}: its document does not load: {e}"));
                         unreadable += 1;
-                        continue;
+                        return Ok(());
                     }
                 },
                 Ok(None) => {
                     problems.push(format!("record {id}: metadata without its document"));
                     unreadable += 1;
-                    continue;
+                    return Ok(());
                 }
                 Err(e) => {
                     problems.push(e.to_string());
                     unreadable += 1;
-                    continue;
+                    return Ok(());
                 }
             };
             if !heads_are(&mut doc, meta.history.back().map_or(&[][..], |(_, h)| h)) {
@@ -153,7 +156,7 @@ impl Db {
                 Err(e) => {
                     problems.push(format!("record {id}: its document cannot be read as a record: {e}"));
                     unreadable += 1;
-                    continue;
+                    return Ok(());
                 }
             };
             if let Some(c) = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed) {
@@ -161,7 +164,8 @@ impl Db {
                     sums.entry((unit, q)).or_default().add(&d);
                 }
             }
-        }
+            Ok(())
+        })?;
         for id in feed.keys().filter(|id| !seen.contains(*id)) {
             problems.push(format!("the feed names record {id}, which is not stored"));
         }

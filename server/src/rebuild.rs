@@ -14,7 +14,7 @@ use sync_protocol::RecordId;
 
 use crate::db::{corrupt, Db, DbError};
 use crate::figures::{Drifts, Figures};
-use crate::records::{metas_after_in, stage_meta, stage_report_row, MetaRow, Records};
+use crate::records::{for_each_meta_in, metas_after_in, stage_meta, stage_report_row, MetaRow, Records};
 use crate::store::Batch;
 
 /// Records a write transaction of [`Db::rebuild_figures`] reads: some hundreds of
@@ -102,24 +102,15 @@ impl Db {
         let cut = self.kv().begin_read()?;
         let tree = self.tree_in(&*cut)?;
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
-        let mut after = None;
-        loop {
-            let rows = metas_after_in(&*cut, after.as_ref(), DRIFT_PAGE)?;
-            let last_page = rows.len() < DRIFT_PAGE;
-            for row in rows {
-                let MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
-                after = Some(id);
-                if skip.contains(&id) {
-                    continue;
-                }
+        for_each_meta_in(&*cut, DRIFT_PAGE, &mut |row| {
+            let MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
+            if !skip.contains(&id) {
                 for (unit, q, d) in indicators::deltas(None, meta?.contribution.as_ref(), |x| tree.chain(x)) {
                     sums.entry((unit, q)).or_default().add(&d);
                 }
             }
-            if last_page {
-                break;
-            }
-        }
+            Ok(())
+        })?;
         Figures::drift_in(&*cut, sums)
     }
 }

@@ -180,22 +180,39 @@ pub(crate) fn all_feed_in(r: &dyn KvRead) -> Result<Vec<FeedRow>, DbError> {
         .collect())
 }
 
-/// Every record's metadata `r` holds, in id order.
-pub(crate) fn all_metas_in(r: &dyn KvRead) -> Result<Vec<MetaRow>, DbError> {
-    metas_after_in(r, None, usize::MAX)
+/// One stored metadata entry as read.
+fn meta_row(k: &[u8], v: Vec<u8>) -> MetaRow {
+    match id_of_key(k, METAS) {
+        None => MetaRow::BadKey(k.len()),
+        Some(id) => MetaRow::Record { id, meta: parse_meta(&id, v) },
+    }
 }
 
 /// At most `limit` records' metadata, in id order, after record `after` (from the first when
 /// `None`): a page of a walk over every record.
 pub(crate) fn metas_after_in(r: &dyn KvRead, after: Option<&RecordId>, limit: usize) -> Result<Vec<MetaRow>, DbError> {
     let from = after.map_or_else(|| METAS.to_vec(), |id| [meta_key(id), vec![0]].concat());
-    Ok(r.range(&from, &prefix_end(METAS), limit)?
-        .into_iter()
-        .map(|(k, v)| match id_of_key(&k, METAS) {
-            None => MetaRow::BadKey(k.len()),
-            Some(id) => MetaRow::Record { id, meta: parse_meta(&id, v) },
-        })
-        .collect())
+    Ok(r.range(&from, &prefix_end(METAS), limit)?.into_iter().map(|(k, v)| meta_row(&k, v)).collect())
+}
+
+/// Calls `f` with every record's metadata `r` holds, in id order, reading `page` rows at a time
+/// (a walk over a million records holds a page in memory, not every record). Pages go by the
+/// stored keys, so a key that is not a record's (`MetaRow::BadKey`) is passed over like any.
+pub(crate) fn for_each_meta_in(r: &dyn KvRead, page: usize, f: &mut dyn FnMut(MetaRow) -> Result<(), DbError>) -> Result<(), DbError> {
+    let (mut from, end) = (METAS.to_vec(), prefix_end(METAS));
+    loop {
+        let rows = r.range(&from, &end, page)?;
+        let full = rows.len() == page;
+        if let Some((k, _)) = rows.last() {
+            from = [k.as_slice(), &[0]].concat();
+        }
+        for (k, v) in rows {
+            f(meta_row(&k, v))?;
+        }
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 /// The id of every stored document `r` holds (those whose key can be read).
@@ -382,10 +399,12 @@ impl Records<'_> {
     pub(crate) fn forget_contributions(&self) {
         let tx = self.db.kv().begin_write().unwrap();
         let mut batch = Batch::default();
-        for row in all_metas_in(&*tx).unwrap() {
+        for_each_meta_in(&*tx, 1_000, &mut |row| {
             let MetaRow::Record { id, meta } = row else { panic!("a bad key") };
-            stage_meta(&mut batch, &id, &RecordMeta { contribution: None, ..meta.unwrap() });
-        }
+            stage_meta(&mut batch, &id, &RecordMeta { contribution: None, ..meta? });
+            Ok(())
+        })
+        .unwrap();
         tx.commit(batch).unwrap();
     }
 
@@ -862,6 +881,45 @@ mod tests {
         let q2: indicators::Period = "2025Q2".parse().unwrap();
         assert_eq!(db.figures().counters("04701", q2.quarters()[0]).unwrap().news_items(), 1);
         assert_eq!(db.records().get_meta(&id).unwrap().unwrap().history.len(), 2, "its history goes on");
+    }
+
+    /// A walk over every record's metadata in pages sees each record once and every key that
+    /// is not a record's, wherever the pages end (a page ending on such a key must not start
+    /// the next one over again).
+    #[test]
+    fn a_walk_over_the_metadata_in_pages_sees_each_row_once() {
+        let db = db_with_commune();
+        use std::collections::BTreeSet;
+        let ids: BTreeSet<RecordId> = (0..5).map(|_| push_one(&db)).collect();
+        let mut b = Batch::default();
+        for bad in [&b"m/"[..], b"m/short", &[b"m/".as_slice(), &[0xFF; 17]].concat()] {
+            b.put(bad.to_vec(), b"{}".to_vec());
+        }
+        db.commit(b).unwrap();
+        for page in [1, 2, 3, 7, 100] {
+            let (mut seen, mut bad) = (Vec::new(), 0);
+            for_each_meta_in(db.kv(), page, &mut |row| {
+                match row {
+                    MetaRow::BadKey(_) => bad += 1,
+                    MetaRow::Record { id, meta } => {
+                        assert!(meta.is_ok());
+                        seen.push(id);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((seen.len(), bad), (5, 3), "pages of {page}");
+            assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), ids, "pages of {page}");
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "in id order");
+        }
+        // The walk stops at the first error its caller returns.
+        let mut calls = 0;
+        let stopped = for_each_meta_in(db.kv(), 2, &mut |_| {
+            calls += 1;
+            Err(DbError::Invalid("stop".into()))
+        });
+        assert!(stopped.is_err() && calls == 1);
     }
 
     #[test]
