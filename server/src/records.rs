@@ -849,11 +849,12 @@ mod tests {
         assert_eq!(silent("2024"), ["04701"]);
     }
 
-    /// A store written before metadata had its own stored form (`rows.rs`) holds it as sealed
-    /// JSON: such a record is pulled, edited and counted as any other, and its next write
-    /// stores it in the new form.
+    /// Metadata in either stored form (`rows.rs`) is read: JSON as every build writes it, and
+    /// postcard as a later build will. Such a record is pulled, edited and counted as any
+    /// other, and its next write stores the form this build writes (JSON, which older builds
+    /// read too: a replica not yet replaced, or a rollback).
     #[test]
-    fn metadata_stored_as_json_by_an_older_server_is_read_and_rewritten() {
+    fn metadata_in_either_stored_form_is_read_and_rewritten_in_this_builds_form() {
         let db = db_with_commune();
         let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
         let id = RecordId::random();
@@ -861,22 +862,23 @@ mod tests {
         assert_eq!(db.records().sync(&officer(), &push(&mut d)).unwrap().results[0].outcome, PushOutcome::Accepted);
         let meta = db.records().get_meta(&id).unwrap().unwrap();
         let stored = |db: &Db| unseal("metadata", &id, db.kv().get(&meta_key(&id)).unwrap().unwrap()).unwrap();
-        assert_eq!(stored(&db)[0], crate::rows::META_POSTCARD);
-        // As an older server wrote it.
+        assert_eq!(stored(&db)[0], b'{', "this build writes JSON");
+        assert_eq!(serde_json::from_slice::<RecordMeta>(&stored(&db)).unwrap(), meta, "as an older build reads it");
+        // As a later build will write it.
         let mut b = Batch::default();
-        b.put(meta_key(&id), seal(&serde_json::to_vec(&meta).unwrap()));
+        b.put(meta_key(&id), seal(&crate::rows::meta_postcard(&meta)));
         db.commit(b).unwrap();
-        assert_eq!(stored(&db)[0], b'{');
+        assert_eq!(stored(&db)[0], crate::rows::META_POSTCARD);
         assert_eq!(db.records().get_meta(&id).unwrap().unwrap(), meta);
         let pulled = db.records().sync(&officer(), &SyncRequest::default()).unwrap();
         assert_eq!(pulled.pull.iter().filter(|p| p.id == id).count(), 1, "pulled");
         // An edit is merged on it, moves the figures from its old contribution, and is stored in
-        // the new form.
+        // this build's form.
         let q1: indicators::Period = "2025Q1".parse().unwrap();
         assert_eq!(db.figures().counters("04701", q1.quarters()[0]).unwrap().news_items(), 1);
         doc::set_path(&mut d, "published_on", &json!("2025-04-02")).unwrap();
         assert_eq!(db.records().sync(&officer(), &push(&mut d)).unwrap().results[0].outcome, PushOutcome::Accepted);
-        assert_eq!(stored(&db)[0], crate::rows::META_POSTCARD);
+        assert_eq!(stored(&db)[0], b'{');
         assert_eq!(db.figures().counters("04701", q1.quarters()[0]).unwrap().news_items(), 0);
         let q2: indicators::Period = "2025Q2".parse().unwrap();
         assert_eq!(db.figures().counters("04701", q2.quarters()[0]).unwrap().news_items(), 1);

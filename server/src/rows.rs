@@ -2,13 +2,17 @@
 //! crate, as types of the server's own. A change to `sync-core`'s `RecordMeta` then changes
 //! nothing on disk unless it is made here too, next to the test that pins the bytes.
 //!
-//! A record's metadata (`m/{id16}`, `records.rs`'s key) is [`META_POSTCARD`] then postcard.
-//! Heads are 32 raw bytes here, not JSON arrays of 32 numbers: with one history point the
-//! stored value is 218 bytes where JSON took 545, with eight 701 where it took 2,008; it reads
-//! in 1.4–1.9 µs where JSON took 2.6–7.9 µs (measured 2026-12-04; the pull reads one for
-//! every record it serves, the push two for every record it writes). Metadata written before
-//! this form (JSON, which starts with `{`) is read as it is, and rewritten in this form by the
-//! record's next write or by `rebuild-figures`.
+//! A record's metadata (`m/{id16}`, `records.rs`'s key) has two stored forms, and this build
+//! reads both:
+//! - JSON ([`StoredMetaJson`], starting with `{`), the form every earlier build wrote and reads,
+//!   which this build still writes ([`WRITE_POSTCARD_META`] is off);
+//! - [`META_POSTCARD`] then postcard ([`StoredMeta`]), heads as 32 raw bytes rather than JSON
+//!   arrays of 32 numbers: 218 bytes where JSON takes 545 with one history point, 701 where it
+//!   takes 2,008 with eight; read in 1.4–1.9 µs where JSON takes 2.6–7.9 µs (measured
+//!   2026-12-04; the pull reads one for every record it serves, the push two for every record
+//!   it writes). A later release writes it, once every build that may serve the store reads it.
+//!
+//! A record's next write, or `rebuild-figures`, stores the form this build writes.
 //!
 //! The org units (`o/`), a record's open conflicts (`q/`) and an actor's owner (`x/`) stay
 //! JSON, in rows of their own here: PostgreSQL's triggers read the first two (migrations 2 and
@@ -85,8 +89,25 @@ fn kind_of(number: u8) -> Option<RecordKind> {
     }
 }
 
-/// `meta` in its stored form.
+/// Whether this build writes metadata in [`StoredMeta`]'s postcard form. Off: it writes the
+/// JSON every earlier build reads ([`StoredMetaJson`]), and reads both forms. A build that
+/// wrote postcard at once would leave records an older replica (while replicas are replaced
+/// one by one) or an older binary (a rollback) cannot read: such a build leaves a record it
+/// cannot read out of a pull, and the phone's cursor moves past it. Turn it on in a later
+/// release, once no build older than this one serves the store or is kept to roll back to.
+pub(crate) const WRITE_POSTCARD_META: bool = false;
+
+/// `meta` in the form this build stores it in.
 pub(crate) fn meta_bytes(meta: &RecordMeta) -> Vec<u8> {
+    if WRITE_POSTCARD_META {
+        meta_postcard(meta)
+    } else {
+        serde_json::to_vec(&StoredMetaJson::of(meta)).expect("a stored row serialises")
+    }
+}
+
+/// `meta` in [`StoredMeta`]'s postcard form.
+pub(crate) fn meta_postcard(meta: &RecordMeta) -> Vec<u8> {
     let row = StoredMeta {
         kind: kind_number(meta.kind),
         commune: meta.commune.clone(),
@@ -122,8 +143,75 @@ pub(crate) fn meta_from(bytes: &[u8]) -> Result<RecordMeta, String> {
                 conflicts: row.conflicts,
             })
         }
-        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        Some(b'{') => serde_json::from_slice::<StoredMetaJson>(bytes).map_err(|e| e.to_string())?.read(),
         _ => Err("neither of the forms metadata is stored in".into()),
+    }
+}
+
+/// A record's metadata in the JSON form every build reads: the fields and shapes `sync-core`'s
+/// `RecordMeta` had when builds before this one wrote it (an older build parses it with that
+/// type), kept here so that a change to `RecordMeta` does not change them.
+#[derive(Serialize, Deserialize)]
+struct StoredMetaJson {
+    kind: RecordKind,
+    commune: String,
+    seq: u64,
+    deleted: bool,
+    date: Option<String>,
+    history: Vec<(u64, Vec<Hash>)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ends: Vec<u32>,
+    updated_at: i64,
+    contribution: Option<StoredContributionJson>,
+    #[serde(default)]
+    dup: Option<(String, i64)>,
+    #[serde(default)]
+    conflicts: u32,
+}
+
+/// A contribution in JSON: `{"commune", "quarter": "2025Q3", "counters": {name: count}}`.
+#[derive(Serialize, Deserialize)]
+struct StoredContributionJson {
+    commune: String,
+    quarter: String,
+    counters: std::collections::BTreeMap<String, i64>,
+}
+
+impl StoredMetaJson {
+    fn of(meta: &RecordMeta) -> StoredMetaJson {
+        StoredMetaJson {
+            kind: meta.kind,
+            commune: meta.commune.clone(),
+            seq: meta.seq,
+            deleted: meta.deleted,
+            date: meta.date.clone(),
+            history: meta.history.iter().cloned().collect(),
+            ends: meta.ends.iter().copied().collect(),
+            updated_at: meta.updated_at,
+            contribution: meta.contribution.as_ref().map(|c| {
+                let StoredContribution { commune, quarter, counters } = StoredContribution::of(c);
+                StoredContributionJson { commune, quarter, counters: counters.into_iter().collect() }
+            }),
+            dup: meta.dup.clone(),
+            conflicts: meta.conflicts,
+        }
+    }
+
+    fn read(self) -> Result<RecordMeta, String> {
+        let contribution = self.contribution.map(|c| StoredContribution { commune: c.commune, quarter: c.quarter, counters: c.counters.into_iter().collect() }.read()).transpose()?;
+        Ok(RecordMeta {
+            kind: self.kind,
+            commune: self.commune,
+            seq: self.seq,
+            deleted: self.deleted,
+            date: self.date,
+            history: VecDeque::from(self.history),
+            ends: VecDeque::from(self.ends),
+            updated_at: self.updated_at,
+            contribution,
+            dup: self.dup,
+            conflicts: self.conflicts,
+        })
     }
 }
 
@@ -244,33 +332,42 @@ mod tests {
         }
     }
 
+    /// Both forms read back as written; the JSON this build writes is what an older build
+    /// reads (it parses it as `sync-core`'s `RecordMeta`).
     #[test]
-    fn metadata_reads_back_as_it_was_written() {
+    fn metadata_reads_back_as_it_was_written_in_either_form() {
+        assert!(!WRITE_POSTCARD_META, "postcard is written only once every build that may serve the store reads it");
         for points in [0, 1, 8] {
             let m = meta(points);
             assert!(m.contribution.is_some(), "the sample counts somewhere");
-            let bytes = meta_bytes(&m);
-            assert_eq!(bytes[0], META_POSTCARD);
-            assert_eq!(meta_from(&bytes).unwrap(), m, "{points} history points");
-            let json = serde_json::to_vec(&m).unwrap();
-            eprintln!("{points} history points: {} bytes, against {} in JSON", bytes.len(), json.len());
-            assert!(bytes.len() < json.len() && (points < 8 || bytes.len() * 2 < json.len()), "{points} points: {} bytes, against {} in JSON", bytes.len(), json.len());
+            let json = meta_bytes(&m);
+            assert_eq!(json[0], b'{');
+            assert_eq!(meta_from(&json).unwrap(), m, "{points} history points, JSON");
+            assert_eq!(serde_json::from_slice::<RecordMeta>(&json).unwrap(), m, "an older build reads it");
+            let packed = meta_postcard(&m);
+            assert_eq!(packed[0], META_POSTCARD);
+            assert_eq!(meta_from(&packed).unwrap(), m, "{points} history points, postcard");
+            eprintln!("{points} history points: {} bytes, against {} in JSON", packed.len(), json.len());
+            assert!(packed.len() < json.len() && (points < 8 || packed.len() * 2 < json.len()), "{points} points: {} bytes, against {} in JSON", packed.len(), json.len());
         }
         for kind in RecordKind::ALL {
+            assert_eq!(meta_from(&meta_postcard(&RecordMeta { kind, ..meta(1) })).unwrap().kind, kind);
             assert_eq!(meta_from(&meta_bytes(&RecordMeta { kind, ..meta(1) })).unwrap().kind, kind);
         }
     }
 
-    /// Metadata stored as JSON, before this form, still reads; what is neither form, or cut
-    /// short, is an error, never a panic.
+    /// Metadata as earlier builds wrote it (`RecordMeta` as JSON) reads; what is neither form,
+    /// or cut short, is an error, never a panic.
     #[test]
     fn metadata_stored_before_reads_and_damage_is_an_error() {
         let m = meta(3);
         assert_eq!(meta_from(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
-        let bytes = meta_bytes(&m);
-        for cut in [1, 2, 10, bytes.len() / 2, bytes.len() - 1] {
-            assert!(meta_from(&bytes[..cut]).is_err(), "cut at {cut}");
+        for bytes in [meta_postcard(&m), meta_bytes(&m)] {
+            for cut in [1, 2, 10, bytes.len() / 2, bytes.len() - 1] {
+                assert!(meta_from(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
         }
+        let bytes = meta_postcard(&m);
         assert!(meta_from(b"").is_err());
         assert!(meta_from(&[7, 1, 2, 3]).unwrap_err().contains("neither"));
         let mut unknown_kind = bytes.clone();
@@ -301,10 +398,21 @@ mod tests {
     /// moves them fails here, where the change must then keep the old form readable.
     #[test]
     fn the_stored_form_is_pinned() {
-        let bytes = meta_bytes(&meta(1));
-        let hex = hex::encode(&bytes);
+        let hex = hex::encode(meta_postcard(&meta(1)));
         assert_eq!(hex, PINNED, "the stored form of metadata changed: keep the old one readable (a new first byte) and pin the new one");
+        assert_eq!(String::from_utf8(meta_bytes(&meta(1))).unwrap(), PINNED_JSON, "the JSON form every build reads changed");
     }
+
+    /// `meta(1)` in the JSON form.
+    const PINNED_JSON: &str = concat!(
+        r#"{"kind":"gbv_case","commune":"04701","seq":1234567,"deleted":false,"date":"2025-08-14","hi"#,
+        r#"story":[[1000,[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],[171,171,"#,
+        r#"171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,171,17"#,
+        r#"1,171,171,171,171,171,171,171]]]],"ends":[400],"updated_at":1760000000,"contribution":{"co"#,
+        r#"mmune":"04701","quarter":"2025Q3","counters":{"gbv_victims_supported.den":1,"gbv_victims_s"#,
+        r#"upported.den.sex.female":1,"gbv_victims_supported.num":1}},"dup":["female",1990],"conflict"#,
+        r#"s":2}"#,
+    );
 
     /// The JSON the triggers and views read (migrations 2, 4 and 5) and what the server reads
     /// back, pinned: a field renamed in `sync-core` or `indicators` must not move them.
