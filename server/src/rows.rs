@@ -90,11 +90,11 @@ fn kind_of(number: u8) -> Option<RecordKind> {
 }
 
 /// Whether this build writes metadata in [`StoredMeta`]'s postcard form. Off: it writes the
-/// JSON every earlier build reads ([`StoredMetaJson`]), and reads both forms. A build that
-/// wrote postcard at once would leave records an older replica (while replicas are replaced
-/// one by one) or an older binary (a rollback) cannot read: such a build leaves a record it
-/// cannot read out of a pull, and the phone's cursor moves past it. Turn it on in a later
-/// release, once no build older than this one serves the store or is kept to roll back to.
+/// JSON every earlier build reads ([`StoredMetaJson`]), and reads both forms. Writing postcard
+/// at once would leave records that an older replica (while replicas are replaced one by one)
+/// or an older binary (a rollback) cannot read; an older build leaves a record it cannot read
+/// out of a pull, and the phone's cursor moves past it. Turn it on in a later release, once
+/// no build older than this one serves the store or is kept to roll back to.
 pub(crate) const WRITE_POSTCARD_META: bool = false;
 
 /// `meta` in the form this build stores it in.
