@@ -182,7 +182,7 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     };
     // Reporting rows go only where tables for people are kept (a backup of PostgreSQL restored
     // into the embedded store leaves them out; the other way, they are written below).
-    let entries: Vec<_> = if kv.keeps_report_rows() { entries } else { entries.into_iter().filter(|(k, _)| !crate::records::is_report_key(k)).collect() };
+    let entries: Vec<_> = if kv.keeps_report_rows() { entries } else { entries.into_iter().filter(|(k, _)| !crate::record_rows::is_report_key(k)).collect() };
     let n = entries.len() as u64;
     for chunk in entries.chunks(10_000) {
         let mut b = Batch::default();

@@ -1,7 +1,7 @@
 //! `gesync-server check`: reads the whole store and says what is damaged or inconsistent.
 //!
 //! In one consistent read: every record's metadata and document match their checksums
-//! (`records::seal`), the document loads, its heads are the ones the metadata names, it is in
+//! (`record_rows::seal`), the document loads, its heads are the ones the metadata names, it is in
 //! the feed exactly once at the sequence number its metadata names (and the feed names no
 //! record that is not there), no sequence number is past the store's last one; the stored
 //! counters equal a recomputation from the documents; the audit chain verifies; on PostgreSQL,
@@ -19,9 +19,8 @@ use sync_protocol::RecordId;
 
 use crate::accounts::Accounts;
 use crate::audit::AuditLog;
-use crate::records::Records;
 use crate::db::{Db, DbError};
-use crate::records::{FeedRow, MetaRow};
+use crate::record_rows::{FeedRow, MetaRow, RecordRows};
 use crate::store::tables::{AccountRow, ApprovalRow, AuditRow, CheckpointRow, ConflictRow, DeviceRow, OrgUnitRow, RecordRow};
 use crate::store::Tables;
 
@@ -55,11 +54,11 @@ impl Db {
         let mut problems = Vec::new();
         let cut = self.kv().begin_read()?;
         let tree = self.tree_in(&*cut)?;
-        let high = Records::feed_seq_in(&*cut)?;
+        let high = cut.feed_high()?;
 
         // The feed: id → (commune, seq), each id once.
         let mut feed: HashMap<RecordId, (String, u64)> = HashMap::new();
-        for row in crate::records::all_feed_in(&*cut)? {
+        for row in cut.feed_rows()? {
             let (commune, seq, id) = match row {
                 FeedRow::BadKey(len) => {
                     problems.push(format!("a feed key that cannot be read ({len} bytes)"));
@@ -88,7 +87,7 @@ impl Db {
         let mut rows: BTreeMap<[u8; 16], RecordRow> = BTreeMap::new();
         // Records whose part in the figures cannot be recomputed.
         let mut unreadable = 0;
-        crate::records::for_each_meta_in(&*cut, META_PAGE, &mut |row| {
+        cut.for_each_meta(META_PAGE, &mut |row| {
             report.records += 1;
             let (id, meta) = match row {
                 MetaRow::BadKey(len) => {
@@ -116,7 +115,7 @@ impl Db {
                     feed_seq: Some(meta.seq),
                 });
             }
-            let mut doc = match Records::doc_bytes_in(&*cut, &id) {
+            let mut doc = match cut.document(&id) {
                 Ok(Some(bytes)) => match AutoCommit::load(&bytes) {
                     Ok(doc) => {
                         if let Some(problem) = prefix_problem(&meta, &bytes) {
@@ -169,7 +168,7 @@ impl Db {
         for id in feed.keys().filter(|id| !seen.contains(*id)) {
             problems.push(format!("the feed names record {id}, which is not stored"));
         }
-        for id in crate::records::all_doc_ids_in(&*cut)?.into_iter().filter(|id| !seen.contains(id)) {
+        for id in cut.document_ids()?.into_iter().filter(|id| !seen.contains(id)) {
             problems.push(format!("record {id}: a document without its metadata"));
         }
 
@@ -202,7 +201,7 @@ impl Db {
                     .into_iter()
                     .map(|a| ApprovalRow { org_unit: a.org_unit, period: a.period, approved_by: a.approved_by, changes_after: a.changes_after })
                     .collect(),
-                conflicts: crate::records::all_conflicts_in(&*cut)?
+                conflicts: cut.all_conflicts()?
                     .into_iter()
                     .flat_map(|(commune, id, conflicts)| {
                         conflicts.into_iter().map(move |c| ConflictRow { record_id: id.0, commune: commune.clone(), path: c.path, competing: c.values.len() as u32 })

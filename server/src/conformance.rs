@@ -237,11 +237,19 @@ pub(crate) fn revokes_and_disables_win_their_races(dbs: &[Db]) {
     }
 }
 
+/// The typed storage seam of records ([`crate::record_rows`]) over this store's keyspace:
+/// written through `write`, read through `read` (the same handle, or another replica's).
+fn rows_conform(write: &dyn Kv, read: &dyn Kv) {
+    crate::record_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
+}
+
 #[test]
 fn the_memory_store_conforms() {
     let kv = MemKv::default();
     crate::store::tests::conformance(&kv);
     crate::store::tests::concurrent_transactions(&kv);
+    let rows = MemKv::default();
+    rows_conform(&rows, &rows);
     invariants(&[Db::open(Box::new(MemKv::default())).unwrap()]);
     revokes_and_disables_win_their_races(&[Db::open(Box::new(MemKv::default())).unwrap()]);
 }
@@ -252,6 +260,8 @@ fn sled_conforms() {
     let kv = SledKv::open(&dir.path().join("kv")).unwrap();
     crate::store::tests::conformance(&kv);
     crate::store::tests::concurrent_transactions(&kv);
+    let rows = SledKv::open(&dir.path().join("rows")).unwrap();
+    rows_conform(&rows, &rows);
     invariants(&[Db::open(Box::new(SledKv::open(&dir.path().join("db")).unwrap())).unwrap()]);
     revokes_and_disables_win_their_races(&[Db::open(Box::new(SledKv::open(&dir.path().join("races")).unwrap())).unwrap()]);
 }
@@ -265,6 +275,8 @@ fn postgres_conforms() {
     let kv = pg();
     crate::store::tests::conformance(&kv);
     crate::store::tests::concurrent_transactions(&kv);
+    let rows = pg();
+    rows_conform(&rows, &rows);
     invariants(&[Db::open(Box::new(pg())).unwrap()]);
 }
 
@@ -275,6 +287,10 @@ fn two_postgres_handles_on_one_database_conform() {
     let open = || PgKv::open(&PgConfig::new(url.clone())).unwrap();
     let (a, b) = (open(), open());
     crate::store::tests::concurrent_transactions_on(&[&a, &b]);
+    // The records' rows written by one replica and read by the other.
+    let url_rows = crate::store::pg::create_test_database(&crate::store::pg::test_admin_url());
+    let (w, r) = (PgKv::open(&PgConfig::new(url_rows.clone())).unwrap(), PgKv::open(&PgConfig::new(url_rows)).unwrap());
+    rows_conform(&w, &r);
     let url2 = crate::store::pg::create_test_database(&crate::store::pg::test_admin_url());
     let open2 = || Db::open(Box::new(PgKv::open(&PgConfig::new(url2.clone())).unwrap())).unwrap();
     invariants(&[open2(), open2()]);

@@ -37,6 +37,7 @@ pub mod figures;
 pub mod model;
 pub mod org_units;
 pub mod rebuild;
+mod record_rows;
 pub mod records;
 pub mod report_file;
 pub mod review;

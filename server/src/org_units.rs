@@ -10,7 +10,7 @@ use sync_core::plan::CounterDeltas;
 
 use crate::accounts::Accounts;
 use crate::figures::Figures;
-use crate::records::Records;
+use crate::record_rows::RecordRows;
 use crate::db::{read_u64, AuditEvent, Db, DbError, TREE_VERSION};
 use crate::figures::NewSums;
 use crate::model::{OrgTree, OrgUnit};
@@ -80,7 +80,7 @@ impl OrgUnits<'_> {
                         )));
                     }
                 }
-                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !Records::record_ids_in(&*tx, &unit.code)?.is_empty() {
+                if was.level == crate::model::COMMUNE_LEVEL && unit.level != was.level && !tx.record_ids_of(std::slice::from_ref(&unit.code))?.is_empty() {
                     return Err(DbError::Invalid(format!("`{}` has records: it stays a commune", unit.code)));
                 }
                 unit.merged_into = was.merged_into.clone();
@@ -198,8 +198,8 @@ impl OrgUnits<'_> {
             }
             // The commune's metadata in batched reads, not one round trip per record (a
             // province merge moves ~10⁵ records while every replica's writes wait).
-            let ids = Records::record_ids_in(tx, c)?;
-            let metas = ids.chunks(1000).map(|chunk| Records::metas_in(tx, chunk)).collect::<Result<Vec<_>, _>>()?;
+            let ids = tx.record_ids_of(std::slice::from_ref(c))?;
+            let metas = ids.chunks(1000).map(|chunk| tx.metas_whole(chunk)).collect::<Result<Vec<_>, _>>()?;
             for meta in metas.into_iter().flatten() {
                 let Some(contribution) = meta.and_then(|m| m.contribution) else { continue };
                 deltas.record_change(&|x: &str| if x == c { was.clone() } else { old.chain(x) }, Some(&contribution), None);

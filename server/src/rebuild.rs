@@ -14,7 +14,7 @@ use sync_protocol::RecordId;
 
 use crate::db::{corrupt, Db, DbError};
 use crate::figures::{Drifts, Figures};
-use crate::records::{for_each_meta_in, metas_after_in, stage_meta, stage_report_row, MetaRow, Records};
+use crate::record_rows::{KeyspaceWrites, MetaRow, RecordRows, RecordWrites};
 use crate::store::Batch;
 
 /// Records a write transaction of [`Db::rebuild_figures`] reads: some hundreds of
@@ -54,7 +54,7 @@ impl Db {
             let tx = self.kv().begin_write()?;
             let tree = self.tree_in(&*tx)?;
             let chain = |c: &str| tree.chain(c);
-            let rows = metas_after_in(&*tx, after.as_ref(), page)?;
+            let rows = tx.metas_after(after.as_ref(), page)?;
             let last_page = rows.len() < page;
             let mut deltas = CounterDeltas::default();
             let mut batch = Batch::default();
@@ -62,7 +62,7 @@ impl Db {
                 let MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
                 after = Some(id);
                 let mut meta = meta?;
-                let Some(bytes) = Records::doc_bytes_in(&*tx, &id)? else {
+                let Some(bytes) = tx.document(&id)? else {
                     without_document.insert(id);
                     continue;
                 };
@@ -71,10 +71,9 @@ impl Db {
                 let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
                 deltas.record_change(&chain, meta.contribution.as_ref(), c.as_ref());
                 meta.contribution = c;
-                if report_rows {
-                    stage_report_row(&mut batch, &id, &meta, sync_core::facts::facts(&view).as_ref());
-                }
-                stage_meta(&mut batch, &id, &meta);
+                let mut staged = KeyspaceWrites::new(&mut batch, report_rows);
+                staged.put_report_row(&id, &meta, sync_core::facts::facts(&view).as_ref());
+                staged.put_meta(&id, &meta);
                 read += 1;
             }
             let mut sums = Some(figures.add_counters(&*tx, &deltas, &mut batch)?);
@@ -102,7 +101,7 @@ impl Db {
         let cut = self.kv().begin_read()?;
         let tree = self.tree_in(&*cut)?;
         let mut sums: BTreeMap<(String, Quarter), Counters> = BTreeMap::new();
-        for_each_meta_in(&*cut, DRIFT_PAGE, &mut |row| {
+        cut.for_each_meta(DRIFT_PAGE, &mut |row| {
             let MetaRow::Record { id, meta } = row else { return Err(corrupt("meta", "bad key")) };
             if !skip.contains(&id) {
                 for (unit, q, d) in indicators::deltas(None, meta?.contribution.as_ref(), |x| tree.chain(x)) {

@@ -18,20 +18,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
-use sync_core::conflicts::StoredConflict;
 use sync_core::exchange::Exchange;
 use sync_core::plan::CommitPlan;
 use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, WriteHeads, Written, PAGE_RECORDS};
-use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
+use sync_core::push::{reject, Context, Merged, Prepared, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
 use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, Uploaded};
 use sync_protocol::RecordId;
 
 use crate::figures::Figures;
-use crate::db::{corrupt, key, now_secs, read_u64, to_json, AuditEvent, Db, DbError};
+use crate::db::{corrupt, now_secs, AuditEvent, Db, DbError};
+use crate::record_rows::{KeyspaceWrites, RecordRow, RecordRows, RecordWrites};
 use crate::model::{OrgTree, Principal};
-use crate::store::{prefix_end, Batch, KvRead, WriteTx};
+use crate::store::{Batch, KvRead, WriteTx};
 
 pub use sync_core::meta::{ActorOwner, RecordMeta};
 pub use sync_core::push::{MAX_CHANGES_PER_PUSH, MAX_RECORD_BYTES};
@@ -87,269 +87,12 @@ pub fn check_request(req: &SyncRequest) -> Result<(), String> {
     Ok(())
 }
 
-// Keys (this module's only; see `db.rs` for the whole keyspace): `r/{id16}` document, `m/{id16}`
-// metadata, `fx/{id16}` reporting row, `f/{commune}/{seq:be64}` feed, `q/{commune}/{id16}`
-// review index, `x/{actor}` actor claim, `n/seq` the feed's last sequence number.
-// PostgreSQL's views `gesync.documents` and `gesync.feed` (migration 6) read `r/` (sealed, see
-// [`seal`]) and `f/`: changing their form needs a migration that changes the views with it.
-
-const FEED: &[u8] = b"f/";
-const METAS: &[u8] = b"m/";
-const DOCS: &[u8] = b"r/";
-const FEED_SEQ: &[u8] = b"n/seq";
-
-fn feed_key(commune: &str, seq: u64) -> Vec<u8> {
-    key("f/", &[commune.as_bytes(), &seq.to_be_bytes()])
-}
-
-/// The range of each of `communes` in the table under `prefix` (`f/` the feed, `q/` the review
-/// index), for one read of them all ([`KvRead::ranges`]).
-fn commune_ranges(prefix: &str, communes: &[String]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    communes
-        .iter()
-        .map(|c| {
-            let start = key(prefix, &[c.as_bytes(), b""]);
-            let end = prefix_end(&start);
-            (start, end)
-        })
-        .collect()
-}
-
-/// The feed of each of `communes` in `(after, high]`.
-fn feed_bounds(communes: &[String], after: u64, high: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-    communes.iter().map(|c| (feed_key(c, after + 1), feed_key(c, high + 1))).collect()
-}
-
-fn doc_key(id: &RecordId) -> Vec<u8> {
-    key("r/", &[&id.0])
-}
-
-fn meta_key(id: &RecordId) -> Vec<u8> {
-    key("m/", &[&id.0])
-}
-
-fn actor_key(actor: &str) -> Vec<u8> {
-    key("x/", &[actor.as_bytes()])
-}
-
-/// The record id at the end of a `{prefix}{id16}` key.
-fn id_of_key(k: &[u8], prefix: &[u8]) -> Option<RecordId> {
-    k.strip_prefix(prefix).and_then(|rest| <[u8; 16]>::try_from(rest).ok()).map(RecordId)
-}
-
-/// (commune, seq) of a feed key `f/{commune}/{seq:be64}`.
-fn parse_feed_key(k: &[u8]) -> Option<(String, u64)> {
-    let rest = k.strip_prefix(FEED)?;
-    if rest.len() < 9 || rest[rest.len() - 9] != b'/' {
-        return None;
-    }
-    let commune = std::str::from_utf8(&rest[..rest.len() - 9]).ok()?.to_string();
-    let seq = u64::from_be_bytes(rest[rest.len() - 8..].try_into().ok()?);
-    Some((commune, seq))
-}
-
-/// One stored feed entry as read back whole (`check`).
-pub(crate) enum FeedRow {
-    /// A key that is not `f/{commune}/{seq}` (its length).
-    BadKey(usize),
-    /// An entry whose value is no record id.
-    NoId { commune: String, seq: u64 },
-    Entry { commune: String, seq: u64, id: RecordId },
-}
-
-/// One stored metadata row as read back whole (`check`, `rebuild-figures`). Nearly every row
-/// is a `Record`: boxing it would allocate once a row to shrink the rare `BadKey`.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum MetaRow {
-    /// A key that is not `m/{id16}` (its length).
-    BadKey(usize),
-    Record { id: RecordId, meta: Result<RecordMeta, DbError> },
-}
-
-/// Every feed entry `r` holds, in key order.
-pub(crate) fn all_feed_in(r: &dyn KvRead) -> Result<Vec<FeedRow>, DbError> {
-    Ok(r.range(FEED, &prefix_end(FEED), usize::MAX)?
-        .into_iter()
-        .map(|(k, v)| match parse_feed_key(&k) {
-            None => FeedRow::BadKey(k.len()),
-            Some((commune, seq)) => match <[u8; 16]>::try_from(v.as_slice()) {
-                Ok(id) => FeedRow::Entry { commune, seq, id: RecordId(id) },
-                Err(_) => FeedRow::NoId { commune, seq },
-            },
-        })
-        .collect())
-}
-
-/// One stored metadata entry as read.
-fn meta_row(k: &[u8], v: Vec<u8>) -> MetaRow {
-    match id_of_key(k, METAS) {
-        None => MetaRow::BadKey(k.len()),
-        Some(id) => MetaRow::Record { id, meta: parse_meta(&id, v) },
-    }
-}
-
-/// At most `limit` records' metadata, in id order, after record `after` (from the first when
-/// `None`): a page of a walk over every record.
-pub(crate) fn metas_after_in(r: &dyn KvRead, after: Option<&RecordId>, limit: usize) -> Result<Vec<MetaRow>, DbError> {
-    let from = after.map_or_else(|| METAS.to_vec(), |id| [meta_key(id), vec![0]].concat());
-    Ok(r.range(&from, &prefix_end(METAS), limit)?.into_iter().map(|(k, v)| meta_row(&k, v)).collect())
-}
-
-/// Calls `f` with every record's metadata `r` holds, in id order, reading `page` rows at a time
-/// (a walk over a million records holds a page in memory, not every record). Pages go by the
-/// stored keys, so a key that is not a record's (`MetaRow::BadKey`) is passed over like any.
-pub(crate) fn for_each_meta_in(r: &dyn KvRead, page: usize, f: &mut dyn FnMut(MetaRow) -> Result<(), DbError>) -> Result<(), DbError> {
-    let (mut from, end) = (METAS.to_vec(), prefix_end(METAS));
-    loop {
-        let rows = r.range(&from, &end, page)?;
-        let full = rows.len() == page;
-        if let Some((k, _)) = rows.last() {
-            from = [k.as_slice(), &[0]].concat();
-        }
-        for (k, v) in rows {
-            f(meta_row(&k, v))?;
-        }
-        if !full {
-            return Ok(());
-        }
-    }
-}
-
-/// The id of every stored document `r` holds (those whose key can be read).
-pub(crate) fn all_doc_ids_in(r: &dyn KvRead) -> Result<Vec<RecordId>, DbError> {
-    let mut ids = Vec::new();
-    let (mut from, end) = (DOCS.to_vec(), prefix_end(DOCS));
-    // In pages: documents are the store's largest values.
-    loop {
-        let page = r.range(&from, &end, 1_000)?;
-        ids.extend(page.iter().filter_map(|(k, _)| id_of_key(k, DOCS)));
-        match page.last() {
-            Some((k, _)) if page.len() == 1_000 => from = [k.as_slice(), &[0]].concat(),
-            _ => return Ok(ids),
-        }
-    }
-}
-
-/// Puts a record's metadata into `batch`.
-pub(crate) fn stage_meta(batch: &mut Batch, id: &RecordId, meta: &RecordMeta) {
-    batch.put(meta_key(id), seal(&crate::rows::meta_bytes(meta)));
-}
-
-/// Puts a record's reporting row into `batch` (on a store that keeps them).
-pub(crate) fn stage_report_row(batch: &mut Batch, id: &RecordId, meta: &RecordMeta, facts: Option<&Value>) {
-    batch.put(report_key(id), to_json(&sync_core::facts::report_row(meta, facts)));
-}
-
-/// The open conflicts of each record of `communes` that has any, by commune, as `r` holds them
-/// (one read).
-pub(crate) fn conflicts_of_in(r: &dyn KvRead, communes: &[String]) -> Result<Vec<(String, RecordId, Vec<StoredConflict>)>, DbError> {
-    let mut out = Vec::new();
-    let bounds = commune_ranges("q/", communes);
-    for ((commune, (prefix, _)), rows) in communes.iter().zip(&bounds).zip(r.ranges(&bounds, usize::MAX)?) {
-        for (k, v) in rows {
-            let id = id_of_key(&k, prefix).ok_or_else(|| corrupt("conflict index", "bad key"))?;
-            out.push((commune.clone(), id, crate::rows::conflicts_from(&v).map_err(|e| corrupt("conflict index", e))?));
-        }
-    }
-    Ok(out)
-}
-
-/// Every record's open conflicts, by the commune it was made in, as `r` holds them.
-pub(crate) fn all_conflicts_in(r: &dyn KvRead) -> Result<Vec<(String, RecordId, Vec<StoredConflict>)>, DbError> {
-    let bad = || corrupt("conflict index", "bad key");
-    let mut out = Vec::new();
-    for (k, v) in r.range(b"q/", &prefix_end(b"q/"), usize::MAX)? {
-        // `q/{commune}/{id16}`: the id is the last 16 bytes, after a '/'.
-        let (head, id) = k.split_at(k.len().checked_sub(16).ok_or_else(bad)?);
-        let commune = head.strip_prefix(b"q/").and_then(|h| h.strip_suffix(b"/")).ok_or_else(bad)?;
-        let id = RecordId(id.try_into().map_err(|_| bad())?);
-        out.push((String::from_utf8_lossy(commune).into_owned(), id, crate::rows::conflicts_from(&v).map_err(|e| corrupt("conflict index", e))?));
-    }
-    Ok(out)
-}
-
-/// How many records of `communes` have open conflicts, as `r` holds them (one read).
-pub(crate) fn conflicted_records_in(r: &dyn KvRead, communes: &[String]) -> Result<usize, DbError> {
-    Ok(r.count_ranges(&commune_ranges("q/", communes), usize::MAX)?.into_iter().sum::<u64>() as usize)
-}
-
-/// The review index: `q/{commune}/{id16}` → the record's open conflicts.
-fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
-    key("q/", &[commune.as_bytes(), &id.0])
-}
-
-/// A record's open conflicts, as `r` holds them (none when it has none).
-pub(crate) fn open_conflicts_in(r: &dyn KvRead, commune: &str, id: &RecordId) -> Result<Vec<StoredConflict>, DbError> {
-    r.get(&conflict_key(commune, id))?.map(|v| crate::rows::conflicts_from(&v).map_err(|e| corrupt("conflict index", e))).transpose().map(Option::unwrap_or_default)
-}
-
-/// Puts a record's conflicts into the index (or removes it from there) within `batch`.
-pub(crate) fn index_conflicts(batch: &mut Batch, commune: &str, id: &RecordId, conflicts: &[StoredConflict]) {
-    if conflicts.is_empty() {
-        batch.delete(conflict_key(commune, id));
-    } else {
-        batch.put(conflict_key(commune, id), crate::rows::conflicts_bytes(conflicts));
-    }
-}
-
-/// A record's reporting row: `fx/{id16}` → [`sync_core::facts::report_row`] (plain JSON: on
-/// PostgreSQL the database reads it into `gesync.records`). Kept only by stores that keep
-/// tables for people ([`crate::store::Kv::keeps_report_rows`]).
-pub(crate) fn report_key(id: &RecordId) -> Vec<u8> {
-    key("fx/", &[&id.0])
-}
-
-/// Whether `k` is a reporting row's key (a restore into a store that keeps none leaves them out).
-pub(crate) fn is_report_key(k: &[u8]) -> bool {
-    k.starts_with(b"fx/")
-}
-
-/// The tag of a sealed value (a byte neither an Automerge document nor JSON starts with).
-const SEALED: u8 = 0xC5;
-/// Bytes of SHA-256 a sealed value carries.
-const SEAL_LEN: usize = 8;
-
-/// A record's document and metadata are stored sealed: [`SEALED`], the first 8 bytes of the
-/// value's SHA-256, the value. Damage to the stored bytes (a bad sector, a torn copy) then
-/// shows on every read, and the record is refused instead of served or merged. Values stored
-/// before sealing (no tag) are read as they are.
-pub(crate) fn seal(value: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    let mut out = Vec::with_capacity(1 + SEAL_LEN + value.len());
-    out.push(SEALED);
-    out.extend_from_slice(&sha2::Sha256::digest(value)[..SEAL_LEN]);
-    out.extend_from_slice(value);
-    out
-}
-
-/// The value inside a sealed one, or an error naming the damaged record.
-pub(crate) fn unseal(what: &str, id: &RecordId, mut stored: Vec<u8>) -> Result<Vec<u8>, DbError> {
-    use sha2::Digest;
-    if stored.first() != Some(&SEALED) {
-        return Ok(stored);
-    }
-    if stored.len() < 1 + SEAL_LEN || sha2::Sha256::digest(&stored[1 + SEAL_LEN..])[..SEAL_LEN] != stored[1..1 + SEAL_LEN] {
-        return Err(corrupt(&format!("record {id}"), format!("its {what} does not match its checksum (damaged on disk)")));
-    }
-    stored.drain(..1 + SEAL_LEN);
-    Ok(stored)
-}
-
-pub(crate) fn parse_meta(id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
-    crate::rows::meta_from(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
-}
-
 /// For reads that go on past a damaged record (the pull): the record is left out, and said.
 fn or_skip<T>(r: Result<Option<T>, DbError>) -> Option<T> {
     r.unwrap_or_else(|e| {
         tracing::error!(error = %e, "a damaged record was left out of an answer: run `gesync-server check`");
         None
     })
-}
-
-fn seq_of_feed_key(k: &[u8]) -> u64 {
-    let n = k.len();
-    u64::from_be_bytes(k[n - 8..].try_into().expect("feed keys end with 8 bytes"))
 }
 
 /// Records, their documents and the change feed: the repository of [`Db`] that owns this module's keys (`Db::records`).
@@ -361,11 +104,7 @@ pub struct Records<'a> {
 impl Records<'_> {
     /// The last feed sequence number.
     pub fn feed_seq(&self) -> Result<u64, DbError> {
-        read_u64(self.db.kv(), FEED_SEQ)
-    }
-
-    pub(crate) fn feed_seq_in(r: &dyn KvRead) -> Result<u64, DbError> {
-        read_u64(r, FEED_SEQ)
+        self.db.kv().feed_high()
     }
 
     /// Whether some record has no reporting row on a store that keeps them (the rows were not
@@ -375,22 +114,12 @@ impl Records<'_> {
         if !self.db.kv().keeps_report_rows() {
             return Ok(false);
         }
-        let count = |prefix: &[u8], key_len: usize| -> Result<usize, DbError> {
-            let (mut n, mut from, end) = (0, prefix.to_vec(), crate::store::prefix_end(prefix));
-            loop {
-                let page = self.db.kv().range(&from, &end, 10_000)?;
-                n += page.iter().filter(|(k, _)| k.len() == key_len).count();
-                match page.last() {
-                    Some((k, _)) if page.len() == 10_000 => from = [k.as_slice(), &[0]].concat(),
-                    _ => return Ok(n),
-                }
-            }
-        };
-        Ok(count(METAS, 18)? != count(b"fx/", 19)?)
+        let (records, report_rows) = self.db.kv().records_and_report_rows()?;
+        Ok(records != report_rows)
     }
 
     pub fn get_meta(&self, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
-        Self::meta_in(self.db.kv(), id)
+        self.db.kv().meta(id)
     }
 
     /// Forgets every record's contribution to the figures, leaving the counters as they are:
@@ -399,34 +128,19 @@ impl Records<'_> {
     pub(crate) fn forget_contributions(&self) {
         let tx = self.db.kv().begin_write().unwrap();
         let mut batch = Batch::default();
-        for_each_meta_in(&*tx, 1_000, &mut |row| {
-            let MetaRow::Record { id, meta } = row else { panic!("a bad key") };
-            stage_meta(&mut batch, &id, &RecordMeta { contribution: None, ..meta? });
+        let mut rows = KeyspaceWrites::new(&mut batch, self.db.kv().keeps_report_rows());
+        tx.for_each_meta(1_000, &mut |row| {
+            let crate::record_rows::MetaRow::Record { id, meta } = row else { panic!("a bad key") };
+            rows.put_meta(&id, &RecordMeta { contribution: None, ..meta? });
             Ok(())
         })
         .unwrap();
         tx.commit(batch).unwrap();
     }
 
-    pub(crate) fn meta_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
-        r.get(&meta_key(id))?.map(|v| parse_meta(id, v)).transpose()
-    }
-
-    /// A record's stored document bytes as `r` holds them (checked against their checksum).
-    pub(crate) fn doc_bytes_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<Vec<u8>>, DbError> {
-        r.get(&doc_key(id))?.map(|v| unseal("document", id, v)).transpose()
-    }
-
-    /// A record as `r` holds it: metadata and document.
-    pub(crate) fn stored_in(r: &dyn KvRead, id: &RecordId) -> Result<Option<Stored>, DbError> {
-        let Some(meta) = Self::meta_in(r, id)? else { return Ok(None) };
-        let doc = Self::doc_bytes_in(r, id)?.ok_or_else(|| corrupt("record", "metadata without its document"))?;
-        Ok(Some(Stored { meta, doc }))
-    }
-
     /// Loads a record's document.
     pub fn load_doc(&self, id: &RecordId) -> Result<Option<AutoCommit>, DbError> {
-        match Self::doc_bytes_in(self.db.kv(), id)? {
+        match self.db.kv().document(id)? {
             None => Ok(None),
             Some(bytes) => AutoCommit::load(&bytes).map(Some).map_err(|e| corrupt("record document", e)),
         }
@@ -444,57 +158,14 @@ impl Records<'_> {
 
     /// The user and device an Automerge actor belongs to.
     pub fn actor_owner(&self, actor: &str) -> Result<Option<ActorOwner>, DbError> {
-        self.db.kv().get(&actor_key(actor))?.map(|v| crate::rows::owner_from(&v).map_err(|e| corrupt("actor owner", e))).transpose()
-    }
-
-    /// The metadata of several records as `r` holds them (one read).
-    pub(crate) fn metas_in(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
-        r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta(id, v)).transpose()).collect()
-    }
-
-    /// [`Records::metas_in`] for a read that goes on past damage: a damaged record's metadata is
-    /// left out (logged).
-    fn metas_or_skip(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
-        Ok(r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| or_skip(v.map(|v| parse_meta(id, v)).transpose())).collect())
-    }
-
-    /// Several records as `r` holds them (two reads: metadata, then the documents there are).
-    fn stored_many(r: &dyn KvRead, ids: &[RecordId]) -> Result<Vec<Option<Stored>>, DbError> {
-        let metas = Self::metas_in(r, ids)?;
-        let keys: Vec<Vec<u8>> = ids.iter().zip(&metas).filter(|(_, m)| m.is_some()).map(|(id, _)| doc_key(id)).collect();
-        let mut docs = r.get_many(&keys)?.into_iter();
-        metas
-            .into_iter()
-            .zip(ids)
-            .map(|(m, id)| match m {
-                None => Ok(None),
-                Some(meta) => {
-                    let doc = docs.next().flatten().ok_or_else(|| corrupt("record", "metadata without its document"))?;
-                    Ok(Some(Stored { meta, doc: unseal("document", id, doc)? }))
-                }
-            })
-            .collect()
-    }
-
-    /// The owners of `actors` that have one, as `r` holds them (one read).
-    fn owners_in(r: &dyn KvRead, actors: &[String]) -> Result<HashMap<String, ActorOwner>, DbError> {
-        let keys: Vec<Vec<u8>> = actors.iter().map(|a| actor_key(a)).collect();
-        let mut owners = HashMap::new();
-        for (actor, v) in actors.iter().zip(r.get_many(&keys)?) {
-            if let Some(v) = v {
-                owners.insert(actor.clone(), crate::rows::owner_from(&v).map_err(|e| corrupt("actor owner", e))?);
-            }
-        }
-        Ok(owners)
+        Ok(self.db.kv().owners(&[actor.to_string()])?.remove(actor))
     }
 
     /// Merges and checks the pushed records against what `r` holds, with a few batched reads:
     /// the stored versions, then (after the merges) the owners of the new changes' actors.
     fn prepare_all(&self, r: &dyn KvRead, ctx: Context<'_>, pushes: &[PushDoc], abandoned: &AtomicBool) -> Result<Vec<Verdict>, DbError> {
         let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
-        let stored = Self::stored_many(r, &ids)?;
+        let stored = r.stored(&ids)?;
         let mut merged: Vec<Result<Merged, Verdict>> = Vec::with_capacity(pushes.len());
         for (p, s) in pushes.iter().zip(stored) {
             if abandoned.load(Ordering::Relaxed) {
@@ -516,7 +187,7 @@ impl Records<'_> {
         let mut actors: Vec<String> = merged.iter().filter_map(|m| m.as_ref().ok()).flat_map(|m| m.actors().iter().cloned()).collect();
         actors.sort();
         actors.dedup();
-        let owners = Self::owners_in(r, &actors)?;
+        let owners = r.owners(&actors)?;
         merged
             .into_iter()
             .zip(pushes)
@@ -531,7 +202,7 @@ impl Records<'_> {
     /// the owners of the new changes' actors looked up in between.
     fn prepare(&self, r: &dyn KvRead, ctx: Context<'_>, push: &PushDoc) -> Result<Verdict, DbError> {
         fault_point("prepare");
-        let stored = Self::stored_in(r, &push.id)?;
+        let stored = r.stored(std::slice::from_ref(&push.id))?.pop().flatten();
         match sync_core::push::merge(ctx, push, stored).map_err(core_corrupt)? {
             Ok(merged) => Self::decide(r, ctx, merged),
             Err(verdict) => Ok(verdict),
@@ -541,7 +212,7 @@ impl Records<'_> {
     /// The core's verdict on a merged record, given the owners of its new actors as `r` holds
     /// them.
     pub(crate) fn decide(r: &dyn KvRead, ctx: Context<'_>, merged: Merged) -> Result<Verdict, DbError> {
-        let owners = Self::owners_in(r, merged.actors())?;
+        let owners = r.owners(merged.actors())?;
         sync_core::push::decide(ctx, merged, &owners).map_err(core_corrupt)
     }
 
@@ -579,10 +250,7 @@ impl Records<'_> {
     /// Feed entries of `communes` in `(after, high]`: the records a phone at `after` still has
     /// to pull (counted up to a cap per commune).
     fn count_feed(&self, communes: &[String], after: u64, high: u64) -> Result<u64, DbError> {
-        if after >= high {
-            return Ok(0);
-        }
-        Ok(self.db.kv().count_ranges(&feed_bounds(communes, after, high), COUNT_CAP)?.into_iter().sum())
+        self.db.kv().feed_count(communes, after, high, COUNT_CAP)
     }
 
     /// Merges, checks and commits `pushes`; adds what it wrote to `written` (feed position and
@@ -602,7 +270,7 @@ impl Records<'_> {
             // PostgreSQL, every lost round costing a whole queue wait).
             let tx = self.db.kv().begin_write()?;
             let ids: Vec<RecordId> = pushes.iter().map(|p| p.id).collect();
-            let now_stored = Self::metas_in(&*tx, &ids)?;
+            let now_stored = tx.metas_whole(&ids)?;
             let mut writes: Vec<Prepared> = Vec::new();
             for ((push, verdict), stored) in pushes.iter().zip(verdicts).zip(now_stored) {
                 let verdict = match verdict {
@@ -656,38 +324,29 @@ impl Records<'_> {
     /// appended. Refuses a plan made on a stored version that is no longer the stored one.
     /// Returns the feed position each record was given, in the plan's order.
     pub(crate) fn commit_plan(&self, tx: Box<dyn WriteTx + '_>, plan: CommitPlan) -> Result<Vec<(RecordId, u64)>, DbError> {
-        let mut seq = Self::feed_seq_in(&*tx)?;
+        let mut seq = tx.feed_high()?;
         let mut positions = Vec::with_capacity(plan.records.len());
         let mut batch = Batch::default();
-        let report_rows = self.db.kv().keeps_report_rows();
+        let mut rows = KeyspaceWrites::new(&mut batch, self.db.kv().keeps_report_rows());
         let ids: Vec<RecordId> = plan.records.iter().map(|w| w.id).collect();
-        for (w, stored) in plan.records.iter().zip(Self::metas_in(&*tx, &ids)?) {
+        for (w, stored) in plan.records.iter().zip(tx.metas_whole(&ids)?) {
             if stored.map(|m| m.seq) != w.base_seq {
                 return Err(DbError::Conflict(format!("record {} changed since its write was planned", w.id)));
             }
         }
         for mut w in plan.records {
             seq += 1;
-            if let Some(old) = w.base_seq {
-                batch.delete(feed_key(&w.meta.commune, old));
-            }
-            batch.put(feed_key(&w.meta.commune, seq), w.id.0.to_vec());
             positions.push((w.id, seq));
             w.meta.stamp(seq);
-            index_conflicts(&mut batch, &w.meta.commune, &w.id, &w.conflicts);
-            batch.put(doc_key(&w.id), seal(&std::mem::take(&mut w.doc)));
-            stage_meta(&mut batch, &w.id, &w.meta);
-            if report_rows {
-                stage_report_row(&mut batch, &w.id, &w.meta, w.facts.as_ref());
-            }
+            rows.put_record(RecordRow { id: w.id, commune: &w.meta.commune, seq, leaves: w.base_seq, doc: &w.doc, meta: &w.meta, conflicts: &w.conflicts, facts: w.facts.as_ref() });
         }
         for (actor, owner) in &plan.actor_claims {
-            batch.put(actor_key(actor), crate::rows::owner_bytes(owner));
+            rows.claim_actor(actor, owner);
         }
+        rows.set_feed_high(seq);
         Figures::flag_approvals(&*tx, &mut batch, plan.counters.touched())?;
         let sums = self.db.figures().add_counters(&*tx, &plan.counters, &mut batch)?;
         fault_point("write_locked");
-        batch.put(FEED_SEQ.to_vec(), seq.to_be_bytes().to_vec());
         self.db.audit_log().audit_into(&*tx, &mut batch, plan.audit)?;
         // The cache follows the applied state before the next writer may read it.
         let mut sums = Some(sums);
@@ -706,30 +365,20 @@ impl Records<'_> {
             let epoch = Db::epoch_in(&*cut)?;
             let from = ex.cursor(epoch);
             let cursor = from.map_or(0, |c| c.seq);
-            let high = Self::feed_seq_in(&*cut)?;
+            let high = cut.feed_high()?;
             // The whole scope's feed in one read (one query on PostgreSQL, not one per commune).
-            let mut per_commune = Vec::with_capacity(communes.len());
-            if cursor < high {
-                for got in cut.ranges(&feed_bounds(communes, cursor, high), PAGE_RECORDS)? {
-                    per_commune.push(
-                        got.into_iter()
-                            .map(|(k, v)| Ok((seq_of_feed_key(&k), RecordId(v.as_slice().try_into().map_err(|_| corrupt("feed", "bad id"))?))))
-                            .collect::<Result<Vec<_>, DbError>>()?,
-                    );
-                }
-            }
-            let entries = page_entries(per_commune, high);
+            let entries = page_entries(cut.feed_after(communes, cursor, high, PAGE_RECORDS)?, high);
             let mut planner = PagePlanner::new(from, high, entries, pushed, want_full, communes, ex.spec()).with_written(written);
             // The page's metadata in one read (a remote store's round trips add up per record),
             // but for this request's own writes.
             let ids = planner.metas_wanted();
             // A damaged record is left out of the page (and logged), never served.
-            let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(Self::metas_or_skip(&*cut, &ids)?).filter_map(|(id, m)| Some((id, m?))).collect();
+            let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(cut.metas(&ids)?).filter_map(|(id, m)| Some((id, or_skip(m.transpose())?))).collect();
             let mut answer = None;
             loop {
                 match planner.step(answer.take()).map_err(core_corrupt)? {
                     Step::Need(Need::Meta(id)) => answer = Some(Answer::Meta(metas.remove(&id))),
-                    Step::Need(Need::Doc(id)) => answer = Some(Answer::Doc(or_skip(Self::doc_bytes_in(&*cut, &id)))),
+                    Step::Need(Need::Doc(id)) => answer = Some(Answer::Doc(or_skip(cut.document(&id)))),
                     Step::Done(page) => break (page, from, epoch),
                 }
             }
@@ -743,15 +392,7 @@ impl Records<'_> {
 impl Records<'_> {
     /// Every record id of a commune (the feed holds each record once).
     pub fn record_ids_of(&self, commune: &str) -> Result<Vec<RecordId>, DbError> {
-        Self::record_ids_in(self.db.kv(), commune)
-    }
-
-    pub(crate) fn record_ids_in(r: &dyn KvRead, commune: &str) -> Result<Vec<RecordId>, DbError> {
-        let prefix = key("f/", &[commune.as_bytes(), b""]);
-        r.range(&prefix, &prefix_end(&prefix), usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| Ok(RecordId(v.as_slice().try_into().map_err(|_| corrupt("feed", "bad id"))?)))
-            .collect()
+        self.db.kv().record_ids_of(&[commune.to_string()])
     }
 
     /// Reports due for `unit` and the communes under it with no record dated in `period`.
@@ -764,10 +405,10 @@ impl Records<'_> {
             // their ids in one read, then their metadata a batch at a time until one is dated
             // in the period (not one read per record: on PostgreSQL each is a round trip).
             let made_in = tree.record_communes_under(&c);
-            let ids: Vec<RecordId> = self.db.kv().ranges(&commune_ranges("f/", &made_in), usize::MAX)?.into_iter().flatten().filter_map(|(_, v)| <[u8; 16]>::try_from(v.as_slice()).ok().map(RecordId)).collect();
+            let ids = self.db.kv().record_ids_of(&made_in)?;
             let mut any = false;
             for batch in ids.chunks(500) {
-                any = Self::metas_in(self.db.kv(), batch)?.into_iter().flatten().any(|meta| {
+                any = self.db.kv().metas_whole(batch)?.into_iter().flatten().any(|meta| {
                     let in_period = meta.date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).is_some_and(|d| period.contains(d));
                     in_period && !meta.deleted
                 });
@@ -788,6 +429,7 @@ impl Records<'_> {
 mod tests {
     use super::*;
     use crate::model::{OrgUnit, Role};
+    use crate::record_rows::{meta_key, seal, unseal};
     use crate::store::MemKv;
     use sync_core::pull::scope_fingerprint;
     use serde_json::json;
@@ -883,45 +525,6 @@ mod tests {
         let q2: indicators::Period = "2025Q2".parse().unwrap();
         assert_eq!(db.figures().counters("04701", q2.quarters()[0]).unwrap().news_items(), 1);
         assert_eq!(db.records().get_meta(&id).unwrap().unwrap().history.len(), 2, "its history goes on");
-    }
-
-    /// A walk over every record's metadata in pages sees each record once and every key that
-    /// is not a record's, wherever the pages end (a page ending on such a key must not start
-    /// the next one over again).
-    #[test]
-    fn a_walk_over_the_metadata_in_pages_sees_each_row_once() {
-        let db = db_with_commune();
-        use std::collections::BTreeSet;
-        let ids: BTreeSet<RecordId> = (0..5).map(|_| push_one(&db)).collect();
-        let mut b = Batch::default();
-        for bad in [&b"m/"[..], b"m/short", &[b"m/".as_slice(), &[0xFF; 17]].concat()] {
-            b.put(bad.to_vec(), b"{}".to_vec());
-        }
-        db.commit(b).unwrap();
-        for page in [1, 2, 3, 7, 100] {
-            let (mut seen, mut bad) = (Vec::new(), 0);
-            for_each_meta_in(db.kv(), page, &mut |row| {
-                match row {
-                    MetaRow::BadKey(_) => bad += 1,
-                    MetaRow::Record { id, meta } => {
-                        assert!(meta.is_ok());
-                        seen.push(id);
-                    }
-                }
-                Ok(())
-            })
-            .unwrap();
-            assert_eq!((seen.len(), bad), (5, 3), "pages of {page}");
-            assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), ids, "pages of {page}");
-            assert!(seen.windows(2).all(|w| w[0] < w[1]), "in id order");
-        }
-        // The walk stops at the first error its caller returns.
-        let mut calls = 0;
-        let stopped = for_each_meta_in(db.kv(), 2, &mut |_| {
-            calls += 1;
-            Err(DbError::Invalid("stop".into()))
-        });
-        assert!(stopped.is_err() && calls == 1);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use sync_protocol::automerge::{ActorId, AutoCommit};
 use sync_protocol::doc::{self, DocError};
 use sync_protocol::{Record, RecordId, RecordKind};
 
+use crate::record_rows::RecordRows;
 use crate::records::Records;
 use crate::db::{corrupt, key, now_secs, to_json, AuditEvent, Db, DbError};
 use crate::model::Principal;
@@ -112,7 +113,7 @@ impl Review<'_> {
         let mut out = Vec::new();
         let mut owners: HashMap<String, Option<sync_core::meta::ActorOwner>> = HashMap::new();
         let communes = self.db.tree().record_communes_under(unit);
-        for (commune, id, conflicts) in crate::records::conflicts_of_in(self.db.kv(), &communes)? {
+        for (commune, id, conflicts) in self.db.kv().conflicts_of(&communes)? {
             for c in conflicts {
                 let mut values = Vec::new();
                 for cv in c.values {
@@ -140,7 +141,7 @@ impl Review<'_> {
     }
 
     fn open_conflicts_in(r: &dyn KvRead, tree: &crate::model::OrgTree, unit: &str) -> Result<usize, DbError> {
-        crate::records::conflicted_records_in(r, &tree.record_communes_under(unit))
+        r.conflicted_records(&tree.record_communes_under(unit))
     }
 
     /// The Automerge actor the server uses for changes made on `username`'s behalf.
@@ -165,7 +166,7 @@ impl Review<'_> {
         let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs(), own_actor: None, relay_open: false, inflation: None };
         let mut writes = Vec::new();
         for (id, edit) in edits {
-            let stored = Records::stored_in(&*tx, &id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
+            let stored = tx.stored(&[id])?.pop().flatten().ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
             if !who.may_access_records_of(&tree, &stored.meta.commune) {
                 return Err(forbidden("that record is outside your scope"));
             }
@@ -196,7 +197,7 @@ impl Review<'_> {
         let id: RecordId = rid.parse().map_err(|_| DbError::NotFound("no such conflict".into()))?;
         let meta = self.db.records().get_meta(&id)?.ok_or_else(|| DbError::NotFound("no such conflict".into()))?;
         self.check_reviewer(who, &meta.commune)?;
-        let open = crate::records::open_conflicts_in(self.db.kv(), &meta.commune, &id)?;
+        let open = self.db.kv().open_conflicts(&meta.commune, &id)?;
         if !open.iter().any(|c| c.path == path) {
             return Err(DbError::NotFound("no such open conflict (it may have been resolved already)".into()));
         }
