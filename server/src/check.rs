@@ -20,6 +20,7 @@ use sync_protocol::RecordId;
 use crate::accounts::Accounts;
 use crate::audit::AuditLog;
 use crate::db::{Db, DbError};
+use crate::figure_rows::FigureRows;
 use crate::record_rows::{FeedRow, MetaRow, RecordRows};
 use crate::store::tables::{AccountRow, ApprovalRow, AuditRow, CheckpointRow, ConflictRow, DeviceRow, OrgUnitRow, RecordRow};
 use crate::store::Tables;
@@ -175,7 +176,7 @@ impl Db {
         // The counters, against the recomputation: only when the records themselves were sound
         // (a damaged record's part in them cannot be recomputed; it is named above).
         let mut stored: BTreeMap<String, Counters> = BTreeMap::new();
-        for (label, counters) in crate::figures::stored_counters_in(&*cut)? {
+        for (label, counters) in crate::figures::stored_counter_rows(&*cut)? {
             match counters {
                 Ok(c) => {
                     stored.insert(label, c);
@@ -197,7 +198,7 @@ impl Db {
                 accounts: Accounts::users_in(&*cut)?.into_iter().map(|u| AccountRow { username: u.username, role: u.role.as_str().into(), org_unit: u.org_unit, disabled: u.disabled }).collect(),
                 devices: Accounts::all_devices_in(&*cut)?.into_iter().map(|d| DeviceRow { username: d.username, device_id: d.device_id, revoked: d.revoked }).collect(),
                 audit: AuditLog::audit_entries_in(&*cut)?.into_iter().map(|e| AuditRow { seq: e.seq, hash: e.hash }).collect(),
-                approvals: crate::figures::all_approvals_in(&*cut)?
+                approvals: cut.all_approvals()?
                     .into_iter()
                     .map(|a| ApprovalRow { org_unit: a.org_unit, period: a.period, approved_by: a.approved_by, changes_after: a.changes_after })
                     .collect(),

@@ -16,7 +16,8 @@
 //!   sequence number of its latest change, so a phone asks "what moved after my cursor" per
 //!   commune) · `n/seq` last feed sequence number · `q/{commune}/{id16}` the review index ·
 //!   `x/{actor}` → the user and device that first pushed changes with that Automerge actor
-//! - `figures.rs`: `c/{unit}/{quarter}` materialized counters · `t/{unit}/{indicator}`
+//! - `figure_rows.rs` (the typed storage seam of the figures, below `figures`, `review`,
+//!   `org_units`, `check`): `c/{unit}/{quarter}` materialized counters · `t/{unit}/{indicator}`
 //!   targets · `ap/{unit}/{period}` approvals · `n/figures-mended` how many times a rebuild
 //!   took the counters' drift out
 //! - `uploads.rs`: `up/{username}/{device_id}`, `us/{username}/{device_id}/{offset}` a large
@@ -140,7 +141,7 @@ pub(crate) fn stage_org_unit(batch: &mut Batch, unit: &OrgUnit) {
 #[derive(Default)]
 pub(crate) struct CountersCache {
     pub(crate) epoch: u64,
-    pub(crate) map: std::collections::HashMap<Vec<u8>, indicators::Counters>,
+    pub(crate) map: std::collections::HashMap<(String, indicators::Quarter), indicators::Counters>,
 }
 
 /// The data layer. Cheap to clone (an `Arc` inside).
@@ -279,6 +280,12 @@ impl Db {
 
     pub fn kv(&self) -> &dyn Kv {
         self.inner.kv.as_ref()
+    }
+
+    /// Stages rows of the typed storage seams (records, figures) into `batch`, as this store
+    /// lays them out.
+    pub(crate) fn stage<'b>(&self, batch: &'b mut Batch) -> crate::record_rows::KeyspaceWrites<'b> {
+        crate::record_rows::KeyspaceWrites::new(batch, self.kv().keeps_report_rows())
     }
 
     /// Whether the store answers (`/healthz`).
@@ -433,10 +440,10 @@ mod tests {
         ("n/seq", "record_rows.rs"),
         ("q/", "record_rows.rs"),
         ("x/", "record_rows.rs"),
-        ("c/", "figures.rs"),
-        ("t/", "figures.rs"),
-        ("ap/", "figures.rs"),
-        ("n/figures-mended", "figures.rs"),
+        ("c/", "figure_rows.rs"),
+        ("t/", "figure_rows.rs"),
+        ("ap/", "figure_rows.rs"),
+        ("n/figures-mended", "figure_rows.rs"),
         ("up/", "uploads.rs"),
         ("us/", "uploads.rs"),
         ("w/", "sessions.rs"),
@@ -560,9 +567,11 @@ mod tests {
             calls.insert(module, callees);
         }
         assert!(calls["records"].contains(&"figures") && calls["review"].contains(&"records"), "the sources are read: {calls:?}");
-        // The storage seam of records is below every repository: it names none.
-        let seam: Vec<&str> = REPOSITORIES.iter().filter(|o| uses("record_rows", o)).map(|o| o.0).collect();
-        assert!(seam.is_empty(), "the records' storage seam calls up into {seam:?}");
+        // The typed storage seams are below every repository: they name none.
+        for seam in ["record_rows", "figure_rows"] {
+            let up: Vec<&str> = REPOSITORIES.iter().filter(|o| uses(seam, o)).map(|o| o.0).collect();
+            assert!(up.is_empty(), "the storage seam `{seam}` calls up into {up:?}");
+        }
         // Depth-first: a module met again on the path it is reached by closes a circle.
         fn visit<'a>(m: &'a str, calls: &std::collections::BTreeMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>, circles: &mut Vec<String>) {
             if let Some(at) = path.iter().position(|p| *p == m) {

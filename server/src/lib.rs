@@ -33,6 +33,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod heap;
+mod figure_rows;
 pub mod figures;
 pub mod model;
 pub mod org_units;

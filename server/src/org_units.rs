@@ -146,7 +146,7 @@ impl OrgUnits<'_> {
             crate::db::stage_org_unit(&mut batch, &c);
             changed.push(c);
         }
-        let targets_carried = crate::figures::carry_targets_in(&*tx, &mut batch, code, into)?;
+        let targets_carried = crate::figures::carry_targets_in(&*tx, &mut self.db.stage(&mut batch), code, into)?;
         let users_left = Accounts::users_in(&*tx)?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
         let communes = old.record_communes_under(code);
         let new = Arc::new(old.with(changed));
@@ -206,7 +206,8 @@ impl OrgUnits<'_> {
                 deltas.record_change(&|x: &str| if x == c { now.clone() } else { new.chain(x) }, None, Some(&contribution));
             }
         }
-        Figures::flag_approvals(tx, batch, deltas.touched())?;
-        self.db.figures().add_counters(tx, &deltas, batch)
+        let mut w = self.db.stage(batch);
+        Figures::flag_approvals(tx, &mut w, deltas.touched())?;
+        self.db.figures().add_counters(tx, &deltas, &mut w)
     }
 }

@@ -14,7 +14,7 @@ use sync_protocol::RecordId;
 
 use crate::db::{corrupt, Db, DbError};
 use crate::figures::{Drifts, Figures};
-use crate::record_rows::{KeyspaceWrites, MetaRow, RecordRows, RecordWrites};
+use crate::record_rows::{MetaRow, RecordRows, RecordWrites};
 use crate::store::Batch;
 
 /// Records a write transaction of [`Db::rebuild_figures`] reads: some hundreds of
@@ -71,12 +71,15 @@ impl Db {
                 let c = sync_protocol::Record::parse(&view).as_ref().and_then(Contribution::from_typed);
                 deltas.record_change(&chain, meta.contribution.as_ref(), c.as_ref());
                 meta.contribution = c;
-                let mut staged = KeyspaceWrites::new(&mut batch, report_rows);
-                staged.put_report_row(&id, &meta, sync_core::facts::facts(&view).as_ref());
+                let mut staged = self.stage(&mut batch);
+                if report_rows {
+                    // (Facts are worked out only for a store that keeps the rows.)
+                    staged.put_report_row(&id, &meta, sync_core::facts::facts(&view).as_ref());
+                }
                 staged.put_meta(&id, &meta);
                 read += 1;
             }
-            let mut sums = Some(figures.add_counters(&*tx, &deltas, &mut batch)?);
+            let mut sums = Some(figures.add_counters(&*tx, &deltas, &mut self.stage(&mut batch))?);
             tx.commit_then(batch, &mut || figures.cache_counters(sums.take().expect("applied once")))?;
             if last_page {
                 break;

@@ -461,8 +461,9 @@ impl<R: KvRead + ?Sized> RecordRows for R {
 }
 
 /// The keyspace's [`RecordWrites`]: rows staged into one batch.
+/// The figures' rows (`figure_rows.rs`) are staged through the same type, into the same batch.
 pub(crate) struct KeyspaceWrites<'b> {
-    batch: &'b mut Batch,
+    pub(crate) batch: &'b mut Batch,
     /// Whether the store keeps reporting rows ([`crate::store::Kv::keeps_report_rows`]).
     report_rows: bool,
 }
@@ -520,6 +521,11 @@ pub(crate) struct MemRows {
     report_rows: std::collections::BTreeSet<RecordId>,
     conflicts: std::collections::BTreeMap<(String, RecordId), Vec<StoredConflict>>,
     owners: HashMap<String, ActorOwner>,
+    /// The figures' rows (`figure_rows.rs`): counters by label, targets, approvals.
+    pub(crate) counters: std::collections::BTreeMap<String, indicators::Counters>,
+    pub(crate) targets: std::collections::BTreeMap<(String, String), indicators::Milestones>,
+    pub(crate) approvals: std::collections::BTreeMap<(String, String), crate::figure_rows::Approval>,
+    pub(crate) mended: u64,
 }
 
 #[cfg(test)]
@@ -624,12 +630,16 @@ pub(crate) mod conform {
     use sync_core::conflicts::StoredConflict;
     use sync_protocol::RecordKind;
 
+    /// Every seam's writes at once, as one commit stages them.
+    pub(crate) trait SeamWrites: RecordWrites + crate::figure_rows::FigureWrites {}
+    impl<W: RecordWrites + crate::figure_rows::FigureWrites> SeamWrites for W {}
+
     /// A store under the suite: commits rows, and reads them back in a consistent cut.
     pub(crate) trait RowStore {
-        type Cut<'c>: RecordRows + ?Sized
+        type Cut<'c>: RecordRows + crate::figure_rows::FigureRows + ?Sized
         where
             Self: 'c;
-        fn commit(&mut self, f: &mut dyn FnMut(&mut dyn RecordWrites));
+        fn commit(&mut self, f: &mut dyn FnMut(&mut dyn SeamWrites));
         fn cut(&self) -> Box<Self::Cut<'_>>;
         /// Whether it keeps the records' reporting rows.
         fn keeps_report_rows(&self) -> bool;
@@ -637,7 +647,7 @@ pub(crate) mod conform {
 
     impl RowStore for MemRows {
         type Cut<'c> = MemRows;
-        fn commit(&mut self, f: &mut dyn FnMut(&mut dyn RecordWrites)) {
+        fn commit(&mut self, f: &mut dyn FnMut(&mut dyn SeamWrites)) {
             f(self)
         }
         fn cut(&self) -> Box<MemRows> {
@@ -660,7 +670,7 @@ pub(crate) mod conform {
             = dyn KvRead + 'c
         where
             Self: 'c;
-        fn commit(&mut self, f: &mut dyn FnMut(&mut dyn RecordWrites)) {
+        fn commit(&mut self, f: &mut dyn FnMut(&mut dyn SeamWrites)) {
             let tx = self.write.begin_write().unwrap();
             let mut batch = Batch::default();
             f(&mut KeyspaceWrites::new(&mut batch, self.write.keeps_report_rows()));
@@ -813,6 +823,7 @@ pub(crate) mod conform {
     #[test]
     fn rows_in_plain_maps_conform() {
         suite(&mut MemRows::default());
+        crate::figure_rows::conform::suite(&mut MemRows::default());
     }
 
     /// The keyspace's walk over every record's metadata in pages sees each record once and

@@ -29,7 +29,7 @@ use sync_protocol::RecordId;
 
 use crate::figures::Figures;
 use crate::db::{corrupt, now_secs, AuditEvent, Db, DbError};
-use crate::record_rows::{KeyspaceWrites, RecordRow, RecordRows, RecordWrites};
+use crate::record_rows::{RecordRow, RecordRows, RecordWrites};
 use crate::model::{OrgTree, Principal};
 use crate::store::{Batch, KvRead, WriteTx};
 
@@ -128,7 +128,7 @@ impl Records<'_> {
     pub(crate) fn forget_contributions(&self) {
         let tx = self.db.kv().begin_write().unwrap();
         let mut batch = Batch::default();
-        let mut rows = KeyspaceWrites::new(&mut batch, self.db.kv().keeps_report_rows());
+        let mut rows = self.db.stage(&mut batch);
         tx.for_each_meta(1_000, &mut |row| {
             let crate::record_rows::MetaRow::Record { id, meta } = row else { panic!("a bad key") };
             rows.put_meta(&id, &RecordMeta { contribution: None, ..meta? });
@@ -327,7 +327,7 @@ impl Records<'_> {
         let mut seq = tx.feed_high()?;
         let mut positions = Vec::with_capacity(plan.records.len());
         let mut batch = Batch::default();
-        let mut rows = KeyspaceWrites::new(&mut batch, self.db.kv().keeps_report_rows());
+        let mut rows = self.db.stage(&mut batch);
         let ids: Vec<RecordId> = plan.records.iter().map(|w| w.id).collect();
         for (w, stored) in plan.records.iter().zip(tx.metas_whole(&ids)?) {
             if stored.map(|m| m.seq) != w.base_seq {
@@ -344,8 +344,8 @@ impl Records<'_> {
             rows.claim_actor(actor, owner);
         }
         rows.set_feed_high(seq);
-        Figures::flag_approvals(&*tx, &mut batch, plan.counters.touched())?;
-        let sums = self.db.figures().add_counters(&*tx, &plan.counters, &mut batch)?;
+        Figures::flag_approvals(&*tx, &mut rows, plan.counters.touched())?;
+        let sums = self.db.figures().add_counters(&*tx, &plan.counters, &mut rows)?;
         fault_point("write_locked");
         self.db.audit_log().audit_into(&*tx, &mut batch, plan.audit)?;
         // The cache follows the applied state before the next writer may read it.

@@ -21,6 +21,7 @@ use sync_protocol::automerge::{ActorId, AutoCommit};
 use sync_protocol::doc::{self, DocError};
 use sync_protocol::{Record, RecordId, RecordKind};
 
+use crate::figure_rows::{FigureRows, FigureWrites};
 use crate::record_rows::RecordRows;
 use crate::records::Records;
 use crate::db::{corrupt, key, now_secs, to_json, AuditEvent, Db, DbError};
@@ -332,7 +333,7 @@ impl Review<'_> {
             last_change_at: None,
         };
         let mut batch = Batch::default();
-        crate::figures::stage_approval(&mut batch, &approval);
+        self.db.stage(&mut batch).put_approval(&approval);
         let ev = AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") };
         self.db.audit_log().audit_into(&*tx, &mut batch, Some(ev))?;
         tx.commit(batch)?;
@@ -342,6 +343,6 @@ impl Review<'_> {
     /// Approvals of `unit` and every unit under it.
     pub fn approvals_under(&self, unit: &str) -> Result<Vec<Approval>, DbError> {
         let tree = self.db.tree();
-        Ok(crate::figures::all_approvals_in(self.db.kv())?.into_iter().filter(|a| tree.is_within(&a.org_unit, unit)).collect())
+        Ok(self.db.kv().all_approvals()?.into_iter().filter(|a| tree.is_within(&a.org_unit, unit)).collect())
     }
 }
