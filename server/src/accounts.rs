@@ -1,12 +1,11 @@
-//! Accounts and their devices.
-//!
-//! Keys (this module's only): `u/{username}` → [`User`], `d/{username}/{device_id}` →
-//! [`Device`].
+//! Accounts and their devices, read and written through the typed storage seam of
+//! `account_rows.rs`, which alone knows their keys.
 
+use crate::account_rows::{AccountRows, AccountWrites};
 use crate::uploads::Uploads;
-use crate::db::{corrupt, get_json, key, to_json, AuditEvent, Db, DbError};
+use crate::db::{AuditEvent, Db, DbError};
 use crate::model::{Device, User};
-use crate::store::{prefix_end, Batch, KvRead};
+use crate::store::{Batch, KvRead};
 
 /// Most devices in use (not revoked) one account may have: a few phones and browsers. Every
 /// device may hold an unfinished upload, so this also bounds what one account can make the
@@ -21,31 +20,24 @@ pub struct Accounts<'a> {
 
 impl Accounts<'_> {
     pub fn get_user(&self, username: &str) -> Result<Option<User>, DbError> {
-        get_json(self.db.kv(), &key("u/", &[username.as_bytes()]))
+        self.db.kv().user(username)
     }
 
     pub fn list_users(&self) -> Result<Vec<User>, DbError> {
-        Self::users_in(self.db.kv())
-    }
-
-    pub(crate) fn users_in(r: &dyn KvRead) -> Result<Vec<User>, DbError> {
-        r.range(b"u/", &prefix_end(b"u/"), usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("user", e)))
-            .collect()
+        self.db.kv().users()
     }
 
     /// Writes a user; `create` refuses an existing username.
     pub fn put_user(&self, user: &User, create: bool, audit: Option<AuditEvent>) -> Result<(), DbError> {
         // One transaction, so that two admins creating the same username cannot both succeed.
         let tx = self.db.kv().begin_write()?;
-        let k = key("u/", &[user.username.as_bytes()]);
-        if create && tx.get(&k)?.is_some() {
+        if create && tx.user(&user.username)?.is_some() {
             return Err(DbError::Conflict(format!("user `{}` already exists", user.username)));
         }
         let mut batch = Batch::default();
-        batch.put(k, to_json(user));
-        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
+        let mut w = self.db.stage(&mut batch);
+        w.put_user(user);
+        self.db.audit_log().audit_into(&*tx, &mut w, audit)?;
         Ok(tx.commit(batch)?)
     }
 
@@ -53,25 +45,24 @@ impl Accounts<'_> {
     /// disabled account's unfinished uploads go in the same write.
     pub fn update_user<E: From<DbError>>(&self, username: &str, audit: Option<AuditEvent>, change: impl FnOnce(&mut User) -> Result<(), E>) -> Result<Option<User>, E> {
         let tx = self.db.kv().begin_write().map_err(DbError::from)?;
-        let k = key("u/", &[username.as_bytes()]);
-        let Some(mut user) = get_json::<User>(&*tx, &k)? else { return Ok(None) };
+        let Some(mut user) = tx.user(username)? else { return Ok(None) };
         change(&mut user)?;
         let mut batch = Batch::default();
-        batch.put(k, to_json(&user));
+        self.db.stage(&mut batch).put_user(&user);
         if user.disabled {
             Uploads::drop_uploads_into(&*tx, &mut batch, username, None)?;
         }
-        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut self.db.stage(&mut batch), audit)?;
         tx.commit(batch).map_err(DbError::from)?;
         Ok(Some(user))
     }
 
     pub fn get_device(&self, username: &str, device_id: &str) -> Result<Option<Device>, DbError> {
-        get_json(self.db.kv(), &key("d/", &[username.as_bytes(), device_id.as_bytes()]))
+        self.db.kv().device(username, device_id)
     }
 
     pub fn list_devices(&self, username: &str) -> Result<Vec<Device>, DbError> {
-        Self::devices_in(self.db.kv(), username)
+        self.db.kv().devices_of(username)
     }
 
     /// Records a login from `device_id`, in one write transaction (so that a revoke racing
@@ -84,25 +75,25 @@ impl Accounts<'_> {
     /// ([`DbError::TooManyDevices`]) until an admin removes an old one.
     pub fn login_device(&self, username: &str, device_id: &str, now: i64, audit: Option<AuditEvent>) -> Result<bool, DbError> {
         let tx = self.db.kv().begin_write()?;
-        let k = key("d/", &[username.as_bytes(), device_id.as_bytes()]);
         let mut batch = Batch::default();
-        let device = match get_json::<Device>(&*tx, &k)? {
+        let device = match tx.device(username, device_id)? {
             Some(d) if d.revoked => return Ok(false),
             Some(d) => Device { last_seen: now, ..d },
             None => {
-                let live: Vec<Device> = Self::devices_in(&*tx, username)?.into_iter().filter(|d| !d.revoked).collect();
+                let live: Vec<Device> = tx.devices_of(username)?.into_iter().filter(|d| !d.revoked).collect();
                 if live.len() >= MAX_DEVICES_PER_ACCOUNT {
                     let oldest = live.into_iter().filter(|d| crate::model::server_made_device(&d.device_id)).min_by_key(|d| d.last_seen);
                     let Some(oldest) = oldest else {
                         return Err(DbError::TooManyDevices(MAX_DEVICES_PER_ACCOUNT));
                     };
-                    Self::revoke_into(&*tx, &mut batch, oldest)?;
+                    self.revoke_into(&*tx, &mut batch, oldest)?;
                 }
                 Device { username: username.to_string(), device_id: device_id.to_string(), first_seen: now, last_seen: now, revoked: false }
             }
         };
-        batch.put(k, to_json(&device));
-        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
+        let mut w = self.db.stage(&mut batch);
+        w.put_device(&device);
+        self.db.audit_log().audit_into(&*tx, &mut w, audit)?;
         tx.commit(batch)?;
         Ok(true)
     }
@@ -111,42 +102,25 @@ impl Accounts<'_> {
     /// when there is no such device.
     pub fn revoke_device(&self, username: &str, device_id: &str, audit: Option<AuditEvent>) -> Result<bool, DbError> {
         let tx = self.db.kv().begin_write()?;
-        let k = key("d/", &[username.as_bytes(), device_id.as_bytes()]);
-        let Some(device) = get_json::<Device>(&*tx, &k)? else { return Ok(false) };
+        let Some(device) = tx.device(username, device_id)? else { return Ok(false) };
         let mut batch = Batch::default();
-        Self::revoke_into(&*tx, &mut batch, device)?;
-        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
+        self.revoke_into(&*tx, &mut batch, device)?;
+        self.db.audit_log().audit_into(&*tx, &mut self.db.stage(&mut batch), audit)?;
         tx.commit(batch)?;
         Ok(true)
     }
 
     /// Puts into `batch` a device marked revoked and the removal of its unfinished upload, as
     /// read in the write transaction `r`.
-    fn revoke_into(r: &dyn KvRead, batch: &mut Batch, device: Device) -> Result<(), DbError> {
+    fn revoke_into(&self, r: &dyn KvRead, batch: &mut Batch, device: Device) -> Result<(), DbError> {
         Uploads::drop_uploads_into(r, batch, &device.username, Some(&device.device_id))?;
-        batch.put(key("d/", &[device.username.as_bytes(), device.device_id.as_bytes()]), to_json(&Device { revoked: true, ..device }));
+        self.db.stage(batch).put_device(&Device { revoked: true, ..device });
         Ok(())
-    }
-
-    fn devices_in(r: &dyn KvRead, username: &str) -> Result<Vec<Device>, DbError> {
-        Self::devices_under(r, &key("d/", &[username.as_bytes(), b""]))
-    }
-
-    /// Every account's devices, by username then device id.
-    pub(crate) fn all_devices_in(r: &dyn KvRead) -> Result<Vec<Device>, DbError> {
-        Self::devices_under(r, b"d/")
-    }
-
-    fn devices_under(r: &dyn KvRead, prefix: &[u8]) -> Result<Vec<Device>, DbError> {
-        r.range(prefix, &prefix_end(prefix), usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("device", e)))
-            .collect()
     }
 
     pub fn put_device(&self, device: &Device, audit: Option<AuditEvent>) -> Result<(), DbError> {
         let mut batch = Batch::default();
-        batch.put(key("d/", &[device.username.as_bytes(), device.device_id.as_bytes()]), to_json(device));
+        self.db.stage(&mut batch).put_device(device);
         self.db.audit_log().commit_audited(batch, audit)
     }
 }

@@ -1,27 +1,16 @@
 //! The audit chain: who did what, when, append-only, each entry hashing the one before, every
 //! [`AUDIT_CHECKPOINT_EVERY`]th signed with the server's audit key.
 //!
-//! Keys (this module's only): `a/{seq:be64}` → [`AuditEntry`], `ac/{seq:be64}` →
-//! [`AuditCheckpoint`]; the key itself is the secret `k/audit-ed25519-seed` ([`Db::secret`]).
+//! Entries and checkpoints are read and written through the typed storage seam of
+//! `audit_rows.rs`, which alone knows their keys; the key that signs is the secret
+//! `k/audit-ed25519-seed` ([`Db::secret`]).
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::{corrupt, key, now_secs, to_json, AuditEvent, Db, DbError};
-use crate::store::{prefix_end, Batch, KvRead};
-
-/// One audit entry. Never holds record contents, tokens or passwords.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub at: i64,
-    pub user: String,
-    pub device_id: Option<String>,
-    pub action: String,
-    pub target: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
+pub use crate::audit_rows::{AuditCheckpoint, AuditEntry};
+use crate::audit_rows::{AuditRows, AuditWrites};
+use crate::db::{corrupt, now_secs, AuditEvent, Db, DbError};
+use crate::store::{Batch, KvRead};
 
 impl AuditEntry {
     fn compute_hash(&self) -> String {
@@ -38,25 +27,6 @@ impl AuditEntry {
 
 /// Every this many audit entries, the chain's head is signed (an `ac/` checkpoint).
 pub const AUDIT_CHECKPOINT_EVERY: u64 = 64;
-
-/// A signed statement "the audit chain had `seq` entries, the last one hashing to `hash`, and
-/// the checkpoint before this one was signed `prev`", signed with the server's audit key
-/// (Ed25519, `k/audit-ed25519-seed`, kept across restores). Rewriting or cutting the chain
-/// before a checkpoint then needs that key, not just write access to the entries; a checkpoint
-/// deleted from the middle breaks the next one's `prev`, and one missing at a multiple of
-/// [`AUDIT_CHECKPOINT_EVERY`] is itself a break. What the store alone cannot show is a tail cut
-/// off together with its checkpoints: for that the latest checkpoint also leaves the store (the
-/// log, the admin's page, and the `--audit-witness` file: [`AuditLog::verify_audit_chain_against`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditCheckpoint {
-    pub seq: u64,
-    pub hash: String,
-    /// The previous checkpoint's signature ("" for the first); absent in checkpoints written
-    /// before it was signed (they verify as they were signed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prev: Option<String>,
-    pub signature: String,
-}
 
 impl AuditCheckpoint {
     fn message(seq: u64, hash: &str, prev: Option<&str>) -> Vec<u8> {
@@ -125,19 +95,16 @@ impl AuditLog<'_> {
     /// Commits `batch` together with an audit entry, atomically and durably.
     pub fn commit_audited(&self, mut batch: Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
         let tx = self.db.kv().begin_write()?;
-        self.audit_into(&*tx, &mut batch, ev)?;
+        self.audit_into(&*tx, &mut self.db.stage(&mut batch), ev)?;
         Ok(tx.commit(batch)?)
     }
 
     /// Puts the audit entry of `ev` into `batch`, linked to the chain's tail as write
     /// transaction `tx` sees it: the transaction is the only writer, so entries never fork.
-    pub(crate) fn audit_into(&self, tx: &dyn KvRead, batch: &mut Batch, ev: Option<AuditEvent>) -> Result<(), DbError> {
+    pub(crate) fn audit_into(&self, tx: &dyn KvRead, w: &mut dyn AuditWrites, ev: Option<AuditEvent>) -> Result<(), DbError> {
         let Some(ev) = ev else { return Ok(()) };
-        let (seq, prev_hash) = match tx.last_in(b"a/", &prefix_end(b"a/"))? {
-            Some((_, v)) => {
-                let last: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
-                (last.seq + 1, last.hash)
-            }
+        let (seq, prev_hash) = match tx.last_entry()? {
+            Some(last) => (last.seq + 1, last.hash),
             None => (1, "0".repeat(64)),
         };
         let mut entry = AuditEntry {
@@ -151,22 +118,18 @@ impl AuditLog<'_> {
             hash: String::new(),
         };
         entry.hash = entry.compute_hash();
-        batch.put(key("a/", &[&seq.to_be_bytes()]), to_json(&entry));
+        w.put_entry(&entry);
         if seq % AUDIT_CHECKPOINT_EVERY == 0 {
             use ed25519_dalek::Signer;
             let prev = match seq.checked_sub(AUDIT_CHECKPOINT_EVERY).filter(|s| *s > 0) {
                 // A checkpoint deleted from the store leaves this one naming none: the chain's
                 // verification shows the gap; the audit goes on being written meanwhile.
-                Some(before) => tx
-                    .get(&key("ac/", &[&before.to_be_bytes()]))?
-                    .and_then(|v| serde_json::from_slice::<AuditCheckpoint>(&v).ok())
-                    .map(|ck| ck.signature)
-                    .unwrap_or_default(),
+                Some(before) => tx.checkpoint(before)?.map(|ck| ck.signature).unwrap_or_default(),
                 None => String::new(),
             };
             let signature = audit_key_in(tx)?.sign(&AuditCheckpoint::message(seq, &entry.hash, Some(&prev)));
             let ck = AuditCheckpoint { seq, hash: entry.hash.clone(), prev: Some(prev), signature: hex::encode(signature.to_bytes()) };
-            batch.put(key("ac/", &[&seq.to_be_bytes()]), to_json(&ck));
+            w.put_checkpoint(&ck);
         }
         Ok(())
     }
@@ -183,26 +146,12 @@ impl AuditLog<'_> {
 
     /// Audit entries with `seq > since`, oldest first, at most `limit`.
     pub fn audit_since(&self, since: u64, limit: usize) -> Result<Vec<AuditEntry>, DbError> {
-        let start = key("a/", &[&(since.saturating_add(1)).to_be_bytes()]);
-        Self::audit_range_in(self.db.kv(), &start, limit)
-    }
-
-    /// Every audit entry, oldest first.
-    pub(crate) fn audit_entries_in(r: &dyn KvRead) -> Result<Vec<AuditEntry>, DbError> {
-        Self::audit_range_in(r, b"a/", usize::MAX)
-    }
-
-    /// Up to `limit` audit entries from key `start` on, oldest first.
-    fn audit_range_in(r: &dyn KvRead, start: &[u8], limit: usize) -> Result<Vec<AuditEntry>, DbError> {
-        r.range(start, &prefix_end(b"a/"), limit)?.into_iter().map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))).collect()
+        self.db.kv().entries_after(since, limit)
     }
 
     /// The latest signed checkpoint of the audit chain.
     pub fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>, DbError> {
-        match self.db.kv().last_in(b"ac/", &prefix_end(b"ac/"))? {
-            Some((_, v)) => Ok(Some(serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e))?)),
-            None => Ok(None),
-        }
+        self.db.kv().latest_checkpoint()
     }
 
     /// [`AuditLog::verify_audit_chain`], and that the chain holds every checkpoint `witnessed`
@@ -217,7 +166,7 @@ impl AuditLog<'_> {
         if witnessed.is_empty() {
             return Ok(Ok(count));
         }
-        let here: std::collections::HashMap<u64, String> = Self::audit_checkpoints_in(self.db.kv())?.into_iter().map(|ck| (ck.seq, ck.signature)).collect();
+        let here: std::collections::HashMap<u64, String> = self.db.kv().checkpoints()?.into_iter().map(|ck| (ck.seq, ck.signature)).collect();
         let first_missing = witnessed.iter().filter(|w| here.get(&w.seq) != Some(&w.signature)).map(|w| w.seq).min();
         Ok(match first_missing {
             None => Ok(count),
@@ -234,7 +183,7 @@ impl AuditLog<'_> {
         let mut prev = "0".repeat(64);
         let mut count = 0;
         let mut hashes = Vec::new();
-        for e in Self::audit_entries_in(self.db.kv())? {
+        for e in self.db.kv().entries_after(0, usize::MAX)? {
             if e.prev_hash != prev || e.compute_hash() != e.hash || e.seq != count + 1 {
                 return Ok(Err(e.seq));
             }
@@ -245,7 +194,7 @@ impl AuditLog<'_> {
         let key = self.audit_key()?.verifying_key();
         // The checkpoint expected next, and the signature its `prev` must name.
         let (mut expected, mut prev_signature) = (AUDIT_CHECKPOINT_EVERY, String::new());
-        for ck in Self::audit_checkpoints_in(self.db.kv())? {
+        for ck in self.db.kv().checkpoints()? {
             if ck.seq != expected {
                 // One is missing (or one was added where none is ever made).
                 return Ok(Err(expected.min(ck.seq)));
@@ -271,17 +220,8 @@ impl AuditLog<'_> {
         Ok(Ok(count))
     }
 
-    /// Every signed checkpoint of the audit chain, in order, as `r` holds them.
-    pub(crate) fn audit_checkpoints_in(r: &dyn KvRead) -> Result<Vec<AuditCheckpoint>, DbError> {
-        r.range(b"ac/", &prefix_end(b"ac/"), usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt("audit checkpoint", e)))
-            .collect()
-    }
-
     pub(crate) fn verify_audit_chain_tail(&self) -> Result<(), DbError> {
-        if let Some((_, v)) = self.db.kv().last_in(b"a/", &prefix_end(b"a/"))? {
-            let e: AuditEntry = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
+        if let Some(e) = self.db.kv().last_entry()? {
             if e.compute_hash() != e.hash {
                 return Err(corrupt("audit", format!("entry {} does not match its hash", e.seq)));
             }
@@ -293,8 +233,19 @@ impl AuditLog<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::get_json;
     use crate::store::MemKv;
+
+    /// The entry at `seq`, as stored.
+    fn entry(db: &Db, seq: u64) -> AuditEntry {
+        db.kv().entries_after(seq - 1, 1).unwrap().remove(0)
+    }
+
+    /// Writes rows of the chain as someone with write access to the store could.
+    fn tamper(db: &Db, f: impl FnOnce(&mut dyn AuditWrites)) {
+        let mut b = Batch::default();
+        f(&mut db.stage(&mut b));
+        db.commit(b).unwrap();
+    }
 
     fn ev(action: &'static str, target: &str) -> AuditEvent {
         AuditEvent { user: "admin".into(), device_id: None, action, target: target.into() }
@@ -308,12 +259,9 @@ mod tests {
         }
         assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Ok(5));
         // Tamper with entry 3: change its target but keep its hash.
-        let k = key("a/", &[&3u64.to_be_bytes()]);
-        let mut e: AuditEntry = get_json(db.kv(), &k).unwrap().unwrap();
+        let mut e = entry(&db, 3);
         e.target = "someone-else".into();
-        let mut b = Batch::default();
-        b.put(k, to_json(&e));
-        db.commit(b).unwrap();
+        tamper(&db, |w| w.put_entry(&e));
         assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(3));
     }
 
@@ -328,11 +276,7 @@ mod tests {
         // Cut the tail past the last checkpoint: hash-linked entries alone could not tell.
         let snapshot: Vec<_> = db.kv().range(b"", &[0xff], usize::MAX).unwrap();
         let cut = 2 * AUDIT_CHECKPOINT_EVERY - 5;
-        let mut b = Batch::default();
-        for seq in cut + 1..=n {
-            b.delete(key("a/", &[&seq.to_be_bytes()]));
-        }
-        db.commit(b).unwrap();
+        tamper(&db, |w| (cut + 1..=n).for_each(|seq| w.drop_entry(seq)));
         assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(cut + 1), "a chain cut before its latest checkpoint");
         // Rewrite the whole chain consistently (new hashes) without the key: the checkpoints no
         // longer match.
@@ -342,19 +286,18 @@ mod tests {
         }
         db.commit(b).unwrap();
         let mut prev = "0".repeat(64);
-        let mut b = Batch::default();
+        let mut rewritten = Vec::new();
         for seq in 1..=n {
-            let k = key("a/", &[&seq.to_be_bytes()]);
-            let mut e: AuditEntry = get_json(db.kv(), &k).unwrap().unwrap();
+            let mut e = entry(&db, seq);
             if seq == 3 {
                 e.user = "someone-else".into();
             }
             e.prev_hash = prev.clone();
             e.hash = e.compute_hash();
             prev = e.hash.clone();
-            b.put(k, to_json(&e));
+            rewritten.push(e);
         }
-        db.commit(b).unwrap();
+        tamper(&db, |w| rewritten.iter().for_each(|e| w.put_entry(e)));
         assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(AUDIT_CHECKPOINT_EVERY), "a rewritten chain");
     }
 
@@ -381,30 +324,21 @@ mod tests {
             db.commit(b).unwrap();
         };
         // A checkpoint deleted from the middle, its entries kept.
-        let mut b = Batch::default();
-        b.delete(key("ac/", &[&(3 * AUDIT_CHECKPOINT_EVERY).to_be_bytes()]));
-        db.commit(b).unwrap();
+        tamper(&db, |w| w.drop_checkpoint(3 * AUDIT_CHECKPOINT_EVERY));
         assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(3 * AUDIT_CHECKPOINT_EVERY), "a checkpoint missing in the middle");
         restore(&db);
         // The last checkpoints deleted, every entry kept.
-        let mut b = Batch::default();
-        for k in 8..=10 {
-            b.delete(key("ac/", &[&(k * AUDIT_CHECKPOINT_EVERY).to_be_bytes()]));
-        }
-        db.commit(b).unwrap();
+        tamper(&db, |w| (8..=10).for_each(|k| w.drop_checkpoint(k * AUDIT_CHECKPOINT_EVERY)));
         assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(8 * AUDIT_CHECKPOINT_EVERY), "entries past their missing checkpoints");
         restore(&db);
         // Every entry after `last` deleted, with the checkpoints past it: a tail cut off.
         let cut_after = |db: &Db, last: u64| {
-            let mut b = Batch::default();
-            for prefix in [&b"a/"[..], b"ac/"] {
-                for (k, _) in db.kv().range(prefix, &prefix_end(prefix), usize::MAX).unwrap() {
-                    if u64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap()) > last {
-                        b.delete(k);
-                    }
-                }
-            }
-            db.commit(b).unwrap();
+            let entries: Vec<u64> = db.kv().entries_after(last, usize::MAX).unwrap().iter().map(|e| e.seq).collect();
+            let checkpoints: Vec<u64> = db.kv().checkpoints().unwrap().iter().map(|c| c.seq).filter(|s| *s > last).collect();
+            tamper(db, |w| {
+                entries.iter().for_each(|s| w.drop_entry(*s));
+                checkpoints.iter().for_each(|s| w.drop_checkpoint(*s));
+            });
         };
         // The tail cut at 100 with its checkpoints: consistent in the store, but not with the
         // checkpoint seen outside it.
@@ -415,9 +349,7 @@ mod tests {
         restore(&db);
         let mut forged = latest.clone();
         forged.signature = "00".repeat(64);
-        let mut b = Batch::default();
-        b.put(key("ac/", &[&latest.seq.to_be_bytes()]), to_json(&forged));
-        db.commit(b).unwrap();
+        tamper(&db, |w| w.put_checkpoint(&forged));
         assert_eq!(db.audit_log().verify_audit_chain().unwrap(), Err(latest.seq));
         // The next checkpoint names the one before it: a chain of signatures.
         restore(&db);

@@ -17,9 +17,9 @@ use indicators::{Contribution, Counters, Quarter};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::RecordId;
 
-use crate::accounts::Accounts;
-use crate::audit::AuditLog;
 use crate::db::{Db, DbError};
+use crate::account_rows::AccountRows;
+use crate::audit_rows::AuditRows;
 use crate::figure_rows::FigureRows;
 use crate::record_rows::{FeedRow, MetaRow, RecordRows};
 use crate::store::tables::{AccountRow, ApprovalRow, AuditRow, CheckpointRow, ConflictRow, DeviceRow, OrgUnitRow, RecordRow};
@@ -195,9 +195,9 @@ impl Db {
             let expected = Tables {
                 records: rows.into_values().collect(),
                 org_units: tree.all().map(|u| OrgUnitRow { code: u.code.clone(), name: u.name.clone(), parent: u.parent.clone(), level: u.level.clone(), merged_into: u.merged_into.clone() }).collect(),
-                accounts: Accounts::users_in(&*cut)?.into_iter().map(|u| AccountRow { username: u.username, role: u.role.as_str().into(), org_unit: u.org_unit, disabled: u.disabled }).collect(),
-                devices: Accounts::all_devices_in(&*cut)?.into_iter().map(|d| DeviceRow { username: d.username, device_id: d.device_id, revoked: d.revoked }).collect(),
-                audit: AuditLog::audit_entries_in(&*cut)?.into_iter().map(|e| AuditRow { seq: e.seq, hash: e.hash }).collect(),
+                accounts: cut.users()?.into_iter().map(|u| AccountRow { username: u.username, role: u.role.as_str().into(), org_unit: u.org_unit, disabled: u.disabled }).collect(),
+                devices: cut.all_devices()?.into_iter().map(|d| DeviceRow { username: d.username, device_id: d.device_id, revoked: d.revoked }).collect(),
+                audit: cut.entries_after(0, usize::MAX)?.into_iter().map(|e| AuditRow { seq: e.seq, hash: e.hash }).collect(),
                 approvals: cut.all_approvals()?
                     .into_iter()
                     .map(|a| ApprovalRow { org_unit: a.org_unit, period: a.period, approved_by: a.approved_by, changes_after: a.changes_after })
@@ -208,7 +208,7 @@ impl Db {
                         conflicts.into_iter().map(move |c| ConflictRow { record_id: id.0, commune: commune.clone(), path: c.path, competing: c.values.len() as u32 })
                     })
                     .collect(),
-                audit_checkpoints: AuditLog::audit_checkpoints_in(&*cut)?.into_iter().map(|c| CheckpointRow { seq: c.seq, hash: c.hash, signature: c.signature }).collect(),
+                audit_checkpoints: cut.checkpoints()?.into_iter().map(|c| CheckpointRow { seq: c.seq, hash: c.hash, signature: c.signature }).collect(),
             };
             compare_tables(&expected, &tables, unreadable == 0, &mut problems);
         }

@@ -237,12 +237,14 @@ pub(crate) fn revokes_and_disables_win_their_races(dbs: &[Db]) {
     }
 }
 
-/// The typed storage seams of records and figures ([`crate::record_rows`],
-/// [`crate::figure_rows`]) over this store's keyspace:
+/// The typed storage seams of records, figures, the audit chain and accounts
+/// (`*_rows.rs`) over this store's keyspace:
 /// written through `write`, read through `read` (the same handle, or another replica's).
 fn rows_conform(write: &dyn Kv, read: &dyn Kv) {
     crate::record_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
     crate::figure_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
+    crate::audit_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
+    crate::account_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
 }
 
 #[test]

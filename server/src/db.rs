@@ -7,8 +7,10 @@
 //! - here: `o/{code}` org unit · `n/tree` version of the org tree · `n/epoch`, `n/epoch-at`
 //!   the store's epoch (which history the feed belongs to; never copied by a backup's restore)
 //!   · `k/{name}` server secrets
-//! - `accounts.rs`: `u/{username}` user · `d/{username}/{device_id}` device
-//! - `audit.rs`: `a/{seq:be64}` audit entry · `ac/{seq:be64}` signed audit checkpoint
+//! - `account_rows.rs` (the typed storage seam of accounts, below `accounts`, `org_units`,
+//!   `check`): `u/{username}` user · `d/{username}/{device_id}` device
+//! - `audit_rows.rs` (the typed storage seam of the audit chain, below `audit` and `check`):
+//!   `a/{seq:be64}` audit entry · `ac/{seq:be64}` signed audit checkpoint
 //! - `record_rows.rs` (the typed storage seam of records, below the `records`, `review`,
 //!   `org_units`, `rebuild` and `check` that read and write them as rows): `r/{id16}` record document (`doc::save_record`) · `m/{id16}` record meta (`rows.rs`'s stored form) ·
 //!   `fx/{id16}` its reporting row (`sync_core::facts::report_row`, plain JSON) ·
@@ -429,10 +431,10 @@ mod tests {
         ("n/tree", "db.rs"),
         ("n/epoch", "db.rs"),
         ("k/", "db.rs"),
-        ("u/", "accounts.rs"),
-        ("d/", "accounts.rs"),
-        ("a/", "audit.rs"),
-        ("ac/", "audit.rs"),
+        ("u/", "account_rows.rs"),
+        ("d/", "account_rows.rs"),
+        ("a/", "audit_rows.rs"),
+        ("ac/", "audit_rows.rs"),
         ("r/", "record_rows.rs"),
         ("m/", "record_rows.rs"),
         ("fx/", "record_rows.rs"),
@@ -568,7 +570,7 @@ mod tests {
         }
         assert!(calls["records"].contains(&"figures") && calls["review"].contains(&"records"), "the sources are read: {calls:?}");
         // The typed storage seams are below every repository: they name none.
-        for seam in ["record_rows", "figure_rows"] {
+        for seam in ["record_rows", "figure_rows", "audit_rows", "account_rows"] {
             let up: Vec<&str> = REPOSITORIES.iter().filter(|o| uses(seam, o)).map(|o| o.0).collect();
             assert!(up.is_empty(), "the storage seam `{seam}` calls up into {up:?}");
         }

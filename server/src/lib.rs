@@ -19,9 +19,11 @@
 #[cfg(unix)]
 pub mod admin_socket;
 pub mod accounts;
+mod account_rows;
 pub mod api;
 pub mod app_assets;
 pub mod audit;
+mod audit_rows;
 pub mod auth;
 pub mod backup;
 pub mod check;

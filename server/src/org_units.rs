@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use sync_core::plan::CounterDeltas;
 
-use crate::accounts::Accounts;
 use crate::figures::Figures;
+use crate::account_rows::AccountRows;
 use crate::record_rows::RecordRows;
 use crate::db::{read_u64, AuditEvent, Db, DbError, TREE_VERSION};
 use crate::figures::NewSums;
@@ -147,7 +147,7 @@ impl OrgUnits<'_> {
             changed.push(c);
         }
         let targets_carried = crate::figures::carry_targets_in(&*tx, &mut self.db.stage(&mut batch), code, into)?;
-        let users_left = Accounts::users_in(&*tx)?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
+        let users_left = tx.users()?.into_iter().filter(|u| u.org_unit == code).map(|u| u.username).collect();
         let communes = old.record_communes_under(code);
         let new = Arc::new(old.with(changed));
         self.commit_tree_change(tx, batch, &old, new, &communes, audit)?;
@@ -169,7 +169,7 @@ impl OrgUnits<'_> {
         let sums = self.reaggregate(&*tx, old, &new, communes, &mut batch)?;
         let version = read_u64(&*tx, TREE_VERSION)? + 1;
         batch.put(TREE_VERSION.to_vec(), version.to_be_bytes().to_vec());
-        self.db.audit_log().audit_into(&*tx, &mut batch, audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut self.db.stage(&mut batch), audit)?;
         let mut sums = Some(sums);
         tx.commit_then(batch, &mut || {
             self.db.cache_tree(version, new.clone());

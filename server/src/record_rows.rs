@@ -526,6 +526,12 @@ pub(crate) struct MemRows {
     pub(crate) targets: std::collections::BTreeMap<(String, String), indicators::Milestones>,
     pub(crate) approvals: std::collections::BTreeMap<(String, String), crate::figure_rows::Approval>,
     pub(crate) mended: u64,
+    /// The audit chain's rows (`audit_rows.rs`).
+    pub(crate) audit: std::collections::BTreeMap<u64, crate::audit_rows::AuditEntry>,
+    pub(crate) audit_checkpoints: std::collections::BTreeMap<u64, crate::audit_rows::AuditCheckpoint>,
+    /// Accounts and devices (`account_rows.rs`).
+    pub(crate) users: std::collections::BTreeMap<String, crate::model::User>,
+    pub(crate) devices: std::collections::BTreeMap<(String, String), crate::model::Device>,
 }
 
 #[cfg(test)]
@@ -631,12 +637,12 @@ pub(crate) mod conform {
     use sync_protocol::RecordKind;
 
     /// Every seam's writes at once, as one commit stages them.
-    pub(crate) trait SeamWrites: RecordWrites + crate::figure_rows::FigureWrites {}
-    impl<W: RecordWrites + crate::figure_rows::FigureWrites> SeamWrites for W {}
+    pub(crate) trait SeamWrites: RecordWrites + crate::figure_rows::FigureWrites + crate::audit_rows::AuditWrites + crate::account_rows::AccountWrites {}
+    impl<W: RecordWrites + crate::figure_rows::FigureWrites + crate::audit_rows::AuditWrites + crate::account_rows::AccountWrites> SeamWrites for W {}
 
     /// A store under the suite: commits rows, and reads them back in a consistent cut.
     pub(crate) trait RowStore {
-        type Cut<'c>: RecordRows + crate::figure_rows::FigureRows + ?Sized
+        type Cut<'c>: RecordRows + crate::figure_rows::FigureRows + crate::audit_rows::AuditRows + crate::account_rows::AccountRows + ?Sized
         where
             Self: 'c;
         fn commit(&mut self, f: &mut dyn FnMut(&mut dyn SeamWrites));
@@ -824,6 +830,8 @@ pub(crate) mod conform {
     fn rows_in_plain_maps_conform() {
         suite(&mut MemRows::default());
         crate::figure_rows::conform::suite(&mut MemRows::default());
+        crate::audit_rows::conform::suite(&mut MemRows::default());
+        crate::account_rows::conform::suite(&mut MemRows::default());
     }
 
     /// The keyspace's walk over every record's metadata in pages sees each record once and

@@ -347,7 +347,7 @@ impl Records<'_> {
         Figures::flag_approvals(&*tx, &mut rows, plan.counters.touched())?;
         let sums = self.db.figures().add_counters(&*tx, &plan.counters, &mut rows)?;
         fault_point("write_locked");
-        self.db.audit_log().audit_into(&*tx, &mut batch, plan.audit)?;
+        self.db.audit_log().audit_into(&*tx, &mut rows, plan.audit)?;
         // The cache follows the applied state before the next writer may read it.
         let mut sums = Some(sums);
         tx.commit_then(batch, &mut || self.db.figures().cache_counters(sums.take().expect("applied once")))?;

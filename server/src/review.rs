@@ -335,7 +335,7 @@ impl Review<'_> {
         let mut batch = Batch::default();
         self.db.stage(&mut batch).put_approval(&approval);
         let ev = AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "period_approve", target: format!("{unit}/{period}") };
-        self.db.audit_log().audit_into(&*tx, &mut batch, Some(ev))?;
+        self.db.audit_log().audit_into(&*tx, &mut self.db.stage(&mut batch), Some(ev))?;
         tx.commit(batch)?;
         Ok(approval)
     }
