@@ -2,7 +2,6 @@
 //! `account_rows.rs`, which alone knows their keys.
 
 use crate::account_rows::{AccountRows, AccountWrites};
-use crate::uploads::Uploads;
 use crate::db::{AuditEvent, Db, DbError};
 use crate::model::{Device, User};
 use crate::store::{Batch, KvRead};
@@ -12,7 +11,7 @@ use crate::store::{Batch, KvRead};
 /// server keep.
 pub const MAX_DEVICES_PER_ACCOUNT: usize = 6;
 
-/// Accounts and their devices: the repository of [`Db`] that owns this module's keys (`Db::accounts`).
+/// Accounts and their devices: a repository of [`Db`] (`Db::accounts`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct Accounts<'a> {
     pub(crate) db: &'a Db,
@@ -50,7 +49,7 @@ impl Accounts<'_> {
         let mut batch = Batch::default();
         self.db.stage(&mut batch).put_user(&user);
         if user.disabled {
-            Uploads::drop_uploads_into(&*tx, &mut batch, username, None)?;
+            self.db.uploads().drop_uploads_into(&*tx, &mut batch, username, None)?;
         }
         self.db.audit_log().audit_into(&*tx, &mut self.db.stage(&mut batch), audit)?;
         tx.commit(batch).map_err(DbError::from)?;
@@ -113,7 +112,7 @@ impl Accounts<'_> {
     /// Puts into `batch` a device marked revoked and the removal of its unfinished upload, as
     /// read in the write transaction `r`.
     fn revoke_into(&self, r: &dyn KvRead, batch: &mut Batch, device: Device) -> Result<(), DbError> {
-        Uploads::drop_uploads_into(r, batch, &device.username, Some(&device.device_id))?;
+        self.db.uploads().drop_uploads_into(r, batch, &device.username, Some(&device.device_id))?;
         self.db.stage(batch).put_device(&Device { revoked: true, ..device });
         Ok(())
     }

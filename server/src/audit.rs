@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::audit_rows::{AuditCheckpoint, AuditEntry};
 use crate::audit_rows::{AuditRows, AuditWrites};
+use crate::store_rows::StoreRows;
 use crate::db::{corrupt, now_secs, AuditEvent, Db, DbError};
 use crate::store::{Batch, KvRead};
 
@@ -76,11 +77,11 @@ fn signing_key(seed: &[u8]) -> Result<ed25519_dalek::SigningKey, DbError> {
 
 /// The audit key as a write transaction reads it ([`Db::open`] made it).
 fn audit_key_in(r: &dyn KvRead) -> Result<ed25519_dalek::SigningKey, DbError> {
-    let seed = r.get(&crate::db::secret_key(AUDIT_SEED))?.ok_or_else(|| corrupt("audit key", "missing"))?;
+    let seed = r.stored_secret(AUDIT_SEED)?.ok_or_else(|| corrupt("audit key", "missing"))?;
     signing_key(&seed)
 }
 
-/// The audit chain and its signed checkpoints: the repository of [`Db`] that owns this module's keys (`Db::audit_log`).
+/// The audit chain and its signed checkpoints: a repository of [`Db`] (`Db::audit_log`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct AuditLog<'a> {
     pub(crate) db: &'a Db,

@@ -8,9 +8,8 @@
 //!   device (not revoked), so disabling a user or revoking a device takes effect at once.
 //! - Refresh tokens: 32 random bytes, stored only as SHA-256, bound to one device, rotated on
 //!   every use; presenting a used one revokes its whole family (theft detection).
-//!   PostgreSQL's view `gesync.refresh_tokens` (migration 6) reads the stored token's
-//!   `family`, `username`, `device_id`, `expires_at`, `used`, `used_at` and the `rf/` keys:
-//!   changing their form needs a migration that changes the view with it.
+//!   Stored through the typed storage seam of `login_rows.rs`, which alone knows their keys
+//!   (and says what PostgreSQL's view `gesync.refresh_tokens` reads of them).
 
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -22,7 +21,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::{get_json, key, now_secs, to_json, Db, DbError};
+use crate::db::{now_secs, Db, DbError};
+use crate::login_rows::{LoginRows, LoginWrites, RefreshRecord};
 use crate::model::{Principal, Role};
 use crate::store::Batch;
 
@@ -182,25 +182,6 @@ pub enum TokenError {
     Invalid,
 }
 
-/// A stored refresh token (keyed by the SHA-256 of the token).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RefreshRecord {
-    username: String,
-    device_id: String,
-    family: String,
-    expires_at: i64,
-    used: bool,
-    /// The user's session epoch at login: a password, role or org-unit change (which moves the
-    /// epoch) ends the family.
-    #[serde(default)]
-    epoch: u64,
-    /// When it was used, and the hash of the token issued in its place.
-    #[serde(default)]
-    used_at: i64,
-    #[serde(default)]
-    successor: Option<String>,
-}
-
 /// How long a used refresh token may come back without being taken for a stolen one: a phone
 /// on 2G whose refresh answer was lost on a cut asks again with the same token.
 pub const REFRESH_GRACE_SECS: i64 = 120;
@@ -236,7 +217,7 @@ pub enum RefreshError {
     Reused,
 }
 
-/// Refresh tokens and their families: the repository of [`Db`] that owns this module's keys (`Db::refresh_tokens`).
+/// Refresh tokens and their families: a repository of [`Db`] (`Db::refresh_tokens`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct RefreshTokens<'a> {
     pub(crate) db: &'a Db,
@@ -258,20 +239,20 @@ impl RefreshTokens<'_> {
             successor: None,
         };
         let mut b = Batch::default();
-        b.put(key("rt/", &[token_hash(&token).as_bytes()]), to_json(&rec));
+        self.db.stage(&mut b).put_refresh(&token_hash(&token), &rec);
         self.db.commit(b)?;
         Ok((token, rec.family))
     }
 
     /// Whether a refresh-token family was revoked (reuse, logout, a changed account).
     pub fn refresh_family_revoked(&self, family: &str) -> Result<bool, DbError> {
-        Ok(self.db.kv().get(&key("rf/", &[family.as_bytes()]))?.is_some())
+        self.db.kv().family_ended(family)
     }
 
     /// Revokes a refresh-token family.
     pub fn revoke_refresh_family(&self, family: &str) -> Result<(), DbError> {
         let mut b = Batch::default();
-        b.put(key("rf/", &[family.as_bytes()]), b"revoked".to_vec());
+        self.db.stage(&mut b).end_family(family);
         self.db.commit(b)
     }
 
@@ -286,34 +267,31 @@ impl RefreshTokens<'_> {
     pub fn use_refresh(&self, token: &str) -> Result<Result<Rotation, RefreshError>, DbError> {
         // One write transaction: two replicas given the same token at once rotate it once.
         let tx = self.db.kv().begin_write()?;
-        let k = key("rt/", &[token_hash(token).as_bytes()]);
-        let Some(mut rec) = get_json::<RefreshRecord>(&*tx, &k)? else { return Ok(Err(RefreshError::Unknown)) };
-        let fam_key = key("rf/", &[rec.family.as_bytes()]);
-        if tx.get(&fam_key)?.is_some() {
+        let hash = token_hash(token);
+        let Some(mut rec) = tx.refresh(&hash)? else { return Ok(Err(RefreshError::Unknown)) };
+        if tx.family_ended(&rec.family)? {
             return Ok(Err(RefreshError::Reused));
         }
         let now = now_secs();
         let mut b = Batch::default();
+        let mut w = self.db.stage(&mut b);
         if rec.used {
             let lost = match &rec.successor {
-                Some(h) if now - rec.used_at <= REFRESH_GRACE_SECS => {
-                    get_json::<RefreshRecord>(&*tx, &key("rt/", &[h.as_bytes()]))?.is_some_and(|s| !s.used)
-                }
+                Some(h) if now - rec.used_at <= REFRESH_GRACE_SECS => tx.refresh(h)?.is_some_and(|s| !s.used),
                 _ => false,
             };
             if !lost {
-                b.put(fam_key, b"revoked".to_vec());
+                w.end_family(&rec.family);
                 tx.commit(b)?;
                 return Ok(Err(RefreshError::Reused));
             }
             // The lost token is spent, not forgotten: should it turn up after all (it was not
             // lost, so the retry came from someone else), it revokes the family as reuse does.
             if let Some(h) = &rec.successor {
-                let hk = key("rt/", &[h.as_bytes()]);
-                if let Some(mut lost) = get_json::<RefreshRecord>(&*tx, &hk)? {
+                if let Some(mut lost) = tx.refresh(h)? {
                     lost.used = true;
                     lost.used_at = now;
-                    b.put(hk, to_json(&lost));
+                    w.put_refresh(h, &lost);
                 }
             }
         }
@@ -331,30 +309,25 @@ impl RefreshTokens<'_> {
             used_at: 0,
             successor: None,
         };
-        b.put(key("rt/", &[token_hash(&next).as_bytes()]), to_json(&next_rec));
+        w.put_refresh(&token_hash(&next), &next_rec);
         rec.used = true;
         rec.used_at = now;
         rec.successor = Some(token_hash(&next));
-        b.put(k, to_json(&rec));
+        w.put_refresh(&hash, &rec);
         tx.commit(b)?;
         Ok(Ok(Rotation { username: rec.username, device_id: rec.device_id, family: rec.family, epoch: rec.epoch, token: next }))
     }
 
     /// The tokens of a refresh family that may still be exchanged (never more than one).
     pub fn live_refresh_tokens(&self, family: &str) -> Result<usize, DbError> {
-        let mut n = 0;
-        for (_, v) in self.db.kv().range(b"rt/", &crate::store::prefix_end(b"rt/"), usize::MAX)? {
-            let rec: RefreshRecord = serde_json::from_slice(&v).map_err(|e| crate::db::corrupt("refresh token", e))?;
-            n += usize::from(rec.family == family && !rec.used);
-        }
-        Ok(n)
+        Ok(self.db.kv().all_refresh_tokens()?.iter().filter(|rec| rec.family == family && !rec.used).count())
     }
 
     /// Revokes the family of a refresh token (logout).
     pub fn revoke_refresh_family_of(&self, token: &str) -> Result<(), DbError> {
-        if let Some(rec) = get_json::<RefreshRecord>(self.db.kv(), &key("rt/", &[token_hash(token).as_bytes()]))? {
+        if let Some(rec) = self.db.kv().refresh(&token_hash(token))? {
             let mut b = Batch::default();
-            b.put(key("rf/", &[rec.family.as_bytes()]), b"revoked".to_vec());
+            self.db.stage(&mut b).end_family(&rec.family);
             self.db.commit(b)?;
         }
         Ok(())

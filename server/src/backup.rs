@@ -163,7 +163,7 @@ pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<
     } else {
         read_backup(from)?
     };
-    let entries: Vec<_> = entries.into_iter().filter(|(k, _)| crate::db::restored(k)).collect();
+    let entries: Vec<_> = entries.into_iter().filter(|(k, _)| crate::store_rows::restored(k)).collect();
     let (kv, place): (Box<dyn Kv>, String) = match storage {
         crate::store::Storage::Embedded(data_dir) => {
             if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {

@@ -237,7 +237,8 @@ pub(crate) fn revokes_and_disables_win_their_races(dbs: &[Db]) {
     }
 }
 
-/// The typed storage seams of records, figures, the audit chain and accounts
+/// The typed storage seams (records, figures, the audit chain, accounts, logins, uploads, the
+/// store's own rows)
 /// (`*_rows.rs`) over this store's keyspace:
 /// written through `write`, read through `read` (the same handle, or another replica's).
 fn rows_conform(write: &dyn Kv, read: &dyn Kv) {
@@ -245,6 +246,9 @@ fn rows_conform(write: &dyn Kv, read: &dyn Kv) {
     crate::figure_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
     crate::audit_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
     crate::account_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
+    crate::login_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
+    crate::upload_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
+    crate::store_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
 }
 
 #[test]

@@ -2,11 +2,13 @@
 //! the org tree and its cache, the store's epoch, server secrets.
 //!
 //! Keyspace (one prefix per table; all multi-key changes go through one atomic [`Batch`]). Each
-//! prefix belongs to one module, and only that module builds or reads its keys (a test,
+//! prefix belongs to one typed storage seam (a `*_rows.rs` module: rows in, rows out), and only
+//! that module builds or reads its keys; the repositories above read and write rows (a test,
 //! `every_key_prefix_belongs_to_one_module`, reads the sources and holds them to this table):
-//! - here: `o/{code}` org unit · `n/tree` version of the org tree · `n/epoch`, `n/epoch-at`
-//!   the store's epoch (which history the feed belongs to; never copied by a backup's restore)
-//!   · `k/{name}` server secrets
+//! - `store_rows.rs` (the typed storage seam of the store's own rows, below `db.rs`,
+//!   `org_units`, `figures`, `audit`): `o/{code}` org unit · `n/tree` version of the org tree ·
+//!   `n/epoch`, `n/epoch-at` the store's epoch (which history the feed belongs to; never
+//!   copied by a backup's restore) · `k/{name}` server secrets
 //! - `account_rows.rs` (the typed storage seam of accounts, below `accounts`, `org_units`,
 //!   `check`): `u/{username}` user · `d/{username}/{device_id}` device
 //! - `audit_rows.rs` (the typed storage seam of the audit chain, below `audit` and `check`):
@@ -17,16 +19,18 @@
 //!   `f/{commune}/{seq:be64}` → id16: the change feed (each record appears once, at the
 //!   sequence number of its latest change, so a phone asks "what moved after my cursor" per
 //!   commune) · `n/seq` last feed sequence number · `q/{commune}/{id16}` the review index ·
-//!   `x/{actor}` → the user and device that first pushed changes with that Automerge actor
+//!   `x/{actor}` → the user and device that first pushed changes with that Automerge actor ·
+//!   `nd/{id}~{id}` pairs dismissed as not duplicates
 //! - `figure_rows.rs` (the typed storage seam of the figures, below `figures`, `review`,
 //!   `org_units`, `check`): `c/{unit}/{quarter}` materialized counters · `t/{unit}/{indicator}`
 //!   targets · `ap/{unit}/{period}` approvals · `n/figures-mended` how many times a rebuild
 //!   took the counters' drift out
-//! - `uploads.rs`: `up/{username}/{device_id}`, `us/{username}/{device_id}/{offset}` a large
+//! - `upload_rows.rs` (the typed storage seam of uploads, below `uploads`):
+//!   `up/{username}/{device_id}`, `us/{username}/{device_id}/{offset}` a large
 //!   record's upload in progress
-//! - `sessions.rs`: `w/{token hash}` web sessions
-//! - `auth.rs`: `rt/{token hash}` refresh tokens · `rf/{family}` ended refresh families
-//! - `review.rs`: `nd/{id}~{id}` pairs dismissed as not duplicates
+//! - `login_rows.rs` (the typed storage seam of logins, below `sessions` and `auth`):
+//!   `w/{token hash}` web sessions · `rt/{token hash}` refresh tokens · `rf/{family}` ended
+//!   refresh families
 
 use std::sync::Arc;
 
@@ -34,10 +38,11 @@ use std::sync::Arc;
 // merging a hostile push) fails that request and leaves the caches usable by the next.
 use parking_lot::Mutex;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::model::{OrgTree, OrgUnit};
-use crate::store::{prefix_end, Batch, Kv, KvRead, StoreError};
+use crate::model::OrgTree;
+use crate::store_rows::{StoreRows, StoreWrites};
+use crate::store::{Batch, Kv, KvRead, StoreError};
 
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +91,6 @@ pub(crate) fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(kv: &dyn KvRead, k: &[u8]) -> Result<Option<T>, DbError> {
-    match kv.get(k)? {
-        None => Ok(None),
-        Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(&String::from_utf8_lossy(&k[..k.len().min(2)]), e)),
-    }
-}
-
 pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("stored types serialise")
 }
@@ -102,35 +100,11 @@ pub use sync_core::plan::AuditEvent;
 pub use crate::accounts::MAX_DEVICES_PER_ACCOUNT;
 pub use crate::audit::{AuditCheckpoint, AuditEntry, AuditWitness, AUDIT_CHECKPOINT_EVERY};
 
-/// The key of the server secret `name` (`k/{name}`).
-pub(crate) fn secret_key(name: &str) -> Vec<u8> {
-    key("k/", &[name.as_bytes()])
-}
-
 /// The secret that signs access tokens: left out of a restore, so the restored server makes a
 /// new one and every access token issued before stops working (a backup that leaked cannot be
 /// used to mint tokens for the live server).
 pub(crate) const TOKEN_SIGNING_SECRET: &str = "jwt-ed25519-pkcs8";
 
-/// Whether a backup's entry goes into a restored store: not the token-signing key (see
-/// [`TOKEN_SIGNING_SECRET`]) nor the store's epoch (the restored store gets a new one when it
-/// opens, so that phones which synced after the backup was taken offer again what it lacks).
-pub(crate) fn restored(k: &[u8]) -> bool {
-    k != secret_key(TOKEN_SIGNING_SECRET).as_slice() && k != EPOCH && k != EPOCH_AT
-}
-
-const ORG_UNITS: &[u8] = b"o/";
-
-/// The key of org unit `code` (`o/{code}`).
-fn org_unit_key(code: &str) -> Vec<u8> {
-    key("o/", &[code.as_bytes()])
-}
-
-/// Puts org unit `unit` into `batch` (a tree change also bumps the tree's version:
-/// `org_units.rs`).
-pub(crate) fn stage_org_unit(batch: &mut Batch, unit: &OrgUnit) {
-    batch.put(org_unit_key(&unit.code), crate::rows::org_unit_bytes(unit));
-}
 
 
 
@@ -170,15 +144,6 @@ pub(crate) struct Inner {
     pub(crate) upload_limits: Mutex<crate::uploads::UploadLimits>,
 }
 
-pub(crate) const TREE_VERSION: &[u8] = b"n/tree";
-
-/// The store's epoch: a random id made with the store, made anew by every restore (which does
-/// not copy it) and by `admin new-epoch` after a failover. Carried in every cursor and sync
-/// answer: a phone that meets another epoch offers everything it holds again, because the
-/// server may have forgotten what it acknowledged (`SyncResponse::epoch`).
-pub(crate) const EPOCH: &[u8] = b"n/epoch";
-/// When the store's epoch was renewed (seconds; 0 for the epoch a new store starts with).
-pub(crate) const EPOCH_AT: &[u8] = b"n/epoch-at";
 
 /// For how long after the store's epoch was renewed phones may relay other devices' changes
 /// (the records they received from others, which the server forgot): long enough for a phone
@@ -206,17 +171,12 @@ pub(crate) fn read_u64(kv: &(impl KvRead + ?Sized), k: &[u8]) -> Result<u64, DbE
 }
 
 fn load_tree(kv: &dyn KvRead) -> Result<OrgTree, DbError> {
-    let units: Vec<OrgUnit> = kv
-        .range(ORG_UNITS, &prefix_end(ORG_UNITS), usize::MAX)?
-        .into_iter()
-        .map(|(_, v)| crate::rows::org_unit_from(&v).map_err(|e| corrupt("org unit", e)))
-        .collect::<Result<_, _>>()?;
-    Ok(OrgTree::new(units))
+    Ok(OrgTree::new(kv.all_org_units()?))
 }
 
 impl Db {
     pub fn open(kv: Box<dyn Kv>) -> Result<Self, DbError> {
-        let version = read_u64(kv.as_ref(), TREE_VERSION)?;
+        let version = kv.as_ref().tree_version()?;
         let tree = load_tree(kv.as_ref())?;
         let db = Db {
             inner: Arc::new(Inner { kv, tree: Mutex::new((version, Arc::new(tree))), counters_cache: Mutex::new(Default::default()), upload_limits: Mutex::new(Default::default()) }),
@@ -224,7 +184,7 @@ impl Db {
         db.audit_log().verify_audit_chain_tail()?;
         // Created now, not inside the first audited write (which could not write it).
         db.audit_log().audit_key()?;
-        if db.kv().get(EPOCH)?.is_none() {
+        if db.kv().stored_epoch()? == 0 {
             db.set_epoch(false)?;
         }
         if db.kv().shared() {
@@ -320,7 +280,7 @@ impl Db {
 
     /// The org tree as `r` sees it (in a write transaction: the tree the write must use).
     pub(crate) fn tree_in(&self, r: &dyn KvRead) -> Result<Arc<OrgTree>, DbError> {
-        let version = read_u64(r, TREE_VERSION)?;
+        let version = r.tree_version()?;
         {
             let cached = self.inner.tree.lock();
             if cached.0 == version {
@@ -350,9 +310,13 @@ impl Db {
 
     // ---- the store's epoch ------------------------------------------------------------------
 
-    /// The store's epoch as read in `r` (see [`EPOCH`]).
+    /// The store's epoch as read in `r`: a random id made with the store, made anew by every
+    /// restore (which does not copy it) and by `admin new-epoch` after a failover. Carried in
+    /// every cursor and sync answer: a phone that meets another epoch offers everything it
+    /// holds again, because the server may have forgotten what it acknowledged
+    /// (`SyncResponse::epoch`).
     pub(crate) fn epoch_in(r: &dyn KvRead) -> Result<u64, DbError> {
-        match read_u64(r, EPOCH)? {
+        match r.stored_epoch()? {
             0 => Err(corrupt("store epoch", "missing")),
             e => Ok(e),
         }
@@ -371,7 +335,7 @@ impl Db {
     /// ([`Db::relay_open`]).
     pub fn set_epoch(&self, renew: bool) -> Result<u64, DbError> {
         let tx = self.kv().begin_write()?;
-        let current = read_u64(&*tx, EPOCH)?;
+        let current = tx.stored_epoch()?;
         if !renew && current != 0 {
             return Ok(current);
         }
@@ -382,9 +346,8 @@ impl Db {
             }
         };
         let mut b = Batch::default();
-        b.put(EPOCH.to_vec(), epoch.to_be_bytes().to_vec());
         let at = if renew { now_secs().max(1) } else { 0 };
-        b.put(EPOCH_AT.to_vec(), (at as u64).to_be_bytes().to_vec());
+        self.stage(&mut b).set_epoch(epoch, at);
         tx.commit(b)?;
         Ok(epoch)
     }
@@ -392,7 +355,7 @@ impl Db {
     /// Whether pushes may relay other devices' changes at `now`: within [`RELAY_WINDOW_SECS`]
     /// of the epoch's renewal (never for the epoch a store started with).
     pub fn relay_open(&self, now: i64) -> Result<bool, DbError> {
-        let at = read_u64(self.kv(), EPOCH_AT)? as i64;
+        let at = self.kv().epoch_renewed_at()?;
         Ok(at > 0 && now - at < RELAY_WINDOW_SECS)
     }
 
@@ -400,18 +363,17 @@ impl Db {
 
     /// Returns the secret stored under `name`, creating it with `make` the first time.
     pub fn secret(&self, name: &str, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, DbError> {
-        let k = secret_key(name);
-        if let Some(v) = self.kv().get(&k)? {
+        if let Some(v) = self.kv().stored_secret(name)? {
             return Ok(v);
         }
         // Made in a transaction: two processes creating it at once agree on one value.
         let tx = self.kv().begin_write()?;
-        if let Some(v) = tx.get(&k)? {
+        if let Some(v) = tx.stored_secret(name)? {
             return Ok(v);
         }
         let v = make();
         let mut b = Batch::default();
-        b.put(k, v.clone());
+        self.stage(&mut b).put_secret(name, &v);
         tx.commit(b)?;
         Ok(v)
     }
@@ -420,6 +382,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::OrgUnit;
     use crate::store::MemKv;
 
     /// Each key prefix, and the one module (a file of `server/src`) that may build or read its
@@ -427,10 +390,10 @@ mod tests {
     /// are left out: they know no prefix, except PostgreSQL's reporting projection, whose
     /// trigger (`migrations/0002_reporting.sql`) copies `o/`, `t/` and `fx/` rows into tables.
     const KEY_OWNERS: &[(&str, &str)] = &[
-        ("o/", "db.rs"),
-        ("n/tree", "db.rs"),
-        ("n/epoch", "db.rs"),
-        ("k/", "db.rs"),
+        ("o/", "store_rows.rs"),
+        ("n/tree", "store_rows.rs"),
+        ("n/epoch", "store_rows.rs"),
+        ("k/", "store_rows.rs"),
         ("u/", "account_rows.rs"),
         ("d/", "account_rows.rs"),
         ("a/", "audit_rows.rs"),
@@ -446,12 +409,12 @@ mod tests {
         ("t/", "figure_rows.rs"),
         ("ap/", "figure_rows.rs"),
         ("n/figures-mended", "figure_rows.rs"),
-        ("up/", "uploads.rs"),
-        ("us/", "uploads.rs"),
-        ("w/", "sessions.rs"),
-        ("rt/", "auth.rs"),
-        ("rf/", "auth.rs"),
-        ("nd/", "review.rs"),
+        ("up/", "upload_rows.rs"),
+        ("us/", "upload_rows.rs"),
+        ("w/", "login_rows.rs"),
+        ("rt/", "login_rows.rs"),
+        ("rf/", "login_rows.rs"),
+        ("nd/", "record_rows.rs"),
     ];
 
     fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -504,6 +467,9 @@ mod tests {
             }
         }
         assert!(strays.is_empty(), "keys built or read outside their module:\n{}", strays.join("\n"));
+        // Every prefix belongs to a typed storage seam: no repository above them owns a key.
+        let above: Vec<_> = KEY_OWNERS.iter().filter(|(_, owner)| !owner.ends_with("_rows.rs")).collect();
+        assert!(above.is_empty(), "prefixes owned above the storage seams: {above:?}");
         // The table names no prefix its owner does not use (it says where keys live).
         let unused: Vec<_> = KEY_OWNERS.iter().filter(|(p, _)| !owned.contains(p)).collect();
         assert!(unused.is_empty(), "prefixes their owner never uses: {unused:?}");
@@ -570,7 +536,7 @@ mod tests {
         }
         assert!(calls["records"].contains(&"figures") && calls["review"].contains(&"records"), "the sources are read: {calls:?}");
         // The typed storage seams are below every repository: they name none.
-        for seam in ["record_rows", "figure_rows", "audit_rows", "account_rows"] {
+        for seam in ["record_rows", "figure_rows", "audit_rows", "account_rows", "login_rows", "upload_rows", "store_rows"] {
             let up: Vec<&str> = REPOSITORIES.iter().filter(|o| uses(seam, o)).map(|o| o.0).collect();
             assert!(up.is_empty(), "the storage seam `{seam}` calls up into {up:?}");
         }

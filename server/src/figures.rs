@@ -10,7 +10,8 @@ use indicators::{Contribution, Counters, IndicatorId, IndicatorReport, Milestone
 
 use sync_core::plan::CounterDeltas;
 
-use crate::db::{corrupt, read_u64, AuditEvent, Db, DbError, TREE_VERSION};
+use crate::db::{corrupt, AuditEvent, Db, DbError};
+use crate::store_rows::StoreRows;
 pub use crate::figure_rows::Approval;
 pub(crate) use crate::figure_rows::counter_label;
 use crate::figure_rows::{FigureRows, FigureWrites};
@@ -57,7 +58,7 @@ pub struct NewSums(Vec<((String, Quarter), Counters)>);
 /// cache starts over (it only ever holds what the store holds).
 const CACHE_LIMIT: usize = 200_000;
 
-/// Counters, targets, approvals and the figures made of them: the repository of [`Db`] that owns this module's keys (`Db::figures`).
+/// Counters, targets, approvals and the figures made of them: a repository of [`Db`] (`Db::figures`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct Figures<'a> {
     pub(crate) db: &'a Db,
@@ -213,7 +214,7 @@ impl Figures<'_> {
     /// another rebuild may have taken the same drift out. Returns whether it did.
     pub(crate) fn take_out_drift(&self, seen: (u64, u64), drift: Drifts) -> Result<bool, DbError> {
         let tx = self.db.kv().begin_write()?;
-        if (read_u64(&*tx, TREE_VERSION)?, tx.drifts_mended()?) != seen {
+        if (tx.tree_version()?, tx.drifts_mended()?) != seen {
             return Ok(false);
         }
         // The drift is from the stored rows: the cache is not trusted with them.
@@ -254,7 +255,7 @@ impl Figures<'_> {
     /// `cut` reads them), with the version of the tree and the count of mended drifts `cut`
     /// reads ([`Figures::take_out_drift`] refuses the drift once either moved).
     pub(crate) fn drift_in(cut: &dyn KvRead, mut sums: BTreeMap<(String, Quarter), Counters>) -> Result<((u64, u64), Drifts), DbError> {
-        let seen = (read_u64(cut, TREE_VERSION)?, cut.drifts_mended()?);
+        let seen = (cut.tree_version()?, cut.drifts_mended()?);
         let mut drift = Vec::new();
         for (label, stored) in stored_counter_rows(cut)? {
             let Some((unit, q)) = parse_counter_label(&label) else {

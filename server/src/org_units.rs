@@ -11,7 +11,8 @@ use sync_core::plan::CounterDeltas;
 use crate::figures::Figures;
 use crate::account_rows::AccountRows;
 use crate::record_rows::RecordRows;
-use crate::db::{read_u64, AuditEvent, Db, DbError, TREE_VERSION};
+use crate::db::{AuditEvent, Db, DbError};
+use crate::store_rows::{StoreRows, StoreWrites};
 use crate::figures::NewSums;
 use crate::model::{OrgTree, OrgUnit};
 use crate::store::{Batch, KvRead, WriteTx};
@@ -54,7 +55,7 @@ fn check_org_unit(tree: &OrgTree, unit: &OrgUnit) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Changes to the org tree: the repository of [`Db`] that owns this module's keys (`Db::org_units`).
+/// Changes to the org tree: a repository of [`Db`] (`Db::org_units`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct OrgUnits<'a> {
     pub(crate) db: &'a Db,
@@ -90,7 +91,7 @@ impl OrgUnits<'_> {
             None => false,
         };
         let mut batch = Batch::default();
-        crate::db::stage_org_unit(&mut batch, &unit);
+        self.db.stage(&mut batch).put_org_unit(&unit);
         let communes = if moved { old.record_communes_under(&unit.code) } else { Vec::new() };
         let new = Arc::new(old.with(std::iter::once(unit)));
         self.commit_tree_change(tx, batch, &old, new, &communes, audit)
@@ -138,12 +139,12 @@ impl OrgUnits<'_> {
         }
         let mut batch = Batch::default();
         let merged = OrgUnit { merged_into: Some(into.to_string()), effective: Some(effective.to_string()), ..unit.clone() };
-        crate::db::stage_org_unit(&mut batch, &merged);
+        self.db.stage(&mut batch).put_org_unit(&merged);
         let mut changed = vec![merged.clone()];
         for child in old.children(code) {
             let mut c = old.get(child).expect("a child is in the tree").clone();
             c.parent = Some(into.to_string());
-            crate::db::stage_org_unit(&mut batch, &c);
+            self.db.stage(&mut batch).put_org_unit(&c);
             changed.push(c);
         }
         let targets_carried = crate::figures::carry_targets_in(&*tx, &mut self.db.stage(&mut batch), code, into)?;
@@ -167,8 +168,8 @@ impl OrgUnits<'_> {
         audit: Option<AuditEvent>,
     ) -> Result<(), DbError> {
         let sums = self.reaggregate(&*tx, old, &new, communes, &mut batch)?;
-        let version = read_u64(&*tx, TREE_VERSION)? + 1;
-        batch.put(TREE_VERSION.to_vec(), version.to_be_bytes().to_vec());
+        let version = tx.tree_version()? + 1;
+        self.db.stage(&mut batch).set_tree_version(version);
         self.db.audit_log().audit_into(&*tx, &mut self.db.stage(&mut batch), audit)?;
         let mut sums = Some(sums);
         tx.commit_then(batch, &mut || {

@@ -107,6 +107,9 @@ pub(crate) trait RecordRows {
     /// them and has them all).
     fn records_and_report_rows(&self) -> Result<(usize, usize), DbError>;
 
+    /// Whether the pair `a`, `b` (`a < b`) was marked as not duplicates.
+    fn not_duplicates(&self, a: &RecordId, b: &RecordId) -> Result<bool, DbError>;
+
     /// One record's metadata.
     fn meta(&self, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
         self.metas(std::slice::from_ref(id))?.pop().flatten().transpose()
@@ -169,15 +172,19 @@ pub(crate) trait RecordWrites {
     fn claim_actor(&mut self, actor: &str, owner: &ActorOwner);
     /// The feed's last sequence number.
     fn set_feed_high(&mut self, seq: u64);
+    /// Marks the pair `a`, `b` (`a < b`) as not duplicates, by whom and when.
+    fn mark_not_duplicates(&mut self, a: &RecordId, b: &RecordId, by: &str, at: i64);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The keyspace (memory, sled, PostgreSQL's `gesync.kv`). Keys (see `db.rs` for the whole
 // keyspace): `r/{id16}` document, `m/{id16}` metadata, `fx/{id16}` reporting row,
 // `f/{commune}/{seq:be64}` feed, `q/{commune}/{id16}` review index, `x/{actor}` actor claim,
-// `n/seq` the feed's last sequence number. PostgreSQL's triggers and views read some of them
+// `n/seq` the feed's last sequence number, `nd/{a}~{b}` a pair marked as not duplicates (by
+// whom, when). PostgreSQL's triggers and views read some of them
 // (`m/` and `fx/` into `gesync.records`, `q/` into `gesync.conflicts`, `r/` sealed and `f/` in
-// the views of migration 6): changing their form needs a migration that changes the SQL with it.
+// the views of migration 6, `x/` in migration 7's): changing their form needs a migration that
+// changes the SQL with it.
 
 const FEED: &[u8] = b"f/";
 const METAS: &[u8] = b"m/";
@@ -230,6 +237,10 @@ fn conflict_key(commune: &str, id: &RecordId) -> Vec<u8> {
 /// tables for people ([`crate::store::Kv::keeps_report_rows`]).
 fn report_key(id: &RecordId) -> Vec<u8> {
     key("fx/", &[&id.0])
+}
+
+fn not_duplicates_key(a: &RecordId, b: &RecordId) -> Vec<u8> {
+    key("nd/", &[format!("{a}~{b}").as_bytes()])
 }
 
 /// Whether `k` is a reporting row's key (a restore into a store that keeps none leaves them out).
@@ -458,6 +469,10 @@ impl<R: KvRead + ?Sized> RecordRows for R {
     fn records_and_report_rows(&self) -> Result<(usize, usize), DbError> {
         Ok((count_rows(self, METAS, METAS.len() + 16)?, count_rows(self, REPORT_ROWS, REPORT_ROWS.len() + 16)?))
     }
+
+    fn not_duplicates(&self, a: &RecordId, b: &RecordId) -> Result<bool, DbError> {
+        Ok(self.get(&not_duplicates_key(a, b))?.is_some())
+    }
 }
 
 /// The keyspace's [`RecordWrites`]: rows staged into one batch.
@@ -507,6 +522,10 @@ impl RecordWrites for KeyspaceWrites<'_> {
     fn set_feed_high(&mut self, seq: u64) {
         self.batch.put(FEED_SEQ.to_vec(), seq.to_be_bytes().to_vec());
     }
+
+    fn mark_not_duplicates(&mut self, a: &RecordId, b: &RecordId, by: &str, at: i64) {
+        self.batch.put(not_duplicates_key(a, b), to_json(&(by, at)));
+    }
 }
 
 /// The seam without keys: the records' rows in plain maps, as a backend with tables of its own
@@ -521,6 +540,7 @@ pub(crate) struct MemRows {
     report_rows: std::collections::BTreeSet<RecordId>,
     conflicts: std::collections::BTreeMap<(String, RecordId), Vec<StoredConflict>>,
     owners: HashMap<String, ActorOwner>,
+    not_duplicates: std::collections::BTreeSet<(RecordId, RecordId)>,
     /// The figures' rows (`figure_rows.rs`): counters by label, targets, approvals.
     pub(crate) counters: std::collections::BTreeMap<String, indicators::Counters>,
     pub(crate) targets: std::collections::BTreeMap<(String, String), indicators::Milestones>,
@@ -532,6 +552,19 @@ pub(crate) struct MemRows {
     /// Accounts and devices (`account_rows.rs`).
     pub(crate) users: std::collections::BTreeMap<String, crate::model::User>,
     pub(crate) devices: std::collections::BTreeMap<(String, String), crate::model::Device>,
+    /// Sessions and refresh tokens by hash, ended families (`login_rows.rs`).
+    pub(crate) sessions: std::collections::BTreeMap<String, crate::login_rows::StoredSession>,
+    pub(crate) refresh: std::collections::BTreeMap<String, crate::login_rows::RefreshRecord>,
+    pub(crate) ended_families: std::collections::BTreeSet<String>,
+    /// Uploads in progress: heads by (username, device), slices by (username, device, offset).
+    pub(crate) upload_heads: std::collections::BTreeMap<(String, String), crate::upload_rows::UploadHead>,
+    pub(crate) upload_slices: std::collections::BTreeMap<(String, String, u64), Vec<u8>>,
+    /// The store's own rows (`store_rows.rs`): org units by code, the tree's version, the
+    /// epoch and when it was renewed, secrets.
+    pub(crate) org_units: std::collections::BTreeMap<String, crate::model::OrgUnit>,
+    pub(crate) tree_version: u64,
+    pub(crate) epoch: (u64, i64),
+    pub(crate) secrets: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 #[cfg(test)]
@@ -593,6 +626,9 @@ impl RecordRows for MemRows {
     fn records_and_report_rows(&self) -> Result<(usize, usize), DbError> {
         Ok((self.metas.len(), self.report_rows.len()))
     }
+    fn not_duplicates(&self, a: &RecordId, b: &RecordId) -> Result<bool, DbError> {
+        Ok(self.not_duplicates.contains(&(*a, *b)))
+    }
 }
 
 #[cfg(test)]
@@ -624,6 +660,9 @@ impl RecordWrites for MemRows {
     fn set_feed_high(&mut self, seq: u64) {
         self.high = seq;
     }
+    fn mark_not_duplicates(&mut self, a: &RecordId, b: &RecordId, _by: &str, _at: i64) {
+        self.not_duplicates.insert((*a, *b));
+    }
 }
 
 /// The seam's conformance suite: what every implementation of [`RecordRows`] and
@@ -637,12 +676,12 @@ pub(crate) mod conform {
     use sync_protocol::RecordKind;
 
     /// Every seam's writes at once, as one commit stages them.
-    pub(crate) trait SeamWrites: RecordWrites + crate::figure_rows::FigureWrites + crate::audit_rows::AuditWrites + crate::account_rows::AccountWrites {}
-    impl<W: RecordWrites + crate::figure_rows::FigureWrites + crate::audit_rows::AuditWrites + crate::account_rows::AccountWrites> SeamWrites for W {}
+    pub(crate) trait SeamWrites: RecordWrites + crate::figure_rows::FigureWrites + crate::audit_rows::AuditWrites + crate::account_rows::AccountWrites + crate::login_rows::LoginWrites + crate::upload_rows::UploadWrites + crate::store_rows::StoreWrites {}
+    impl<W: RecordWrites + crate::figure_rows::FigureWrites + crate::audit_rows::AuditWrites + crate::account_rows::AccountWrites + crate::login_rows::LoginWrites + crate::upload_rows::UploadWrites + crate::store_rows::StoreWrites> SeamWrites for W {}
 
     /// A store under the suite: commits rows, and reads them back in a consistent cut.
     pub(crate) trait RowStore {
-        type Cut<'c>: RecordRows + crate::figure_rows::FigureRows + crate::audit_rows::AuditRows + crate::account_rows::AccountRows + ?Sized
+        type Cut<'c>: RecordRows + crate::figure_rows::FigureRows + crate::audit_rows::AuditRows + crate::account_rows::AccountRows + crate::login_rows::LoginRows + crate::upload_rows::UploadRows + crate::store_rows::StoreRows + ?Sized
         where
             Self: 'c;
         fn commit(&mut self, f: &mut dyn FnMut(&mut dyn SeamWrites));
@@ -813,6 +852,7 @@ pub(crate) mod conform {
             w.put_record(RecordRow { id: c, commune: &c1, seq: 5, leaves: Some(3), doc: b"doc c", meta: &mc2, conflicts: &[], facts: None });
             w.put_meta(&b, &mb2);
             w.set_feed_high(5);
+            w.mark_not_duplicates(&a, &c, "district1", 1_736_000_000);
         });
         let cut = store.cut();
         assert_eq!(cut.feed_high().unwrap(), 5);
@@ -824,6 +864,8 @@ pub(crate) mod conform {
         assert_eq!(cut.conflicted_records(&both).unwrap(), 0);
         assert_eq!(cut.record_ids_of(&both).unwrap(), vec![a, c, b]);
         assert_eq!(cut.feed_rows().unwrap().len(), 3);
+        assert!(cut.not_duplicates(&a, &c).unwrap(), "a pair marked");
+        assert!(!cut.not_duplicates(&a, &b).unwrap() && !cut.not_duplicates(&c, &a).unwrap(), "only that pair, in that order");
     }
 
     #[test]
@@ -832,6 +874,9 @@ pub(crate) mod conform {
         crate::figure_rows::conform::suite(&mut MemRows::default());
         crate::audit_rows::conform::suite(&mut MemRows::default());
         crate::account_rows::conform::suite(&mut MemRows::default());
+        crate::login_rows::conform::suite(&mut MemRows::default());
+        crate::upload_rows::conform::suite(&mut MemRows::default());
+        crate::store_rows::conform::suite(&mut MemRows::default());
     }
 
     /// The keyspace's walk over every record's metadata in pages sees each record once and

@@ -95,7 +95,7 @@ fn or_skip<T>(r: Result<Option<T>, DbError>) -> Option<T> {
     })
 }
 
-/// Records, their documents and the change feed: the repository of [`Db`] that owns this module's keys (`Db::records`).
+/// Records, their documents and the change feed: a repository of [`Db`] (`Db::records`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct Records<'a> {
     pub(crate) db: &'a Db,

@@ -7,8 +7,8 @@
 //!   the resolver (`k/actor/{username}`), written through the same path as a phone's push, so it
 //!   moves the feed (phones get it), the figures and the index, atomically.
 //! - Possible duplicates are computed on demand from record metadata (kind, commune, the
-//!   person's sex and birth year, the date); pairs marked "not a duplicate" are kept in
-//!   `nd/{a}~{b}`.
+//!   person's sex and birth year, the date); pairs marked "not a duplicate" are kept beside
+//!   the records (`record_rows.rs`).
 //! - Approvals `ap/{unit}/{period}` hold who approved, when, and the figures approved; a later
 //!   change to a counter of that unit and period flags the approval (in the write batch).
 
@@ -22,9 +22,9 @@ use sync_protocol::doc::{self, DocError};
 use sync_protocol::{Record, RecordId, RecordKind};
 
 use crate::figure_rows::{FigureRows, FigureWrites};
-use crate::record_rows::RecordRows;
+use crate::record_rows::{RecordRows, RecordWrites};
 use crate::records::Records;
-use crate::db::{corrupt, key, now_secs, to_json, AuditEvent, Db, DbError};
+use crate::db::{corrupt, now_secs, AuditEvent, Db, DbError};
 use crate::model::Principal;
 use crate::store::{Batch, KvRead};
 
@@ -86,7 +86,7 @@ thread_local! {
 /// An edit the server makes to a record's document (a reviewer's resolution).
 type ServerEdit<'a> = Box<dyn FnOnce(&mut AutoCommit) -> Result<(), DocError> + 'a>;
 
-/// Reviewers' work: conflicts, duplicates, approvals: the repository of [`Db`] that owns this module's keys (`Db::review`).
+/// Reviewers' work: conflicts, duplicates, approvals: a repository of [`Db`] (`Db::review`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct Review<'a> {
     pub(crate) db: &'a Db,
@@ -239,7 +239,7 @@ impl Review<'_> {
                     }
                     let (x, y) = if a.0 < b.0 { (a.0, b.0) } else { (b.0, a.0) };
                     let pair = format!("{x}~{y}");
-                    if self.db.kv().get(&key("nd/", &[pair.as_bytes()]))?.is_some() {
+                    if self.db.kv().not_duplicates(&x, &y)? {
                         continue;
                     }
                     let (Some(va), Some(vb)) = (self.db.records().record_view(&x)?, self.db.records().record_view(&y)?) else { continue };
@@ -273,7 +273,7 @@ impl Review<'_> {
     pub fn mark_not_duplicate(&self, who: &Principal, pair_id: &str) -> Result<(), DbError> {
         let (a, b) = self.parse_pair(who, pair_id)?;
         let mut batch = Batch::default();
-        batch.put(key("nd/", &[format!("{a}~{b}").as_bytes()]), to_json(&(&who.username, now_secs())));
+        self.db.stage(&mut batch).mark_not_duplicates(&a, &b, &who.username, now_secs());
         self.db.audit_log().commit_audited(batch, Some(AuditEvent { user: who.username.clone(), device_id: Some(who.device_id.clone()), action: "duplicate_dismiss", target: format!("{a}~{b}") }))
     }
 

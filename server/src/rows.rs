@@ -2,7 +2,7 @@
 //! crate, as types of the server's own. A change to `sync-core`'s `RecordMeta` then changes
 //! nothing on disk unless it is made here too, next to the test that pins the bytes.
 //!
-//! A record's metadata (`m/{id16}`, `records.rs`'s key) has two stored forms, and this build
+//! A record's metadata (`m/{id16}`, a key of `record_rows.rs`) has two stored forms, and this build
 //! reads both:
 //! - JSON ([`StoredMetaJson`], starting with `{`), the form every earlier build wrote and reads,
 //!   which this build still writes ([`WRITE_POSTCARD_META`] is off);
@@ -16,7 +16,8 @@
 //!
 //! The org units (`o/`), a record's open conflicts (`q/`) and an actor's owner (`x/`) stay
 //! JSON, in rows of their own here: PostgreSQL's triggers read the first two (migrations 2 and
-//! 4), so their field names are a contract with the SQL, which the tests below pin.
+//! 4) and a view the third (migration 7), so their field names are a contract with the SQL,
+//! which the tests below pin.
 
 use std::collections::VecDeque;
 

@@ -1,12 +1,10 @@
-//! Server-side web sessions: the repository of `w/` (the web pages use it; no other module
-//! knows its keys).
+//! Server-side web sessions (the web pages use them), read and written through the typed
+//! storage seam of `login_rows.rs`, which alone knows their keys.
 //!
 //! The browser holds only a random 256-bit session id in an `HttpOnly`, `SameSite=Strict`
-//! cookie (`Secure` over HTTPS). The store keeps, under `w/{sha256(id) hex}`, who the session
+//! cookie (`Secure` over HTTPS). The store keeps, under the id's SHA-256 (hex), who the session
 //! belongs to, the browser's device id, the session's CSRF token, and when it ends: a stolen
-//! copy of the store does not yield usable cookies. PostgreSQL's view `gesync.sessions`
-//! (migration 6) reads these values' `username`, `device_id`, `created_at` and `expires_at`:
-//! changing their form needs a migration that changes the view with it.
+//! copy of the store does not yield usable cookies.
 //!
 //! A session is checked against the user *as they are now* on every request: a disabled user,
 //! a password, role or org-unit change (the user's `session_epoch` moves) or a revoked browser
@@ -14,37 +12,26 @@
 
 use base64::Engine;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::{get_json, key, now_secs, to_json, Db, DbError};
+use crate::db::{now_secs, Db, DbError};
+use crate::login_rows::{LoginRows, LoginWrites, StoredSession};
 use crate::model::Principal;
-use crate::store::{prefix_end, Batch};
+use crate::store::Batch;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "gesync_session";
 /// A session ends this long after login (a working day), whatever happens.
 pub const TTL_SECS: i64 = 10 * 3600;
 
-const PREFIX: &str = "w/";
-
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    username: String,
-    device_id: String,
-    csrf: String,
-    /// The user's `session_epoch` at login.
-    epoch: u64,
-    created_at: i64,
-    expires_at: i64,
-}
 
 /// A live session: who is calling, and the CSRF token their forms must carry.
 #[derive(Clone)]
 pub struct Session {
     pub principal: Principal,
     pub csrf: String,
-    store_key: Vec<u8>,
+    /// What the store keeps it under: the SHA-256 of its id.
+    hash: String,
 }
 
 /// A fresh random token (session ids, CSRF tokens, login-form tokens), URL- and cookie-safe.
@@ -54,8 +41,8 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn store_key(token: &str) -> Vec<u8> {
-    key(PREFIX, &[hex::encode(Sha256::digest(token.as_bytes())).as_bytes()])
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Compares two secrets in time independent of where they differ.
@@ -64,7 +51,7 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && !a.is_empty() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Web sessions: the repository of [`Db`] that owns this module's keys (`Db::sessions`).
+/// Web sessions: a repository of [`Db`] (`Db::sessions`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct Sessions<'a> {
     pub(crate) db: &'a Db,
@@ -76,7 +63,7 @@ impl Sessions<'_> {
     pub fn create(&self, p: &Principal, epoch: u64) -> Result<String, DbError> {
         let token = random_token();
         let now = now_secs();
-        let stored = Stored {
+        let stored = StoredSession {
             username: p.username.clone(),
             device_id: p.device_id.clone(),
             csrf: random_token(),
@@ -85,13 +72,14 @@ impl Sessions<'_> {
             expires_at: now + TTL_SECS,
         };
         let mut batch = Batch::default();
-        for (k, v) in self.db.kv().range(PREFIX.as_bytes(), &prefix_end(PREFIX.as_bytes()), usize::MAX)? {
-            match serde_json::from_slice::<Stored>(&v) {
-                Ok(s) if s.expires_at > now => {}
-                _ => batch.delete(k),
+        let mut w = self.db.stage(&mut batch);
+        for (hash, s) in self.db.kv().all_sessions()? {
+            match s {
+                Some(s) if s.expires_at > now => {}
+                _ => w.drop_session(&hash),
             }
         }
-        batch.put(store_key(&token), to_json(&stored));
+        w.put_session(&token_hash(&token), &stored);
         self.db.commit(batch)?;
         Ok(token)
     }
@@ -101,8 +89,8 @@ impl Sessions<'_> {
         if token.len() != 43 {
             return Ok(None);
         }
-        let k = store_key(token);
-        let Some(s) = get_json::<Stored>(self.db.kv(), &k)? else { return Ok(None) };
+        let hash = token_hash(token);
+        let Some(s) = self.db.kv().session(&hash)? else { return Ok(None) };
         let user = self.db.accounts().get_user(&s.username)?;
         let device = self.db.accounts().get_device(&s.username, &s.device_id)?;
         let live = s.expires_at > now_secs()
@@ -110,7 +98,7 @@ impl Sessions<'_> {
             && crate::model::device_is_live(device.as_ref());
         if !live {
             let mut b = Batch::default();
-            b.delete(k);
+            self.db.stage(&mut b).drop_session(&hash);
             self.db.commit(b)?;
             return Ok(None);
         }
@@ -118,14 +106,14 @@ impl Sessions<'_> {
         Ok(Some(Session {
             principal: Principal { username: user.username, role: user.role, org_unit: user.org_unit, device_id: s.device_id },
             csrf: s.csrf,
-            store_key: k,
+            hash,
         }))
     }
 
     /// Ends a session (logout).
     pub fn end(&self, session: &Session) -> Result<(), DbError> {
         let mut b = Batch::default();
-        b.delete(session.store_key.clone());
+        self.db.stage(&mut b).drop_session(&session.hash);
         self.db.commit(b)
     }
 }
@@ -152,10 +140,10 @@ mod tests {
         assert_eq!(s.principal.username, "u1");
         assert_eq!(s.csrf.len(), 43);
         // The store never holds the id itself.
-        let stored: Vec<_> = db.kv().range(b"w/", &prefix_end(b"w/"), 10).unwrap();
+        let stored = db.kv().all_sessions().unwrap();
         assert_eq!(stored.len(), 1);
-        assert!(!String::from_utf8_lossy(&stored[0].0).contains(&token));
-        assert!(!String::from_utf8_lossy(&stored[0].1).contains(&token));
+        assert!(!stored[0].0.contains(&token));
+        assert!(!serde_json::to_string(&stored[0].1).unwrap().contains(&token));
         assert!(db.sessions().load("x".repeat(43).as_str()).unwrap().is_none());
 
         // A password change (epoch moves) ends it, and it is removed.
@@ -163,7 +151,7 @@ mod tests {
         u.session_epoch += 1;
         db.accounts().put_user(&u, false, None).unwrap();
         assert!(db.sessions().load(&token).unwrap().is_none());
-        assert!(db.kv().range(b"w/", &prefix_end(b"w/"), 10).unwrap().is_empty());
+        assert!(db.kv().all_sessions().unwrap().is_empty());
 
         // A revoked browser ends it too.
         let token = db.sessions().create(&p, 4).unwrap();

@@ -1,13 +1,9 @@
 //! Large records going up in slices ([`PushPart`]): one upload per device, kept durably until it
 //! is whole, then pushed like any record and forgotten.
 //!
-//! Keys (this module is the only one that knows them):
-//! - `up/{username}/{device_id}` → [`UploadHead`]: which record, its size, how much is held, and
-//!   when a slice last came;
-//! - `us/{username}/{device_id}/{offset:be64}` → the bytes of one slice, written once.
-//!
-//! PostgreSQL's view `gesync.uploads` (migration 6) reads these keys and the head's first 16
-//! bytes (the record id): changing their form needs a migration that changes the view with it.
+//! Each device's upload is a head (which record, its size, how much is held, when a slice last
+//! came) and the slices it holds, read and written through the typed storage seam of
+//! `upload_rows.rs`, which alone knows their keys.
 //!
 //! A resend of bytes already held writes nothing, and a slice is never rewritten: storing an
 //! upload costs the bytes it carries, once (rewriting the whole upload at every slice would
@@ -21,13 +17,12 @@
 //! device's upload is dropped when the device is revoked, every one of an account's when the
 //! account is disabled.
 
-use serde::{Deserialize, Serialize};
-use sync_protocol::wire::{Hash, PushDoc, PushPart, MAX_UPLOAD_BYTES};
-use sync_protocol::RecordId;
+use sync_protocol::wire::{PushDoc, PushPart, MAX_UPLOAD_BYTES};
 
-use crate::db::{key, Db, DbError};
+use crate::db::{Db, DbError};
 use crate::model::Principal;
-use crate::store::{prefix_end, Batch, KvRead};
+use crate::store::{Batch, KvRead};
+use crate::upload_rows::{UploadHead, UploadRows, UploadWrites};
 
 /// How much unfinished upload the server keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,48 +41,7 @@ impl Default for UploadLimits {
     }
 }
 
-/// One device's upload in progress. Stored in postcard: it sits beside raw bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct UploadHead {
-    id: RecordId,
-    total: u64,
-    heads: Vec<Hash>,
-    /// Bytes held: the slices' keys are the offsets `0..have` they start at.
-    have: u64,
-    /// When the last slice came (seconds since the epoch).
-    touched: i64,
-}
-
-fn head_key(username: &str, device_id: &str) -> Vec<u8> {
-    key("up/", &[username.as_bytes(), device_id.as_bytes()])
-}
-
-fn slices_prefix(username: &str, device_id: &str) -> Vec<u8> {
-    key("us/", &[username.as_bytes(), device_id.as_bytes(), b""])
-}
-
-fn slice_key(username: &str, device_id: &str, offset: u64) -> Vec<u8> {
-    key("us/", &[username.as_bytes(), device_id.as_bytes(), &offset.to_be_bytes()])
-}
-
-/// An upload head as read: `None` when it does not decode.
-type HeadRead = Option<UploadHead>;
-
-/// Every upload head under `prefix`, with its key. A head that does not decode counts as an
-/// upload of its own size in bytes (it is dropped when it expires or its device's next one
-/// begins), never as an error that would stop every upload.
-fn heads_under(r: &dyn KvRead, prefix: &[u8]) -> Result<Vec<(Vec<u8>, HeadRead)>, DbError> {
-    Ok(r.range(prefix, &prefix_end(prefix), usize::MAX)?.into_iter().map(|(k, v)| (k, postcard::from_bytes(&v).ok())).collect())
-}
-
-/// The (username, device id) of a head's key `up/{username}/{device_id}`.
-fn owner_of(head_key: &[u8]) -> Option<(String, String)> {
-    let rest = std::str::from_utf8(head_key.strip_prefix(b"up/")?).ok()?;
-    let (u, d) = rest.split_once('/')?;
-    Some((u.to_string(), d.to_string()))
-}
-
-/// Large records' uploads in progress: the repository of [`Db`] that owns this module's keys (`Db::uploads`).
+/// Large records' uploads in progress: a repository of [`Db`] (`Db::uploads`), over the typed storage seams.
 #[derive(Clone, Copy)]
 pub struct Uploads<'a> {
     pub(crate) db: &'a Db,
@@ -118,8 +72,7 @@ impl Uploads<'_> {
         }
         let limits = self.upload_limits();
         let tx = self.db.kv().begin_write()?;
-        let hk = head_key(user, device);
-        let held: Option<UploadHead> = tx.get(&hk)?.and_then(|v| postcard::from_bytes(&v).ok());
+        let held: Option<UploadHead> = tx.upload_head(user, device)?.and_then(|row| row.head);
         let same = held.as_ref().filter(|h| h.id == part.id && h.total == part.total && h.heads == part.heads);
         let have = same.map_or(0, |h| h.have);
         let end = part.offset.saturating_add(part.bytes.len() as u64);
@@ -134,13 +87,12 @@ impl Uploads<'_> {
         let after = have + new.len() as u64;
         // The bounds, counting what is held now without this device's upload (replaced or
         // continued here): one read of every upload head.
-        let mine = key("up/", &[user.as_bytes(), b""]);
+        let this_device = Some((user.to_string(), device.to_string()));
         let (mut account, mut all) = (0u64, 0u64);
-        for (k, h) in heads_under(&*tx, b"up/")?.iter().filter(|(k, _)| *k != hk) {
-            let held = h.as_ref().map_or(k.len() as u64, |h| h.have);
-            all += held;
-            if k.starts_with(&mine) {
-                account += held;
+        for row in tx.upload_heads(None)?.iter().filter(|row| row.owner != this_device) {
+            all += row.held();
+            if row.owner.as_ref().is_some_and(|(u, _)| u == user) {
+                account += row.held();
             }
         }
         if account + after > limits.per_account {
@@ -156,29 +108,28 @@ impl Uploads<'_> {
         let mut batch = Batch::default();
         if held.is_some() && same.is_none() {
             // A new upload replaces the device's old one.
-            Self::drop_uploads_into(&*tx, &mut batch, user, Some(device))?;
+            self.drop_uploads_into(&*tx, &mut batch, user, Some(device))?;
         }
         if after == part.total {
             // Whole: nothing more is written; the caller pushes it and then forgets the upload.
             let mut bytes = Vec::with_capacity(part.total as usize);
             if have > 0 {
-                let prefix = slices_prefix(user, device);
-                for (_, v) in tx.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
-                    bytes.extend_from_slice(&v);
+                for (_, slice) in tx.slices(user, device)? {
+                    bytes.extend_from_slice(&slice);
                 }
             }
             if bytes.len() as u64 != have {
                 // The slices held do not add up (damage): start the upload again.
-                Self::drop_uploads_into(&*tx, &mut batch, user, Some(device))?;
+                self.drop_uploads_into(&*tx, &mut batch, user, Some(device))?;
                 tx.commit(batch)?;
                 return Ok((0, None));
             }
             bytes.extend_from_slice(new);
             return Ok((after, Some(PushDoc { id: part.id, changes: bytes, heads: part.heads.clone() })));
         }
-        batch.put(slice_key(user, device, have), new.to_vec());
-        let head = UploadHead { id: part.id, total: part.total, heads: part.heads.clone(), have: after, touched: now };
-        batch.put(hk, postcard::to_allocvec(&head).expect("an upload head encodes"));
+        let mut w = self.db.stage(&mut batch);
+        w.put_slice(user, device, have, new);
+        w.put_upload_head(user, device, &UploadHead { id: part.id, total: part.total, heads: part.heads.clone(), have: after, touched: now });
         tx.commit(batch)?;
         Ok((after, None))
     }
@@ -187,7 +138,7 @@ impl Uploads<'_> {
     pub(crate) fn drop_upload(&self, who: &Principal) -> Result<(), DbError> {
         let tx = self.db.kv().begin_write()?;
         let mut batch = Batch::default();
-        Self::drop_uploads_into(&*tx, &mut batch, &who.username, Some(&who.device_id))?;
+        self.drop_uploads_into(&*tx, &mut batch, &who.username, Some(&who.device_id))?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -196,19 +147,18 @@ impl Uploads<'_> {
 
     /// Puts into `batch` the removal of the uploads of `username`'s device, or of all its
     /// devices (`None`), as read in the write transaction `r`.
-    pub(crate) fn drop_uploads_into(r: &dyn KvRead, batch: &mut Batch, username: &str, device_id: Option<&str>) -> Result<(), DbError> {
+    pub(crate) fn drop_uploads_into(&self, r: &dyn KvRead, batch: &mut Batch, username: &str, device_id: Option<&str>) -> Result<(), DbError> {
         let devices: Vec<String> = match device_id {
             Some(d) => vec![d.to_string()],
-            None => heads_under(r, &key("up/", &[username.as_bytes(), b""]))?.iter().filter_map(|(k, _)| owner_of(k).map(|o| o.1)).collect(),
+            None => r.upload_heads(Some(username))?.into_iter().filter_map(|row| row.owner.map(|o| o.1)).collect(),
         };
+        let mut w = self.db.stage(batch);
         for d in devices {
-            let hk = head_key(username, &d);
-            if r.get(&hk)?.is_some() {
-                batch.delete(hk);
+            if r.upload_head(username, &d)?.is_some() {
+                w.drop_upload_head(username, &d);
             }
-            let prefix = slices_prefix(username, &d);
-            for (k, _) in r.range(&prefix, &prefix_end(&prefix), usize::MAX)? {
-                batch.delete(k);
+            for (offset, _) in r.slices(username, &d)? {
+                w.drop_slice(username, &d, offset);
             }
         }
         Ok(())
@@ -219,15 +169,15 @@ impl Uploads<'_> {
     pub fn expire_uploads(&self, now: i64) -> Result<usize, DbError> {
         let max_age = self.upload_limits().max_age_secs;
         let stale = |h: &Option<UploadHead>| h.as_ref().is_none_or(|h| h.touched < now - max_age);
-        if !heads_under(self.db.kv(), b"up/")?.iter().any(|(_, h)| stale(h)) {
+        if !self.db.kv().upload_heads(None)?.iter().any(|row| stale(&row.head)) {
             return Ok(0);
         }
         let tx = self.db.kv().begin_write()?;
         let mut batch = Batch::default();
         let mut n = 0;
-        for (k, h) in heads_under(&*tx, b"up/")? {
-            if let (true, Some((user, device))) = (stale(&h), owner_of(&k)) {
-                Self::drop_uploads_into(&*tx, &mut batch, &user, Some(&device))?;
+        for row in tx.upload_heads(None)? {
+            if let (true, Some((user, device))) = (stale(&row.head), row.owner) {
+                self.drop_uploads_into(&*tx, &mut batch, &user, Some(&device))?;
                 n += 1;
             }
         }
@@ -237,7 +187,7 @@ impl Uploads<'_> {
 
     /// Bytes of unfinished uploads the server holds (metrics, tests).
     pub fn upload_bytes(&self) -> Result<u64, DbError> {
-        Ok(heads_under(self.db.kv(), b"up/")?.iter().map(|(k, h)| h.as_ref().map_or(k.len() as u64, |h| h.have)).sum())
+        Ok(self.db.kv().upload_heads(None)?.iter().map(|row| row.held()).sum())
     }
 }
 
@@ -255,9 +205,16 @@ mod tests {
         PushPart { id: RecordId([id; 16]), offset, total, bytes: (offset..offset + len as u64).map(|i| i as u8).collect(), heads: vec![[id; 32]] }
     }
 
-    /// Bytes of every stored value under `prefix`.
-    fn stored(db: &Db, prefix: &[u8]) -> usize {
-        db.kv().range(prefix, &prefix_end(prefix), usize::MAX).unwrap().iter().map(|(_, v)| v.len()).sum()
+    use sync_protocol::RecordId;
+
+    /// Bytes of the slices held (every account's, or one's).
+    fn slices(db: &Db, username: Option<&str>) -> u64 {
+        db.kv().slice_bytes(username).unwrap()
+    }
+
+    /// Upload heads stored.
+    fn heads(db: &Db) -> usize {
+        db.kv().upload_heads(None).unwrap().len()
     }
 
     #[test]
@@ -266,14 +223,14 @@ mod tests {
         let a = who("officer", "phone-1");
         assert_eq!(db.uploads().receive_part(&a, &part(1, 0, 4000, 10_000), 100).unwrap(), (4000, None));
         assert_eq!(db.uploads().receive_part(&a, &part(1, 4000, 4000, 10_000), 100).unwrap(), (8000, None));
-        assert_eq!(stored(&db, b"us/"), 8000, "each byte held once");
+        assert_eq!(slices(&db, None), 8000, "each byte held once");
         // A resend of held bytes, whole or in part, writes nothing; one overlapping the end
         // writes only what is new.
         for _ in 0..10 {
             assert_eq!(db.uploads().receive_part(&a, &part(1, 4000, 1, 10_000), 100).unwrap(), (8000, None));
         }
         assert_eq!(db.uploads().receive_part(&a, &part(1, 6000, 3000, 10_000), 100).unwrap(), (9000, None));
-        assert_eq!(stored(&db, b"us/"), 9000);
+        assert_eq!(slices(&db, None), 9000);
         // Past the end held: refused with the count.
         assert_eq!(db.uploads().receive_part(&a, &part(1, 9500, 500, 10_000), 100).unwrap(), (9000, None));
         let (have, whole) = db.uploads().receive_part(&a, &part(1, 9000, 1000, 10_000), 100).unwrap();
@@ -281,7 +238,7 @@ mod tests {
         let whole = whole.expect("whole");
         assert_eq!(whole.changes, (0..10_000u64).map(|i| i as u8).collect::<Vec<_>>());
         db.uploads().drop_upload(&a).unwrap();
-        assert_eq!((stored(&db, b"us/"), stored(&db, b"up/")), (0, 0), "forgotten once pushed");
+        assert_eq!((slices(&db, None), heads(&db)), (0, 0), "forgotten once pushed");
     }
 
     #[test]
@@ -307,8 +264,8 @@ mod tests {
         assert_eq!(db.uploads().expire_uploads(150).unwrap(), 0);
         assert_eq!(db.uploads().expire_uploads(161).unwrap(), 1, "phone-2's, untouched since 100");
         assert_eq!(db.uploads().upload_bytes().unwrap(), 6000);
-        assert_eq!(stored(&db, b"us/officer/"), 0);
+        assert_eq!(slices(&db, Some("officer")), 0);
         assert_eq!(db.uploads().expire_uploads(300).unwrap(), 1);
-        assert_eq!((stored(&db, b"us/"), stored(&db, b"up/")), (0, 0));
+        assert_eq!((slices(&db, None), heads(&db)), (0, 0));
     }
 }

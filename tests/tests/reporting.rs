@@ -395,7 +395,7 @@ async fn a_database_from_before_the_schema_migrates_and_serve_needs_no_ddl_right
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["applied"], json!((1..=gesync_server::store::pg::schema_version_needed()).collect::<Vec<_>>()));
-    assert_eq!(gesync_server::store::pg::schema_version_needed(), 6);
+    assert_eq!(gesync_server::store::pg::schema_version_needed(), 7);
     assert!(report["records_refreshed"].as_u64().unwrap() >= kept as u64, "{report}");
     assert_eq!(psql_ok(&url, "SELECT to_regclass('public.gesync_kv') IS NULL")[0][0], "t", "the old table moved");
     assert_eq!(psql_ok(&url, "SELECT count(*) FROM gesync.records WHERE facts IS NULL OR feed_seq IS NULL")[0][0], "0");
@@ -470,12 +470,12 @@ async fn an_embedded_store_moves_to_postgres_with_its_reporting_rows() {
 /// tokens and uploads as they start, move and end; none shows a secret, and the reporting role
 /// reads none of them.
 #[test]
-fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
+fn documents_feed_sessions_tokens_uploads_and_actors_read_as_the_server_holds_them() {
     use gesync_server::model::{Principal, Role};
     use sync_protocol::wire::{PushDoc, PushPart, SyncRequest};
     use sync_protocol::{doc, heads_to_wire, RecordId};
 
-    let seed = seed_from_env("documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them");
+    let seed = seed_from_env("documents_feed_sessions_tokens_uploads_and_actors_read_as_the_server_holds_them");
     let mut rng = StdRng::seed_from_u64(seed);
     let store = TestStore::postgres();
     store.seed(0);
@@ -524,14 +524,29 @@ fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
         (held, staff.username, family, big)
     });
 
-    // Documents: one per record, each loading to the heads the server has.
+    // Documents: one per record, each loading to the heads the server has; every change in it
+    // made under an actor `gesync.actors` names, bound to the officer who pushed it.
     let documents = psql_ok(&url, "SELECT record_id, encode(document, 'hex') FROM gesync.documents ORDER BY record_id");
     assert_eq!(documents.len(), held.len(), "one document per record (seed {seed})");
+    let actors: BTreeMap<String, (String, String)> = psql_ok(&url, "SELECT actor, username, device_id FROM gesync.actors").into_iter().map(|r| (r[0].clone(), (r[1].clone(), r[2].clone()))).collect();
+    let pusher = |commune: &str| match commune {
+        "04701" => "officer1",
+        "04702" => "officer2",
+        _ => "officer3",
+    };
+    let mut actors_seen = BTreeSet::new();
     for row in &documents {
         let bytes = (0..row[1].len()).step_by(2).map(|i| u8::from_str_radix(&row[1][i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
         let mut doc = automerge::AutoCommit::load(&bytes).unwrap_or_else(|e| panic!("{}: {e}", row[0]));
         assert_eq!(doc.get_heads(), held[&row[0]].1, "{}: the document as the server holds it", row[0]);
+        for change in doc.get_changes(&[]) {
+            let actor = change.actor_id().to_hex_string();
+            assert_eq!(actors.get(&actor), Some(&(pusher(&held[&row[0]].0).to_string(), "phone-1".to_string())), "{}: the actor of a change, and whose it is", row[0]);
+            actors_seen.insert(actor);
+        }
     }
+    assert_eq!(actors_seen.len(), actors.len(), "the view names the actors of the documents' changes, and no other");
+    assert_eq!(actors.len(), held.len() + 1, "one actor per record made, and the edit's own");
     // The feed: each record once, in its own commune, numbered in one sequence without repeats;
     // the edited record moved to the end of its commune's feed.
     let feed = psql_ok(&url, "SELECT commune, seq, record_id FROM gesync.feed ORDER BY commune, seq");
@@ -557,7 +572,7 @@ fn documents_feed_sessions_tokens_and_uploads_read_as_the_server_holds_them() {
     let role = format!("stat_views_{}", seed % 1_000_000_007);
     psql_ok(&url, &format!("CREATE ROLE {role} LOGIN PASSWORD 'thong-ke-{seed}' IN ROLE gesync_reporting"));
     let stat = as_role(&url, &role, &format!("thong-ke-{seed}"));
-    let refused: Vec<(&str, Rows)> = ["gesync.documents", "gesync.feed", "gesync.sessions", "gesync.refresh_tokens", "gesync.uploads"].into_iter().map(|v| (v, psql(&stat, &format!("SELECT count(*) FROM {v}")))).collect();
+    let refused: Vec<(&str, Rows)> = ["gesync.documents", "gesync.feed", "gesync.sessions", "gesync.refresh_tokens", "gesync.uploads", "gesync.actors"].into_iter().map(|v| (v, psql(&stat, &format!("SELECT count(*) FROM {v}")))).collect();
     psql_ok(&url, &format!("DROP ROLE {role}"));
     for (view, r) in refused {
         assert!(r.as_ref().is_err_and(|e| e.contains("permission denied")), "{view}: {r:?}");

@@ -68,6 +68,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "approvals_conflicts_checkpoints", include_str!("../../migrations/0004_approvals_conflicts_checkpoints.sql")),
     (5, "counters", include_str!("../../migrations/0005_counters.sql")),
     (6, "documents_feed_sessions_tokens_uploads", include_str!("../../migrations/0006_documents_feed_sessions_tokens_uploads.sql")),
+    (7, "actors", include_str!("../../migrations/0007_actors.sql")),
 ];
 
 /// The schema version this server needs (its last migration).
