@@ -370,6 +370,16 @@ impl<R: KvRead + ?Sized> RecordRows for R {
         Ok(self.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| unseal("document", id, v))).collect())
     }
 
+    // One row on its own is one plain read, not a batch of one (on PostgreSQL a batched read
+    // is a heavier query: the pull reads documents one at a time).
+    fn meta(&self, id: &RecordId) -> Result<Option<RecordMeta>, DbError> {
+        self.get(&meta_key(id))?.map(|v| parse_meta(id, v)).transpose()
+    }
+
+    fn document(&self, id: &RecordId) -> Result<Option<Vec<u8>>, DbError> {
+        self.get(&doc_key(id))?.map(|v| unseal("document", id, v)).transpose()
+    }
+
     fn owners(&self, actors: &[String]) -> Result<HashMap<String, ActorOwner>, DbError> {
         let keys: Vec<Vec<u8>> = actors.iter().map(|a| actor_key(a)).collect();
         let mut owners = HashMap::new();
