@@ -142,7 +142,7 @@ pub fn is_sealed(from: &Path) -> bool {
 /// data yet. The file is the same whichever store wrote it, so this is also how a deployment
 /// moves from the embedded store to PostgreSQL. An encrypted backup needs its passphrase. The
 /// token-signing key is not restored, nor the store's epoch: the restored store starts a new
-/// one ([`crate::db::restored`]).
+/// one ([`crate::store_rows::restored`]).
 pub fn restore(from: &Path, storage: &crate::store::Storage, passphrase: Option<&str>) -> Result<u64, String> {
     let entries = if is_sealed(from) {
         use chacha20poly1305::aead::{Aead, KeyInit};
