@@ -6,7 +6,7 @@
 //! implements both (below: its keys); so does `record_rows::MemRows` in tests, in plain maps,
 //! and the seam's conformance suite runs on both.
 
-use crate::db::{corrupt, key, to_json, DbError};
+use crate::db::{from_json, key, to_json, DbError};
 use crate::model::{Device, User};
 use crate::record_rows::KeyspaceWrites;
 use crate::store::{prefix_end, KvRead};
@@ -46,11 +46,11 @@ fn device_key(username: &str, device_id: &str) -> Vec<u8> {
 }
 
 fn rows_under<T: serde::de::DeserializeOwned>(r: &(impl KvRead + ?Sized), prefix: &[u8], what: &str) -> Result<Vec<T>, DbError> {
-    r.range(prefix, &prefix_end(prefix), usize::MAX)?.into_iter().map(|(_, v)| serde_json::from_slice(&v).map_err(|e| corrupt(what, e))).collect()
+    r.range(prefix, &prefix_end(prefix), usize::MAX)?.into_iter().map(|(_, v)| from_json(what, &v)).collect()
 }
 
 fn row<T: serde::de::DeserializeOwned>(r: &(impl KvRead + ?Sized), k: &[u8], what: &str) -> Result<Option<T>, DbError> {
-    r.get(k)?.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt(what, e))).transpose()
+    r.get(k)?.map(|v| from_json(what, &v)).transpose()
 }
 
 impl<R: KvRead + ?Sized> AccountRows for R {

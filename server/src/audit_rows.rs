@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{corrupt, key, to_json, DbError};
+use crate::db::{from_json, key, to_json, DbError};
 use crate::record_rows::KeyspaceWrites;
 use crate::store::{prefix_end, KvRead};
 
@@ -90,11 +90,11 @@ fn checkpoint_key(seq: u64) -> Vec<u8> {
 }
 
 fn entry_of(v: &[u8]) -> Result<AuditEntry, DbError> {
-    serde_json::from_slice(v).map_err(|e| corrupt("audit", e))
+    from_json("audit", v)
 }
 
 fn checkpoint_of(v: &[u8]) -> Result<AuditCheckpoint, DbError> {
-    serde_json::from_slice(v).map_err(|e| corrupt("audit checkpoint", e))
+    from_json("audit checkpoint", v)
 }
 
 impl<R: KvRead + ?Sized> AuditRows for R {

@@ -95,6 +95,11 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("stored types serialise")
 }
 
+/// A stored JSON row read back; `what` names it in the error when it does not read.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, v: &[u8]) -> Result<T, DbError> {
+    serde_json::from_slice(v).map_err(|e| corrupt(what, e))
+}
+
 pub use sync_core::plan::AuditEvent;
 
 pub use crate::accounts::MAX_DEVICES_PER_ACCOUNT;

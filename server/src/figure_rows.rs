@@ -11,7 +11,7 @@
 use indicators::{Counters, IndicatorId, Milestones, Period, Quarter, Targets};
 
 
-use crate::db::{corrupt, key, read_u64, to_json, DbError};
+use crate::db::{corrupt, from_json, key, read_u64, to_json, DbError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use crate::record_rows::KeyspaceWrites;
@@ -105,14 +105,10 @@ fn approval_key(unit: &str, period: &str) -> Vec<u8> {
     key("ap/", &[unit.as_bytes(), period.as_bytes()])
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &[u8]) -> Result<T, DbError> {
-    serde_json::from_slice(v).map_err(|e| corrupt(what, e))
-}
-
 impl<R: KvRead + ?Sized> FigureRows for R {
     fn counters(&self, at: &[(String, Quarter)]) -> Result<Vec<Option<Counters>>, DbError> {
         let keys: Vec<Vec<u8>> = at.iter().map(|(u, q)| counter_key(u, *q)).collect();
-        self.get_many(&keys)?.into_iter().map(|v| v.map(|v| parse("counters", &v)).transpose()).collect()
+        self.get_many(&keys)?.into_iter().map(|v| v.map(|v| from_json("counters", &v)).transpose()).collect()
     }
 
     fn counter_rows(&self) -> Result<Vec<CounterRow>, DbError> {
@@ -129,23 +125,23 @@ impl<R: KvRead + ?Sized> FigureRows for R {
             let text = String::from_utf8_lossy(&k[TARGETS.len()..]).to_string();
             let (unit, ind) = text.split_once('/').ok_or_else(|| corrupt("target", "bad key"))?;
             let ind: IndicatorId = ind.parse().map_err(|e| corrupt("target", e))?;
-            t.set(unit, ind, parse("target", &v)?);
+            t.set(unit, ind, from_json("target", &v)?);
         }
         Ok(t)
     }
 
     fn targets_of(&self, unit: &str) -> Result<Vec<(String, Milestones)>, DbError> {
         let prefix = key("t/", &[unit.as_bytes(), b""]);
-        self.range(&prefix, &prefix_end(&prefix), usize::MAX)?.into_iter().map(|(k, v)| Ok((String::from_utf8_lossy(&k[prefix.len()..]).to_string(), parse("target", &v)?))).collect()
+        self.range(&prefix, &prefix_end(&prefix), usize::MAX)?.into_iter().map(|(k, v)| Ok((String::from_utf8_lossy(&k[prefix.len()..]).to_string(), from_json("target", &v)?))).collect()
     }
 
     fn approvals(&self, at: &[(String, String)]) -> Result<Vec<Option<Approval>>, DbError> {
         let keys: Vec<Vec<u8>> = at.iter().map(|(u, p)| approval_key(u, p)).collect();
-        self.get_many(&keys)?.into_iter().map(|v| v.map(|v| parse("approval", &v)).transpose()).collect()
+        self.get_many(&keys)?.into_iter().map(|v| v.map(|v| from_json("approval", &v)).transpose()).collect()
     }
 
     fn all_approvals(&self) -> Result<Vec<Approval>, DbError> {
-        self.range(APPROVALS, &prefix_end(APPROVALS), usize::MAX)?.into_iter().map(|(_, v)| parse("approval", &v)).collect()
+        self.range(APPROVALS, &prefix_end(APPROVALS), usize::MAX)?.into_iter().map(|(_, v)| from_json("approval", &v)).collect()
     }
 
     fn drifts_mended(&self) -> Result<u64, DbError> {

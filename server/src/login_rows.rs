@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{corrupt, key, to_json, DbError};
+use crate::db::{from_json, key, to_json, DbError};
 use crate::record_rows::KeyspaceWrites;
 use crate::store::{prefix_end, KvRead};
 
@@ -90,12 +90,12 @@ fn family_key(family: &str) -> Vec<u8> {
 }
 
 fn refresh_of(v: &[u8]) -> Result<RefreshRecord, DbError> {
-    serde_json::from_slice(v).map_err(|e| corrupt("refresh token", e))
+    from_json("refresh token", v)
 }
 
 impl<R: KvRead + ?Sized> LoginRows for R {
     fn session(&self, hash: &str) -> Result<Option<StoredSession>, DbError> {
-        self.get(&session_key(hash))?.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("session", e))).transpose()
+        self.get(&session_key(hash))?.map(|v| from_json("session", &v)).transpose()
     }
 
     fn all_sessions(&self) -> Result<Vec<(String, Option<StoredSession>)>, DbError> {

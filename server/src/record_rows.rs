@@ -120,6 +120,13 @@ pub(crate) trait RecordRows {
         self.documents(std::slice::from_ref(id))?.pop().flatten().transpose()
     }
 
+    /// One record, metadata and document (two plain reads).
+    fn stored_record(&self, id: &RecordId) -> Result<Option<Stored>, DbError> {
+        let Some(meta) = self.meta(id)? else { return Ok(None) };
+        let doc = self.document(id)?.ok_or_else(|| corrupt("record", "metadata without its document"))?;
+        Ok(Some(Stored { meta, doc }))
+    }
+
     /// The metadata of several records; any damaged one is an error.
     fn metas_whole(&self, ids: &[RecordId]) -> Result<Vec<Option<RecordMeta>>, DbError> {
         self.metas(ids)?.into_iter().map(Option::transpose).collect()

@@ -21,7 +21,7 @@ use serde_json::Value;
 use sync_core::exchange::Exchange;
 use sync_core::plan::CommitPlan;
 use sync_core::pull::{page_entries, Answer, Cursor, Need, Page, PagePlanner, Step, WriteHeads, Written, PAGE_RECORDS};
-use sync_core::push::{reject, Context, Merged, Prepared, Stored, Verdict};
+use sync_core::push::{reject, Context, Merged, Prepared, Verdict};
 use sync_protocol::automerge::AutoCommit;
 use sync_protocol::doc;
 use sync_protocol::wire::{Hash, PushDoc, PushOutcome, PushResult, SyncRequest, SyncResponse, Uploaded};
@@ -202,10 +202,7 @@ impl Records<'_> {
     /// the owners of the new changes' actors looked up in between.
     fn prepare(&self, r: &dyn KvRead, ctx: Context<'_>, push: &PushDoc) -> Result<Verdict, DbError> {
         fault_point("prepare");
-        let stored = match r.meta(&push.id)? {
-            None => None,
-            Some(meta) => Some(Stored { meta, doc: r.document(&push.id)?.ok_or_else(|| corrupt("record", "metadata without its document"))? }),
-        };
+        let stored = r.stored_record(&push.id)?;
         match sync_core::push::merge(ctx, push, stored).map_err(core_corrupt)? {
             Ok(merged) => Self::decide(r, ctx, merged),
             Err(verdict) => Ok(verdict),

@@ -167,7 +167,7 @@ impl Review<'_> {
         let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs(), own_actor: None, relay_open: false, inflation: None };
         let mut writes = Vec::new();
         for (id, edit) in edits {
-            let stored = tx.stored(&[id])?.pop().flatten().ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
+            let stored = tx.stored_record(&id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;
             if !who.may_access_records_of(&tree, &stored.meta.commune) {
                 return Err(forbidden("that record is outside your scope"));
             }
