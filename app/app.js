@@ -310,8 +310,8 @@ async function sync() {
         continue;
       }
       const code = await errorCode(r);
-      // A replica of an older build could not read the records dictionary: again at once,
-      // without it (decided by the core).
+      // A replica of an older build could not read the records dictionary, or another replica
+      // does not hold the pushes' page context: again at once, without it (decided by the core).
       if (phone.unreadDictionary(r.status, code)) continue;
       phone.failed(now());
       // What a refusal means is decided by the core (the same rule as gesync-field's).

@@ -122,4 +122,9 @@ pub struct SyncState {
     /// it (`Session::unread_dictionary`), and the sync after starts without it.
     #[serde(default)]
     pub records_dict: bool,
+    /// The server's last answer said it reads pushes with their Automerge checksums left out
+    /// (`FRAME_CHECKSUMS`): the next sync's first request leaves them out too, and falls back
+    /// as for the dictionary.
+    #[serde(default)]
+    pub checksums: bool,
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use automerge::AutoCommit;
 use sync_protocol::wire::{
-    Framing, Hash, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
-    FLAG_HEADS_FROM_DOC, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
+    Framing, Hash, PageContext, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
+    FLAG_CHECKSUMS, FLAG_HEADS_FROM_DOC, FLAG_PAGE_CONTEXT, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
 };
 use sync_protocol::{doc, heads_from_wire, heads_to_wire, ErrorCode, RecordId};
 
@@ -165,6 +165,10 @@ struct InFlight {
     /// Bytes of changes and on the wire, up.
     up: (usize, usize),
     sent_at: f64,
+    /// The request's own tail, a page context once the answer says the server kept it.
+    tail: PageContext,
+    /// The request was compressed against the push context.
+    in_context: bool,
 }
 
 /// Page sizes that follow the link. After each exchange the bytes each way and the time taken
@@ -349,6 +353,15 @@ pub struct Session {
     /// A server refused a request made with the records dictionary: the rest of this sync
     /// goes without it ([`Session::unread_dictionary`]).
     without_dict: bool,
+    /// The tail of the last answer, which the server kept to compress the next one against
+    /// (`FLAG_PAGE_CONTEXT`, on a slow link): named in the next request. In memory only; a
+    /// server that no longer holds it answers cold.
+    page_context: Option<PageContext>,
+    /// The tail of the last request that the server kept (`FRAME_PUSH_CONTEXT`): the next
+    /// request with pushes is compressed against it, until a server refuses one for not
+    /// holding it (`pushes_in_context` false for the rest of the sync).
+    push_context: Option<PageContext>,
+    pushes_in_context: bool,
 }
 
 impl Session {
@@ -357,8 +370,8 @@ impl Session {
     pub fn new<S: LocalStore>(store: &S, options: &SyncOptions, now: f64) -> Result<Session, S::Error> {
         Ok(Session {
             framing: match (options.compress, store.sync_state().records_dict) {
-                (true, true) => Framing::ZSTD_DICT,
-                (true, false) => Framing::ZSTD,
+                (true, true) => Framing { checksums: store.sync_state().checksums, ..Framing::ZSTD_DICT },
+                (true, false) => Framing { checksums: store.sync_state().checksums, ..Framing::ZSTD },
                 (false, _) => Framing::PLAIN,
             },
             compress: options.compress,
@@ -369,6 +382,9 @@ impl Session {
             n: 0,
             in_flight: None,
             without_dict: false,
+            page_context: None,
+            push_context: None,
+            pushes_in_context: true,
         })
     }
 
@@ -421,8 +437,10 @@ impl Session {
                 | if !self.compress {
                     0
                 } else if self.pacer.slow_link() {
-                    FLAG_ZSTD | FLAG_RECORDS_DICT | FLAG_SLOW_LINK
+                    FLAG_ZSTD | FLAG_RECORDS_DICT | FLAG_CHECKSUMS | FLAG_SLOW_LINK | FLAG_PAGE_CONTEXT
                 } else {
+                    // The checksums left out save 4 bytes a record for SHA-256 work on both
+                    // sides: worth it on a slow link only.
                     FLAG_ZSTD | FLAG_RECORDS_DICT
                 },
             count: self.round.to_receive.is_none(),
@@ -430,10 +448,17 @@ impl Session {
             push_part,
             actor: store.actor().to_bytes().to_vec(),
         };
-        let body = request.encode_as(self.framing);
+        // The page context held is named with the records dictionary only (the server compresses
+        // against it only then).
+        let context = self.page_context.as_ref().filter(|_| self.framing.dict).map(|c| c.id);
+        // Pushes go against the last request's pushes, when the server kept them.
+        let pushes = !request.push.is_empty() || request.push_part.is_some();
+        let against = self.push_context.as_ref().filter(|_| pushes && self.pushes_in_context && self.framing.dict);
+        let (body, tail) = request.encode_paged(Framing { context, ..self.framing }, against);
         self.report.requests += 1;
         self.report.bytes_up += body.len() as u64;
-        self.in_flight = Some(InFlight { pushed, server_heads, want_full, up: (push_bytes, body.len()), sent_at: now });
+        let (up, in_context) = ((push_bytes, body.len()), against.is_some());
+        self.in_flight = Some(InFlight { pushed, server_heads, want_full, up, sent_at: now, tail, in_context });
         Ok(Step::Send(body))
     }
 
@@ -463,19 +488,32 @@ impl Session {
         true
     }
 
-    /// Whether the server's refusal of the exchange in flight is of the records dictionary: the
+    /// Whether the server's refusal of the exchange in flight is of the records dictionary (or
+    /// of pushes with their checksums left out, which servers that read it say alike): the
     /// request was made with it and the server could not read it (400 `bad_sync_message`), as
-    /// a replica of a build before the dictionary answers when a newer one behind the same
-    /// load balancer told the phone it has it. Then what it carried goes again, in pages of the
-    /// same size (the link did not fail), and the rest of this sync goes without the
-    /// dictionary: the driver sends the next request at once, without calling
-    /// [`Session::failed`]. Once a sync; any other refusal is the driver's, by [`Refusal`].
+    /// a replica of a build before it answers when a newer one behind the same load balancer
+    /// told the phone it has it. Then what it carried goes again, in pages of the same size
+    /// (the link did not fail), and the rest of this sync goes without either: the driver
+    /// sends the next request at once, without calling [`Session::failed`]. Once a sync; any
+    /// other refusal is the driver's, by [`Refusal`]. Likewise a request compressed against
+    /// a push context that the server answering does not hold (400 `unknown_page_context`: its
+    /// replica did not keep it): it goes again at once without, as do the rest of this sync's.
     pub fn unread_dictionary(&mut self, status: u16, code: &str) -> bool {
-        // Once a sync: after it, `framing.dict` stays false (`answered`).
-        let unread = status == 400 && code == ErrorCode::BadSyncMessage.as_str() && self.framing.dict && self.again();
+        // A request made against a push context this server does not hold (another replica kept
+        // it): it goes again at once without, and so does the rest of this sync.
+        if status == 400 && code == ErrorCode::UnknownPageContext.as_str() && self.in_flight.as_ref().is_some_and(|f| f.in_context) && self.again() {
+            self.pushes_in_context = false;
+            self.push_context = None;
+            return true;
+        }
+        // Once a sync: after it, `framing.dict` and `framing.checksums` stay false (`answered`).
+        let newer = self.framing.dict || self.framing.checksums;
+        let unread = status == 400 && code == ErrorCode::BadSyncMessage.as_str() && newer && self.again();
         if unread {
             self.without_dict = true;
             self.framing.dict = false;
+            self.framing.checksums = false;
+            self.page_context = None;
         }
         unread
     }
@@ -484,10 +522,17 @@ impl Session {
     /// [`LocalStore::barrier`]) the cursor.
     pub fn answered<S: LocalStore>(&mut self, store: &mut S, body: &[u8], now: f64) -> Result<SyncProgress, S::Error> {
         let f = self.in_flight.take().ok_or_else(|| CoreError::Protocol("an answer with no request in flight".into()))?;
-        let (response, framing) = SyncResponse::decode_framed(body).map_err(|e| CoreError::Protocol(e.to_string()))?;
+        let (response, framing, kept) = SyncResponse::decode_paged(body, self.page_context.as_ref()).map_err(|e| CoreError::Protocol(e.to_string()))?;
+        // The next request names the context this answer left, if the server kept one, and
+        // pushes against its own tail, if the server kept that.
+        self.page_context = kept;
+        if let Some(id) = framing.push_context {
+            self.push_context = Some(f.tail.kept_as(id));
+        }
         // Each answer says whether the server has the records dictionary: the next requests use
         // it, and the next sync's first too (`SyncState::records_dict`).
         self.framing.dict = self.compress && !self.without_dict && framing.dict;
+        self.framing.checksums = self.compress && !self.without_dict && framing.checksums;
         self.n += 1;
         self.report.bytes_down += body.len() as u64;
         let down_bytes = response.pull.iter().map(|p| p.changes.len()).sum::<usize>() + response.part.as_ref().map_or(0, |p| p.bytes.len());
@@ -698,6 +743,7 @@ impl Session {
             state.link_rate = Some(rate.min(f64::from(u32::MAX)) as u32);
         }
         state.records_dict = self.framing.dict;
+        state.checksums = self.framing.checksums;
         // Pulled records and verdicts reach the disk before the cursor moves past them.
         store.barrier()?;
         state.cursor = response.cursor;

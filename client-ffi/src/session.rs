@@ -205,8 +205,9 @@ impl Phone {
                     _ => false,
                 };
                 if dictionary {
-                    // An older replica could not read the records dictionary: the next step
-                    // sends the request again at once without it.
+                    // An older replica could not read the records dictionary, or another
+                    // replica does not hold the pushes' page context: the next step sends the
+                    // request again at once without it.
                     return Ok(progress(client, r));
                 }
                 match refused.refusal() {

@@ -58,8 +58,9 @@ impl Client {
                 Step::Send(body) => body,
             };
             match self.call_sync(&*transport, &mut session, body).await {
-                // An older replica could not read the records dictionary: again at once
-                // without it (`Session::unread_dictionary`).
+                // An older replica could not read the records dictionary, or another replica
+                // does not hold the pushes' page context: again at once without it
+                // (`Session::unread_dictionary`).
                 Ok(None) => {}
                 Ok(Some(answer)) => {
                     failures = 0;

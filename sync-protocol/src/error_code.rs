@@ -45,6 +45,9 @@ codes! {
     BadQuery = "bad_query",
     /// A sync message that does not decode (or a version this server does not speak).
     BadSyncMessage = "bad_sync_message",
+    /// A sync request compressed against a page context this server does not hold (another
+    /// replica kept it, or it was dropped): send it again without (`FRAME_PUSH_CONTEXT`).
+    UnknownPageContext = "unknown_page_context",
     /// No valid credentials.
     Unauthorized = "unauthorized",
     /// The access token expired: refresh it.

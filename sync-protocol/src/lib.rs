@@ -4,7 +4,8 @@
 //! - [`schema`]: the three record kinds of `domain.md` as a table, and the validator that turns
 //!   every mistake into a precise, path-qualified error;
 //! - [`doc`]: the mapping between a record and its Automerge document, the JSON view, conflicts;
-//! - [`wire`]: the versioned binary messages of `POST /api/v1/sync`;
+//! - [`wire`]: the versioned binary messages of `POST /api/v1/sync`, and [`checksums`], the
+//!   Automerge checksums a page leaves out;
 //! - [`record`]: a record's typed view, parsed once, for the figures and review;
 //! - [`ErrorCode`]: the stable error codes of the HTTP API's answers.
 //!
@@ -12,6 +13,7 @@
 //! logic over values, so both sides (and tests) use it without a network or a disk.
 #![forbid(unsafe_code)]
 
+pub mod checksums;
 pub mod doc;
 mod error_code;
 pub mod inflate;

@@ -609,3 +609,34 @@ pub async fn login_phone(c: &mut client_sdk::Client, url: &str, user: &str) {
     }
     panic!("login of {user} never went through");
 }
+
+/// A transport in front of the real server's that may change, or refuse, each sync request on
+/// its way (a load balancer over replicas of another build, or over replicas that do not hold
+/// what another kept): `rewrite` is given the request's body and its number (from 0), and says
+/// what goes on, or the refusal the phone gets. Logins and refreshes go through as they are.
+pub struct Rewriting<F> {
+    pub inner: client_sdk::HttpTransport,
+    pub rewrite: F,
+    requests: std::sync::atomic::AtomicUsize,
+}
+
+impl<F: Fn(usize, Vec<u8>) -> Result<Vec<u8>, client_sdk::TransportError> + Send + Sync> Rewriting<F> {
+    pub fn new(url: &str, rewrite: F) -> Rewriting<F> {
+        let inner = client_sdk::HttpTransport::new(url, None, &client_sdk::HttpConfig::default()).unwrap();
+        Rewriting { inner, rewrite, requests: Default::default() }
+    }
+}
+
+impl<F: Fn(usize, Vec<u8>) -> Result<Vec<u8>, client_sdk::TransportError> + Send + Sync> client_sdk::Transport for Rewriting<F> {
+    fn login<'a>(&'a self, req: &'a client_sdk::LoginRequest) -> client_sdk::BoxFuture<'a, Result<client_sdk::Tokens, client_sdk::TransportError>> {
+        self.inner.login(req)
+    }
+    fn refresh<'a>(&'a self, refresh_token: &'a str) -> client_sdk::BoxFuture<'a, Result<client_sdk::Tokens, client_sdk::TransportError>> {
+        self.inner.refresh(refresh_token)
+    }
+    fn sync<'a>(&'a self, access_token: &'a str, body: Vec<u8>) -> client_sdk::BoxFuture<'a, Result<Vec<u8>, client_sdk::TransportError>> {
+        let n = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = (self.rewrite)(n, body);
+        Box::pin(async move { self.inner.sync(access_token, body?).await })
+    }
+}

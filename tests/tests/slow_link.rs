@@ -277,3 +277,69 @@ async fn slow_clients_from_one_address_cannot_hold_every_connection() {
     assert!(open.is_empty(), "{} trickling heads still held after {:?}", open.len(), trickling.elapsed());
     server.stop().await;
 }
+
+/// A load balancer in front of "two replicas" on the field's link: every other request goes to
+/// one that does not hold this phone's page contexts (`FLAG_PAGE_CONTEXT`), as another replica
+/// would not. The ids the request names are changed to ids the server never kept. Counts the
+/// ids changed, and of those the push contexts (the requests the server then refuses).
+fn other_replica(url: &str) -> (std::sync::Arc<impl client_sdk::Transport>, std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>) {
+    use std::sync::atomic::Ordering;
+    use sync_protocol::wire::{FRAME_CONTEXT, FRAME_PUSH_CONTEXT};
+    let renamed = std::sync::Arc::new([std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)]);
+    let counted = renamed.clone();
+    let lb = tests::Rewriting::new(url, move |n, mut body| {
+        if n % 2 == 1 {
+            // A request's ids follow its flags byte: the answer context it holds, then the push
+            // context it was compressed against.
+            let flags = body[5];
+            let mut at = 6;
+            for bit in [FRAME_CONTEXT, FRAME_PUSH_CONTEXT] {
+                if flags & bit != 0 {
+                    body[at..at + 8].iter_mut().for_each(|b| *b ^= 0xa5);
+                    at += 8;
+                    counted[0].fetch_add(1, Ordering::Relaxed);
+                    if bit == FRAME_PUSH_CONTEXT {
+                        counted[1].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(body)
+    });
+    (std::sync::Arc::new(lb), renamed)
+}
+
+/// Over 2G, pages go against the page before (and pushes against the pushes before), and a
+/// replica that does not hold the context costs bytes, never a record: an answer it makes
+/// cold, a push it refuses (400 `unknown_page_context`) goes again at once without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_go_against_the_page_before_and_a_replica_without_it_loses_nothing() {
+    let seed = tests::seed_from_env("page_contexts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_fresh(&dir.path().join("s"), 0).await;
+    let mut expected = fill_commune(&server.url(), dir.path(), 150, seed).await;
+    let link = Link { down: 8_000.0, up: 4_000.0, connect_delay: Duration::from_millis(100), cut_every: None };
+    let slow = tests::slowlink::SlowLink::start(server.addr, link).await;
+    let (lb, renamed) = other_replica(&slow.url());
+    let mut phone = Client::open(dir.path().join("phone"), FixedKey(StoreKey::random())).unwrap().with_transport(lb);
+    phone.login(&slow.url(), "officer1", PASSWORD, None).await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..40 {
+        expected.insert(phone.create(RecordKind::GbvCase, &tests::field::field_case(&mut rng, i)).unwrap().to_string());
+    }
+    // Small pages, so that both ways take several.
+    let options = SyncOptions { first_pull_page: 16 * 1024, first_push_page: 8 * 1024, page_seconds: 0.5, ..SyncOptions::default() };
+    let report = phone.sync_with(&options, |_| {}).await.unwrap();
+    assert_eq!((report.pushed, report.pulled, report.rejected), (40, 150, 0), "{report:?}");
+    check_exact(&server.url(), &phone, &expected).await.unwrap();
+    let metrics = Api::login(&server.url(), "admin").await.get_text("/metrics").await;
+    let counter = |name: &str| -> u64 { metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap() };
+    let (hits, misses) = (counter("gesync_sync_page_context_hits_total"), counter("gesync_sync_page_context_misses_total"));
+    eprintln!("{report:?}; page contexts: {hits} used, {misses} not held; {} ids renamed (seed {seed})", renamed[0].load(std::sync::atomic::Ordering::Relaxed));
+    assert!(hits >= 2, "pages went against the page before ({hits})");
+    assert!(misses >= 1 && renamed[0].load(std::sync::atomic::Ordering::Relaxed) >= 1, "the other replica held none ({misses})");
+    // A push made against a context the server did not hold was refused, and went again.
+    assert_eq!(renamed[1].load(std::sync::atomic::Ordering::Relaxed), 1, "once a sync: then pushes go without");
+    assert!(report.retries >= 1, "{report:?}");
+    server.stop().await;
+}

@@ -266,36 +266,25 @@ async fn simulate(mut server: Running, dir: &Path, name: &str) {
 /// A load balancer in front of two replicas while they are replaced one by one: every other
 /// request goes to a replica of a build before the records dictionary. That replica refuses a
 /// request made with the dictionary (400 `bad_sync_message`, as such a build does) and does
-/// not know the flags that ask for the dictionary or for its time.
-struct MixedReplicas {
-    newer: client_sdk::HttpTransport,
-    requests: std::sync::atomic::AtomicUsize,
-    refused: std::sync::atomic::AtomicUsize,
-}
-
-impl client_sdk::Transport for MixedReplicas {
-    fn login<'a>(&'a self, req: &'a client_sdk::LoginRequest) -> client_sdk::BoxFuture<'a, Result<client_sdk::Tokens, client_sdk::TransportError>> {
-        self.newer.login(req)
-    }
-    fn refresh<'a>(&'a self, refresh_token: &'a str) -> client_sdk::BoxFuture<'a, Result<client_sdk::Tokens, client_sdk::TransportError>> {
-        self.newer.refresh(refresh_token)
-    }
-    fn sync<'a>(&'a self, access_token: &'a str, body: Vec<u8>) -> client_sdk::BoxFuture<'a, Result<Vec<u8>, client_sdk::TransportError>> {
-        use std::sync::atomic::Ordering;
-        use sync_protocol::wire::{SyncRequest, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FRAME_RECORDS_DICT};
-        Box::pin(async move {
-            if self.requests.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
-                return self.newer.sync(access_token, body).await;
-            }
-            if body[5] & FRAME_RECORDS_DICT != 0 {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(client_sdk::TransportError::status(400, "bad_sync_message", "malformed sync message: unknown flags 0x03"));
-            }
-            let (mut req, framing) = SyncRequest::decode_framed(&body).unwrap();
-            req.accept &= !(FLAG_RECORDS_DICT | FLAG_SERVER_TIME);
-            self.newer.sync(access_token, req.encode_as(framing)).await
-        })
-    }
+/// not know the flags that ask for the dictionary or for its time. Counts its refusals.
+fn mixed_replicas(url: &str) -> (std::sync::Arc<impl client_sdk::Transport>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use sync_protocol::wire::{SyncRequest, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FRAME_RECORDS_DICT};
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = refused.clone();
+    let lb = tests::Rewriting::new(url, move |n, body| {
+        if n % 2 == 0 {
+            return Ok(body);
+        }
+        if body[5] & FRAME_RECORDS_DICT != 0 {
+            counted.fetch_add(1, Ordering::Relaxed);
+            return Err(client_sdk::TransportError::status(400, "bad_sync_message", "malformed sync message: unknown flags 0x03"));
+        }
+        let (mut req, framing) = SyncRequest::decode_framed(&body).unwrap();
+        req.accept &= !(FLAG_RECORDS_DICT | FLAG_SERVER_TIME);
+        Ok(req.encode_as(framing))
+    });
+    (std::sync::Arc::new(lb), refused)
 }
 
 /// Phones behind replicas of two builds: a request made with the records dictionary that the
@@ -306,17 +295,10 @@ async fn phones_sync_through_replicas_of_two_builds_one_without_the_dictionary()
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_fresh(&dir.path().join("server"), 0).await;
     let url = server.url();
-    let mixed = || {
-        std::sync::Arc::new(MixedReplicas {
-            newer: client_sdk::HttpTransport::new(&url, None, &client_sdk::HttpConfig::default()).unwrap(),
-            requests: Default::default(),
-            refused: Default::default(),
-        })
-    };
     let options = client_sdk::SyncOptions { first_push_page: 4096, first_pull_page: 4096, ..Default::default() };
-    let (lb_a, lb_b) = (mixed(), mixed());
-    let mut a = phone(&dir.path().join("a")).with_transport(lb_a.clone());
-    let mut b = phone(&dir.path().join("b")).with_transport(lb_b.clone());
+    let ((lb_a, refused_a), (lb_b, refused_b)) = (mixed_replicas(&url), mixed_replicas(&url));
+    let mut a = phone(&dir.path().join("a")).with_transport(lb_a);
+    let mut b = phone(&dir.path().join("b")).with_transport(lb_b);
     login(&mut a, &url, "officer1").await;
     login(&mut b, &url, "officer1b").await;
     let mut rng = StdRng::seed_from_u64(7);
@@ -325,10 +307,10 @@ async fn phones_sync_through_replicas_of_two_builds_one_without_the_dictionary()
     }
     let r = a.sync_with(&options, |_| {}).await.expect("the push goes on without the dictionary");
     assert_eq!((r.pushed, r.rejected), (40, 0));
-    assert_eq!(lb_a.refused.load(std::sync::atomic::Ordering::Relaxed), 1, "refused once, then without it");
+    assert_eq!(refused_a.load(std::sync::atomic::Ordering::Relaxed), 1, "refused once, then without it");
     let r = b.sync_with(&options, |_| {}).await.expect("the first sync goes on without the dictionary");
     assert_eq!(r.pulled, 40);
-    assert_eq!(lb_b.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(refused_b.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(phone_views(&a), phone_views(&b));
     assert_eq!(phone_views(&b), server_views(&url, "district", "04701").await);
     server.stop().await;

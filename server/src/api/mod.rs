@@ -27,6 +27,7 @@ mod auth;
 mod figures;
 mod ops;
 mod org_units;
+mod page_contexts;
 mod records;
 mod review;
 mod sync;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpAddr>,
     /// Sync requests in flight per user (see [`SyncSlot`]).
     pub syncs_in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The page contexts kept for phones on a slow link (see [`page_contexts`]).
+    pub page_contexts: page_contexts::PageContexts,
     /// The bearer token a monitoring system presents at `/metrics` (`GESYNC_METRICS_TOKEN`);
     /// without one, only an admin's access token reads it.
     pub metrics_token: Option<String>,
@@ -99,6 +102,10 @@ pub struct Metrics {
     pub sync_requests: AtomicU64,
     /// Sync requests from phones that measured their link as slow (`FLAG_SLOW_LINK`).
     pub sync_slow_link_requests: AtomicU64,
+    /// Answers compressed against the page context their request named, and requests that
+    /// named one this process no longer holds (dropped, or kept by another replica).
+    pub sync_page_context_hits: AtomicU64,
+    pub sync_page_context_misses: AtomicU64,
     pub sync_bytes_in: AtomicU64,
     pub sync_bytes_out: AtomicU64,
     pub records_accepted: AtomicU64,
@@ -139,6 +146,7 @@ impl AppState {
             limits,
             trusted_proxies,
             syncs_in_flight: Default::default(),
+            page_contexts: Default::default(),
             metrics_token: metrics_token.filter(|t| !t.is_empty()),
             audit_witness,
             store_check: std::sync::Mutex::new(None),

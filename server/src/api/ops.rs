@@ -112,6 +112,8 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
     let body = format!(
         "# TYPE gesync_sync_requests_total counter\ngesync_sync_requests_total {}\n\
          # TYPE gesync_sync_slow_link_requests_total counter\ngesync_sync_slow_link_requests_total {}\n\
+         # TYPE gesync_sync_page_context_hits_total counter\ngesync_sync_page_context_hits_total {}\n\
+         # TYPE gesync_sync_page_context_misses_total counter\ngesync_sync_page_context_misses_total {}\n\
          # TYPE gesync_sync_bytes_in_total counter\ngesync_sync_bytes_in_total {}\n\
          # TYPE gesync_sync_bytes_out_total counter\ngesync_sync_bytes_out_total {}\n\
          # TYPE gesync_records_accepted_total counter\ngesync_records_accepted_total {}\n\
@@ -125,6 +127,8 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
          # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n",
         g(&m.sync_requests),
         g(&m.sync_slow_link_requests),
+        g(&m.sync_page_context_hits),
+        g(&m.sync_page_context_misses),
         g(&m.sync_bytes_in),
         g(&m.sync_bytes_out),
         g(&m.records_accepted),

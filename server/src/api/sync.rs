@@ -10,7 +10,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sync_protocol::wire::{SyncRequest, CONTENT_TYPE, MAX_MESSAGE_BYTES};
+use sync_protocol::wire::{Framing, SyncRequest, WireError, CONTENT_TYPE, MAX_MESSAGE_BYTES};
 use sync_protocol::ErrorCode;
 
 use crate::error::{AppError, AppResult};
@@ -81,7 +81,19 @@ pub(super) async fn sync(
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, format!("sync bodies are at most {MAX_MESSAGE_BYTES} bytes")));
     }
-    let (mut req, framing) = SyncRequest::decode_framed(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e.to_string()))?;
+    // A request made against a page context is read with this device's, if this process
+    // holds it.
+    let held = |id| state.page_contexts.get(id, &p);
+    let (mut req, framing, tail) = SyncRequest::decode_paged(&body, &held).map_err(|e| match e {
+        WireError::UnknownContext => {
+            state.metrics.sync_page_context_misses.fetch_add(1, Ordering::Relaxed);
+            AppError::new(StatusCode::BAD_REQUEST, ErrorCode::UnknownPageContext, e.to_string())
+        }
+        e => AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e.to_string()),
+    })?;
+    if framing.push_context.is_some() {
+        state.metrics.sync_page_context_hits.fetch_add(1, Ordering::Relaxed);
+    }
     crate::records::check_request(&req).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::BadSyncMessage, e))?;
     // The answer goes in the phone's own protocol version, compressed if it reads zstd.
     let answer = framing.answer(&req);
@@ -92,6 +104,7 @@ pub(super) async fn sync(
     }
     m.sync_bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
     let db = state.db.clone();
+    let shared = state.clone();
     // Work a client no longer waits for stops between records (the slot is freed with it).
     let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _abandon_on_drop = SetOnDrop(abandoned.clone());
@@ -108,7 +121,26 @@ pub(super) async fn sync(
         }
         // Compressing is CPU work: off the async threads too. Harder for a phone on a slow link,
         // unless every core already has a sync to answer: then the CPU, not the link, is short.
-        let bytes = resp.encode_for(answer.timed(&req, started.elapsed().as_secs_f64()), req.accept);
+        let answer = answer.timed(&req, started.elapsed().as_secs_f64());
+        let bytes = if answer.pages_in_context(&req) {
+            // Against the page before, when this process kept it; kept for the next page.
+            let contexts = &shared.page_contexts;
+            let against = framing.context.and_then(|id| contexts.get(id, &p));
+            if framing.context.is_some() {
+                let counter = if against.is_some() { &shared.metrics.sync_page_context_hits } else { &shared.metrics.sync_page_context_misses };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            // The request's pushes, kept for its next page of pushes.
+            let pushed = !req.push.is_empty() || req.push_part.is_some();
+            let answer = Framing { kept: resp.more.then(|| contexts.new_id()), push_context: pushed.then(|| contexts.new_id()), ..answer };
+            let (bytes, kept) = resp.encode_paged(answer, req.accept, against.as_deref());
+            for kept in kept.into_iter().chain(answer.push_context.map(|id| tail.kept_as(id))) {
+                contexts.keep(&p, kept);
+            }
+            bytes
+        } else {
+            resp.encode_for(answer, req.accept)
+        };
         drop(working);
         Ok((resp, bytes))
     })
