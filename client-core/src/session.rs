@@ -165,8 +165,9 @@ struct InFlight {
     /// Bytes of changes and on the wire, up.
     up: (usize, usize),
     sent_at: f64,
-    /// The request's own tail, a page context once the answer says the server kept it.
-    tail: PageContext,
+    /// The request's own tail (when it asked for page contexts), a page context once the
+    /// answer says the server kept it.
+    tail: Option<PageContext>,
     /// The request was compressed against the push context.
     in_context: bool,
 }
@@ -526,8 +527,8 @@ impl Session {
         // The next request names the context this answer left, if the server kept one, and
         // pushes against its own tail, if the server kept that.
         self.page_context = kept;
-        if let Some(id) = framing.push_context {
-            self.push_context = Some(f.tail.kept_as(id));
+        if let (Some(id), Some(tail)) = (framing.push_context, f.tail) {
+            self.push_context = Some(tail.kept_as(id));
         }
         // Each answer says whether the server has the records dictionary: the next requests use
         // it, and the next sync's first too (`SyncState::records_dict`).

@@ -100,10 +100,9 @@ pub const FRAME_SERVER_TIME: u8 = 4;
 /// zstd compresses each page on its own, so every page of a first sync starts cold: it pays
 /// again for what the pages before it already carried (the commune's actors, its officers'
 /// words, the notes' vocabulary). Compressed against the page before it, a page costs what it
-/// adds. Measured on `bench-2g`'s 1,200 varied case records as changes with their ids
-/// (2026-12-04), in pages of 50 at level 15 with the records dictionary: 145,498 B cold,
-/// 114,178 B each against the last 128 KiB of the page before (-22%), 112,804 B against all
-/// pages before (one piece: 115,933 B).
+/// adds. `bench-2g` (seed 42, 2026-12-04), with [`FLAG_CHECKSUMS`] and level 19 besides: a
+/// first sync of 1,200 varied case records went from 144,800 B to 121,600 B, a push of 150
+/// from 21,094 B to 17,886 B (the README's "Page contexts and checksums left out").
 pub const FLAG_PAGE_CONTEXT: u8 = 32;
 /// Flags byte of an answer: the server keeps the tail of this answer's message
 /// ([`PageContext`]) under an id, the 8 bytes (little-endian) that follow the flags byte (and
@@ -139,9 +138,11 @@ pub const FRAME_CHECKSUMS: u8 = 32;
 /// that no longer holds it refuses the request (400 `unknown_page_context`), and the phone
 /// sends it again without.
 pub const FRAME_PUSH_CONTEXT: u8 = 64;
-/// How much of an answer's message a [`PageContext`] keeps: its last bytes, where a page's
-/// most recent records are. Measured as for [`FLAG_PAGE_CONTEXT`]: the last 32 KiB took a
-/// page of 50 to 123,284 B, 128 KiB to 114,178 B, 1 MiB to 112,804 B.
+/// How much of the messages so far a [`PageContext`] keeps: their last bytes, where the most
+/// recent records are. `bench-2g`'s records (made in one second), in pages of 50 at level 15:
+/// each page cold 145,498 B; against the last 32 KiB 123,284 B, 128 KiB 114,178 B, 1 MiB
+/// 112,804 B. With the field clock, at level 19: 128 KiB 114,520 B, 512 KiB 111,949 B; in
+/// `bench-2g`, 256 KiB against 512 KiB cost 0.3% (2026-12-04).
 pub const PAGE_CONTEXT_BYTES: usize = 256 * 1024;
 
 /// The tail of an answer's message that a server kept and its phone holds
@@ -220,8 +221,9 @@ const ZSTD_LEVEL: i32 = 3;
 /// to about 340 records (2026-12-04), with every page at one level: 9 165,375 B, 12 154,709 B,
 /// 15 148,092 B, 19 140,982 B. At 8 KB/s, level 15's 17 KB fewer than 9 are 2 s of a
 /// phone's link. Against the page before ([`FLAG_PAGE_CONTEXT`]), in pages of 300 with the
-/// checksums left out: 15 117,053 B, **17 114,520 B**, 19 114,520 B, for 258, 331 and 350 ms
-/// of CPU (offline, 2026-12-04).
+/// checksums left out: 15 117,053 B, 17 114,520 B, 19 114,520 B, for 258, 331 and 350 ms of
+/// CPU (offline, 2026-12-04); with 512 KiB of context, 17 113,460 B, **19 111,949 B** (+16%
+/// CPU). `bench-2g`'s first sync: 17 122,510 B, 19 121,370 B.
 const SLOW_LINK_ZSTD_LEVEL: i32 = 19;
 /// zstd level on a slow link for a smaller message.
 const SLOW_LINK_SMALL_ZSTD_LEVEL: i32 = 9;
@@ -774,9 +776,10 @@ impl SyncRequest {
 
     /// [`SyncRequest::encode_as`], compressed against the page context `against` (the tail of
     /// an earlier request that the server said it kept) when given and the framing has the
-    /// records dictionary; with this request's own tail, which becomes a context once an answer
-    /// says the server kept it (its id is set then).
-    pub fn encode_paged(&self, framing: Framing, against: Option<&PageContext>) -> (Vec<u8>, PageContext) {
+    /// records dictionary; with this request's own tail when it asks for page contexts on a
+    /// slow link, which becomes a context once an answer says the server kept it (its id is set
+    /// then).
+    pub fn encode_paged(&self, framing: Framing, against: Option<&PageContext>) -> (Vec<u8>, Option<PageContext>) {
         let against = against.filter(|_| framing.zstd && framing.dict);
         let framing = Framing { push_context: against.map(|c| c.id), ..framing };
         let payload = match framing.version {
@@ -797,7 +800,7 @@ impl SyncRequest {
         // A phone on a slow link compresses its own pushes harder too.
         let (bytes, packed) = frame(framing, |_| zstd_level(self.accept, usize::MAX), &payload, against);
         // The reader reads a message sent plain against nothing.
-        (bytes, PageContext::after(against.filter(|_| packed), 0, &payload))
+        (bytes, self.keeps_context().then(|| PageContext::after(against.filter(|_| packed), 0, &payload)))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
@@ -811,10 +814,10 @@ impl SyncRequest {
     }
 
     /// [`SyncRequest::decode_framed`], reading a request made against a page context with the
-    /// one `held` gives for its id; with the request's tail, to keep as a context.
-    pub fn decode_paged(bytes: &[u8], held: &dyn Fn(u64) -> Option<std::sync::Arc<PageContext>>) -> Result<(Self, Framing, PageContext), WireError> {
+    /// one `held` gives for its id; with the request's tail, to keep as a context, when it asks
+    /// for page contexts on a slow link.
+    pub fn decode_paged(bytes: &[u8], held: &dyn Fn(u64) -> Option<std::sync::Arc<PageContext>>) -> Result<(Self, Framing, Option<PageContext>), WireError> {
         let (framing, payload, against) = unframe(bytes, Reading::Request(held))?;
-        let tail = PageContext::after(against.as_deref(), 0, &payload);
         let mut msg = match framing.version {
             1 => {
                 let r: v1::Request = from_postcard(&payload)?;
@@ -829,7 +832,13 @@ impl SyncRequest {
         if framing.checksums {
             msg.push.iter_mut().for_each(|p| crate::checksums::restore(&mut p.changes));
         }
+        let tail = msg.keeps_context().then(|| PageContext::after(against.as_deref(), 0, &payload));
         Ok((msg, framing, tail))
+    }
+
+    /// Whether this request's tail may become a page context: it asks for them, on a slow link.
+    fn keeps_context(&self) -> bool {
+        self.accept & (FLAG_PAGE_CONTEXT | FLAG_SLOW_LINK) == FLAG_PAGE_CONTEXT | FLAG_SLOW_LINK
     }
 }
 

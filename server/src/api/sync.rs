@@ -131,10 +131,10 @@ pub(super) async fn sync(
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             // The request's pushes, kept for its next page of pushes.
-            let pushed = !req.push.is_empty() || req.push_part.is_some();
+            let pushed = (!req.push.is_empty() || req.push_part.is_some()) && tail.is_some();
             let answer = Framing { kept: resp.more.then(|| contexts.new_id()), push_context: pushed.then(|| contexts.new_id()), ..answer };
             let (bytes, kept) = resp.encode_paged(answer, req.accept, against.as_deref());
-            for kept in kept.into_iter().chain(answer.push_context.map(|id| tail.kept_as(id))) {
+            for kept in kept.into_iter().chain(answer.push_context.and_then(|id| Some(tail?.kept_as(id)))) {
                 contexts.keep(&p, kept);
             }
             bytes
