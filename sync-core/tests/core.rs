@@ -628,6 +628,40 @@ fn a_phone_uses_the_records_dictionary_once_the_server_showed_it_has_it() {
     }
 }
 
+/// On a slow link a phone asks for answers with the Automerge checksums left out, leaves them
+/// out of its own pushes once an answer showed the server reads that, and the records arrive
+/// whole both ways; a replica of a build before it refuses such a request, which goes again at
+/// once with the checksums, as for the dictionary.
+#[test]
+fn on_a_slow_link_checksums_are_left_out_once_the_server_said_it_reads_them() {
+    use support::Phone;
+    use sync_protocol::wire::FLAG_CHECKSUMS;
+    let tree = tree();
+    for older in [std::collections::BTreeSet::new(), [4].into()] {
+        let mut server = MemServer::default();
+        let mut phone = Phone::new(officer("an", "04701", "an-1"), ActorId::random(), 8 * 1024);
+        // Pages of 8 KB in 2 s: the phone measures its link under 32 KB/s from the first answer.
+        phone.secs_per_exchange = 2.0;
+        phone.older_replica = older.clone();
+        phone.put_news_hard_to_compress(200, 6);
+        let exchanges = phone.sync(&mut server, &tree);
+        assert!(exchanges >= 4, "pages of 8 KB: several exchanges ({exchanges})");
+        let asked: Vec<bool> = phone.requests.iter().map(|(_, accept)| accept & FLAG_CHECKSUMS != 0).collect();
+        let left_out: Vec<bool> = phone.requests.iter().map(|(framing, _)| framing.checksums).collect();
+        assert!(!asked[0] && asked[1..].iter().all(|a| *a), "asked for once the link measured slow: {asked:?}");
+        assert_eq!(left_out[..4], [false, false, true, true], "from the request after the first answer that said it");
+        if older.is_empty() {
+            assert!(left_out[2..].iter().all(|l| *l), "{left_out:?}");
+        } else {
+            assert_eq!(phone.refused, 1, "the fourth request, to the older replica");
+            assert!(left_out.len() > 4 && left_out[4..].iter().all(|l| !l), "the rest of the sync goes with them: {left_out:?}");
+        }
+        assert_eq!(phone.report.as_ref().unwrap().pushed, 200);
+        assert_eq!(phone.store.pending(), 0);
+        assert_eq!(server.records.len(), 200, "every push restored and stored");
+    }
+}
+
 /// Behind one load balancer, a replica of a build before the records dictionary refuses a
 /// request made with it, which a newer replica's answer led the phone to send. The phone tries
 /// again at once without it, goes on without it for the rest of the sync, and loses nothing;

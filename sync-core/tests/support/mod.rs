@@ -331,7 +331,7 @@ impl Phone {
                 req.accept |= sync_protocol::wire::FLAG_SLOW_LINK;
             }
             let older = self.older_replica.contains(&exchanges);
-            if older && framing.dict {
+            if older && (framing.dict || framing.checksums) {
                 self.refused += 1;
                 self.clock += self.secs_per_exchange;
                 let unread = session.unread_dictionary(400, "bad_sync_message");
@@ -342,7 +342,7 @@ impl Phone {
             self.echoed += resp.pull.iter().filter(|d| req.push.iter().any(|p| p.id == d.id)).count();
             let mut answer_framing = framing.answer(&req).timed(&req, self.server_secs);
             if self.old_server || older {
-                (answer_framing.dict, answer_framing.server_ms) = (false, None);
+                (answer_framing.dict, answer_framing.server_ms, answer_framing.checksums) = (false, None, false);
             }
             let answer = resp.encode_as(answer_framing);
             self.clock += self.secs_per_exchange;
