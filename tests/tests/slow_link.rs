@@ -337,6 +337,9 @@ async fn pages_go_against_the_page_before_and_a_replica_without_it_loses_nothing
     let (hits, misses) = (counter("gesync_sync_page_context_hits_total"), counter("gesync_sync_page_context_misses_total"));
     eprintln!("{report:?}; page contexts: {hits} used, {misses} not held; {} ids renamed (seed {seed})", renamed[0].load(std::sync::atomic::Ordering::Relaxed));
     assert!(hits >= 2, "pages went against the page before ({hits})");
+    // What the server holds for the phone, until its budget drops it: this device's last few.
+    let held = counter("gesync_sync_page_context_bytes");
+    assert!(held > 0 && held <= 4 * sync_protocol::wire::PAGE_CONTEXT_BYTES as u64, "{held} B of contexts held");
     assert!(misses >= 1 && renamed[0].load(std::sync::atomic::Ordering::Relaxed) >= 1, "the other replica held none ({misses})");
     // A push made against a context the server did not hold was refused, and went again.
     assert_eq!(renamed[1].load(std::sync::atomic::Ordering::Relaxed), 1, "once a sync: then pushes go without");

@@ -124,7 +124,8 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
          # TYPE gesync_password_checks_total counter\ngesync_password_checks_total {}\n\
          # TYPE gesync_refresh_failures_total counter\ngesync_refresh_failures_total {}\n\
          # TYPE gesync_feed_sequence gauge\ngesync_feed_sequence {}\n\
-         # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n",
+         # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n\
+         # TYPE gesync_sync_page_context_bytes gauge\ngesync_sync_page_context_bytes {}\n",
         g(&m.sync_requests),
         g(&m.sync_slow_link_requests),
         g(&m.sync_page_context_hits),
@@ -140,6 +141,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
         g(&m.refresh_failures),
         feed_seq,
         size_on_disk,
+        state.page_contexts.held().0,
     ) + &prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

@@ -1,12 +1,14 @@
 //! The page contexts this server keeps for phones on a slow link
-//! (`sync_protocol::wire::FLAG_PAGE_CONTEXT`): the tail of an answer that has more to come, so
-//! that the next page can be compressed against it. Held in memory only, at most
-//! [`PER_DEVICE`] a device and [`BUDGET`] bytes in all, the oldest dropped first. A context
-//! this process does not hold (dropped, kept by another replica, or before a restart) costs a
-//! page compressed cold, never a change: the phone is answered as if it named none.
+//! (`sync_protocol::wire::FLAG_PAGE_CONTEXT`): the tail of an answer that has more to come, or
+//! of a request that pushed, so that the next page can be compressed against it. Held in memory
+//! only, at most [`PER_DEVICE`] a device, [`BUDGET`] bytes in all and [`MAX_AGE`], the oldest
+//! dropped first. A context this process does not hold (dropped, kept by another replica, or
+//! before a restart) costs bytes, never a change: an answer is made cold, and a push made
+//! against it is refused (400 `unknown_page_context`) and sent again without.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sync_core::org::Principal;
 use sync_protocol::wire::PageContext;
@@ -18,6 +20,10 @@ pub const BUDGET: usize = 64 * 1024 * 1024;
 /// them for a phone whose last answer was lost on the way (it names the contexts it holds
 /// again).
 pub const PER_DEVICE: usize = 4;
+/// How long a context is kept: a page over 2G takes seconds, and a phone that waits longer
+/// between two (a stalled link, backing off) has most likely ended its sync, which a new one
+/// starts without a context.
+pub const MAX_AGE: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Default)]
 pub struct PageContexts {
@@ -36,6 +42,7 @@ struct Kept {
     /// The device it was kept for: another device's request cannot use it.
     owner: (String, String),
     context: Arc<PageContext>,
+    at: Instant,
 }
 
 fn owner(p: &Principal) -> (String, String) {
@@ -45,7 +52,12 @@ fn owner(p: &Principal) -> (String, String) {
 impl PageContexts {
     /// The context `id`, if it is kept for `p`'s device.
     pub fn get(&self, id: u64, p: &Principal) -> Option<Arc<PageContext>> {
-        let inner = self.inner.lock().expect("page contexts");
+        self.get_at(id, p, Instant::now())
+    }
+
+    fn get_at(&self, id: u64, p: &Principal, now: Instant) -> Option<Arc<PageContext>> {
+        let mut inner = self.inner.lock().expect("page contexts");
+        inner.drop_older_than(now, MAX_AGE);
         inner.by_id.get(&id).filter(|kept| kept.owner == owner(p)).map(|kept| kept.context.clone())
     }
 
@@ -57,7 +69,12 @@ impl PageContexts {
     /// Keeps `context` for `p`'s device, dropping its oldest beyond [`PER_DEVICE`] and then the
     /// oldest of all beyond [`BUDGET`].
     pub fn keep(&self, p: &Principal, context: PageContext) {
+        self.keep_at(p, context, Instant::now())
+    }
+
+    fn keep_at(&self, p: &Principal, context: PageContext, now: Instant) {
         let mut inner = self.inner.lock().expect("page contexts");
+        inner.drop_older_than(now, MAX_AGE);
         let owner = owner(p);
         let mine: Vec<u64> = inner.order.iter().copied().filter(|id| inner.by_id.get(id).is_some_and(|k| k.owner == owner)).collect();
         for id in mine.iter().take((mine.len() + 1).saturating_sub(PER_DEVICE)) {
@@ -65,7 +82,7 @@ impl PageContexts {
         }
         inner.bytes += context.len();
         inner.order.push_back(context.id);
-        if let Some(old) = inner.by_id.insert(context.id, Kept { owner, context: Arc::new(context) }) {
+        if let Some(old) = inner.by_id.insert(context.id, Kept { owner, context: Arc::new(context), at: now }) {
             // A repeated id (1 in 2⁶⁴): the newer one stands.
             inner.bytes -= old.context.len();
         }
@@ -81,7 +98,7 @@ impl PageContexts {
         }
     }
 
-    /// Bytes and contexts held.
+    /// Bytes and contexts held (`/metrics`: `gesync_sync_page_context_bytes`).
     pub fn held(&self) -> (usize, usize) {
         let inner = self.inner.lock().expect("page contexts");
         (inner.bytes, inner.by_id.len())
@@ -89,6 +106,19 @@ impl PageContexts {
 }
 
 impl Inner {
+    /// Drops the contexts kept more than `age` before `now`: the oldest are at the front.
+    fn drop_older_than(&mut self, now: Instant, age: Duration) {
+        while let Some(&id) = self.order.front() {
+            match self.by_id.get(&id) {
+                Some(kept) if now.saturating_duration_since(kept.at) <= age => break,
+                _ => {
+                    self.order.pop_front();
+                    self.drop_id(id);
+                }
+            }
+        }
+    }
+
     fn drop_id(&mut self, id: u64) {
         if let Some(kept) = self.by_id.remove(&id) {
             self.bytes -= kept.context.len();
@@ -134,6 +164,19 @@ mod tests {
         assert!(kept.get(0, &officer("officer", "phone-0")).is_none(), "the oldest went");
         let last = devices - 1;
         assert!(kept.get(last as u64, &officer("officer", &format!("phone-{last}"))).is_some());
+    }
+
+    #[test]
+    fn a_context_is_dropped_once_older_than_max_age() {
+        let kept = PageContexts::default();
+        let (a, b) = (officer("officer", "phone-1"), officer("officer2", "phone-2"));
+        let start = Instant::now();
+        kept.keep_at(&a, PageContext::of(1, &[1; 100]), start);
+        kept.keep_at(&b, PageContext::of(2, &[2; 100]), start + MAX_AGE / 2);
+        assert!(kept.get_at(1, &a, start + MAX_AGE).is_some(), "not older than MAX_AGE yet");
+        assert!(kept.get_at(1, &a, start + MAX_AGE + Duration::from_secs(1)).is_none(), "older: dropped");
+        assert_eq!(kept.held(), (100, 1), "its bytes are given back");
+        assert!(kept.get_at(2, &b, start + MAX_AGE + Duration::from_secs(1)).is_some(), "the younger one stays");
     }
 
     #[test]
