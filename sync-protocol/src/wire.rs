@@ -24,9 +24,13 @@
 //! is compressed. A server says it in every answer to a phone that accepts the dictionary; a
 //! phone says it (and uses it) in its requests once an answer said it. And it may say
 //! [`FRAME_SERVER_TIME`]: two bytes after the flags byte give the milliseconds the server
-//! spent on the exchange ([`FLAG_SERVER_TIME`]). And, for a phone that keeps page contexts
-//! ([`FLAG_PAGE_CONTEXT`]), [`FRAME_KEPT`] and [`FRAME_CONTEXT`], each followed by a context's
-//! 8-byte id ([`PageContext`]).
+//! spent on the exchange ([`FLAG_SERVER_TIME`]). For a phone on a slow link that keeps page
+//! contexts ([`FLAG_PAGE_CONTEXT`]), it may say [`FRAME_CONTEXT`], [`FRAME_KEPT`] and
+//! [`FRAME_PUSH_CONTEXT`], each followed by a context's 8-byte id, in that order after the
+//! server's time ([`PageContext`]); and, for one that restores checksums ([`FLAG_CHECKSUMS`]),
+//! [`FRAME_CHECKSUMS`]: the message's changes come with their Automerge checksums left out.
+//! A side sets a bit only for a peer that said it reads it, as a side built before it refuses
+//! the frame.
 //!
 //! **Do not rename, reorder or remove fields or enum variants of the types in this module**:
 //! postcard is positional, so that would silently break deployed phones. Add a new protocol
