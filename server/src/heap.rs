@@ -1,14 +1,14 @@
 //! When the server hands the memory its allocator holds freed back to the system.
 //!
-//! glibc's malloc keeps what a thread frees in that thread's arena for reuse (up to 8 arenas
-//! per core), and serves large buffers (request bodies, pages of records, sled's segments) from
-//! those arenas once a large one has been freed. After a burst (ingesting 100,000 records),
-//! that leaves tens of MiB of freed memory held (`bench-sync`: RSS 335–353 MiB). Once the
-//! server has been quiet for [`QUIET`] after some work, a thread of its own asks malloc once
-//! to hand back what every arena holds free (`malloc_trim`). Trimming every 5 s whatever the
-//! server does was tried first: in `bench-sync` on PostgreSQL it averaged 2,350 records/s of
-//! ingest in four runs, against 2,700 in three runs without (the runs overlap), since what is
-//! handed back during a burst is asked for again at once.
+//! The server runs on mimalloc (`heap-trim`'s `Allocator`), which hands a freed page back
+//! [`heap_trim::PURGE_DELAY_MS`] after it was freed, but only when some thread next calls into
+//! the allocator: after a burst the server may have no thread that does. Once the server has
+//! been quiet for [`QUIET`] after some work, a thread of its own asks the allocator once to hand
+//! back everything it holds freed ([`heap_trim::trim`]). Trimming every 5 s whatever the server
+//! does was tried first (on glibc's malloc, which the server ran on until 2026-12-05): in
+//! `bench-sync` on PostgreSQL it averaged 2,350 records/s of ingest in four runs, against 2,700
+//! in three runs without (the runs overlap), since what is handed back during a burst is asked
+//! for again at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,9 +30,11 @@ pub fn worked() {
     LAST_WORK_MS.store(start().elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
 }
 
-/// Starts the thread that hands freed memory back after each burst of work (see
-/// [`heap_trim::trim`]), unless `GESYNC_MALLOC_TRIM=0`.
+/// Sets the allocator's options ([`heap_trim::tune`]) and starts the thread that hands freed
+/// memory back after each burst of work (see [`heap_trim::trim`]), unless
+/// `GESYNC_MALLOC_TRIM=0`.
 pub fn return_freed_memory() {
+    heap_trim::tune();
     if std::env::var("GESYNC_MALLOC_TRIM").is_ok_and(|v| v == "0") {
         return;
     }

@@ -59,3 +59,8 @@ pub mod xlsx;
 pub use db::Db;
 pub use conn::Limits;
 pub use server::{launch, open_db, Config, Tls};
+
+/// Every program that links the server runs on its allocator (see `heap-trim`): the server's
+/// binary, and the benchmarks and tests that start it in their own process.
+#[global_allocator]
+static ALLOCATOR: heap_trim::Allocator = heap_trim::Allocator;
