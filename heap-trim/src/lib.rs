@@ -25,8 +25,12 @@ pub const PURGE_DELAY_MS: i64 = 10;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Sets the allocator's options; call once, early (the server does it at launch). Harmless
-/// where mimalloc is not the global allocator.
+/// where mimalloc is not the global allocator. An operator's own `MIMALLOC_PURGE_DELAY` (read by
+/// mimalloc itself) wins.
 pub fn tune() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: mi_option_set writes one option's value; mimalloc reads options atomically and
     // allows setting them at any time.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) }

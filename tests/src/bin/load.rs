@@ -29,7 +29,10 @@
 //! fixed cost is spread over its records); and, net of what the server burns while idle
 //! (`idle_per_s`, measured over 3 quiet seconds) and of each request's fixed cost
 //! (`per_request`, measured by a fourth phase of no-op syncs, one request each, outside the
-//! latency figures), the same fit (`per_pushed_record_net`, `per_delivered_record_net`).
+//! latency figures), the same fit (`per_pushed_record_net`, `per_delivered_record_net`); and,
+//! net of both, phase by phase rather than fitted: the pull phase's CPU over its records
+//! (`per_delivered_record_pull_phase_net`), and the first phase's, less its deliveries at that
+//! cost, over the records it created (`per_created_record_first_phase_net`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
@@ -220,6 +223,13 @@ async fn run(config: FleetConfig) {
     let (pushed, delivered) = by_phase.iter().fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
     let (per_pushed, per_delivered) = fit(by_phase.iter().map(|&(c, p, d, _, _)| (c, p, d)));
     let (per_pushed_net, per_delivered_net) = fit(by_phase.iter().map(|&(c, p, d, r, wall)| (c - idle_per_s * wall - per_request * r as f64, p, d)));
+    // The same, phase by phase instead of fitted: the pull phase only delivers (records edited
+    // since, mostly sent as slices), so its net CPU over its records is a delivered record's
+    // cost; the first phase's net CPU less its deliveries at that cost, over its new records, is
+    // a created record's. The fit mixes the second phase's edits (dearer than creations) in.
+    let net = |&(c, _, _, r, wall): &(f64, usize, usize, u64, f64)| c - idle_per_s * wall - per_request * r as f64;
+    let per_delivered_pull = by_phase.get(2).filter(|p| p.2 > 0).map_or(0.0, |p| net(p) / p.2 as f64);
+    let per_created = by_phase.first().filter(|p| p.1 > 0).map_or(0.0, |p| (net(p) - per_delivered_pull * p.2 as f64) / p.1 as f64);
     for (n, (c, p, d, r, wall)) in by_phase.iter().enumerate() {
         eprintln!("   sync phase {}: server CPU {c:.2} s in {wall:.1} s, {p} records pushed, {d} delivered, {r} requests", n + 1);
     }
@@ -231,6 +241,7 @@ async fn run(config: FleetConfig) {
         per_pushed_net * 1e6,
         per_delivered_net * 1e6
     );
+    eprintln!("server CPU, net, phase by phase: {:.0} µs per delivered record (the pull phase), {:.0} µs per created record (the first phase)", per_delivered_pull * 1e6, per_created * 1e6);
 
     let t = Instant::now();
     let on_server = fleet::server_records(&url, &layout).await;
@@ -282,6 +293,8 @@ async fn run(config: FleetConfig) {
             "server_cpu_us": {"per_pushed_record": (per_pushed * 1e6).round(), "per_delivered_record": (per_delivered * 1e6).round(),
                               "idle_per_s": (idle_per_s * 1e6).round(), "per_request": (per_request * 1e6).round(),
                               "per_pushed_record_net": (per_pushed_net * 1e6).round(), "per_delivered_record_net": (per_delivered_net * 1e6).round(),
+                              "per_delivered_record_pull_phase_net": (per_delivered_pull * 1e6).round(),
+                              "per_created_record_first_phase_net": (per_created * 1e6).round(),
                               "pushed": pushed, "delivered": delivered},
             "server_rss_mb": peak_rss.load(Ordering::Relaxed).max(rss_end as u64),
             "logins": {"at_once": at_once, "wall_s": (logins.wall_s * 10.0).round() / 10.0, "answers": logins.calls,
