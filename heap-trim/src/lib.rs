@@ -5,9 +5,10 @@
 //! own so that the crates that use them keep `#![forbid(unsafe_code)]`.
 //!
 //! - [`Allocator`]: mimalloc, built without transparent huge pages. `gesync-server` makes it the
-//!   global allocator of every program that links it. Against glibc's malloc it took about a
-//!   fifth off the server's CPU under `load` (malloc and free were a fifth of its samples) and
-//!   the peak RSS of `bench-sync`'s ingest under 300 MiB (README, "Measured figures").
+//!   global allocator of every program that links it. Against glibc's malloc, where malloc and
+//!   free were a fifth of the server's samples under `load`, it took the server's CPU there
+//!   from 9.4–9.8 s to 7.7–8.4 s and the peak RSS of `bench-sync`'s ingest under 300 MiB
+//!   (README, "Measured figures").
 //! - [`tune`]: sets mimalloc's purge delay to [`PURGE_DELAY_MS`].
 //! - [`trim`]: hands back what the allocator holds freed (mimalloc's forced collection, and
 //!   glibc's `malloc_trim(3)` for what glibc's malloc still serves).
@@ -17,7 +18,7 @@ pub use mimalloc::MiMalloc as Allocator;
 
 /// How long mimalloc keeps a freed page before handing it back to the system, in ms. Its
 /// default (1 s) held the peak RSS of a 100,000-record ingest at 308–328 MiB; 10 ms held it at
-/// 272–277 MiB, at no cost beyond this machine's swings; 0 cost CPU for no less memory.
+/// 272–289 MiB, at no cost beyond this machine's swings; 0 cost CPU for no less memory.
 pub const PURGE_DELAY_MS: i64 = 10;
 
 /// mimalloc's option number for the purge delay (`mi_option_purge_delay` in mimalloc 3's
