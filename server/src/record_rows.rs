@@ -71,6 +71,12 @@ pub(crate) trait RecordRows {
     /// The metadata of several records, in `ids`' order.
     fn metas(&self, ids: &[RecordId]) -> Result<Vec<Row<RecordMeta>>, DbError>;
 
+    /// [`RecordRows::metas`] for a pull: each record's contribution to the figures is left
+    /// unread (`None`; see `rows::meta_for_pull_from`). Never write back what it returns.
+    fn metas_for_pull(&self, ids: &[RecordId]) -> Result<Vec<Row<RecordMeta>>, DbError> {
+        self.metas(ids)
+    }
+
     /// The documents of several records, in `ids`' order, checked against their checksums.
     fn documents(&self, ids: &[RecordId]) -> Result<Vec<Row<Vec<u8>>>, DbError>;
 
@@ -327,6 +333,10 @@ fn parse_meta(id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
     crate::rows::meta_from(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
 }
 
+fn parse_meta_for_pull(id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
+    crate::rows::meta_for_pull_from(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
+}
+
 /// Rows under `prefix` with keys of `key_len` bytes, read 10,000 at a time.
 fn count_rows(r: &(impl KvRead + ?Sized), prefix: &[u8], key_len: usize) -> Result<usize, DbError> {
     let (mut n, mut from, end) = (0, prefix.to_vec(), prefix_end(prefix));
@@ -370,6 +380,11 @@ impl<R: KvRead + ?Sized> RecordRows for R {
     fn metas(&self, ids: &[RecordId]) -> Result<Vec<Row<RecordMeta>>, DbError> {
         let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
         Ok(self.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta(id, v))).collect())
+    }
+
+    fn metas_for_pull(&self, ids: &[RecordId]) -> Result<Vec<Row<RecordMeta>>, DbError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
+        Ok(self.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta_for_pull(id, v))).collect())
     }
 
     fn documents(&self, ids: &[RecordId]) -> Result<Vec<Row<Vec<u8>>>, DbError> {

@@ -372,8 +372,9 @@ impl Records<'_> {
             // The page's metadata in one read (a remote store's round trips add up per record),
             // but for this request's own writes.
             let ids = planner.metas_wanted();
-            // A damaged record is left out of the page (and logged), never served.
-            let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(cut.metas(&ids)?).filter_map(|(id, m)| Some((id, or_skip(m.transpose())?))).collect();
+            // A damaged record is left out of the page (and logged), never served. The page
+            // needs no record's contribution to the figures: left unread.
+            let mut metas: HashMap<RecordId, RecordMeta> = ids.iter().copied().zip(cut.metas_for_pull(&ids)?).filter_map(|(id, m)| Some((id, or_skip(m.transpose())?))).collect();
             let mut answer = None;
             loop {
                 match planner.step(answer.take()).map_err(core_corrupt)? {
