@@ -330,11 +330,19 @@ pub(crate) fn unseal(what: &str, id: &RecordId, mut stored: Vec<u8>) -> Result<V
 }
 
 fn parse_meta(id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
-    crate::rows::meta_from(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
+    parse_meta_with(crate::rows::meta_from, id, stored)
 }
 
-fn parse_meta_for_pull(id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
-    crate::rows::meta_for_pull_from(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
+/// A stored metadata row, checked against its checksum, then read by `read` (whole, or for a
+/// pull).
+fn parse_meta_with(read: fn(&[u8]) -> Result<RecordMeta, String>, id: &RecordId, stored: Vec<u8>) -> Result<RecordMeta, DbError> {
+    read(&unseal("metadata", id, stored)?).map_err(|e| corrupt(&format!("record {id}: metadata"), e))
+}
+
+/// The metadata rows of `ids`, each read by `read`.
+fn metas_with(r: &(impl KvRead + ?Sized), ids: &[RecordId], read: fn(&[u8]) -> Result<RecordMeta, String>) -> Result<Vec<Row<RecordMeta>>, DbError> {
+    let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
+    Ok(r.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta_with(read, id, v))).collect())
 }
 
 /// Rows under `prefix` with keys of `key_len` bytes, read 10,000 at a time.
@@ -378,13 +386,11 @@ impl<R: KvRead + ?Sized> RecordRows for R {
     }
 
     fn metas(&self, ids: &[RecordId]) -> Result<Vec<Row<RecordMeta>>, DbError> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
-        Ok(self.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta(id, v))).collect())
+        metas_with(self, ids, crate::rows::meta_from)
     }
 
     fn metas_for_pull(&self, ids: &[RecordId]) -> Result<Vec<Row<RecordMeta>>, DbError> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(meta_key).collect();
-        Ok(self.get_many(&keys)?.into_iter().zip(ids).map(|(v, id)| v.map(|v| parse_meta_for_pull(id, v))).collect())
+        metas_with(self, ids, crate::rows::meta_for_pull_from)
     }
 
     fn documents(&self, ids: &[RecordId]) -> Result<Vec<Row<Vec<u8>>>, DbError> {

@@ -222,12 +222,12 @@ async fn run(config: FleetConfig) {
     // idle burn, the same fit of cpu − idle_per_s·wall − per_request·requests.
     let (pushed, delivered) = by_phase.iter().fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
     let (per_pushed, per_delivered) = fit(by_phase.iter().map(|&(c, p, d, _, _)| (c, p, d)));
-    let (per_pushed_net, per_delivered_net) = fit(by_phase.iter().map(|&(c, p, d, r, wall)| (c - idle_per_s * wall - per_request * r as f64, p, d)));
+    let net = |&(c, _, _, r, wall): &(f64, usize, usize, u64, f64)| c - idle_per_s * wall - per_request * r as f64;
+    let (per_pushed_net, per_delivered_net) = fit(by_phase.iter().map(|p| (net(p), p.1, p.2)));
     // The same, phase by phase instead of fitted: the pull phase only delivers (records edited
     // since, mostly sent as slices), so its net CPU over its records is a delivered record's
     // cost; the first phase's net CPU less its deliveries at that cost, over its new records, is
     // a created record's. The fit mixes the second phase's edits (dearer than creations) in.
-    let net = |&(c, _, _, r, wall): &(f64, usize, usize, u64, f64)| c - idle_per_s * wall - per_request * r as f64;
     let per_delivered_pull = by_phase.get(2).filter(|p| p.2 > 0).map_or(0.0, |p| net(p) / p.2 as f64);
     let per_created = by_phase.first().filter(|p| p.1 > 0).map_or(0.0, |p| (net(p) - per_delivered_pull * p.2 as f64) / p.1 as f64);
     for (n, (c, p, d, r, wall)) in by_phase.iter().enumerate() {
