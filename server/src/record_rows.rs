@@ -534,7 +534,11 @@ impl RecordWrites for KeyspaceWrites<'_> {
         }
         self.batch.put(feed_key(row.commune, row.seq), row.id.0.to_vec());
         if row.conflicts.is_empty() {
-            self.batch.delete(conflict_key(row.commune, &row.id));
+            // A new record has no review-index entry to remove (a removal costs sled a write
+            // of its own).
+            if row.leaves.is_some() {
+                self.batch.delete(conflict_key(row.commune, &row.id));
+            }
         } else {
             self.batch.put(conflict_key(row.commune, &row.id), crate::rows::conflicts_bytes(row.conflicts));
         }

@@ -261,7 +261,7 @@ impl Records<'_> {
         }
         let now = now_secs();
         let inflation = std::cell::Cell::new(sync_protocol::inflate::MAX_INFLATED_PER_REQUEST);
-        let ctx = Context { who, tree, now, own_actor, relay_open: self.db.relay_open(now)?, inflation: Some(&inflation) };
+        let ctx = Context { who, tree, now, own_actor, relay_open: self.db.relay_open(now)?, inflation: Some(&inflation), report_rows: self.db.kv().keeps_report_rows() };
         let verdicts = self.prepare_all(self.db.kv(), ctx, pushes, abandoned)?;
         let mut outcomes = Vec::with_capacity(pushes.len());
         if verdicts.iter().any(|v| matches!(v, Verdict::Write(_))) {

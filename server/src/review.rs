@@ -164,7 +164,7 @@ impl Review<'_> {
         let tx = self.db.kv().begin_write()?;
         let tree = self.db.tree_in(&*tx)?;
         let on_behalf = Principal { device_id: "server".into(), ..who.clone() };
-        let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs(), own_actor: None, relay_open: false, inflation: None };
+        let ctx = Context { who: &on_behalf, tree: &tree, now: now_secs(), own_actor: None, relay_open: false, inflation: None, report_rows: self.db.kv().keeps_report_rows() };
         let mut writes = Vec::new();
         for (id, edit) in edits {
             let stored = tx.stored_record(&id)?.ok_or_else(|| DbError::NotFound(format!("no record {id}")))?;

@@ -18,17 +18,25 @@ pub struct StoredConflict {
 /// [`doc::conflicts`]) and, for a deleted record, edits made concurrently with the delete
 /// (reported on `deleted`: `true` from the deleter, `false` from each concurrent editor).
 pub fn detect_conflicts(doc: &mut AutoCommit) -> Result<Vec<StoredConflict>, DocError> {
-    let mut out: Vec<StoredConflict> =
-        doc::conflicts(doc)?.into_iter().map(|c| StoredConflict { path: c.path, values: c.values }).collect();
-    if out.iter().any(|c| c.path == "deleted") {
-        return Ok(out);
+    let fields = doc::conflicts(doc)?;
+    Ok(with_delete_conflicts(doc, fields, true))
+}
+
+/// The conflicts of a document whose fields' conflicts are `fields` (as [`doc::conflicts`] or
+/// [`doc::inspect`] found them): those, and the edits made concurrently with a delete.
+/// `maybe_deleted`: false when the record is known not to be deleted (its view says so), and
+/// then no delete is looked for.
+pub fn with_delete_conflicts(doc: &mut AutoCommit, fields: Vec<doc::Conflict>, maybe_deleted: bool) -> Vec<StoredConflict> {
+    let mut out: Vec<StoredConflict> = fields.into_iter().map(|c| StoredConflict { path: c.path, values: c.values }).collect();
+    if !maybe_deleted || out.iter().any(|c| c.path == "deleted") {
+        return out;
     }
     let winner = doc.get(ObjId::Root, "deleted").ok().flatten();
-    let Some((AmValue::Scalar(v), op)) = winner else { return Ok(out) };
+    let Some((AmValue::Scalar(v), op)) = winner else { return out };
     if !matches!(v.as_ref(), sync_protocol::automerge::ScalarValue::Boolean(true)) {
-        return Ok(out);
+        return out;
     }
-    let Some(del) = doc.hash_for_opid(&op) else { return Ok(out) };
+    let Some(del) = doc.hash_for_opid(&op) else { return out };
     let after: Vec<(ChangeHash, String, i64)> = doc
         .get_changes(&[del])
         .iter()
@@ -50,7 +58,7 @@ pub fn detect_conflicts(doc: &mut AutoCommit) -> Result<Vec<StoredConflict>, Doc
         values.extend(editors);
         out.push(StoredConflict { path: "deleted".into(), values });
     }
-    Ok(out)
+    out
 }
 
 /// (sex, birth year) of the person a record describes, when both are known.

@@ -51,10 +51,14 @@ const BAND_YEARS: i64 = 5;
 
 /// The de-identified facts of a record's JSON view; `None` when it is not a record.
 pub fn facts(view: &Value) -> Option<Value> {
-    let typed = Record::parse(view)?;
+    Some(facts_of(&Record::parse(view)?, view))
+}
+
+/// [`facts`] of a view already parsed as `typed`.
+pub fn facts_of(typed: &Record, view: &Value) -> Value {
     let record_year = typed.date().map(|d| chrono::Datelike::year(&d));
-    let obj = view.as_object()?;
-    Some(Value::Object(keep(fields(typed.kind()), obj, record_year)))
+    let empty = Map::new();
+    Value::Object(keep(fields(typed.kind()), view.as_object().unwrap_or(&empty), record_year))
 }
 
 fn keep(schema: &[Field], obj: &Map<String, Value>, record_year: Option<i32>) -> Map<String, Value> {

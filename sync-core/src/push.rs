@@ -14,7 +14,7 @@ use sync_protocol::doc;
 use sync_protocol::wire::{PushDoc, PushOutcome};
 use sync_protocol::{heads_to_wire, RecordId};
 
-use crate::conflicts::{detect_conflicts, duplicate_key, StoredConflict};
+use crate::conflicts::{duplicate_key, with_delete_conflicts, StoredConflict};
 use crate::meta::{ActorOwner, RecordMeta, HISTORY};
 use crate::org::{OrgTree, Principal, COMMUNE_LEVEL};
 use crate::{corrupt, Corrupt};
@@ -43,6 +43,9 @@ pub struct Context<'a> {
     /// Bytes the request's pushes may still inflate to, all records together
     /// ([`sync_protocol::inflate::MAX_INFLATED_PER_REQUEST`]); `None`: only each record's bound.
     pub inflation: Option<&'a std::cell::Cell<usize>>,
+    /// Whether the store keeps a reporting row for each record (PostgreSQL's tables for
+    /// people): the record's de-identified facts are made only then.
+    pub report_rows: bool,
 }
 
 /// A record as a store holds it.
@@ -253,11 +256,11 @@ fn stored_form(d: &mut AutoCommit, meta: Option<&RecordMeta>, base: Option<(Vec<
 pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOwner>) -> Result<Verdict, Corrupt> {
     let Merged { id, meta, doc: mut d, actors, base } = merged;
     let heads = d.get_heads();
-    let kind = match doc::check_doc(&d) {
-        Ok(k) => k,
+    // The schema's checks, the view and the conflicts in one walk over the document.
+    let doc::Inspected { kind, communes, view, conflicts } = match doc::inspect(&mut d) {
+        Ok(found) => found,
         Err(e) => return Ok(reject(e.to_string())),
     };
-    let communes = doc::all_root_strings(&d, "commune").map_err(|e| corrupt("doc", e))?;
     let commune = match (&meta, communes.as_slice()) {
         (Some(m), [c]) if *c == m.commune && kind == m.kind => c.clone(),
         (Some(m), _) if kind != m.kind => return Ok(reject("field `kind` is fixed when the record is created".into())),
@@ -289,10 +292,11 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
             None => return Ok(reject("the changes carry an Automerge actor that is neither this device's nor one the server knows".into())),
         }
     }
-    let view = doc::view(&d).map_err(|e| corrupt("doc", e))?;
-    let conflicts = detect_conflicts(&mut d).map_err(|e| corrupt("doc", e))?;
-    // Parsed once: the figures, the metadata and the duplicate check read the typed view.
+    // Parsed once: the figures, the metadata, the duplicate check and the facts read the typed
+    // view.
     let typed = sync_protocol::Record::parse(&view);
+    let deleted = typed.as_ref().is_some_and(sync_protocol::Record::deleted);
+    let conflicts = with_delete_conflicts(&mut d, conflicts, deleted);
     let contribution = typed.as_ref().and_then(indicators::Contribution::from_typed);
     let mut history = meta.as_ref().map(|m| m.history.clone()).unwrap_or_default();
     let (doc_bytes, mut ends) = stored_form(&mut d, meta.as_ref(), base);
@@ -318,7 +322,7 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
             kind,
             commune,
             seq: 0,
-            deleted: typed.as_ref().is_some_and(sync_protocol::Record::deleted),
+            deleted,
             date: typed.as_ref().and_then(sync_protocol::Record::date).map(|d| d.format("%Y-%m-%d").to_string()),
             history,
             ends,
@@ -327,7 +331,7 @@ pub fn decide(ctx: Context<'_>, merged: Merged, owners: &HashMap<String, ActorOw
             dup: typed.as_ref().and_then(duplicate_key),
             conflicts: conflicts.len() as u32,
         },
-        facts: crate::facts::facts(&view),
+        facts: if ctx.report_rows { typed.as_ref().map(|t| crate::facts::facts_of(t, &view)) } else { None },
         conflicts,
         new_actors,
     })))

@@ -30,7 +30,7 @@ fn verdict(server: &MemServer, who: &sync_core::org::Principal, push: &PushDoc) 
 
 fn verdict_in(server: &MemServer, who: &sync_core::org::Principal, push: &PushDoc, own_actor: Option<&str>, relay_open: bool) -> Verdict {
     let tree = tree();
-    let ctx = Context { who, tree: &tree, now: 0, own_actor, relay_open, inflation: None };
+    let ctx = Context { who, tree: &tree, now: 0, own_actor, relay_open, inflation: None, report_rows: true };
     match merge(ctx, push, server.records.get(&push.id).cloned()).unwrap() {
         Ok(m) => {
             let owners: HashMap<String, ActorOwner> = m.actors().iter().filter_map(|a| server.owners.get(a).map(|o| (a.clone(), o.clone()))).collect();
@@ -209,7 +209,7 @@ fn the_server_edits_a_record_on_a_reviewers_behalf() {
     let Verdict::Write(p) = verdict(&server, &an, &push_of(id, &mut d)) else { panic!() };
     server.commit(CommitPlan::of(&an, &tree, vec![*p], None));
     let dung = reviewer("dung", "server");
-    let ctx = Context { who: &dung, tree: &tree, now: 0, own_actor: None, relay_open: false, inflation: None };
+    let ctx = Context { who: &dung, tree: &tree, now: 0, own_actor: None, relay_open: false, inflation: None, report_rows: true };
     let merged = Merged::edited(id, server.records[&id].clone(), ActorId::random(), |d| doc::set_path(d, "title", &json!("Đã rà soát"))).unwrap().unwrap();
     let Verdict::Write(p) = decide(ctx, merged, &HashMap::new()).unwrap() else { panic!() };
     assert_eq!(p.base_seq, Some(1));

@@ -10,7 +10,7 @@
 //!   produce a duplicate;
 //! - an absent optional field is an absent key; setting `null` deletes the key.
 
-use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue, ValueRef};
+use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue};
 use serde_json::{Map, Number, Value};
 
 use crate::ids::RecordKind;
@@ -238,18 +238,18 @@ pub fn kind_of(doc: &AutoCommit) -> Result<RecordKind, DocError> {
 
 /// Every value (concurrent ones included) of a root scalar such as `commune` or `kind`.
 pub fn all_root_strings(doc: &AutoCommit, key: &str) -> Result<Vec<String>, DocError> {
-    Ok(doc
-        .get_all(ObjId::Root, key)
-        .map_err(am)?
-        .into_iter()
-        .map(|(v, _)| match v {
-            AmValue::Scalar(s) => match s.as_ref() {
-                ScalarValue::Str(s) => s.to_string(),
-                other => other.to_string(),
-            },
-            AmValue::Object(_) => "<object>".to_string(),
-        })
-        .collect())
+    Ok(doc.get_all(ObjId::Root, key).map_err(am)?.iter().map(|(v, _)| root_string(v)).collect())
+}
+
+/// A root scalar's value as text (an object as `<object>`).
+fn root_string(v: &AmValue<'_>) -> String {
+    match v {
+        AmValue::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => s.to_string(),
+            other => other.to_string(),
+        },
+        AmValue::Object(_) => "<object>".to_string(),
+    }
 }
 
 /// Walks to the object at a dotted container path (`victim`, `services.2`).
@@ -359,43 +359,11 @@ pub fn delete_record(doc: &mut AutoCommit, reason: &str) -> Result<(), DocError>
 }
 
 /// The JSON view of a document: the winning value of every field, in the shape of `domain.md`
-/// (sets as sorted arrays). The caller adds `id` and, where wanted, `conflicts`.
+/// (sets as sorted arrays). The caller adds `id` and, where wanted, `conflicts`. Values of the
+/// wrong shape are left out, not refused ([`check_doc`] refuses them).
 pub fn view(doc: &AutoCommit) -> Result<Value, DocError> {
-    let kind = kind_of(doc)?;
-    let mut out = view_map(doc, &ObjId::Root, fields(kind))?;
-    out.insert("kind".into(), Value::String(kind.as_str().into()));
-    Ok(Value::Object(out))
-}
-
-fn view_map(doc: &AutoCommit, obj: &ObjId, schema: &[Field]) -> Result<Map<String, Value>, DocError> {
-    let mut out = Map::new();
-    // One pass over the object's keys (sorted), each looked up in the schema.
-    for item in doc.map_range(obj, ..) {
-        let Some(field) = schema.iter().find(|f| f.name == item.key) else { continue };
-        let json = match (&field.ty, &item.value) {
-            (FieldType::Map(sub), ValueRef::Object(ObjType::Map)) => Value::Object(view_map(doc, &item.id(), sub)?),
-            (FieldType::List(sub), ValueRef::Object(ObjType::List)) => {
-                let mut items = Vec::new();
-                for entry in doc.list_range(item.id(), ..) {
-                    if let ValueRef::Object(ObjType::Map) = entry.value {
-                        items.push(Value::Object(view_map(doc, &entry.id(), sub)?));
-                    }
-                }
-                Value::Array(items)
-            }
-            (FieldType::Set(_), ValueRef::Object(ObjType::Map)) => {
-                // `keys` is sorted already.
-                Value::Array(doc.keys(item.id()).map(Value::String).collect())
-            }
-            (_, ValueRef::Scalar(_)) => match AmValue::from(item.value.clone()) {
-                AmValue::Scalar(s) => scalar_to_json(s.as_ref()),
-                AmValue::Object(_) => continue,
-            },
-            _ => continue,
-        };
-        out.insert(field.name.to_string(), json);
-    }
-    Ok(out)
+    let (kind, _, view) = Walk { doc, check: false, view: true, conflicts: None }.root()?;
+    Ok(with_kind(view, kind))
 }
 
 /// One field that holds more than one concurrent value.
@@ -420,10 +388,62 @@ pub struct ConflictValue {
 /// including fields inside list entries. Concurrent list appends and set additions are merges,
 /// not conflicts, and so are not reported.
 pub fn conflicts(doc: &mut AutoCommit) -> Result<Vec<Conflict>, DocError> {
-    let kind = kind_of(doc)?;
-    let mut found = Vec::new();
-    let mut raw = Vec::new();
-    collect_conflicts(doc, &ObjId::Root, "", fields(kind), &mut raw)?;
+    let mut walk = Walk { doc: &*doc, check: false, view: false, conflicts: Some(Vec::new()) };
+    walk.root()?;
+    let raw = walk.conflicts.take().unwrap_or_default();
+    Ok(timed_conflicts(doc, raw))
+}
+
+type RawConflict = (String, Vec<(Value, ObjId)>);
+
+fn id_string(id: &ObjId) -> String {
+    match id {
+        ObjId::Root => "root".into(),
+        ObjId::Id(ctr, actor, _) => format!("{ctr}@{}", actor.to_hex_string()),
+    }
+}
+
+/// Checks a merged document against the schema, looking at every concurrent value of every
+/// field (not only the winner) and at the shape of every container, and refuses keys the
+/// schema does not know. The server calls this on every pushed document before storing it
+/// ([`inspect`], which reads its view and conflicts in the same walk).
+pub fn check_doc(doc: &AutoCommit) -> Result<RecordKind, DocError> {
+    Ok(Walk { doc, check: true, view: false, conflicts: None }.root()?.0)
+}
+
+/// What the server reads of a merged document before storing it: its kind, its JSON view (as
+/// [`view`] gives it) and the fields with different concurrent values (as [`conflicts`] gives
+/// them), after the schema's checks (as [`check_doc`] makes them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspected {
+    pub kind: RecordKind,
+    /// Every value of the root's `commune`, concurrent ones included (as [`all_root_strings`]).
+    pub communes: Vec<String>,
+    pub view: Value,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// [`check_doc`], [`view`] and [`conflicts`] in one walk over the document: each object's keys
+/// are listed once and each concurrent field read once for the three. The server runs it on
+/// every pushed record (three walks cost it about a tenth of its time in `load`). An error is
+/// what [`check_doc`] would refuse.
+pub fn inspect(doc: &mut AutoCommit) -> Result<Inspected, DocError> {
+    let mut walk = Walk { doc: &*doc, check: true, view: true, conflicts: Some(Vec::new()) };
+    let (kind, communes, view) = walk.root()?;
+    let raw = walk.conflicts.take().unwrap_or_default();
+    Ok(Inspected { kind, communes, view: with_kind(view, kind), conflicts: timed_conflicts(doc, raw) })
+}
+
+/// The root's view with the record's kind in it (`kind` is no field of the kind's schema).
+fn with_kind(mut view: Map<String, Value>, kind: RecordKind) -> Value {
+    view.insert("kind".into(), Value::String(kind.as_str().into()));
+    Value::Object(view)
+}
+
+/// Each raw conflict's values with the device and the time of the change that wrote them,
+/// ordered by device.
+fn timed_conflicts(doc: &mut AutoCommit, raw: Vec<RawConflict>) -> Vec<Conflict> {
+    let mut found = Vec::with_capacity(raw.len());
     for (path, values) in raw {
         let mut out: Vec<ConflictValue> = Vec::new();
         for (value, id) in values {
@@ -440,160 +460,217 @@ pub fn conflicts(doc: &mut AutoCommit) -> Result<Vec<Conflict>, DocError> {
         out.sort_by(|a, b| a.actor.cmp(&b.actor));
         found.push(Conflict { path, values: out });
     }
-    Ok(found)
+    found
 }
 
-type RawConflict = (String, Vec<(Value, ObjId)>);
+/// One walk over a record document, gathering what is asked of it: the schema's checks
+/// (`check`: every concurrent value of every field, every container's shape, no unknown key),
+/// the view (`view`: the winning values) and the conflicts (`conflicts`: fields with different
+/// concurrent values, inside winning objects only).
+struct Walk<'d> {
+    doc: &'d AutoCommit,
+    check: bool,
+    view: bool,
+    conflicts: Option<Vec<RawConflict>>,
+}
 
-fn collect_conflicts(
-    doc: &AutoCommit,
-    obj: &ObjId,
-    prefix: &str,
-    schema: &[Field],
-    out: &mut Vec<RawConflict>,
-) -> Result<(), DocError> {
-    // One pass over the object (Automerge flags the keys holding concurrent values), then the
-    // fields in schema order; only a flagged key costs a second lookup.
-    let present: Vec<(String, ValueRef<'_>, bool, ObjId)> = doc
-        .map_range(obj, ..)
-        .map(|item| {
-            let id = item.id();
-            (item.key.into_owned(), item.value, item.conflict, id)
-        })
-        .collect();
-    for field in schema {
-        let Some((_, value, conflict, id)) = present.iter().find(|(k, ..)| k == field.name) else { continue };
-        let path = join(prefix, field.name);
-        if *conflict {
-            let all = doc.get_all(obj, field.name).map_err(am)?;
-            let mut distinct: Vec<(Value, ObjId)> = Vec::new();
-            for (value, id) in &all {
-                let json = match value {
-                    AmValue::Scalar(s) => scalar_to_json(s.as_ref()),
-                    AmValue::Object(_) => Value::String(format!("<object {}>", id_string(id))),
-                };
-                if !distinct.iter().any(|(v, _)| *v == json) {
-                    distinct.push((json, id.clone()));
-                }
+/// One key of a map object as listed: its winning value and op, and whether it holds
+/// concurrent values.
+struct Key {
+    name: String,
+    value: AmValue<'static>,
+    id: ObjId,
+    conflict: bool,
+}
+
+impl Walk<'_> {
+    /// The root: the record's kind (checked: one value, however many devices wrote it; else
+    /// the winning value), every value of `commune`, and the root's view.
+    fn root(&mut self) -> Result<(RecordKind, Vec<String>, Map<String, Value>), DocError> {
+        let keys = self.keys(&ObjId::Root);
+        let kind = if self.check {
+            let kinds = self.root_strings(&keys, "kind")?;
+            if kinds.len() != 1 {
+                return Err(schema("kind", Problem::Immutable));
             }
-            if distinct.len() > 1 {
-                out.push((path.clone(), distinct));
+            kinds[0].parse()?
+        } else {
+            match keys.iter().find(|k| k.name == "kind").map(|k| &k.value) {
+                Some(AmValue::Scalar(s)) => match s.as_ref() {
+                    ScalarValue::Str(k) => k.parse().map_err(DocError::Schema)?,
+                    _ => return Err(malformed("`kind` is not a string")),
+                },
+                _ => return Err(malformed("no `kind`")),
             }
-        }
-        match (&field.ty, value) {
-            (FieldType::Map(sub), ValueRef::Object(ObjType::Map)) => collect_conflicts(doc, id, &path, sub, out)?,
-            (FieldType::List(sub), ValueRef::Object(ObjType::List)) => {
-                let entries: Vec<(usize, ObjId)> = doc
-                    .list_range(id, ..)
-                    .filter(|e| matches!(e.value, ValueRef::Object(ObjType::Map)))
-                    .map(|e| (e.index, e.id()))
-                    .collect();
-                for (i, entry) in entries {
-                    collect_conflicts(doc, &entry, &join(&path, &i.to_string()), sub, out)?;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn id_string(id: &ObjId) -> String {
-    match id {
-        ObjId::Root => "root".into(),
-        ObjId::Id(ctr, actor, _) => format!("{ctr}@{}", actor.to_hex_string()),
-    }
-}
-
-/// Checks a merged document against the schema, looking at every concurrent value of every
-/// field (not only the winner) and at the shape of every container, and refuses keys the
-/// schema does not know. The server calls this on every pushed document before storing it.
-pub fn check_doc(doc: &AutoCommit) -> Result<RecordKind, DocError> {
-    let kinds = all_root_strings(doc, "kind")?;
-    if kinds.len() != 1 {
-        return Err(schema("kind", Problem::Immutable));
-    }
-    let kind: RecordKind = kinds[0].parse()?;
-    check_obj(doc, &ObjId::Root, "", fields(kind), &["kind"])?;
-    Ok(kind)
-}
-
-fn check_obj(
-    doc: &AutoCommit,
-    obj: &ObjId,
-    prefix: &str,
-    schema_fields: &[Field],
-    extra_keys: &[&str],
-) -> Result<(), DocError> {
-    if doc.object_type(obj).map_err(am)? != ObjType::Map {
-        return Err(schema(prefix, Problem::WrongType { expected: "an object" }));
-    }
-    // One pass over the object: its keys, and which of them hold concurrent values (only those
-    // cost a `get_all`; every concurrent value must be valid, not just the winner).
-    let mut present: Vec<(String, Option<(AmValue<'static>, ObjId)>)> = Vec::new();
-    for item in doc.map_range(obj, ..) {
-        if !schema_fields.iter().any(|f| f.name == item.key) && !extra_keys.contains(&item.key.as_ref()) {
-            return Err(schema(&join(prefix, &item.key), Problem::UnknownField));
-        }
-        let single = (!item.conflict).then(|| (AmValue::from(item.value.clone()), item.id()));
-        present.push((item.key.into_owned(), single));
-    }
-    for field in schema_fields {
-        let path = join(prefix, field.name);
-        let all = match present.iter().find(|(k, _)| k == field.name) {
-            None => Vec::new(),
-            Some((_, Some(single))) => vec![single.clone()],
-            Some((_, None)) => doc.get_all(obj, field.name).map_err(am)?,
         };
-        if all.is_empty() && field.required {
-            return Err(schema(&path, Problem::Missing));
+        let communes = self.root_strings(&keys, crate::schema::name::COMMUNE)?;
+        let view = self.fields(&ObjId::Root, "", fields(kind), &["kind"], true, keys)?;
+        Ok((kind, communes, view))
+    }
+
+    /// Every value of the root's key `name` (as [`all_root_strings`]), from the root's `keys`:
+    /// looked up again only when concurrent values are there.
+    fn root_strings(&self, keys: &[Key], name: &str) -> Result<Vec<String>, DocError> {
+        match keys.iter().find(|k| k.name == name) {
+            None => Ok(Vec::new()),
+            Some(k) if k.conflict => all_root_strings(self.doc, name),
+            Some(k) => Ok(vec![root_string(&k.value)]),
         }
-        for (value, id) in all {
-            match (&field.ty, value) {
-                (FieldType::Map(sub), AmValue::Object(ObjType::Map)) => {
-                    check_obj(doc, &id, &path, sub, &[])?
+    }
+
+    /// The keys of map object `obj`, in one pass.
+    fn keys(&self, obj: &ObjId) -> Vec<Key> {
+        self.doc
+            .map_range(obj, ..)
+            .map(|item| {
+                let id = item.id();
+                Key { name: item.key.into_owned(), value: AmValue::from(item.value), id, conflict: item.conflict }
+            })
+            .collect()
+    }
+
+    /// The map object `obj` whose fields are `shape` (and `extra`, keys the caller reads):
+    /// checked, and, when it is a winning object (`winner`), its view and conflicts.
+    fn map(&mut self, obj: &ObjId, prefix: &str, shape: &[Field], extra: &[&str], winner: bool) -> Result<Map<String, Value>, DocError> {
+        if self.check && self.doc.object_type(obj).map_err(am)? != ObjType::Map {
+            return Err(schema(prefix, Problem::WrongType { expected: "an object" }));
+        }
+        let keys = self.keys(obj);
+        self.fields(obj, prefix, shape, extra, winner, keys)
+    }
+
+    /// [`Walk::map`] of an object whose `keys` are listed.
+    fn fields(&mut self, obj: &ObjId, prefix: &str, shape: &[Field], extra: &[&str], winner: bool, keys: Vec<Key>) -> Result<Map<String, Value>, DocError> {
+        let doc = self.doc;
+        if self.check {
+            if let Some(unknown) = keys.iter().find(|k| !shape.iter().any(|f| f.name == k.name) && !extra.contains(&k.name.as_str())) {
+                return Err(schema(&join(prefix, &unknown.name), Problem::UnknownField));
+            }
+        }
+        let mut view = Map::new();
+        let gathers = winner && (self.view || self.conflicts.is_some());
+        for field in shape {
+            let path = join(prefix, field.name);
+            let Some(key) = keys.iter().find(|k| k.name == field.name) else {
+                if self.check && field.required {
+                    return Err(schema(&path, Problem::Missing));
                 }
-                (FieldType::List(sub), AmValue::Object(ObjType::List)) => {
-                    let items: Vec<(usize, bool, AmValue<'static>, ObjId)> =
-                        doc.list_range(&id, ..).map(|e| (e.index, e.conflict, AmValue::from(e.value.clone()), e.id())).collect();
-                    for (i, conflict, value, value_id) in items {
-                        let entries = if conflict { doc.get_all(&id, i).map_err(am)? } else { vec![(value, value_id)] };
-                        for (entry, entry_id) in entries {
-                            let p = join(&path, &i.to_string());
-                            match entry {
-                                AmValue::Object(ObjType::Map) => check_obj(doc, &entry_id, &p, sub, &[])?,
-                                _ => return Err(schema(&p, Problem::WrongType { expected: "an object" })),
-                            }
-                        }
+                continue;
+            };
+            // Every concurrent value is checked, not only the winner; the view and the
+            // conflicts read only the winner.
+            let all = if key.conflict && (self.check || (winner && self.conflicts.is_some())) {
+                doc.get_all(obj, field.name).map_err(am)?
+            } else {
+                vec![(key.value.clone(), key.id.clone())]
+            };
+            if winner && key.conflict {
+                if let Some(found) = &mut self.conflicts {
+                    let distinct = distinct_values(&all);
+                    if distinct.len() > 1 {
+                        found.push((path.clone(), distinct));
                     }
                 }
-                (FieldType::Set(allowed), AmValue::Object(ObjType::Map)) => {
-                    for key in doc.keys(&id) {
-                        check_scalar(&path, &FieldType::Enum(allowed), &Value::String(key.clone()))?;
-                        for (v, _) in doc.get_all(&id, key.as_str()).map_err(am)? {
-                            if !matches!(v, AmValue::Scalar(ref s) if matches!(s.as_ref(), ScalarValue::Boolean(true))) {
-                                return Err(schema(&path, Problem::WrongType { expected: "a set of strings" }));
-                            }
-                        }
+            }
+            for (value, id) in all {
+                let is_winner = gathers && id == key.id;
+                if !self.check && !is_winner {
+                    continue;
+                }
+                if let Some(json) = self.field(field, &path, value, &id, is_winner)? {
+                    if is_winner && self.view {
+                        view.insert(field.name.to_string(), json);
                     }
-                }
-                (FieldType::Map(_) | FieldType::List(_) | FieldType::Set(_), _) => {
-                    return Err(schema(&path, Problem::WrongType { expected: "a container" }))
-                }
-                (ty, AmValue::Scalar(s)) => {
-                    let json = scalar_to_json(s.as_ref());
-                    if json.is_null() && !field.required {
-                        continue;
-                    }
-                    check_scalar(&path, ty, &json)?
-                }
-                (_, AmValue::Object(_)) => {
-                    return Err(schema(&path, Problem::WrongType { expected: "a scalar value" }))
                 }
             }
         }
+        Ok(view)
     }
-    Ok(())
+
+    /// One value of `field`: checked, and its view when it is the winning value (`winner`).
+    /// `None`: no view (a value of the wrong shape, which only a walk that does not check
+    /// meets, or a value not viewed).
+    fn field(&mut self, field: &Field, path: &str, value: AmValue<'_>, id: &ObjId, winner: bool) -> Result<Option<Value>, DocError> {
+        let doc = self.doc;
+        let wrong = |expected: &'static str| if self.check { Err(schema(path, Problem::WrongType { expected })) } else { Ok(None) };
+        match (&field.ty, value) {
+            (FieldType::Map(sub), AmValue::Object(ObjType::Map)) => Ok(Some(Value::Object(self.map(id, path, sub, &[], winner)?))),
+            (FieldType::List(sub), AmValue::Object(ObjType::List)) => Ok(Some(Value::Array(self.list(id, path, sub, winner)?))),
+            (FieldType::Set(allowed), AmValue::Object(ObjType::Map)) => {
+                let members = self.keys(id);
+                if self.check {
+                    let is_true = |v: &AmValue<'_>| matches!(v, AmValue::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(true)));
+                    for member in &members {
+                        check_scalar(path, &FieldType::Enum(allowed), &Value::String(member.name.clone()))?;
+                        let all_true = if member.conflict {
+                            doc.get_all(id, member.name.as_str()).map_err(am)?.iter().all(|(v, _)| is_true(v))
+                        } else {
+                            is_true(&member.value)
+                        };
+                        if !all_true {
+                            return Err(schema(path, Problem::WrongType { expected: "a set of strings" }));
+                        }
+                    }
+                }
+                // Listed in key order already.
+                Ok((winner && self.view).then(|| Value::Array(members.into_iter().map(|m| Value::String(m.name)).collect())))
+            }
+            (FieldType::Map(_) | FieldType::List(_) | FieldType::Set(_), _) if self.check => wrong("a container"),
+            // Unchecked, a scalar where a container belongs is viewed as it is.
+            (ty, AmValue::Scalar(s)) => {
+                let json = scalar_to_json(s.as_ref());
+                if self.check && !(json.is_null() && !field.required) {
+                    check_scalar(path, ty, &json)?;
+                }
+                Ok(Some(json))
+            }
+            (_, AmValue::Object(_)) => wrong("a scalar value"),
+        }
+    }
+
+    /// The list object `list` whose entries are maps of fields `shape`: every concurrent
+    /// entry checked; the winning entries viewed when the list is the winning value.
+    fn list(&mut self, list: &ObjId, path: &str, shape: &[Field], winner: bool) -> Result<Vec<Value>, DocError> {
+        let doc = self.doc;
+        let entries: Vec<(usize, bool, AmValue<'static>, ObjId)> =
+            doc.list_range(list, ..).map(|e| (e.index, e.conflict, AmValue::from(e.value.clone()), e.id())).collect();
+        let mut items = Vec::new();
+        for (i, conflict, value, entry_id) in entries {
+            let all = if conflict && self.check { doc.get_all(list, i).map_err(am)? } else { vec![(value, entry_id.clone())] };
+            let p = join(path, &i.to_string());
+            for (entry, id) in all {
+                let is_winner = winner && id == entry_id;
+                match entry {
+                    AmValue::Object(ObjType::Map) if self.check || is_winner => {
+                        let viewed = self.map(&id, &p, shape, &[], is_winner)?;
+                        if is_winner {
+                            items.push(Value::Object(viewed));
+                        }
+                    }
+                    AmValue::Object(ObjType::Map) => {}
+                    _ if self.check => return Err(schema(&p, Problem::WrongType { expected: "an object" })),
+                    _ => {}
+                }
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// The different values among concurrent ones (an object shown as `<object id>`), each with
+/// the first op that wrote it.
+fn distinct_values(all: &[(AmValue<'_>, ObjId)]) -> Vec<(Value, ObjId)> {
+    let mut distinct: Vec<(Value, ObjId)> = Vec::new();
+    for (value, id) in all {
+        let json = match value {
+            AmValue::Scalar(s) => scalar_to_json(s.as_ref()),
+            AmValue::Object(_) => Value::String(format!("<object {}>", id_string(id))),
+        };
+        if !distinct.iter().any(|(v, _)| *v == json) {
+            distinct.push((json, id.clone()));
+        }
+    }
+    distinct
 }
 
 #[cfg(test)]

@@ -372,17 +372,24 @@ fn ops() -> impl Strategy<Value = (bool, Vec<Op>)> {
     (any::<bool>(), prop::collection::vec(op, 0..24))
 }
 
-/// Applies the operations (ignoring the ones Automerge refuses); objects are addressed by their
-/// index in the list of objects created so far (the root first).
+/// A document built by [`apply`]ing the operations to a valid record of the kind or to an
+/// empty document.
 fn build(from_valid: Option<RecordKind>, ops: &[Op]) -> AutoCommit {
     let mut d = match from_valid {
         Some(kind) => doc::new_record(kind, &base(kind), ActorId::random()).unwrap(),
         None => AutoCommit::new(),
     };
+    apply(&mut d, ops);
+    d
+}
+
+/// Applies the operations (ignoring the ones Automerge refuses); objects are addressed by their
+/// index in the list of objects created so far (the root first).
+fn apply(d: &mut AutoCommit, ops: &[Op]) {
     let mut objs: Vec<ObjId> = vec![ObjId::Root];
     // The valid record's own objects are reachable too.
     for k in ["victim", "services", "perpetrator", "violence_types", "support"] {
-        if let Ok(Some((_, id))) = automerge::ReadDoc::get(&d, ObjId::Root, k) {
+        if let Ok(Some((_, id))) = automerge::ReadDoc::get(d, ObjId::Root, k) {
             objs.push(id);
         }
     }
@@ -392,16 +399,16 @@ fn build(from_valid: Option<RecordKind>, ops: &[Op]) -> AutoCommit {
         match op {
             Op::Put(o, k, v) => {
                 let o = obj(o);
-                let _ = match list_or_map(&d, &o) {
+                let _ = match list_or_map(d, &o) {
                     Some(ObjType::Map) => d.put(&o, k.as_str(), v.clone()),
-                    Some(ObjType::List) => d.put(&o, automerge::ReadDoc::length(&d, &o).saturating_sub(1), v.clone()),
+                    Some(ObjType::List) => d.put(&o, automerge::ReadDoc::length(d, &o).saturating_sub(1), v.clone()),
                     _ => Ok(()),
                 };
             }
             Op::PutObject(o, k, t) => {
                 let o = obj(o);
                 let ty = [ObjType::Map, ObjType::List, ObjType::Text][*t as usize];
-                let made = match list_or_map(&d, &o) {
+                let made = match list_or_map(d, &o) {
                     Some(ObjType::Map) => d.put_object(&o, k.as_str(), ty).ok(),
                     Some(ObjType::List) => d.insert_object(&o, 0, ty).ok(),
                     _ => None,
@@ -410,21 +417,20 @@ fn build(from_valid: Option<RecordKind>, ops: &[Op]) -> AutoCommit {
             }
             Op::Insert(o, i, v) => {
                 let o = obj(o);
-                if list_or_map(&d, &o) == Some(ObjType::List) {
-                    let len = automerge::ReadDoc::length(&d, &o);
+                if list_or_map(d, &o) == Some(ObjType::List) {
+                    let len = automerge::ReadDoc::length(d, &o);
                     let _ = d.insert(&o, i % (len + 1), v.clone());
                 }
             }
             Op::Delete(o, k) => {
                 let o = obj(o);
-                if list_or_map(&d, &o) == Some(ObjType::Map) {
+                if list_or_map(d, &o) == Some(ObjType::Map) {
                     let _ = d.delete(&o, k.as_str());
                 }
             }
         }
     }
     d.commit();
-    d
 }
 
 fn check_any_doc(d: &AutoCommit) -> Result<(), TestCaseError> {
@@ -435,13 +441,68 @@ fn check_any_doc(d: &AutoCommit) -> Result<(), TestCaseError> {
     // The document also survives a save/load round trip and is judged the same way.
     let reloaded = AutoCommit::load(&d.clone().save()).map_err(|e| TestCaseError::fail(format!("reload: {e}")))?;
     prop_assert_eq!(doc::check_doc(&reloaded).is_ok(), doc::check_doc(d).is_ok());
-    Ok(())
+    inspect_agrees(d)
 }
 
 #[test]
 fn fuzz_check_doc_over_arbitrary_automerge_operations() {
     let input = (prop::option::of(prop::sample::select(KINDS.to_vec())), ops());
     run("fuzz_check_doc_over_arbitrary_automerge_operations", 1500, input, |(from, (_, ops))| check_any_doc(&build(from, &ops)));
+}
+
+/// What `inspect` finds in one walk is what `check_doc`, `view`, `conflicts`, `kind_of` and
+/// `all_root_strings` find apart.
+fn inspect_agrees(d: &AutoCommit) -> Result<(), TestCaseError> {
+    let mut d = d.clone();
+    match doc::inspect(&mut d) {
+        Ok(found) => {
+            prop_assert_eq!(doc::check_doc(&d), Ok(found.kind));
+            prop_assert_eq!(doc::kind_of(&d), Ok(found.kind));
+            prop_assert_eq!(doc::all_root_strings(&d, "commune"), Ok(found.communes));
+            prop_assert_eq!(doc::view(&d), Ok(found.view));
+            prop_assert_eq!(doc::conflicts(&mut d), Ok(found.conflicts));
+        }
+        Err(e) => prop_assert_eq!(doc::check_doc(&d).map_err(|e| e.to_string()), Err(e.to_string())),
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_inspect_agrees_with_check_view_and_conflicts_over_concurrent_edits() {
+    // Two devices edit one valid record apart (valid edits and foreign ones), then merge: the
+    // merged documents hold concurrent values at every depth.
+    // Foreign operations make most documents invalid: a side makes one at most, half the time.
+    // Valid edits of a few fields, with few values each, so that the two devices often meet.
+    let edit = || {
+        prop_oneof![
+            6 => prop::sample::select(vec![
+                ("victim.sex", json!("male")), ("victim.sex", json!("other")), ("victim.birth_year", json!(1980)),
+                ("victim.birth_year", json!(2001)), ("status", json!("closed")), ("notes", json!("a")), ("notes", json!("b")),
+                ("setting", json!("other_gbv")), ("services.0.provider", json!("X")), ("services.0.provider", json!("Y")),
+                ("perpetrator.counselled", json!(false)), ("deleted", json!(true)), ("detected_on", json!("2025-05-05")),
+                ("violence_types", json!(["sexual"])), ("services", json!({"kind": "health"})), ("sex", json!("male")),
+                ("sex", json!("other")), ("reintegrated", json!(true)), ("support.0.kind", json!("vocational_training")),
+                ("support.0.provided_on", json!("2025-07-01")), ("needs_support", json!(false)), ("identified_on", json!("2025-06-01")),
+                ("title", json!("A")), ("title", json!("B")), ("published_on", json!("2025-05-01")),
+            ])
+            .prop_map(|(p, v)| (p.to_string(), v)),
+            1 => (path(), json_value()),
+        ]
+    };
+    let side = || (prop::collection::vec(edit(), 2..16), ops(), 0usize..4);
+    run("fuzz_inspect_agrees_with_check_view_and_conflicts_over_concurrent_edits", 1000, (prop::sample::select(KINDS.to_vec()), side(), side()), |(kind, a_side, b_side)| {
+        let mut a = build(Some(kind), &[]);
+        let mut b = a.fork().with_actor(ActorId::random());
+        for (d, (edits, (_, ops), foreign)) in [(&mut a, a_side), (&mut b, b_side)] {
+            for (p, value) in &edits {
+                let _ = doc::set_path(d, p, value);
+                let _ = doc::append(d, p, value);
+            }
+            apply(d, &ops[..ops.len().min(foreign.saturating_sub(2))]);
+        }
+        a.merge(&mut b).map_err(|e| TestCaseError::fail(format!("merge: {e}")))?;
+        inspect_agrees(&a)
+    });
 }
 
 /// The document seeds of the corpus (written when `GESYNC_WRITE_CORPUS` is set).

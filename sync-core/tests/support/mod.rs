@@ -48,7 +48,7 @@ impl MemServer {
     pub fn sync(&mut self, who: &Principal, tree: &OrgTree, req: &SyncRequest) -> SyncResponse {
         let ex = Exchange::new(who, tree, req);
         let own = ex.own_actor();
-        let ctx = Context { who, tree, now: 1_750_000_000, own_actor: own.as_deref(), relay_open: self.relay, inflation: None };
+        let ctx = Context { who, tree, now: 1_750_000_000, own_actor: own.as_deref(), relay_open: self.relay, inflation: None, report_rows: true };
         let mut results = Vec::new();
         let mut writes = Vec::new();
         for push in &req.push {
