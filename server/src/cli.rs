@@ -308,7 +308,7 @@ fn fail(msg: &str) -> ! {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    crate::server::runtime().map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn real_main(cli: Cli) -> Result<(), String> {

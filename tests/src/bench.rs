@@ -75,7 +75,7 @@ pub fn serve_if_child() {
     let storage = crate::TestStore::from_arg(&args[2]).storage();
     let listen: SocketAddr = args[3].parse().expect("address");
     let db = storage.open().expect("store");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = gesync_server::server::runtime().unwrap();
     // A thousand simulated phones share one loopback address: not a slow-loris client.
     rt.block_on(gesync_server::server::run(gesync_server::Config { storage, listen, tls: None, limits: gesync_server::Limits { per_address: usize::MAX, ..Default::default() }, trusted_proxies: Vec::new(), metrics_token: Some(crate::METRICS_TOKEN.into()), audit_witness: None }, db, |_| {})).unwrap();
     std::process::exit(0);

@@ -68,6 +68,9 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpAddr>,
     /// Sync requests in flight per user (see [`SyncSlot`]).
     pub syncs_in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Syncs worked on at once ([`sync_work_permits`]): the rest wait for a permit holding
+    /// only their body, not a thread with their merged documents.
+    pub sync_work: Arc<tokio::sync::Semaphore>,
     /// The page contexts kept for phones on a slow link (see [`page_contexts`]).
     pub page_contexts: page_contexts::PageContexts,
     /// The bearer token a monitoring system presents at `/metrics` (`GESYNC_METRICS_TOKEN`);
@@ -85,6 +88,14 @@ pub struct AppState {
 /// Sync requests one user may have in flight at once: a phone syncs one page at a time, so a
 /// few cover a user's devices; more is one account making the server work for many.
 pub const SYNCS_PER_USER: usize = 4;
+
+/// Syncs worked on at once (merged, written, read, encoded on the blocking pool): four a core,
+/// at least 8. A sync's work is CPU and one store's write lock, so more at once only adds
+/// threads waiting, each holding its request's documents: with 1,000 phones at the same
+/// instant, hundreds of them.
+pub fn sync_work_permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_mul(4).max(8)
+}
 
 /// Argon2 hashes run at once (48 MiB each).
 const HASHING_PERMITS: usize = 2;
@@ -108,6 +119,10 @@ pub struct Metrics {
     pub sync_page_context_misses: AtomicU64,
     pub sync_bytes_in: AtomicU64,
     pub sync_bytes_out: AtomicU64,
+    /// Syncs being worked on now (holding a [`sync_work_permits`] permit), and the most at once
+    /// since the server started.
+    pub syncs_working: AtomicU64,
+    pub syncs_working_peak: AtomicU64,
     pub records_accepted: AtomicU64,
     pub records_rejected: AtomicU64,
     pub login_failures: AtomicU64,
@@ -146,6 +161,7 @@ impl AppState {
             limits,
             trusted_proxies,
             syncs_in_flight: Default::default(),
+            sync_work: Arc::new(tokio::sync::Semaphore::new(sync_work_permits())),
             page_contexts: Default::default(),
             metrics_token: metrics_token.filter(|t| !t.is_empty()),
             audit_witness,

@@ -125,7 +125,9 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
          # TYPE gesync_refresh_failures_total counter\ngesync_refresh_failures_total {}\n\
          # TYPE gesync_feed_sequence gauge\ngesync_feed_sequence {}\n\
          # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n\
-         # TYPE gesync_sync_page_context_bytes gauge\ngesync_sync_page_context_bytes {}\n",
+         # TYPE gesync_sync_page_context_bytes gauge\ngesync_sync_page_context_bytes {}\n\
+         # TYPE gesync_syncs_working gauge\ngesync_syncs_working {}\n\
+         # TYPE gesync_syncs_working_peak gauge\ngesync_syncs_working_peak {}\n",
         g(&m.sync_requests),
         g(&m.sync_slow_link_requests),
         g(&m.sync_page_context_hits),
@@ -142,6 +144,8 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
         feed_seq,
         size_on_disk,
         state.page_contexts.held().0,
+        g(&m.syncs_working),
+        g(&m.syncs_working_peak),
     ) + &prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

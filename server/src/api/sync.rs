@@ -108,7 +108,12 @@ pub(super) async fn sync(
     // Work a client no longer waits for stops between records (the slot is freed with it).
     let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _abandon_on_drop = SetOnDrop(abandoned.clone());
+    // Held by the work itself: a sync whose client went away keeps its permit until its work
+    // stops.
+    let permit = state.sync_work.clone().acquire_owned().await.map_err(|_| AppError::internal())?; // never closed
     let (resp, bytes) = blocking(move || {
+        let _permit = permit;
+        let _counted = Counted::begin(&shared.metrics);
         let working = Working::begin();
         // A slow link's answer costs more CPU per byte saved: honoured only while a core is free.
         if working.others() >= cores() {
@@ -153,6 +158,24 @@ pub(super) async fn sync(
     }
     m.sync_bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
+}
+
+/// One sync's work, counted in the server's `gesync_syncs_working` (and its peak) while it
+/// lasts.
+struct Counted<'m>(&'m super::Metrics);
+
+impl<'m> Counted<'m> {
+    fn begin(m: &'m super::Metrics) -> Counted<'m> {
+        let now = m.syncs_working.fetch_add(1, Ordering::Relaxed) + 1;
+        m.syncs_working_peak.fetch_max(now, Ordering::Relaxed);
+        Counted(m)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.syncs_working.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Syncs being worked on (merged, read, encoded) at this moment, across the server.
