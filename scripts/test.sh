@@ -53,7 +53,8 @@ chmod 600 "$pg_dir/pw"
 # transaction it begins, and the whole suite shows it (restarts by the tests keep it too).
 echo "default_transaction_isolation = 'repeatable read'" >> "$pg_dir/data/postgresql.conf"
 "${as_user[@]}" "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c max_connections=300 -c fsync=on" start >/dev/null
+  -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c max_connections=300 -c fsync=on" start >/dev/null \
+  || { echo "error: PostgreSQL did not start on 127.0.0.1:$port; its log:" >&2; cat "$pg_dir/log" >&2; exit 1; }
 export GESYNC_TEST_PG="postgres://gesync:$password@127.0.0.1:$port/postgres"
 # The PostgreSQL binaries, for the test that restarts the database during syncs.
 export GESYNC_TEST_PG_CTL="${as_user[*]} $bin/pg_ctl -D $pg_dir/data -l $pg_dir/log -w -o '-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c max_connections=300'"

@@ -113,8 +113,7 @@ pub(super) async fn sync(
     let permit = state.sync_work.clone().acquire_owned().await.map_err(|_| AppError::internal())?; // never closed
     let (resp, bytes) = blocking(move || {
         let _permit = permit;
-        let _counted = Counted::begin(&shared.metrics);
-        let working = Working::begin();
+        let working = Working::begin(&shared.metrics);
         // A slow link's answer costs more CPU per byte saved: honoured only while a core is free.
         if working.others() >= cores() {
             req.accept &= !sync_protocol::wire::FLAG_SLOW_LINK;
@@ -160,45 +159,26 @@ pub(super) async fn sync(
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response())
 }
 
-/// One sync's work, counted in the server's `gesync_syncs_working` (and its peak) while it
-/// lasts.
-struct Counted<'m>(&'m super::Metrics);
+/// One sync's work on a blocking thread (merged, read, encoded), counted in the server's
+/// `gesync_syncs_working` (and its peak) while it lasts.
+struct Working<'m>(&'m super::Metrics);
 
-impl<'m> Counted<'m> {
-    fn begin(m: &'m super::Metrics) -> Counted<'m> {
+impl<'m> Working<'m> {
+    fn begin(m: &'m super::Metrics) -> Working<'m> {
         let now = m.syncs_working.fetch_add(1, Ordering::Relaxed) + 1;
         m.syncs_working_peak.fetch_max(now, Ordering::Relaxed);
-        Counted(m)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.syncs_working.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Syncs being worked on (merged, read, encoded) at this moment, across the server.
-static WORKING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// One sync's time on a blocking thread, counted in [`WORKING`] while it lasts.
-struct Working;
-
-impl Working {
-    fn begin() -> Working {
-        WORKING.fetch_add(1, Ordering::Relaxed);
-        Working
+        Working(m)
     }
 
     /// The other syncs being worked on now.
     fn others(&self) -> usize {
-        WORKING.load(Ordering::Relaxed).saturating_sub(1)
+        (self.0.syncs_working.load(Ordering::Relaxed) as usize).saturating_sub(1)
     }
 }
 
-impl Drop for Working {
+impl Drop for Working<'_> {
     fn drop(&mut self) {
-        WORKING.fetch_sub(1, Ordering::Relaxed);
+        self.0.syncs_working.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
