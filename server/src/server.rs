@@ -327,7 +327,6 @@ fn expire_uploads_every(db: crate::db::Db, period: Duration) -> tokio::task::Joi
     })
 }
 
-/// Opens everything and serves until SIGINT/SIGTERM (used by `serve` and `demo`).
 /// Threads of the runtime's blocking pool, where the data layer's work runs (token and session
 /// checks, syncs, pages, hashing). tokio's default is 512: a thousand phones syncing at the same
 /// instant made 289 threads, each keeping its own allocator pages (mimalloc's heaps are per
@@ -340,6 +339,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().max_blocking_threads(BLOCKING_THREADS).enable_all().build()
 }
 
+/// Opens everything and serves until SIGINT/SIGTERM (used by `serve` and `demo`).
 pub async fn run(config: Config, db: Db, on_listening: impl FnOnce(SocketAddr)) -> Result<(), String> {
     crate::heap::return_freed_memory();
     // While the server holds the embedded store's lock, `gesync-server backup` asks it over
