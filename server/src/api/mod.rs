@@ -94,7 +94,13 @@ pub const SYNCS_PER_USER: usize = 4;
 /// threads waiting, each holding its request's documents: with 1,000 phones at the same
 /// instant, hundreds of them.
 pub fn sync_work_permits() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_mul(4).max(8)
+    cores().saturating_mul(4).max(8)
+}
+
+/// The cores this process may run on (read once).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Argon2 hashes run at once (48 MiB each).

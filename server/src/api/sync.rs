@@ -16,7 +16,7 @@ use sync_protocol::ErrorCode;
 use crate::error::{AppError, AppResult};
 use crate::model::Principal;
 
-use super::{blocking, scopeguard_histogram, Authed, Shared, SYNCS_PER_USER};
+use super::{blocking, cores, scopeguard_histogram, Authed, Shared, SYNCS_PER_USER};
 
 /// The caller of a sync, holding one of its [`SYNCS_PER_USER`] slots from before the body is
 /// read until the answer is made (429 with `Retry-After` when none is free).
@@ -180,9 +180,4 @@ impl Drop for Working<'_> {
     fn drop(&mut self) {
         self.0.syncs_working.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
