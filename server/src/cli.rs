@@ -240,6 +240,13 @@ enum AdminCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Say that every server serving this store, and any kept to roll back to, runs this
+    /// release or a later one: its stored forms (smaller, quicker to read) are written from now
+    /// on, which older releases cannot read. Prints the store's form level before and after.
+    FinalizeUpgrade {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Loads `GESYNC_*=value` lines from the config file into the environment, without overriding
@@ -446,6 +453,16 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "store_new_epoch", target: format!("{epoch:016x}") };
             db.audit_log().audit(ev).map_err(|e| e.to_string())?;
             println!("{{\"epoch\": \"{epoch:016x}\"}}");
+            Ok(())
+        }
+        Cmd::Admin(AdminCmd::FinalizeUpgrade { store }) => {
+            let db = open_existing(&store)?;
+            let (was, now) = db.finalize_upgrade().map_err(|e| e.to_string())?;
+            if now != was {
+                let ev = crate::db::AuditEvent { user: "cli".into(), device_id: None, action: "store_finalize_upgrade", target: format!("form level {now}") };
+                db.audit_log().audit(ev).map_err(|e| e.to_string())?;
+            }
+            println!("{{\"form_level\": {now}, \"was\": {was}}}");
             Ok(())
         }
         Cmd::Check { store } => {

@@ -242,13 +242,18 @@ pub(crate) fn revokes_and_disables_win_their_races(dbs: &[Db]) {
 /// (`*_rows.rs`) over this store's keyspace:
 /// written through `write`, read through `read` (the same handle, or another replica's).
 fn rows_conform(write: &dyn Kv, read: &dyn Kv) {
-    crate::record_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
-    crate::figure_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
-    crate::audit_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
-    crate::account_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
-    crate::login_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
-    crate::upload_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
-    crate::store_rows::conform::suite(&mut crate::record_rows::conform::Keyspace { write, read });
+    use crate::record_rows::conform::Keyspace;
+    use crate::rows::MetaForm;
+    // Record metadata in the finalized store's form: every other test writes the form a store
+    // starts with (JSON), and reads go through the same code for both.
+    crate::record_rows::conform::suite(&mut Keyspace { write, read, meta_form: MetaForm::Postcard });
+    let mut keyspace = Keyspace { write, read, meta_form: MetaForm::Json };
+    crate::figure_rows::conform::suite(&mut keyspace);
+    crate::audit_rows::conform::suite(&mut keyspace);
+    crate::account_rows::conform::suite(&mut keyspace);
+    crate::login_rows::conform::suite(&mut keyspace);
+    crate::upload_rows::conform::suite(&mut keyspace);
+    crate::store_rows::conform::suite(&mut keyspace);
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! - `store_rows.rs` (the typed storage seam of the store's own rows, below `db.rs`,
 //!   `org_units`, `figures`, `audit`): `o/{code}` org unit · `n/tree` version of the org tree ·
 //!   `n/epoch`, `n/epoch-at` the store's epoch (which history the feed belongs to; never
-//!   copied by a backup's restore) · `k/{name}` server secrets
+//!   copied by a backup's restore) · `n/forms` the form level ([`FORM_LEVEL`]) · `k/{name}`
+//!   server secrets
 //! - `account_rows.rs` (the typed storage seam of accounts, below `accounts`, `org_units`,
 //!   `check`): `u/{username}` user · `d/{username}/{device_id}` device
 //! - `audit_rows.rs` (the typed storage seam of the audit chain, below `audit` and `check`):
@@ -147,7 +148,16 @@ pub(crate) struct Inner {
     /// (see `figures.rs`).
     pub(crate) counters_cache: Mutex<CountersCache>,
     pub(crate) upload_limits: Mutex<crate::uploads::UploadLimits>,
+    /// The store's form level ([`FORM_LEVEL`]), as last read: at open, then by the watch of a
+    /// shared store.
+    form_level: std::sync::atomic::AtomicU64,
 }
+
+/// The newest stored forms this build reads, by level; it writes them in a store whose form
+/// level (`gesync-server admin finalize-upgrade`) says every build serving it reads them too.
+/// Level 1: record metadata in postcard (`rows::MetaForm`). A store at a level above this one
+/// was finalized by a newer build, whose rows this build may not read: it refuses to open it.
+pub const FORM_LEVEL: u64 = 1;
 
 
 /// For how long after the store's epoch was renewed phones may relay other devices' changes
@@ -166,6 +176,10 @@ fn watch_tree(inner: std::sync::Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let db = Db { inner };
         let _ = db.tree_in(db.kv());
+        // A store finalized while this replica runs: written in the new forms from now on.
+        if let Ok(level) = db.kv().form_level() {
+            db.inner.form_level.fetch_max(level.min(FORM_LEVEL), std::sync::atomic::Ordering::Relaxed);
+        }
     });
 }
 pub(crate) fn read_u64(kv: &(impl KvRead + ?Sized), k: &[u8]) -> Result<u64, DbError> {
@@ -182,9 +196,21 @@ fn load_tree(kv: &dyn KvRead) -> Result<OrgTree, DbError> {
 impl Db {
     pub fn open(kv: Box<dyn Kv>) -> Result<Self, DbError> {
         let version = kv.as_ref().tree_version()?;
+        let form_level = kv.as_ref().form_level()?;
+        if form_level > FORM_LEVEL {
+            return Err(DbError::Invalid(format!(
+                "the store was finalized for stored forms of level {form_level}, newer than this server's {FORM_LEVEL}: run the newer gesync-server"
+            )));
+        }
         let tree = load_tree(kv.as_ref())?;
         let db = Db {
-            inner: Arc::new(Inner { kv, tree: Mutex::new((version, Arc::new(tree))), counters_cache: Mutex::new(Default::default()), upload_limits: Mutex::new(Default::default()) }),
+            inner: Arc::new(Inner {
+                kv,
+                tree: Mutex::new((version, Arc::new(tree))),
+                counters_cache: Mutex::new(Default::default()),
+                upload_limits: Mutex::new(Default::default()),
+                form_level: form_level.into(),
+            }),
         };
         db.audit_log().verify_audit_chain_tail()?;
         // Created now, not inside the first audited write (which could not write it).
@@ -252,7 +278,28 @@ impl Db {
     /// Stages rows of the typed storage seams (records, figures) into `batch`, as this store
     /// lays them out.
     pub(crate) fn stage<'b>(&self, batch: &'b mut Batch) -> crate::record_rows::KeyspaceWrites<'b> {
-        crate::record_rows::KeyspaceWrites::new(batch, self.kv().keeps_report_rows())
+        crate::record_rows::KeyspaceWrites::new(batch, self.kv().keeps_report_rows(), crate::rows::MetaForm::at_level(self.form_level()))
+    }
+
+    /// The store's form level as this process last read it ([`FORM_LEVEL`]).
+    pub fn form_level(&self) -> u64 {
+        self.inner.form_level.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that every build serving this store, and any kept to roll back to, reads the
+    /// stored forms of this build ([`FORM_LEVEL`]): from now on they are written in them.
+    /// Never lowers the level. Returns the level before and after.
+    pub fn finalize_upgrade(&self) -> Result<(u64, u64), DbError> {
+        let tx = self.kv().begin_write()?;
+        let was = tx.form_level()?;
+        let now = was.max(FORM_LEVEL);
+        if now != was {
+            let mut b = Batch::default();
+            self.stage(&mut b).set_form_level(now);
+            tx.commit(b)?;
+        }
+        self.inner.form_level.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        Ok((was, now))
     }
 
     /// Whether the store answers (`/healthz`).
@@ -398,6 +445,7 @@ mod tests {
         ("o/", "store_rows.rs"),
         ("n/tree", "store_rows.rs"),
         ("n/epoch", "store_rows.rs"),
+        ("n/forms", "store_rows.rs"),
         ("k/", "store_rows.rs"),
         ("u/", "account_rows.rs"),
         ("d/", "account_rows.rs"),

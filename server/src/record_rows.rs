@@ -195,7 +195,7 @@ pub(crate) trait RecordWrites {
 // `f/{commune}/{seq:be64}` feed, `q/{commune}/{id16}` review index, `x/{actor}` actor claim,
 // `n/seq` the feed's last sequence number, `nd/{a}~{b}` a pair marked as not duplicates (by
 // whom, when). PostgreSQL's triggers and views read some of them
-// (`m/` and `fx/` into `gesync.records`, `q/` into `gesync.conflicts`, `r/` sealed and `f/` in
+// (`fx/` into `gesync.records`, `q/` into `gesync.conflicts`, `r/` sealed and `f/` in
 // the views of migration 6, `x/` in migration 7's): changing their form needs a migration that
 // changes the SQL with it.
 
@@ -519,11 +519,13 @@ pub(crate) struct KeyspaceWrites<'b> {
     pub(crate) batch: &'b mut Batch,
     /// Whether the store keeps reporting rows ([`crate::store::Kv::keeps_report_rows`]).
     report_rows: bool,
+    /// The form record metadata is written in (the store's form level).
+    meta_form: crate::rows::MetaForm,
 }
 
 impl<'b> KeyspaceWrites<'b> {
-    pub(crate) fn new(batch: &'b mut Batch, report_rows: bool) -> Self {
-        KeyspaceWrites { batch, report_rows }
+    pub(crate) fn new(batch: &'b mut Batch, report_rows: bool, meta_form: crate::rows::MetaForm) -> Self {
+        KeyspaceWrites { batch, report_rows, meta_form }
     }
 }
 
@@ -548,7 +550,7 @@ impl RecordWrites for KeyspaceWrites<'_> {
     }
 
     fn put_meta(&mut self, id: &RecordId, meta: &RecordMeta) {
-        self.batch.put(meta_key(id), seal(&crate::rows::meta_bytes(meta)));
+        self.batch.put(meta_key(id), seal(&crate::rows::meta_bytes(meta, self.meta_form)));
     }
 
     fn put_report_row(&mut self, id: &RecordId, meta: &RecordMeta, facts: Option<&Value>) {
@@ -606,6 +608,7 @@ pub(crate) struct MemRows {
     pub(crate) org_units: std::collections::BTreeMap<String, crate::model::OrgUnit>,
     pub(crate) tree_version: u64,
     pub(crate) epoch: (u64, i64),
+    pub(crate) form_level: u64,
     pub(crate) secrets: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
@@ -750,6 +753,8 @@ pub(crate) mod conform {
     pub(crate) struct Keyspace<'a> {
         pub write: &'a dyn Kv,
         pub read: &'a dyn Kv,
+        /// The form metadata is written in (the store's form level).
+        pub meta_form: crate::rows::MetaForm,
     }
 
     impl RowStore for Keyspace<'_> {
@@ -760,7 +765,7 @@ pub(crate) mod conform {
         fn commit(&mut self, f: &mut dyn FnMut(&mut dyn SeamWrites)) {
             let tx = self.write.begin_write().unwrap();
             let mut batch = Batch::default();
-            f(&mut KeyspaceWrites::new(&mut batch, self.write.keeps_report_rows()));
+            f(&mut KeyspaceWrites::new(&mut batch, self.write.keeps_report_rows(), self.meta_form));
             tx.commit(batch).unwrap();
         }
         fn cut(&self) -> Box<dyn KvRead + '_> {
@@ -930,7 +935,7 @@ pub(crate) mod conform {
         let kv = crate::store::MemKv::default();
         let ids: BTreeSet<RecordId> = (0..5).map(|_| RecordId::random()).collect();
         let mut batch = Batch::default();
-        let mut rows = KeyspaceWrites::new(&mut batch, false);
+        let mut rows = KeyspaceWrites::new(&mut batch, false, crate::rows::MetaForm::Json);
         for (n, id) in ids.iter().enumerate() {
             rows.put_meta(id, &meta("04701", n as u64 + 1, 1));
         }

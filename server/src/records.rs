@@ -492,22 +492,24 @@ mod tests {
         assert_eq!(silent("2024"), ["04701"]);
     }
 
-    /// Metadata in either stored form (`rows.rs`) is read: JSON as every build writes it, and
-    /// postcard as a later build will. Such a record is pulled, edited and counted as any
-    /// other, and its next write stores the form this build writes (JSON, which older builds
-    /// read too: a replica not yet replaced, or a rollback).
+    /// Metadata in either stored form (`rows.rs`) is read at any form level. Until the store is
+    /// finalized, this build writes JSON, which older builds read too (a replica not yet
+    /// replaced, or a rollback); a record in postcard (written by a replica of this build once
+    /// finalized) is pulled, edited and counted as any other. Once finalized, a record's next
+    /// write stores postcard, and the store's level outlives the process.
     #[test]
-    fn metadata_in_either_stored_form_is_read_and_rewritten_in_this_builds_form() {
+    fn metadata_is_written_as_json_until_the_store_is_finalized_and_read_in_either_form() {
         let db = db_with_commune();
+        assert_eq!(db.form_level(), 0, "a new store is not finalized");
         let mut d = doc::new_record(RecordKind::NewsItem, &json!({"commune": "04701", "published_on": "2025-01-01"}), sync_protocol::automerge::ActorId::random()).unwrap();
         let id = RecordId::random();
         let push = |d: &mut AutoCommit| SyncRequest { push: vec![PushDoc { id, changes: d.save(), heads: heads_to_wire(&d.get_heads()) }], ..Default::default() };
         assert_eq!(db.records().sync(&officer(), &push(&mut d)).unwrap().results[0].outcome, PushOutcome::Accepted);
         let meta = db.records().get_meta(&id).unwrap().unwrap();
         let stored = |db: &Db| unseal("metadata", &id, db.kv().get(&meta_key(&id)).unwrap().unwrap()).unwrap();
-        assert_eq!(stored(&db)[0], b'{', "this build writes JSON");
+        assert_eq!(stored(&db)[0], b'{', "JSON until the store is finalized");
         assert_eq!(serde_json::from_slice::<RecordMeta>(&stored(&db)).unwrap(), meta, "as an older build reads it");
-        // As a later build will write it.
+        // As a replica of this build writes it once the store is finalized.
         let mut b = Batch::default();
         b.put(meta_key(&id), seal(&crate::rows::meta_postcard(&meta)));
         db.commit(b).unwrap();
@@ -516,16 +518,46 @@ mod tests {
         let pulled = db.records().sync(&officer(), &SyncRequest::default()).unwrap();
         assert_eq!(pulled.pull.iter().filter(|p| p.id == id).count(), 1, "pulled");
         // An edit is merged on it, moves the figures from its old contribution, and is stored in
-        // this build's form.
-        let q1: indicators::Period = "2025Q1".parse().unwrap();
-        assert_eq!(db.figures().counters("04701", q1.quarters()[0]).unwrap().news_items(), 1);
+        // the form of the store's level.
+        let q: [indicators::Period; 3] = ["2025Q1", "2025Q2", "2025Q3"].map(|p| p.parse().unwrap());
+        let news_items = |db: &Db| q.map(|p| db.figures().counters("04701", p.quarters()[0]).unwrap().news_items());
+        assert_eq!(news_items(&db), [1, 0, 0]);
         doc::set_path(&mut d, "published_on", &json!("2025-04-02")).unwrap();
         assert_eq!(db.records().sync(&officer(), &push(&mut d)).unwrap().results[0].outcome, PushOutcome::Accepted);
         assert_eq!(stored(&db)[0], b'{');
-        assert_eq!(db.figures().counters("04701", q1.quarters()[0]).unwrap().news_items(), 0);
-        let q2: indicators::Period = "2025Q2".parse().unwrap();
-        assert_eq!(db.figures().counters("04701", q2.quarters()[0]).unwrap().news_items(), 1);
+        assert_eq!(news_items(&db), [0, 1, 0]);
         assert_eq!(db.records().get_meta(&id).unwrap().unwrap().history.len(), 2, "its history goes on");
+        // Finalized: the next write is postcard; finalizing again changes nothing.
+        assert_eq!(db.finalize_upgrade().unwrap(), (0, crate::db::FORM_LEVEL));
+        assert_eq!(db.finalize_upgrade().unwrap(), (crate::db::FORM_LEVEL, crate::db::FORM_LEVEL));
+        doc::set_path(&mut d, "published_on", &json!("2025-07-03")).unwrap();
+        assert_eq!(db.records().sync(&officer(), &push(&mut d)).unwrap().results[0].outcome, PushOutcome::Accepted);
+        assert_eq!(stored(&db)[0], crate::rows::META_POSTCARD, "postcard once finalized");
+        assert_eq!(news_items(&db), [0, 0, 1]);
+        let meta = db.records().get_meta(&id).unwrap().unwrap();
+        assert_eq!((meta.history.len(), meta.date.as_deref()), (3, Some("2025-07-03")));
+    }
+
+    /// The form level is the store's: a server opening it again writes its forms. A store
+    /// finalized by a newer build (a level above this build's) may hold rows this build cannot
+    /// read: it refuses to open it, saying so.
+    #[test]
+    fn the_form_level_is_kept_and_a_store_finalized_by_a_newer_build_is_refused() {
+        use crate::store::SledKv;
+        use crate::store_rows::StoreWrites;
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Db::open(Box::new(SledKv::open(dir.path()).unwrap()));
+        let db = open().unwrap();
+        assert_eq!(db.finalize_upgrade().unwrap(), (0, crate::db::FORM_LEVEL));
+        drop(db);
+        let db = open().unwrap();
+        assert_eq!(db.form_level(), crate::db::FORM_LEVEL, "kept by the store");
+        let mut b = Batch::default();
+        db.stage(&mut b).set_form_level(crate::db::FORM_LEVEL + 1);
+        db.commit(b).unwrap();
+        drop(db);
+        let err = open().err().expect("refused").to_string();
+        assert!(err.contains("newer than this server's") && err.contains("run the newer gesync-server"), "{err}");
     }
 
     #[test]

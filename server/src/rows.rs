@@ -5,14 +5,15 @@
 //! A record's metadata (`m/{id16}`, a key of `record_rows.rs`) has two stored forms, and this build
 //! reads both:
 //! - JSON ([`StoredMetaJson`], starting with `{`), the form every earlier build wrote and reads,
-//!   which this build still writes ([`WRITE_POSTCARD_META`] is off);
+//!   which this build writes until the store is finalized ([`MetaForm`]);
 //! - [`META_POSTCARD`] then postcard ([`StoredMeta`]), heads as 32 raw bytes rather than JSON
 //!   arrays of 32 numbers: 218 bytes where JSON takes 545 with one history point, 701 where it
 //!   takes 2,008 with eight; read in 1.4–1.9 µs where JSON takes 2.6–7.9 µs (measured
 //!   2026-12-04; the pull reads one for every record it serves, the push two for every record
-//!   it writes). A later release writes it, once every build that may serve the store reads it.
+//!   it writes). This build writes it once `gesync-server admin finalize-upgrade` has said that
+//!   every build serving the store reads it (the store's form level, `db::FORM_LEVEL`).
 //!
-//! A record's next write, or `rebuild-figures`, stores the form this build writes.
+//! A record's next write, or `rebuild-figures`, stores the form the store's level says.
 //!
 //! The org units (`o/`), a record's open conflicts (`q/`) and an actor's owner (`x/`) stay
 //! JSON, in rows of their own here: PostgreSQL's triggers read the first two (migrations 2 and
@@ -90,20 +91,34 @@ fn kind_of(number: u8) -> Option<RecordKind> {
     }
 }
 
-/// Whether this build writes metadata in [`StoredMeta`]'s postcard form. Off: it writes the
-/// JSON every earlier build reads ([`StoredMetaJson`]), and reads both forms. Writing postcard
-/// at once would leave records that an older replica (while replicas are replaced one by one)
-/// or an older binary (a rollback) cannot read; an older build leaves a record it cannot read
-/// out of a pull, and the phone's cursor moves past it. Turn it on in a later release, once
-/// no build older than this one serves the store or is kept to roll back to.
-pub(crate) const WRITE_POSTCARD_META: bool = false;
+/// The form in which record metadata is written, by the store's form level. Until the store
+/// is finalized ([`crate::db::FORM_LEVEL`]), JSON, which every earlier build reads
+/// ([`StoredMetaJson`]); writing postcard before would leave records that an older replica
+/// (while replicas are replaced one by one) or an older binary (a rollback) cannot read, and an
+/// older build leaves a record it cannot read out of a pull: the phone's cursor moves past it.
+/// Every form is read at any level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MetaForm {
+    Json,
+    Postcard,
+}
 
-/// `meta` in the form this build stores it in.
-pub(crate) fn meta_bytes(meta: &RecordMeta) -> Vec<u8> {
-    if WRITE_POSTCARD_META {
-        meta_postcard(meta)
-    } else {
-        serde_json::to_vec(&StoredMetaJson::of(meta)).expect("a stored row serialises")
+impl MetaForm {
+    /// The form a store at form level `level` is written in.
+    pub(crate) fn at_level(level: u64) -> MetaForm {
+        if level >= 1 {
+            MetaForm::Postcard
+        } else {
+            MetaForm::Json
+        }
+    }
+}
+
+/// `meta` in `form`.
+pub(crate) fn meta_bytes(meta: &RecordMeta, form: MetaForm) -> Vec<u8> {
+    match form {
+        MetaForm::Postcard => meta_postcard(meta),
+        MetaForm::Json => serde_json::to_vec(&StoredMetaJson::of(meta)).expect("a stored row serialises"),
     }
 }
 
@@ -359,15 +374,14 @@ mod tests {
     /// reads (it parses it as `sync-core`'s `RecordMeta`).
     #[test]
     fn metadata_reads_back_as_it_was_written_in_either_form() {
-        assert!(!WRITE_POSTCARD_META, "postcard is written only once every build that may serve the store reads it");
         for points in [0, 1, 8] {
             let m = meta(points);
             assert!(m.contribution.is_some(), "the sample counts somewhere");
-            let json = meta_bytes(&m);
+            let json = meta_bytes(&m, MetaForm::Json);
             assert_eq!(json[0], b'{');
             assert_eq!(meta_from(&json).unwrap(), m, "{points} history points, JSON");
             assert_eq!(serde_json::from_slice::<RecordMeta>(&json).unwrap(), m, "an older build reads it");
-            let packed = meta_postcard(&m);
+            let packed = meta_bytes(&m, MetaForm::Postcard);
             assert_eq!(packed[0], META_POSTCARD);
             assert_eq!(meta_from(&packed).unwrap(), m, "{points} history points, postcard");
             // A pull's read: the same but the contribution, in either form.
@@ -379,7 +393,7 @@ mod tests {
         }
         for kind in RecordKind::ALL {
             assert_eq!(meta_from(&meta_postcard(&RecordMeta { kind, ..meta(1) })).unwrap().kind, kind);
-            assert_eq!(meta_from(&meta_bytes(&RecordMeta { kind, ..meta(1) })).unwrap().kind, kind);
+            assert_eq!(meta_from(&meta_bytes(&RecordMeta { kind, ..meta(1) }, MetaForm::Json)).unwrap().kind, kind);
         }
     }
 
@@ -390,7 +404,7 @@ mod tests {
         let m = meta(3);
         assert_eq!(meta_from(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
         assert_eq!(meta_for_pull_from(&serde_json::to_vec(&m).unwrap()).unwrap(), RecordMeta { contribution: None, ..m.clone() });
-        for bytes in [meta_postcard(&m), meta_bytes(&m)] {
+        for bytes in [meta_postcard(&m), meta_bytes(&m, MetaForm::Json)] {
             for cut in [1, 2, 10, bytes.len() / 2, bytes.len() - 1] {
                 assert!(meta_from(&bytes[..cut]).is_err(), "cut at {cut}");
                 assert!(meta_for_pull_from(&bytes[..cut]).is_err(), "cut at {cut}, for a pull");
@@ -429,7 +443,7 @@ mod tests {
     fn the_stored_form_is_pinned() {
         let hex = hex::encode(meta_postcard(&meta(1)));
         assert_eq!(hex, PINNED, "the stored form of metadata changed: keep the old one readable (a new first byte) and pin the new one");
-        assert_eq!(String::from_utf8(meta_bytes(&meta(1))).unwrap(), PINNED_JSON, "the JSON form every build reads changed");
+        assert_eq!(String::from_utf8(meta_bytes(&meta(1), MetaForm::Json)).unwrap(), PINNED_JSON, "the JSON form every build reads changed");
     }
 
     /// `meta(1)` in the JSON form.

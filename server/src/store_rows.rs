@@ -1,5 +1,6 @@
 //! The typed storage seam of what the store holds about itself: the org-unit tree with its
-//! version, the store's epoch, and the server's secrets, as rows, with no key in sight.
+//! version, the store's epoch, its form level (which stored forms its builds write), and the
+//! server's secrets, as rows, with no key in sight.
 //!
 //! [`StoreRows`] is one consistent read of them; [`StoreWrites`] the rows a write transaction
 //! stages. `db.rs` (the tree's cache, the epoch, secrets made once), `org_units` (tree changes),
@@ -22,6 +23,10 @@ pub(crate) trait StoreRows {
     fn stored_epoch(&self) -> Result<u64, DbError>;
     /// When the epoch was last renewed (seconds since 1970; 0: it never was).
     fn epoch_renewed_at(&self) -> Result<i64, DbError>;
+    /// The store's form level: the newest stored forms every build serving it reads, so that
+    /// its builds may write them (0: only the forms every build reads; see
+    /// [`crate::db::FORM_LEVEL`]).
+    fn form_level(&self) -> Result<u64, DbError>;
     /// The server secret `name`.
     fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, DbError>;
 }
@@ -31,19 +36,22 @@ pub(crate) trait StoreWrites {
     fn put_org_unit(&mut self, unit: &OrgUnit);
     fn set_tree_version(&mut self, version: u64);
     fn set_epoch(&mut self, epoch: u64, renewed_at: i64);
+    fn set_form_level(&mut self, level: u64);
     fn put_secret(&mut self, name: &str, value: &[u8]);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The keyspace. Keys: `o/{code}` → the org unit (`rows.rs`'s stored form, JSON, which the
 // trigger reads into `gesync.org_units`), `n/tree` → the tree's version, `n/epoch` and
-// `n/epoch-at` → the epoch and when it was renewed, `k/{name}` → a secret (never in a view);
+// `n/epoch-at` → the epoch and when it was renewed, `n/forms` → the form level, `k/{name}` → a
+// secret (never in a view);
 // each number big-endian u64.
 
 const ORG_UNITS: &[u8] = b"o/";
 const TREE_VERSION: &[u8] = b"n/tree";
 const EPOCH: &[u8] = b"n/epoch";
 const EPOCH_AT: &[u8] = b"n/epoch-at";
+const FORM_LEVEL: &[u8] = b"n/forms";
 
 fn org_unit_key(code: &str) -> Vec<u8> {
     key("o/", &[code.as_bytes()])
@@ -77,6 +85,10 @@ impl<R: KvRead + ?Sized> StoreRows for R {
         Ok(read_u64(self, EPOCH_AT)? as i64)
     }
 
+    fn form_level(&self) -> Result<u64, DbError> {
+        read_u64(self, FORM_LEVEL)
+    }
+
     fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, DbError> {
         Ok(self.get(&secret_key(name))?)
     }
@@ -94,6 +106,10 @@ impl StoreWrites for KeyspaceWrites<'_> {
     fn set_epoch(&mut self, epoch: u64, renewed_at: i64) {
         self.batch.put(EPOCH.to_vec(), epoch.to_be_bytes().to_vec());
         self.batch.put(EPOCH_AT.to_vec(), (renewed_at as u64).to_be_bytes().to_vec());
+    }
+
+    fn set_form_level(&mut self, level: u64) {
+        self.batch.put(FORM_LEVEL.to_vec(), level.to_be_bytes().to_vec());
     }
 
     fn put_secret(&mut self, name: &str, value: &[u8]) {
@@ -115,6 +131,9 @@ impl StoreRows for crate::record_rows::MemRows {
     fn epoch_renewed_at(&self) -> Result<i64, DbError> {
         Ok(self.epoch.1)
     }
+    fn form_level(&self) -> Result<u64, DbError> {
+        Ok(self.form_level)
+    }
     fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, DbError> {
         Ok(self.secrets.get(name).cloned())
     }
@@ -130,6 +149,9 @@ impl StoreWrites for crate::record_rows::MemRows {
     }
     fn set_epoch(&mut self, epoch: u64, renewed_at: i64) {
         self.epoch = (epoch, renewed_at);
+    }
+    fn set_form_level(&mut self, level: u64) {
+        self.form_level = level;
     }
     fn put_secret(&mut self, name: &str, value: &[u8]) {
         self.secrets.insert(name.to_string(), value.to_vec());
@@ -148,6 +170,7 @@ pub(crate) mod conform {
             let cut = store.cut();
             assert!(cut.all_org_units().unwrap().is_empty(), "an empty store");
             assert_eq!((cut.tree_version().unwrap(), cut.stored_epoch().unwrap(), cut.epoch_renewed_at().unwrap()), (0, 0, 0));
+            assert_eq!(cut.form_level().unwrap(), 0, "a store no build finalized");
             assert!(cut.stored_secret("probe").unwrap().is_none());
         }
         let commune = OrgUnit::new("04701", "Xã Một", Some("047".into()), "commune");
@@ -173,8 +196,10 @@ pub(crate) mod conform {
             w.put_org_unit(&merged);
             w.set_tree_version(2);
             w.set_epoch(7, 1_751_328_000);
+            w.set_form_level(1);
         });
         let cut = store.cut();
+        assert_eq!(cut.form_level().unwrap(), 1);
         assert_eq!(cut.all_org_units().unwrap().into_iter().find(|u| u.code == "04701"), Some(merged), "a unit rewritten");
         assert_eq!((cut.tree_version().unwrap(), cut.stored_epoch().unwrap(), cut.epoch_renewed_at().unwrap()), (2, 7, 1_751_328_000));
     }

@@ -142,6 +142,16 @@ pub fn store_from_args(dir: &Path) -> crate::TestStore {
     }
 }
 
+/// Finalizes the store as `gesync-server admin finalize-upgrade` does, unless `--unfinalized`
+/// is given (record metadata then stays in the JSON every earlier build reads, as in a store an
+/// upgrade has not finalized). Returns the store's form level, which the benchmark prints.
+pub fn finalize_unless_asked(store: &crate::TestStore) -> u64 {
+    if std::env::args().any(|a| a == "--unfinalized") {
+        return store.with_db(|db| db.form_level());
+    }
+    store.with_db(|db| db.finalize_upgrade().expect("the store is finalized").1)
+}
+
 /// `--replicas N` (default 1): server processes on the store; more than one needs `--database`.
 pub fn replicas_from_args(store: &crate::TestStore) -> usize {
     let n = arg("--replicas", 1);

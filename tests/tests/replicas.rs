@@ -5,7 +5,9 @@
 //! - two officers make a conflicting edit; the district reviewer sees it on one replica and
 //!   resolves it through another;
 //! - at the end every replica returns the same records, figures and a valid audit chain, and
-//!   every phone of a commune holds the same records, none lost or doubled.
+//!   every phone of a commune holds the same records, none lost or doubled;
+//! - midway the store is finalized (`admin finalize-upgrade`) under the running replicas, which
+//!   then write record metadata in the new form, read by all beside the old.
 //!
 //! And the database itself restarted during syncs: phones retry, nothing acknowledged is lost.
 
@@ -78,10 +80,19 @@ async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
         phones.push(p);
     }
     let commune = |i: usize| if i < 2 { "04701" } else { "04702" };
+    let url_of_store = match &store { TestStore::Postgres(u) => u.clone(), _ => unreachable!() };
 
     // Rounds of records and syncs; in round 2, replica 1 is SIGKILLed mid-round and started
-    // again on the same address.
+    // again on the same address; before round 3 the store is finalized.
     for round in 0..5 {
+        if round == 3 {
+            assert_eq!(meta_forms(&url_of_store).1, 0, "no postcard before the store is finalized");
+            let out = tests::run_cli(Path::new(BIN), &["admin", "finalize-upgrade", "--database", &url_of_store], None);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"form_level": 1, "was": 0}"#);
+            // The replicas read the level at their next watch of the store (every 0.5 s).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
         for (i, p) in phones.iter_mut().enumerate() {
             for n in 0..rng.gen_range(2..6) {
                 let date = ["2025-02-10", "2025-05-10", "2025-08-10"][(round + n) % 3];
@@ -159,15 +170,38 @@ async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
     // The proxy spread the phones over the replicas.
     let used = per_replica.iter().filter(|n| n.load(std::sync::atomic::Ordering::Relaxed) > 0).count();
     assert!(used >= 2, "connections per replica: {:?}", per_replica.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>());
+    // Rows of both forms, read alike above: the running replicas wrote postcard once finalized.
+    let (json_rows, postcard_rows) = meta_forms(&url_of_store);
+    assert!(json_rows > 0 && postcard_rows > 0, "metadata rows: {json_rows} JSON, {postcard_rows} postcard");
     for r in replicas {
         r.kill();
     }
-    // The figures the replicas kept up together equal a rebuild from the records.
-    let out = tests::run_cli(Path::new(BIN), &["admin", "rebuild-figures", "--database", &match &store { TestStore::Postgres(u) => u.clone(), _ => unreachable!() }], None);
+    // The figures the replicas kept up together equal a rebuild from the records, which
+    // rewrites every record's metadata in the finalized store's form.
+    let out = tests::run_cli(Path::new(BIN), &["admin", "rebuild-figures", "--database", &url_of_store], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(meta_forms(&url_of_store), (0, json_rows + postcard_rows), "every row rewritten in postcard");
     let again = ServerProcess::spawn_on(Path::new(BIN), &store);
     assert_eq!(answers(&again.url()).await.1, figures, "figures equal a rebuild");
     again.kill();
+}
+
+/// How many records' metadata rows are stored as JSON, and how many in postcard (a sealed row:
+/// 0xC5, an 8-byte checksum, then the form's first byte: `{` or 1).
+fn meta_forms(url: &str) -> (u64, u64) {
+    let out = std::process::Command::new("psql")
+        .args([
+            url,
+            "-Atqc",
+            "SELECT count(*) FILTER (WHERE get_byte(v, 9) = 123) || ' ' || count(*) FILTER (WHERE get_byte(v, 9) = 1) \
+             FROM gesync.kv WHERE substr(k, 1, 2) = 'm/'::BYTEA AND length(k) = 18 AND get_byte(v, 0) = 197",
+        ])
+        .output()
+        .expect("psql (PostgreSQL's client, installed with the server by scripts/test.sh)");
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut counts = text.split_whitespace().map(|n| n.parse().unwrap());
+    (counts.next().unwrap(), counts.next().unwrap())
 }
 
 /// The restart test stops the whole PostgreSQL cluster: it runs alone (writer); the other tests

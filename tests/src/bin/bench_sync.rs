@@ -6,7 +6,9 @@
 //! phone of the commune pulling the records the first one holds) and per pushed record in the
 //! ingest, both in full pages, where each request's own cost is spread over many records.
 //!
-//! Sizes can be reduced for a quick run: `--records 200 --hold 2000 --ingest 10000`. With
+//! Sizes can be reduced for a quick run: `--records 200 --hold 2000 --ingest 10000`.
+//! `--unfinalized` leaves the store as an upgrade leaves it until `admin finalize-upgrade`
+//! (record metadata in JSON), where by default it is finalized. With
 //! `--database postgres://USER:PASSWORD@HOST:PORT/DB` (an administrator's URL: a new database is
 //! made there) the server uses PostgreSQL, and `--replicas N` runs N server processes on it
 //! behind a round-robin proxy.
@@ -20,7 +22,7 @@ use sync_protocol::automerge::ActorId;
 use sync_protocol::doc;
 use sync_protocol::wire::{PushDoc, SyncRequest, SyncResponse, CONTENT_TYPE};
 use sync_protocol::{heads_to_wire, RecordId};
-use tests::bench::{arg, entry, gbv_case, replicas_from_args, serve_if_child, store_from_args, ServerChild};
+use tests::bench::{arg, entry, finalize_unless_asked, gbv_case, replicas_from_args, serve_if_child, store_from_args, ServerChild};
 use tests::{proxy, rss_mb, PASSWORD};
 
 fn main() {
@@ -44,6 +46,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     let store = store_from_args(&tmp.path().join("server"));
     let replicas = replicas_from_args(&store);
     store.seed(4);
+    let form_level = finalize_unless_asked(&store);
     let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_on(&store)).collect();
     let metric_addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let addr = entry(&servers).await;
@@ -181,7 +184,7 @@ async fn bench(records: usize, hold: usize, ingest: usize) {
     println!(
         "{}",
         json!({
-            "noop_sync_bytes": noop_bytes, "noop_sync_requests": noop_requests, "noop_records_held": hold,
+            "form_level": form_level, "noop_sync_bytes": noop_bytes, "noop_sync_requests": noop_requests, "noop_records_held": hold,
             "first_sync_records": records, "first_sync_requests": first_requests, "first_sync_bytes": first_bytes,
             "first_sync_ms": first_ms.round(), "automerge_save_bytes": save_bytes,
             "edit_push_bytes_per_record": edit_bytes.round(), "ingest_records": per * 4,

@@ -16,6 +16,8 @@
 //! (`/dev/shm`) when there is one, the server's store staying on disk: real phones write to
 //! their own flash, while a thousand simulated ones writing (and `syncfs`-ing) the server's file
 //! system would flush the server's disk for it and charge it their journal work.
+//! `--unfinalized`: the store is left as an upgrade leaves it until `admin finalize-upgrade`
+//! (record metadata in JSON; `form_level` 0 in the JSON), where by default it is finalized.
 //! `--database postgres://USER:PASSWORD@HOST:PORT/DB` (an administrator's URL: a new database is
 //! made there) runs the server on PostgreSQL; `--replicas N` runs N server processes on it
 //! behind a round-robin proxy (server CPU and memory are then summed over the replicas;
@@ -41,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
-use tests::bench::{arg, arg_parsed, arg_str, entry, pin_self_to, replicas_from_args, serve_if_child, store_from_args, ServerChild};
+use tests::bench::{arg, arg_parsed, arg_str, entry, finalize_unless_asked, pin_self_to, replicas_from_args, serve_if_child, store_from_args, ServerChild};
 use tests::{cpu_s, rss_mb};
 
 fn main() {
@@ -105,6 +107,7 @@ async fn run(config: FleetConfig) {
         let layout = layout.clone();
         store.with_db(move |db| layout.seed(db));
     }
+    let form_level = finalize_unless_asked(&store);
     eprintln!(
         "seeded {} districts, {} communes, {} officers in {:.1} s",
         layout.districts.len(),
@@ -271,6 +274,7 @@ async fn run(config: FleetConfig) {
             "phones": config.phones,
             "spread_ms": spread,
             "pinned": pinned(),
+            "form_level": form_level,
             "seed": seed,
             "records": total_records,
             "communes": layout.communes.len(),
