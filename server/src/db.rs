@@ -281,6 +281,12 @@ impl Db {
         crate::record_rows::KeyspaceWrites::new(batch, self.kv().keeps_report_rows(), crate::rows::MetaForm::at_level(self.form_level()))
     }
 
+    /// Whether the store lives in this process (sled, memory), its reads lookups of a few
+    /// microseconds; not a shared one (PostgreSQL), whose reads wait on the network.
+    pub fn store_in_process(&self) -> bool {
+        !self.kv().shared()
+    }
+
     /// The store's form level as this process last read it ([`FORM_LEVEL`]).
     pub fn form_level(&self) -> u64 {
         self.inner.form_level.load(std::sync::atomic::Ordering::Relaxed)

@@ -90,8 +90,20 @@ async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
             let out = tests::run_cli(Path::new(BIN), &["admin", "finalize-upgrade", "--database", &url_of_store], None);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"form_level": 1, "was": 0}"#);
-            // The replicas read the level at their next watch of the store (every 0.5 s).
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            // Each running replica takes the level up at its next watch of the store (every
+            // 0.5 s), and says so in /metrics.
+            for r in &replicas {
+                let url = format!("http://{}", r.addr);
+                let mut level = None;
+                for _ in 0..100 {
+                    level = tests::metrics_text(&url).await.and_then(|m| m.lines().find_map(|l| l.strip_prefix("gesync_store_form_level ").map(str::to_string)));
+                    if level.as_deref() == Some("1") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert_eq!(level.as_deref(), Some("1"), "replica {url} took up the finalization");
+            }
         }
         for (i, p) in phones.iter_mut().enumerate() {
             for n in 0..rng.gen_range(2..6) {

@@ -220,7 +220,7 @@ impl FromRequestParts<Shared> for Authed {
 /// thread and back cost each request two thread switches, more than the lookups. On a shared
 /// store (PostgreSQL) they wait on the network: off the async workers.
 pub async fn principal_from_bearer(state: &Shared, token: &str) -> AppResult<Principal> {
-    if !state.db.kv().shared() {
+    if state.db.store_in_process() {
         return principal_from_token(state, token);
     }
     let (state, token) = (state.clone(), token.to_string());

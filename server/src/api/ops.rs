@@ -127,7 +127,8 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
          # TYPE gesync_store_bytes gauge\ngesync_store_bytes {}\n\
          # TYPE gesync_sync_page_context_bytes gauge\ngesync_sync_page_context_bytes {}\n\
          # TYPE gesync_syncs_working gauge\ngesync_syncs_working {}\n\
-         # TYPE gesync_syncs_working_peak gauge\ngesync_syncs_working_peak {}\n",
+         # TYPE gesync_syncs_working_peak gauge\ngesync_syncs_working_peak {}\n\
+         # TYPE gesync_store_form_level gauge\ngesync_store_form_level {}\n",
         g(&m.sync_requests),
         g(&m.sync_slow_link_requests),
         g(&m.sync_page_context_hits),
@@ -146,6 +147,7 @@ pub(super) async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> 
         state.page_contexts.held().0,
         g(&m.syncs_working),
         g(&m.syncs_working_peak),
+        state.db.form_level(),
     ) + &prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
