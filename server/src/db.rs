@@ -165,12 +165,13 @@ pub const FORM_LEVEL: u64 = 1;
 /// in a mountain commune to come back into coverage.
 pub const RELAY_WINDOW_SECS: i64 = 90 * 24 * 3600;
 
-/// How often a server on a shared store checks whether another replica changed the org tree.
+/// How often a server on a shared store checks whether another process changed the org tree
+/// or the form level.
 pub const TREE_WATCH: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Keeps the cached tree of a shared store current, on a thread of its own, until the data
-/// layer is dropped. A failed read (the database is away) is tried again at the next tick.
-fn watch_tree(inner: std::sync::Weak<Inner>) {
+/// Keeps the cached tree and form level of a shared store current, on a thread of its own,
+/// until the data layer is dropped. A failed read (the database is away) is tried again at the next tick.
+fn watch_store(inner: std::sync::Weak<Inner>) {
     let _ = std::thread::Builder::new().name("gesync-tree-watch".into()).spawn(move || loop {
         std::thread::sleep(TREE_WATCH);
         let Some(inner) = inner.upgrade() else { return };
@@ -219,7 +220,7 @@ impl Db {
             db.set_epoch(false)?;
         }
         if db.kv().shared() {
-            watch_tree(Arc::downgrade(&db.inner));
+            watch_store(Arc::downgrade(&db.inner));
         }
         Ok(db)
     }
