@@ -606,7 +606,7 @@ impl Session {
         for (id, meta) in candidates {
             // A record the server has nothing of goes as stored (a whole document), unloaded;
             // on a slow link, as its changes if they weigh less (they compress smaller together,
-            // see `sync_core::pull::PageSpec::changes_whole`). Only a record that fits the page
+            // see `sync_core::pull::PageSpec::slow_link`). Only a record that fits the page
             // whole: one going up in slices keeps the stored bytes, which its resumes count in.
             let changes = if meta.server_heads.is_empty() {
                 let stored = store.doc_bytes(id)?;

@@ -35,22 +35,27 @@ pub struct PageSpec {
     /// Whether a record sent whole goes without its heads (the phone said
     /// [`sync_protocol::wire::FLAG_HEADS_FROM_DOC`]).
     pub heads_from_doc: bool,
-    /// Whether a record sent whole goes as its changes where those weigh no more than its
-    /// document (the phone said [`sync_protocol::wire::FLAG_SLOW_LINK`]; a phone loads either).
-    /// Change chunks of different records share more than documents do, so a page of them
-    /// compresses smaller (1,200 varied case records in zstd-3 pages: 163,703 B against
-    /// 212,342 B). Each costs the server a load and an encoding, about 75 µs a record, which
-    /// only a slow link repays; a busy server does not honour the flag.
-    pub changes_whole: bool,
+    /// Whether bytes are worth the server's CPU (the phone said
+    /// [`sync_protocol::wire::FLAG_SLOW_LINK`]; a busy server does not honour the flag). Two
+    /// things change; each costs the server a load of the record and an encoding, about 75 µs,
+    /// which only a slow link repays:
+    /// - a record sent whole goes as its changes where those weigh no more than its document
+    ///   (a phone loads either). Change chunks of different records share more than documents
+    ///   do, so a page of them compresses smaller (1,200 varied case records in zstd-3 pages:
+    ///   163,703 B against 212,342 B);
+    /// - a record the phone pushed in this request and someone else changed too gets exactly
+    ///   the changes it lacks, where on a fast link it gets the stored bytes after the version
+    ///   it held before (its own pushed changes again among them, which Automerge skips).
+    pub slow_link: bool,
 }
 
 impl PageSpec {
     pub fn of(req: &SyncRequest) -> PageSpec {
         let heads_from_doc = req.accept & sync_protocol::wire::FLAG_HEADS_FROM_DOC != 0;
-        let changes_whole = req.accept & sync_protocol::wire::FLAG_SLOW_LINK != 0;
+        let slow_link = req.accept & sync_protocol::wire::FLAG_SLOW_LINK != 0;
         match req.page_bytes {
-            0 => PageSpec { budget: DEFAULT_PAGE_BYTES as usize, slices: false, resume: None, heads_from_doc, changes_whole },
-            n => PageSpec { budget: n.clamp(MIN_PAGE_BYTES, DEFAULT_PAGE_BYTES) as usize, slices: true, resume: req.resume, heads_from_doc, changes_whole },
+            0 => PageSpec { budget: DEFAULT_PAGE_BYTES as usize, slices: false, resume: None, heads_from_doc, slow_link },
+            n => PageSpec { budget: n.clamp(MIN_PAGE_BYTES, DEFAULT_PAGE_BYTES) as usize, slices: true, resume: req.resume, heads_from_doc, slow_link },
         }
     }
 }
@@ -392,11 +397,13 @@ impl PagePlanner {
     }
 
     /// Where the changes the phone lacks begin in the stored document of the current entry, when
-    /// all it holds of the record is a version the stored bytes begin with
-    /// ([`RecordMeta::delivered_end`]).
+    /// what it holds of the record is a version the stored bytes begin with
+    /// ([`RecordMeta::delivered_end`]) and, on a fast link, changes it pushed in this request
+    /// (which are in the bytes after it: sent again, they cost bytes where finding the others
+    /// costs the server a load; see [`PageSpec::slow_link`]).
     fn prefix_held(&self, meta: &RecordMeta, stored_len: usize) -> Option<usize> {
         let id = self.entries[self.at].1;
-        if self.want_full.contains(&id) || self.pushed.contains_key(&id) {
+        if self.want_full.contains(&id) || (self.spec.slow_link && self.pushed.contains_key(&id)) {
             return None;
         }
         meta.delivered_end(self.cursor, self.read_at, stored_len)
@@ -425,7 +432,7 @@ impl PagePlanner {
         } else if !whole {
             let mut d = AutoCommit::load(&doc).map_err(|e| corrupt("record document", e))?;
             Some(d.save_after(&known))
-        } else if self.spec.changes_whole {
+        } else if self.spec.slow_link {
             let mut d = AutoCommit::load(&doc).map_err(|e| corrupt("record document", e))?;
             sync_protocol::doc::changes_if_lighter(&mut d, doc.len())
         } else {

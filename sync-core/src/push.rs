@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use sync_protocol::automerge::{AutoCommit, ChangeHash};
+use sync_protocol::automerge::{AutoCommit, ChangeHash, LoadOptions, OnPartialLoad, VerificationMode};
 use sync_protocol::doc;
 use sync_protocol::wire::{PushDoc, PushOutcome};
 use sync_protocol::{heads_to_wire, RecordId};
@@ -190,14 +190,25 @@ pub fn merge(ctx: Context<'_>, push: &PushDoc, stored: Option<Stored>) -> Result
         }
         Err(e) => return Ok(Err(reject(format!("the pushed changes are refused: {e}")))),
     }
-    let mut doc = match &bytes {
-        Some(b) => AutoCommit::load(b).map_err(|e| corrupt("record document", e))?,
-        None => AutoCommit::new(),
+    let not_automerge = || Ok(Err(reject("the pushed changes are not valid Automerge data".into())));
+    let (mut doc, old_heads) = match &bytes {
+        Some(b) => {
+            let mut doc = AutoCommit::load(b).map_err(|e| corrupt("record document", e))?;
+            let old_heads = doc.get_heads();
+            if doc.load_incremental(&push.changes).is_err() {
+                return not_automerge();
+            }
+            (doc, old_heads)
+        }
+        // A new record: loaded from the pushed changes as `load_incremental` loads them into an
+        // empty document (what it cannot apply is left out, then caught by the checks below),
+        // without making the empty document first (1.5% of the server's CPU in `load`'s first
+        // phase).
+        None => match AutoCommit::load_with_options(&push.changes, LoadOptions::new().on_partial_load(OnPartialLoad::Ignore).verification_mode(VerificationMode::Check)) {
+            Ok(doc) => (doc, Vec::new()),
+            Err(_) => return not_automerge(),
+        },
     };
-    let old_heads = doc.get_heads();
-    if doc.load_incremental(&push.changes).is_err() {
-        return Ok(Err(reject("the pushed changes are not valid Automerge data".into())));
-    }
     if !doc.get_missing_deps(&[]).is_empty() {
         return Ok(Err(Verdict::Refuse(PushOutcome::NeedFull)));
     }

@@ -466,7 +466,7 @@ fn a_page_skips_the_requests_own_writes_without_reading_them() {
     written.get_mut(&ids[2]).unwrap().seq -= 1;
     // ids[3]: the phone asks it whole.
     let want_full = [ids[3]];
-    let spec = PageSpec { budget: 1 << 20, slices: true, resume: None, heads_from_doc: false, changes_whole: false };
+    let spec = PageSpec { budget: 1 << 20, slices: true, resume: None, heads_from_doc: false, slow_link: false };
     let communes = ["04701".to_string()];
     let plan = |written: Written| {
         let per_commune = vec![server.feed.range(("04701".to_string(), 1)..=("04701".to_string(), server.seq)).map(|((_, s), id)| (*s, *id)).collect()];
@@ -791,4 +791,50 @@ fn an_edited_record_is_stored_as_its_versions_and_a_phone_gets_the_bytes_after_i
     assert!(sliced > 2 * sync_core::push::MAX_APPENDED, "most answers were slices ({sliced})");
     let ends = server.records[&id].meta.aligned_ends();
     assert!(ends.iter().any(|e| *e == 0), "compacted after {} appended writes: older points are no prefix: {ends:?}", sync_core::push::MAX_APPENDED);
+}
+
+#[test]
+fn a_phone_that_pushed_a_record_someone_else_changed_gets_the_bytes_after_its_version_on_a_fast_link_and_exactly_what_it_lacks_on_a_slow_one() {
+    let tree = tree();
+    let (an, binh) = (officer("an", "04701", "an-1"), officer("binh", "04701", "binh-1"));
+    let scope = ["04701".to_string()];
+    let mut server = MemServer::default();
+    let id = RecordId::random();
+    let write = |server: &mut MemServer, who: &sync_core::org::Principal, d: &mut AutoCommit| {
+        let Verdict::Write(p) = verdict(server, who, &push_of(id, d)) else { panic!("a write") };
+        server.commit(CommitPlan::of(who, &tree, vec![*p], None));
+    };
+    let mut held = news("04701", "2025-01-01");
+    write(&mut server, &an, &mut held);
+    let delivered = server.meta(&id).unwrap().seq;
+    // Another officer's phone edits the record, then the first phone pushes an edit of its own.
+    let mut other = held.fork().with_actor(ActorId::random());
+    doc::set_path(&mut other, "title", &json!("bản của Bình")).unwrap();
+    write(&mut server, &binh, &mut other);
+    let mut mine = held.fork();
+    doc::set_path(&mut mine, "channel", &json!("loudspeaker")).unwrap();
+    write(&mut server, &an, &mut mine);
+    let stored = server.records[&id].clone();
+    let end = stored.meta.delivered_end(delivered, delivered, stored.doc.len()).expect("the version the phone held is a prefix");
+    let mut current = AutoCommit::load(&stored.doc).unwrap();
+    let (current_heads, mine_heads, mine_bytes) = (current.get_heads(), mine.get_heads(), mine.save());
+    let answer = |accept: u8| {
+        let pushed = HashMap::from([(id, heads_to_wire(&mine_heads))]);
+        let cursor = Cursor { seq: delivered, scope: 0, read_at: delivered, epoch: 1 };
+        let page = server.pull(&scope, Some(cursor), pushed, &[], PageSpec::of(&SyncRequest { accept, ..SyncRequest::default() }));
+        assert_eq!(page.docs.len(), 1);
+        let sent = page.docs[0].changes.clone();
+        let mut phone = AutoCommit::load(&mine_bytes).unwrap();
+        phone.load_incremental(&sent).unwrap();
+        assert_eq!(phone.get_heads(), current_heads, "accept {accept}: the phone is brought up to date");
+        sent
+    };
+    // A fast link: the stored bytes after the version held, the phone's own edit among them
+    // (no Automerge work on the server).
+    let fast = answer(0);
+    assert_eq!(fast[..], stored.doc[end..]);
+    // A slow link: the other phone's edit alone.
+    let slow = answer(sync_protocol::wire::FLAG_SLOW_LINK);
+    assert_eq!(slow, current.save_after(&mine_heads));
+    assert!(slow.len() < fast.len(), "{} bytes on a slow link, {} on a fast one", slow.len(), fast.len());
 }
