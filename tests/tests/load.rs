@@ -35,4 +35,14 @@ fn the_load_binary_reports_an_exact_end_state() {
     assert!(report["sync_cpu_s"]["server"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["sync_cpu_s"]["phones"].as_f64().unwrap() > 0.0, "{report}");
     assert!(stderr.contains("seed 7"), "the seed is printed:\n{stderr}");
+    // The push-only phases: one phone a commune made as many records again (nothing delivered),
+    // then one more each, and the end state above was checked with them.
+    let communes = report["communes"].as_u64().unwrap();
+    assert_eq!(communes, (phones / 3) as u64);
+    let push_only = &report["server_cpu_us"]["push_only"];
+    assert_eq!(push_only["pushed"], communes * per_phone as u64, "{report}");
+    assert_eq!(push_only["delivered"], 0, "{report}");
+    assert!(push_only["per_record"].is_number() && push_only["per_write_request"].is_number(), "{report}");
+    let total = phones * per_phone + communes as usize * (per_phone + 1);
+    assert!(stderr.contains(&format!("checked {total} server records")), "every record, those of the push-only phase too:\n{stderr}");
 }

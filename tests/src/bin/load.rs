@@ -34,7 +34,16 @@
 //! latency figures), the same fit (`per_pushed_record_net`, `per_delivered_record_net`); and,
 //! net of both, phase by phase rather than fitted: the pull phase's CPU over its records
 //! (`per_delivered_record_pull_phase_net`), and the first phase's, less its deliveries at that
-//! cost, over the records it created (`per_created_record_first_phase_net`).
+//! cost, over the records it created (`per_created_record_first_phase_net`). That last figure
+//! prices the first phase's deliveries (whole new documents) at the pull phase's rate (mostly
+//! edits sent as slices); a created record's cost alone comes from a fifth phase, after the
+//! no-op one and outside the latency figures, in which one phone of each commune creates as
+//! many records again and syncs them while its neighbours stay idle, so that nothing is
+//! delivered (`per_created_record_push_only_net`, net of idle and per-request costs; `push_only`
+//! says what it pushed and delivered); then a sixth, in which those phones push one record
+//! each: the two apart give a record's own cost and a write request's (its commit and durable
+//! flush; `push_only.per_record`, `push_only.per_write_request`). Every phone syncs once more
+//! before the end state is checked.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
@@ -219,6 +228,37 @@ async fn run(config: FleetConfig) {
         errors += s.errors;
         (if requests == 0 { 0.0 } else { (c.server - idle_per_s * s.wall_s).max(0.0) / requests as f64 }, requests)
     };
+    // A created record's own cost: one phone of each commune creates as many records again and
+    // syncs them, its neighbours idle, so nothing is delivered (its own writes come back to no
+    // one); net of the idle burn and of each request's cost. Then each of those phones creates
+    // one record more and syncs it: with the same number of write requests and a twentieth of
+    // the records (at `--records-per-phone 20`), the two apart tell a record's own cost from a
+    // write request's (its commit and durable flush). Then every phone syncs once more (not
+    // measured), so that the end state below is checked on the records made here too.
+    let push_only = {
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut pushers, idle): (Vec<_>, Vec<_>) = phones.into_iter().partition(|p| seen.insert(p.commune.clone()));
+        // (server CPU net of the idle burn, records pushed, records delivered, requests)
+        let mut runs: Vec<(f64, usize, usize, u64)> = Vec::new();
+        for (n, per_phone) in [(5, r), (6, 1)] {
+            let (created, s) = fleet::each(pushers, move |p| fleet::create(p, per_phone)).await;
+            errors += s.errors;
+            let cpu0 = Cpu::now(&pids);
+            let requests0 = transport.requests.load(Ordering::Relaxed);
+            let (synced, s) = fleet::each(created, sync(n)).await;
+            let c = Cpu::now(&pids).since(cpu0);
+            let requests = transport.requests.load(Ordering::Relaxed) - requests0;
+            pushers = synced;
+            phase("push", &s);
+            errors += s.errors;
+            eprintln!("   push-only phase, {per_phone} a phone: server CPU {:.2} s in {:.1} s, {} records pushed, {} delivered, {requests} requests", c.server, s.wall_s, s.pushed, s.pulled);
+            runs.push((c.server - idle_per_s * s.wall_s, s.pushed, s.pulled, requests));
+        }
+        let (synced, caught_up) = fleet::each(pushers.into_iter().chain(idle).collect(), sync(7)).await;
+        errors += caught_up.errors;
+        phones = synced;
+        PushOnly::of(&runs, per_request)
+    };
     // The server's CPU per pushed and per delivered record: the least-squares fit of
     // cpu = a·pushed + b·delivered over the three sync phases (whose mixes differ: the last one
     // only delivers). Each request's fixed cost is spread over its records; net of it and of the
@@ -245,6 +285,16 @@ async fn run(config: FleetConfig) {
         per_delivered_net * 1e6
     );
     eprintln!("server CPU, net, phase by phase: {:.0} µs per delivered record (the pull phase), {:.0} µs per created record (the first phase)", per_delivered_pull * 1e6, per_created * 1e6);
+    eprintln!(
+        "server CPU, push-only: {:.0} µs per created record net of idle and per-request costs ({} pushed, {} delivered, {} a request); apart: {:.0} µs a record and {:.0} µs a write request ({:.0} µs more than a no-op request)",
+        push_only.per_created_net * 1e6,
+        push_only.pushed,
+        push_only.delivered,
+        push_only.per_request_records,
+        push_only.per_record * 1e6,
+        push_only.per_write_request * 1e6,
+        (push_only.per_write_request - per_request) * 1e6
+    );
 
     let t = Instant::now();
     let on_server = fleet::server_records(&url, &layout).await;
@@ -299,12 +349,49 @@ async fn run(config: FleetConfig) {
                               "per_pushed_record_net": (per_pushed_net * 1e6).round(), "per_delivered_record_net": (per_delivered_net * 1e6).round(),
                               "per_delivered_record_pull_phase_net": (per_delivered_pull * 1e6).round(),
                               "per_created_record_first_phase_net": (per_created * 1e6).round(),
+                              "per_created_record_push_only_net": (push_only.per_created_net * 1e6).round(),
+                              "push_only": {"pushed": push_only.pushed, "delivered": push_only.delivered,
+                                            "per_record": (push_only.per_record * 1e6).round(), "per_write_request": (push_only.per_write_request * 1e6).round()},
                               "pushed": pushed, "delivered": delivered},
             "server_rss_mb": peak_rss.load(Ordering::Relaxed).max(rss_end as u64),
             "logins": {"at_once": at_once, "wall_s": (logins.wall_s * 10.0).round() / 10.0, "answers": logins.calls,
                        "slowest_answer_s": (fleet::percentile(&logins.sync_ms, 100.0) / 100.0).round() / 10.0},
         })
     );
+}
+
+/// The push-only phases' figures (seconds of server CPU).
+struct PushOnly {
+    /// The first phase's records and deliveries.
+    pushed: usize,
+    delivered: usize,
+    /// Its records a request.
+    per_request_records: usize,
+    /// Its CPU net of the idle burn and of a no-op request's cost, over its records.
+    per_created_net: f64,
+    /// Both phases' CPU (net of the idle burn) as `per_record`·records + `per_write_request`·requests.
+    per_record: f64,
+    per_write_request: f64,
+}
+
+impl PushOnly {
+    /// From the two runs `(cpu net of idle, pushed, delivered, requests)`, many records a request
+    /// then one, and a no-op request's cost.
+    fn of(runs: &[(f64, usize, usize, u64)], per_request: f64) -> PushOnly {
+        let [(c1, p1, d1, r1), (c2, p2, _, r2)] = runs else { panic!("two push-only runs") };
+        let (p1f, p2f, r1f, r2f) = (*p1 as f64, *p2 as f64, *r1 as f64, *r2 as f64);
+        // c = a·records + f·requests, solved for the two runs.
+        let det = p1f * r2f - p2f * r1f;
+        let (per_record, per_write_request) = if det.abs() < f64::EPSILON { (0.0, 0.0) } else { ((c1 * r2f - c2 * r1f) / det, (p1f * c2 - p2f * c1) / det) };
+        PushOnly {
+            pushed: *p1,
+            delivered: *d1,
+            per_request_records: if *r1 == 0 { 0 } else { p1 / *r1 as usize },
+            per_created_net: if *p1 == 0 { 0.0 } else { (c1 - per_request * r1f) / p1f },
+            per_record,
+            per_write_request,
+        }
+    }
 }
 
 /// A counter of the servers' `/metrics`, summed over the replicas (read as the admin).
