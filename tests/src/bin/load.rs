@@ -92,6 +92,20 @@ impl Cpu {
     }
 }
 
+/// `f` on every phone at once, with the CPU the server processes (`server_pids`) and this one
+/// spent on it and the requests it made.
+async fn measured<F, Fut>(phones: Vec<fleet::Phone>, f: F, server_pids: &[u32], transport: &TimedTransport) -> (Vec<fleet::Phone>, PhaseStats, Cpu, u64)
+where
+    F: Fn(fleet::Phone) -> Fut,
+    Fut: std::future::Future<Output = (fleet::Phone, PhaseStats)> + Send + 'static,
+{
+    let cpu0 = Cpu::now(server_pids);
+    let requests0 = transport.requests.load(Ordering::Relaxed);
+    let (phones, s) = fleet::each(phones, f).await;
+    let c = Cpu::now(server_pids).since(cpu0);
+    (phones, s, c, transport.requests.load(Ordering::Relaxed) - requests0)
+}
+
 fn phase(name: &str, s: &PhaseStats) {
     eprintln!(
         "{name:<8} {:>7.1} s  calls {:>6}  errors {}  sync p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
@@ -190,11 +204,7 @@ async fn run(config: FleetConfig) {
             phase("edit", &s);
             phones = edited;
         }
-        let cpu0 = Cpu::now(&pids);
-        let requests0 = transport.requests.load(Ordering::Relaxed);
-        let (synced, s) = fleet::each(phones, sync(n)).await;
-        let c = Cpu::now(&pids).since(cpu0);
-        let requests = transport.requests.load(Ordering::Relaxed) - requests0;
+        let (synced, s, c, requests) = measured(phones, sync(n), &pids, &transport).await;
         phones = synced;
         phase(name, &s);
         eprintln!("         CPU: server {:.1} s, phones {:.1} s", c.server, c.phones);
@@ -218,11 +228,7 @@ async fn run(config: FleetConfig) {
     // A request's own cost: every phone syncs once more with nothing to do (one request each).
     // Not in the latency figures above.
     let (per_request, noop_requests) = {
-        let cpu0 = Cpu::now(&pids);
-        let requests0 = transport.requests.load(Ordering::Relaxed);
-        let (synced, s) = fleet::each(phones, sync(4)).await;
-        let c = Cpu::now(&pids).since(cpu0);
-        let requests = transport.requests.load(Ordering::Relaxed) - requests0;
+        let (synced, s, c, requests) = measured(phones, sync(4), &pids, &transport).await;
         phones = synced;
         phase("no-op", &s);
         errors += s.errors;
@@ -243,11 +249,7 @@ async fn run(config: FleetConfig) {
         for (n, per_phone) in [(5, r), (6, 1)] {
             let (created, s) = fleet::each(pushers, move |p| fleet::create(p, per_phone)).await;
             errors += s.errors;
-            let cpu0 = Cpu::now(&pids);
-            let requests0 = transport.requests.load(Ordering::Relaxed);
-            let (synced, s) = fleet::each(created, sync(n)).await;
-            let c = Cpu::now(&pids).since(cpu0);
-            let requests = transport.requests.load(Ordering::Relaxed) - requests0;
+            let (synced, s, c, requests) = measured(created, sync(n), &pids, &transport).await;
             pushers = synced;
             phase("push", &s);
             errors += s.errors;
