@@ -371,7 +371,8 @@ struct PushOnly {
     per_request_records: usize,
     /// Its CPU net of the idle burn and of a no-op request's cost, over its records.
     per_created_net: f64,
-    /// Both phases' CPU (net of the idle burn) as `per_record`·records + `per_write_request`·requests.
+    /// Both phases' CPU (net of the idle burn) as `per_record`·records + `per_write_request`·requests;
+    /// NaN (`null` in the JSON) when the two cannot be told apart (one record a phone).
     per_record: f64,
     per_write_request: f64,
 }
@@ -384,7 +385,7 @@ impl PushOnly {
         let (p1f, p2f, r1f, r2f) = (*p1 as f64, *p2 as f64, *r1 as f64, *r2 as f64);
         // c = a·records + f·requests, solved for the two runs.
         let det = p1f * r2f - p2f * r1f;
-        let (per_record, per_write_request) = if det.abs() < f64::EPSILON { (0.0, 0.0) } else { ((c1 * r2f - c2 * r1f) / det, (p1f * c2 - p2f * c1) / det) };
+        let (per_record, per_write_request) = if det.abs() < f64::EPSILON { (f64::NAN, f64::NAN) } else { ((c1 * r2f - c2 * r1f) / det, (p1f * c2 - p2f * c1) / det) };
         PushOnly {
             pushed: *p1,
             delivered: *d1,
