@@ -172,7 +172,7 @@ pub const TREE_WATCH: std::time::Duration = std::time::Duration::from_millis(500
 /// Keeps the cached tree and form level of a shared store current, on a thread of its own,
 /// until the data layer is dropped. A failed read (the database is away) is tried again at the next tick.
 fn watch_store(inner: std::sync::Weak<Inner>) {
-    let _ = std::thread::Builder::new().name("gesync-tree-watch".into()).spawn(move || loop {
+    let _ = std::thread::Builder::new().name("gesync-store-watch".into()).spawn(move || loop {
         std::thread::sleep(TREE_WATCH);
         let Some(inner) = inner.upgrade() else { return };
         let db = Db { inner };

@@ -28,6 +28,11 @@ pub async fn metrics_text(url: &str) -> Option<String> {
     r.text().await.ok()
 }
 
+/// The value of the metric `name` (a counter or gauge without labels) in `/metrics` text.
+pub fn metric_in(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// (code, name, parent, level): one province, two districts, communes under both, and one
 /// commune directly under the province (the post-2025 two-level shape).
 pub const TREE: &[(&str, &str, Option<&str>, &str)] = &[

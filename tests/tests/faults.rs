@@ -119,7 +119,7 @@ async fn edit_own(p: Phone) -> (Phone, fleet::PhaseStats) {
 async fn sync_requests(url: &str) -> u64 {
     let Ok(r) = reqwest::Client::new().get(format!("{url}/metrics")).bearer_auth(tests::METRICS_TOKEN).send().await else { return 0 };
     let text = r.text().await.unwrap_or_default();
-    text.lines().find_map(|l| l.strip_prefix("gesync_sync_requests_total ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    tests::metric_in(&text, "gesync_sync_requests_total").unwrap_or(0)
 }
 
 /// (b) The server is SIGKILLed at a random moment while every phone syncs, then restarted on the
@@ -210,7 +210,7 @@ async fn sigkill_during_syncs(store: tests::TestStore, dir: &Path, name: &str) {
 
 async fn metric(url: &str, name: &str) -> u64 {
     let text = tests::metrics_text(url).await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    tests::metric_in(&text, name).unwrap_or(0)
 }
 
 /// (c) SIGTERM while syncs are in flight: the server stops accepting, finishes them (200, the

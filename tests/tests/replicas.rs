@@ -96,13 +96,13 @@ async fn replicas_behind_a_round_robin_proxy_answer_as_one_server() {
                 let url = format!("http://{}", r.addr);
                 let mut level = None;
                 for _ in 0..100 {
-                    level = tests::metrics_text(&url).await.and_then(|m| m.lines().find_map(|l| l.strip_prefix("gesync_store_form_level ").map(str::to_string)));
-                    if level.as_deref() == Some("1") {
+                    level = tests::metrics_text(&url).await.and_then(|m| tests::metric_in(&m, "gesync_store_form_level"));
+                    if level == Some(1) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                assert_eq!(level.as_deref(), Some("1"), "replica {url} took up the finalization");
+                assert_eq!(level, Some(1), "replica {url} took up the finalization");
             }
         }
         for (i, p) in phones.iter_mut().enumerate() {

@@ -216,7 +216,7 @@ impl Api {
     async fn metric(&self, admin: &Tokens, name: &str) -> u64 {
         let r = self.http.get(format!("{}/metrics", self.base)).bearer_auth(&admin.access).send().await.expect("metrics");
         let text = r.text().await.unwrap();
-        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {name} in /metrics"))
+        tests::metric_in(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 
     async fn login(&self, user: &str, device: Option<&str>) -> Tokens {

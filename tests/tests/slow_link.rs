@@ -333,7 +333,7 @@ async fn pages_go_against_the_page_before_and_a_replica_without_it_loses_nothing
     assert_eq!((report.pushed, report.pulled, report.rejected), (40, 150, 0), "{report:?}");
     check_exact(&server.url(), &phone, &expected).await.unwrap();
     let metrics = Api::login(&server.url(), "admin").await.get_text("/metrics").await;
-    let counter = |name: &str| -> u64 { metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap() };
+    let counter = |name: &str| -> u64 { tests::metric_in(&metrics, name).unwrap() };
     let (hits, misses) = (counter("gesync_sync_page_context_hits_total"), counter("gesync_sync_page_context_misses_total"));
     eprintln!("{report:?}; page contexts: {hits} used, {misses} not held; {} ids renamed (seed {seed})", renamed[0].load(std::sync::atomic::Ordering::Relaxed));
     assert!(hits >= 2, "pages went against the page before ({hits})");

@@ -72,7 +72,7 @@ fn metric(server: &str, name: &str) -> Option<u64> {
     s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {server}\r\nAuthorization: Bearer {}\r\n\r\n", tests::METRICS_TOKEN).as_bytes()).ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok())
+    tests::metric_in(&text, name)
 }
 
 fn main() {

@@ -36,7 +36,7 @@ async fn metric(addrs: &[SocketAddr], name: &str) -> u64 {
     let mut sum = 0;
     for addr in addrs {
         let text = tests::metrics_text(&format!("http://{addr}")).await.unwrap();
-        sum += text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        sum += tests::metric_in(&text, name).unwrap_or(0);
     }
     sum
 }

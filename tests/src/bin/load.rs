@@ -402,8 +402,7 @@ async fn server_counter(servers: &[ServerChild], name: &str) -> u64 {
     let mut sum = 0;
     for s in servers {
         let text = tests::Api::login(&format!("http://{}", s.addr), "admin").await.get_text("/metrics").await;
-        let value = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok());
-        sum += value.unwrap_or_else(|| panic!("{name} is not on /metrics"));
+        sum += tests::metric_in(&text, name).unwrap_or_else(|| panic!("{name} is not on /metrics"));
     }
     sum
 }
