@@ -74,11 +74,45 @@ pub fn serve_if_child() {
     // A directory (the embedded store) or a postgres:// URL.
     let storage = crate::TestStore::from_arg(&args[2]).storage();
     let listen: SocketAddr = args[3].parse().expect("address");
-    let db = storage.open().expect("store");
+    let db = if args.iter().any(|a| a == STORE_IN_MEMORY) { in_memory_copy(&args[2]) } else { storage.open().expect("store") };
     let rt = gesync_server::server::runtime().unwrap();
     // A thousand simulated phones share one loopback address: not a slow-loris client.
     rt.block_on(gesync_server::server::run(gesync_server::Config { storage, listen, tls: None, limits: gesync_server::Limits { per_address: usize::MAX, ..Default::default() }, trusted_proxies: Vec::new(), metrics_token: Some(crate::METRICS_TOKEN.into()), audit_witness: None }, db, |_| {})).unwrap();
     std::process::exit(0);
+}
+
+/// `--store-in-memory` (embedded store only): the server child reads the seeded store into an
+/// in-memory one ([`gesync_server::store::MemKv`], the unit tests' store) and serves from it,
+/// nothing durable. No deployment runs so; a benchmark does, to show what the storage engine
+/// costs: the difference from a run on sled is the most any engine could save.
+pub const STORE_IN_MEMORY: &str = "--store-in-memory";
+
+/// Whether this benchmark was asked for [`STORE_IN_MEMORY`]; exits with one line if it was
+/// asked on PostgreSQL (`--database`). Call it before [`store_from_args`] makes a database.
+pub fn store_in_memory() -> bool {
+    let asked = std::env::args().any(|a| a == STORE_IN_MEMORY);
+    if asked && arg_str("--database").is_some() {
+        eprintln!("error: {STORE_IN_MEMORY} copies the embedded store; it does not take --database");
+        std::process::exit(1);
+    }
+    asked
+}
+
+/// The embedded store in `dir`, copied entry by entry into memory, and the data layer on it.
+fn in_memory_copy(dir: &str) -> gesync_server::db::Db {
+    use gesync_server::store::{Batch, Kv, KvRead, MemKv, SledKv};
+    let memory = MemKv::default();
+    {
+        let sled = SledKv::open(Path::new(dir)).expect("store");
+        let mut all = Batch::default();
+        sled.for_each(&mut |k, v| {
+            all.put(k, v);
+            Ok(())
+        })
+        .expect("the store reads");
+        memory.write(all).expect("the copy is written");
+    }
+    gesync_server::db::Db::open(Box::new(memory)).expect("store")
 }
 
 /// The real server on the store in `data`, in a child process, plain HTTP on a loopback port.
@@ -101,12 +135,21 @@ impl ServerChild {
 
     /// [`ServerChild::spawn_on`], the child pinned to CPU `cpu` if given.
     pub fn spawn_pinned(store: &crate::TestStore, cpu: Option<usize>) -> ServerChild {
+        Self::spawn_with(store, cpu, false)
+    }
+
+    /// [`ServerChild::spawn_pinned`], the child serving from a copy of the store in memory if
+    /// `in_memory` ([`STORE_IN_MEMORY`]).
+    pub fn spawn_with(store: &crate::TestStore, cpu: Option<usize>, in_memory: bool) -> ServerChild {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut command = Command::new(std::env::current_exe().unwrap());
         command.args(["--serve", &store.arg(), &addr.to_string()]).env("GESYNC_LOG", "warn").stdout(Stdio::null());
         if let Some(cpu) = cpu {
             command.env(SERVER_CPU_ENV, cpu.to_string());
+        }
+        if in_memory {
+            command.arg(STORE_IN_MEMORY);
         }
         let child = command.spawn().unwrap();
         while std::net::TcpStream::connect(addr).is_err() {

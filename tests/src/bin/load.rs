@@ -23,6 +23,11 @@
 //! behind a round-robin proxy (server CPU and memory are then summed over the replicas;
 //! PostgreSQL's own are not counted).
 //!
+//! `--store-in-memory`: the server child copies the seeded embedded store into memory and
+//! serves from it (nothing durable; the end state is still checked over the API, but the store
+//! is not reopened). The difference from a run on sled is the most any storage engine could
+//! save (README, "Measured figures").
+//!
 //! `--pin`: the server process on CPU 0 and the phones on CPU 1 (`taskset`), so that the
 //! server's own latency shows rather than the phones' competition for its core.
 //!
@@ -45,6 +50,9 @@
 //! flush; `push_only.per_record`, `push_only.per_write_request`). Every phone syncs once more
 //! before the end state is checked.
 
+// The report's `json!` is deeper than the macro's default recursion allows.
+#![recursion_limit = "256"]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
 use std::sync::Arc;
@@ -52,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tests::fleet::{self, FleetConfig, Layout, PhaseStats, TimedTransport};
-use tests::bench::{arg, arg_parsed, arg_str, entry, finalize_unless_asked, pin_self_to, replicas_from_args, serve_if_child, store_from_args, ServerChild};
+use tests::bench::{arg, arg_parsed, arg_str, entry, finalize_unless_asked, pin_self_to, replicas_from_args, serve_if_child, store_from_args, store_in_memory, ServerChild};
 use tests::{cpu_s, rss_mb};
 
 fn main() {
@@ -123,6 +131,7 @@ async fn run(config: FleetConfig) {
     let seed: u64 = arg_parsed("--seed").unwrap_or_else(rand::random);
     let layout = Layout::new(config.clone());
     let tmp = tempfile::tempdir().unwrap();
+    let in_memory = store_in_memory();
     let store = store_from_args(&tmp.path().join("server"));
     let replicas = replicas_from_args(&store);
     let t = Instant::now();
@@ -138,7 +147,7 @@ async fn run(config: FleetConfig) {
         layout.phones.len(),
         t.elapsed().as_secs_f64()
     );
-    let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_pinned(&store, pinned().then_some(0))).collect();
+    let servers: Vec<ServerChild> = (0..replicas).map(|_| ServerChild::spawn_with(&store, pinned().then_some(0), in_memory)).collect();
     let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
     let addr = entry(&servers).await;
     let url = format!("http://{addr}");
@@ -198,6 +207,7 @@ async fn run(config: FleetConfig) {
     let mut by_phase: Vec<(f64, usize, usize, u64, f64)> = Vec::new();
     let mut push_s = 0.0;
     let mut phones = phones;
+    let sync_times0 = server_histogram(&servers, SYNC_SECONDS).await;
     for (n, name) in [(1, "sync"), (2, "sync2"), (3, "pull")] {
         if n == 2 {
             let (edited, s) = fleet::each(phones, fleet::edit).await;
@@ -207,7 +217,9 @@ async fn run(config: FleetConfig) {
         let (synced, s, c, requests) = measured(phones, sync(n), &pids, &transport).await;
         phones = synced;
         phase(name, &s);
-        eprintln!("         CPU: server {:.1} s, phones {:.1} s", c.server, c.phones);
+        // The phones' process on one core (`--pin`) busy for most of the phase: their latency
+        // figures are then partly their own wait for that core, not the server's.
+        eprintln!("         CPU: server {:.1} s, phones {:.1} s ({:.0}% of the phase's wall time)", c.server, c.phones, 100.0 * c.phones / s.wall_s.max(1e-9));
         sync_cpu = Cpu { server: sync_cpu.server + c.server, phones: sync_cpu.phones + c.phones };
         by_phase.push((c.server, s.pushed, s.pulled, requests, s.wall_s));
         if n == 1 {
@@ -217,6 +229,16 @@ async fn run(config: FleetConfig) {
         syncs.merge(s);
     }
     let total_s = t_all.elapsed().as_secs_f64();
+    // The server's own time for the same sync requests, from the request read to the answer
+    // made (its `gesync_sync_seconds` histogram, over the three phases): without the phones'
+    // own processing, and without the time a request waits unread in the server's socket.
+    let server_sync = histogram_since(&server_histogram(&servers, SYNC_SECONDS).await, &sync_times0);
+    let server_sync_p99_ms = quantile(&server_sync, 0.99) * 1e3;
+    let server_sync_within_1s = share_within(&server_sync, 1.0);
+    eprintln!(
+        "server's own time for these sync requests: p99 {server_sync_p99_ms:.0} ms (from its histogram's buckets), {:.1}% within 1 s",
+        server_sync_within_1s * 100.0
+    );
     // What the server burns idle (its store's flusher, timers), over 3 quiet seconds after 3
     // more (in which it hands memory back once).
     let idle_per_s = {
@@ -314,11 +336,16 @@ async fn run(config: FleetConfig) {
     // Graceful stop, then the store must open and hold the same number of records.
     let status: Vec<String> = servers.into_iter().map(|s| s.stop().to_string()).collect();
     let status = status.join(", ");
-    let communes: Vec<String> = layout.communes.iter().map(|(c, _)| c.clone()).collect();
-    let stored: usize = store.with_db(move |db| communes.iter().map(|c| db.records().record_ids_of(c).unwrap().len()).sum());
-    eprintln!("server stopped ({status}); the store reopens with {stored} records");
-    // A record the API listed but the reopened store lacks was not durable.
-    let lost = verdict.lost + on_server.len().saturating_sub(stored);
+    let lost = if in_memory {
+        eprintln!("server stopped ({status}); its store was in memory, so there is none to reopen");
+        verdict.lost
+    } else {
+        let communes: Vec<String> = layout.communes.iter().map(|(c, _)| c.clone()).collect();
+        let stored: usize = store.with_db(move |db| communes.iter().map(|c| db.records().record_ids_of(c).unwrap().len()).sum());
+        eprintln!("server stopped ({status}); the store reopens with {stored} records");
+        // A record the API listed but the reopened store lacks was not durable.
+        verdict.lost + on_server.len().saturating_sub(stored)
+    };
 
     println!(
         "{}",
@@ -327,6 +354,7 @@ async fn run(config: FleetConfig) {
             "spread_ms": spread,
             "pinned": pinned(),
             "form_level": form_level,
+            "store_in_memory": in_memory,
             "seed": seed,
             "records": total_records,
             "communes": layout.communes.len(),
@@ -341,6 +369,8 @@ async fn run(config: FleetConfig) {
             "p50_ms": fleet::percentile(&syncs.sync_ms, 50.0).round(),
             "p99_ms": fleet::percentile(&syncs.sync_ms, 99.0).round(),
             "max_ms": fleet::percentile(&syncs.sync_ms, 100.0).round(),
+            "server_sync_p99_ms": server_sync_p99_ms.round(),
+            "server_sync_within_1s": (server_sync_within_1s * 1e4).round() / 1e4,
             "request_p50_ms": fleet::percentile(&request_ms, 50.0).round(),
             "request_p99_ms": fleet::percentile(&request_ms, 99.0).round(),
             "records_per_s": (total_records as f64 / push_s).round(),
@@ -407,6 +437,72 @@ async fn server_counter(servers: &[ServerChild], name: &str) -> u64 {
     sum
 }
 
+/// The servers' histogram of a sync request's own time (see `server/src/api/sync.rs`).
+const SYNC_SECONDS: &str = "gesync_sync_seconds";
+
+/// Histogram `name` from the servers' `/metrics`, summed over the replicas: each bucket's upper
+/// bound in seconds (the last one infinite) with its cumulative count.
+async fn server_histogram(servers: &[ServerChild], name: &str) -> Vec<(f64, u64)> {
+    let mut sum: Vec<(f64, u64)> = Vec::new();
+    for s in servers {
+        let text = tests::Api::login(&format!("http://{}", s.addr), "admin").await.get_text("/metrics").await;
+        for (i, bucket) in buckets_in(&text, name).into_iter().enumerate() {
+            match sum.get_mut(i) {
+                Some(b) => b.1 += bucket.1,
+                None => sum.push(bucket),
+            }
+        }
+    }
+    sum
+}
+
+/// The buckets of histogram `name` in `/metrics` text (Prometheus' `name_bucket{le="…"} count`
+/// lines, in their order: ascending bounds).
+fn buckets_in(text: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| {
+            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The counts of `now` less those of `before` (the same buckets read earlier).
+fn histogram_since(now: &[(f64, u64)], before: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    now.iter().map(|&(le, n)| (le, n - before.iter().find(|b| b.0 == le).map_or(0, |b| b.1))).collect()
+}
+
+/// The `q` quantile of a cumulative histogram, interpolated linearly inside its bucket as
+/// Prometheus' `histogram_quantile` does (the last finite bound when it falls in the infinite
+/// bucket; NaN on no observations).
+fn quantile(buckets: &[(f64, u64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else { return f64::NAN };
+    if total == 0 {
+        return f64::NAN;
+    }
+    let rank = q * total as f64;
+    let (mut lower, mut below) = (0.0, 0u64);
+    for &(le, n) in buckets {
+        if n as f64 >= rank {
+            if le.is_infinite() {
+                return lower;
+            }
+            return lower + (le - lower) * (rank - below as f64) / (n - below) as f64;
+        }
+        (lower, below) = (le, n);
+    }
+    lower
+}
+
+/// The share of observations within `bound` seconds (a bucket's bound); NaN on none.
+fn share_within(buckets: &[(f64, u64)], bound: f64) -> f64 {
+    let total = buckets.last().map_or(0, |b| b.1);
+    let within = buckets.iter().find(|b| b.0 == bound).map_or(0, |b| b.1);
+    within as f64 / total as f64
+}
+
 /// The least-squares fit of cpu = a·pushed + b·delivered over `(cpu, pushed, delivered)` points:
 /// `(a, b)` in seconds, neither below zero.
 fn fit(points: impl Iterator<Item = (f64, usize, usize)>) -> (f64, f64) {
@@ -420,5 +516,36 @@ fn fit(points: impl Iterator<Item = (f64, usize, usize)>) -> (f64, f64) {
         (0.0, 0.0)
     } else {
         (((pc * dd - dc * pd) / det).max(0.0), ((dc * pp - pc * pd) / det).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    const METRICS: &str = "# TYPE gesync_sync_seconds histogram\n\
+gesync_sync_seconds_bucket{le=\"0.5\"} 90\n\
+gesync_sync_seconds_bucket{le=\"1\"} 98\n\
+gesync_sync_seconds_bucket{le=\"2.5\"} 100\n\
+gesync_sync_seconds_bucket{le=\"+Inf\"} 100\n\
+gesync_sync_seconds_sum 31.5\n\
+gesync_sync_seconds_count 100\n\
+gesync_login_seconds_bucket{le=\"0.5\"} 7\n";
+
+    #[test]
+    fn a_histogram_is_read_from_metrics_text_and_its_quantile_interpolated_in_its_bucket() {
+        let b = buckets_in(METRICS, "gesync_sync_seconds");
+        assert_eq!(b, vec![(0.5, 90), (1.0, 98), (2.5, 100), (f64::INFINITY, 100)]);
+        // The 99th of 100 lies halfway through the (1, 2.5] bucket's two observations.
+        assert!((quantile(&b, 0.99) - 1.75).abs() < 1e-9, "{}", quantile(&b, 0.99));
+        assert!((quantile(&b, 0.5) - 0.5 * 50.0 / 90.0).abs() < 1e-9);
+        assert!((share_within(&b, 1.0) - 0.98).abs() < 1e-9);
+        // Less an earlier reading: only what happened since.
+        let since = histogram_since(&b, &[(0.5, 80), (1.0, 80), (2.5, 80), (f64::INFINITY, 80)]);
+        assert_eq!(since, vec![(0.5, 10), (1.0, 18), (2.5, 20), (f64::INFINITY, 20)]);
+        assert!((share_within(&since, 1.0) - 0.9).abs() < 1e-9);
+        // Beyond the last finite bound: that bound; no observations: NaN.
+        assert_eq!(quantile(&[(1.0, 0), (f64::INFINITY, 4)], 0.99), 1.0);
+        assert!(quantile(&[(1.0, 0), (f64::INFINITY, 0)], 0.99).is_nan());
     }
 }
