@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use automerge::AutoCommit;
+use automerge::{AutoCommit, LoadOptions, OnPartialLoad, VerificationMode};
 use sync_protocol::wire::{
     Framing, Hash, PageContext, PartResume, PullPart, PushDoc, PushOutcome, PushPart, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES,
     FLAG_CHECKSUMS, FLAG_HEADS_FROM_DOC, FLAG_PAGE_CONTEXT, FLAG_RECORDS_DICT, FLAG_SERVER_TIME, FLAG_SLOW_LINK, FLAG_ZSTD, MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES, MIN_PAGE_BYTES,
@@ -799,15 +799,27 @@ impl Session {
     /// changes cannot be applied (missing history) is left as it was and asked for whole.
     fn apply_pull<S: LocalStore>(&mut self, store: &mut S, id: RecordId, changes: &[u8], heads: &[Hash]) -> Result<bool, S::Error> {
         let known = store.records().get(&id).cloned();
-        let mut d = match &known {
-            Some(_) => load_doc(id, &store.doc_bytes(id)?, store.actor())?,
-            None => AutoCommit::new().with_actor(store.actor().clone()),
+        let (mut d, before) = match &known {
+            Some(_) => {
+                let mut d = load_doc(id, &store.doc_bytes(id)?, store.actor())?;
+                let before = d.get_heads();
+                if d.load_incremental(changes).is_err() {
+                    self.round.ask_full(id);
+                    return Ok(false);
+                }
+                (d, before)
+            }
+            // A record new to this phone: loaded from the bytes with the options
+            // `load_incremental` gives an empty document (what cannot be applied is left out,
+            // then caught by the check below), without making the empty document first.
+            None => match AutoCommit::load_with_options(changes, LoadOptions::new().on_partial_load(OnPartialLoad::Ignore).verification_mode(VerificationMode::Check)) {
+                Ok(d) => (d.with_actor(store.actor().clone()), Vec::new()),
+                Err(_) => {
+                    self.round.ask_full(id);
+                    return Ok(false);
+                }
+            },
         };
-        let before = d.get_heads();
-        if d.load_incremental(changes).is_err() {
-            self.round.ask_full(id);
-            return Ok(false);
-        }
         if !d.get_missing_deps(&heads_from_wire(heads)).is_empty() {
             self.round.ask_full(id);
             return Ok(false);
