@@ -471,7 +471,7 @@ fn buckets_in(text: &str, name: &str) -> Vec<(f64, u64)> {
 
 /// The counts of `now` less those of `before` (the same buckets read earlier).
 fn histogram_since(now: &[(f64, u64)], before: &[(f64, u64)]) -> Vec<(f64, u64)> {
-    now.iter().map(|&(le, n)| (le, n - before.iter().find(|b| b.0 == le).map_or(0, |b| b.1))).collect()
+    now.iter().map(|&(le, n)| (le, n.saturating_sub(before.iter().find(|b| b.0 == le).map_or(0, |b| b.1)))).collect()
 }
 
 /// The `q` quantile of a cumulative histogram, interpolated linearly inside its bucket as
