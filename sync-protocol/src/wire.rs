@@ -807,18 +807,25 @@ mod decompressors {
 
     use zstd::zstd_safe::{DCtx, ResetDirective};
 
-    static KEPT_DECOMPRESSORS: Mutex<Vec<DCtx<'static>>> = Mutex::new(Vec::new());
+    pub(super) static KEPT_DECOMPRESSORS: Mutex<Vec<DCtx<'static>>> = Mutex::new(Vec::new());
+
+    /// The largest context kept, bytes. Its buffers grow to the window a frame declares, which
+    /// the sender chooses (up to 128 MiB by zstd's default): a context that read a frame with a
+    /// large window is dropped rather than kept, so that what is kept stays within
+    /// [`super::compressors::KEPT`] times this.
+    pub(super) const KEPT_AT_MOST_BYTES: usize = 2 << 20;
 
     /// Runs `f` on a decompression context with zstd's defaults, no dictionary and nothing of
-    /// an earlier message left; kept afterwards unless [`super::compressors::KEPT`] are. A
-    /// dictionary `f` refers it to must outlive `f` only: the reset after `f` lets go of it.
+    /// an earlier message left; kept afterwards unless [`super::compressors::KEPT`] are or it
+    /// grew past [`KEPT_AT_MOST_BYTES`]. A dictionary `f` refers it to must outlive `f` only:
+    /// the reset after `f` lets go of it.
     pub(super) fn with<R>(f: impl FnOnce(&mut DCtx<'static>) -> R) -> R {
         // A panic elsewhere while the lock was held leaves a list of sound contexts.
         let kept = KEPT_DECOMPRESSORS.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut context = kept.unwrap_or_else(DCtx::create);
         let result = f(&mut context);
         // Its dictionary, parameters and any frame left half read go; its buffers stay.
-        if context.reset(ResetDirective::SessionAndParameters).is_ok() {
+        if context.reset(ResetDirective::SessionAndParameters).is_ok() && context.sizeof() <= KEPT_AT_MOST_BYTES {
             let mut kept = KEPT_DECOMPRESSORS.lock().unwrap_or_else(|e| e.into_inner());
             if kept.len() < super::compressors::KEPT {
                 kept.push(context);
@@ -1229,6 +1236,10 @@ mod tests {
             assert!(matches!(SyncResponse::decode(&cut), Err(WireError::Malformed(_))), "round {round}");
             assert_eq!(SyncResponse::decode(&cold).unwrap(), resp, "round {round}: after a frame cut short");
         }
+        // The bomb's frame declares a 16 MiB window: the context that read it was not kept.
+        let kept = decompressors::KEPT_DECOMPRESSORS.lock().unwrap();
+        assert!(kept.len() <= compressors::KEPT);
+        assert!(kept.iter().all(|c| c.sizeof() <= decompressors::KEPT_AT_MOST_BYTES), "{:?}", kept.iter().map(|c| c.sizeof()).collect::<Vec<_>>());
     }
 
     #[test]
