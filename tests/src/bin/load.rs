@@ -430,11 +430,19 @@ impl PushOnly {
 /// A counter of the servers' `/metrics`, summed over the replicas (read as the admin).
 async fn server_counter(servers: &[ServerChild], name: &str) -> u64 {
     let mut sum = 0;
-    for s in servers {
-        let text = tests::Api::login(&format!("http://{}", s.addr), "admin").await.get_text("/metrics").await;
+    for text in servers_metrics(servers).await {
         sum += tests::metric_in(&text, name).unwrap_or_else(|| panic!("{name} is not on /metrics"));
     }
     sum
+}
+
+/// Each server's `/metrics` text, read as the admin.
+async fn servers_metrics(servers: &[ServerChild]) -> Vec<String> {
+    let mut texts = Vec::with_capacity(servers.len());
+    for s in servers {
+        texts.push(tests::Api::login(&format!("http://{}", s.addr), "admin").await.get_text("/metrics").await);
+    }
+    texts
 }
 
 /// The servers' histogram of a sync request's own time (see `server/src/api/sync.rs`).
@@ -444,8 +452,7 @@ const SYNC_SECONDS: &str = "gesync_sync_seconds";
 /// bound in seconds (the last one infinite) with its cumulative count.
 async fn server_histogram(servers: &[ServerChild], name: &str) -> Vec<(f64, u64)> {
     let mut sum: Vec<(f64, u64)> = Vec::new();
-    for s in servers {
-        let text = tests::Api::login(&format!("http://{}", s.addr), "admin").await.get_text("/metrics").await;
+    for text in servers_metrics(servers).await {
         for (i, bucket) in buckets_in(&text, name).into_iter().enumerate() {
             match sum.get_mut(i) {
                 Some(b) => b.1 += bucket.1,
