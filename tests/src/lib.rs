@@ -59,15 +59,20 @@ pub const ACCOUNTS: &[(&str, Role, &str)] = &[
 
 /// Extra commune officers `phoneN` of 04701, for simulations with many phones.
 pub fn seed(db: &Db, extra_officers: usize) {
-    for (code, name, parent, level) in TREE {
-        db.org_units().put_org_unit(OrgUnit::new(*code, *name, parent.map(str::to_string), *level), None).unwrap();
-    }
+    seed_tree(db);
     // One hash for all: argon2 at 48 MiB is deliberately slow.
     let hash = gesync_server::auth::hash_password(PASSWORD);
     let mut users: Vec<(String, Role, String)> = ACCOUNTS.iter().map(|(u, r, o)| (u.to_string(), *r, o.to_string())).collect();
     users.extend((0..extra_officers).map(|i| (format!("phone{i}"), Role::CommuneOfficer, "04701".to_string())));
     for (username, role, org_unit) in users {
         db.accounts().put_user(&User { username, role, org_unit, password_hash: hash.clone(), disabled: false, session_epoch: 0 }, true, None).unwrap();
+    }
+}
+
+/// [`TREE`] alone, no accounts.
+pub fn seed_tree(db: &Db) {
+    for (code, name, parent, level) in TREE {
+        db.org_units().put_org_unit(OrgUnit::new(*code, *name, parent.map(str::to_string), *level), None).unwrap();
     }
 }
 

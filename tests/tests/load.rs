@@ -1,6 +1,6 @@
 //! The `load` binary itself, in a reduced size (the full size is in the README's benchmarks):
 //! it runs a whole deadline rush against the real server process and its last line reports an
-//! exact end state.
+//! exact end state. And `bench-record`, which splits a created record's cost by layer.
 
 use std::process::Command;
 
@@ -72,6 +72,34 @@ fn the_load_binary_refuses_a_store_in_memory_on_postgresql() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.trim_end().ends_with("error: --store-in-memory copies the embedded store; it does not take --database"), "{stderr}");
+}
+
+/// `bench-record` takes every record through Automerge, the core and the data layer (in memory
+/// and on sled), accepted each time (else it exits 1), and reports each step of both kinds.
+#[test]
+fn the_record_benchmark_reports_every_layer_for_both_kinds_of_record() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-record")).args(["--records", "40", "--seed", "3"]).output().expect("bench-record runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-record failed:\n{stderr}");
+    assert!(stderr.contains("seed 3"), "the seed is printed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("the last line is JSON");
+    for kind in ["load_case", "with_notes"] {
+        let r = &report[kind];
+        let us = |layer: &str, step: &str| r[layer][step].as_f64().unwrap_or_else(|| panic!("{kind}.{layer}.{step} in {report}"));
+        for step in ["load_us", "inspect_us", "save_us", "drop_us", "hydrate_us"] {
+            assert!(us("automerge", step) > 0.0, "{kind}: {step} in {report}");
+        }
+        assert!(us("core", "merge_us") > 0.0 && us("core", "decide_us") > 0.0, "{report}");
+        for store in ["memory", "sled"] {
+            let layer = &r["data_layer"][store];
+            assert!(layer["wall_us"].as_f64().unwrap() > 0.0, "{kind} on {store}: {report}");
+            assert!(layer["cpu_us"].as_f64().unwrap() >= 0.0, "{kind} on {store}: {report}");
+            assert_eq!(layer["per_request"], 20, "{report}");
+        }
+    }
+    // The notes make the second kind's documents the larger.
+    assert!(report["with_notes"]["document_bytes"].as_u64() > report["load_case"]["document_bytes"].as_u64(), "{report}");
 }
 
 /// Runs `load` with `phones` phones of `per_phone` records, three a commune, seed 7, and
