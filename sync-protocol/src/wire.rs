@@ -601,27 +601,21 @@ fn frame(framing: Framing, level: impl FnOnce(usize) -> i32, payload: &[u8], aga
 
 /// zstd compressors kept between messages: making one (`ZSTD_createCCtx` and its first
 /// tables) cost the server about 22 µs a sync request, 3% of a pull's CPU in `load`. At most
-/// [`compressors::KEPT`] are kept, each holding the tables of the largest message it compressed
+/// [`kept::KEPT`] are kept, each holding the tables of the largest message it compressed
 /// lately (zstd shrinks them after a long run of small ones); more at once are made and
 /// dropped.
 mod compressors {
-    use std::sync::Mutex;
-
     use zstd::bulk::Compressor;
     use zstd::zstd_safe::ResetDirective;
 
-    /// About the syncs a server works on at once (four a core): past that a compressor is made
-    /// for the message and dropped after it, as before.
-    pub(super) const KEPT: usize = 8;
+    use super::kept::Kept;
 
-    pub(super) static KEPT_COMPRESSORS: Mutex<Vec<Compressor<'static>>> = Mutex::new(Vec::new());
+    pub(super) static KEPT_COMPRESSORS: Kept<Compressor<'static>> = Kept::new();
 
     /// Runs `f` on a compressor with zstd's defaults, no dictionary and no parameter of an
-    /// earlier message left; kept afterwards unless [`KEPT`] are.
+    /// earlier message left; kept afterwards unless [`super::kept::KEPT`] are.
     pub(super) fn with<R>(f: impl FnOnce(&mut Compressor<'static>) -> std::io::Result<R>) -> std::io::Result<R> {
-        // A panic elsewhere while the lock was held leaves a list of sound compressors.
-        let kept = KEPT_COMPRESSORS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut compressor = match kept {
+        let mut compressor = match KEPT_COMPRESSORS.take() {
             Some(c) => c,
             None => Compressor::new(0)?,
         };
@@ -629,12 +623,46 @@ mod compressors {
         // Its dictionary (a page context, or the prepared records dictionary it refers to) and
         // its parameters go; its tables stay.
         if compressor.context_mut().reset(ResetDirective::SessionAndParameters).is_ok() {
-            let mut kept = KEPT_COMPRESSORS.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.len() < KEPT {
-                kept.push(compressor);
-            }
+            KEPT_COMPRESSORS.keep(compressor);
         }
         result
+    }
+}
+
+/// The zstd contexts of one kind kept between messages, for [`compressors`] and
+/// [`decompressors`] alike.
+mod kept {
+    use std::sync::{Mutex, MutexGuard};
+
+    /// About the syncs a server works on at once (four a core): past that a context is made
+    /// for the message and dropped after it.
+    pub(super) const KEPT: usize = 8;
+
+    /// At most [`KEPT`] contexts, each taken by one message at a time.
+    pub(super) struct Kept<T>(Mutex<Vec<T>>);
+
+    impl<T> Kept<T> {
+        pub(super) const fn new() -> Self {
+            Kept(Mutex::new(Vec::new()))
+        }
+
+        /// A kept context, if one is free.
+        pub(super) fn take(&self) -> Option<T> {
+            self.lock().pop()
+        }
+
+        /// Keeps `context` for a later message, unless [`KEPT`] already are (then it is dropped).
+        pub(super) fn keep(&self, context: T) {
+            let mut kept = self.lock();
+            if kept.len() < KEPT {
+                kept.push(context);
+            }
+        }
+
+        /// A panic elsewhere while the lock was held leaves a list of sound contexts.
+        pub(super) fn lock(&self) -> MutexGuard<'_, Vec<T>> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
     }
 }
 
@@ -803,33 +831,28 @@ fn inflate(compressed: &[u8], dict: Option<&zstd::dict::DecoderDictionary<'stati
 
 /// Decompression contexts kept between messages, as [`compressors`] keeps compressors.
 mod decompressors {
-    use std::sync::Mutex;
-
     use zstd::zstd_safe::{DCtx, ResetDirective};
 
-    pub(super) static KEPT_DECOMPRESSORS: Mutex<Vec<DCtx<'static>>> = Mutex::new(Vec::new());
+    use super::kept::Kept;
+
+    pub(super) static KEPT_DECOMPRESSORS: Kept<DCtx<'static>> = Kept::new();
 
     /// The largest context kept, bytes. Its buffers grow to the window a frame declares, which
     /// the sender chooses (up to 128 MiB by zstd's default): a context that read a frame with a
     /// large window is dropped rather than kept, so that what is kept stays within
-    /// [`super::compressors::KEPT`] times this.
+    /// [`super::kept::KEPT`] times this.
     pub(super) const KEPT_AT_MOST_BYTES: usize = 2 << 20;
 
     /// Runs `f` on a decompression context with zstd's defaults, no dictionary and nothing of
-    /// an earlier message left; kept afterwards unless [`super::compressors::KEPT`] are or it
-    /// grew past [`KEPT_AT_MOST_BYTES`]. A dictionary `f` refers it to must outlive `f` only:
-    /// the reset after `f` lets go of it.
+    /// an earlier message left; kept afterwards unless [`super::kept::KEPT`] are or it grew past
+    /// [`KEPT_AT_MOST_BYTES`]. A dictionary `f` refers it to must outlive `f` only: the reset
+    /// after `f` lets go of it.
     pub(super) fn with<R>(f: impl FnOnce(&mut DCtx<'static>) -> R) -> R {
-        // A panic elsewhere while the lock was held leaves a list of sound contexts.
-        let kept = KEPT_DECOMPRESSORS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut context = kept.unwrap_or_else(DCtx::create);
+        let mut context = KEPT_DECOMPRESSORS.take().unwrap_or_else(DCtx::create);
         let result = f(&mut context);
         // Its dictionary, parameters and any frame left half read go; its buffers stay.
         if context.reset(ResetDirective::SessionAndParameters).is_ok() && context.sizeof() <= KEPT_AT_MOST_BYTES {
-            let mut kept = KEPT_DECOMPRESSORS.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.len() < super::compressors::KEPT {
-                kept.push(context);
-            }
+            KEPT_DECOMPRESSORS.keep(context);
         }
         result
     }
@@ -1211,7 +1234,7 @@ mod tests {
                 assert_eq!(zstd::bulk::decompress(&plain, payload.len()).unwrap(), payload);
             }
         }
-        assert!(compressors::KEPT_COMPRESSORS.lock().unwrap().len() <= compressors::KEPT);
+        assert!(compressors::KEPT_COMPRESSORS.lock().len() <= kept::KEPT);
     }
 
     /// A kept decompression context carries nothing of its last message into the next: not
@@ -1238,9 +1261,9 @@ mod tests {
         }
         // The bomb's frame declares a window (2 MiB, zstd's at level 3) that grows its context
         // past the bound: the context that read it was not kept.
-        let kept = decompressors::KEPT_DECOMPRESSORS.lock().unwrap();
-        assert!(kept.len() <= compressors::KEPT);
-        assert!(kept.iter().all(|c| c.sizeof() <= decompressors::KEPT_AT_MOST_BYTES), "{:?}", kept.iter().map(|c| c.sizeof()).collect::<Vec<_>>());
+        let contexts = decompressors::KEPT_DECOMPRESSORS.lock();
+        assert!(contexts.len() <= kept::KEPT);
+        assert!(contexts.iter().all(|c| c.sizeof() <= decompressors::KEPT_AT_MOST_BYTES), "{:?}", contexts.iter().map(|c| c.sizeof()).collect::<Vec<_>>());
     }
 
     #[test]
