@@ -80,7 +80,11 @@ fn pushes_of(cases: &[Value]) -> Vec<PushDoc> {
 
 /// The median of `ROUNDS` runs of `round`, each returning its µs a record.
 fn median(mut round: impl FnMut() -> f64) -> f64 {
-    let mut runs: Vec<f64> = (0..ROUNDS).map(|_| round()).collect();
+    middle((0..ROUNDS).map(|_| round()).collect())
+}
+
+/// The median of `ROUNDS` figures.
+fn middle(mut runs: Vec<f64>) -> f64 {
     runs.sort_by(f64::total_cmp);
     runs[ROUNDS / 2]
 }
@@ -210,11 +214,7 @@ fn data_layer(pushes: &[PushDoc], per_request: usize, on_sled: bool) -> Value {
         wall.push(per_record(t, pushes.len()));
         cpu.push((tests::cpu_s(std::process::id()) - cpu0) * 1e6 / pushes.len() as f64);
     }
-    let mid = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[ROUNDS / 2]
-    };
-    let (cpu, wall) = (mid(cpu), mid(wall));
+    let (cpu, wall) = (middle(cpu), middle(wall));
     eprintln!("  data layer on {}: {cpu:.1} µs of CPU a record ({wall:.1} µs wall), {per_request} a request", if on_sled { "sled" } else { "memory" });
     json!({"cpu_us": cpu, "wall_us": wall, "per_request": per_request})
 }
